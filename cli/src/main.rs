@@ -1,0 +1,395 @@
+//! The `imgvec` command-line tool: bulk ingest, search, info and delete over an imgvec database
+//! folder. All the work is done by the `imgvec` crate; this binary parses arguments, reports
+//! progress and prints results in the formats DESIGN.md fixes (scripts rely on them).
+
+mod html;
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use imgvec::{
+    collect_files, Database, Hit, IngestEvent, IngestOptions, OpenOptions, PipelineChoice, Query,
+    SearchMode, SearchOptions, Source,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(
+    name = "imgvec",
+    version,
+    about = "An embedded vector database for images"
+)]
+struct Cli {
+    /// Threads for decoding and inference (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Add images (files or folders, walked recursively) to DB, creating it if absent.
+    Ingest(IngestArgs),
+    /// Find the stored images most like each query image.
+    Search(SearchArgs),
+    /// Rows, segments, pipeline and bytes on disk.
+    Info {
+        db: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete rows by id or by path.
+    Delete {
+        db: PathBuf,
+        #[arg(long = "id")]
+        ids: Vec<u64>,
+        #[arg(long = "path")]
+        paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    db: PathBuf,
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// One JSON line per image once it is durable, then a summary line.
+    #[arg(long)]
+    json: bool,
+    /// Named pipeline for a new database.
+    #[arg(long, conflicts_with = "model")]
+    pipeline: Option<String>,
+    /// Any TorchScript extractor (float RGB NCHW in [0,1] -> [N,D] or [N,C,H,W]).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Square input size for --model.
+    #[arg(long, default_value_t = 224, requires = "model")]
+    model_size: u32,
+    /// Attach KEY=VALUE to every new row (repeatable).
+    #[arg(long = "attr", value_parser = parse_attr)]
+    attrs: Vec<(String, String)>,
+    /// Images per model forward.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+}
+
+#[derive(Args)]
+struct SearchArgs {
+    db: PathBuf,
+    images: Vec<PathBuf>,
+    /// Search with a stored image ("more like this"); repeatable.
+    #[arg(long = "id")]
+    ids: Vec<u64>,
+    #[arg(short, default_value_t = 10)]
+    k: usize,
+    #[arg(long, default_value = "exact")]
+    mode: String,
+    /// Show raw index results without exact re-ranking (ivfpq, hamming).
+    #[arg(long)]
+    no_rerank: bool,
+    #[arg(long)]
+    json: bool,
+    /// Write a self-contained HTML contact sheet of the results.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// Only results whose path starts with this prefix.
+    #[arg(long)]
+    path_prefix: Option<String>,
+    /// Only results with this attribute (repeatable).
+    #[arg(long = "attr", value_parser = parse_attr)]
+    attrs: Vec<(String, String)>,
+    /// Only results with at least this score.
+    #[arg(long)]
+    threshold: Option<f32>,
+}
+
+fn parse_attr(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got `{s}`")),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("IMGVEC_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let mut open = OpenOptions::default();
+    if let Some(t) = cli.threads {
+        open.threads = t;
+    }
+    let result = match cli.command {
+        Command::Ingest(args) => ingest(args, open),
+        Command::Search(args) => search(args, open),
+        Command::Info { db, json } => info(db, json, open),
+        Command::Delete { db, ids, paths } => delete(db, ids, paths, open),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type CliResult = Result<ExitCode, imgvec::Error>;
+
+fn print_json(value: &impl serde::Serialize) {
+    let line = serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (e.g. `| head`) is not worth a panic.
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn ingest(args: IngestArgs, mut open: OpenOptions) -> CliResult {
+    open.pipeline = match (args.pipeline, args.model) {
+        (Some(name), _) => PipelineChoice::Named(name),
+        (None, Some(path)) => PipelineChoice::Model {
+            path,
+            size: args.model_size,
+        },
+        (None, None) => PipelineChoice::Default,
+    };
+    let db = Database::open(&args.db, open)?;
+    let files = collect_files(&args.paths);
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                // Second Ctrl-C: leave now. Everything already reported is durable.
+                std::process::exit(130);
+            }
+            eprintln!("stopping: finishing the images in flight (Ctrl-C again to quit now)");
+        });
+    }
+    let opts = IngestOptions {
+        attributes: args.attrs.into_iter().collect(),
+        batch_size: args.batch_size,
+        stop: stop.clone(),
+        ..IngestOptions::default()
+    };
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(files.images.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} images {per_sec} eta {eta} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let json = args.json;
+    let report = |ev: &IngestEvent| {
+        bar.inc(1);
+        if json {
+            print_json(ev);
+        } else if let Some(err) = &ev.error {
+            bar.println(format!("error: {}: {err}", ev.path));
+        }
+    };
+    for (path, reason) in &files.errors {
+        report(&IngestEvent::error(
+            path.display().to_string(),
+            reason.clone(),
+        ));
+    }
+    let sources = files.images.into_iter().map(Source::File).collect();
+    let mut summary = db.ingest(sources, &opts, &report)?;
+    bar.finish_and_clear();
+    summary.errors += files.errors.len() as u64;
+    summary.skipped = files.skipped.len() as u64;
+    if json {
+        print_json(&serde_json::json!({ "summary": summary }));
+    } else {
+        println!(
+            "stored {}  unchanged {}  replaced {}  skipped {}  errors {}  duplicates {}  \
+             ({:.1} images/s, {:.1} s){}",
+            summary.stored,
+            summary.unchanged,
+            summary.replaced,
+            summary.skipped,
+            summary.errors,
+            summary.duplicates,
+            summary.images_per_sec,
+            summary.seconds,
+            if summary.interrupted {
+                "  [interrupted]"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(if summary.interrupted {
+        ExitCode::from(130)
+    } else if summary.errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn search(args: SearchArgs, mut open: OpenOptions) -> CliResult {
+    if args.images.is_empty() && args.ids.is_empty() {
+        return Err(imgvec::Error::Invalid(
+            "give at least one query image or --id N".into(),
+        ));
+    }
+    let mode: SearchMode = args.mode.parse()?;
+    let _ = args.no_rerank; // exact mode has nothing to re-rank; kept for the CLI contract
+    open.read_only = true;
+    let db = Database::open(&args.db, open)?;
+    let opts = SearchOptions {
+        k: args.k,
+        mode,
+        threshold: args.threshold,
+        path_prefix: args.path_prefix,
+        attributes: args.attrs.into_iter().collect::<BTreeMap<_, _>>(),
+    };
+    let mut labels: Vec<String> = args
+        .images
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    labels.extend(args.ids.iter().map(|id| format!("id:{id}")));
+    let mut queries: Vec<Query> = args.images.iter().cloned().map(Query::Path).collect();
+    queries.extend(args.ids.iter().map(|&id| Query::Id(id)));
+    let results = db.search_batch(queries, &opts);
+    let mut failed = false;
+    let mut sheet = Vec::new();
+    for (label, result) in labels.iter().zip(&results) {
+        match result {
+            Ok(hits) => {
+                if args.json {
+                    print_json(&serde_json::json!({ "query": label, "results": hits }));
+                } else {
+                    print_hits(label, hits);
+                }
+            }
+            Err(e) => {
+                failed = true;
+                if args.json {
+                    print_json(&serde_json::json!({ "query": label, "error": e.to_string() }));
+                } else {
+                    eprintln!("error: {e}");
+                }
+            }
+        }
+    }
+    if let Some(path) = &args.html {
+        for ((label, result), image) in labels.iter().zip(&results).zip(
+            args.images
+                .iter()
+                .map(Some)
+                .chain(args.ids.iter().map(|_| None)),
+        ) {
+            sheet.push(html::QueryRow {
+                label: label.clone(),
+                image: image.cloned(),
+                hits: result.as_ref().cloned().map_err(|e| e.to_string()),
+            });
+        }
+        html::write(&db, path, &sheet)?;
+        if !args.json {
+            println!("contact sheet written to {}", path.display());
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_hits(label: &str, hits: &[Hit]) {
+    println!("{label}");
+    if hits.is_empty() {
+        println!("  (no results)");
+    }
+    for (rank, hit) in hits.iter().enumerate() {
+        println!(
+            "  {:>2}. {:.4}  id {:<6} {}",
+            rank + 1,
+            hit.score,
+            hit.id,
+            hit.path
+        );
+    }
+}
+
+fn info(db: PathBuf, json: bool, mut open: OpenOptions) -> CliResult {
+    open.read_only = true;
+    let db = Database::open(&db, open)?;
+    let info = db.info()?;
+    if json {
+        print_json(&info);
+    } else {
+        println!("database      {}", info.path);
+        match &info.pipeline {
+            Some(p) => println!(
+                "pipeline      {} (model {}, {}px, {} dims, fingerprint {})",
+                p.name,
+                p.model_source,
+                p.input_size,
+                p.dims,
+                &p.model_fingerprint[..16.min(p.model_fingerprint.len())]
+            ),
+            None => println!("pipeline      (none yet)"),
+        }
+        let s = &info.stats;
+        println!(
+            "rows          {} live, {} deleted",
+            s.live_rows, s.deleted_rows
+        );
+        println!(
+            "segments      {} ({} rows, {} bytes)",
+            s.segments, s.segment_rows, s.segment_bytes
+        );
+        println!("bytes on disk {}", s.bytes_on_disk);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn delete(db: PathBuf, ids: Vec<u64>, paths: Vec<PathBuf>, open: OpenOptions) -> CliResult {
+    if ids.is_empty() && paths.is_empty() {
+        return Err(imgvec::Error::Invalid("give --id N or --path P".into()));
+    }
+    let db = Database::open(&db, open)?;
+    let mut wanted = ids;
+    let mut missing = Vec::new();
+    for p in &paths {
+        let key = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+        match db.get_by_path(&key.display().to_string())? {
+            Some(rec) => wanted.push(rec.id),
+            None => missing.push(p.display().to_string()),
+        }
+    }
+    let deleted = db.delete(&wanted)?;
+    missing.extend(
+        wanted
+            .iter()
+            .filter(|id| !deleted.contains(id))
+            .map(|id| format!("id {id}")),
+    );
+    println!("deleted {} row(s)", deleted.len());
+    for m in &missing {
+        eprintln!("error: not found: {m}");
+    }
+    Ok(if missing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,330 @@
+//! The `imgvec` binary end to end, on the real stack, through its documented CLI contract.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn imgvec() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_imgvec"))
+}
+
+fn run(args: &[&str]) -> Output {
+    imgvec().args(args).output().unwrap()
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// ../shared/datasets (or $IMGVEC_DATASETS): the benchmark folders the project is measured on.
+fn datasets() -> PathBuf {
+    let candidates = [
+        std::env::var_os("IMGVEC_DATASETS").map(PathBuf::from),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets")),
+        Some(PathBuf::from("/work/shared/datasets")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.join("instances-dev/db").is_dir())
+        .expect("instances-dev not found: set IMGVEC_DATASETS to the folder holding it")
+}
+
+/// The first `n` db images of instances-dev copied into `dir` (so tests own their paths).
+fn copy_db_images(dir: &Path, n: usize) -> Vec<PathBuf> {
+    let src = datasets().join("instances-dev/db");
+    let mut names: Vec<_> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    std::fs::create_dir_all(dir).unwrap();
+    names
+        .iter()
+        .take(n)
+        .map(|name| {
+            let to = dir.join(name);
+            std::fs::copy(src.join(name), &to).unwrap();
+            to
+        })
+        .collect()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn ingest_search_reopen_gives_identical_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = copy_db_images(&tmp.path().join("imgs"), 48);
+    let db = tmp.path().join("db");
+    let out = run(&["ingest", s(&db), s(&tmp.path().join("imgs")), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 49);
+    let mut ids = std::collections::HashSet::new();
+    for l in &lines[..48] {
+        assert_eq!(l["status"], "stored", "{l}");
+        assert!(l["error"].is_null());
+        assert!(ids.insert(l["id"].as_u64().unwrap()));
+    }
+    assert_eq!(lines[48]["summary"]["stored"], 48);
+
+    // Running the same ingest again stores nothing twice.
+    let again = run(&["ingest", s(&db), s(&tmp.path().join("imgs")), "--json"]);
+    let lines = json_lines(&again);
+    assert!(lines[..48].iter().all(|l| l["status"] == "unchanged"));
+    assert_eq!(lines[48]["summary"]["unchanged"], 48);
+    assert_eq!(lines[48]["summary"]["stored"], 0);
+
+    // Every stored image finds itself first; each query answers in its own process.
+    let queries: Vec<&str> = images.iter().step_by(5).map(|p| s(p)).collect();
+    let mut args = vec!["search", s(&db)];
+    args.extend(&queries);
+    args.extend(["-k", "5", "--json"]);
+    let first = run(&args);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let results = json_lines(&first);
+    assert_eq!(results.len(), queries.len());
+    for (q, r) in queries.iter().zip(&results) {
+        assert_eq!(r["query"], *q);
+        let hits = r["results"].as_array().unwrap();
+        assert_eq!(hits.len(), 5);
+        assert_eq!(hits[0]["path"], *q);
+        assert!(hits[0]["score"].as_f64().unwrap() > 0.999);
+        let scores: Vec<f64> = hits.iter().map(|h| h["score"].as_f64().unwrap()).collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    }
+    let second = run(&args);
+    assert_eq!(first.stdout, second.stdout);
+
+    // info sees what ingest reported.
+    let info = json_lines(&run(&["info", s(&db), "--json"]));
+    assert_eq!(info[0]["live_rows"], 48);
+    assert_eq!(info[0]["pipeline"]["name"], "fast");
+}
+
+#[test]
+fn bad_files_are_reported_and_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("in");
+    let good = copy_db_images(&dir, 2);
+    let jpeg = std::fs::read(&good[0]).unwrap();
+    std::fs::write(dir.join("truncated.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
+    std::fs::write(dir.join("text.jpg"), b"this is not an image\n").unwrap();
+    std::fs::write(dir.join("empty.png"), b"").unwrap();
+    // A real PNG whose header is patched to claim 50000 x 50000 pixels.
+    let mut bomb = std::io::Cursor::new(Vec::new());
+    imgvec::image::RgbImage::new(16, 16)
+        .write_to(&mut bomb, imgvec::image::ImageFormat::Png)
+        .unwrap();
+    let mut bomb = bomb.into_inner();
+    bomb[16..20].copy_from_slice(&50_000u32.to_be_bytes());
+    bomb[20..24].copy_from_slice(&50_000u32.to_be_bytes());
+    let crc = crc32fast::hash(&bomb[12..29]);
+    bomb[29..33].copy_from_slice(&crc.to_be_bytes());
+    std::fs::write(dir.join("bomb.png"), &bomb).unwrap();
+    std::fs::write(dir.join("notes.txt"), b"skipped by extension").unwrap();
+
+    let db = tmp.path().join("db");
+    let out = run(&[
+        "ingest",
+        s(&db),
+        s(&dir),
+        s(&tmp.path().join("missing.jpg")),
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "bad items make the exit status non-zero"
+    );
+    let lines = json_lines(&out);
+    let by_name = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l["path"].as_str().is_some_and(|p| p.ends_with(name)))
+            .unwrap_or_else(|| panic!("no line for {name}: {lines:?}"))
+            .clone()
+    };
+    for (name, reason) in [
+        ("truncated.jpg", "cannot decode"),
+        ("text.jpg", "not a supported image"),
+        ("empty.png", "empty file"),
+        ("bomb.png", "50000x50000"),
+        ("missing.jpg", "No such file"),
+    ] {
+        let l = by_name(name);
+        assert_eq!(l["status"], "error", "{l}");
+        assert!(l["error"].as_str().unwrap().contains(reason), "{l}");
+    }
+    for g in &good {
+        assert_eq!(
+            by_name(g.file_name().unwrap().to_str().unwrap())["status"],
+            "stored"
+        );
+    }
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(
+        (&summary["stored"], &summary["errors"], &summary["skipped"]),
+        (&Value::from(2), &Value::from(5), &Value::from(1))
+    );
+
+    // A query that cannot be read gets an error line; the others are still answered.
+    let out = run(&[
+        "search",
+        s(&db),
+        s(&dir.join("text.jpg")),
+        s(&good[1]),
+        "--json",
+    ]);
+    assert!(!out.status.success());
+    let lines = json_lines(&out);
+    assert!(lines[0]["error"].as_str().unwrap().contains("text.jpg"));
+    assert_eq!(lines[1]["results"][0]["path"], s(&good[1]));
+}
+
+#[test]
+fn second_writer_is_locked_out_and_readers_are_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = copy_db_images(&tmp.path().join("imgs"), 3);
+    let db = tmp.path().join("db");
+    assert!(run(&["ingest", s(&db), s(&imgs[0])]).status.success());
+    let writer = imgvec::Database::open(&db, imgvec::OpenOptions::default()).unwrap();
+    let out = run(&["ingest", s(&db), s(&imgs[1])]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("database is locked by another process"),
+        "{err}"
+    );
+    // Searching is read-only and works beside the writer.
+    let out = run(&["search", s(&db), s(&imgs[0]), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(writer);
+    assert!(run(&["ingest", s(&db), s(&imgs[1])]).status.success());
+}
+
+#[test]
+fn search_by_id_and_html_contact_sheet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = copy_db_images(&tmp.path().join("imgs"), 6);
+    let db = tmp.path().join("db");
+    let out = run(&["ingest", s(&db), s(&tmp.path().join("imgs")), "--json"]);
+    let first_id = json_lines(&out)[0]["id"].as_u64().unwrap();
+    let html = tmp.path().join("sheet.html");
+    let id = first_id.to_string();
+    let out = run(&[
+        "search",
+        s(&db),
+        s(&imgs[2]),
+        "--id",
+        &id,
+        "-k",
+        "3",
+        "--json",
+        "--html",
+        s(&html),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    assert_eq!(lines[1]["query"], format!("id:{id}"));
+    let hits = lines[1]["results"].as_array().unwrap();
+    assert_eq!(hits.len(), 3);
+    assert!(hits.iter().all(|h| h["id"].as_u64() != Some(first_id)));
+    let page = std::fs::read_to_string(&html).unwrap();
+    // The query and 3 results, for each of the 2 queries, all embedded.
+    assert_eq!(page.matches("data:image/jpeg;base64,").count(), 8);
+    assert!(page.contains(s(&imgs[2])));
+    let out = run(&["search", s(&db), s(&imgs[2]), "--mode", "hamming", "--json"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not available yet"));
+}
+
+/// Ctrl-C stops an ingest cleanly: exit 130, and every image it acknowledged is stored.
+#[test]
+fn interrupted_ingest_keeps_what_it_acknowledged_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("imgs");
+    copy_db_images(&dir, 200);
+    let db = tmp.path().join("db");
+    let mut child = imgvec()
+        .args(["ingest", s(&db), s(&dir), "--json", "--batch-size", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut reader = std::io::BufReader::new(stdout);
+    let mut acked = Vec::new();
+    let mut line = String::new();
+    use std::io::BufRead;
+    while reader.read_line(&mut line).unwrap() > 0 {
+        let v: Value = serde_json::from_str(&line).unwrap();
+        line.clear();
+        if v["status"] == "stored" {
+            acked.push(v["id"].as_u64().unwrap());
+            if acked.len() == 1 {
+                let pid = child.id().to_string();
+                assert!(Command::new("kill")
+                    .args(["-INT", &pid])
+                    .status()
+                    .unwrap()
+                    .success());
+            }
+        }
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        acked.len() < 200,
+        "the interrupt came too late to test anything"
+    );
+    let info = json_lines(&run(&["info", s(&db), "--json"]));
+    assert_eq!(info[0]["live_rows"].as_u64().unwrap(), acked.len() as u64);
+    let handle = imgvec::Database::open(
+        &db,
+        imgvec::OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for id in &acked {
+        assert!(
+            handle.get(*id).unwrap().is_some(),
+            "acknowledged id {id} lost"
+        );
+    }
+    drop(handle);
+    // Running it again finishes the job without storing anything twice.
+    let out = run(&["ingest", s(&db), s(&dir), "--json"]);
+    let lines = json_lines(&out);
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(summary["unchanged"].as_u64().unwrap(), acked.len() as u64);
+    assert_eq!(
+        summary["stored"].as_u64().unwrap(),
+        200 - acked.len() as u64
+    );
+}

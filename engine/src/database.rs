@@ -1,0 +1,452 @@
+//! The `Database` handle: open, insert, search, get, delete.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use imgvec_ingest::{decode, l2_normalize_rows, model_input, set_torch_threads, Extractor};
+use imgvec_storage::{ImageRecord, OpenMode, Store, StoreStats};
+use parking_lot::{Mutex, MutexGuard};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::exact;
+use crate::ingest::{IngestEvent, IngestOptions, Source};
+use crate::pipeline::{self, PipelineChoice, PipelineConfig};
+
+/// How to open a database.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Read-only handles take no lock and see the database as it was when opened; any number of
+    /// them may run beside the one writer.
+    pub read_only: bool,
+    /// Pipeline for a new database (an existing one keeps its own).
+    pub pipeline: PipelineChoice,
+    /// Threads for decoding and for libtorch; defaults to the number of cores.
+    pub threads: usize,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            read_only: false,
+            pipeline: PipelineChoice::Default,
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        }
+    }
+}
+
+/// Search strategies, chosen per query.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SearchMode {
+    /// Exact cosine over every stored vector.
+    #[default]
+    Exact,
+    /// FAISS IVF-PQ (not available yet).
+    IvfPq,
+    /// Hamming over binary codes (not available yet).
+    Hamming,
+}
+
+impl std::str::FromStr for SearchMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "exact" => Ok(SearchMode::Exact),
+            "ivfpq" => Ok(SearchMode::IvfPq),
+            "hamming" => Ok(SearchMode::Hamming),
+            other => Err(Error::Invalid(format!(
+                "unknown search mode `{other}` (exact, ivfpq, hamming)"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchOptions {
+    pub k: usize,
+    pub mode: SearchMode,
+    /// Only results with at least this cosine score.
+    pub threshold: Option<f32>,
+    /// Only rows whose path starts with this prefix.
+    pub path_prefix: Option<String>,
+    /// Only rows carrying all these attributes.
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl Default for SearchOptions {
+    fn default() -> Self {
+        SearchOptions {
+            k: 10,
+            mode: SearchMode::Exact,
+            threshold: None,
+            path_prefix: None,
+            attributes: BTreeMap::new(),
+        }
+    }
+}
+
+/// What to search with.
+#[derive(Debug, Clone)]
+pub enum Query {
+    /// An image file.
+    Path(PathBuf),
+    /// Encoded image bytes (any supported format).
+    Bytes(Vec<u8>),
+    /// A stored image ("more like this"); the image itself is left out of its results.
+    Id(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    pub id: u64,
+    pub path: String,
+    /// Cosine similarity, higher is better.
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseInfo {
+    pub path: String,
+    pub read_only: bool,
+    pub pipeline: Option<PipelineConfig>,
+    #[serde(flatten)]
+    pub stats: StoreStats,
+}
+
+/// One image database (a folder). `Send + Sync`: share one handle across threads.
+pub struct Database {
+    pub(crate) store: Store,
+    pipeline: Mutex<Option<PipelineConfig>>,
+    requested: PipelineChoice,
+    extractor: Mutex<Option<Box<dyn Extractor>>>,
+    pub(crate) threads: usize,
+}
+
+impl Database {
+    /// Opens (creating if absent, unless read-only) the database in folder `dir`.
+    pub fn open(dir: impl AsRef<Path>, opts: OpenOptions) -> Result<Database> {
+        let dir = dir.as_ref();
+        let mode = if opts.read_only {
+            OpenMode::ReadOnly
+        } else {
+            OpenMode::ReadWrite
+        };
+        let store = Store::open(dir, mode)?;
+        let pipeline = pipeline::stored(&store)?;
+        let threads = opts.threads.max(1);
+        set_torch_threads(threads);
+        Ok(Database {
+            store,
+            pipeline: Mutex::new(pipeline),
+            requested: opts.pipeline,
+            extractor: Mutex::new(None),
+            threads,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.store.dir()
+    }
+
+    pub fn pipeline(&self) -> Option<PipelineConfig> {
+        self.pipeline.lock().clone()
+    }
+
+    /// The loaded extractor, loading it (and, for a new database, fixing its pipeline) first.
+    pub(crate) fn extractor(&self) -> Result<MutexGuard<'_, Option<Box<dyn Extractor>>>> {
+        let mut guard = self.extractor.lock();
+        if guard.is_none() {
+            let mut pipeline = self.pipeline.lock();
+            let loaded = match pipeline.as_ref() {
+                Some(config) if self.requested == PipelineChoice::Default => {
+                    config.load_extractor(self.dir())?
+                }
+                _ if self.store.mode() == OpenMode::ReadOnly => {
+                    return Err(Error::Invalid(format!(
+                        "{}: database has no pipeline yet (nothing ingested)",
+                        self.dir().display()
+                    )))
+                }
+                _ => {
+                    let (config, extractor) = pipeline::resolve(&self.store, &self.requested)?;
+                    let extractor = match extractor {
+                        Some(e) => e,
+                        None => config.load_extractor(self.dir())?,
+                    };
+                    *pipeline = Some(config);
+                    extractor
+                }
+            };
+            *guard = Some(loaded);
+        }
+        Ok(guard)
+    }
+
+    /// Inserts one file (its canonical path is its key). Returns once it is durable.
+    pub fn insert_path(&self, path: impl AsRef<Path>) -> Result<IngestEvent> {
+        let path = path.as_ref();
+        let canonical = std::fs::canonicalize(path).map_err(|e| Error::Image {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        self.insert_one(Source::File(canonical), BTreeMap::new())
+    }
+
+    /// Inserts encoded image bytes under `key`, with user attributes. Returns once durable.
+    pub fn insert_bytes(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        attributes: BTreeMap<String, String>,
+    ) -> Result<IngestEvent> {
+        let source = Source::Bytes {
+            key: key.to_string(),
+            bytes: Arc::from(bytes),
+        };
+        self.insert_one(source, attributes)
+    }
+
+    fn insert_one(
+        &self,
+        source: Source,
+        attributes: BTreeMap<String, String>,
+    ) -> Result<IngestEvent> {
+        let opts = IngestOptions {
+            attributes,
+            ..IngestOptions::default()
+        };
+        let events = Mutex::new(Vec::new());
+        self.ingest(vec![source], &opts, &|e| events.lock().push(e.clone()))?;
+        let event = events.into_inner().pop();
+        match event {
+            Some(ev) if ev.error.is_some() => Err(Error::Image {
+                path: ev.path,
+                reason: ev.error.unwrap_or_default(),
+            }),
+            Some(ev) => Ok(ev),
+            None => Err(Error::Invalid("insert was interrupted".into())),
+        }
+    }
+
+    pub fn get(&self, id: u64) -> Result<Option<ImageRecord>> {
+        Ok(self.store.get(id)?)
+    }
+
+    pub fn get_by_path(&self, path: &str) -> Result<Option<ImageRecord>> {
+        Ok(self.store.get_by_path(path)?)
+    }
+
+    /// The stored (unit-norm) vector of a live row.
+    pub fn vector(&self, id: u64) -> Result<Option<Vec<f32>>> {
+        Ok(self.store.vector(id)?)
+    }
+
+    /// The stored JPEG thumbnail (≤ 256 px) of a live row.
+    pub fn thumbnail(&self, id: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.store.thumbnail(id)?)
+    }
+
+    /// Deletes rows by id; returns those that existed.
+    pub fn delete(&self, ids: &[u64]) -> Result<Vec<u64>> {
+        Ok(self.store.delete(ids)?)
+    }
+
+    pub fn info(&self) -> Result<DatabaseInfo> {
+        Ok(DatabaseInfo {
+            path: self.dir().display().to_string(),
+            read_only: self.store.mode() == OpenMode::ReadOnly,
+            pipeline: self.pipeline(),
+            stats: self.store.stats()?,
+        })
+    }
+
+    pub fn search(&self, query: Query, opts: &SearchOptions) -> Result<Vec<Hit>> {
+        self.search_batch(vec![query], opts)
+            .pop()
+            .unwrap_or_else(|| Ok(Vec::new()))
+    }
+
+    /// Answers several queries, running the model once per batch of image queries. Each query
+    /// gets its own result, so one unreadable image does not fail the others.
+    pub fn search_batch(&self, queries: Vec<Query>, opts: &SearchOptions) -> Vec<Result<Vec<Hit>>> {
+        if opts.mode != SearchMode::Exact {
+            let name = match opts.mode {
+                SearchMode::IvfPq => "ivfpq",
+                _ => "hamming",
+            };
+            return queries
+                .iter()
+                .map(|_| Err(Error::ModeUnavailable(name)))
+                .collect();
+        }
+        let vectors = self.query_vectors(&queries);
+        let dims = match self.store.dims() {
+            Ok(Some(d)) => d as usize,
+            Ok(None) => return vectors.into_iter().map(|v| v.map(|_| Vec::new())).collect(),
+            Err(e) => {
+                let msg = e.to_string();
+                return queries
+                    .iter()
+                    .map(|_| Err(Error::Invalid(msg.clone())))
+                    .collect();
+            }
+        };
+        let snapshot = self.store.snapshot();
+        let mut flat = Vec::new();
+        for v in vectors.iter().flatten().filter(|v| v.len() == dims) {
+            flat.extend_from_slice(v);
+        }
+        let filtered = opts.path_prefix.is_some() || !opts.attributes.is_empty();
+        let accept = |id: u64| !filtered || self.matches_filters(id, opts);
+        // Query-by-id leaves the query row out, so ask for one more.
+        let k = opts.k + queries.iter().any(|q| matches!(q, Query::Id(_))) as usize;
+        let found = exact::search(&snapshot, &flat, dims, k, &accept);
+        // `found` holds one list per vector in `flat`, in query order.
+        let mut found = found.into_iter();
+        let mut out = Vec::with_capacity(queries.len());
+        for (query, vector) in queries.iter().zip(vectors) {
+            let result = vector.and_then(|v| {
+                if v.len() != dims {
+                    return Err(Error::Invalid(format!(
+                        "query vector has {} dimensions, database stores {dims}",
+                        v.len()
+                    )));
+                }
+                let hits = found.next().unwrap_or_default();
+                let skip = match query {
+                    Query::Id(id) => Some(*id),
+                    _ => None,
+                };
+                let mut out = Vec::new();
+                for (id, score) in hits {
+                    if Some(id) == skip || opts.threshold.is_some_and(|t| score < t) {
+                        continue;
+                    }
+                    if out.len() == opts.k {
+                        break;
+                    }
+                    if let Some(rec) = self.store.get(id)? {
+                        out.push(Hit {
+                            id,
+                            path: rec.path,
+                            score,
+                        });
+                    }
+                }
+                Ok(out)
+            });
+            out.push(result);
+        }
+        out
+    }
+
+    fn matches_filters(&self, id: u64, opts: &SearchOptions) -> bool {
+        match self.store.get(id) {
+            Ok(Some(rec)) => {
+                opts.path_prefix
+                    .as_ref()
+                    .is_none_or(|p| rec.path.starts_with(p.as_str()))
+                    && opts
+                        .attributes
+                        .iter()
+                        .all(|(k, v)| rec.attributes.get(k) == Some(v))
+            }
+            _ => false,
+        }
+    }
+
+    /// One unit-norm vector per query (or the reason it has none).
+    fn query_vectors(&self, queries: &[Query]) -> Vec<Result<Vec<f32>>> {
+        let mut out: Vec<Option<Result<Vec<f32>>>> = vec![];
+        let mut images = Vec::new(); // (slot, rgb)
+        for (i, q) in queries.iter().enumerate() {
+            match q {
+                Query::Id(id) => out.push(Some(match self.store.vector(*id) {
+                    Ok(Some(v)) => Ok(v),
+                    Ok(None) => Err(Error::NoSuchId(*id)),
+                    Err(e) => Err(e.into()),
+                })),
+                Query::Path(p) => {
+                    let decoded = std::fs::read(p)
+                        .map_err(|e| e.to_string())
+                        .and_then(|b| decode(&b).map_err(|e| e.to_string()));
+                    match decoded {
+                        Ok(img) => {
+                            images.push((i, img.rgb));
+                            out.push(None);
+                        }
+                        Err(reason) => out.push(Some(Err(Error::Image {
+                            path: p.display().to_string(),
+                            reason,
+                        }))),
+                    }
+                }
+                Query::Bytes(b) => match decode(b) {
+                    Ok(img) => {
+                        images.push((i, img.rgb));
+                        out.push(None);
+                    }
+                    Err(e) => out.push(Some(Err(Error::Image {
+                        path: "<bytes>".into(),
+                        reason: e.to_string(),
+                    }))),
+                },
+            }
+        }
+        if !images.is_empty() {
+            let extracted = self.extract_images(images.iter().map(|(_, img)| img));
+            match extracted {
+                Ok(vectors) => {
+                    for ((slot, _), v) in images.iter().zip(vectors) {
+                        out[*slot] = Some(Ok(v));
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    for (slot, _) in &images {
+                        out[*slot] = Some(Err(Error::Invalid(msg.clone())));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|v| v.unwrap_or_else(|| Err(Error::Invalid("query not processed".into()))))
+            .collect()
+    }
+
+    fn extract_images<'a>(
+        &self,
+        images: impl Iterator<Item = &'a image::RgbImage>,
+    ) -> Result<Vec<Vec<f32>>> {
+        let mut guard = self.extractor()?;
+        let extractor = guard
+            .as_mut()
+            .ok_or_else(|| Error::Invalid("no extractor loaded".into()))?;
+        let size = extractor.input_size();
+        let dims = extractor.dims();
+        let images: Vec<_> = images.collect();
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(16) {
+            let mut pixels = Vec::new();
+            for img in chunk {
+                model_input(img, size, &mut pixels);
+            }
+            let mut v = extractor.extract(&pixels, chunk.len())?;
+            l2_normalize_rows(&mut v, dims);
+            out.extend(v.chunks_exact(dims).map(|c| c.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+/// A JPEG thumbnail (≤ 256 px) of encoded image bytes, as stored for each row.
+pub fn make_thumbnail(bytes: &[u8]) -> Result<Vec<u8>> {
+    let img = decode(bytes).map_err(|e| Error::Image {
+        path: "<bytes>".into(),
+        reason: e.to_string(),
+    })?;
+    Ok(imgvec_ingest::thumbnail_jpeg(&img.rgb))
+}

@@ -1,0 +1,360 @@
+//! The ingest pipeline: parallel read + hash + decode + preprocess on worker threads, batched
+//! model inference on the calling thread, and commits on a committer thread, so decoding and
+//! storage overlap inference instead of waiting for it.
+//!
+//! ```text
+//! sources ─▶ [workers: read, hash, unchanged?, decode, resize, thumbnail] ─▶ [caller: batch,
+//!            extract, normalise] ─▶ [committer: segment + synced metadata batch] ─▶ events
+//! ```
+//! An event for a stored or replaced image is emitted only after its commit is synced.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
+use imgvec_ingest::{content_hash, decode, l2_normalize_rows, model_input, thumbnail_jpeg};
+use imgvec_storage::{NewRow, Store};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::Database;
+
+/// Where an image comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A file; its canonical path is its key.
+    File(PathBuf),
+    /// Bytes with a caller-given key.
+    Bytes { key: String, bytes: Arc<[u8]> },
+}
+
+impl Source {
+    fn key(&self) -> String {
+        match self {
+            Source::File(p) => p.to_string_lossy().into_owned(),
+            Source::Bytes { key, .. } => key.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IngestStatus {
+    Stored,
+    Unchanged,
+    Replaced,
+    Error,
+}
+
+/// The outcome for one image, reported once it is durable (or failed).
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestEvent {
+    pub path: String,
+    pub id: Option<u64>,
+    pub status: IngestStatus,
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_of: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced_id: Option<u64>,
+}
+
+impl IngestEvent {
+    pub fn error(path: String, reason: String) -> Self {
+        IngestEvent {
+            path,
+            id: None,
+            status: IngestStatus::Error,
+            error: Some(reason),
+            duplicate_of: None,
+            replaced_id: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IngestSummary {
+    pub stored: u64,
+    pub unchanged: u64,
+    pub replaced: u64,
+    /// Files not ingested because their extension is not an image format.
+    pub skipped: u64,
+    pub errors: u64,
+    pub duplicates: u64,
+    pub seconds: f64,
+    /// Images processed (stored + replaced + unchanged) per second of wall time.
+    pub images_per_sec: f64,
+    /// Stopped early by the stop flag; everything reported before that is durable.
+    pub interrupted: bool,
+}
+
+/// Options of one ingest call.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// User attributes attached to every new row.
+    pub attributes: BTreeMap<String, String>,
+    /// Images per model forward.
+    pub batch_size: usize,
+    /// Rows per commit (a segment) at most.
+    pub commit_rows: usize,
+    /// Longest a finished row waits for its commit (and its acknowledgement).
+    pub commit_interval: Duration,
+    /// Set it (e.g. from a Ctrl-C handler) to stop after what is in flight is made durable.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            attributes: BTreeMap::new(),
+            batch_size: 16,
+            commit_rows: 512,
+            commit_interval: Duration::from_secs(1),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// What a worker hands to the inference stage.
+enum Prepared {
+    Done(IngestEvent),
+    Ready(Box<ReadyImage>),
+}
+
+struct ReadyImage {
+    pixels: Vec<f32>,
+    row: NewRow,
+}
+
+fn prepare(store: &Store, source: &Source, size: u32) -> Prepared {
+    let key = source.key();
+    let bytes: Arc<[u8]> = match source {
+        Source::File(p) => match std::fs::read(p) {
+            Ok(b) => b.into(),
+            Err(e) => return Prepared::Done(IngestEvent::error(key, e.to_string())),
+        },
+        Source::Bytes { bytes, .. } => bytes.clone(),
+    };
+    let hash = content_hash(&bytes);
+    match store.get_by_path(&key) {
+        Ok(Some(rec)) if rec.content_hash == blake3::Hash::from_bytes(hash).to_hex().as_str() => {
+            return Prepared::Done(IngestEvent {
+                path: key,
+                id: Some(rec.id),
+                status: IngestStatus::Unchanged,
+                error: None,
+                duplicate_of: rec.duplicate_of,
+                replaced_id: None,
+            })
+        }
+        Ok(_) => {}
+        Err(e) => return Prepared::Done(IngestEvent::error(key, e.to_string())),
+    }
+    let img = match decode(&bytes) {
+        Ok(img) => img,
+        Err(e) => return Prepared::Done(IngestEvent::error(key, e.to_string())),
+    };
+    let mut pixels = Vec::with_capacity((3 * size * size) as usize);
+    model_input(&img.rgb, size, &mut pixels);
+    let (width, height) = img.rgb.dimensions();
+    Prepared::Ready(Box::new(ReadyImage {
+        pixels,
+        row: NewRow {
+            path: key,
+            content_hash: hash,
+            width,
+            height,
+            format: img.format,
+            attributes: BTreeMap::new(),
+            thumbnail: thumbnail_jpeg(&img.rgb),
+            vector: Vec::new(),
+        },
+    }))
+}
+
+/// Commits rows as they arrive; emits their events after each synced commit.
+fn run_committer(
+    store: &Store,
+    rows: Receiver<NewRow>,
+    commit_rows: usize,
+    interval: Duration,
+    on_event: &(dyn Fn(&IngestEvent) + Sync),
+) -> Result<IngestSummary> {
+    let mut summary = IngestSummary::default();
+    let mut pending: Vec<NewRow> = Vec::new();
+    let mut oldest = Instant::now();
+    loop {
+        let wait = interval.saturating_sub(oldest.elapsed());
+        let (flush, closed) =
+            match rows.recv_timeout(if pending.is_empty() { interval } else { wait }) {
+                Ok(row) => {
+                    if pending.is_empty() {
+                        oldest = Instant::now();
+                    }
+                    pending.push(row);
+                    (
+                        pending.len() >= commit_rows || oldest.elapsed() >= interval,
+                        false,
+                    )
+                }
+                Err(RecvTimeoutError::Timeout) => (true, false),
+                Err(RecvTimeoutError::Disconnected) => (true, true),
+            };
+        if flush && !pending.is_empty() {
+            let batch = std::mem::take(&mut pending);
+            let paths: Vec<String> = batch.iter().map(|r| r.path.clone()).collect();
+            let committed = store.commit(batch)?;
+            for (path, c) in paths.into_iter().zip(committed) {
+                let status = if c.replaced.is_some() {
+                    summary.replaced += 1;
+                    IngestStatus::Replaced
+                } else {
+                    summary.stored += 1;
+                    IngestStatus::Stored
+                };
+                summary.duplicates += c.duplicate_of.is_some() as u64;
+                on_event(&IngestEvent {
+                    path,
+                    id: Some(c.id),
+                    status,
+                    error: None,
+                    duplicate_of: c.duplicate_of,
+                    replaced_id: c.replaced,
+                });
+            }
+        }
+        if closed {
+            return Ok(summary);
+        }
+    }
+}
+
+impl Database {
+    /// Ingests `sources` in parallel; `on_event` sees each image once it is durable or failed.
+    /// Per-image failures are events; an `Err` means storage or the model failed, and everything
+    /// reported before it stays durable.
+    pub fn ingest(
+        &self,
+        sources: Vec<Source>,
+        opts: &IngestOptions,
+        on_event: &(dyn Fn(&IngestEvent) + Sync),
+    ) -> Result<IngestSummary> {
+        let start = Instant::now();
+        let mut extractor_guard = self.extractor()?;
+        let extractor = extractor_guard
+            .as_mut()
+            .ok_or_else(|| Error::Invalid("no extractor loaded".into()))?;
+        let size = extractor.input_size();
+        let dims = extractor.dims();
+        let batch_size = opts.batch_size.max(1);
+        let workers = self.threads.max(1);
+        let stop = &opts.stop;
+        let store = &self.store;
+
+        let (src_tx, src_rx) = bounded::<Source>(workers * 4);
+        let (prep_tx, prep_rx) = bounded::<Prepared>(batch_size * 3);
+        let (row_tx, row_rx) = bounded::<NewRow>(opts.commit_rows.max(batch_size) * 2);
+        let mut unchanged = 0u64;
+        let mut errors = 0u64;
+
+        let committed = std::thread::scope(|s| -> Result<IngestSummary> {
+            s.spawn(move || {
+                for src in sources {
+                    if stop.load(Ordering::Relaxed) || src_tx.send(src).is_err() {
+                        break;
+                    }
+                }
+            });
+            for _ in 0..workers {
+                let (src_rx, prep_tx) = (src_rx.clone(), prep_tx.clone());
+                s.spawn(move || {
+                    for src in src_rx {
+                        if prep_tx.send(prepare(store, &src, size)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop((src_rx, prep_tx));
+            let commit_rows = opts.commit_rows.max(1);
+            let interval = opts.commit_interval;
+            let committer =
+                s.spawn(move || run_committer(store, row_rx, commit_rows, interval, on_event));
+
+            // Inference on this thread. Runs until the workers are done (or the committer died).
+            let mut batch: Vec<ReadyImage> = Vec::with_capacity(batch_size);
+            let mut inference = || -> Result<()> {
+                loop {
+                    let next = if batch.is_empty() {
+                        match prep_rx.recv() {
+                            Ok(p) => Some(p),
+                            Err(_) => return Ok(()), // workers done and everything consumed
+                        }
+                    } else {
+                        // Don't let a slow trickle of input hold a partial batch hostage;
+                        // on timeout or end of input, run what we have.
+                        prep_rx.recv_timeout(Duration::from_millis(200)).ok()
+                    };
+                    match next {
+                        Some(Prepared::Done(ev)) => {
+                            match ev.status {
+                                IngestStatus::Unchanged => unchanged += 1,
+                                _ => errors += 1,
+                            }
+                            on_event(&ev);
+                            continue;
+                        }
+                        Some(Prepared::Ready(img)) => {
+                            batch.push(*img);
+                            if batch.len() < batch_size {
+                                continue;
+                            }
+                        }
+                        None => {}
+                    }
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    let mut pixels = Vec::with_capacity(batch.len() * batch[0].pixels.len());
+                    for img in &batch {
+                        pixels.extend_from_slice(&img.pixels);
+                    }
+                    let mut out = extractor.extract(&pixels, batch.len())?;
+                    l2_normalize_rows(&mut out, dims);
+                    for (img, vector) in batch.drain(..).zip(out.chunks_exact(dims)) {
+                        let mut row = img.row;
+                        row.vector = vector.to_vec();
+                        row.attributes = opts.attributes.clone();
+                        if row_tx.send(row).is_err() {
+                            return Ok(()); // the committer failed; its error is returned below
+                        }
+                    }
+                }
+            };
+            let inferred = inference();
+            drop(row_tx);
+            drop(prep_rx); // unblocks workers if inference stopped early
+            let committed = committer
+                .join()
+                .map_err(|_| Error::Invalid("committer thread panicked".into()))?;
+            inferred?;
+            committed
+        })?;
+
+        let mut summary = committed;
+        summary.unchanged = unchanged;
+        summary.errors = errors;
+        summary.seconds = start.elapsed().as_secs_f64();
+        let done = summary.stored + summary.replaced + summary.unchanged;
+        summary.images_per_sec = if summary.seconds > 0.0 {
+            done as f64 / summary.seconds
+        } else {
+            0.0
+        };
+        summary.interrupted = opts.stop.load(Ordering::Relaxed);
+        Ok(summary)
+    }
+}

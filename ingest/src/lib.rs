@@ -1,0 +1,17 @@
+//! `imgvec-ingest` owns everything between a file and a feature vector: finding image files,
+//! decoding and validating them as a person sees them (EXIF orientation, any pixel format to
+//! 8-bit RGB, refusing decompression bombs), preprocessing to model input and thumbnails, and
+//! the `Extractor` seam with its libtorch (TorchScript) implementation. It never touches storage
+//! or search; the engine drives it.
+
+pub mod decode;
+pub mod extractor;
+pub mod files;
+pub mod preprocess;
+
+pub use decode::{decode, has_image_extension, DecodeError, DecodedImage};
+pub use extractor::{
+    l2_normalize_rows, set_torch_threads, ExtractError, Extractor, TorchScriptExtractor,
+};
+pub use files::{collect_files, content_hash, default_model_path, model_dir, FileList};
+pub use preprocess::{model_input, thumbnail_jpeg};

@@ -1,0 +1,89 @@
+//! Turning a decoded image into model input and a thumbnail.
+
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use image::codecs::jpeg::JpegEncoder;
+use image::RgbImage;
+
+/// Longest side of stored thumbnails.
+pub const THUMBNAIL_SIDE: u32 = 256;
+const THUMBNAIL_QUALITY: u8 = 80;
+
+/// Resamples with an antialiased bilinear (triangle) filter, like PIL's `resize(BILINEAR)`.
+pub fn resize(rgb: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let (w, h) = rgb.dimensions();
+    if (w, h) == (width, height) {
+        return rgb.clone();
+    }
+    let resized = ImageRef::new(w, h, rgb.as_raw(), PixelType::U8x3)
+        .ok()
+        .and_then(|src| {
+            let mut dst = Image::new(width, height, PixelType::U8x3);
+            let opts =
+                ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+            Resizer::new().resize(&src, &mut dst, &opts).ok()?;
+            RgbImage::from_raw(width, height, dst.into_vec())
+        });
+    // fast_image_resize only refuses buffers whose size disagrees with the dimensions, which an
+    // RgbImage rules out; keep a correct (slower) path rather than a panic all the same.
+    resized.unwrap_or_else(|| {
+        image::imageops::resize(rgb, width, height, image::imageops::FilterType::Triangle)
+    })
+}
+
+/// The image stretched to `size`×`size` (aspect not kept, per the extractor contract), as
+/// float32 CHW values in [0, 1], appended to `out`.
+pub fn model_input(rgb: &RgbImage, size: u32, out: &mut Vec<f32>) {
+    let resized = resize(rgb, size, size);
+    let plane = (size * size) as usize;
+    let start = out.len();
+    out.resize(start + 3 * plane, 0.0);
+    let dst = &mut out[start..];
+    for (i, px) in resized.pixels().enumerate() {
+        dst[i] = px[0] as f32 / 255.0;
+        dst[plane + i] = px[1] as f32 / 255.0;
+        dst[2 * plane + i] = px[2] as f32 / 255.0;
+    }
+}
+
+/// A JPEG at most `THUMBNAIL_SIDE` px on its long side, aspect kept.
+pub fn thumbnail_jpeg(rgb: &RgbImage) -> Vec<u8> {
+    let (w, h) = rgb.dimensions();
+    let scale = (THUMBNAIL_SIDE as f32 / w.max(h) as f32).min(1.0);
+    let tw = ((w as f32 * scale).round() as u32).max(1);
+    let th = ((h as f32 * scale).round() as u32).max(1);
+    let small = resize(rgb, tw, th);
+    let mut out = Vec::new();
+    // Encoding an in-memory RGB buffer into a Vec cannot fail for valid dimensions.
+    if JpegEncoder::new_with_quality(&mut out, THUMBNAIL_QUALITY)
+        .encode_image(&small)
+        .is_err()
+    {
+        out.clear();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_is_chw_in_unit_range() {
+        let mut img = RgbImage::from_pixel(50, 30, image::Rgb([255, 0, 51]));
+        img.put_pixel(0, 0, image::Rgb([255, 0, 51]));
+        let mut out = vec![];
+        model_input(&img, 8, &mut out);
+        assert_eq!(out.len(), 3 * 64);
+        assert!((out[0] - 1.0).abs() < 1e-6);
+        assert!(out[64].abs() < 1e-6);
+        assert!((out[128] - 0.2).abs() < 1e-6);
+    }
+
+    #[test]
+    fn thumbnail_fits_256() {
+        let img = RgbImage::from_pixel(1000, 400, image::Rgb([10, 20, 30]));
+        let thumb = image::load_from_memory(&thumbnail_jpeg(&img)).unwrap();
+        assert_eq!((thumb.width(), thumb.height()), (256, 102));
+    }
+}

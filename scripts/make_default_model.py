@@ -1,0 +1,71 @@
+#!/usr/bin/python3
+"""Build imgvec's default extractor: ImageNet MobileNetV2 as TorchScript.
+
+Run with Debian's python3 (it has torch + torchvision):
+    /usr/bin/python3 scripts/make_default_model.py --weights mobilenet_v2-b0353104.pth --out mobilenet_v2.pt
+
+The module follows imgvec's extractor contract: float32 RGB NCHW in [0,1] -> [N, 1280]
+(ImageNet normalisation inside, then MobileNetV2's features and global average pooling).
+It is traced with a dynamic batch and checked against the eager model. With --check-image, the
+full classifier must put a cat class (ImageNet 281-285) in its top 5 for that photo (setup passes
+scikit-image's chelsea), which proves the weights are the real ImageNet ones.
+"""
+import argparse
+import os
+
+import torch
+import torchvision
+
+
+class Extractor(torch.nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.features = net.features
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        x = (x - self.mean) / self.std
+        x = self.features(x)
+        return x.mean(dim=(2, 3))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--weights", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--check-image", help="a photo of a cat, e.g. scikit-image's chelsea.png")
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    net = torchvision.models.mobilenet_v2()
+    state = torch.load(a.weights, map_location="cpu")
+    net.load_state_dict(state, strict=True)
+    net.eval()
+    model = Extractor(net).eval()
+    if a.check_image:
+        from PIL import Image
+
+        img = Image.open(a.check_image).convert("RGB").resize((224, 224), Image.BILINEAR)
+        x = torch.tensor(list(img.getdata()), dtype=torch.float32).view(224, 224, 3)
+        x = (x.permute(2, 0, 1).unsqueeze(0) / 255.0 - model.mean) / model.std
+        with torch.no_grad():
+            top5 = net(x).topk(5).indices[0].tolist()
+        assert any(281 <= c <= 285 for c in top5), f"weights look wrong: top-5 classes {top5}"
+        print(f"classifier check passed on {a.check_image}: top-5 ImageNet classes {top5}")
+    example = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, example)
+        probe = torch.rand(5, 3, 224, 224)
+        eager = model(probe)
+        got = traced(probe)
+        assert got.shape == (5, 1280), got.shape
+        assert torch.allclose(eager, got, atol=1e-5), "traced model differs from eager"
+    tmp = a.out + ".tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    traced.save(tmp)
+    os.replace(tmp, a.out)
+    print(f"wrote {a.out}: MobileNetV2 ImageNet features, [N,3,224,224] in [0,1] -> [N,1280]")
+
+
+if __name__ == "__main__":
+    main()

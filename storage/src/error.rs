@@ -1,0 +1,53 @@
+use std::path::{Path, PathBuf};
+
+/// Every failure the storage layer reports. Variants that concern a file name it.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file exists but its bytes are not what we wrote: bad magic, checksum mismatch,
+    /// truncation, impossible sizes. Never a panic, never a silently wrong answer.
+    #[error("data corruption in {path}: {reason}")]
+    DataCorruption { path: PathBuf, reason: String },
+    #[error("database is locked by another process: {path}")]
+    Locked { path: PathBuf },
+    #[error("metadata store {path}: {message}")]
+    Metadata { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("database {path} is open read-only")]
+    ReadOnly { path: PathBuf },
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+impl StorageError {
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        StorageError::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    pub fn corruption(path: impl AsRef<Path>, reason: impl Into<String>) -> Self {
+        StorageError::DataCorruption {
+            path: path.as_ref().to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Adds the file name to an `io::Result`.
+pub(crate) trait IoContext<T> {
+    fn at(self, path: &Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: &Path) -> Result<T> {
+        self.map_err(|e| StorageError::io(path, e))
+    }
+}
