@@ -44,6 +44,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmarks, each against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Delete rows by id or by path.
     Delete {
         db: PathBuf,
@@ -51,6 +54,25 @@ enum Command {
         ids: Vec<u64>,
         #[arg(long = "path")]
         paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Ingest images/s end to end versus the bare model forward at the same batch size and
+    /// thread count (ingests into a temporary database).
+    Ingest {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// TorchScript extractor (default: the default model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, default_value_t = 224)]
+        model_size: u32,
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -125,6 +147,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    imgvec::tune_allocator();
     let mut open = OpenOptions::default();
     if let Some(t) = cli.threads {
         open.threads = t;
@@ -134,6 +157,13 @@ fn main() -> ExitCode {
         Command::Search(args) => search(args, open),
         Command::Info { db, json } => info(db, json, open),
         Command::Delete { db, ids, paths } => delete(db, ids, paths, open),
+        Command::Bench(BenchCommand::Ingest {
+            paths,
+            model,
+            model_size,
+            batch_size,
+            json,
+        }) => bench_ingest(paths, model, model_size, batch_size, json, open),
     };
     match result {
         Ok(code) => code,
@@ -311,6 +341,42 @@ fn search(args: SearchArgs, mut open: OpenOptions) -> CliResult {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn bench_ingest(
+    paths: Vec<PathBuf>,
+    model: Option<PathBuf>,
+    size: u32,
+    batch_size: usize,
+    json: bool,
+    open: OpenOptions,
+) -> CliResult {
+    let model = match model {
+        Some(m) => m,
+        None => imgvec::default_model_path()?,
+    };
+    let scratch = std::env::temp_dir().join(format!("imgvec-bench-{}", std::process::id()));
+    let result = imgvec::bench::ingest(&model, size, &paths, &scratch, batch_size, open.threads);
+    let _ = std::fs::remove_dir_all(&scratch);
+    let r = result?;
+    if json {
+        print_json(&r);
+    } else {
+        println!(
+            "{} images, batch {}, {} threads
+  bare forward  {:>7.1} images/s
+  ingest        {:>7.1} images/s  ({:.1} s)
+  ratio         {:>7.2}",
+            r.images,
+            r.batch_size,
+            r.threads,
+            r.forward_images_per_sec,
+            r.ingest_images_per_sec,
+            r.ingest_seconds,
+            r.ratio
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_hits(label: &str, hits: &[Hit]) {

@@ -267,7 +267,7 @@ fn search_by_id_and_html_contact_sheet() {
 fn interrupted_ingest_keeps_what_it_acknowledged_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("imgs");
-    copy_db_images(&dir, 200);
+    copy_db_images(&dir, 300);
     let db = tmp.path().join("db");
     let mut child = imgvec()
         .args(["ingest", s(&db), s(&dir), "--json", "--batch-size", "4"])
@@ -298,7 +298,7 @@ fn interrupted_ingest_keeps_what_it_acknowledged_and_resumes() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     assert!(
-        acked.len() < 200,
+        acked.len() < 300,
         "the interrupt came too late to test anything"
     );
     let info = json_lines(&run(&["info", s(&db), "--json"]));
@@ -325,6 +325,24 @@ fn interrupted_ingest_keeps_what_it_acknowledged_and_resumes() {
     assert_eq!(summary["unchanged"].as_u64().unwrap(), acked.len() as u64);
     assert_eq!(
         summary["stored"].as_u64().unwrap(),
-        200 - acked.len() as u64
+        300 - acked.len() as u64
     );
+}
+
+#[test]
+fn bench_ingest_reports_ingest_against_bare_forward() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("imgs");
+    copy_db_images(&dir, 20);
+    let out = run(&["bench", "ingest", s(&dir), "--batch-size", "4", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = &json_lines(&out)[0];
+    assert_eq!(r["images"], 20);
+    assert_eq!(r["batch_size"], 4);
+    let (forward, ingest) = (
+        r["forward_images_per_sec"].as_f64().unwrap(),
+        r["ingest_images_per_sec"].as_f64().unwrap(),
+    );
+    assert!(forward > 0.0 && ingest > 0.0);
+    assert!((r["ratio"].as_f64().unwrap() - ingest / forward).abs() < 1e-9);
 }
