@@ -335,7 +335,11 @@ fn bench_ingest_reports_ingest_against_bare_forward() {
     let dir = tmp.path().join("imgs");
     copy_db_images(&dir, 20);
     let out = run(&["bench", "ingest", s(&dir), "--batch-size", "4", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = &json_lines(&out)[0];
     assert_eq!(r["images"], 20);
     assert_eq!(r["batch_size"], 4);
