@@ -44,6 +44,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Seal pending rows and merge all segments into one, dropping deleted rows.
+    Compact {
+        db: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmarks, each against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -157,6 +163,7 @@ fn main() -> ExitCode {
         Command::Search(args) => search(args, open),
         Command::Info { db, json } => info(db, json, open),
         Command::Delete { db, ids, paths } => delete(db, ids, paths, open),
+        Command::Compact { db, json } => compact(db, json, open),
         Command::Bench(BenchCommand::Ingest {
             paths,
             model,
@@ -424,6 +431,21 @@ fn info(db: PathBuf, json: bool, mut open: OpenOptions) -> CliResult {
             s.segments, s.segment_rows, s.segment_bytes
         );
         println!("bytes on disk {}", s.bytes_on_disk);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn compact(db: PathBuf, json: bool, mut open: OpenOptions) -> CliResult {
+    open.background_compaction = false;
+    let db = Database::open(&db, open)?;
+    let r = db.compact()?;
+    if json {
+        print_json(&r);
+    } else {
+        println!(
+            "merged {} segment(s): kept {} rows, dropped {} deleted rows, {} -> {} bytes",
+            r.segments_merged, r.rows_kept, r.rows_dropped, r.bytes_before, r.bytes_after
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

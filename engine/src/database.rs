@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use imgvec_ingest::{decode, l2_normalize_rows, model_input, set_torch_threads, Extractor};
-use imgvec_storage::{ImageRecord, OpenMode, Store, StoreStats};
+use imgvec_storage::{
+    CompactionPolicy, CompactionReport, ImageRecord, OpenMode, Store, StoreOptions, StoreStats,
+};
 use parking_lot::{Mutex, MutexGuard};
 use serde::Serialize;
 
@@ -24,6 +26,8 @@ pub struct OpenOptions {
     pub pipeline: PipelineChoice,
     /// Threads for decoding and for libtorch; defaults to the number of cores.
     pub threads: usize,
+    /// Run a background thread that merges small segments and purges deleted rows.
+    pub background_compaction: bool,
 }
 
 impl Default for OpenOptions {
@@ -34,6 +38,7 @@ impl Default for OpenOptions {
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+            background_compaction: true,
         }
     }
 }
@@ -118,7 +123,9 @@ pub struct DatabaseInfo {
 
 /// One image database (a folder). `Send + Sync`: share one handle across threads.
 pub struct Database {
-    pub(crate) store: Store,
+    pub(crate) store: Arc<Store>,
+    /// Background compaction worker of a writable handle; stopped and joined on drop.
+    _compactor: Option<Compactor>,
     pipeline: Mutex<Option<PipelineConfig>>,
     requested: PipelineChoice,
     extractor: Mutex<Option<Box<dyn Extractor>>>,
@@ -134,12 +141,15 @@ impl Database {
         } else {
             OpenMode::ReadWrite
         };
-        let store = Store::open(dir, mode)?;
+        let store = Arc::new(Store::open_with(dir, StoreOptions::new(mode))?);
         let pipeline = pipeline::stored(&store)?;
         let threads = opts.threads.max(1);
         set_torch_threads(threads);
+        let compactor = (mode == OpenMode::ReadWrite && opts.background_compaction)
+            .then(|| Compactor::start(store.clone()));
         Ok(Database {
             store,
+            _compactor: compactor,
             pipeline: Mutex::new(pipeline),
             requested: opts.pipeline,
             extractor: Mutex::new(None),
@@ -252,6 +262,12 @@ impl Database {
     /// Deletes rows by id; returns those that existed.
     pub fn delete(&self, ids: &[u64]) -> Result<Vec<u64>> {
         Ok(self.store.delete(ids)?)
+    }
+
+    /// Seals pending rows and rewrites every segment into one without deleted rows, in the
+    /// foreground. Searches keep running on their snapshots meanwhile.
+    pub fn compact(&self) -> Result<CompactionReport> {
+        Ok(self.store.compact(CompactionPolicy::Full)?)
     }
 
     pub fn info(&self) -> Result<DatabaseInfo> {
@@ -449,4 +465,58 @@ pub fn make_thumbnail(bytes: &[u8]) -> Result<Vec<u8>> {
         reason: e.to_string(),
     })?;
     Ok(imgvec_ingest::thumbnail_jpeg(&img.rgb))
+}
+
+/// The background compaction thread of a writable `Database`.
+struct Compactor {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    store: Arc<Store>,
+}
+
+impl Compactor {
+    fn start(store: Arc<Store>) -> Compactor {
+        use std::sync::atomic::Ordering;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, st) = (store.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("imgvec-compactor".into())
+            .spawn(move || {
+                while !st.load(Ordering::Relaxed) {
+                    if !s.wait_for_work(std::time::Duration::from_secs(5)) {
+                        continue;
+                    }
+                    if st.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match s.compact(CompactionPolicy::Background) {
+                        Ok(r) if r.segments_merged > 0 => tracing::info!(
+                            merged = r.segments_merged,
+                            kept = r.rows_kept,
+                            dropped = r.rows_dropped,
+                            "background compaction"
+                        ),
+                        Ok(_) => {}
+                        // The database stays consistent: a failed compaction publishes nothing.
+                        Err(e) => tracing::warn!("background compaction failed: {e}"),
+                    }
+                }
+            })
+            .ok();
+        Compactor {
+            stop,
+            thread,
+            store,
+        }
+    }
+}
+
+impl Drop for Compactor {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.store.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

@@ -134,6 +134,11 @@ pub fn search(
             );
         }
     }
+    for chunk in &snapshot.pending {
+        if chunk.dims == dims {
+            scan(&chunk.vectors, &chunk.ids, dims, queries, &mut tops, &live);
+        }
+    }
     tops.into_iter().map(TopK::into_sorted).collect()
 }
 

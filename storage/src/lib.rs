@@ -3,15 +3,19 @@
 //! store (image records, path and content-hash indexes, thumbnails, the segment manifest,
 //! tombstones, id allocation). It knows nothing about images, models or search: callers hand it
 //! finished rows and read back vectors and records. Durability rules live here: a commit is
-//! acknowledged only after the segment file, its directory and the metadata batch are synced.
+//! acknowledged only after its synced RocksDB batch (records plus vectors in the write-ahead
+//! `pending` column family); sealing pending rows into segments and compaction publish new
+//! segment files only after the files and their directory are synced. See docs/ARCHITECTURE.md.
 
 pub mod error;
 pub mod segment;
 pub mod store;
+pub mod vfs;
 
 pub use error::{Result, StorageError};
-pub use segment::{write_segment, Segment};
+pub use segment::{write_segment, ColumnData, ColumnKind, Segment};
 pub use store::{
-    CommittedRow, ImageRecord, NewRow, OpenMode, Snapshot, Store, StoreStats,
-    DATABASE_FORMAT_VERSION,
+    CommittedRow, CompactionPolicy, CompactionReport, ImageRecord, NewRow, OpenMode, PendingChunk,
+    Snapshot, Store, StoreOptions, StoreStats, DATABASE_FORMAT_VERSION,
 };
+pub use vfs::{StdFs, Vfs, VfsFile};

@@ -1,55 +1,102 @@
-//! Immutable columnar segment files: a header, an id column and a vector column, a footer.
+//! Immutable columnar segment files: a header, a column directory, 64-byte aligned columns, a
+//! footer. Every byte is specified in docs/FORMAT.md.
 //!
-//! The byte layout is specified in docs/FORMAT.md. A segment is written once, fsynced, and then
-//! only ever read through a memory map; columns are 64-byte aligned so they are cast to `&[u64]`
-//! and `&[f32]` without copying.
+//! A segment is written once, fsynced, and from then on only read through a memory map; columns
+//! are cast to `&[u64]` / `&[f32]` / `&[u8]` without copying. Every segment has an `ids` column
+//! (u64, strictly ascending) and a `vectors` column (f32, `dims` per row); further columns
+//! (binary codes, local features, more feature spaces) are named and typed by the directory.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
 use crate::error::{IoContext, Result, StorageError};
+use crate::vfs::Vfs;
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"IMGVSEG\0";
 pub const FOOTER_MAGIC: [u8; 8] = *b"IMGVEND\0";
 pub const SEGMENT_FORMAT_VERSION: u32 = 1;
 pub const HEADER_LEN: usize = 64;
+pub const DIR_ENTRY_LEN: usize = 64;
 pub const FOOTER_LEN: usize = 16;
+pub const MAX_COLUMNS: usize = 64;
+pub const COLUMN_NAME_LEN: usize = 32;
 const COLUMN_ALIGN: usize = 64;
+pub const IDS_COLUMN: &str = "ids";
+pub const VECTORS_COLUMN: &str = "vectors";
 
 #[cfg(not(target_endian = "little"))]
 compile_error!("imgvec segment files are little-endian and are mapped without conversion");
 
+/// Element type of a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    U64 = 1,
+    F32 = 2,
+    U8 = 3,
+}
+
+impl ColumnKind {
+    fn from_code(code: u32) -> Option<ColumnKind> {
+        match code {
+            1 => Some(ColumnKind::U64),
+            2 => Some(ColumnKind::F32),
+            3 => Some(ColumnKind::U8),
+            _ => None,
+        }
+    }
+
+    pub fn size(self) -> usize {
+        match self {
+            ColumnKind::U64 => 8,
+            ColumnKind::F32 => 4,
+            ColumnKind::U8 => 1,
+        }
+    }
+}
+
+/// A column to write: `width` values per row, or `width == 0` for a free-length blob whose
+/// meaning is given by other columns (e.g. per-row offsets).
+#[derive(Debug, Clone, Copy)]
+pub struct ColumnData<'a> {
+    pub name: &'a str,
+    pub kind: ColumnKind,
+    pub width: u32,
+    pub bytes: &'a [u8],
+}
+
+impl<'a> ColumnData<'a> {
+    pub fn u64(name: &'a str, values: &'a [u64]) -> Self {
+        ColumnData {
+            name,
+            kind: ColumnKind::U64,
+            width: 1,
+            bytes: bytemuck::cast_slice(values),
+        }
+    }
+
+    pub fn f32(name: &'a str, width: usize, values: &'a [f32]) -> Self {
+        ColumnData {
+            name,
+            kind: ColumnKind::F32,
+            width: width as u32,
+            bytes: bytemuck::cast_slice(values),
+        }
+    }
+
+    pub fn u8(name: &'a str, width: usize, values: &'a [u8]) -> Self {
+        ColumnData {
+            name,
+            kind: ColumnKind::U8,
+            width: width as u32,
+            bytes: values,
+        }
+    }
+}
+
 fn align_up(n: usize) -> usize {
     n.div_ceil(COLUMN_ALIGN) * COLUMN_ALIGN
-}
-
-/// Where each part of a segment with `rows` rows of `dims` floats lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Layout {
-    ids_offset: usize,
-    vectors_offset: usize,
-    footer_offset: usize,
-    file_len: usize,
-}
-
-impl Layout {
-    fn new(rows: usize, dims: usize) -> Option<Layout> {
-        let ids_offset = HEADER_LEN;
-        let ids_len = rows.checked_mul(8)?;
-        let vectors_offset = align_up(ids_offset.checked_add(ids_len)?);
-        let vectors_len = rows.checked_mul(dims)?.checked_mul(4)?;
-        let footer_offset = vectors_offset.checked_add(vectors_len)?;
-        let file_len = footer_offset.checked_add(FOOTER_LEN)?;
-        Some(Layout {
-            ids_offset,
-            vectors_offset,
-            footer_offset,
-            file_len,
-        })
-    }
 }
 
 fn le_u32(b: &[u8], at: usize) -> u32 {
@@ -62,141 +109,156 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(x)
 }
 
-/// Writes a complete segment file at `path` and fsyncs it (the caller fsyncs the directory).
-/// `vectors` holds `ids.len() * dims` floats, row-major.
-pub fn write_segment(path: &Path, dims: usize, ids: &[u64], vectors: &[f32]) -> Result<()> {
-    if dims == 0 || vectors.len() != ids.len() * dims {
-        return Err(StorageError::Invalid {
-            path: path.to_path_buf(),
-            message: format!(
-                "segment of {} rows with dims {dims} got {} floats",
-                ids.len(),
-                vectors.len()
-            ),
-        });
-    }
-    let layout = Layout::new(ids.len(), dims).ok_or_else(|| StorageError::Invalid {
+/// Writes a complete segment at `path` and fsyncs it; the caller fsyncs the directory.
+/// The first two columns must be `ids` (u64, strictly ascending) and `vectors` (f32).
+pub fn write_segment(
+    vfs: &dyn Vfs,
+    path: &Path,
+    rows: usize,
+    columns: &[ColumnData],
+) -> Result<()> {
+    let invalid = |message: String| StorageError::Invalid {
         path: path.to_path_buf(),
-        message: "segment too large".into(),
-    })?;
-    let id_bytes: &[u8] = bytemuck::cast_slice(ids);
-    let vec_bytes: &[u8] = bytemuck::cast_slice(vectors);
+        message,
+    };
+    if columns.len() < 2
+        || columns.len() > MAX_COLUMNS
+        || columns[0].name != IDS_COLUMN
+        || columns[0].kind != ColumnKind::U64
+        || columns[1].name != VECTORS_COLUMN
+        || columns[1].kind != ColumnKind::F32
+        || columns[1].width == 0
+    {
+        return Err(invalid(
+            "a segment needs `ids` (u64) then `vectors` (f32) columns".into(),
+        ));
+    }
+    let ids: &[u64] = bytemuck::try_cast_slice(columns[0].bytes)
+        .map_err(|_| invalid("misaligned id column".into()))?;
+    if ids.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(invalid("row ids must be strictly ascending".into()));
+    }
+    let mut directory = Vec::with_capacity(columns.len() * DIR_ENTRY_LEN);
+    let mut offset = align_up(HEADER_LEN + columns.len() * DIR_ENTRY_LEN);
+    let mut offsets = Vec::with_capacity(columns.len());
+    for (i, c) in columns.iter().enumerate() {
+        if c.name.is_empty()
+            || c.name.len() > COLUMN_NAME_LEN
+            || columns[..i].iter().any(|o| o.name == c.name)
+        {
+            return Err(invalid(format!("bad or repeated column name `{}`", c.name)));
+        }
+        let expected = rows * c.width as usize * c.kind.size();
+        if c.width > 0 && c.bytes.len() != expected {
+            return Err(invalid(format!(
+                "column `{}` has {} bytes, {rows} rows of width {} need {expected}",
+                c.name,
+                c.bytes.len(),
+                c.width
+            )));
+        }
+        let mut entry = [0u8; DIR_ENTRY_LEN];
+        entry[..c.name.len()].copy_from_slice(c.name.as_bytes());
+        entry[32..36].copy_from_slice(&(c.kind as u32).to_le_bytes());
+        entry[36..40].copy_from_slice(&c.width.to_le_bytes());
+        entry[40..48].copy_from_slice(&(offset as u64).to_le_bytes());
+        entry[48..56].copy_from_slice(&(c.bytes.len() as u64).to_le_bytes());
+        entry[56..60].copy_from_slice(&crc32fast::hash(c.bytes).to_le_bytes());
+        directory.extend_from_slice(&entry);
+        offsets.push(offset);
+        offset = align_up(offset + c.bytes.len());
+    }
+    let last = columns.last().map(|c| c.bytes.len()).unwrap_or(0);
+    let footer_offset = offsets.last().copied().unwrap_or(0) + last;
+    let file_len = footer_offset + FOOTER_LEN;
 
     let mut header = [0u8; HEADER_LEN];
     header[0..8].copy_from_slice(&SEGMENT_MAGIC);
     header[8..12].copy_from_slice(&SEGMENT_FORMAT_VERSION.to_le_bytes());
-    header[12..16].copy_from_slice(&(dims as u32).to_le_bytes());
-    header[16..24].copy_from_slice(&(ids.len() as u64).to_le_bytes());
-    header[24..32].copy_from_slice(&(layout.ids_offset as u64).to_le_bytes());
-    header[32..40].copy_from_slice(&(layout.vectors_offset as u64).to_le_bytes());
-    header[40..44].copy_from_slice(&crc32fast::hash(id_bytes).to_le_bytes());
-    header[44..48].copy_from_slice(&crc32fast::hash(vec_bytes).to_le_bytes());
+    header[12..16].copy_from_slice(&(columns.len() as u32).to_le_bytes());
+    header[16..24].copy_from_slice(&(rows as u64).to_le_bytes());
+    header[24..28].copy_from_slice(&crc32fast::hash(&directory).to_le_bytes());
     let header_crc = crc32fast::hash(&header[..60]);
     header[60..64].copy_from_slice(&header_crc.to_le_bytes());
 
+    let mut out = vfs.create(path)?;
+    let zeros = [0u8; COLUMN_ALIGN];
+    out.write_all(&header)?;
+    out.write_all(&directory)?;
+    let mut pos = HEADER_LEN + directory.len();
+    for (c, &at) in columns.iter().zip(&offsets) {
+        out.write_all(&zeros[..at - pos])?;
+        out.write_all(c.bytes)?;
+        pos = at + c.bytes.len();
+    }
     let mut footer = [0u8; FOOTER_LEN];
-    footer[0..8].copy_from_slice(&(layout.file_len as u64).to_le_bytes());
+    footer[0..8].copy_from_slice(&(file_len as u64).to_le_bytes());
     footer[8..16].copy_from_slice(&FOOTER_MAGIC);
+    out.write_all(&footer)?;
+    out.sync()
+}
 
-    let file = File::create(path).at(path)?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    let pad = [0u8; COLUMN_ALIGN];
-    out.write_all(&header).at(path)?;
-    out.write_all(id_bytes).at(path)?;
-    out.write_all(&pad[..layout.vectors_offset - layout.ids_offset - id_bytes.len()])
-        .at(path)?;
-    out.write_all(vec_bytes).at(path)?;
-    out.write_all(&footer).at(path)?;
-    let file = out
-        .into_inner()
-        .map_err(|e| StorageError::io(path, e.into_error()))?;
-    file.sync_all().at(path)?;
-    Ok(())
+/// One column of a mapped segment.
+#[derive(Debug, Clone, Copy)]
+struct Column {
+    name: [u8; COLUMN_NAME_LEN],
+    kind: ColumnKind,
+    width: u32,
+    offset: usize,
+    len: usize,
+}
+
+impl Column {
+    fn name(&self) -> &[u8] {
+        let end = self
+            .name
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(COLUMN_NAME_LEN);
+        &self.name[..end]
+    }
 }
 
 /// A sealed, verified, memory-mapped segment.
 pub struct Segment {
     path: PathBuf,
     map: Mmap,
-    dims: usize,
     rows: usize,
-    layout: Layout,
+    columns: Vec<Column>,
+    dims: usize,
+    /// Index in `columns` of `ids` (0) and `vectors` (1).
+    file_len: usize,
 }
 
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Segment")
             .field("path", &self.path)
-            .field("dims", &self.dims)
             .field("rows", &self.rows)
+            .field("dims", &self.dims)
             .finish()
     }
 }
 
 impl Segment {
-    /// Maps `path` and verifies magic numbers, version, layout and every checksum before any
-    /// byte of it is used; a damaged file is a `DataCorruption` error naming it.
+    /// Maps `path` and verifies magic numbers, version, directory, layout, padding, every
+    /// checksum and the id order before any byte is used; a damaged file is a `DataCorruption`
+    /// error naming it.
     pub fn open(path: &Path) -> Result<Segment> {
         let file = File::open(path).at(path)?;
         // SAFETY: segment files are immutable once sealed (written, fsynced, then published in
         // the manifest) and only ever deleted, never modified in place, by imgvec. A process
         // outside imgvec truncating the file underneath us is outside the contract of mmap.
         let map = unsafe { Mmap::map(&file) }.at(path)?;
-        let bad = |reason: String| StorageError::corruption(path, reason);
-        let b: &[u8] = &map;
-        if b.len() < HEADER_LEN + FOOTER_LEN {
-            return Err(bad(format!(
-                "file is {} bytes, shorter than header + footer",
-                b.len()
-            )));
-        }
-        if b[0..8] != SEGMENT_MAGIC {
-            return Err(bad("bad magic: not an imgvec segment".into()));
-        }
-        if crc32fast::hash(&b[..60]) != le_u32(b, 60) {
-            return Err(bad("header checksum mismatch".into()));
-        }
-        let version = le_u32(b, 8);
-        if version != SEGMENT_FORMAT_VERSION {
-            return Err(bad(format!("unsupported segment format version {version}")));
-        }
-        let dims = le_u32(b, 12) as usize;
-        let rows = usize::try_from(le_u64(b, 16)).map_err(|_| bad("row count overflows".into()))?;
-        let layout = Layout::new(rows, dims)
-            .filter(|_| dims > 0)
-            .ok_or_else(|| bad(format!("impossible shape {rows} x {dims}")))?;
-        if le_u64(b, 24) != layout.ids_offset as u64
-            || le_u64(b, 32) != layout.vectors_offset as u64
-        {
-            return Err(bad("column offsets do not match the header's shape".into()));
-        }
-        if b.len() != layout.file_len {
-            return Err(bad(format!(
-                "file is {} bytes, header says {} (truncated or extended)",
-                b.len(),
-                layout.file_len
-            )));
-        }
-        let f = layout.footer_offset;
-        if b[f + 8..f + 16] != FOOTER_MAGIC || le_u64(b, f) != layout.file_len as u64 {
-            return Err(bad("bad footer".into()));
-        }
-        let ids_end = layout.ids_offset + rows * 8;
-        if crc32fast::hash(&b[layout.ids_offset..ids_end]) != le_u32(b, 40) {
-            return Err(bad("id column checksum mismatch".into()));
-        }
-        if b[ids_end..layout.vectors_offset].iter().any(|&x| x != 0) {
-            return Err(bad("non-zero column padding".into()));
-        }
-        if crc32fast::hash(&b[layout.vectors_offset..f]) != le_u32(b, 44) {
-            return Err(bad("vector column checksum mismatch".into()));
-        }
+        let (rows, columns) =
+            verify(&map).map_err(|reason| StorageError::corruption(path, reason))?;
         Ok(Segment {
             path: path.to_path_buf(),
-            map,
-            dims,
             rows,
-            layout,
+            dims: columns[1].width as usize,
+            columns,
+            file_len: map.len(),
+            map,
         })
     }
 
@@ -204,46 +266,179 @@ impl Segment {
         &self.path
     }
 
-    pub fn dims(&self) -> usize {
-        self.dims
-    }
-
     pub fn rows(&self) -> usize {
         self.rows
     }
 
-    /// Size of the file in bytes.
-    pub fn byte_len(&self) -> usize {
-        self.layout.file_len
+    pub fn dims(&self) -> usize {
+        self.dims
     }
 
-    /// Row ids, in row order (includes rows deleted since the segment was sealed).
+    /// Size of the file in bytes.
+    pub fn byte_len(&self) -> usize {
+        self.file_len
+    }
+
+    fn bytes(&self, c: &Column) -> &[u8] {
+        &self.map[c.offset..c.offset + c.len]
+    }
+
+    /// Row ids, strictly ascending (includes rows deleted since the segment was sealed).
     pub fn ids(&self) -> &[u64] {
-        let o = self.layout.ids_offset;
-        // Alignment and length were established in `open`; the map is page aligned.
-        bytemuck::cast_slice(&self.map[o..o + self.rows * 8])
+        // Alignment, length and kind were established in `open`; the map is page aligned.
+        bytemuck::cast_slice(self.bytes(&self.columns[0]))
     }
 
     /// All vectors, row-major, `rows * dims` floats.
     pub fn vectors(&self) -> &[f32] {
-        let o = self.layout.vectors_offset;
-        bytemuck::cast_slice(&self.map[o..self.layout.footer_offset])
+        bytemuck::cast_slice(self.bytes(&self.columns[1]))
     }
 
     pub fn vector(&self, row: usize) -> &[f32] {
         &self.vectors()[row * self.dims..(row + 1) * self.dims]
     }
+
+    /// The row holding `id`, if this segment has it.
+    pub fn row_of(&self, id: u64) -> Option<usize> {
+        self.ids().binary_search(&id).ok()
+    }
+
+    /// A named column's kind, width and raw bytes.
+    pub fn column(&self, name: &str) -> Option<(ColumnKind, u32, &[u8])> {
+        self.columns
+            .iter()
+            .find(|c| c.name() == name.as_bytes())
+            .map(|c| (c.kind, c.width, self.bytes(c)))
+    }
+
+    pub fn column_names(&self) -> Vec<String> {
+        self.columns
+            .iter()
+            .map(|c| String::from_utf8_lossy(c.name()).into_owned())
+            .collect()
+    }
+}
+
+fn verify(b: &[u8]) -> Result<(usize, Vec<Column>), String> {
+    if b.len() < HEADER_LEN + FOOTER_LEN {
+        return Err(format!(
+            "file is {} bytes, shorter than header + footer",
+            b.len()
+        ));
+    }
+    if b[0..8] != SEGMENT_MAGIC {
+        return Err("bad magic: not an imgvec segment".into());
+    }
+    if crc32fast::hash(&b[..60]) != le_u32(b, 60) {
+        return Err("header checksum mismatch".into());
+    }
+    let version = le_u32(b, 8);
+    if version != SEGMENT_FORMAT_VERSION {
+        return Err(format!("unsupported segment format version {version}"));
+    }
+    if b[28..60].iter().any(|&x| x != 0) {
+        return Err("non-zero reserved header bytes".into());
+    }
+    let n = le_u32(b, 12) as usize;
+    let rows = usize::try_from(le_u64(b, 16)).map_err(|_| "row count overflows".to_string())?;
+    if !(2..=MAX_COLUMNS).contains(&n) {
+        return Err(format!("{n} columns (2..={MAX_COLUMNS} allowed)"));
+    }
+    let dir_end = HEADER_LEN + n * DIR_ENTRY_LEN;
+    if dir_end > b.len() {
+        return Err("column directory runs past the end of the file".into());
+    }
+    let directory = &b[HEADER_LEN..dir_end];
+    if crc32fast::hash(directory) != le_u32(b, 24) {
+        return Err("column directory checksum mismatch".into());
+    }
+    let footer_offset = b.len() - FOOTER_LEN;
+    if b[footer_offset + 8..] != FOOTER_MAGIC || le_u64(b, footer_offset) != b.len() as u64 {
+        return Err("bad footer (truncated or extended file)".into());
+    }
+    let mut columns: Vec<Column> = Vec::with_capacity(n);
+    let mut pos = dir_end;
+    for e in directory.chunks_exact(DIR_ENTRY_LEN) {
+        let mut name = [0u8; COLUMN_NAME_LEN];
+        name.copy_from_slice(&e[..COLUMN_NAME_LEN]);
+        let kind = ColumnKind::from_code(le_u32(e, 32)).ok_or("unknown column kind")?;
+        let width = le_u32(e, 36);
+        let offset = usize::try_from(le_u64(e, 40)).map_err(|_| "offset overflows")?;
+        let len = usize::try_from(le_u64(e, 48)).map_err(|_| "length overflows")?;
+        let column = Column {
+            name,
+            kind,
+            width,
+            offset,
+            len,
+        };
+        let label = String::from_utf8_lossy(column.name()).into_owned();
+        if offset % COLUMN_ALIGN != 0 || offset < pos || offset - pos >= COLUMN_ALIGN {
+            return Err(format!(
+                "column `{label}` is not at the next aligned offset"
+            ));
+        }
+        let end = offset.checked_add(len).ok_or("column length overflows")?;
+        if end > footer_offset {
+            return Err(format!("column `{label}` runs past the footer"));
+        }
+        let fixed = rows
+            .checked_mul(width as usize)
+            .and_then(|x| x.checked_mul(kind.size()));
+        if width > 0 && fixed != Some(len) || len % kind.size() != 0 {
+            return Err(format!("column `{label}` length does not match its shape"));
+        }
+        if b[pos..offset].iter().any(|&x| x != 0) || e[60..].iter().any(|&x| x != 0) {
+            return Err("non-zero padding".into());
+        }
+        if columns.iter().any(|c| c.name() == column.name()) || column.name().is_empty() {
+            return Err(format!("repeated or empty column name `{label}`"));
+        }
+        if crc32fast::hash(&b[offset..end]) != le_u32(e, 56) {
+            return Err(format!("column `{label}` checksum mismatch"));
+        }
+        columns.push(column);
+        pos = end;
+    }
+    if pos != footer_offset {
+        return Err("bytes between the last column and the footer".into());
+    }
+    let (ids, vectors) = (&columns[0], &columns[1]);
+    if ids.name() != IDS_COLUMN.as_bytes()
+        || ids.kind != ColumnKind::U64
+        || ids.width != 1
+        || vectors.name() != VECTORS_COLUMN.as_bytes()
+        || vectors.kind != ColumnKind::F32
+        || vectors.width == 0
+    {
+        return Err("first columns must be `ids` (u64 × 1) and `vectors` (f32)".into());
+    }
+    let id_values: &[u64] = bytemuck::try_cast_slice(&b[ids.offset..ids.offset + ids.len])
+        .map_err(|_| "misaligned id column")?;
+    if id_values.windows(2).any(|w| w[0] >= w[1]) {
+        return Err("row ids are not strictly ascending".into());
+    }
+    Ok((rows, columns))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vfs::StdFs;
 
     fn sample(dir: &Path) -> PathBuf {
         let path = dir.join("s.ivs");
         let ids = [7u64, 9, 11];
         let vectors: Vec<f32> = (0..12).map(|i| i as f32 * 0.5).collect();
-        write_segment(&path, 4, &ids, &vectors).unwrap();
+        let codes = [1u8, 2, 3, 4, 5, 6];
+        let blob = [42u8; 5];
+        let columns = [
+            ColumnData::u64(IDS_COLUMN, &ids),
+            ColumnData::f32(VECTORS_COLUMN, 4, &vectors),
+            ColumnData::u8("codes", 2, &codes),
+            ColumnData::u8("blob", 0, &blob),
+        ];
+        write_segment(&StdFs, &path, 3, &columns).unwrap();
         path
     }
 
@@ -254,29 +449,65 @@ mod tests {
         assert_eq!(seg.ids(), &[7, 9, 11]);
         assert_eq!(seg.dims(), 4);
         assert_eq!(seg.vector(2), &[4.0, 4.5, 5.0, 5.5]);
+        assert_eq!(seg.row_of(9), Some(1));
+        assert_eq!(seg.row_of(8), None);
+        assert_eq!(
+            seg.column("codes"),
+            Some((ColumnKind::U8, 2, &[1u8, 2, 3, 4, 5, 6][..]))
+        );
+        assert_eq!(seg.column("blob").unwrap().2, &[42u8; 5]);
+        assert_eq!(seg.column_names(), ["ids", "vectors", "codes", "blob"]);
     }
 
     #[test]
-    fn every_flipped_byte_and_truncation_is_detected() {
+    fn every_flipped_byte_truncation_and_extension_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         let path = sample(dir.path());
         let good = std::fs::read(&path).unwrap();
         let damaged = dir.path().join("d.ivs");
         for i in 0..good.len() {
-            let mut bytes = good.clone();
-            bytes[i] ^= 0x5a;
-            std::fs::write(&damaged, &bytes).unwrap();
-            match Segment::open(&damaged) {
-                Err(StorageError::DataCorruption { path, .. }) => assert_eq!(path, damaged),
-                other => panic!("flip at byte {i}: {other:?}"),
+            for mask in [0x01u8, 0x80] {
+                let mut bytes = good.clone();
+                bytes[i] ^= mask;
+                std::fs::write(&damaged, &bytes).unwrap();
+                match Segment::open(&damaged) {
+                    Err(StorageError::DataCorruption { path, .. }) => assert_eq!(path, damaged),
+                    other => panic!("flip {mask:#x} at byte {i}: {other:?}"),
+                }
             }
         }
-        for len in [0, 10, good.len() - 1, good.len() - FOOTER_LEN] {
-            std::fs::write(&damaged, &good[..len]).unwrap();
-            assert!(matches!(
-                Segment::open(&damaged),
-                Err(StorageError::DataCorruption { .. })
-            ));
+        let mut lengths: Vec<usize> = (0..good.len()).collect();
+        lengths.push(good.len() + 1);
+        for len in lengths {
+            let mut bytes = good.clone();
+            bytes.resize(len, 0);
+            std::fs::write(&damaged, &bytes).unwrap();
+            assert!(
+                matches!(
+                    Segment::open(&damaged),
+                    Err(StorageError::DataCorruption { .. })
+                ),
+                "length {len}"
+            );
         }
+    }
+
+    #[test]
+    fn writer_refuses_bad_shapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.ivs");
+        let v = [0f32; 4];
+        let unsorted = [2u64, 1];
+        let cols = [
+            ColumnData::u64(IDS_COLUMN, &unsorted),
+            ColumnData::f32(VECTORS_COLUMN, 2, &v),
+        ];
+        assert!(write_segment(&StdFs, &path, 2, &cols).is_err());
+        let ids = [1u64, 2];
+        let cols = [
+            ColumnData::u64(IDS_COLUMN, &ids),
+            ColumnData::f32(VECTORS_COLUMN, 3, &v),
+        ];
+        assert!(write_segment(&StdFs, &path, 2, &cols).is_err());
     }
 }

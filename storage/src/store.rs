@@ -4,12 +4,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, Result, StorageError};
-use crate::segment::{write_segment, Segment};
+use crate::segment::{write_segment, ColumnData, Segment, IDS_COLUMN, VECTORS_COLUMN};
+use crate::vfs::{StdFs, Vfs};
 
 const CF_IMAGES: &str = "images";
 const CF_PATHS: &str = "paths";
@@ -17,13 +18,15 @@ const CF_HASHES: &str = "hashes";
 const CF_THUMBS: &str = "thumbs";
 const CF_MANIFEST: &str = "manifest";
 const CF_TOMBSTONES: &str = "tombstones";
-const COLUMN_FAMILIES: [&str; 6] = [
+const CF_PENDING: &str = "pending";
+const COLUMN_FAMILIES: [&str; 7] = [
     CF_IMAGES,
     CF_PATHS,
     CF_HASHES,
     CF_THUMBS,
     CF_MANIFEST,
     CF_TOMBSTONES,
+    CF_PENDING,
 ];
 const KEY_NEXT_ID: &[u8] = b"next_id";
 const KEY_NEXT_SEGMENT: &[u8] = b"next_segment";
@@ -53,8 +56,6 @@ pub struct ImageRecord {
     /// Another live row with identical content at the time this one was stored.
     #[serde(default)]
     pub duplicate_of: Option<u64>,
-    pub segment: u64,
-    pub row: u32,
 }
 
 /// A row to store. Ids are assigned by the store.
@@ -87,19 +88,52 @@ struct ManifestEntry {
     dims: u32,
 }
 
-/// An immutable view searches run against: the segments and the deleted ids at one instant.
+/// Rows acknowledged since the last flush: durable in RocksDB's `pending` column family (the
+/// write-ahead path) and held in memory until they are sealed into a segment.
+#[derive(Debug, Default)]
+pub struct PendingChunk {
+    /// Strictly ascending.
+    pub ids: Vec<u64>,
+    /// `ids.len() * dims` floats.
+    pub vectors: Vec<f32>,
+    pub dims: usize,
+}
+
+impl PendingChunk {
+    pub fn vector(&self, row: usize) -> &[f32] {
+        &self.vectors[row * self.dims..(row + 1) * self.dims]
+    }
+}
+
+/// An immutable view searches run against: sealed segments, pending rows and deleted ids at one
+/// instant. Vectors of deleted rows are still present; every reader filters `tombstones`.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub segments: Vec<(u64, Arc<Segment>)>,
+    pub pending: Vec<Arc<PendingChunk>>,
     pub tombstones: Arc<HashSet<u64>>,
 }
 
 impl Snapshot {
-    pub fn segment(&self, id: u64) -> Option<&Arc<Segment>> {
-        self.segments
-            .iter()
-            .find(|(sid, _)| *sid == id)
-            .map(|(_, s)| s)
+    /// The stored vector of `id`, wherever it lives (deleted rows included).
+    pub fn vector(&self, id: u64) -> Option<&[f32]> {
+        for chunk in &self.pending {
+            if let Ok(row) = chunk.ids.binary_search(&id) {
+                return Some(chunk.vector(row));
+            }
+        }
+        self.segments.iter().find_map(|(_, seg)| {
+            let ids = seg.ids();
+            if ids.first().is_some_and(|&f| f <= id) && ids.last().is_some_and(|&l| l >= id) {
+                seg.row_of(id).map(|row| seg.vector(row))
+            } else {
+                None
+            }
+        })
+    }
+
+    pub fn pending_rows(&self) -> usize {
+        self.pending.iter().map(|c| c.ids.len()).sum()
     }
 }
 
@@ -111,10 +145,40 @@ pub enum OpenMode {
     ReadOnly,
 }
 
+/// Tuning and test hooks for a store.
+#[derive(Clone)]
+pub struct StoreOptions {
+    pub mode: OpenMode,
+    /// Seal pending rows into a segment once this many have accumulated.
+    pub flush_rows: usize,
+    /// Background compaction merges segments smaller than this (in rows) ...
+    pub small_segment_rows: usize,
+    /// ... once at least this many of them exist.
+    pub merge_at: usize,
+    /// A segment is rewritten once this share of its rows is deleted.
+    pub max_deleted_share: f64,
+    /// File layer for segment files (tests substitute one that simulates power cuts).
+    pub vfs: Arc<dyn Vfs>,
+}
+
+impl StoreOptions {
+    pub fn new(mode: OpenMode) -> Self {
+        StoreOptions {
+            mode,
+            flush_rows: 256,
+            small_segment_rows: 65_536,
+            merge_at: 4,
+            max_deleted_share: 0.25,
+            vfs: Arc::new(StdFs),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct StoreStats {
     pub live_rows: u64,
     pub deleted_rows: u64,
+    pub pending_rows: u64,
     pub segments: usize,
     pub segment_rows: u64,
     pub segment_bytes: u64,
@@ -122,21 +186,45 @@ pub struct StoreStats {
     pub dims: Option<u32>,
 }
 
+/// What one compaction did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CompactionReport {
+    pub segments_merged: usize,
+    pub rows_kept: u64,
+    pub rows_dropped: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+/// Which segments a compaction rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompactionPolicy {
+    /// Small segments once there are enough of them, and segments with many deleted rows.
+    Background,
+    /// Everything, pending rows included, into one segment without deleted rows.
+    Full,
+}
+
 /// The storage engine of one database folder.
 pub struct Store {
     dir: PathBuf,
     db: DB,
-    mode: OpenMode,
+    opts: StoreOptions,
     snapshot: RwLock<Arc<Snapshot>>,
-    /// Serialises commits inside this process (other processes are kept out by the RocksDB lock).
-    write_lock: Mutex<()>,
+    /// Serialises commits, deletes, flushes and compaction swaps inside this process (other
+    /// processes are kept out by the RocksDB lock). Never held while a reader waits.
+    write_lock: Mutex<u64>,
+    /// Serialises compactions (their I/O runs outside `write_lock`).
+    compaction_lock: Mutex<()>,
+    /// Wakes the background compactor.
+    work: (Mutex<bool>, Condvar),
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("dir", &self.dir)
-            .field("mode", &self.mode)
+            .field("mode", &self.opts.mode)
             .finish()
     }
 }
@@ -160,6 +248,12 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+fn synced() -> WriteOptions {
+    let mut opts = WriteOptions::default();
+    opts.set_sync(true);
+    opts
+}
+
 /// fsync a directory so that the entries just created in it survive power loss.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir).and_then(|f| f.sync_all()).at(dir)
@@ -167,6 +261,11 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 
 impl Store {
     pub fn open(dir: &Path, mode: OpenMode) -> Result<Store> {
+        Store::open_with(dir, StoreOptions::new(mode))
+    }
+
+    pub fn open_with(dir: &Path, opts: StoreOptions) -> Result<Store> {
+        let mode = opts.mode;
         let meta_dir = dir.join(META_DIR);
         let segments_dir = dir.join(SEGMENTS_DIR);
         if mode == OpenMode::ReadOnly && !meta_dir.join("CURRENT").exists() {
@@ -186,16 +285,18 @@ impl Store {
                 }
             }
         }
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        opts.set_keep_log_file_num(4);
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_keep_log_file_num(4);
         let cfs = COLUMN_FAMILIES
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         let opened = match mode {
-            OpenMode::ReadWrite => DB::open_cf_descriptors(&opts, &meta_dir, cfs),
-            OpenMode::ReadOnly => DB::open_cf_descriptors_read_only(&opts, &meta_dir, cfs, false),
+            OpenMode::ReadWrite => DB::open_cf_descriptors(&db_opts, &meta_dir, cfs),
+            OpenMode::ReadOnly => {
+                DB::open_cf_descriptors_read_only(&db_opts, &meta_dir, cfs, false)
+            }
         };
         let db = opened.map_err(|e| {
             let message = e.into_string();
@@ -213,9 +314,11 @@ impl Store {
         let store = Store {
             dir: dir.to_path_buf(),
             db,
-            mode,
+            opts,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
-            write_lock: Mutex::new(()),
+            write_lock: Mutex::new(0),
+            compaction_lock: Mutex::new(()),
+            work: (Mutex::new(false), Condvar::new()),
         };
         match store.get_raw(None, KEY_FORMAT)? {
             Some(v) if v != DATABASE_FORMAT_VERSION.to_string().as_bytes() => {
@@ -229,10 +332,14 @@ impl Store {
             }
             Some(_) => {}
             None if mode == OpenMode::ReadWrite => {
-                store.put_meta("format_version", &DATABASE_FORMAT_VERSION.to_string())?;
+                store
+                    .db
+                    .put_opt(KEY_FORMAT, DATABASE_FORMAT_VERSION.to_string(), &synced())
+                    .map_err(|e| store.meta_err(e))?;
             }
             None => {}
         }
+        *store.write_lock.lock() = store.get_u64(KEY_NEXT_SEGMENT)?.max(1);
         store.load_snapshot()?;
         Ok(store)
     }
@@ -242,7 +349,7 @@ impl Store {
     }
 
     pub fn mode(&self) -> OpenMode {
-        self.mode
+        self.opts.mode
     }
 
     fn meta_err(&self, e: rocksdb::Error) -> StorageError {
@@ -276,9 +383,21 @@ impl Store {
             .unwrap_or(0))
     }
 
-    /// Reads the manifest and tombstones, opens every listed segment, and (read-write only)
-    /// removes segment files that no committed manifest lists: leftovers of an interrupted commit.
+    fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.db
+            .write_opt(batch, &synced())
+            .map_err(|e| self.meta_err(e))
+    }
+
+    fn segments_dir(&self) -> PathBuf {
+        self.dir.join(SEGMENTS_DIR)
+    }
+
+    /// Reads the manifest, tombstones and pending rows, opens every listed segment, and
+    /// (read-write only) removes segment files no committed manifest lists: leftovers of an
+    /// interrupted flush or compaction.
     fn load_snapshot(&self) -> Result<()> {
+        let meta_dir = self.dir.join(META_DIR);
         let mut segments = Vec::new();
         let mut listed = HashSet::new();
         for item in self
@@ -286,13 +405,11 @@ impl Store {
             .iterator_cf(self.cf(CF_MANIFEST)?, IteratorMode::Start)
         {
             let (key, value) = item.map_err(|e| self.meta_err(e))?;
-            let seg_id = u64_from(&key).ok_or_else(|| {
-                StorageError::corruption(self.dir.join(META_DIR), "bad manifest key")
-            })?;
-            let entry: ManifestEntry = serde_json::from_slice(&value).map_err(|e| {
-                StorageError::corruption(self.dir.join(META_DIR), format!("manifest entry: {e}"))
-            })?;
-            let path = self.dir.join(SEGMENTS_DIR).join(&entry.file);
+            let seg_id = u64_from(&key)
+                .ok_or_else(|| StorageError::corruption(&meta_dir, "bad manifest key"))?;
+            let entry: ManifestEntry = serde_json::from_slice(&value)
+                .map_err(|e| StorageError::corruption(&meta_dir, format!("manifest entry: {e}")))?;
+            let path = self.segments_dir().join(&entry.file);
             let segment = Segment::open(&path).map_err(|e| match e {
                 StorageError::Io { path, source }
                     if source.kind() == std::io::ErrorKind::NotFound =>
@@ -316,12 +433,39 @@ impl Store {
             .iterator_cf(self.cf(CF_TOMBSTONES)?, IteratorMode::Start)
         {
             let (key, _) = item.map_err(|e| self.meta_err(e))?;
-            if let Some(id) = u64_from(&key) {
-                tombstones.insert(id);
-            }
+            tombstones.extend(u64_from(&key));
         }
-        if self.mode == OpenMode::ReadWrite {
-            let seg_dir = self.dir.join(SEGMENTS_DIR);
+        let dims = self.dims()?.unwrap_or(0) as usize;
+        let mut pending = PendingChunk {
+            dims,
+            ..PendingChunk::default()
+        };
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_PENDING)?, IteratorMode::Start)
+        {
+            let (key, value) = item.map_err(|e| self.meta_err(e))?;
+            let id = u64_from(&key)
+                .ok_or_else(|| StorageError::corruption(&meta_dir, "bad pending row key"))?;
+            if value.len() != dims * 4 {
+                return Err(StorageError::corruption(
+                    &meta_dir,
+                    format!(
+                        "pending row {id} has {} bytes, expected {}",
+                        value.len(),
+                        dims * 4
+                    ),
+                ));
+            }
+            pending.ids.push(id);
+            pending.vectors.extend(
+                value
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
+        }
+        if self.opts.mode == OpenMode::ReadWrite {
+            let seg_dir = self.segments_dir();
             let mut removed = false;
             for entry in std::fs::read_dir(&seg_dir).at(&seg_dir)? {
                 let entry = entry.at(&seg_dir)?;
@@ -338,6 +482,11 @@ impl Store {
         }
         *self.snapshot.write() = Arc::new(Snapshot {
             segments,
+            pending: if pending.ids.is_empty() {
+                Vec::new()
+            } else {
+                vec![Arc::new(pending)]
+            },
             tombstones: Arc::new(tombstones),
         });
         Ok(())
@@ -349,7 +498,7 @@ impl Store {
     }
 
     fn require_writable(&self) -> Result<()> {
-        match self.mode {
+        match self.opts.mode {
             OpenMode::ReadWrite => Ok(()),
             OpenMode::ReadOnly => Err(StorageError::ReadOnly {
                 path: self.dir.clone(),
@@ -366,10 +515,12 @@ impl Store {
     /// Durable (synced) write of a database-level setting.
     pub fn put_meta(&self, key: &str, value: &str) -> Result<()> {
         self.require_writable()?;
-        let mut opts = WriteOptions::default();
-        opts.set_sync(true);
         self.db
-            .put_opt(format!("meta:{key}").as_bytes(), value.as_bytes(), &opts)
+            .put_opt(
+                format!("meta:{key}").as_bytes(),
+                value.as_bytes(),
+                &synced(),
+            )
             .map_err(|e| self.meta_err(e))
     }
 
@@ -409,27 +560,17 @@ impl Store {
 
     /// The stored vector of a live row.
     pub fn vector(&self, id: u64) -> Result<Option<Vec<f32>>> {
-        let Some(rec) = self.get(id)? else {
-            return Ok(None);
-        };
         let snap = self.snapshot();
-        let seg = snap.segment(rec.segment).ok_or_else(|| {
-            StorageError::corruption(
-                self.dir.join(META_DIR),
-                format!(
-                    "row {id} points at segment {} not in the manifest",
-                    rec.segment
-                ),
-            )
-        })?;
-        let row = rec.row as usize;
-        if row >= seg.rows() || seg.ids()[row] != id {
-            return Err(StorageError::corruption(
-                seg.path(),
-                format!("row {row} does not hold id {id}"),
-            ));
+        if snap.tombstones.contains(&id) || self.get_raw(Some(CF_IMAGES), &be(id))?.is_none() {
+            return Ok(None);
         }
-        Ok(Some(seg.vector(row).to_vec()))
+        match snap.vector(id) {
+            Some(v) => Ok(Some(v.to_vec())),
+            None => Err(StorageError::corruption(
+                self.dir.join(META_DIR),
+                format!("live row {id} has no vector in any segment or pending row"),
+            )),
+        }
     }
 
     /// Live row ids with this content hash.
@@ -449,19 +590,21 @@ impl Store {
         Ok(out)
     }
 
-    /// Makes `rows` durable as one new sealed segment and one synced metadata batch, then
-    /// publishes them to new snapshots. Nothing is visible, to this process or after a crash,
-    /// until the RocksDB batch that lists the segment is synced.
+    /// Makes `rows` durable in one synced RocksDB batch (records, indexes, thumbnails and the
+    /// vectors in the `pending` write-ahead column family), publishes them to new snapshots, and
+    /// seals pending rows into a segment once enough have accumulated. Nothing is visible, to
+    /// this process or after a crash, until the batch is synced.
     pub fn commit(&self, rows: Vec<NewRow>) -> Result<Vec<CommittedRow>> {
         self.require_writable()?;
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let _guard = self.write_lock.lock();
+        let mut guard = self.write_lock.lock();
         let dims = rows[0].vector.len();
         let stored_dims = self.dims()?;
+        let expected = stored_dims.map(|d| d as usize).unwrap_or(dims);
+        let mut seen_paths = HashSet::new();
         for row in &rows {
-            let expected = stored_dims.map(|d| d as usize).unwrap_or(dims);
             if row.vector.len() != expected || expected == 0 {
                 return Err(StorageError::Invalid {
                     path: PathBuf::from(&row.path),
@@ -471,9 +614,6 @@ impl Store {
                     ),
                 });
             }
-        }
-        let mut seen_paths = HashSet::new();
-        for row in &rows {
             if !seen_paths.insert(row.path.as_str()) {
                 return Err(StorageError::Invalid {
                     path: PathBuf::from(&row.path),
@@ -483,34 +623,26 @@ impl Store {
         }
 
         let first_id = self.get_u64(KEY_NEXT_ID)?.max(1);
-        let seg_id = self.get_u64(KEY_NEXT_SEGMENT)?.max(1);
-        let ids: Vec<u64> = (0..rows.len() as u64).map(|i| first_id + i).collect();
-        let file = format!("seg-{seg_id:016x}.ivs");
-        let seg_dir = self.dir.join(SEGMENTS_DIR);
-        let seg_path = seg_dir.join(&file);
-        let mut flat = Vec::with_capacity(rows.len() * dims);
-        for row in &rows {
-            flat.extend_from_slice(&row.vector);
-        }
-        write_segment(&seg_path, dims, &ids, &flat)?;
-        sync_dir(&seg_dir)?;
-        let segment = Arc::new(Segment::open(&seg_path)?);
-
-        let (images, paths, hashes, thumbs, manifest, tombs) = (
+        let (images, paths, hashes, thumbs, tombs, pending_cf) = (
             self.cf(CF_IMAGES)?,
             self.cf(CF_PATHS)?,
             self.cf(CF_HASHES)?,
             self.cf(CF_THUMBS)?,
-            self.cf(CF_MANIFEST)?,
             self.cf(CF_TOMBSTONES)?,
+            self.cf(CF_PENDING)?,
         );
         let mut batch = WriteBatch::default();
         let mut out = Vec::with_capacity(rows.len());
         let mut new_tombstones = Vec::new();
         let mut batch_hashes: HashMap<[u8; 32], u64> = HashMap::new();
+        let mut chunk = PendingChunk {
+            dims,
+            ids: Vec::with_capacity(rows.len()),
+            vectors: Vec::with_capacity(rows.len() * dims),
+        };
         let ingested_at_ms = now_ms();
         for (i, row) in rows.into_iter().enumerate() {
-            let id = ids[i];
+            let id = first_id + i as u64;
             let replaced = self.get_by_path(&row.path)?;
             if let Some(old) = &replaced {
                 new_tombstones.push(old.id);
@@ -534,8 +666,6 @@ impl Store {
                 ingested_at_ms,
                 attributes: row.attributes,
                 duplicate_of,
-                segment: seg_id,
-                row: i as u32,
             };
             let json = serde_json::to_vec(&record).map_err(|e| StorageError::Invalid {
                 path: PathBuf::from(&record.path),
@@ -547,6 +677,13 @@ impl Store {
             hk.extend_from_slice(&be(id));
             batch.put_cf(hashes, hk, []);
             batch.put_cf(thumbs, be(id), row.thumbnail);
+            batch.put_cf(
+                pending_cf,
+                be(id),
+                bytemuck::cast_slice::<f32, u8>(&row.vector),
+            );
+            chunk.ids.push(id);
+            chunk.vectors.extend_from_slice(&row.vector);
             out.push(CommittedRow {
                 id,
                 replaced: replaced.map(|r| r.id),
@@ -556,39 +693,33 @@ impl Store {
         for id in &new_tombstones {
             batch.put_cf(tombs, be(*id), []);
         }
-        let entry = ManifestEntry {
-            file,
-            rows: ids.len() as u64,
-            dims: dims as u32,
-        };
-        batch.put_cf(
-            manifest,
-            be(seg_id),
-            serde_json::to_vec(&entry).unwrap_or_default(),
-        );
-        batch.put(KEY_NEXT_ID, be(first_id + ids.len() as u64));
-        batch.put(KEY_NEXT_SEGMENT, be(seg_id + 1));
+        batch.put(KEY_NEXT_ID, be(first_id + out.len() as u64));
         batch.put(KEY_DIMS, be(dims as u64));
-        let mut opts = WriteOptions::default();
-        opts.set_sync(true);
-        self.db
-            .write_opt(batch, &opts)
-            .map_err(|e| self.meta_err(e))?;
+        self.write(batch)?;
 
-        let mut snap = self.snapshot.write();
-        let mut segments = snap.segments.clone();
-        segments.push((seg_id, segment));
-        let tombstones = if new_tombstones.is_empty() {
-            snap.tombstones.clone()
-        } else {
-            let mut t = (*snap.tombstones).clone();
-            t.extend(new_tombstones);
-            Arc::new(t)
+        let pending_rows = {
+            let mut snap = self.snapshot.write();
+            let mut pending = snap.pending.clone();
+            pending.push(Arc::new(chunk));
+            let tombstones = if new_tombstones.is_empty() {
+                snap.tombstones.clone()
+            } else {
+                let mut t = (*snap.tombstones).clone();
+                t.extend(new_tombstones);
+                Arc::new(t)
+            };
+            *snap = Arc::new(Snapshot {
+                segments: snap.segments.clone(),
+                pending,
+                tombstones,
+            });
+            snap.pending_rows()
         };
-        *snap = Arc::new(Snapshot {
-            segments,
-            tombstones,
-        });
+        if pending_rows >= self.opts.flush_rows {
+            self.flush_locked(&mut guard)?;
+        }
+        drop(guard);
+        self.nudge();
         Ok(out)
     }
 
@@ -623,19 +754,271 @@ impl Store {
         if deleted.is_empty() {
             return Ok(deleted);
         }
-        let mut opts = WriteOptions::default();
-        opts.set_sync(true);
-        self.db
-            .write_opt(batch, &opts)
-            .map_err(|e| self.meta_err(e))?;
-        let mut snap = self.snapshot.write();
-        let mut t = (*snap.tombstones).clone();
-        t.extend(deleted.iter().copied());
-        *snap = Arc::new(Snapshot {
-            segments: snap.segments.clone(),
-            tombstones: Arc::new(t),
-        });
+        self.write(batch)?;
+        {
+            let mut snap = self.snapshot.write();
+            let mut t = (*snap.tombstones).clone();
+            t.extend(deleted.iter().copied());
+            *snap = Arc::new(Snapshot {
+                segments: snap.segments.clone(),
+                pending: snap.pending.clone(),
+                tombstones: Arc::new(t),
+            });
+        }
+        self.nudge();
         Ok(deleted)
+    }
+
+    /// Seals all pending rows into a segment now.
+    pub fn flush(&self) -> Result<()> {
+        self.require_writable()?;
+        let mut guard = self.write_lock.lock();
+        self.flush_locked(&mut guard)
+    }
+
+    /// Writes a new segment file named after the next segment id; returns its id and the file.
+    fn write_new_segment(
+        &self,
+        next_segment: &mut u64,
+        ids: &[u64],
+        dims: usize,
+        vectors: &[f32],
+    ) -> Result<(u64, Arc<Segment>, ManifestEntry)> {
+        let seg_id = *next_segment;
+        *next_segment += 1;
+        let file = format!("seg-{seg_id:016x}.ivs");
+        let path = self.segments_dir().join(&file);
+        let columns = [
+            ColumnData::u64(IDS_COLUMN, ids),
+            ColumnData::f32(VECTORS_COLUMN, dims, vectors),
+        ];
+        write_segment(self.opts.vfs.as_ref(), &path, ids.len(), &columns)?;
+        self.opts.vfs.sync_dir(&self.segments_dir())?;
+        let segment = Arc::new(Segment::open(&path)?);
+        let entry = ManifestEntry {
+            file,
+            rows: ids.len() as u64,
+            dims: dims as u32,
+        };
+        Ok((seg_id, segment, entry))
+    }
+
+    /// Seals the pending rows (minus deleted ones) into a segment: the segment file is synced
+    /// first, then one synced batch lists it in the manifest, clears the pending rows and drops
+    /// the tombstones of deleted pending rows, which no longer exist anywhere.
+    fn flush_locked(&self, next_segment: &mut u64) -> Result<()> {
+        let snap = self.snapshot();
+        if snap.pending.is_empty() {
+            return Ok(());
+        }
+        let dims = snap.pending[0].dims;
+        let (mut ids, mut vectors, mut dropped) = (Vec::new(), Vec::new(), Vec::new());
+        for chunk in &snap.pending {
+            for (row, &id) in chunk.ids.iter().enumerate() {
+                if snap.tombstones.contains(&id) {
+                    dropped.push(id);
+                } else {
+                    ids.push(id);
+                    vectors.extend_from_slice(chunk.vector(row));
+                }
+            }
+        }
+        let mut batch = WriteBatch::default();
+        let new_segment = if ids.is_empty() {
+            None
+        } else {
+            let (seg_id, segment, entry) =
+                self.write_new_segment(next_segment, &ids, dims, &vectors)?;
+            batch.put_cf(self.cf(CF_MANIFEST)?, be(seg_id), manifest_json(&entry));
+            Some((seg_id, segment))
+        };
+        let pending_cf = self.cf(CF_PENDING)?;
+        for chunk in &snap.pending {
+            for id in &chunk.ids {
+                batch.delete_cf(pending_cf, be(*id));
+            }
+        }
+        for id in &dropped {
+            batch.delete_cf(self.cf(CF_TOMBSTONES)?, be(*id));
+        }
+        batch.put(KEY_NEXT_SEGMENT, be(*next_segment));
+        self.write(batch)?;
+        let mut cur = self.snapshot.write();
+        let mut segments = cur.segments.clone();
+        segments.extend(new_segment);
+        let mut tombstones = (*cur.tombstones).clone();
+        for id in &dropped {
+            tombstones.remove(id);
+        }
+        *cur = Arc::new(Snapshot {
+            segments,
+            // Commits take the write lock too, so nothing was added since `snap`.
+            pending: cur.pending[snap.pending.len()..].to_vec(),
+            tombstones: Arc::new(tombstones),
+        });
+        Ok(())
+    }
+
+    /// Rewrites the segments `policy` selects into one, without deleted rows, and swaps it in
+    /// atomically (one synced manifest batch). The file I/O runs without the write lock, so
+    /// commits and searches continue meanwhile; readers holding an older snapshot keep their
+    /// (unlinked but still mapped) segments until they drop it.
+    pub fn compact(&self, policy: CompactionPolicy) -> Result<CompactionReport> {
+        self.require_writable()?;
+        let _compacting = self.compaction_lock.lock();
+        if policy == CompactionPolicy::Full {
+            self.flush()?;
+        }
+        let snap = self.snapshot();
+        let victims: Vec<(u64, Arc<Segment>)> = self.choose_victims(&snap, policy);
+        if victims.is_empty() {
+            return Ok(CompactionReport::default());
+        }
+        let mut rows: Vec<(u64, &[f32])> = Vec::new();
+        let mut dropped = Vec::new();
+        for (_, seg) in &victims {
+            for (row, &id) in seg.ids().iter().enumerate() {
+                if snap.tombstones.contains(&id) {
+                    dropped.push(id);
+                } else {
+                    rows.push((id, seg.vector(row)));
+                }
+            }
+        }
+        rows.sort_unstable_by_key(|(id, _)| *id);
+        let dims = victims[0].1.dims();
+        let ids: Vec<u64> = rows.iter().map(|(id, _)| *id).collect();
+        let vectors: Vec<f32> = rows.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+        let bytes_before: u64 = victims.iter().map(|(_, s)| s.byte_len() as u64).sum();
+
+        // Reserve a segment id, then write the new file without holding the write lock.
+        let mut reserved = {
+            let mut next = self.write_lock.lock();
+            let id = *next;
+            *next += 1;
+            id
+        };
+        let new_segment = if ids.is_empty() {
+            None
+        } else {
+            Some(self.write_new_segment(&mut reserved, &ids, dims, &vectors)?)
+        };
+
+        let next = self.write_lock.lock();
+        let mut batch = WriteBatch::default();
+        let manifest = self.cf(CF_MANIFEST)?;
+        for (seg_id, _) in &victims {
+            batch.delete_cf(manifest, be(*seg_id));
+        }
+        if let Some((seg_id, _, entry)) = &new_segment {
+            batch.put_cf(manifest, be(*seg_id), manifest_json(entry));
+        }
+        for id in &dropped {
+            batch.delete_cf(self.cf(CF_TOMBSTONES)?, be(*id));
+        }
+        batch.put(KEY_NEXT_SEGMENT, be(*next));
+        self.write(batch)?;
+        let bytes_after = new_segment
+            .as_ref()
+            .map(|(_, s, _)| s.byte_len() as u64)
+            .unwrap_or(0);
+        {
+            let mut cur = self.snapshot.write();
+            let mut segments: Vec<(u64, Arc<Segment>)> = cur
+                .segments
+                .iter()
+                .filter(|(id, _)| !victims.iter().any(|(v, _)| v == id))
+                .cloned()
+                .collect();
+            segments.extend(new_segment.map(|(id, seg, _)| (id, seg)));
+            let mut tombstones = (*cur.tombstones).clone();
+            for id in &dropped {
+                tombstones.remove(id);
+            }
+            *cur = Arc::new(Snapshot {
+                segments,
+                pending: cur.pending.clone(),
+                tombstones: Arc::new(tombstones),
+            });
+        }
+        drop(next);
+        for (_, seg) in &victims {
+            self.opts.vfs.remove(seg.path())?;
+        }
+        self.opts.vfs.sync_dir(&self.segments_dir())?;
+        Ok(CompactionReport {
+            segments_merged: victims.len(),
+            rows_kept: ids.len() as u64,
+            rows_dropped: dropped.len() as u64,
+            bytes_before,
+            bytes_after,
+        })
+    }
+
+    fn choose_victims(
+        &self,
+        snap: &Snapshot,
+        policy: CompactionPolicy,
+    ) -> Vec<(u64, Arc<Segment>)> {
+        let deleted_share = |seg: &Segment| {
+            let dead = seg
+                .ids()
+                .iter()
+                .filter(|id| snap.tombstones.contains(id))
+                .count();
+            dead as f64 / seg.rows().max(1) as f64
+        };
+        match policy {
+            CompactionPolicy::Full => {
+                let dirty = snap.segments.iter().any(|(_, s)| deleted_share(s) > 0.0);
+                if snap.segments.len() > 1 || dirty {
+                    snap.segments.clone()
+                } else {
+                    Vec::new()
+                }
+            }
+            CompactionPolicy::Background => {
+                let small: Vec<_> = snap
+                    .segments
+                    .iter()
+                    .filter(|(_, s)| s.rows() < self.opts.small_segment_rows)
+                    .cloned()
+                    .collect();
+                let mut victims = if small.len() >= self.opts.merge_at {
+                    small
+                } else {
+                    Vec::new()
+                };
+                for entry in &snap.segments {
+                    if deleted_share(&entry.1) >= self.opts.max_deleted_share
+                        && !victims.iter().any(|(id, _)| *id == entry.0)
+                    {
+                        victims.push(entry.clone());
+                    }
+                }
+                victims
+            }
+        }
+    }
+
+    /// Wakes the background compactor (if one waits on this store).
+    fn nudge(&self) {
+        *self.work.0.lock() = true;
+        self.work.1.notify_all();
+    }
+
+    /// Blocks until a commit or delete happened since the last call, or `timeout` passed.
+    pub fn wait_for_work(&self, timeout: std::time::Duration) -> bool {
+        let mut flag = self.work.0.lock();
+        if !*flag {
+            self.work.1.wait_for(&mut flag, timeout);
+        }
+        std::mem::take(&mut *flag)
+    }
+
+    /// Wakes a thread blocked in `wait_for_work` (used to stop the compactor).
+    pub fn wake(&self) {
+        self.nudge();
     }
 
     /// All live records, in id order.
@@ -662,6 +1045,7 @@ impl Store {
         Ok(StoreStats {
             live_rows,
             deleted_rows: snap.tombstones.len() as u64,
+            pending_rows: snap.pending_rows() as u64,
             segments: snap.segments.len(),
             segment_rows: snap.segments.iter().map(|(_, s)| s.rows() as u64).sum(),
             segment_bytes: snap.segments.iter().map(|(_, s)| s.byte_len() as u64).sum(),
@@ -669,6 +1053,10 @@ impl Store {
             dims: self.dims()?,
         })
     }
+}
+
+fn manifest_json(entry: &ManifestEntry) -> Vec<u8> {
+    serde_json::to_vec(entry).unwrap_or_default()
 }
 
 fn parse_hex32(s: &str) -> Option<[u8; 32]> {
@@ -712,6 +1100,13 @@ mod tests {
         }
     }
 
+    fn small(mode: OpenMode) -> StoreOptions {
+        StoreOptions {
+            flush_rows: 2,
+            ..StoreOptions::new(mode)
+        }
+    }
+
     #[test]
     fn commit_reopen_replace_duplicate_delete() {
         let dir = tempfile::tempdir().unwrap();
@@ -730,24 +1125,27 @@ mod tests {
             ));
             let ro = Store::open(&db, OpenMode::ReadOnly).unwrap();
             assert_eq!(ro.get_by_path("/b").unwrap().unwrap().id, 2);
+            assert_eq!(ro.vector(2).unwrap().unwrap(), vec![0.2, 0.8]);
         }
-        // A segment file nobody listed (an interrupted commit) is removed on open.
+        // A segment file nobody listed (an interrupted flush) is removed on open.
         let orphan = db.join(SEGMENTS_DIR).join("seg-00000000000000ff.ivs");
         std::fs::write(&orphan, b"junk").unwrap();
         let store = Store::open(&db, OpenMode::ReadWrite).unwrap();
         assert!(!orphan.exists());
+        // Pending rows survived the reopen.
         assert_eq!(store.vector(2).unwrap().unwrap(), vec![0.2, 0.8]);
         let out = store.commit(vec![row("/a", 3, 0.5)]).unwrap();
         assert_eq!(out[0].replaced, Some(1));
         assert_eq!(store.get(1).unwrap(), None);
+        assert_eq!(store.vector(1).unwrap(), None);
         assert!(store.snapshot().tombstones.contains(&1));
         assert_eq!(store.delete(&[2, 2, 99]).unwrap(), vec![2]);
         drop(store);
         let store = Store::open(&db, OpenMode::ReadOnly).unwrap();
         let stats = store.stats().unwrap();
         assert_eq!(
-            (stats.live_rows, stats.deleted_rows, stats.segments),
-            (1, 2, 2)
+            (stats.live_rows, stats.deleted_rows, stats.pending_rows),
+            (1, 2, 3)
         );
         assert_eq!(store.get_by_path("/a").unwrap().unwrap().id, 3);
         assert!(matches!(
@@ -757,13 +1155,75 @@ mod tests {
     }
 
     #[test]
+    fn flush_and_compaction_drop_deleted_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let store = Store::open_with(&db, small(OpenMode::ReadWrite)).unwrap();
+        for i in 0..10u8 {
+            let p = format!("/{i}");
+            store.commit(vec![row(&p, i, i as f32 / 10.0)]).unwrap();
+        }
+        // Every second commit sealed a segment of two rows.
+        assert_eq!(store.snapshot().segments.len(), 5);
+        assert_eq!(store.snapshot().pending_rows(), 0);
+        store.delete(&[1, 2, 3, 4, 5]).unwrap();
+        let report = store.compact(CompactionPolicy::Full).unwrap();
+        assert_eq!(
+            (
+                report.segments_merged,
+                report.rows_kept,
+                report.rows_dropped
+            ),
+            (5, 5, 5)
+        );
+        let snap = store.snapshot();
+        assert_eq!(snap.segments.len(), 1);
+        assert_eq!(snap.segments[0].1.ids(), &[6, 7, 8, 9, 10]);
+        assert!(snap.tombstones.is_empty());
+        assert_eq!(std::fs::read_dir(db.join(SEGMENTS_DIR)).unwrap().count(), 1);
+        drop(snap);
+        drop(store);
+        let store = Store::open(&db, OpenMode::ReadOnly).unwrap();
+        assert_eq!(store.vector(8).unwrap().unwrap(), vec![0.7, 0.3]);
+        assert_eq!(store.vector(3).unwrap(), None);
+        assert_eq!(store.stats().unwrap().live_rows, 5);
+    }
+
+    #[test]
+    fn background_policy_merges_small_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(&dir.path().join("db"), small(OpenMode::ReadWrite)).unwrap();
+        for i in 0..6u8 {
+            store.commit(vec![row(&format!("/{i}"), i, 0.5)]).unwrap();
+        }
+        assert_eq!(
+            store
+                .compact(CompactionPolicy::Background)
+                .unwrap()
+                .segments_merged,
+            0
+        );
+        for i in 6..8u8 {
+            store.commit(vec![row(&format!("/{i}"), i, 0.5)]).unwrap();
+        }
+        assert_eq!(
+            store
+                .compact(CompactionPolicy::Background)
+                .unwrap()
+                .segments_merged,
+            4
+        );
+        assert_eq!(store.snapshot().segments.len(), 1);
+    }
+
+    #[test]
     fn damaged_segment_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("db");
-        Store::open(&db, OpenMode::ReadWrite)
-            .unwrap()
-            .commit(vec![row("/a", 1, 0.1)])
-            .unwrap();
+        let store = Store::open(&db, OpenMode::ReadWrite).unwrap();
+        store.commit(vec![row("/a", 1, 0.1)]).unwrap();
+        store.flush().unwrap();
+        drop(store);
         let seg = db.join(SEGMENTS_DIR).join("seg-0000000000000001.ivs");
         let mut bytes = std::fs::read(&seg).unwrap();
         let n = bytes.len();
@@ -774,9 +1234,12 @@ mod tests {
             other => panic!("{other:?}"),
         }
         std::fs::remove_file(&seg).unwrap();
-        assert!(matches!(
-            Store::open(&db, OpenMode::ReadOnly),
-            Err(StorageError::DataCorruption { .. })
-        ));
+        match Store::open(&db, OpenMode::ReadWrite) {
+            Err(StorageError::DataCorruption { path, reason }) => {
+                assert_eq!(path, seg);
+                assert!(reason.contains("missing"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
