@@ -716,7 +716,11 @@ impl Store {
             snap.pending_rows()
         };
         if pending_rows >= self.opts.flush_rows {
-            self.flush_locked(&mut guard)?;
+            // The rows are durable already (acknowledged by the batch above); a failed flush
+            // leaves them pending, to be sealed by a later flush.
+            if let Err(e) = self.flush_locked(&mut guard) {
+                tracing::warn!("sealing pending rows into a segment failed: {e}");
+            }
         }
         drop(guard);
         self.nudge();
