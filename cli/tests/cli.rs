@@ -350,3 +350,189 @@ fn bench_ingest_reports_ingest_against_bare_forward() {
     assert!(forward > 0.0 && ingest > 0.0);
     assert!((r["ratio"].as_f64().unwrap() - ingest / forward).abs() < 1e-9);
 }
+
+/// SIGKILL during `imgvec ingest` at random moments: every image whose JSON line was printed
+/// is stored and searchable after the kill, and re-running finishes the job.
+#[test]
+fn sigkill_during_ingest_keeps_every_acknowledged_image() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("imgs");
+    let images = copy_db_images(&dir, 160);
+    let db = tmp.path().join("db");
+    let mut acked: std::collections::HashMap<String, u64> = Default::default();
+    // Kill after the n-th acknowledged line plus a short random-ish pause: mid-batch, mid-commit.
+    for (cycle, (after_lines, pause_ms)) in [(1, 0u64), (9, 150), (3, 40), (17, 300), (5, 90)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut child = imgvec()
+            .args(["ingest", s(&db), s(&dir), "--json", "--batch-size", "4"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<Value>();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while seen.len() < after_lines && std::time::Instant::now() < deadline {
+            match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok(v) => seen.push(v),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(_) => break,
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        reader.join().unwrap();
+        seen.extend(rx.try_iter());
+        for v in seen {
+            if v["status"] == "stored" || v["status"] == "unchanged" {
+                acked.insert(
+                    v["path"].as_str().unwrap().into(),
+                    v["id"].as_u64().unwrap(),
+                );
+            }
+        }
+        let handle = imgvec::Database::open(
+            &db,
+            imgvec::OpenOptions {
+                read_only: true,
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
+        for (path, id) in &acked {
+            let rec = handle.get(*id).unwrap();
+            assert_eq!(
+                rec.map(|r| r.path),
+                Some(path.clone()),
+                "cycle {cycle}: lost {path}"
+            );
+        }
+        let info = handle.info().unwrap();
+        assert!(info.stats.live_rows >= acked.len() as u64);
+    }
+    assert!(
+        !acked.is_empty() && acked.len() < 160,
+        "kills missed the ingest: {}",
+        acked.len()
+    );
+    let out = run(&["ingest", s(&db), s(&dir), "--json"]);
+    assert!(out.status.success());
+    let lines = json_lines(&out);
+    assert_eq!(lines.last().unwrap()["summary"]["errors"], 0);
+    let info = json_lines(&run(&["info", s(&db), "--json"]));
+    assert_eq!(info[0]["live_rows"], 160);
+    // Each acknowledged image is still found by its own pixels.
+    let probe = images.iter().find(|p| acked.contains_key(s(p))).unwrap();
+    let hits = json_lines(&run(&["search", s(&db), s(probe), "-k", "1", "--json"]));
+    assert_eq!(hits[0]["results"][0]["path"], s(probe));
+}
+
+/// Deleting half of the images and compacting shrinks the segment bytes by about half, and
+/// deleted images never come back in results, before or after compaction.
+#[test]
+fn delete_and_compact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = copy_db_images(&tmp.path().join("imgs"), 40);
+    let db = tmp.path().join("db");
+    assert!(run(&["ingest", s(&db), s(&tmp.path().join("imgs"))])
+        .status
+        .success());
+    assert!(run(&["compact", s(&db)]).status.success());
+    let before = json_lines(&run(&["info", s(&db), "--json"]))[0].clone();
+    assert_eq!(before["segments"], 1);
+    assert_eq!(before["pending_rows"], 0);
+    let mut args = vec!["delete", s(&db)];
+    for p in images.iter().step_by(2) {
+        args.extend(["--path", s(p)]);
+    }
+    let out = run(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deleted: Vec<&str> = images.iter().step_by(2).map(|p| s(p)).collect();
+    let search_all = |db: &Path| {
+        let mut a = vec!["search", s(db)];
+        a.extend(images.iter().map(|p| s(p)));
+        a.extend(["-k", "40", "--json"]);
+        json_lines(&run(&a))
+    };
+    for phase in ["before compaction", "after compaction"] {
+        for line in search_all(&db) {
+            for hit in line["results"].as_array().unwrap() {
+                assert!(
+                    !deleted.contains(&hit["path"].as_str().unwrap()),
+                    "{phase}: deleted {} returned",
+                    hit["path"]
+                );
+            }
+        }
+        if phase == "before compaction" {
+            // (The delete's own background compactor may already have purged the segment.)
+            assert!(run(&["compact", s(&db), "--json"]).status.success());
+        }
+    }
+    let after = json_lines(&run(&["info", s(&db), "--json"]))[0].clone();
+    assert_eq!(
+        (after["live_rows"].as_u64(), after["deleted_rows"].as_u64()),
+        (Some(20), Some(0))
+    );
+    let (b, a) = (
+        before["segment_bytes"].as_f64().unwrap(),
+        after["segment_bytes"].as_f64().unwrap(),
+    );
+    assert!(a <= b * 0.55, "segment bytes {b} -> {a}");
+}
+
+/// A damaged segment makes every command fail with a data-corruption error naming the file;
+/// nothing panics and no partial answer is printed.
+#[test]
+fn corrupted_segment_is_reported_with_its_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = copy_db_images(&tmp.path().join("imgs"), 4);
+    let db = tmp.path().join("db");
+    assert!(run(&["ingest", s(&db), s(&tmp.path().join("imgs"))])
+        .status
+        .success());
+    assert!(run(&["compact", s(&db)]).status.success());
+    let seg = std::fs::read_dir(db.join("segments"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&seg, bytes).unwrap();
+    for args in [
+        vec!["search", s(&db), s(&imgs[0]), "--json"],
+        vec!["info", s(&db)],
+        vec!["ingest", s(&db), s(&imgs[1])],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("data corruption in") && err.contains(s(&seg)),
+            "{args:?}: {err}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+}
