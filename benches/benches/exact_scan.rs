@@ -1,5 +1,6 @@
 //! Exact scan kernel against FAISS's exact index on the same vectors (DESIGN.md's synthetic
-//! mixture, unit-normalised as imgvec stores them): single queries and a batch of 32.
+//! mixture, unit-normalised as imgvec stores them): single queries and a batch of 200, one
+//! thread on both sides. `IMGVEC_BENCH_N` sets the number of vectors (default 100000).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use faiss::{Index, MetricType};
@@ -10,17 +11,21 @@ fn exact_scan(c: &mut Criterion) {
     // One thread on both sides: FAISS parallelises with OpenMP and, for batches, OpenBLAS.
     std::env::set_var("OMP_NUM_THREADS", "1");
     std::env::set_var("OPENBLAS_NUM_THREADS", "1");
-    let (n, dim, k) = (50_000, 256, 10);
+    let n: usize = std::env::var("IMGVEC_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let (dim, k) = (256, 10);
     let mut gen = GaussianMixture::new(dim, 7);
     let base = normalized(gen.sample(n), dim);
-    let queries = normalized(gen.sample(32), dim);
+    let queries = normalized(gen.sample(200), dim);
     let ids: Vec<u64> = (0..n as u64).collect();
-    let mut flat = faiss::index_factory(dim as u32, "Flat", MetricType::InnerProduct).unwrap();
+    let mut flat = faiss::index_factory(dim as u32, "Flat", MetricType::L2).unwrap();
     flat.add(&base).unwrap();
 
     let mut group = c.benchmark_group(format!("exact_{n}x{dim}"));
     group.sample_size(10);
-    for batch in [1usize, 32] {
+    for batch in [1usize, 200] {
         let q = &queries[..batch * dim];
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_with_input(BenchmarkId::new("imgvec_scan", batch), &batch, |b, _| {
@@ -30,7 +35,7 @@ fn exact_scan(c: &mut Criterion) {
                 tops
             })
         });
-        group.bench_with_input(BenchmarkId::new("faiss_flat_ip", batch), &batch, |b, _| {
+        group.bench_with_input(BenchmarkId::new("faiss_flat_l2", batch), &batch, |b, _| {
             b.iter(|| flat.search(q, k).unwrap())
         });
     }

@@ -423,8 +423,8 @@ fn info(db: PathBuf, json: bool, mut open: OpenOptions) -> CliResult {
         }
         let s = &info.stats;
         println!(
-            "rows          {} live, {} deleted",
-            s.live_rows, s.deleted_rows
+            "rows          {} live, {} deleted, {} pending (not yet in a segment)",
+            s.live_rows, s.deleted_rows, s.pending_rows
         );
         println!(
             "segments      {} ({} rows, {} bytes)",
