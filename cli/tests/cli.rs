@@ -442,17 +442,27 @@ fn sigkill_during_ingest_keeps_every_acknowledged_image() {
     assert_eq!(hits[0]["results"][0]["path"], s(probe));
 }
 
+/// A database in `dir/db` holding the first `n` instances-dev images (copied to `dir/imgs`),
+/// compacted into one segment.
+fn compacted_db(dir: &Path, n: usize) -> (Vec<PathBuf>, PathBuf) {
+    let images = copy_db_images(&dir.join("imgs"), n);
+    let db = dir.join("db");
+    let out = run(&["ingest", s(&db), s(&dir.join("imgs"))]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(run(&["compact", s(&db)]).status.success());
+    (images, db)
+}
+
 /// Deleting half of the images and compacting shrinks the segment bytes by about half, and
 /// deleted images never come back in results, before or after compaction.
 #[test]
 fn delete_and_compact() {
     let tmp = tempfile::tempdir().unwrap();
-    let images = copy_db_images(&tmp.path().join("imgs"), 40);
-    let db = tmp.path().join("db");
-    assert!(run(&["ingest", s(&db), s(&tmp.path().join("imgs"))])
-        .status
-        .success());
-    assert!(run(&["compact", s(&db)]).status.success());
+    let (images, db) = compacted_db(tmp.path(), 40);
     let before = json_lines(&run(&["info", s(&db), "--json"]))[0].clone();
     assert_eq!(before["segments"], 1);
     assert_eq!(before["pending_rows"], 0);
@@ -505,12 +515,7 @@ fn delete_and_compact() {
 #[test]
 fn corrupted_segment_is_reported_with_its_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let imgs = copy_db_images(&tmp.path().join("imgs"), 4);
-    let db = tmp.path().join("db");
-    assert!(run(&["ingest", s(&db), s(&tmp.path().join("imgs"))])
-        .status
-        .success());
-    assert!(run(&["compact", s(&db)]).status.success());
+    let (imgs, db) = compacted_db(tmp.path(), 4);
     let seg = std::fs::read_dir(db.join("segments"))
         .unwrap()
         .next()
