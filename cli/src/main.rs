@@ -105,6 +105,10 @@ struct IngestArgs {
     /// Images per model forward.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
+    /// Most images per commit; each commit is one synced write that acknowledges its images
+    /// (a commit also happens at least once a second).
+    #[arg(long, default_value_t = 512)]
+    commit_rows: usize,
 }
 
 #[derive(Args)]
@@ -216,6 +220,7 @@ fn ingest(args: IngestArgs, mut open: OpenOptions) -> CliResult {
     let opts = IngestOptions {
         attributes: args.attrs.into_iter().collect(),
         batch_size: args.batch_size,
+        commit_rows: args.commit_rows,
         stop: stop.clone(),
         ..IngestOptions::default()
     };

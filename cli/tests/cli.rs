@@ -271,6 +271,7 @@ fn interrupted_ingest_keeps_what_it_acknowledged_and_resumes() {
     let db = tmp.path().join("db");
     let mut child = imgvec()
         .args(["ingest", s(&db), s(&dir), "--json", "--batch-size", "4"])
+        .args(["--commit-rows", "8"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -351,23 +352,26 @@ fn bench_ingest_reports_ingest_against_bare_forward() {
     assert!((r["ratio"].as_f64().unwrap() - ingest / forward).abs() < 1e-9);
 }
 
-/// SIGKILL during `imgvec ingest` at random moments: every image whose JSON line was printed
-/// is stored and searchable after the kill, and re-running finishes the job.
+/// SIGKILL during `imgvec ingest`: each cycle ingests a new folder and is killed shortly after
+/// its first acknowledged image (mid-batch, mid-commit). Every image whose JSON line was printed
+/// is stored after the kill, and re-running finishes the job without storing anything twice.
 #[test]
 fn sigkill_during_ingest_keeps_every_acknowledged_image() {
     use std::io::BufRead;
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("imgs");
-    let images = copy_db_images(&dir, 160);
+    let all = copy_db_images(&tmp.path().join("all"), 480);
+    let root = tmp.path().join("imgs");
     let db = tmp.path().join("db");
     let mut acked: std::collections::HashMap<String, u64> = Default::default();
-    // Kill after the n-th acknowledged line plus a short random-ish pause: mid-batch, mid-commit.
-    for (cycle, (after_lines, pause_ms)) in [(1, 0u64), (9, 150), (3, 40), (17, 300), (5, 90)]
-        .into_iter()
-        .enumerate()
-    {
+    for (cycle, pause_ms) in [0u64, 50, 150, 300].into_iter().enumerate() {
+        let dir = root.join(format!("c{cycle}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for p in &all[cycle * 120..(cycle + 1) * 120] {
+            std::fs::rename(p, dir.join(p.file_name().unwrap())).unwrap();
+        }
         let mut child = imgvec()
             .args(["ingest", s(&db), s(&dir), "--json", "--batch-size", "4"])
+            .args(["--commit-rows", "8"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -384,22 +388,15 @@ fn sigkill_during_ingest_keeps_every_acknowledged_image() {
                 }
             }
         });
-        let mut seen = Vec::new();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        while seen.len() < after_lines && std::time::Instant::now() < deadline {
-            match rx.recv_timeout(std::time::Duration::from_millis(100)) {
-                Ok(v) => seen.push(v),
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                Err(_) => break,
-            }
-        }
+        let first = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(pause_ms));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         reader.join().unwrap();
-        seen.extend(rx.try_iter());
-        for v in seen {
-            if v["status"] == "stored" || v["status"] == "unchanged" {
+        for v in std::iter::once(first).chain(rx.try_iter()) {
+            if v["status"] == "stored" {
                 acked.insert(
                     v["path"].as_str().unwrap().into(),
                     v["id"].as_u64().unwrap(),
@@ -422,24 +419,28 @@ fn sigkill_during_ingest_keeps_every_acknowledged_image() {
                 "cycle {cycle}: lost {path}"
             );
         }
-        let info = handle.info().unwrap();
-        assert!(info.stats.live_rows >= acked.len() as u64);
     }
     assert!(
-        !acked.is_empty() && acked.len() < 160,
+        !acked.is_empty() && acked.len() < 480,
         "kills missed the ingest: {}",
         acked.len()
     );
-    let out = run(&["ingest", s(&db), s(&dir), "--json"]);
+    let out = run(&["ingest", s(&db), s(&root), "--json"]);
     assert!(out.status.success());
     let lines = json_lines(&out);
-    assert_eq!(lines.last().unwrap()["summary"]["errors"], 0);
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(summary["errors"], 0);
+    assert_eq!(
+        summary["stored"].as_u64().unwrap() + summary["unchanged"].as_u64().unwrap(),
+        480
+    );
+    assert!(summary["unchanged"].as_u64().unwrap() >= acked.len() as u64);
     let info = json_lines(&run(&["info", s(&db), "--json"]));
-    assert_eq!(info[0]["live_rows"], 160);
-    // Each acknowledged image is still found by its own pixels.
-    let probe = images.iter().find(|p| acked.contains_key(s(p))).unwrap();
-    let hits = json_lines(&run(&["search", s(&db), s(probe), "-k", "1", "--json"]));
-    assert_eq!(hits[0]["results"][0]["path"], s(probe));
+    assert_eq!(info[0]["live_rows"], 480);
+    // An acknowledged image is still found by its own pixels.
+    let probe = acked.keys().next().unwrap();
+    let hits = json_lines(&run(&["search", s(&db), probe, "-k", "1", "--json"]));
+    assert_eq!(hits[0]["results"][0]["path"], probe.as_str());
 }
 
 /// A database in `dir/db` holding the first `n` instances-dev images (copied to `dir/imgs`),

@@ -2,7 +2,6 @@
 
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-use image::codecs::jpeg::JpegEncoder;
 use image::RgbImage;
 
 /// Longest side of stored thumbnails.
@@ -54,9 +53,17 @@ pub fn thumbnail_jpeg(rgb: &RgbImage) -> Vec<u8> {
     let th = ((h as f32 * scale).round() as u32).max(1);
     let small = resize(rgb, tw, th);
     let mut out = Vec::new();
-    // Encoding an in-memory RGB buffer into a Vec cannot fail for valid dimensions.
-    if JpegEncoder::new_with_quality(&mut out, THUMBNAIL_QUALITY)
-        .encode_image(&small)
+    // jpeg-encoder (SIMD) rather than the image crate's encoder, which cost as much CPU per
+    // ingested image as decoding it. Encoding a valid RGB buffer into a Vec cannot fail; an
+    // empty thumbnail is what a failure would leave.
+    let encoder = jpeg_encoder::Encoder::new(&mut out, THUMBNAIL_QUALITY);
+    if encoder
+        .encode(
+            small.as_raw(),
+            tw as u16,
+            th as u16,
+            jpeg_encoder::ColorType::Rgb,
+        )
         .is_err()
     {
         out.clear();
