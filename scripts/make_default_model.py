@@ -4,6 +4,9 @@
 Run with Debian's python3 (it has torch + torchvision):
     /usr/bin/python3 scripts/make_default_model.py --weights mobilenet_v2-b0353104.pth --out mobilenet_v2.pt
 
+With --maps (and optionally --until N for a mid-level layer) the module returns feature maps
+[N, C, H, W] instead, for `imgvec ingest --model FILE --pooling gem|rmac`.
+
 The module follows imgvec's extractor contract: float32 RGB NCHW in [0,1] -> [N, 1280]
 (ImageNet normalisation inside, then MobileNetV2's features and global average pooling).
 It is traced with a dynamic batch and checked against the eager model. With --check-image, the
@@ -18,16 +21,19 @@ import torchvision
 
 
 class Extractor(torch.nn.Module):
-    def __init__(self, net):
+    """Normalisation + MobileNetV2 `features[:until]`; pooled to [N, C] unless `maps`."""
+
+    def __init__(self, net, until=None, maps=False):
         super().__init__()
-        self.features = net.features
+        self.features = net.features[:until] if until else net.features
+        self.maps = maps
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
 
     def forward(self, x):
         x = (x - self.mean) / self.std
         x = self.features(x)
-        return x.mean(dim=(2, 3))
+        return x if self.maps else x.mean(dim=(2, 3))
 
 
 def main():
@@ -35,13 +41,16 @@ def main():
     ap.add_argument("--weights", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--check-image", help="a photo of a cat, e.g. scikit-image's chelsea.png")
+    ap.add_argument("--until", type=int, help="keep features[:UNTIL] only (a mid-level layer)")
+    ap.add_argument("--maps", action="store_true",
+                    help="output [N, C, H, W] feature maps for the engine to pool (GeM, R-MAC)")
     a = ap.parse_args()
     torch.manual_seed(0)
     net = torchvision.models.mobilenet_v2()
     state = torch.load(a.weights, map_location="cpu")
     net.load_state_dict(state, strict=True)
     net.eval()
-    model = Extractor(net).eval()
+    model = Extractor(net, a.until, a.maps).eval()
     if a.check_image:
         from PIL import Image
 
@@ -58,13 +67,13 @@ def main():
         probe = torch.rand(5, 3, 224, 224)
         eager = model(probe)
         got = traced(probe)
-        assert got.shape == (5, 1280), got.shape
+        assert got.shape[0] == 5 and got.dim() == (4 if a.maps else 2), got.shape
         assert torch.allclose(eager, got, atol=1e-5), "traced model differs from eager"
     tmp = a.out + ".tmp"
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     traced.save(tmp)
     os.replace(tmp, a.out)
-    print(f"wrote {a.out}: MobileNetV2 ImageNet features, [N,3,224,224] in [0,1] -> [N,1280]")
+    print(f"wrote {a.out}: MobileNetV2 ImageNet features, [N,3,224,224] in [0,1] -> {list(got.shape[1:])}")
 
 
 if __name__ == "__main__":

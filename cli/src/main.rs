@@ -99,6 +99,9 @@ struct IngestArgs {
     /// Square input size for --model.
     #[arg(long, default_value_t = 224, requires = "model")]
     model_size: u32,
+    /// Pooling of --model's feature-map outputs: gap, gem[:P], rmac[:LEVELS].
+    #[arg(long, default_value = "gap", requires = "model")]
+    pooling: imgvec::Pooling,
     /// Attach KEY=VALUE to every new row (repeatable).
     #[arg(long = "attr", value_parser = parse_attr)]
     attrs: Vec<(String, String)>,
@@ -201,6 +204,7 @@ fn ingest(args: IngestArgs, mut open: OpenOptions) -> CliResult {
         (None, Some(path)) => PipelineChoice::Model {
             path,
             size: args.model_size,
+            pooling: args.pooling,
         },
         (None, None) => PipelineChoice::Default,
     };
@@ -417,10 +421,11 @@ fn info(db: PathBuf, json: bool, mut open: OpenOptions) -> CliResult {
         println!("database      {}", info.path);
         match &info.pipeline {
             Some(p) => println!(
-                "pipeline      {} (model {}, {}px, {} dims, fingerprint {})",
+                "pipeline      {} (model {}, {}px, {:?} pooling, {} dims, fingerprint {})",
                 p.name,
                 p.model_source,
                 p.input_size,
+                p.pooling,
                 p.dims,
                 &p.model_fingerprint[..16.min(p.model_fingerprint.len())]
             ),

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use imgvec_ingest::{set_torch_threads, Extractor, TorchScriptExtractor};
+use imgvec_ingest::{set_torch_threads, Extractor, Pooling, TorchScriptExtractor};
 use serde::Serialize;
 
 use crate::error::Result;
@@ -38,7 +38,7 @@ pub fn ingest(
     let files = collect_files(paths);
     let images = files.images.len();
     set_torch_threads(threads);
-    let mut extractor = TorchScriptExtractor::load(model, size)?;
+    let mut extractor = TorchScriptExtractor::load(model, size, Pooling::Gap)?;
     let per_image = (3 * size * size) as usize;
     let input: Vec<f32> = (0..per_image * batch_size)
         .map(|i| (i % 251) as f32 / 251.0)
@@ -58,6 +58,7 @@ pub fn ingest(
             pipeline: PipelineChoice::Model {
                 path: model.to_path_buf(),
                 size,
+                pooling: Pooling::Gap,
             },
             threads,
             ..OpenOptions::default()

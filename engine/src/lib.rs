@@ -45,7 +45,7 @@ pub use database::{
 };
 pub use error::{Error, Result};
 pub use image;
-pub use imgvec_ingest::{collect_files, default_model_path, FileList};
+pub use imgvec_ingest::{collect_files, default_model_path, FileList, Pooling};
 pub use imgvec_storage::{CompactionReport, ImageRecord, StorageError};
 pub use ingest::{IngestEvent, IngestOptions, IngestStatus, IngestSummary, Source};
 pub use pipeline::{PipelineChoice, PipelineConfig, PIPELINES};

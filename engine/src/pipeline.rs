@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use imgvec_ingest::{default_model_path, Extractor, TorchScriptExtractor};
+use imgvec_ingest::{default_model_path, Extractor, Pooling, TorchScriptExtractor};
 use imgvec_storage::Store;
 use serde::{Deserialize, Serialize};
 
@@ -17,19 +17,24 @@ const MODELS_DIR: &str = "models";
 
 /// What the caller asks for when a database is created (ignored when it already exists,
 /// except that a conflicting explicit choice is an error).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub enum PipelineChoice {
     /// Whatever the database has; `fast` for a new one.
     #[default]
     Default,
     /// A named preset.
     Named(String),
-    /// Any TorchScript extractor following the contract, with its square input size.
-    Model { path: PathBuf, size: u32 },
+    /// Any TorchScript extractor following the contract, with its square input size and the
+    /// pooling for feature-map outputs.
+    Model {
+        path: PathBuf,
+        size: u32,
+        pooling: Pooling,
+    },
 }
 
 /// The pipeline as stored in the database.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelineConfig {
     /// `fast` or `custom`.
     pub name: String,
@@ -40,6 +45,9 @@ pub struct PipelineConfig {
     /// Name of the file the model was copied from.
     pub model_source: String,
     pub input_size: u32,
+    /// Pooling of `[N, C, H, W]` outputs (unused for `[N, D]` models).
+    #[serde(default)]
+    pub pooling: Pooling,
     pub dims: usize,
 }
 
@@ -61,7 +69,7 @@ impl PipelineConfig {
             )
             .into());
         }
-        let extractor = TorchScriptExtractor::load(&path, self.input_size)?;
+        let extractor = TorchScriptExtractor::load(&path, self.input_size, self.pooling)?;
         if extractor.dims() != self.dims {
             return Err(Error::Invalid(format!(
                 "{}: model gives {} dimensions, database stores {}",
@@ -90,38 +98,50 @@ pub fn resolve(
     store: &Store,
     choice: &PipelineChoice,
 ) -> Result<(PipelineConfig, Option<Box<dyn Extractor>>)> {
-    let (name, source, size) = match choice {
-        PipelineChoice::Default => ("fast".to_string(), None, 224),
-        PipelineChoice::Named(n) if PIPELINES.contains(&n.as_str()) => (n.clone(), None, 224),
+    let (name, source, size, pooling) = match choice {
+        PipelineChoice::Default => ("fast".to_string(), None, 224, Pooling::Gap),
+        PipelineChoice::Named(n) if PIPELINES.contains(&n.as_str()) => {
+            (n.clone(), None, 224, Pooling::Gap)
+        }
         PipelineChoice::Named(n) => {
             return Err(Error::Invalid(format!(
                 "unknown pipeline `{n}`; available: {}",
                 PIPELINES.join(", ")
             )))
         }
-        PipelineChoice::Model { path, size } => ("custom".into(), Some(path.clone()), *size),
+        PipelineChoice::Model {
+            path,
+            size,
+            pooling,
+        } => ("custom".into(), Some(path.clone()), *size, *pooling),
     };
     if let Some(existing) = stored(store)? {
         let conflict = match choice {
             PipelineChoice::Default => false,
             PipelineChoice::Named(n) => *n != existing.name,
-            PipelineChoice::Model { path, size } => {
+            PipelineChoice::Model {
+                path,
+                size,
+                pooling,
+            } => {
                 let bytes = std::fs::read(path).map_err(|e| Error::Image {
                     path: path.display().to_string(),
                     reason: e.to_string(),
                 })?;
                 blake3::hash(&bytes).to_hex().as_str() != existing.model_fingerprint
                     || *size != existing.input_size
+                    || *pooling != existing.pooling
             }
         };
         if conflict {
             return Err(Error::Invalid(format!(
-                "{}: the database was created with pipeline `{}` (model {}, {}px); it cannot be \
-                 changed by ingest",
+                "{}: the database was created with pipeline `{}` (model {}, {}px, {:?} pooling); \
+                 it cannot be changed by ingest",
                 store.dir().display(),
                 existing.name,
                 existing.model_source,
-                existing.input_size
+                existing.input_size,
+                existing.pooling
             )));
         }
         return Ok((existing, None));
@@ -130,7 +150,7 @@ pub fn resolve(
         Some(p) => p,
         None => default_model_path()?,
     };
-    let extractor = TorchScriptExtractor::load(&source, size)?;
+    let extractor = TorchScriptExtractor::load(&source, size, pooling)?;
     let bytes = std::fs::read(&source).map_err(|e| Error::Image {
         path: source.display().to_string(),
         reason: e.to_string(),
@@ -152,6 +172,7 @@ pub fn resolve(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
         input_size: size,
+        pooling,
         dims: extractor.dims(),
     };
     let json = serde_json::to_string(&config).map_err(|e| Error::Invalid(e.to_string()))?;

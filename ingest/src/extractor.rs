@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
 use tch::{CModule, Kind, Tensor};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,18 +27,115 @@ pub trait Extractor: Send {
     fn extract(&mut self, pixels: &[f32], n: usize) -> Result<Vec<f32>, ExtractError>;
 }
 
+/// How `[N, C, H, W]` feature maps become one `C`-long descriptor (DESIGN.md's extractor
+/// contract). `[N, D]` outputs are used as they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Pooling {
+    /// Global average pooling.
+    #[default]
+    Gap,
+    /// Generalised mean: `(mean x^p)^(1/p)` over positions (activations clamped at 1e-6);
+    /// p = 1 is GAP, large p approaches max pooling.
+    Gem { p: f32 },
+    /// Regional maximum activations of convolutions (Tolias et al. 2016): max-pooled square
+    /// regions on a grid at `levels` scales, each L2-normalised, summed.
+    Rmac { levels: u32 },
+}
+
+impl std::str::FromStr for Pooling {
+    type Err = String;
+    /// `gap`, `gem` (p = 3), `gem:P`, `rmac` (3 levels), `rmac:L`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, arg) = s.split_once(':').map_or((s, None), |(n, a)| (n, Some(a)));
+        let bad = || format!("bad pooling `{s}`: use gap, gem[:P] or rmac[:LEVELS]");
+        match (name, arg) {
+            ("gap", None) => Ok(Pooling::Gap),
+            ("gem", None) => Ok(Pooling::Gem { p: 3.0 }),
+            ("gem", Some(p)) => match p.parse::<f32>() {
+                Ok(p) if p >= 1.0 && p.is_finite() => Ok(Pooling::Gem { p }),
+                _ => Err(bad()),
+            },
+            ("rmac", None) => Ok(Pooling::Rmac { levels: 3 }),
+            ("rmac", Some(l)) => match l.parse::<u32>() {
+                Ok(levels) if (1..=6).contains(&levels) => Ok(Pooling::Rmac { levels }),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// R-MAC regions for an `h`×`w` map: squares of side `2·min(h,w)/(l+1)` at level `l`, spread
+/// evenly over each axis with at least 40% overlap. Returns (y, x, side) triples.
+pub fn rmac_regions(h: i64, w: i64, levels: u32) -> Vec<(i64, i64, i64)> {
+    let mut out = Vec::new();
+    let short = h.min(w);
+    for l in 1..=levels as i64 {
+        let side = (2 * short / (l + 1)).max(1);
+        let positions = |len: i64| -> Vec<i64> {
+            if len <= side {
+                return vec![0];
+            }
+            // Enough regions that neighbours overlap by at least 40% of a side.
+            let step_max = (side as f64 * 0.6).max(1.0);
+            let n = (((len - side) as f64 / step_max).ceil() as i64 + 1).max(l);
+            (0..n).map(|i| i * (len - side) / (n - 1).max(1)).collect()
+        };
+        for &y in &positions(h) {
+            for &x in &positions(w) {
+                out.push((y, x, side));
+            }
+        }
+    }
+    out
+}
+
+fn pool(maps: &Tensor, pooling: Pooling) -> Result<Tensor, tch::TchError> {
+    let spatial = [2i64, 3];
+    match pooling {
+        Pooling::Gap => maps.f_mean_dim(Some(spatial.as_slice()), false, Kind::Float),
+        Pooling::Gem { p } => maps
+            .f_clamp_min(1e-6)?
+            .f_pow_tensor_scalar(p as f64)?
+            .f_mean_dim(Some(spatial.as_slice()), false, Kind::Float)?
+            .f_pow_tensor_scalar(1.0 / p as f64),
+        Pooling::Rmac { levels } => {
+            let size = maps.size();
+            let mut sum: Option<Tensor> = None;
+            for (y, x, side) in rmac_regions(size[2], size[3], levels) {
+                let region = maps
+                    .f_narrow(2, y, side.min(size[2] - y))?
+                    .f_narrow(3, x, side.min(size[3] - x))?
+                    .f_amax(&spatial, false)?;
+                let norm = region
+                    .f_norm_scalaropt_dim(2, [1i64].as_slice(), true)?
+                    .f_clamp_min(1e-12)?;
+                let region = region.f_div(&norm)?;
+                sum = Some(match sum {
+                    None => region,
+                    Some(acc) => acc.f_add(&region)?,
+                });
+            }
+            sum.ok_or_else(|| tch::TchError::Shape("feature map has no R-MAC regions".into()))
+        }
+    }
+}
+
 /// Any TorchScript module that follows the extractor contract, run through libtorch on the CPU.
 pub struct TorchScriptExtractor {
     path: PathBuf,
     name: String,
     module: CModule,
     size: u32,
+    pooling: Pooling,
     dims: usize,
 }
 
 impl TorchScriptExtractor {
     /// Loads the module and runs one probe image through it to learn and check its output shape.
-    pub fn load(path: &Path, size: u32) -> Result<Self, ExtractError> {
+    /// `pooling` applies when the module returns feature maps.
+    pub fn load(path: &Path, size: u32, pooling: Pooling) -> Result<Self, ExtractError> {
         let err = |message: String| ExtractError::Model {
             path: path.to_path_buf(),
             message,
@@ -45,8 +143,8 @@ impl TorchScriptExtractor {
         if !path.is_file() {
             return Err(err("file not found".into()));
         }
-        if !(16..=2048).contains(&size) {
-            return Err(err(format!("input size {size} is outside 16..=2048")));
+        if !(4..=4096).contains(&size) {
+            return Err(err(format!("input size {size} is outside 4..=4096")));
         }
         let mut module = CModule::load(path)
             .map_err(|e| err(format!("not a loadable TorchScript module: {e}")))?;
@@ -60,6 +158,7 @@ impl TorchScriptExtractor {
             name,
             module,
             size,
+            pooling,
             dims: 0,
         };
         let probe = vec![0.5f32; (3 * size * size) as usize];
@@ -83,13 +182,13 @@ impl TorchScriptExtractor {
                 pixels.len()
             )));
         }
+        let pooling = self.pooling;
         let out = tch::no_grad(|| -> Result<Tensor, tch::TchError> {
             let input = Tensor::f_of_slice(pixels)?.f_view([n as i64, 3, s, s])?;
             let out = self.module.forward_ts(&[input])?;
             let out = match out.dim() {
                 2 => out,
-                // Feature maps: global average pooling (GeM / R-MAC come with richer pipelines).
-                4 => out.f_mean_dim(Some([2i64, 3].as_slice()), false, Kind::Float)?,
+                4 => pool(&out.f_to_kind(Kind::Float)?, pooling)?,
                 d => {
                     return Err(tch::TchError::Shape(format!(
                         "output has {d} dimensions {:?}; the contract wants [N, D] or [N, C, H, W]",

@@ -11,7 +11,8 @@ pub mod preprocess;
 
 pub use decode::{decode, has_image_extension, DecodeError, DecodedImage};
 pub use extractor::{
-    l2_normalize_rows, set_torch_threads, ExtractError, Extractor, TorchScriptExtractor,
+    l2_normalize_rows, rmac_regions, set_torch_threads, ExtractError, Extractor, Pooling,
+    TorchScriptExtractor,
 };
 pub use files::{collect_files, content_hash, default_model_path, model_dir, FileList};
 pub use preprocess::{model_input, thumbnail_jpeg};
