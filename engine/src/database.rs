@@ -8,7 +8,7 @@ use imgvec_ingest::{decode, l2_normalize_rows, model_input, set_torch_threads, E
 use imgvec_storage::{
     CompactionPolicy, CompactionReport, ImageRecord, OpenMode, Store, StoreOptions, StoreStats,
 };
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -165,16 +165,21 @@ impl Database {
         self.pipeline.lock().clone()
     }
 
-    /// The loaded extractor, loading it (and, for a new database, fixing its pipeline) first.
-    pub(crate) fn extractor(&self) -> Result<MutexGuard<'_, Option<Box<dyn Extractor>>>> {
+    /// Runs `f` with the extractor, loading it first (and, for a new database, fixing its
+    /// pipeline). The extractor is behind a mutex; libtorch parallelises inside each call.
+    pub(crate) fn with_extractor<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Extractor) -> Result<T>,
+    ) -> Result<T> {
         let mut guard = self.extractor.lock();
         if guard.is_none() {
             let mut pipeline = self.pipeline.lock();
+            let read_only = self.store.mode() == OpenMode::ReadOnly;
             let loaded = match pipeline.as_ref() {
-                Some(config) if self.requested == PipelineChoice::Default => {
+                Some(config) if read_only || self.requested == PipelineChoice::Default => {
                     config.load_extractor(self.dir())?
                 }
-                _ if self.store.mode() == OpenMode::ReadOnly => {
+                None if read_only => {
                     return Err(Error::Invalid(format!(
                         "{}: database has no pipeline yet (nothing ingested)",
                         self.dir().display()
@@ -192,7 +197,10 @@ impl Database {
             };
             *guard = Some(loaded);
         }
-        Ok(guard)
+        match guard.as_mut() {
+            Some(extractor) => f(extractor.as_mut()),
+            None => Err(Error::Invalid("no extractor loaded".into())),
+        }
     }
 
     /// Inserts one file (its canonical path is its key). Returns once it is durable.
@@ -437,24 +445,22 @@ impl Database {
         &self,
         images: impl Iterator<Item = &'a image::RgbImage>,
     ) -> Result<Vec<Vec<f32>>> {
-        let mut guard = self.extractor()?;
-        let extractor = guard
-            .as_mut()
-            .ok_or_else(|| Error::Invalid("no extractor loaded".into()))?;
-        let size = extractor.input_size();
-        let dims = extractor.dims();
         let images: Vec<_> = images.collect();
-        let mut out = Vec::with_capacity(images.len());
-        for chunk in images.chunks(16) {
-            let mut pixels = Vec::new();
-            for img in chunk {
-                model_input(img, size, &mut pixels);
+        self.with_extractor(|extractor| {
+            let size = extractor.input_size();
+            let dims = extractor.dims();
+            let mut out = Vec::with_capacity(images.len());
+            for chunk in images.chunks(16) {
+                let mut pixels = Vec::new();
+                for img in chunk {
+                    model_input(img, size, &mut pixels);
+                }
+                let mut v = extractor.extract(&pixels, chunk.len())?;
+                l2_normalize_rows(&mut v, dims);
+                out.extend(v.chunks_exact(dims).map(|c| c.to_vec()));
             }
-            let mut v = extractor.extract(&pixels, chunk.len())?;
-            l2_normalize_rows(&mut v, dims);
-            out.extend(v.chunks_exact(dims).map(|c| c.to_vec()));
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 }
 

@@ -243,12 +243,9 @@ impl Database {
         on_event: &(dyn Fn(&IngestEvent) + Sync),
     ) -> Result<IngestSummary> {
         let start = Instant::now();
-        let mut extractor_guard = self.extractor()?;
-        let extractor = extractor_guard
-            .as_mut()
-            .ok_or_else(|| Error::Invalid("no extractor loaded".into()))?;
-        let size = extractor.input_size();
-        let dims = extractor.dims();
+        // The extractor is locked per batch, not for the whole ingest, so searches from other
+        // threads of the same process interleave with a long ingest.
+        let (size, dims) = self.with_extractor(|e| Ok((e.input_size(), e.dims())))?;
         let batch_size = opts.batch_size.max(1);
         let workers = self.threads.max(1);
         let stop = &opts.stop;
@@ -322,7 +319,7 @@ impl Database {
                     for img in &batch {
                         pixels.extend_from_slice(&img.pixels);
                     }
-                    let mut out = extractor.extract(&pixels, batch.len())?;
+                    let mut out = self.with_extractor(|e| Ok(e.extract(&pixels, batch.len())?))?;
                     l2_normalize_rows(&mut out, dims);
                     for (img, vector) in batch.drain(..).zip(out.chunks_exact(dims)) {
                         let mut row = img.row;
