@@ -542,3 +542,20 @@ fn corrupted_segment_is_reported_with_its_file() {
         assert!(out.stdout.is_empty());
     }
 }
+
+#[test]
+fn missing_default_model_names_the_setup_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = copy_db_images(&tmp.path().join("imgs"), 1);
+    let out = imgvec()
+        .args(["ingest", s(&tmp.path().join("db")), s(&imgs[0])])
+        .env("IMGVEC_MODEL_DIR", tmp.path().join("no-models"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("default model not found") && err.contains("./scripts/setup.sh"),
+        "{err}"
+    );
+}

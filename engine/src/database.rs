@@ -165,6 +165,16 @@ impl Database {
         self.pipeline.lock().clone()
     }
 
+    /// The model input size ingest will use: the stored pipeline's, or the one a new database
+    /// is about to get. Known without loading the model.
+    pub(crate) fn planned_input_size(&self) -> u32 {
+        match (self.pipeline.lock().as_ref(), &self.requested) {
+            (Some(config), _) => config.input_size,
+            (None, PipelineChoice::Model { size, .. }) => *size,
+            (None, _) => pipeline::PRESET_INPUT_SIZE,
+        }
+    }
+
     /// Runs `f` with the extractor, loading it first (and, for a new database, fixing its
     /// pipeline). The extractor is behind a mutex; libtorch parallelises inside each call.
     pub(crate) fn with_extractor<T>(

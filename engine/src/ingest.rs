@@ -243,9 +243,11 @@ impl Database {
         on_event: &(dyn Fn(&IngestEvent) + Sync),
     ) -> Result<IngestSummary> {
         let start = Instant::now();
-        // The extractor is locked per batch, not for the whole ingest, so searches from other
-        // threads of the same process interleave with a long ingest.
-        let (size, dims) = self.with_extractor(|e| Ok((e.input_size(), e.dims())))?;
+        // Workers start decoding at once: the input size is known without the model, which is
+        // loaded (on the inference thread) while the first batch is being prepared. Unchanged
+        // files never need it. The extractor is locked per batch, not for the whole ingest, so
+        // searches from other threads of the same process interleave with a long ingest.
+        let size = self.planned_input_size();
         let batch_size = opts.batch_size.max(1);
         let workers = self.threads.max(1);
         let stop = &opts.stop;
@@ -319,8 +321,17 @@ impl Database {
                     for img in &batch {
                         pixels.extend_from_slice(&img.pixels);
                     }
-                    let mut out = self.with_extractor(|e| Ok(e.extract(&pixels, batch.len())?))?;
-                    l2_normalize_rows(&mut out, dims);
+                    let (out, dims) = self.with_extractor(|e| {
+                        if e.input_size() != size {
+                            return Err(Error::Invalid(format!(
+                                "model input size {} differs from the planned {size}",
+                                e.input_size()
+                            )));
+                        }
+                        let mut out = e.extract(&pixels, batch.len())?;
+                        l2_normalize_rows(&mut out, e.dims());
+                        Ok((out, e.dims()))
+                    })?;
                     for (img, vector) in batch.drain(..).zip(out.chunks_exact(dims)) {
                         let mut row = img.row;
                         row.vector = vector.to_vec();

@@ -13,6 +13,8 @@ use crate::error::{Error, Result};
 /// Named pipelines. Richer ones (`balanced`, `robust`) arrive with the descriptor issues.
 pub const PIPELINES: &[&str] = &["fast"];
 const META_PIPELINE: &str = "pipeline";
+/// Input side of the named presets' model.
+pub const PRESET_INPUT_SIZE: u32 = 224;
 const MODELS_DIR: &str = "models";
 
 /// What the caller asks for when a database is created (ignored when it already exists,
@@ -99,9 +101,9 @@ pub fn resolve(
     choice: &PipelineChoice,
 ) -> Result<(PipelineConfig, Option<Box<dyn Extractor>>)> {
     let (name, source, size, pooling) = match choice {
-        PipelineChoice::Default => ("fast".to_string(), None, 224, Pooling::Gap),
+        PipelineChoice::Default => ("fast".to_string(), None, PRESET_INPUT_SIZE, Pooling::Gap),
         PipelineChoice::Named(n) if PIPELINES.contains(&n.as_str()) => {
-            (n.clone(), None, 224, Pooling::Gap)
+            (n.clone(), None, PRESET_INPUT_SIZE, Pooling::Gap)
         }
         PipelineChoice::Named(n) => {
             return Err(Error::Invalid(format!(
