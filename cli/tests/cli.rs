@@ -262,6 +262,18 @@ fn search_by_id_and_html_contact_sheet() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("not available yet"));
 }
 
+/// `imgvec ingest DB DIR --json` in the background, committing (and acknowledging) every few
+/// images so that an interruption lands mid-ingest.
+fn spawn_ingest_json(db: &Path, dir: &Path) -> std::process::Child {
+    imgvec()
+        .args(["ingest", s(db), s(dir), "--json", "--batch-size", "4"])
+        .args(["--commit-rows", "8"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// Ctrl-C stops an ingest cleanly: exit 130, and every image it acknowledged is stored.
 #[test]
 fn interrupted_ingest_keeps_what_it_acknowledged_and_resumes() {
@@ -269,13 +281,7 @@ fn interrupted_ingest_keeps_what_it_acknowledged_and_resumes() {
     let dir = tmp.path().join("imgs");
     copy_db_images(&dir, 300);
     let db = tmp.path().join("db");
-    let mut child = imgvec()
-        .args(["ingest", s(&db), s(&dir), "--json", "--batch-size", "4"])
-        .args(["--commit-rows", "8"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_ingest_json(&db, &dir);
     let stdout = child.stdout.take().unwrap();
     let mut reader = std::io::BufReader::new(stdout);
     let mut acked = Vec::new();
@@ -369,13 +375,7 @@ fn sigkill_during_ingest_keeps_every_acknowledged_image() {
         for p in &all[cycle * 120..(cycle + 1) * 120] {
             std::fs::rename(p, dir.join(p.file_name().unwrap())).unwrap();
         }
-        let mut child = imgvec()
-            .args(["ingest", s(&db), s(&dir), "--json", "--batch-size", "4"])
-            .args(["--commit-rows", "8"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_ingest_json(&db, &dir);
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel::<Value>();
         let reader = std::thread::spawn(move || {
