@@ -153,7 +153,8 @@ pub struct StoreOptions {
     pub flush_rows: usize,
     /// Background compaction merges segments smaller than this (in rows) ...
     pub small_segment_rows: usize,
-    /// ... once at least this many of them exist.
+    /// ... once at least this many of them fall in the same size tier (row counts within a
+    /// factor of 4).
     pub merge_at: usize,
     /// A segment is rewritten once this share of its rows is deleted.
     pub max_deleted_share: f64,
@@ -982,17 +983,23 @@ impl Store {
                 }
             }
             CompactionPolicy::Background => {
-                let small: Vec<_> = snap
-                    .segments
-                    .iter()
-                    .filter(|(_, s)| s.rows() < self.opts.small_segment_rows)
-                    .cloned()
-                    .collect();
-                let mut victims = if small.len() >= self.opts.merge_at {
-                    small
-                } else {
-                    Vec::new()
-                };
+                // Size-tiered: segments whose row counts are within a factor of 4 of each other
+                // share a tier; a tier with `merge_at` segments is merged. Each row is rewritten
+                // once per tier it climbs, so write amplification grows with log(rows), not rows.
+                let tier = |rows: usize| (rows / self.opts.flush_rows.max(1)).max(1).ilog(4);
+                let mut tiers: BTreeMap<u32, Vec<(u64, Arc<Segment>)>> = BTreeMap::new();
+                for entry in &snap.segments {
+                    if entry.1.rows() < self.opts.small_segment_rows {
+                        tiers
+                            .entry(tier(entry.1.rows()))
+                            .or_default()
+                            .push(entry.clone());
+                    }
+                }
+                let mut victims = tiers
+                    .into_values()
+                    .find(|members| members.len() >= self.opts.merge_at)
+                    .unwrap_or_default();
                 for entry in &snap.segments {
                     if deleted_share(&entry.1) >= self.opts.max_deleted_share
                         && !victims.iter().any(|(id, _)| *id == entry.0)
@@ -1218,6 +1225,40 @@ mod tests {
             4
         );
         assert_eq!(store.snapshot().segments.len(), 1);
+    }
+
+    /// Size tiers: four 2-row segments merge into one of 8 rows (the next tier), which is left
+    /// alone when new small segments arrive, until its own tier fills up.
+    #[test]
+    fn background_merges_stay_within_size_tiers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(&dir.path().join("db"), small(OpenMode::ReadWrite)).unwrap();
+        let mut n = 0u8;
+        let mut add_segments = |count: usize| {
+            for _ in 0..count * 2 {
+                store.commit(vec![row(&format!("/{n}"), n, 0.5)]).unwrap();
+                n += 1;
+            }
+        };
+        add_segments(4);
+        assert_eq!(
+            store
+                .compact(CompactionPolicy::Background)
+                .unwrap()
+                .rows_kept,
+            8
+        );
+        add_segments(4);
+        let report = store.compact(CompactionPolicy::Background).unwrap();
+        assert_eq!((report.segments_merged, report.rows_kept), (4, 8));
+        let mut sizes: Vec<usize> = store
+            .snapshot()
+            .segments
+            .iter()
+            .map(|(_, s)| s.rows())
+            .collect();
+        sizes.sort();
+        assert_eq!(sizes, vec![8, 8]);
     }
 
     #[test]
