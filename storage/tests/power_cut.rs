@@ -251,4 +251,5 @@ fn survives_a_power_cut_at_every_file_operation() {
         }
     }
     assert_eq!(cuts, total_ops * 3);
+    println!("{cuts} power cuts ({total_ops} file operations x 3 seeds): all recovered");
 }
