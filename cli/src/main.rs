@@ -80,6 +80,13 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Quality (recall@1/10, mAP@10 per case) and per-query latency on a benchmark folder
+    /// (db/, queries/, db.jsonl, queries.jsonl), ingested into a temporary database.
+    Retrieval {
+        bench: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -178,6 +185,9 @@ fn main() -> ExitCode {
             batch_size,
             json,
         }) => bench_ingest(paths, model, model_size, batch_size, json, open),
+        Command::Bench(BenchCommand::Retrieval { bench, json }) => {
+            bench_retrieval(bench, json, open)
+        }
     };
     match result {
         Ok(code) => code,
@@ -390,6 +400,32 @@ fn bench_ingest(
             r.ingest_images_per_sec,
             r.ingest_seconds,
             r.ratio
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_retrieval(bench: PathBuf, json: bool, open: OpenOptions) -> CliResult {
+    let scratch = std::env::temp_dir().join(format!("imgvec-retrieval-{}", std::process::id()));
+    let result = imgvec::bench::retrieval(&bench, &scratch, open);
+    let _ = std::fs::remove_dir_all(&scratch);
+    let r = result?;
+    if json {
+        print_json(&r);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} db images, ingest {:.1} images/s; mode {}; latency p50 {:.1} ms, p99 {:.1} ms",
+        r.db_images, r.ingest_images_per_sec, r.mode, r.latency_p50_ms, r.latency_p99_ms
+    );
+    println!(
+        "{:<16} {:>5} {:>7} {:>7} {:>7}",
+        "case", "n", "r@1", "r@10", "mAP@10"
+    );
+    for c in r.cases.iter().chain(std::iter::once(&r.overall)) {
+        println!(
+            "{:<16} {:>5} {:>7.3} {:>7.3} {:>7.3}",
+            c.case, c.queries, c.recall_at_1, c.recall_at_10, c.map_at_10
         );
     }
     Ok(ExitCode::SUCCESS)

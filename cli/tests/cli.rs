@@ -559,3 +559,41 @@ fn missing_default_model_names_the_setup_command() {
         "{err}"
     );
 }
+
+/// `bench retrieval` on a tiny benchmark folder whose queries are copies of db images: every
+/// query finds its image first, and the per-case table and latencies are reported.
+#[test]
+fn bench_retrieval_scores_a_benchmark_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bench = tmp.path().join("bench");
+    let images = copy_db_images(&bench.join("db"), 8);
+    std::fs::create_dir_all(bench.join("queries")).unwrap();
+    let mut db_lines = String::new();
+    let mut query_lines = String::new();
+    for (i, p) in images.iter().enumerate() {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        db_lines += &format!("{{\"path\": \"db/{name}\", \"label\": \"l{i}\"}}\n");
+        if i % 3 == 0 {
+            std::fs::copy(p, bench.join("queries").join(format!("q{i}.jpg"))).unwrap();
+            query_lines += &format!(
+                "{{\"path\": \"queries/q{i}.jpg\", \"label\": \"l{i}\", \"case\": \"same\"}}\n"
+            );
+        }
+    }
+    std::fs::write(bench.join("db.jsonl"), db_lines).unwrap();
+    std::fs::write(bench.join("queries.jsonl"), query_lines).unwrap();
+    let out = run(&["bench", "retrieval", s(&bench), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = &json_lines(&out)[0];
+    assert_eq!(r["db_images"], 8);
+    assert_eq!(r["overall"]["queries"], 3);
+    assert_eq!(r["overall"]["recall_at_1"], 1.0);
+    assert_eq!(r["overall"]["map_at_10"], 1.0);
+    assert_eq!(r["cases"][0]["case"], "same");
+    assert!(r["latency_p50_ms"].as_f64().unwrap() > 0.0);
+    assert!(r["latency_p99_ms"].as_f64().unwrap() >= r["latency_p50_ms"].as_f64().unwrap());
+}

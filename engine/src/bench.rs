@@ -80,3 +80,147 @@ pub fn ingest(
         ratio: summary.images_per_sec / forward,
     })
 }
+
+/// One benchmark query, as listed in a benchmark folder's `queries.jsonl`.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct BenchEntry {
+    path: String,
+    label: String,
+    #[serde(default)]
+    case: Option<String>,
+}
+
+fn read_jsonl(path: &Path) -> Result<Vec<BenchEntry>> {
+    let text = std::fs::read_to_string(path).map_err(|e| crate::Error::Image {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .map_err(|e| crate::Error::Invalid(format!("{}:{}: {e}", path.display(), i + 1)))
+        })
+        .collect()
+}
+
+/// Quality per query case, as `shared/bench/score.py` computes it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CaseScore {
+    pub case: String,
+    pub queries: usize,
+    pub recall_at_1: f64,
+    pub recall_at_10: f64,
+    pub map_at_10: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RetrievalBench {
+    pub mode: String,
+    pub db_images: usize,
+    pub ingest_images_per_sec: f64,
+    /// Per query, one at a time: decode + model + search, the model already loaded.
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub cases: Vec<CaseScore>,
+    pub overall: CaseScore,
+}
+
+/// Ingests a benchmark folder's `db/` into a fresh database at `scratch` with `open`'s pipeline,
+/// then runs every query alone (exact mode), timing each, and scores the results per case.
+pub fn retrieval(bench: &Path, scratch: &Path, open: OpenOptions) -> Result<RetrievalBench> {
+    let db_list = read_jsonl(&bench.join("db.jsonl"))?;
+    let queries = read_jsonl(&bench.join("queries.jsonl"))?;
+    let db = Database::open(scratch, open)?;
+    let sources = db_list
+        .iter()
+        .map(|e| Source::File(bench.join(&e.path)))
+        .collect();
+    let summary = db.ingest(sources, &IngestOptions::default(), &|_| {})?;
+    let name_label: std::collections::HashMap<String, &str> = db_list
+        .iter()
+        .map(|e| (file_name(&e.path), e.label.as_str()))
+        .collect();
+    let mut positives: std::collections::HashMap<&str, usize> = Default::default();
+    for e in &db_list {
+        *positives.entry(e.label.as_str()).or_default() += 1;
+    }
+    let opts = crate::SearchOptions::default();
+    // Warm-up: the first query pays for loading the model.
+    if let Some(q) = queries.first() {
+        let _ = db.search(crate::Query::Path(bench.join(&q.path)), &opts);
+    }
+    let mut latencies = Vec::with_capacity(queries.len());
+    let mut per_case: std::collections::BTreeMap<String, CaseScore> = Default::default();
+    let mut overall = CaseScore {
+        case: "ALL".into(),
+        ..CaseScore::default()
+    };
+    for q in &queries {
+        let started = Instant::now();
+        let hits = db.search(crate::Query::Path(bench.join(&q.path)), &opts)?;
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+        let relevant: Vec<bool> = hits
+            .iter()
+            .take(10)
+            .map(|h| name_label.get(&file_name(&h.path)).copied() == Some(q.label.as_str()))
+            .collect();
+        let n_pos = positives
+            .get(q.label.as_str())
+            .copied()
+            .unwrap_or(0)
+            .min(10);
+        let (mut found, mut ap) = (0usize, 0f64);
+        for (i, &r) in relevant.iter().enumerate() {
+            if r {
+                found += 1;
+                ap += found as f64 / (i + 1) as f64;
+            }
+        }
+        let ap = if n_pos > 0 { ap / n_pos as f64 } else { 0.0 };
+        let case = q.case.clone().unwrap_or_else(|| "all".into());
+        for score in [
+            per_case.entry(case.clone()).or_insert_with(|| CaseScore {
+                case,
+                ..CaseScore::default()
+            }),
+            &mut overall,
+        ] {
+            score.queries += 1;
+            score.recall_at_1 += relevant.first().copied().unwrap_or(false) as u8 as f64;
+            score.recall_at_10 += relevant.iter().any(|&r| r) as u8 as f64;
+            score.map_at_10 += ap;
+        }
+    }
+    let mut cases: Vec<CaseScore> = per_case.into_values().collect();
+    for score in cases.iter_mut().chain(std::iter::once(&mut overall)) {
+        let n = score.queries.max(1) as f64;
+        score.recall_at_1 /= n;
+        score.recall_at_10 /= n;
+        score.map_at_10 /= n;
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Ok(RetrievalBench {
+        mode: "exact".into(),
+        db_images: db_list.len(),
+        ingest_images_per_sec: summary.images_per_sec,
+        latency_p50_ms: pct(0.5),
+        latency_p99_ms: pct(0.99),
+        cases,
+        overall,
+    })
+}
+
+fn file_name(path: &str) -> String {
+    Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
