@@ -1,15 +1,14 @@
 //! `search --html`: a self-contained contact sheet (thumbnails embedded as data URIs).
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::Engine as _;
-use imgvec::{Database, Hit};
+use imgvec::{Database, Hit, Query};
 
 pub struct QueryRow {
     pub label: String,
-    /// The query file, when the query was an image (not a stored id).
-    pub image: Option<PathBuf>,
+    pub query: Query,
     pub hits: Result<Vec<Hit>, String>,
 }
 
@@ -51,15 +50,12 @@ pub fn write(db: &Database, path: &Path, rows: &[QueryRow]) -> Result<(), imgvec
     );
     for row in rows {
         out.push_str("<section>");
-        let query_thumb = match &row.image {
-            Some(p) => std::fs::read(p)
+        let query_thumb = match &row.query {
+            Query::Path(p) => std::fs::read(p)
                 .ok()
                 .and_then(|b| imgvec::make_thumbnail(&b).ok()),
-            None => row
-                .label
-                .strip_prefix("id:")
-                .and_then(|id| id.parse().ok())
-                .and_then(|id| db.thumbnail(id).ok().flatten()),
+            Query::Bytes(b) => imgvec::make_thumbnail(b).ok(),
+            Query::Id(id) => db.thumbnail(*id).ok().flatten(),
         };
         figure(
             &mut out,

@@ -314,15 +314,10 @@ fn search(args: SearchArgs, mut open: OpenOptions) -> CliResult {
         path_prefix: args.path_prefix,
         attributes: args.attrs.into_iter().collect::<BTreeMap<_, _>>(),
     };
-    let mut labels: Vec<String> = args
-        .images
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
-    labels.extend(args.ids.iter().map(|id| format!("id:{id}")));
     let mut queries: Vec<Query> = args.images.iter().cloned().map(Query::Path).collect();
     queries.extend(args.ids.iter().map(|&id| Query::Id(id)));
-    let results = db.search_batch(queries, &opts);
+    let labels: Vec<String> = queries.iter().map(query_label).collect();
+    let results = db.search_batch(queries.clone(), &opts);
     let mut failed = false;
     let mut sheet = Vec::new();
     for (label, result) in labels.iter().zip(&results) {
@@ -345,15 +340,10 @@ fn search(args: SearchArgs, mut open: OpenOptions) -> CliResult {
         }
     }
     if let Some(path) = &args.html {
-        for ((label, result), image) in labels.iter().zip(&results).zip(
-            args.images
-                .iter()
-                .map(Some)
-                .chain(args.ids.iter().map(|_| None)),
-        ) {
+        for ((label, result), query) in labels.iter().zip(&results).zip(queries) {
             sheet.push(html::QueryRow {
                 label: label.clone(),
-                image: image.cloned(),
+                query,
                 hits: result.as_ref().cloned().map_err(|e| e.to_string()),
             });
         }
@@ -429,6 +419,15 @@ fn bench_retrieval(bench: PathBuf, json: bool, open: OpenOptions) -> CliResult {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How a query is named in `search` output: the path as given, or `id:N`.
+fn query_label(query: &Query) -> String {
+    match query {
+        Query::Path(p) => p.display().to_string(),
+        Query::Id(id) => format!("id:{id}"),
+        Query::Bytes(_) => "<bytes>".into(),
+    }
 }
 
 fn print_hits(label: &str, hits: &[Hit]) {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 use imgvec_ingest::{content_hash, decode, l2_normalize_rows, model_input, thumbnail_jpeg};
-use imgvec_storage::{NewRow, Store};
+use imgvec_storage::{content_hash_hex, NewRow, Store};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -140,7 +140,7 @@ fn prepare(store: &Store, source: &Source, size: u32) -> Prepared {
     };
     let hash = content_hash(&bytes);
     match store.get_by_path(&key) {
-        Ok(Some(rec)) if rec.content_hash == blake3::Hash::from_bytes(hash).to_hex().as_str() => {
+        Ok(Some(rec)) if rec.content_hash == content_hash_hex(&hash) => {
             return Prepared::Done(IngestEvent {
                 path: key,
                 id: Some(rec.id),

@@ -60,11 +60,8 @@ impl PipelineConfig {
 
     pub fn load_extractor(&self, db_dir: &Path) -> Result<Box<dyn Extractor>> {
         let path = self.model_path(db_dir);
-        let bytes = std::fs::read(&path).map_err(|e| Error::Image {
-            path: path.display().to_string(),
-            reason: format!("cannot read the database's model copy: {e}"),
-        })?;
-        if blake3::hash(&bytes).to_hex().as_str() != self.model_fingerprint {
+        let (_, fingerprint) = read_model(&path)?;
+        if fingerprint != self.model_fingerprint {
             return Err(imgvec_storage::StorageError::corruption(
                 &path,
                 "model file does not match the fingerprint the database recorded",
@@ -126,11 +123,7 @@ pub fn resolve(
                 size,
                 pooling,
             } => {
-                let bytes = std::fs::read(path).map_err(|e| Error::Image {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-                blake3::hash(&bytes).to_hex().as_str() != existing.model_fingerprint
+                read_model(path)?.1 != existing.model_fingerprint
                     || *size != existing.input_size
                     || *pooling != existing.pooling
             }
@@ -153,11 +146,7 @@ pub fn resolve(
         None => default_model_path()?,
     };
     let extractor = TorchScriptExtractor::load(&source, size, pooling)?;
-    let bytes = std::fs::read(&source).map_err(|e| Error::Image {
-        path: source.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let fingerprint = blake3::hash(&bytes).to_hex().to_string();
+    let (bytes, fingerprint) = read_model(&source)?;
     let models_dir = store.dir().join(MODELS_DIR);
     std::fs::create_dir_all(&models_dir)
         .map_err(|e| imgvec_storage::StorageError::io(&models_dir, e))?;
@@ -180,6 +169,16 @@ pub fn resolve(
     let json = serde_json::to_string(&config).map_err(|e| Error::Invalid(e.to_string()))?;
     store.put_meta(META_PIPELINE, &json)?;
     Ok((config, Some(Box::new(extractor))))
+}
+
+/// A model file's bytes and fingerprint (BLAKE3, lower-case hex).
+fn read_model(path: &Path) -> Result<(Vec<u8>, String)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Image {
+        path: path.display().to_string(),
+        reason: format!("cannot read model file: {e}"),
+    })?;
+    let fingerprint = blake3::hash(&bytes).to_hex().to_string();
+    Ok((bytes, fingerprint))
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -15,7 +15,7 @@ pub mod vfs;
 pub use error::{Result, StorageError};
 pub use segment::{write_segment, ColumnData, ColumnKind, Segment};
 pub use store::{
-    CommittedRow, CompactionPolicy, CompactionReport, ImageRecord, NewRow, OpenMode, PendingChunk,
-    Snapshot, Store, StoreOptions, StoreStats, DATABASE_FORMAT_VERSION,
+    content_hash_hex, CommittedRow, CompactionPolicy, CompactionReport, ImageRecord, NewRow,
+    OpenMode, PendingChunk, Snapshot, Store, StoreOptions, StoreStats, DATABASE_FORMAT_VERSION,
 };
 pub use vfs::{StdFs, Vfs, VfsFile};

@@ -238,7 +238,8 @@ fn u64_from(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// How `ImageRecord::content_hash` encodes a content hash: lower-case hex.
+pub fn content_hash_hex(bytes: &[u8; 32]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -660,7 +661,7 @@ impl Store {
             let record = ImageRecord {
                 id,
                 path: row.path,
-                content_hash: hex(&row.content_hash),
+                content_hash: content_hash_hex(&row.content_hash),
                 width: row.width,
                 height: row.height,
                 format: row.format,
