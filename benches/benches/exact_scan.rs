@@ -10,7 +10,8 @@ use imgvec_benches::{normalized, GaussianMixture};
 fn exact_scan(c: &mut Criterion) {
     // One thread on both sides: FAISS parallelises with OpenMP and, for batches, OpenBLAS.
     std::env::set_var("OMP_NUM_THREADS", "1");
-    std::env::set_var("OPENBLAS_NUM_THREADS", "1");
+    // OpenBLAS read its environment when it was loaded: set the thread count directly.
+    imgvec::exact::set_blas_threads(1);
     let n: usize = std::env::var("IMGVEC_BENCH_N")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -31,7 +32,7 @@ fn exact_scan(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("imgvec_scan", batch), &batch, |b, _| {
             b.iter(|| {
                 let mut tops: Vec<TopK> = (0..batch).map(|_| TopK::new(k)).collect();
-                scan(&base, &ids, dim, q, &mut tops, &|_| true);
+                scan(&base, &ids, dim, q, &mut tops, None);
                 tops
             })
         });

@@ -28,6 +28,16 @@ struct Cli {
     /// Threads for decoding and inference (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Live rows before IVF-PQ, ITQ codes and the binary IVF are trained (default 10000;
+    /// `bench retrieval` defaults to 256 so small benchmarks exercise every index).
+    #[arg(long, global = true)]
+    index_min_rows: Option<usize>,
+    /// FAISS factory string for IVF-PQ (default from N and D, e.g. IVF4000,PQ32x8np at 1M×256).
+    #[arg(long, global = true)]
+    ivf_factory: Option<String>,
+    /// Bits per binary code (default min(256, dims)).
+    #[arg(long, global = true)]
+    bits: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -84,9 +94,47 @@ enum BenchCommand {
     /// (db/, queries/, db.jsonl, queries.jsonl), ingested into a temporary database.
     Retrieval {
         bench: PathBuf,
+        /// Modes to measure (repeatable; default: all).
+        #[arg(long = "mode")]
+        modes: Vec<String>,
         #[arg(long)]
         json: bool,
     },
+    /// Every search mode on DESIGN.md's synthetic Gaussian mixture: recall against exact,
+    /// queries/s, latency, build time and bytes per vector, with bare FAISS on the same data.
+    Ann {
+        #[arg(long, default_value_t = 100_000)]
+        n: usize,
+        #[arg(long, default_value_t = 256)]
+        dim: usize,
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        #[arg(short, default_value_t = 10)]
+        k: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Lists probed by ivfpq and hamming-ivf (default: the index's).
+        #[arg(long)]
+        nprobe: Option<usize>,
+        /// Candidates re-ranked per query (default per mode).
+        #[arg(long)]
+        rerank_depth: Option<usize>,
+        /// Extra IVF-PQ rows, NPROBE:DEPTH pairs (comma-separated), to chart recall vs speed.
+        #[arg(long, value_delimiter = ',', value_parser = parse_pair)]
+        sweep: Vec<(usize, usize)>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_pair(s: &str) -> Result<(usize, usize), String> {
+    let (a, b) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected NPROBE:DEPTH, got `{s}`"))?;
+    Ok((
+        a.parse().map_err(|_| format!("bad nprobe `{a}`"))?,
+        b.parse().map_err(|_| format!("bad depth `{b}`"))?,
+    ))
 }
 
 #[derive(Args)]
@@ -132,9 +180,16 @@ struct SearchArgs {
     k: usize,
     #[arg(long, default_value = "exact")]
     mode: String,
-    /// Show raw index results without exact re-ranking (ivfpq, hamming).
+    /// Show raw index results without exact re-ranking (ivfpq, hamming, hamming-ivf).
     #[arg(long)]
     no_rerank: bool,
+    /// Inverted lists probed (ivfpq, hamming-ivf; default: the index's).
+    #[arg(long)]
+    nprobe: Option<usize>,
+    /// Candidates fetched from the index and re-ranked exactly (default: 200 ivfpq, 1000
+    /// hamming, or more for large k).
+    #[arg(long)]
+    rerank_depth: Option<usize>,
     #[arg(long)]
     json: bool,
     /// Write a self-contained HTML contact sheet of the results.
@@ -172,6 +227,12 @@ fn main() -> ExitCode {
     if let Some(t) = cli.threads {
         open.threads = t;
     }
+    let retrieval_min_rows = cli.index_min_rows.unwrap_or(256);
+    if let Some(n) = cli.index_min_rows {
+        open.index.min_train_rows = n;
+    }
+    open.index.ivf_factory = cli.ivf_factory;
+    open.index.bits = cli.bits;
     let result = match cli.command {
         Command::Ingest(args) => ingest(args, open),
         Command::Search(args) => search(args, open),
@@ -185,8 +246,34 @@ fn main() -> ExitCode {
             batch_size,
             json,
         }) => bench_ingest(paths, model, model_size, batch_size, json, open),
-        Command::Bench(BenchCommand::Retrieval { bench, json }) => {
-            bench_retrieval(bench, json, open)
+        Command::Bench(BenchCommand::Retrieval { bench, modes, json }) => {
+            open.index.min_train_rows = retrieval_min_rows;
+            bench_retrieval(bench, modes, json, open)
+        }
+        Command::Bench(BenchCommand::Ann {
+            n,
+            dim,
+            queries,
+            k,
+            seed,
+            nprobe,
+            rerank_depth,
+            sweep,
+            json,
+        }) => {
+            let opts = imgvec::bench::AnnBenchOptions {
+                n,
+                dim,
+                queries,
+                k,
+                threads: open.threads,
+                seed,
+                index: open.index.clone(),
+                nprobe,
+                depth: rerank_depth,
+                sweep,
+            };
+            bench_ann(opts, json)
         }
     };
     match result {
@@ -304,7 +391,6 @@ fn search(args: SearchArgs, mut open: OpenOptions) -> CliResult {
         ));
     }
     let mode: SearchMode = args.mode.parse()?;
-    let _ = args.no_rerank; // exact mode has nothing to re-rank; kept for the CLI contract
     open.read_only = true;
     let db = Database::open(&args.db, open)?;
     let opts = SearchOptions {
@@ -313,6 +399,9 @@ fn search(args: SearchArgs, mut open: OpenOptions) -> CliResult {
         threshold: args.threshold,
         path_prefix: args.path_prefix,
         attributes: args.attrs.into_iter().collect::<BTreeMap<_, _>>(),
+        nprobe: args.nprobe,
+        rerank: !args.no_rerank,
+        rerank_depth: args.rerank_depth,
     };
     let mut queries: Vec<Query> = args.images.iter().cloned().map(Query::Path).collect();
     queries.extend(args.ids.iter().map(|&id| Query::Id(id)));
@@ -395,9 +484,14 @@ fn bench_ingest(
     Ok(ExitCode::SUCCESS)
 }
 
-fn bench_retrieval(bench: PathBuf, json: bool, open: OpenOptions) -> CliResult {
+fn bench_retrieval(bench: PathBuf, modes: Vec<String>, json: bool, open: OpenOptions) -> CliResult {
+    let modes: Vec<SearchMode> = if modes.is_empty() {
+        SearchMode::ALL.to_vec()
+    } else {
+        modes.iter().map(|m| m.parse()).collect::<Result<_, _>>()?
+    };
     let scratch = std::env::temp_dir().join(format!("imgvec-retrieval-{}", std::process::id()));
-    let result = imgvec::bench::retrieval(&bench, &scratch, open);
+    let result = imgvec::bench::retrieval(&bench, &scratch, open, &modes);
     let _ = std::fs::remove_dir_all(&scratch);
     let r = result?;
     if json {
@@ -405,17 +499,100 @@ fn bench_retrieval(bench: PathBuf, json: bool, open: OpenOptions) -> CliResult {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{} db images, ingest {:.1} images/s; mode {}; latency p50 {:.1} ms, p99 {:.1} ms",
-        r.db_images, r.ingest_images_per_sec, r.mode, r.latency_p50_ms, r.latency_p99_ms
+        "{} db images, ingest {:.1} images/s, indexes built in {:.2} s",
+        r.db_images, r.ingest_images_per_sec, r.index_build_seconds
     );
     println!(
-        "{:<16} {:>5} {:>7} {:>7} {:>7}",
-        "case", "n", "r@1", "r@10", "mAP@10"
+        "{:<12} {:>7} {:>7} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>10}",
+        "mode",
+        "r@1",
+        "r@10",
+        "mAP@10",
+        "=exact@1",
+        "=exact@10",
+        "p50 ms",
+        "p99 ms",
+        "q/s",
+        "B/vector"
     );
-    for c in r.cases.iter().chain(std::iter::once(&r.overall)) {
+    for m in &r.modes {
         println!(
-            "{:<16} {:>5} {:>7.3} {:>7.3} {:>7.3}",
-            c.case, c.queries, c.recall_at_1, c.recall_at_10, c.map_at_10
+            "{:<12} {:>7.3} {:>7.3} {:>7.3} {:>9.3} {:>9.3} {:>8.1} {:>8.1} {:>8.1} {:>10.1}",
+            m.mode,
+            m.overall.recall_at_1,
+            m.overall.recall_at_10,
+            m.overall.map_at_10,
+            m.agreement_at_1,
+            m.agreement_at_10,
+            m.latency_p50_ms,
+            m.latency_p99_ms,
+            m.queries_per_sec,
+            m.bytes_per_vector
+        );
+    }
+    for m in &r.modes {
+        println!("\nmode {}", m.mode);
+        println!(
+            "{:<16} {:>5} {:>7} {:>7} {:>7}",
+            "case", "n", "r@1", "r@10", "mAP@10"
+        );
+        for c in m.cases.iter().chain(std::iter::once(&m.overall)) {
+            println!(
+                "{:<16} {:>5} {:>7.3} {:>7.3} {:>7.3}",
+                c.case, c.queries, c.recall_at_1, c.recall_at_10, c.map_at_10
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_ann(opts: imgvec::bench::AnnBenchOptions, json: bool) -> CliResult {
+    let scratch = std::env::temp_dir().join(format!("imgvec-ann-{}", std::process::id()));
+    let result = imgvec::bench::ann(&opts, &scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    let r = result?;
+    if json {
+        print_json(&r);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} vectors × {} dims, {} queries, k {}, {} threads for the all-cores column; Hamming kernel {}",
+        r.n, r.dim, r.queries, r.k, r.threads, r.hamming_kernel
+    );
+    println!(
+        "{:<22} {:>6} {:>6} {:>10} {:>10} {:>8} {:>8} {:>9} {:>8} {:>8}  settings",
+        "mode",
+        "r@1",
+        "r@10",
+        "q/s 1 thr",
+        "q/s all",
+        "p50 ms",
+        "p99 ms",
+        "build s",
+        "B/v mem",
+        "B/v disk"
+    );
+    for m in &r.modes {
+        println!(
+            "{:<22} {:>6.3} {:>6.3} {:>10.1} {:>10.1} {:>8.3} {:>8.3} {:>9.1} {:>8.1} {:>8.1}  {}",
+            m.mode,
+            m.recall_at_1,
+            m.recall_at_10,
+            m.qps_one_thread,
+            m.qps_all_threads,
+            m.p50_ms,
+            m.p99_ms,
+            m.build_seconds,
+            m.bytes_per_vector_memory,
+            m.bytes_per_vector_disk,
+            m.params
+        );
+    }
+    println!("\nbare FAISS on the same data, one thread:");
+    for b in &r.faiss {
+        println!(
+            "  {:<52} {:>9.3} ms/query  imgvec speed-up {:>6.2}×  ({})",
+            b.name, b.ms_per_query, b.speedup, b.note
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -476,6 +653,32 @@ fn info(db: PathBuf, json: bool, mut open: OpenOptions) -> CliResult {
             s.segments, s.segment_rows, s.segment_bytes
         );
         println!("bytes on disk {}", s.bytes_on_disk);
+        let ix = &info.indexes;
+        match &ix.ivfpq {
+            Some(i) => println!(
+                "ivfpq         {} rows, {} (nprobe {} by default), {:.1} bytes/vector",
+                i.rows, i.factory, i.default_nprobe, i.bytes_per_vector
+            ),
+            None => println!(
+                "ivfpq         not trained (below {} live rows: exact search answers)",
+                ix.min_train_rows
+            ),
+        }
+        match &ix.hamming {
+            Some(h) => println!(
+                "hamming       {} rows, {}-bit {:?} codes, {} kernel, {} bytes/vector{}",
+                h.rows,
+                h.bits,
+                h.encoder,
+                h.kernel,
+                h.bytes_per_vector,
+                h.ivf_nlist
+                    .map(|n| format!(", binary IVF{n}"))
+                    .unwrap_or_default()
+            ),
+            None => println!("hamming       not built yet"),
+        }
+        println!("index bytes   {}", ix.bytes_on_disk);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -257,9 +257,21 @@ fn search_by_id_and_html_contact_sheet() {
     // The query and 3 results, for each of the 2 queries, all embedded.
     assert_eq!(page.matches("data:image/jpeg;base64,").count(), 8);
     assert!(page.contains(s(&imgs[2])));
-    let out = run(&["search", s(&db), s(&imgs[2]), "--mode", "hamming", "--json"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("not available yet"));
+    // Below the training threshold every approximate mode still answers (exact IVF-PQ
+    // fallback, random-projection codes), the image itself first.
+    for mode in ["ivfpq", "hamming", "hamming-ivf"] {
+        let out = run(&["search", s(&db), s(&imgs[2]), "--mode", mode, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = &json_lines(&out)[0];
+        assert_eq!(
+            line["results"][0]["path"], lines[0]["results"][0]["path"],
+            "{mode}"
+        );
+    }
 }
 
 /// `imgvec ingest DB DIR --json` in the background, committing (and acknowledging) every few
@@ -590,10 +602,108 @@ fn bench_retrieval_scores_a_benchmark_folder() {
     );
     let r = &json_lines(&out)[0];
     assert_eq!(r["db_images"], 8);
-    assert_eq!(r["overall"]["queries"], 3);
-    assert_eq!(r["overall"]["recall_at_1"], 1.0);
-    assert_eq!(r["overall"]["map_at_10"], 1.0);
-    assert_eq!(r["cases"][0]["case"], "same");
-    assert!(r["latency_p50_ms"].as_f64().unwrap() > 0.0);
-    assert!(r["latency_p99_ms"].as_f64().unwrap() >= r["latency_p50_ms"].as_f64().unwrap());
+    let modes = r["modes"].as_array().unwrap();
+    let names: Vec<&str> = modes.iter().map(|m| m["mode"].as_str().unwrap()).collect();
+    assert_eq!(names, ["exact", "ivfpq", "hamming", "hamming-ivf"]);
+    for m in modes {
+        assert_eq!(m["overall"]["queries"], 3, "{m}");
+        assert_eq!(m["overall"]["recall_at_1"], 1.0, "{m}");
+        assert_eq!(m["overall"]["map_at_10"], 1.0, "{m}");
+        assert_eq!(m["agreement_at_1"], 1.0, "{m}");
+        assert_eq!(m["cases"][0]["case"], "same");
+        assert!(m["latency_p50_ms"].as_f64().unwrap() > 0.0);
+        assert!(m["latency_p99_ms"].as_f64().unwrap() >= m["latency_p50_ms"].as_f64().unwrap());
+        assert!(m["bytes_per_vector"].as_f64().unwrap() > 0.0);
+    }
+}
+
+/// Every search mode from the CLI on a database past its training threshold: the indexes are
+/// built and saved by the ingest, reported by `info`, and each mode's results agree with exact
+/// search; `--no-rerank` reports the index's own scores.
+#[test]
+fn search_modes_from_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = tmp.path().join("imgs");
+    let images = copy_db_images(&imgs, 120);
+    let db = tmp.path().join("db");
+    // 64-bit codes: ITQ needs more rows than bits.
+    let out = run(&[
+        "--index-min-rows",
+        "50",
+        "--bits",
+        "64",
+        "ingest",
+        s(&db),
+        s(&imgs),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["info", s(&db), "--json"]);
+    let info = &json_lines(&out)[0];
+    assert_eq!(info["indexes"]["ivfpq"]["rows"], 120, "{info}");
+    assert_eq!(info["indexes"]["hamming"]["encoder"], "itq", "{info}");
+    assert!(info["indexes"]["bytes_on_disk"].as_u64().unwrap() > 0);
+    let queries: Vec<&str> = images.iter().step_by(6).map(|p| s(p)).collect();
+    let search = |extra: &[&str]| -> Vec<Value> {
+        let mut args = vec!["search", s(&db)];
+        args.extend(&queries);
+        args.extend(["--json", "-k", "5"]);
+        args.extend(extra);
+        let out = run(&args);
+        assert!(
+            out.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json_lines(&out)
+    };
+    let top = |lines: &[Value]| -> Vec<Vec<u64>> {
+        lines
+            .iter()
+            .map(|l| {
+                l["results"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|h| h["id"].as_u64().unwrap())
+                    .collect()
+            })
+            .collect()
+    };
+    let exact = top(&search(&[]));
+    for mode in ["ivfpq", "hamming", "hamming-ivf"] {
+        let got = top(&search(&["--mode", mode]));
+        let same: usize = got
+            .iter()
+            .zip(&exact)
+            .map(|(g, e)| g.iter().filter(|id| e.contains(id)).count())
+            .sum();
+        let total: usize = exact.iter().map(|e| e.len()).sum();
+        assert!(
+            same * 10 >= total * 8,
+            "{mode}: {same}/{total} of exact's results"
+        );
+        // The stored image itself comes first.
+        for (g, e) in got.iter().zip(&exact) {
+            assert_eq!(g[0], e[0], "{mode}");
+        }
+    }
+    let raw = search(&["--mode", "hamming", "--no-rerank"]);
+    for l in &raw {
+        for h in l["results"].as_array().unwrap() {
+            let score = h["score"].as_f64().unwrap();
+            // 1 - hamming/64: a multiple of 1/64.
+            assert!(
+                ((score * 64.0) - (score * 64.0).round()).abs() < 1e-3,
+                "{score}"
+            );
+        }
+    }
+    let out = run(&["search", s(&db), queries[0], "--mode", "bogus"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown search mode"));
 }

@@ -1,6 +1,10 @@
 //! Measurements behind `imgvec bench`: each figure comes with a baseline measured in the same
 //! process, so ratios stay meaningful while absolute times drift between runs.
 
+pub use crate::ann_bench::{
+    ann, normalized, AnnBench, AnnBenchOptions, Baseline, GaussianMixture, ModeFigures,
+};
+
 use std::path::Path;
 use std::time::Instant;
 
@@ -115,21 +119,43 @@ pub struct CaseScore {
     pub map_at_10: f64,
 }
 
+/// One search mode on a benchmark folder.
 #[derive(Debug, Clone, Serialize)]
-pub struct RetrievalBench {
+pub struct ModeRetrieval {
     pub mode: String,
-    pub db_images: usize,
-    pub ingest_images_per_sec: f64,
     /// Per query, one at a time: decode + model + search, the model already loaded.
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
+    /// One thread, one query at a time (1 / mean latency).
+    pub queries_per_sec: f64,
+    /// Share of queries whose first result is exact search's first result.
+    pub agreement_at_1: f64,
+    /// Mean overlap of the top 10 with exact search's top 10.
+    pub agreement_at_10: f64,
+    /// Index bytes per stored vector in memory (exact: the raw vector and its id).
+    pub bytes_per_vector: f64,
     pub cases: Vec<CaseScore>,
     pub overall: CaseScore,
 }
 
-/// Ingests a benchmark folder's `db/` into a fresh database at `scratch` with `open`'s pipeline,
-/// then runs every query alone (exact mode), timing each, and scores the results per case.
-pub fn retrieval(bench: &Path, scratch: &Path, open: OpenOptions) -> Result<RetrievalBench> {
+#[derive(Debug, Clone, Serialize)]
+pub struct RetrievalBench {
+    pub db_images: usize,
+    pub ingest_images_per_sec: f64,
+    /// `Database::refresh_indexes` after the ingest: training and filling every index.
+    pub index_build_seconds: f64,
+    pub modes: Vec<ModeRetrieval>,
+}
+
+/// Ingests a benchmark folder's `db/` into a fresh database at `scratch` with `open`'s pipeline
+/// and index options, builds the indexes, then for each mode runs every query alone, timing
+/// each, and scores the results per case and against exact search.
+pub fn retrieval(
+    bench: &Path,
+    scratch: &Path,
+    open: OpenOptions,
+    modes: &[crate::SearchMode],
+) -> Result<RetrievalBench> {
     let db_list = read_jsonl(&bench.join("db.jsonl"))?;
     let queries = read_jsonl(&bench.join("queries.jsonl"))?;
     let db = Database::open(scratch, open)?;
@@ -138,6 +164,11 @@ pub fn retrieval(bench: &Path, scratch: &Path, open: OpenOptions) -> Result<Retr
         .map(|e| Source::File(bench.join(&e.path)))
         .collect();
     let summary = db.ingest(sources, &IngestOptions::default(), &|_| {})?;
+    let started = Instant::now();
+    db.refresh_indexes()?;
+    let index_build_seconds = started.elapsed().as_secs_f64();
+    let info = db.info()?;
+    let dims = info.stats.dims.unwrap_or(0) as f64;
     let name_label: std::collections::HashMap<String, &str> = db_list
         .iter()
         .map(|e| (file_name(&e.path), e.label.as_str()))
@@ -146,75 +177,136 @@ pub fn retrieval(bench: &Path, scratch: &Path, open: OpenOptions) -> Result<Retr
     for e in &db_list {
         *positives.entry(e.label.as_str()).or_default() += 1;
     }
-    let opts = crate::SearchOptions::default();
     // Warm-up: the first query pays for loading the model.
     if let Some(q) = queries.first() {
-        let _ = db.search(crate::Query::Path(bench.join(&q.path)), &opts);
+        let _ = db.search(
+            crate::Query::Path(bench.join(&q.path)),
+            &crate::SearchOptions::default(),
+        );
     }
-    let mut latencies = Vec::with_capacity(queries.len());
-    let mut per_case: std::collections::BTreeMap<String, CaseScore> = Default::default();
-    let mut overall = CaseScore {
-        case: "ALL".into(),
-        ..CaseScore::default()
-    };
-    for q in &queries {
-        let started = Instant::now();
-        let hits = db.search(crate::Query::Path(bench.join(&q.path)), &opts)?;
-        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
-        let relevant: Vec<bool> = hits
+    let mut exact_results: Vec<Vec<u64>> = Vec::new();
+    let mut run_modes = vec![crate::SearchMode::Exact];
+    run_modes.extend(
+        modes
             .iter()
-            .take(10)
-            .map(|h| name_label.get(&file_name(&h.path)).copied() == Some(q.label.as_str()))
-            .collect();
-        let n_pos = positives
-            .get(q.label.as_str())
             .copied()
-            .unwrap_or(0)
-            .min(10);
-        let (mut found, mut ap) = (0usize, 0f64);
-        for (i, &r) in relevant.iter().enumerate() {
-            if r {
-                found += 1;
-                ap += found as f64 / (i + 1) as f64;
+            .filter(|m| *m != crate::SearchMode::Exact),
+    );
+    let mut out = Vec::new();
+    for mode in run_modes {
+        let opts = crate::SearchOptions {
+            mode,
+            ..crate::SearchOptions::default()
+        };
+        let mut latencies = Vec::with_capacity(queries.len());
+        let mut per_case: std::collections::BTreeMap<String, CaseScore> = Default::default();
+        let mut overall = CaseScore {
+            case: "ALL".into(),
+            ..CaseScore::default()
+        };
+        let (mut agree1, mut agree10) = (0f64, 0f64);
+        for (qi, q) in queries.iter().enumerate() {
+            let started = Instant::now();
+            let hits = db.search(crate::Query::Path(bench.join(&q.path)), &opts)?;
+            latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+            let ids: Vec<u64> = hits.iter().map(|h| h.id).collect();
+            if mode == crate::SearchMode::Exact {
+                exact_results.push(ids.clone());
+            }
+            if let Some(truth) = exact_results.get(qi) {
+                agree1 += (ids.first() == truth.first()) as u8 as f64;
+                let overlap = ids
+                    .iter()
+                    .take(10)
+                    .filter(|id| truth.iter().take(10).any(|t| t == *id))
+                    .count();
+                agree10 += overlap as f64 / truth.len().clamp(1, 10) as f64;
+            }
+            let relevant: Vec<bool> = hits
+                .iter()
+                .take(10)
+                .map(|h| name_label.get(&file_name(&h.path)).copied() == Some(q.label.as_str()))
+                .collect();
+            let n_pos = positives
+                .get(q.label.as_str())
+                .copied()
+                .unwrap_or(0)
+                .min(10);
+            let (mut found, mut ap) = (0usize, 0f64);
+            for (i, &r) in relevant.iter().enumerate() {
+                if r {
+                    found += 1;
+                    ap += found as f64 / (i + 1) as f64;
+                }
+            }
+            let ap = if n_pos > 0 { ap / n_pos as f64 } else { 0.0 };
+            let case = q.case.clone().unwrap_or_else(|| "all".into());
+            for score in [
+                per_case.entry(case.clone()).or_insert_with(|| CaseScore {
+                    case,
+                    ..CaseScore::default()
+                }),
+                &mut overall,
+            ] {
+                score.queries += 1;
+                score.recall_at_1 += relevant.first().copied().unwrap_or(false) as u8 as f64;
+                score.recall_at_10 += relevant.iter().any(|&r| r) as u8 as f64;
+                score.map_at_10 += ap;
             }
         }
-        let ap = if n_pos > 0 { ap / n_pos as f64 } else { 0.0 };
-        let case = q.case.clone().unwrap_or_else(|| "all".into());
-        for score in [
-            per_case.entry(case.clone()).or_insert_with(|| CaseScore {
-                case,
-                ..CaseScore::default()
-            }),
-            &mut overall,
-        ] {
-            score.queries += 1;
-            score.recall_at_1 += relevant.first().copied().unwrap_or(false) as u8 as f64;
-            score.recall_at_10 += relevant.iter().any(|&r| r) as u8 as f64;
-            score.map_at_10 += ap;
+        if mode == crate::SearchMode::Exact && !modes.contains(&mode) {
+            continue;
         }
+        let mut cases: Vec<CaseScore> = per_case.into_values().collect();
+        for score in cases.iter_mut().chain(std::iter::once(&mut overall)) {
+            let n = score.queries.max(1) as f64;
+            score.recall_at_1 /= n;
+            score.recall_at_10 /= n;
+            score.map_at_10 /= n;
+        }
+        let total_ms: f64 = latencies.iter().sum();
+        latencies.sort_by(f64::total_cmp);
+        let pct = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let nq = queries.len().max(1) as f64;
+        let raw = dims * 4.0 + 8.0;
+        let bytes_per_vector = match mode {
+            crate::SearchMode::Exact => raw,
+            crate::SearchMode::IvfPq => info
+                .indexes
+                .ivfpq
+                .as_ref()
+                .map_or(raw, |i| i.bytes_per_vector),
+            crate::SearchMode::Hamming => info
+                .indexes
+                .hamming
+                .as_ref()
+                .map_or(raw, |h| h.bytes_per_vector as f64),
+            crate::SearchMode::HammingIvf => info.indexes.hamming.as_ref().map_or(raw, |h| {
+                h.bytes_per_vector as f64 + 8.0 * h.ivf_nlist.is_some() as u8 as f64
+            }),
+        };
+        out.push(ModeRetrieval {
+            mode: mode.name().into(),
+            latency_p50_ms: pct(0.5),
+            latency_p99_ms: pct(0.99),
+            queries_per_sec: 1000.0 * nq / total_ms.max(1e-9),
+            agreement_at_1: agree1 / nq,
+            agreement_at_10: agree10 / nq,
+            bytes_per_vector,
+            cases,
+            overall,
+        });
     }
-    let mut cases: Vec<CaseScore> = per_case.into_values().collect();
-    for score in cases.iter_mut().chain(std::iter::once(&mut overall)) {
-        let n = score.queries.max(1) as f64;
-        score.recall_at_1 /= n;
-        score.recall_at_10 /= n;
-        score.map_at_10 /= n;
-    }
-    latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
     Ok(RetrievalBench {
-        mode: "exact".into(),
         db_images: db_list.len(),
         ingest_images_per_sec: summary.images_per_sec,
-        latency_p50_ms: pct(0.5),
-        latency_p99_ms: pct(0.99),
-        cases,
-        overall,
+        index_build_seconds,
+        modes: out,
     })
 }
 

@@ -6,13 +6,15 @@ use std::sync::Arc;
 
 use imgvec_ingest::{decode, l2_normalize_rows, model_input, set_torch_threads, Extractor};
 use imgvec_storage::{
-    CompactionPolicy, CompactionReport, ImageRecord, OpenMode, Store, StoreOptions, StoreStats,
+    CompactionPolicy, CompactionReport, ImageRecord, OpenMode, Snapshot, Store, StoreOptions,
+    StoreStats,
 };
 use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::exact;
+use crate::index::{AnnMode, AnnParams, IndexInfo, IndexOptions, Indexes, Save};
 use crate::ingest::{IngestEvent, IngestOptions, Source};
 use crate::pipeline::{self, PipelineChoice, PipelineConfig};
 
@@ -26,8 +28,11 @@ pub struct OpenOptions {
     pub pipeline: PipelineChoice,
     /// Threads for decoding and for libtorch; defaults to the number of cores.
     pub threads: usize,
-    /// Run a background thread that merges small segments and purges deleted rows.
+    /// Run a background thread that merges small segments, purges deleted rows and keeps the
+    /// approximate indexes trained, current and saved.
     pub background_compaction: bool,
+    /// How the approximate indexes are built.
+    pub index: IndexOptions,
 }
 
 impl Default for OpenOptions {
@@ -39,6 +44,7 @@ impl Default for OpenOptions {
                 .map(|n| n.get())
                 .unwrap_or(1),
             background_compaction: true,
+            index: IndexOptions::default(),
         }
     }
 }
@@ -49,10 +55,41 @@ pub enum SearchMode {
     /// Exact cosine over every stored vector.
     #[default]
     Exact,
-    /// FAISS IVF-PQ (not available yet).
+    /// FAISS IVF-PQ; exact search answers while the collection is below
+    /// `IndexOptions::min_train_rows`.
     IvfPq,
-    /// Hamming over binary codes (not available yet).
+    /// Hamming distance over binary codes, every code scanned.
     Hamming,
+    /// Hamming distance over binary codes through a binary IVF (sub-linear); the full code scan
+    /// answers while the collection is too small to train it.
+    HammingIvf,
+}
+
+impl SearchMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            SearchMode::Exact => "exact",
+            SearchMode::IvfPq => "ivfpq",
+            SearchMode::Hamming => "hamming",
+            SearchMode::HammingIvf => "hamming-ivf",
+        }
+    }
+
+    pub const ALL: [SearchMode; 4] = [
+        SearchMode::Exact,
+        SearchMode::IvfPq,
+        SearchMode::Hamming,
+        SearchMode::HammingIvf,
+    ];
+
+    fn ann(self) -> Option<AnnMode> {
+        match self {
+            SearchMode::Exact => None,
+            SearchMode::IvfPq => Some(AnnMode::IvfPq),
+            SearchMode::Hamming => Some(AnnMode::Hamming),
+            SearchMode::HammingIvf => Some(AnnMode::HammingIvf),
+        }
+    }
 }
 
 impl std::str::FromStr for SearchMode {
@@ -62,8 +99,9 @@ impl std::str::FromStr for SearchMode {
             "exact" => Ok(SearchMode::Exact),
             "ivfpq" => Ok(SearchMode::IvfPq),
             "hamming" => Ok(SearchMode::Hamming),
+            "hamming-ivf" => Ok(SearchMode::HammingIvf),
             other => Err(Error::Invalid(format!(
-                "unknown search mode `{other}` (exact, ivfpq, hamming)"
+                "unknown search mode `{other}` (exact, ivfpq, hamming, hamming-ivf)"
             ))),
         }
     }
@@ -79,6 +117,13 @@ pub struct SearchOptions {
     pub path_prefix: Option<String>,
     /// Only rows carrying all these attributes.
     pub attributes: BTreeMap<String, String>,
+    /// Inverted lists probed by `IvfPq` and `HammingIvf`; `None` = the index's default.
+    pub nprobe: Option<usize>,
+    /// Re-rank approximate candidates by exact cosine on the raw vectors (default on). Off,
+    /// scores are the index's own: `1 - d²/2` for IVF-PQ, `1 - hamming/bits` for codes.
+    pub rerank: bool,
+    /// Candidates fetched from an approximate index per query; `None` = `index::default_depth`.
+    pub rerank_depth: Option<usize>,
 }
 
 impl Default for SearchOptions {
@@ -89,6 +134,9 @@ impl Default for SearchOptions {
             threshold: None,
             path_prefix: None,
             attributes: BTreeMap::new(),
+            nprobe: None,
+            rerank: true,
+            rerank_depth: None,
         }
     }
 }
@@ -119,6 +167,7 @@ pub struct DatabaseInfo {
     pub pipeline: Option<PipelineConfig>,
     #[serde(flatten)]
     pub stats: StoreStats,
+    pub indexes: IndexInfo,
 }
 
 /// One image database (a folder). `Send + Sync`: share one handle across threads.
@@ -130,6 +179,7 @@ pub struct Database {
     requested: PipelineChoice,
     extractor: Mutex<Option<Box<dyn Extractor>>>,
     pub(crate) threads: usize,
+    indexes: Arc<Indexes>,
 }
 
 impl Database {
@@ -145,8 +195,9 @@ impl Database {
         let pipeline = pipeline::stored(&store)?;
         let threads = opts.threads.max(1);
         set_torch_threads(threads);
+        let indexes = Arc::new(Indexes::new(&store, opts.index.clone()));
         let compactor = (mode == OpenMode::ReadWrite && opts.background_compaction)
-            .then(|| Compactor::start(store.clone()));
+            .then(|| Compactor::start(store.clone(), indexes.clone()));
         Ok(Database {
             store,
             _compactor: compactor,
@@ -154,6 +205,7 @@ impl Database {
             requested: opts.pipeline,
             extractor: Mutex::new(None),
             threads,
+            indexes,
         })
     }
 
@@ -284,8 +336,25 @@ impl Database {
 
     /// Seals pending rows and rewrites every segment into one without deleted rows, in the
     /// foreground. Searches keep running on their snapshots meanwhile.
+    /// The approximate indexes are purged of deleted rows (IVF-PQ rebuilt) and saved.
     pub fn compact(&self) -> Result<CompactionReport> {
-        Ok(self.store.compact(CompactionPolicy::Full)?)
+        let report = self.store.compact(CompactionPolicy::Full)?;
+        let snap = self.store.snapshot();
+        self.indexes
+            .refresh(&self.store, &snap, Save::Unsaved, true)?;
+        Ok(report)
+    }
+
+    /// Brings the approximate indexes up to date now: appends new rows, trains them once the
+    /// collection is large enough, and (writers) saves them. The background thread does this on
+    /// its own; call it to have them ready before the first approximate search.
+    pub fn refresh_indexes(&self) -> Result<()> {
+        let snap = self.store.snapshot();
+        let save = match self.store.mode() {
+            OpenMode::ReadWrite => Save::Unsaved,
+            OpenMode::ReadOnly => Save::Never,
+        };
+        Ok(self.indexes.refresh(&self.store, &snap, save, false)?)
     }
 
     pub fn info(&self) -> Result<DatabaseInfo> {
@@ -294,6 +363,7 @@ impl Database {
             read_only: self.store.mode() == OpenMode::ReadOnly,
             pipeline: self.pipeline(),
             stats: self.store.stats()?,
+            indexes: self.indexes.info(&self.store),
         })
     }
 
@@ -306,16 +376,6 @@ impl Database {
     /// Answers several queries, running the model once per batch of image queries. Each query
     /// gets its own result, so one unreadable image does not fail the others.
     pub fn search_batch(&self, queries: Vec<Query>, opts: &SearchOptions) -> Vec<Result<Vec<Hit>>> {
-        if opts.mode != SearchMode::Exact {
-            let name = match opts.mode {
-                SearchMode::IvfPq => "ivfpq",
-                _ => "hamming",
-            };
-            return queries
-                .iter()
-                .map(|_| Err(Error::ModeUnavailable(name)))
-                .collect();
-        }
         let vectors = self.query_vectors(&queries);
         let dims = match self.store.dims() {
             Ok(Some(d)) => d as usize,
@@ -337,7 +397,19 @@ impl Database {
         let accept = |id: u64| !filtered || self.matches_filters(id, opts);
         // Query-by-id leaves the query row out, so ask for one more.
         let k = opts.k + queries.iter().any(|q| matches!(q, Query::Id(_))) as usize;
-        let found = exact::search(&snapshot, &flat, dims, k, &accept);
+        let found = match opts.mode.ann() {
+            None => exact::search(&snapshot, &flat, dims, k, filtered.then_some(&accept))
+                .into_iter()
+                .map(Ok)
+                .collect(),
+            Some(mode) => {
+                let mut out = Vec::new();
+                for q in flat.chunks_exact(dims) {
+                    out.push(self.ann_search(mode, &snapshot, q, k, opts, &accept));
+                }
+                out
+            }
+        };
         // `found` holds one list per vector in `flat`, in query order.
         let mut found = found.into_iter();
         let mut out = Vec::with_capacity(queries.len());
@@ -349,7 +421,7 @@ impl Database {
                         v.len()
                     )));
                 }
-                let hits = found.next().unwrap_or_default();
+                let hits = found.next().unwrap_or_else(|| Ok(Vec::new()))?;
                 let skip = match query {
                     Query::Id(id) => Some(*id),
                     _ => None,
@@ -375,6 +447,39 @@ impl Database {
             out.push(result);
         }
         out
+    }
+
+    /// One query in an approximate mode; falls back to exact search where that index does not
+    /// exist yet or filters left too few candidates.
+    fn ann_search(
+        &self,
+        mode: AnnMode,
+        snapshot: &Snapshot,
+        query: &[f32],
+        k: usize,
+        opts: &SearchOptions,
+        accept: &dyn Fn(u64) -> bool,
+    ) -> Result<Vec<(u64, f32)>> {
+        if !self.indexes.is_current(snapshot, mode) {
+            self.indexes
+                .refresh(&self.store, snapshot, Save::Never, false)?;
+        }
+        let params = AnnParams {
+            k,
+            nprobe: opts.nprobe,
+            rerank: opts.rerank,
+            depth: opts.rerank_depth,
+        };
+        match self
+            .indexes
+            .search(mode, snapshot, query, &params, accept)?
+        {
+            Some(hits) => Ok(hits),
+            None => {
+                let mut out = exact::search(snapshot, query, query.len(), k, Some(accept));
+                Ok(out.pop().unwrap_or_default())
+            }
+        }
     }
 
     fn matches_filters(&self, id: u64, opts: &SearchOptions) -> bool {
@@ -474,6 +579,23 @@ impl Database {
     }
 }
 
+impl Drop for Database {
+    /// A writer stops its background thread, then leaves the indexes current and saved, so the
+    /// next handle (a read-only search, typically) loads them instead of rebuilding.
+    fn drop(&mut self) {
+        drop(self._compactor.take());
+        if self.store.mode() == OpenMode::ReadWrite {
+            let snap = self.store.snapshot();
+            if let Err(e) = self
+                .indexes
+                .refresh(&self.store, &snap, Save::Unsaved, false)
+            {
+                tracing::warn!("{}: saving indexes failed: {e}", self.dir().display());
+            }
+        }
+    }
+}
+
 /// A JPEG thumbnail (≤ 256 px) of encoded image bytes, as stored for each row.
 pub fn make_thumbnail(bytes: &[u8]) -> Result<Vec<u8>> {
     let img = decode(bytes).map_err(|e| Error::Image {
@@ -491,7 +613,7 @@ struct Compactor {
 }
 
 impl Compactor {
-    fn start(store: Arc<Store>) -> Compactor {
+    fn start(store: Arc<Store>, indexes: Arc<Indexes>) -> Compactor {
         use std::sync::atomic::Ordering;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (s, st) = (store.clone(), stop.clone());
@@ -515,6 +637,10 @@ impl Compactor {
                         Ok(_) => {}
                         // The database stays consistent: a failed compaction publishes nothing.
                         Err(e) => tracing::warn!("background compaction failed: {e}"),
+                    }
+                    let snap = s.snapshot();
+                    if let Err(e) = indexes.refresh(&s, &snap, Save::WhenDue, false) {
+                        tracing::warn!("background index maintenance failed: {e}");
                     }
                 }
             })

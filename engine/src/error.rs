@@ -15,8 +15,16 @@ pub enum Error {
     NoSuchId(u64),
     #[error("{0}")]
     Invalid(String),
-    #[error("search mode `{0}` is not available yet (it arrives with the index work, issue #4); use --mode exact")]
-    ModeUnavailable(&'static str),
+    #[error("index: {0}")]
+    Index(#[from] crate::index::IndexError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl From<faiss::error::Error> for Error {
+    fn from(e: faiss::error::Error) -> Self {
+        Error::Index(e.into())
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -55,6 +55,8 @@ impl PartialOrd for Candidate {
 pub struct TopK {
     k: usize,
     heap: BinaryHeap<Candidate>,
+    /// The worst score kept once full (`-inf` before): anything below it cannot enter.
+    floor: f32,
 }
 
 impl TopK {
@@ -62,13 +64,14 @@ impl TopK {
         TopK {
             k,
             heap: BinaryHeap::with_capacity(k + 1),
+            floor: f32::NEG_INFINITY,
         }
     }
 
     /// Whether a row with this score could enter the top k (cheap pre-check before `push`).
     #[inline]
     pub fn admits(&self, score: f32) -> bool {
-        self.heap.len() < self.k || self.heap.peek().is_some_and(|w| score >= w.score)
+        score >= self.floor
     }
 
     #[inline]
@@ -85,6 +88,9 @@ impl TopK {
                 self.heap.push(c);
             }
         }
+        if self.heap.len() == self.k {
+            self.floor = self.heap.peek().map_or(f32::NEG_INFINITY, |w| w.score);
+        }
     }
 
     /// Best first.
@@ -99,21 +105,54 @@ impl TopK {
 
 /// Rows per block when several queries are scored at once: the block's vectors stay in cache
 /// while a matrix product scores them against every query.
-const BLOCK_ROWS: usize = 512;
+const BLOCK_ROWS: usize = 1024;
+
+// OpenBLAS, which FAISS links already (its generic build does all its matrix products there).
+#[link(name = "openblas")]
+extern "C" {
+    #[allow(clippy::too_many_arguments)]
+    fn cblas_sgemm(
+        layout: i32,
+        trans_a: i32,
+        trans_b: i32,
+        m: i32,
+        n: i32,
+        k: i32,
+        alpha: f32,
+        a: *const f32,
+        lda: i32,
+        b: *const f32,
+        ldb: i32,
+        beta: f32,
+        c: *mut f32,
+        ldc: i32,
+    );
+    fn openblas_set_num_threads(n: i32);
+}
+
+const CBLAS_ROW_MAJOR: i32 = 101;
+const CBLAS_NO_TRANS: i32 = 111;
+const CBLAS_TRANS: i32 = 112;
+
+/// Threads OpenBLAS uses for batched exact search (and FAISS's own matrix products).
+pub fn set_blas_threads(n: usize) {
+    // SAFETY: plain OpenBLAS runtime setting.
+    unsafe { openblas_set_num_threads(n.max(1) as i32) }
+}
 
 /// Scores one block of rows against every query, pushing accepted rows into `tops` (one per
 /// query). `vectors` holds `ids.len() * dims` floats, row-major.
 ///
 /// One query: a streaming scan with a vectorised dot product (AVX2 when the CPU has it).
-/// Several: blocks of rows times all queries as one matrix product (`matrixmultiply::sgemm`,
-/// which picks AVX2/FMA kernels at run time), so each vector is read from memory once per batch.
+/// Several: blocks of rows times all queries as one matrix product (OpenBLAS `sgemm`, the same
+/// kernel FAISS's exact search uses), so each vector is read from memory once per batch.
 pub fn scan(
     vectors: &[f32],
     ids: &[u64],
     dims: usize,
     queries: &[f32],
     tops: &mut [TopK],
-    accept: &dyn Fn(u64) -> bool,
+    accept: Option<&dyn Fn(u64) -> bool>,
 ) {
     if dims == 0 || queries.is_empty() {
         return;
@@ -129,37 +168,68 @@ pub fn scan(
         .zip(ids.chunks(BLOCK_ROWS))
     {
         let rows = block_ids.len();
-        // SAFETY: the pointers and strides describe `queries` (n × dims, row-major), the block
-        // (rows × dims, row-major, read as its transpose dims × rows) and `scores` (n × rows
-        // with row stride BLOCK_ROWS ≥ rows); all three slices are at least that long.
+        // SAFETY: row-major `queries` (n × dims), the block (rows × dims, used transposed) and
+        // `scores` (n × rows with row stride BLOCK_ROWS ≥ rows) are at least that long.
         unsafe {
-            matrixmultiply::sgemm(
-                n,
-                dims,
-                rows,
+            cblas_sgemm(
+                CBLAS_ROW_MAJOR,
+                CBLAS_NO_TRANS,
+                CBLAS_TRANS,
+                n as i32,
+                rows as i32,
+                dims as i32,
                 1.0,
                 queries.as_ptr(),
-                dims as isize,
-                1,
+                dims as i32,
                 block.as_ptr(),
-                1,
-                dims as isize,
+                dims as i32,
                 0.0,
                 scores.as_mut_ptr(),
-                BLOCK_ROWS as isize,
-                1,
+                BLOCK_ROWS as i32,
             );
         }
-        let accepted: Vec<bool> = block_ids.iter().map(|&id| accept(id)).collect();
+        let accepted: Option<Vec<bool>> =
+            accept.map(|f| block_ids.iter().map(|&id| f(id)).collect());
         for (q, top) in tops.iter_mut().enumerate() {
             let row_scores = &scores[q * BLOCK_ROWS..q * BLOCK_ROWS + rows];
-            for ((&score, &id), &ok) in row_scores.iter().zip(block_ids).zip(&accepted) {
-                if ok && top.admits(score) {
-                    top.push(id, score);
+            // Most blocks hold nothing for a full top-k: one vectorised max decides.
+            if !top.admits(block_max(row_scores)) {
+                continue;
+            }
+            match &accepted {
+                None => {
+                    for (&score, &id) in row_scores.iter().zip(block_ids) {
+                        if top.admits(score) {
+                            top.push(id, score);
+                        }
+                    }
+                }
+                Some(ok) => {
+                    for ((&score, &id), &ok) in row_scores.iter().zip(block_ids).zip(ok) {
+                        if ok && top.admits(score) {
+                            top.push(id, score);
+                        }
+                    }
                 }
             }
         }
     }
+}
+
+/// Largest value (eight independent lanes, so it vectorises).
+#[inline]
+fn block_max(v: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            m[i] = m[i].max(c[i]);
+        }
+    }
+    rest.iter()
+        .chain(&m)
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b))
 }
 
 fn scan_one(
@@ -168,7 +238,7 @@ fn scan_one(
     dims: usize,
     query: &[f32],
     top: &mut TopK,
-    accept: &dyn Fn(u64) -> bool,
+    accept: Option<&dyn Fn(u64) -> bool>,
 ) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
@@ -187,7 +257,7 @@ unsafe fn scan_one_avx2(
     dims: usize,
     query: &[f32],
     top: &mut TopK,
-    accept: &dyn Fn(u64) -> bool,
+    accept: Option<&dyn Fn(u64) -> bool>,
 ) {
     scan_one_portable(vectors, ids, dims, query, top, accept);
 }
@@ -200,11 +270,11 @@ fn scan_one_portable(
     dims: usize,
     query: &[f32],
     top: &mut TopK,
-    accept: &dyn Fn(u64) -> bool,
+    accept: Option<&dyn Fn(u64) -> bool>,
 ) {
     for (v, &id) in vectors.chunks_exact(dims).zip(ids) {
         let score = dot(query, v);
-        if top.admits(score) && accept(id) {
+        if top.admits(score) && accept.is_none_or(|f| f(id)) {
             top.push(id, score);
         }
     }
@@ -217,11 +287,16 @@ pub fn search(
     queries: &[f32],
     dims: usize,
     k: usize,
-    accept: &dyn Fn(u64) -> bool,
+    accept: Option<&dyn Fn(u64) -> bool>,
 ) -> Vec<Vec<(u64, f32)>> {
     let n = queries.len().checked_div(dims).unwrap_or(0);
     let mut tops: Vec<TopK> = (0..n).map(|_| TopK::new(k)).collect();
-    let live = |id: u64| !snapshot.tombstones.contains(&id) && accept(id);
+    let combined = |id: u64| !snapshot.tombstones.contains(&id) && accept.is_none_or(|f| f(id));
+    let live: Option<&dyn Fn(u64) -> bool> = if snapshot.tombstones.is_empty() {
+        accept
+    } else {
+        Some(&combined)
+    };
     for (_, segment) in &snapshot.segments {
         if segment.dims() == dims {
             scan(
@@ -230,13 +305,13 @@ pub fn search(
                 dims,
                 queries,
                 &mut tops,
-                &live,
+                live,
             );
         }
     }
     for chunk in &snapshot.pending {
         if chunk.dims == dims {
-            scan(&chunk.vectors, &chunk.ids, dims, queries, &mut tops, &live);
+            scan(&chunk.vectors, &chunk.ids, dims, queries, &mut tops, live);
         }
     }
     tops.into_iter().map(TopK::into_sorted).collect()
@@ -269,11 +344,11 @@ mod tests {
         let ids: Vec<u64> = (0..rows as u64).map(|i| i * 3 + 1).collect();
         let accept = |id: u64| !id.is_multiple_of(5);
         let mut batched: Vec<TopK> = (0..n).map(|_| TopK::new(k)).collect();
-        scan(&vectors, &ids, dims, &queries, &mut batched, &accept);
+        scan(&vectors, &ids, dims, &queries, &mut batched, Some(&accept));
         for (q, top) in batched.into_iter().enumerate() {
             let query = &queries[q * dims..(q + 1) * dims];
             let mut single = vec![TopK::new(k)];
-            scan(&vectors, &ids, dims, query, &mut single, &accept);
+            scan(&vectors, &ids, dims, query, &mut single, Some(&accept));
             let mut naive: Vec<(u64, f32)> = ids
                 .iter()
                 .zip(vectors.chunks_exact(dims))

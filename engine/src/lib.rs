@@ -33,10 +33,12 @@
 //! # }
 //! ```
 
+mod ann_bench;
 pub mod bench;
 mod database;
 mod error;
 pub mod exact;
+pub mod index;
 mod ingest;
 pub mod pipeline;
 
@@ -47,6 +49,7 @@ pub use error::{Error, Result};
 pub use image;
 pub use imgvec_ingest::{collect_files, default_model_path, FileList, Pooling};
 pub use imgvec_storage::{CompactionReport, ImageRecord, StorageError};
+pub use index::{IndexInfo, IndexOptions};
 pub use ingest::{IngestEvent, IngestOptions, IngestStatus, IngestSummary, Source};
 pub use pipeline::{PipelineChoice, PipelineConfig, PIPELINES};
 

@@ -300,7 +300,16 @@ impl Segment {
 
     /// The row holding `id`, if this segment has it.
     pub fn row_of(&self, id: u64) -> Option<usize> {
-        self.ids().binary_search(&id).ok()
+        let ids = self.ids();
+        // Ids are allocated in sequence, so a segment's ids are usually dense: guess the row
+        // from the first id and check it (one memory access) before the binary search.
+        let first = *ids.first()?;
+        if let Some(guess) = id.checked_sub(first).map(|d| d as usize) {
+            if ids.get(guess) == Some(&id) {
+                return Some(guess);
+            }
+        }
+        ids.binary_search(&id).ok()
     }
 
     /// A named column's kind, width and raw bytes.
