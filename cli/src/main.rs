@@ -186,7 +186,7 @@ struct SearchArgs {
     /// Inverted lists probed (ivfpq, hamming-ivf; default: the index's).
     #[arg(long)]
     nprobe: Option<usize>,
-    /// Candidates fetched from the index and re-ranked exactly (default: 200 ivfpq, 1000
+    /// Candidates fetched from the index and re-ranked exactly (default: 400 ivfpq, 1000
     /// hamming, or more for large k).
     #[arg(long)]
     rerank_depth: Option<usize>,

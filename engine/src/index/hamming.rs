@@ -18,7 +18,9 @@ use faiss::{Idx, Index};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
-use super::{faiss_call, read_checked, write_checked, IndexError};
+use faiss::index::FromInnerPtr;
+
+use super::{faiss_call, faiss_read_mem, faiss_write_mem, read_checked, write_checked, IndexError};
 
 /// Encoder kinds as stored in index files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -648,10 +650,11 @@ impl BinaryIvf {
     }
 
     pub fn save(&self, path: &Path) -> Result<(), IndexError> {
-        let tmp = path.with_extension("faiss-raw");
-        faiss::index::io::write_index_binary(&self.index, tmp.to_string_lossy().as_ref())?;
-        let bytes = std::fs::read(&tmp)?;
-        std::fs::remove_file(&tmp)?;
+        let ptr = self.index.inner_ptr();
+        // SAFETY: `ptr` is a live binary index; FAISS only reads it while writing the stream.
+        let bytes = faiss_write_mem("write binary IVF", |f| unsafe {
+            faiss_sys::faiss_write_index_binary(ptr, f)
+        })?;
         let mut buf = (self.nlist as u64).to_le_bytes().to_vec();
         buf.extend_from_slice(&(self.words as u64).to_le_bytes());
         buf.extend_from_slice(&bytes);
@@ -662,12 +665,20 @@ impl BinaryIvf {
         let bytes = read_checked(path)?;
         let mut r = Reader { buf: &bytes, at: 0 };
         let (nlist, words) = (r.u64()? as usize, r.u64()? as usize);
-        let tmp = path.with_extension("faiss-raw");
-        std::fs::write(&tmp, &bytes[16..])?;
-        let index = faiss::index::io::read_index_binary(tmp.to_string_lossy().as_ref());
-        let _ = std::fs::remove_file(&tmp);
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: FAISS writes a new index pointer to `raw` on success.
+        faiss_read_mem("read binary IVF", &bytes[16..], |f| unsafe {
+            faiss_sys::faiss_read_index_binary(f, 0, &mut raw)
+        })?;
+        // SAFETY: `raw` was just created by FAISS and is owned by nobody else.
+        let index = unsafe { BinaryIndexImpl::from_inner_ptr(raw) };
+        if unsafe { faiss_sys::faiss_IndexBinaryIVF_cast(raw) }.is_null() {
+            return Err(IndexError::Invalid(
+                "binary index file is not an IVF".into(),
+            ));
+        }
         Ok(BinaryIvf {
-            index: index?,
+            index,
             nlist,
             words,
         })

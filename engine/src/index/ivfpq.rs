@@ -11,7 +11,9 @@ use std::path::Path;
 
 use faiss::{Idx, Index, MetricType};
 
-use super::{faiss_call, read_checked, write_checked, IndexError};
+use faiss::index::FromInnerPtr;
+
+use super::{faiss_call, faiss_read_mem, faiss_write_mem, read_checked, write_checked, IndexError};
 
 pub struct IvfPq {
     index: faiss::index::IndexImpl,
@@ -179,10 +181,11 @@ impl IvfPq {
     }
 
     pub fn save(&self, path: &Path) -> Result<(), IndexError> {
-        let tmp = path.with_extension("faiss-raw");
-        faiss::index::io::write_index(&self.index, tmp.to_string_lossy().as_ref())?;
-        let bytes = std::fs::read(&tmp)?;
-        std::fs::remove_file(&tmp)?;
+        let ptr = self.index.inner_ptr();
+        // SAFETY: `ptr` is a live index; FAISS only reads it while writing the stream.
+        let bytes = faiss_write_mem("write IVF-PQ", |f| unsafe {
+            faiss_sys::faiss_write_index(ptr, f)
+        })?;
         let mut buf = Vec::with_capacity(bytes.len() + 64);
         for v in [self.watermark, self.trained_on, self.factory.len() as u64] {
             buf.extend_from_slice(&v.to_le_bytes());
@@ -208,11 +211,13 @@ impl IvfPq {
             .ok_or_else(|| IndexError::Invalid("bad factory string".into()))?
             .to_string();
         let (nlist, code_bytes) = parse_factory(&factory, dims)?;
-        let tmp = path.with_extension("faiss-raw");
-        std::fs::write(&tmp, &bytes[24 + flen..])?;
-        let index = faiss::index::io::read_index(tmp.to_string_lossy().as_ref());
-        let _ = std::fs::remove_file(&tmp);
-        let index = index?;
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: FAISS writes a new index pointer to `raw` on success.
+        faiss_read_mem("read IVF-PQ", &bytes[24 + flen..], |f| unsafe {
+            faiss_sys::faiss_read_index(f, 0, &mut raw)
+        })?;
+        // SAFETY: `raw` was just created by FAISS and is owned by nobody else.
+        let index = unsafe { faiss::index::IndexImpl::from_inner_ptr(raw) };
         if index.d() as usize != dims {
             return Err(IndexError::Invalid(format!(
                 "index has {} dimensions, database {dims}",
