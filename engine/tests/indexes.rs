@@ -219,7 +219,7 @@ fn approximate_modes_agree_with_exact_on_real_photos() {
         &path,
         OpenOptions {
             read_only: true,
-            ..open
+            ..open.clone()
         },
     )
     .unwrap();
@@ -227,4 +227,46 @@ fn approximate_modes_agree_with_exact_on_real_photos() {
     assert!(info.bytes_on_disk > 0);
     assert_eq!(info.ivfpq.unwrap().rows, ROWS - 10 + 1 + 12);
     assert_eq!(run(&ro, &opts(SearchMode::IvfPq)), after_compact);
+    let exact_now = run(&ro, &opts(SearchMode::Exact));
+    drop(ro);
+
+    // Damaged or missing index files are derived data: logged, rebuilt, never trusted.
+    let index_dir = path.join("indexes");
+    for entry in std::fs::read_dir(&index_dir).unwrap() {
+        let file = entry.unwrap().path();
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("ivfpq-") {
+            std::fs::remove_file(&file).unwrap();
+        } else {
+            let mut bytes = std::fs::read(&file).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x10;
+            std::fs::write(&file, &bytes).unwrap();
+        }
+    }
+    let ro = Database::open(
+        &path,
+        OpenOptions {
+            read_only: true,
+            ..open.clone()
+        },
+    )
+    .unwrap();
+    for mode in [
+        SearchMode::IvfPq,
+        SearchMode::Hamming,
+        SearchMode::HammingIvf,
+    ] {
+        let got = run(&ro, &opts(mode));
+        let a = agreement(&got, &exact_now);
+        assert!(a >= 0.85, "{mode:?} after damage: agreement {a:.3}");
+    }
+    drop(ro);
+    // The writer replaces them on open and saves fresh ones when it closes.
+    drop(Database::open(&path, open).unwrap());
+    let names: Vec<String> = std::fs::read_dir(&index_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
 }
