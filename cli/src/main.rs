@@ -63,6 +63,9 @@ enum Command {
     /// Benchmarks, each against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Train a learned extractor in place (CPU, libtorch) and save it as a TorchScript model.
+    #[command(subcommand)]
+    Train(TrainCommand),
     /// Delete rows by id or by path.
     Delete {
         db: PathBuf,
@@ -70,6 +73,40 @@ enum Command {
         ids: Vec<u64>,
         #[arg(long = "path")]
         paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TrainCommand {
+    /// Convolutional autoencoder; its encoder is saved as an extractor for
+    /// `imgvec ingest DB PATH --model OUT --model-size SIZE`.
+    Autoencoder {
+        /// Training images: files or folders (walked recursively).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Square input size (a multiple of 4).
+        #[arg(long, default_value_t = 28)]
+        size: u32,
+        #[arg(long, default_value_t = 32)]
+        code_dim: i64,
+        #[arg(long, default_value_t = 20)]
+        epochs: usize,
+        #[arg(long, default_value_t = 64)]
+        batch_size: i64,
+        #[arg(long, default_value_t = 2e-3)]
+        learning_rate: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Augmentation: random rotation up to ± this many degrees.
+        #[arg(long, default_value_t = 0.0)]
+        rotate: f64,
+        /// Augmentation: random shift up to ± this fraction of the side.
+        #[arg(long, default_value_t = 0.0)]
+        shift: f64,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -239,6 +276,33 @@ fn main() -> ExitCode {
         Command::Info { db, json } => info(db, json, open),
         Command::Delete { db, ids, paths } => delete(db, ids, paths, open),
         Command::Compact { db, json } => compact(db, json, open),
+        Command::Train(TrainCommand::Autoencoder {
+            paths,
+            out,
+            size,
+            code_dim,
+            epochs,
+            batch_size,
+            learning_rate,
+            seed,
+            rotate,
+            shift,
+            json,
+        }) => {
+            let opts = imgvec::learned::AutoencoderOptions {
+                size,
+                code_dim,
+                epochs,
+                batch_size,
+                learning_rate,
+                seed,
+                augment: imgvec::learned::Augment {
+                    rotate_deg: rotate,
+                    shift,
+                },
+            };
+            train_autoencoder(paths, out, opts, json, open.threads)
+        }
         Command::Bench(BenchCommand::Ingest {
             paths,
             model,
@@ -544,6 +608,76 @@ fn bench_retrieval(bench: PathBuf, modes: Vec<String>, json: bool, open: OpenOpt
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn train_autoencoder(
+    paths: Vec<PathBuf>,
+    out: PathBuf,
+    opts: imgvec::learned::AutoencoderOptions,
+    json: bool,
+    threads: usize,
+) -> CliResult {
+    use imgvec::learned;
+    imgvec::set_torch_threads(threads);
+    learned::seed(opts.seed);
+    let set = learned::load_images(&paths, opts.size)?;
+    for (path, reason) in &set.errors {
+        if json {
+            print_json(&serde_json::json!({ "path": path, "error": reason }));
+        } else {
+            eprintln!("skipped: {}: {reason}", path.display());
+        }
+    }
+    let mut ae = learned::Autoencoder::new(opts.size, opts.code_dim)?;
+    let bar = if std::io::stderr().is_terminal() && !json {
+        ProgressBar::new(opts.epochs as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} epoch {pos}/{len} eta {eta} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = std::time::Instant::now();
+    ae.train(&set.images, &opts, &mut |r| {
+        bar.inc(1);
+        bar.set_message(format!("loss {:.5}", r.loss));
+        if json {
+            print_json(r);
+        } else {
+            bar.println(format!(
+                "epoch {:>3}/{}  loss {:.5}  ({:.1} s)",
+                r.epoch, r.epochs, r.loss, r.seconds
+            ));
+        }
+    })?;
+    bar.finish_and_clear();
+    ae.save_encoder(&out)?;
+    let seconds = started.elapsed().as_secs_f64();
+    if json {
+        print_json(&serde_json::json!({
+            "out": out, "images": set.files.len(), "skipped": set.errors.len(),
+            "code_dim": opts.code_dim, "size": opts.size, "train_seconds": seconds
+        }));
+    } else {
+        println!(
+            "trained on {} images ({} skipped) in {:.1} s; encoder ({} dims, input {}px) saved to {}\n\
+             use it: imgvec ingest DB PATH --model {} --model-size {}",
+            set.files.len(),
+            set.errors.len(),
+            seconds,
+            opts.code_dim,
+            opts.size,
+            out.display(),
+            out.display(),
+            opts.size
+        );
+    }
+    Ok(if set.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn bench_ann(opts: imgvec::bench::AnnBenchOptions, json: bool) -> CliResult {

@@ -19,6 +19,8 @@ pub enum Error {
     Index(#[from] crate::index::IndexError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Train(#[from] imgvec_ingest::learned::TrainError),
 }
 
 impl From<faiss::error::Error> for Error {

@@ -47,7 +47,9 @@ pub use database::{
 };
 pub use error::{Error, Result};
 pub use image;
-pub use imgvec_ingest::{collect_files, default_model_path, FileList, Pooling};
+pub use imgvec_ingest::{
+    collect_files, default_model_path, learned, set_torch_threads, FileList, Pooling,
+};
 pub use imgvec_storage::{CompactionReport, ImageRecord, StorageError};
 pub use index::{IndexInfo, IndexOptions};
 pub use ingest::{IngestEvent, IngestOptions, IngestStatus, IngestSummary, Source};

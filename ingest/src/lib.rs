@@ -7,6 +7,7 @@
 pub mod decode;
 pub mod extractor;
 pub mod files;
+pub mod learned;
 pub mod preprocess;
 
 pub use decode::{decode, has_image_extension, DecodeError, DecodedImage};

@@ -426,11 +426,13 @@ impl Indexes {
         }
     }
 
+    /// Code length: `--bits`, else min(256, dims). More bits than dimensions is allowed and
+    /// gives a wider random-projection code (ITQ cannot exceed the dimension).
     fn bits(&self, dims: usize) -> usize {
         self.opts
             .bits
             .unwrap_or(Encoder::default_bits(dims))
-            .clamp(1, dims.max(1))
+            .clamp(1, 4096)
     }
 
     /// Loads the published index files once (a damaged or missing one is skipped and rebuilt
@@ -527,9 +529,11 @@ impl Indexes {
         }
     }
 
-    /// Whether codes should be ITQ: enough rows to train it (and more rows than bits).
+    /// Whether codes should be ITQ: enough rows to train it, more rows than bits, and no more
+    /// bits than dimensions.
     fn wants_itq(&self, live: usize, dims: usize) -> bool {
-        live >= self.opts.min_train_rows.max(1) && live > self.bits(dims)
+        let bits = self.bits(dims);
+        live >= self.opts.min_train_rows.max(1) && live > bits && bits <= dims
     }
 
     /// Brings the indexes up to `snap`: loads them, appends new rows, trains, retrains or purges
