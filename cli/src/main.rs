@@ -108,6 +108,39 @@ enum TrainCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Semi-supervised GAN: a DCGAN generator against a K-class discriminator trained on all
+    /// images with labels for the few listed in LABELS; the discriminator's feature layer is
+    /// saved as an extractor. `--supervised` trains the same network on the labels alone.
+    Sgan {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// JSON lines `{"path": ..., "label": ...}`, paths absolute or relative to the file.
+        #[arg(long)]
+        labels: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 28)]
+        size: u32,
+        #[arg(long, default_value_t = 30)]
+        epochs: usize,
+        #[arg(long, default_value_t = 100)]
+        batch_size: i64,
+        #[arg(long, default_value_t = 3e-4)]
+        learning_rate: f64,
+        #[arg(long, default_value_t = 128)]
+        feature_dim: i64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 0.0)]
+        rotate: f64,
+        #[arg(long, default_value_t = 0.0)]
+        shift: f64,
+        /// Baseline: the same network trained on the labelled images only.
+        #[arg(long)]
+        supervised: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -303,6 +336,36 @@ fn main() -> ExitCode {
             };
             train_autoencoder(paths, out, opts, json, open.threads)
         }
+        Command::Train(TrainCommand::Sgan {
+            paths,
+            labels,
+            out,
+            size,
+            epochs,
+            batch_size,
+            learning_rate,
+            feature_dim,
+            seed,
+            rotate,
+            shift,
+            supervised,
+            json,
+        }) => {
+            let opts = imgvec::learned::SganOptions {
+                size,
+                epochs,
+                batch_size,
+                learning_rate,
+                seed,
+                augment: imgvec::learned::Augment {
+                    rotate_deg: rotate,
+                    shift,
+                },
+                feature_dim,
+                supervised_only: supervised,
+            };
+            train_sgan(paths, labels, out, opts, json, open.threads)
+        }
         Command::Bench(BenchCommand::Ingest {
             paths,
             model,
@@ -350,6 +413,16 @@ fn main() -> ExitCode {
 }
 
 type CliResult = Result<ExitCode, imgvec::Error>;
+
+/// A line above the progress bar, or on stderr when the bar is hidden (a hidden indicatif bar
+/// drops its `println`s).
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
 
 fn print_json(value: &impl serde::Serialize) {
     let line = serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
@@ -404,7 +477,7 @@ fn ingest(args: IngestArgs, mut open: OpenOptions) -> CliResult {
         if json {
             print_json(ev);
         } else if let Some(err) = &ev.error {
-            bar.println(format!("error: {}: {err}", ev.path));
+            say(&bar, format!("error: {}: {err}", ev.path));
         }
     };
     for (path, reason) in &files.errors {
@@ -610,17 +683,24 @@ fn bench_retrieval(bench: PathBuf, modes: Vec<String>, json: bool, open: OpenOpt
     Ok(ExitCode::SUCCESS)
 }
 
-fn train_autoencoder(
-    paths: Vec<PathBuf>,
-    out: PathBuf,
-    opts: imgvec::learned::AutoencoderOptions,
+/// Loads the training images, reports the skipped ones, runs `train` with a progress bar and a
+/// line per epoch, and prints the summary. Exit status 1 when some images were skipped.
+fn run_training(
+    paths: &[PathBuf],
+    size: u32,
+    epochs: usize,
     json: bool,
     threads: usize,
+    seed: u64,
+    train: impl FnOnce(
+        &imgvec::learned::TrainingSet,
+        &mut dyn FnMut(&imgvec::learned::EpochReport),
+    ) -> Result<String, imgvec::Error>,
 ) -> CliResult {
     use imgvec::learned;
     imgvec::set_torch_threads(threads);
-    learned::seed(opts.seed);
-    let set = learned::load_images(&paths, opts.size)?;
+    learned::seed(seed);
+    let set = learned::load_images(paths, size)?;
     for (path, reason) in &set.errors {
         if json {
             print_json(&serde_json::json!({ "path": path, "error": reason }));
@@ -628,9 +708,8 @@ fn train_autoencoder(
             eprintln!("skipped: {}: {reason}", path.display());
         }
     }
-    let mut ae = learned::Autoencoder::new(opts.size, opts.code_dim)?;
     let bar = if std::io::stderr().is_terminal() && !json {
-        ProgressBar::new(opts.epochs as u64)
+        ProgressBar::new(epochs as u64)
     } else {
         ProgressBar::hidden()
     };
@@ -639,44 +718,79 @@ fn train_autoencoder(
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = std::time::Instant::now();
-    ae.train(&set.images, &opts, &mut |r| {
+    let saved = train(&set, &mut |r| {
         bar.inc(1);
         bar.set_message(format!("loss {:.5}", r.loss));
         if json {
             print_json(r);
         } else {
-            bar.println(format!(
-                "epoch {:>3}/{}  loss {:.5}  ({:.1} s)",
-                r.epoch, r.epochs, r.loss, r.seconds
-            ));
+            say(
+                &bar,
+                format!(
+                    "epoch {:>3}/{}  loss {:.5}  ({:.1} s)",
+                    r.epoch, r.epochs, r.loss, r.seconds
+                ),
+            );
         }
     })?;
     bar.finish_and_clear();
-    ae.save_encoder(&out)?;
     let seconds = started.elapsed().as_secs_f64();
     if json {
         print_json(&serde_json::json!({
-            "out": out, "images": set.files.len(), "skipped": set.errors.len(),
-            "code_dim": opts.code_dim, "size": opts.size, "train_seconds": seconds
+            "out": saved, "images": set.files.len(), "skipped": set.errors.len(),
+            "size": size, "train_seconds": seconds
         }));
     } else {
         println!(
-            "trained on {} images ({} skipped) in {:.1} s; encoder ({} dims, input {}px) saved to {}\n\
-             use it: imgvec ingest DB PATH --model {} --model-size {}",
+            "trained on {} images ({} skipped) in {:.1} s; saved {saved}\n\
+             use it: imgvec ingest DB PATH --model {saved} --model-size {size}",
             set.files.len(),
             set.errors.len(),
             seconds,
-            opts.code_dim,
-            opts.size,
-            out.display(),
-            out.display(),
-            opts.size
         );
     }
     Ok(if set.errors.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+fn train_autoencoder(
+    paths: Vec<PathBuf>,
+    out: PathBuf,
+    opts: imgvec::learned::AutoencoderOptions,
+    json: bool,
+    threads: usize,
+) -> CliResult {
+    let (size, epochs, seed) = (opts.size, opts.epochs, opts.seed);
+    run_training(&paths, size, epochs, json, threads, seed, |set, report| {
+        let mut ae = imgvec::learned::Autoencoder::new(opts.size, opts.code_dim)?;
+        ae.train(&set.images, &opts, report)?;
+        ae.save_encoder(&out)?;
+        Ok(out.display().to_string())
+    })
+}
+
+fn train_sgan(
+    paths: Vec<PathBuf>,
+    labels: PathBuf,
+    out: PathBuf,
+    opts: imgvec::learned::SganOptions,
+    json: bool,
+    threads: usize,
+) -> CliResult {
+    let (size, epochs, seed) = (opts.size, opts.epochs, opts.seed);
+    run_training(&paths, size, epochs, json, threads, seed, |set, report| {
+        let labels = imgvec::learned::read_labels(&labels, &set.files)?;
+        let mut d = imgvec::learned::Discriminator::new(
+            opts.size,
+            opts.feature_dim,
+            labels.names.len() as i64,
+        )?;
+        d.train(&set.images, &labels, &opts, report)?;
+        d.save_extractor(&out)?;
+        Ok(out.display().to_string())
     })
 }
 

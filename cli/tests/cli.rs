@@ -707,3 +707,85 @@ fn search_modes_from_the_cli() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown search mode"));
 }
+
+/// `imgvec train autoencoder` on a few real digits, then the encoder used as an extractor; and
+/// `imgvec train sgan` refusing a bad label file with its name and line.
+#[test]
+fn train_autoencoder_then_ingest_with_it_and_bad_labels_for_sgan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = datasets().join("digits-dev/db");
+    let imgs = tmp.path().join("digits");
+    std::fs::create_dir_all(&imgs).unwrap();
+    let mut names: Vec<_> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    for name in names.iter().step_by(40).take(80) {
+        std::fs::copy(src.join(name), imgs.join(name)).unwrap();
+    }
+    let enc = tmp.path().join("enc.pt");
+    let out = run(&[
+        "train",
+        "autoencoder",
+        s(&imgs),
+        "--out",
+        s(&enc),
+        "--epochs",
+        "3",
+        "--code-dim",
+        "16",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    let epochs: Vec<&Value> = lines.iter().filter(|l| l.get("epoch").is_some()).collect();
+    assert_eq!(epochs.len(), 3);
+    assert!(epochs[2]["loss"].as_f64().unwrap() < epochs[0]["loss"].as_f64().unwrap());
+    assert_eq!(lines.last().unwrap()["images"], 80);
+    let db = tmp.path().join("db");
+    let out = run(&[
+        "ingest",
+        s(&db),
+        s(&imgs),
+        "--model",
+        s(&enc),
+        "--model-size",
+        "28",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["info", s(&db), "--json"]);
+    assert_eq!(json_lines(&out)[0]["dims"], 16);
+
+    let labels = tmp.path().join("labels.jsonl");
+    std::fs::write(
+        &labels,
+        "{\"path\": \"digits/missing.png\", \"label\": \"1\"}\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "train",
+        "sgan",
+        s(&imgs),
+        "--labels",
+        s(&labels),
+        "--out",
+        s(&tmp.path().join("d.pt")),
+        "--epochs",
+        "1",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("labels.jsonl:1") && err.contains("missing.png"),
+        "{err}"
+    );
+}

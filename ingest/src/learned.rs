@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use tch::nn::{self, Module, OptimizerConfig};
+use tch::nn::{self, Module, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 use crate::{collect_files, decode, model_input};
@@ -351,9 +351,480 @@ mod tests {
         }
     }
 
+    fn bars(n: usize, size: u32) -> (Vec<f32>, Tensor) {
+        let mut data = Vec::new();
+        for i in 0..n {
+            let img = image::RgbImage::from_fn(40, 40, |x, y| {
+                let (fx, fy) = (x as f32 - 20.0, y as f32 - 20.0);
+                let a = (i % 6) as f32 * 0.5;
+                if (fx * a.cos() + fy * a.sin()).abs() < 3.0 {
+                    image::Rgb([255; 3])
+                } else {
+                    image::Rgb([0; 3])
+                }
+            });
+            model_input(&img, size, &mut data);
+        }
+        let t = Tensor::of_slice(&data).view([n as i64, 3, size as i64, size as i64]);
+        (data, t)
+    }
+
+    /// Same seed, same thread count: the same encoder.
+    #[test]
+    fn training_is_deterministic_given_the_seed() {
+        tch::set_num_threads(1);
+        let (_, images) = bars(24, 16);
+        let opts = AutoencoderOptions {
+            size: 16,
+            code_dim: 4,
+            epochs: 2,
+            batch_size: 8,
+            augment: Augment {
+                rotate_deg: 10.0,
+                shift: 0.1,
+            },
+            ..AutoencoderOptions::default()
+        };
+        let codes = || {
+            seed(11);
+            let mut ae = Autoencoder::new(16, 4).unwrap();
+            ae.train(&images, &opts, &mut |_| {}).unwrap();
+            Vec::<f32>::from(ae.encode(&images).flatten(0, -1))
+        };
+        assert_eq!(codes(), codes());
+    }
+
+    /// The SGAN and its supervised baseline train on a tiny set, and the exported features
+    /// reload through the extractor path unchanged.
+    #[test]
+    fn sgan_trains_and_its_features_reload() {
+        seed(5);
+        let dir = tempfile::tempdir().unwrap();
+        let (data, images) = bars(36, 16);
+        let files: Vec<PathBuf> = (0..36)
+            .map(|i| dir.path().join(format!("b{i}.png")))
+            .collect();
+        for f in &files {
+            std::fs::write(f, b"x").unwrap();
+        }
+        let labels_path = dir.path().join("labels.jsonl");
+        let lines: String = (0..12)
+            .map(|i| format!("{{\"path\": \"b{i}.png\", \"label\": {}}}\n", i % 6))
+            .collect();
+        std::fs::write(&labels_path, lines).unwrap();
+        let labels = read_labels(&labels_path, &files).unwrap();
+        assert_eq!((labels.rows.len(), labels.names.len()), (12, 6));
+        for supervised_only in [false, true] {
+            let opts = SganOptions {
+                size: 16,
+                epochs: 2,
+                batch_size: 12,
+                feature_dim: 16,
+                supervised_only,
+                ..SganOptions::default()
+            };
+            let mut d = Discriminator::new(16, 16, 6).unwrap();
+            let reports = d.train(&images, &labels, &opts, &mut |_| {}).unwrap();
+            assert!(reports.iter().all(|r| r.loss.is_finite()));
+            let path = dir.path().join("d.pt");
+            d.save_extractor(&path).unwrap();
+            let direct = Vec::<f32>::from(d.features(&images.narrow(0, 0, 4)).flatten(0, -1));
+            let mut ex = crate::TorchScriptExtractor::load(&path, 16, crate::Pooling::Gap).unwrap();
+            use crate::Extractor;
+            let via = ex.extract(&data[..4 * 3 * 16 * 16], 4).unwrap();
+            assert_eq!(ex.dims(), 16);
+            for (a, b) in direct.iter().zip(&via) {
+                assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_label_files_name_the_line_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("a.png");
+        std::fs::write(&img, b"x").unwrap();
+        let other = dir.path().join("b.png");
+        std::fs::write(&other, b"x").unwrap();
+        let files = vec![img.clone(), other.clone()];
+        let path = dir.path().join("labels.jsonl");
+        let check = |text: &str, want: &str| {
+            std::fs::write(&path, text).unwrap();
+            let err = read_labels(&path, &files)
+                .err()
+                .expect("must fail")
+                .to_string();
+            assert!(err.contains(want), "{err:?} lacks {want:?}");
+            assert!(
+                err.contains("labels.jsonl"),
+                "{err:?} does not name the file"
+            );
+        };
+        check(
+            "{\"path\": \"a.png\", \"label\": \"x\"}\nnot json\n",
+            "labels.jsonl:2: not JSON",
+        );
+        check("{\"label\": \"x\"}\n", ":1: missing string field \"path\"");
+        check("{\"path\": \"a.png\"}\n", ":1: missing field \"label\"");
+        check("{\"path\": \"nope.png\", \"label\": 1}\n", ":1: ");
+        std::fs::write(dir.path().join("c.png"), b"x").unwrap();
+        check(
+            "{\"path\": \"c.png\", \"label\": 1}\n",
+            "is not among the training images",
+        );
+        check(
+            "{\"path\": \"a.png\", \"label\": 1}\n",
+            "at least 2 classes",
+        );
+        std::fs::write(
+            &path,
+            "{\"path\": \"a.png\", \"label\": 1}\n{\"path\": \"b.png\", \"label\": \"two\"}\n",
+        )
+        .unwrap();
+        let ok = read_labels(&path, &files).unwrap();
+        assert_eq!(ok.names, vec!["1".to_string(), "two".to_string()]);
+    }
+
     #[test]
     fn bad_sizes_are_refused() {
         assert!(Autoencoder::new(30, 32).is_err());
         assert!(Autoencoder::new(28, 0).is_err());
+    }
+}
+
+/// Labels for some of the training images, from a JSON-lines file of
+/// `{"path": ..., "label": ...}` (paths absolute or relative to the file's folder).
+pub struct Labels {
+    /// Row in the training set of each labelled image.
+    pub rows: Vec<i64>,
+    /// Class index of each labelled image.
+    pub class: Vec<i64>,
+    /// Class names, index order.
+    pub names: Vec<String>,
+}
+
+/// Reads `path`, matching each line to an image of `files` (by canonical path). Errors name the
+/// file, the line and the reason.
+pub fn read_labels(path: &Path, files: &[PathBuf]) -> Result<Labels, TrainError> {
+    let bad = |line: usize, reason: String| TrainError::Input {
+        path: format!("{}:{line}", path.display()),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::Input {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let index: std::collections::HashMap<PathBuf, usize> = files
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| std::fs::canonicalize(f).ok().map(|c| (c, i)))
+        .collect();
+    let mut names: Vec<String> = Vec::new();
+    let (mut rows, mut class) = (Vec::new(), Vec::new());
+    for (n, line) in text.lines().enumerate() {
+        let line_no = n + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| bad(line_no, format!("not JSON: {e}")))?;
+        let p = v["path"]
+            .as_str()
+            .ok_or_else(|| bad(line_no, "missing string field \"path\"".into()))?;
+        let label = match &v["label"] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(x) => x.to_string(),
+            _ => {
+                return Err(bad(
+                    line_no,
+                    "missing field \"label\" (string or number)".into(),
+                ))
+            }
+        };
+        let full = base.join(p);
+        let canonical = std::fs::canonicalize(&full)
+            .map_err(|e| bad(line_no, format!("{}: {e}", full.display())))?;
+        let row = *index.get(&canonical).ok_or_else(|| {
+            bad(
+                line_no,
+                format!("{} is not among the training images", full.display()),
+            )
+        })?;
+        let c = match names.iter().position(|x| *x == label) {
+            Some(c) => c,
+            None => {
+                names.push(label);
+                names.len() - 1
+            }
+        };
+        rows.push(row as i64);
+        class.push(c as i64);
+    }
+    if names.len() < 2 {
+        return Err(TrainError::Input {
+            path: path.display().to_string(),
+            reason: format!(
+                "needs labelled images of at least 2 classes, found {}",
+                names.len()
+            ),
+        });
+    }
+    Ok(Labels { rows, class, names })
+}
+
+#[derive(Debug, Clone)]
+pub struct SganOptions {
+    pub size: u32,
+    pub epochs: usize,
+    pub batch_size: i64,
+    pub learning_rate: f64,
+    pub seed: u64,
+    pub augment: Augment,
+    /// Width of the feature layer (the exported descriptor).
+    pub feature_dim: i64,
+    /// Train the same network on the labelled images only (the baseline).
+    pub supervised_only: bool,
+}
+
+impl Default for SganOptions {
+    fn default() -> Self {
+        SganOptions {
+            size: 28,
+            epochs: 30,
+            batch_size: 100,
+            learning_rate: 3e-4,
+            seed: 0,
+            augment: Augment::default(),
+            feature_dim: 128,
+            supervised_only: false,
+        }
+    }
+}
+
+/// The discriminator of a semi-supervised GAN (Salimans et al. 2016): K class logits whose
+/// log-sum-exp is the "real" score (the K+1-th, fake, logit fixed at 0); its penultimate layer
+/// is the exported feature extractor.
+pub struct Discriminator {
+    vs: nn::VarStore,
+    c1: nn::Conv2D,
+    c2: nn::Conv2D,
+    c3: nn::Conv2D,
+    fc: nn::Linear,
+    head: nn::Linear,
+    size: i64,
+}
+
+impl Discriminator {
+    pub fn new(size: u32, feature_dim: i64, classes: i64) -> Result<Discriminator, TrainError> {
+        if size < 8 || !size.is_multiple_of(4) || size > 256 {
+            return Err(TrainError::Invalid(format!(
+                "--size {size}: must be a multiple of 4 in 8..=256"
+            )));
+        }
+        let vs = nn::VarStore::new(Device::Cpu);
+        let p = vs.root();
+        let s = size as i64;
+        let q = (s / 4 + 1) / 2; // after three stride-2 convolutions with padding 1
+        Ok(Discriminator {
+            c1: nn::conv2d(&p / "c1", 1, 32, 3, conv(2, 1)),
+            c2: nn::conv2d(&p / "c2", 32, 64, 3, conv(2, 1)),
+            c3: nn::conv2d(&p / "c3", 64, 128, 3, conv(2, 1)),
+            fc: nn::linear(&p / "fc", 128 * q * q, feature_dim, Default::default()),
+            head: nn::linear(&p / "head", feature_dim, classes, Default::default()),
+            vs,
+            size: s,
+        })
+    }
+
+    /// Features of grey images `[B, 1, S, S]`.
+    fn features_grey(&self, g: &Tensor, train: bool) -> Tensor {
+        let x = if train {
+            g + Tensor::randn_like(g) * 0.15
+        } else {
+            g.shallow_clone()
+        };
+        let x = x.apply(&self.c1).leaky_relu().dropout(0.2, train);
+        let x = x.apply(&self.c2).leaky_relu().dropout(0.2, train);
+        let x = x.apply(&self.c3).leaky_relu().dropout(0.2, train);
+        x.flatten(1, -1).apply(&self.fc).leaky_relu()
+    }
+
+    /// The extractor: RGB `[N, 3, S, S]` in [0,1] → features `[N, feature_dim]`.
+    pub fn features(&self, x: &Tensor) -> Tensor {
+        self.features_grey(
+            &x.mean_dim(Some([1i64].as_slice()), true, Kind::Float),
+            false,
+        )
+    }
+
+    pub fn save_extractor(&mut self, path: &Path) -> Result<(), TrainError> {
+        self.vs.freeze();
+        let example = Tensor::rand(&[2, 3, self.size, self.size], (Kind::Float, Device::Cpu));
+        let me = &*self;
+        let module = tch::CModule::create_by_tracing(
+            "ImgvecSganFeatures",
+            "forward",
+            &[example],
+            &mut |inputs| vec![me.features(&inputs[0])],
+        )?;
+        module.save(path)?;
+        Ok(())
+    }
+
+    /// Trains on `images` (all of them unlabelled, `labels` the labelled subset), with a DCGAN
+    /// generator and feature matching, or on the labelled images only (`supervised_only`).
+    pub fn train(
+        &mut self,
+        images: &Tensor,
+        labels: &Labels,
+        opts: &SganOptions,
+        on_epoch: &mut dyn FnMut(&EpochReport),
+    ) -> Result<Vec<EpochReport>, TrainError> {
+        let grey_all = images.mean_dim(Some([1i64].as_slice()), true, Kind::Float);
+        let lab_rows = Tensor::of_slice(&labels.rows);
+        let lab_x = images.index_select(0, &lab_rows);
+        let lab_y = Tensor::of_slice(&labels.class);
+        let n = images.size()[0];
+        let n_lab = lab_x.size()[0];
+        if n < 2 {
+            return Err(TrainError::Invalid("training needs at least 2 images".into()));
+        }
+        let s = self.size;
+        let q = s / 4;
+        let gvs = nn::VarStore::new(Device::Cpu);
+        let gp = gvs.root();
+        let zdim = 100;
+        let gen = nn::seq_t()
+            .add(nn::linear(
+                &gp / "g1",
+                zdim,
+                128 * q * q,
+                Default::default(),
+            ))
+            .add(nn::batch_norm1d(
+                &gp / "bn1",
+                128 * q * q,
+                Default::default(),
+            ))
+            .add_fn(|x| x.relu())
+            .add_fn(move |x| x.view([-1, 128, q, q]))
+            .add(nn::conv_transpose2d(
+                &gp / "g2",
+                128,
+                64,
+                4,
+                nn::ConvTransposeConfig {
+                    stride: 2,
+                    padding: 1,
+                    ..Default::default()
+                },
+            ))
+            .add(nn::batch_norm2d(&gp / "bn2", 64, Default::default()))
+            .add_fn(|x| x.relu())
+            .add(nn::conv_transpose2d(
+                &gp / "g3",
+                64,
+                1,
+                4,
+                nn::ConvTransposeConfig {
+                    stride: 2,
+                    padding: 1,
+                    ..Default::default()
+                },
+            ))
+            .add_fn(|x| x.sigmoid());
+        let mut opt_d = nn::Adam {
+            beta1: 0.5,
+            ..Default::default()
+        }
+        .build(&self.vs, opts.learning_rate)?;
+        let mut opt_g = nn::Adam {
+            beta1: 0.5,
+            ..Default::default()
+        }
+        .build(&gvs, opts.learning_rate)?;
+        let bs = opts.batch_size.max(2).min(n.max(2));
+        let mut reports = Vec::new();
+        for epoch in 1..=opts.epochs {
+            let started = Instant::now();
+            let order = Tensor::randperm(n, (Kind::Int64, Device::Cpu));
+            let steps = if opts.supervised_only {
+                (n / bs).max(1)
+            } else {
+                n / bs
+            };
+            let (mut total, mut count) = (0f64, 0usize);
+            for step in 0..steps.max(1) {
+                // A labelled batch (drawn with replacement from the few labels).
+                let li = Tensor::randint(
+                    n_lab,
+                    &[bs.min(n_lab.max(1) * 4)],
+                    (Kind::Int64, Device::Cpu),
+                );
+                let xl = opts.augment.apply(&lab_x.index_select(0, &li));
+                let yl = lab_y.index_select(0, &li);
+                let gl = xl.mean_dim(Some([1i64].as_slice()), true, Kind::Float);
+                let logits_l = self.features_grey(&gl, true).apply(&self.head);
+                let sup = logits_l.cross_entropy_for_logits(&yl);
+                let loss_d = if opts.supervised_only {
+                    sup
+                } else {
+                    let idx = order.narrow(0, (step * bs).min(n - bs), bs);
+                    let xu = opts.augment.apply(&grey_all.index_select(0, &idx));
+                    let z = Tensor::rand(&[bs, zdim], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+                    let fake = tch::no_grad(|| gen.forward_t(&z, true));
+                    let lu = self
+                        .features_grey(&xu, true)
+                        .apply(&self.head)
+                        .logsumexp([1i64].as_slice(), false);
+                    let lf = self
+                        .features_grey(&fake, true)
+                        .apply(&self.head)
+                        .logsumexp([1i64].as_slice(), false);
+                    let unsup = -lu.mean(Kind::Float)
+                        + lu.softplus().mean(Kind::Float)
+                        + lf.softplus().mean(Kind::Float);
+                    sup + unsup
+                };
+                opt_d.backward_step(&loss_d);
+                total += f64::from(&loss_d);
+                count += 1;
+                if !opts.supervised_only {
+                    // Generator: feature matching on the discriminator's feature layer.
+                    let idx = order.narrow(0, (step * bs).min(n - bs), bs);
+                    let xu = grey_all.index_select(0, &idx);
+                    let z = Tensor::rand(&[bs, zdim], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+                    let fake = gen.forward_t(&z, true);
+                    let fr = tch::no_grad(|| {
+                        self.features_grey(&xu, true).mean_dim(
+                            Some([0i64].as_slice()),
+                            false,
+                            Kind::Float,
+                        )
+                    });
+                    let ff = self.features_grey(&fake, true).mean_dim(
+                        Some([0i64].as_slice()),
+                        false,
+                        Kind::Float,
+                    );
+                    let loss_g = (ff - fr).square().mean(Kind::Float);
+                    opt_g.zero_grad();
+                    loss_g.backward();
+                    opt_g.step();
+                    // The discriminator's gradients from this step are discarded by its next
+                    // backward_step (which zeroes them first).
+                }
+            }
+            let r = EpochReport {
+                epoch,
+                epochs: opts.epochs,
+                loss: total / count.max(1) as f64,
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            on_epoch(&r);
+            reports.push(r);
+        }
+        Ok(reports)
     }
 }
