@@ -121,7 +121,7 @@ enum TrainCommand {
         out: PathBuf,
         #[arg(long, default_value_t = 28)]
         size: u32,
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 50)]
         epochs: usize,
         #[arg(long, default_value_t = 100)]
         batch_size: i64,
@@ -131,9 +131,11 @@ enum TrainCommand {
         feature_dim: i64,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        #[arg(long, default_value_t = 0.0)]
+        /// Augmentation: random rotation up to ± this many degrees (0 turns it off).
+        #[arg(long, default_value_t = 12.0)]
         rotate: f64,
-        #[arg(long, default_value_t = 0.0)]
+        /// Augmentation: random shift up to ± this fraction of the side.
+        #[arg(long, default_value_t = 0.08)]
         shift: f64,
         /// Baseline: the same network trained on the labelled images only.
         #[arg(long)]
@@ -167,6 +169,14 @@ enum BenchCommand {
         /// Modes to measure (repeatable; default: all).
         #[arg(long = "mode")]
         modes: Vec<String>,
+        /// TorchScript extractor to measure instead of the default pipeline.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, default_value_t = 224, requires = "model")]
+        model_size: u32,
+        /// Approximate modes report the index's own order (no exact re-rank).
+        #[arg(long)]
+        no_rerank: bool,
         #[arg(long)]
         json: bool,
     },
@@ -373,9 +383,23 @@ fn main() -> ExitCode {
             batch_size,
             json,
         }) => bench_ingest(paths, model, model_size, batch_size, json, open),
-        Command::Bench(BenchCommand::Retrieval { bench, modes, json }) => {
+        Command::Bench(BenchCommand::Retrieval {
+            bench,
+            modes,
+            model,
+            model_size,
+            no_rerank,
+            json,
+        }) => {
             open.index.min_train_rows = retrieval_min_rows;
-            bench_retrieval(bench, modes, json, open)
+            if let Some(path) = model {
+                open.pipeline = PipelineChoice::Model {
+                    path,
+                    size: model_size,
+                    pooling: imgvec::Pooling::Gap,
+                };
+            }
+            bench_retrieval(bench, modes, !no_rerank, json, open)
         }
         Command::Bench(BenchCommand::Ann {
             n,
@@ -621,14 +645,20 @@ fn bench_ingest(
     Ok(ExitCode::SUCCESS)
 }
 
-fn bench_retrieval(bench: PathBuf, modes: Vec<String>, json: bool, open: OpenOptions) -> CliResult {
+fn bench_retrieval(
+    bench: PathBuf,
+    modes: Vec<String>,
+    rerank: bool,
+    json: bool,
+    open: OpenOptions,
+) -> CliResult {
     let modes: Vec<SearchMode> = if modes.is_empty() {
         SearchMode::ALL.to_vec()
     } else {
         modes.iter().map(|m| m.parse()).collect::<Result<_, _>>()?
     };
     let scratch = std::env::temp_dir().join(format!("imgvec-retrieval-{}", std::process::id()));
-    let result = imgvec::bench::retrieval(&bench, &scratch, open, &modes);
+    let result = imgvec::bench::retrieval(&bench, &scratch, open, &modes, rerank);
     let _ = std::fs::remove_dir_all(&scratch);
     let r = result?;
     if json {

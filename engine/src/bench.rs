@@ -149,12 +149,14 @@ pub struct RetrievalBench {
 
 /// Ingests a benchmark folder's `db/` into a fresh database at `scratch` with `open`'s pipeline
 /// and index options, builds the indexes, then for each mode runs every query alone, timing
-/// each, and scores the results per case and against exact search.
+/// each, and scores the results per case and against exact search. `rerank: false` measures
+/// the approximate indexes' own order.
 pub fn retrieval(
     bench: &Path,
     scratch: &Path,
     open: OpenOptions,
     modes: &[crate::SearchMode],
+    rerank: bool,
 ) -> Result<RetrievalBench> {
     let db_list = read_jsonl(&bench.join("db.jsonl"))?;
     let queries = read_jsonl(&bench.join("queries.jsonl"))?;
@@ -196,6 +198,7 @@ pub fn retrieval(
     for mode in run_modes {
         let opts = crate::SearchOptions {
             mode,
+            rerank,
             ..crate::SearchOptions::default()
         };
         let mut latencies = Vec::with_capacity(queries.len());
