@@ -41,7 +41,7 @@ train() { # name, then imgvec train arguments; prints seconds
     start=$(date +%s.%N)
     "$IMGVEC" train "${@:2}" >"$WORK/$1.log" 2>&1
     end=$(date +%s.%N)
-    echo "$end - $start" | bc
+    printf "%.1f" "$(echo "$end - $start" | bc)"
 }
 T_AE=$(train ae autoencoder "$DIGITS/db" --out "$WORK/ae.pt" --code-dim 32 --epochs 20 --seed 0)
 T_SUP=$(train sup sgan "$DIGITS/db" --labels "$WORK/labels100.jsonl" --out "$WORK/sup.pt" \

@@ -81,7 +81,7 @@ enum TrainCommand {
     /// Convolutional autoencoder; its encoder is saved as an extractor for
     /// `imgvec ingest DB PATH --model OUT --model-size SIZE`.
     Autoencoder {
-        /// Training images: files or folders (walked recursively).
+        /// Training images: files, folders (walked recursively) or imgvec databases.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         #[arg(long)]
@@ -715,6 +715,26 @@ fn bench_retrieval(
 
 /// Loads the training images, reports the skipped ones, runs `train` with a progress bar and a
 /// line per epoch, and prints the summary. Exit status 1 when some images were skipped.
+/// Training inputs: files and folders as given, and for an imgvec database folder the stored
+/// files of its live rows.
+fn training_inputs(paths: &[PathBuf], threads: usize) -> Result<Vec<PathBuf>, imgvec::Error> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.join("meta").is_dir() && p.join("segments").is_dir() {
+            let open = OpenOptions {
+                read_only: true,
+                threads,
+                ..OpenOptions::default()
+            };
+            let db = Database::open(p, open)?;
+            out.extend(db.records()?.into_iter().map(|r| PathBuf::from(r.path)));
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
 fn run_training(
     paths: &[PathBuf],
     size: u32,
@@ -730,7 +750,7 @@ fn run_training(
     use imgvec::learned;
     imgvec::set_torch_threads(threads);
     learned::seed(seed);
-    let set = learned::load_images(paths, size)?;
+    let set = learned::load_images(&training_inputs(paths, threads)?, size)?;
     for (path, reason) in &set.errors {
         if json {
             print_json(&serde_json::json!({ "path": path, "error": reason }));

@@ -764,6 +764,24 @@ fn train_autoencoder_then_ingest_with_it_and_bad_labels_for_sgan() {
     );
     let out = run(&["info", s(&db), "--json"]);
     assert_eq!(json_lines(&out)[0]["dims"], 16);
+    // A database as the training input: its stored files.
+    let enc2 = tmp.path().join("enc2.pt");
+    let out = run(&[
+        "train",
+        "autoencoder",
+        s(&db),
+        "--out",
+        s(&enc2),
+        "--epochs",
+        "1",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_lines(&out).last().unwrap()["images"], 80);
 
     let labels = tmp.path().join("labels.jsonl");
     std::fs::write(

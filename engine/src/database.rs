@@ -311,6 +311,11 @@ impl Database {
         }
     }
 
+    /// Every live row's record (one pass over the records column family).
+    pub fn records(&self) -> Result<Vec<ImageRecord>> {
+        Ok(self.store.records()?)
+    }
+
     pub fn get(&self, id: u64) -> Result<Option<ImageRecord>> {
         Ok(self.store.get(id)?)
     }
