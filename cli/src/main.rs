@@ -35,7 +35,8 @@ struct Cli {
     /// FAISS factory string for IVF-PQ (default from N and D, e.g. IVF4000,PQ32x8np at 1M×256).
     #[arg(long, global = true)]
     ivf_factory: Option<String>,
-    /// Bits per binary code (default min(256, dims)).
+    /// Bits per binary code (default min(256, dims); more than dims gives a wider
+    /// random-projection code, ITQ needs bits ≤ dims).
     #[arg(long, global = true)]
     bits: Option<usize>,
     #[command(subcommand)]
