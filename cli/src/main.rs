@@ -514,6 +514,18 @@ fn ingest(args: IngestArgs, mut open: OpenOptions) -> CliResult {
     let sources = files.images.into_iter().map(Source::File).collect();
     let mut summary = db.ingest(sources, &opts, &report)?;
     bar.finish_and_clear();
+    if !summary.interrupted {
+        // Train / extend / save the approximate indexes now (closing would do it silently).
+        let started = std::time::Instant::now();
+        if let Err(e) = db.refresh_indexes() {
+            eprintln!("warning: {}: indexes not updated: {e}", args.db.display());
+        } else if !json && started.elapsed().as_secs_f64() > 1.0 {
+            eprintln!(
+                "indexes updated in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
     summary.errors += files.errors.len() as u64;
     summary.skipped = files.skipped.len() as u64;
     if json {
