@@ -6,7 +6,7 @@ mod html;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -622,6 +622,18 @@ fn search(args: SearchArgs, mut open: OpenOptions) -> CliResult {
     })
 }
 
+/// Runs a benchmark in a temporary folder (`imgvec-NAME-PID` under the system temp dir),
+/// removed afterwards whatever the outcome.
+fn in_scratch<T>(
+    name: &str,
+    f: impl FnOnce(&Path) -> Result<T, imgvec::Error>,
+) -> Result<T, imgvec::Error> {
+    let scratch = std::env::temp_dir().join(format!("imgvec-{name}-{}", std::process::id()));
+    let result = f(&scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
 fn bench_ingest(
     paths: Vec<PathBuf>,
     model: Option<PathBuf>,
@@ -634,10 +646,9 @@ fn bench_ingest(
         Some(m) => m,
         None => imgvec::default_model_path()?,
     };
-    let scratch = std::env::temp_dir().join(format!("imgvec-bench-{}", std::process::id()));
-    let result = imgvec::bench::ingest(&model, size, &paths, &scratch, batch_size, open.threads);
-    let _ = std::fs::remove_dir_all(&scratch);
-    let r = result?;
+    let r = in_scratch("bench", |scratch| {
+        imgvec::bench::ingest(&model, size, &paths, scratch, batch_size, open.threads)
+    })?;
     if json {
         print_json(&r);
     } else {
@@ -670,10 +681,9 @@ fn bench_retrieval(
     } else {
         modes.iter().map(|m| m.parse()).collect::<Result<_, _>>()?
     };
-    let scratch = std::env::temp_dir().join(format!("imgvec-retrieval-{}", std::process::id()));
-    let result = imgvec::bench::retrieval(&bench, &scratch, open, &modes, rerank);
-    let _ = std::fs::remove_dir_all(&scratch);
-    let r = result?;
+    let r = in_scratch("retrieval", |scratch| {
+        imgvec::bench::retrieval(&bench, scratch, open, &modes, rerank)
+    })?;
     if json {
         print_json(&r);
         return Ok(ExitCode::SUCCESS);
@@ -858,10 +868,7 @@ fn train_sgan(
 }
 
 fn bench_ann(opts: imgvec::bench::AnnBenchOptions, json: bool) -> CliResult {
-    let scratch = std::env::temp_dir().join(format!("imgvec-ann-{}", std::process::id()));
-    let result = imgvec::bench::ann(&opts, &scratch);
-    let _ = std::fs::remove_dir_all(&scratch);
-    let r = result?;
+    let r = in_scratch("ann", |scratch| imgvec::bench::ann(&opts, scratch))?;
     if json {
         print_json(&r);
         return Ok(ExitCode::SUCCESS);

@@ -18,7 +18,9 @@ use crate::error::Result;
 use crate::exact;
 use crate::index::hamming::{self, BinaryIvf, Encoder, HammingIndex};
 use crate::index::ivfpq::IvfPq;
-use crate::index::{default_depth, AnnMode, AnnParams, IndexOptions, Indexes};
+use crate::index::{
+    default_depth, default_nlist, strided_sample, AnnMode, AnnParams, IndexOptions, Indexes,
+};
 
 /// Seeded Gaussian mixture: 1000 centres drawn from N(0, 4²) per dimension; each point is a
 /// random centre plus N(0, 1) noise per dimension. Returns `n * dim` floats, row-major.
@@ -306,11 +308,11 @@ pub fn ann(opts: &AnnBenchOptions, scratch: &std::path::Path) -> Result<AnnBench
         .clone()
         .unwrap_or_else(|| IvfPq::default_factory(n, dim));
     let t = Instant::now();
-    let sample_rows = IvfPq::training_rows(&factory, n, dim);
-    let mut sample = Vec::with_capacity(sample_rows * dim);
-    for i in 0..sample_rows {
-        sample.extend_from_slice(segment.vector(i * n / sample_rows));
-    }
+    let sample = strided_sample(
+        segment.vectors(),
+        dim,
+        IvfPq::training_rows(&factory, n, dim),
+    );
     let mut ivf = IvfPq::train(dim, &factory, &sample, n as u64)?;
     drop(sample);
     for (c_ids, c_vec) in ids
@@ -327,18 +329,10 @@ pub fn ann(opts: &AnnBenchOptions, scratch: &std::path::Path) -> Result<AnnBench
     let nprobe = opts.nprobe.unwrap_or(ivf.default_nprobe());
 
     // Binary codes: ITQ, flat scan and binary IVF.
-    let bits = opts
-        .index
-        .bits
-        .unwrap_or(Encoder::default_bits(dim))
-        .clamp(1, dim);
+    let bits = Encoder::code_bits(opts.index.bits, dim);
     let t = Instant::now();
-    let sample_rows = 65_536.min(n);
-    let mut sample = Vec::with_capacity(sample_rows * dim);
-    for i in 0..sample_rows {
-        sample.extend_from_slice(segment.vector(i * n / sample_rows));
-    }
-    let encoder = if sample_rows > bits {
+    let sample = strided_sample(segment.vectors(), dim, 65_536);
+    let encoder = if Encoder::itq_possible(sample.len() / dim, bits, dim) {
         Encoder::itq(dim, bits, &sample)?
     } else {
         Encoder::lsh(dim, bits, &sample, 1)
@@ -357,13 +351,17 @@ pub fn ann(opts: &AnnBenchOptions, scratch: &std::path::Path) -> Result<AnnBench
     let ham_disk = file_len(&ham_path) / n as f64;
     let ham_mem = flat.bytes_per_row() as f64;
     let t = Instant::now();
-    let nlist = ((4.0 * (n as f64).sqrt()) as usize).clamp(1, (n / 39).max(1));
+    let nlist = default_nlist(n);
     let bivf = BinaryIvf::build(flat.encoder.words(), flat.ids(), flat.codes(), nlist)?;
     let bivf_build = ham_build + t.elapsed().as_secs_f64();
     let bivf_path = scratch.join("hamming-ivf.idx");
     bivf.save(&bivf_path)?;
     let bivf_disk = file_len(&bivf_path) / n as f64;
     let words = flat.encoder.words();
+    let code = match flat.encoder.kind {
+        hamming::EncoderKind::Itq => "ITQ",
+        hamming::EncoderKind::Lsh => "LSH",
+    };
     let query_codes: Vec<Vec<u64>> = (0..nq).map(|q| flat.encode_one(query(q))).collect();
 
     // FAISS IndexBinaryFlat over the same codes, one thread, as the Hamming kernel's baseline.
@@ -492,10 +490,10 @@ pub fn ann(opts: &AnnBenchOptions, scratch: &std::path::Path) -> Result<AnnBench
             (AnnMode::IvfPq, true) => format!("{factory}, nprobe {nprobe}, re-rank {depth}"),
             (AnnMode::IvfPq, false) => format!("{factory}, nprobe {nprobe}"),
             (AnnMode::HammingIvf, _) => {
-                format!("{bits}-bit ITQ, BIVF{nlist}, nprobe {nprobe}, re-rank {depth}")
+                format!("{bits}-bit {code}, BIVF{nlist}, nprobe {nprobe}, re-rank {depth}")
             }
-            (_, true) => format!("{bits}-bit ITQ, re-rank {depth}"),
-            (_, false) => format!("{bits}-bit ITQ"),
+            (_, true) => format!("{bits}-bit {code}, re-rank {depth}"),
+            (_, false) => format!("{bits}-bit {code}"),
         };
         let (r1, r10) = recall(&t.results, &truth, k);
         modes.push(ModeFigures {

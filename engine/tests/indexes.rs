@@ -215,14 +215,11 @@ fn approximate_modes_agree_with_exact_on_real_photos() {
     drop(db);
 
     // A read-only handle loads the saved indexes and answers the same.
-    let ro = Database::open(
-        &path,
-        OpenOptions {
-            read_only: true,
-            ..open.clone()
-        },
-    )
-    .unwrap();
+    let read_only = OpenOptions {
+        read_only: true,
+        ..open.clone()
+    };
+    let ro = Database::open(&path, read_only.clone()).unwrap();
     let info = ro.info().unwrap().indexes;
     assert!(info.bytes_on_disk > 0);
     assert_eq!(info.ivfpq.unwrap().rows, ROWS - 10 + 1 + 12);
@@ -244,14 +241,7 @@ fn approximate_modes_agree_with_exact_on_real_photos() {
             std::fs::write(&file, &bytes).unwrap();
         }
     }
-    let ro = Database::open(
-        &path,
-        OpenOptions {
-            read_only: true,
-            ..open.clone()
-        },
-    )
-    .unwrap();
+    let ro = Database::open(&path, read_only).unwrap();
     for mode in [
         SearchMode::IvfPq,
         SearchMode::Hamming,

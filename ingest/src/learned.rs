@@ -154,13 +154,29 @@ fn conv(stride: i64, padding: i64) -> nn::ConvConfig {
     }
 }
 
+/// A 4×4 transposed convolution, stride 2, padding 1: doubles the side.
+fn upsample<'a>(path: nn::Path<'a>, input: i64, output: i64) -> nn::ConvTranspose2D {
+    let config = nn::ConvTransposeConfig {
+        stride: 2,
+        padding: 1,
+        ..Default::default()
+    };
+    nn::conv_transpose2d(path, input, output, 4, config)
+}
+
+/// Input sides the networks accept: multiples of 4 (two stride-2 halvings) in 8..=256.
+fn check_size(size: u32) -> Result<(), TrainError> {
+    if size < 8 || !size.is_multiple_of(4) || size > 256 {
+        return Err(TrainError::Invalid(format!(
+            "--size {size}: must be a multiple of 4 in 8..=256"
+        )));
+    }
+    Ok(())
+}
+
 impl Autoencoder {
     pub fn new(size: u32, code_dim: i64) -> Result<Autoencoder, TrainError> {
-        if size < 8 || !size.is_multiple_of(4) || size > 256 {
-            return Err(TrainError::Invalid(format!(
-                "--size {size}: must be a multiple of 4 in 8..=256"
-            )));
-        }
+        check_size(size)?;
         if !(1..=4096).contains(&code_dim) {
             return Err(TrainError::Invalid(format!(
                 "--code-dim {code_dim}: must be 1..=4096"
@@ -192,29 +208,9 @@ impl Autoencoder {
             ))
             .add_fn(|x| x.relu())
             .add_fn(move |x| x.view([-1, 64, q, q]))
-            .add(nn::conv_transpose2d(
-                &p / "dec2",
-                64,
-                32,
-                4,
-                nn::ConvTransposeConfig {
-                    stride: 2,
-                    padding: 1,
-                    ..Default::default()
-                },
-            ))
+            .add(upsample(&p / "dec2", 64, 32))
             .add_fn(|x| x.relu())
-            .add(nn::conv_transpose2d(
-                &p / "dec3",
-                32,
-                1,
-                4,
-                nn::ConvTransposeConfig {
-                    stride: 2,
-                    padding: 1,
-                    ..Default::default()
-                },
-            ))
+            .add(upsample(&p / "dec3", 32, 1))
             .add_fn(|x| x.sigmoid());
         Ok(Autoencoder {
             vs,
@@ -630,11 +626,7 @@ pub struct Discriminator {
 
 impl Discriminator {
     pub fn new(size: u32, feature_dim: i64, classes: i64) -> Result<Discriminator, TrainError> {
-        if size < 8 || !size.is_multiple_of(4) || size > 256 {
-            return Err(TrainError::Invalid(format!(
-                "--size {size}: must be a multiple of 4 in 8..=256"
-            )));
-        }
+        check_size(size)?;
         let vs = nn::VarStore::new(Device::Cpu);
         let p = vs.root();
         let s = size as i64;
@@ -724,30 +716,10 @@ impl Discriminator {
             ))
             .add_fn(|x| x.relu())
             .add_fn(move |x| x.view([-1, 128, q, q]))
-            .add(nn::conv_transpose2d(
-                &gp / "g2",
-                128,
-                64,
-                4,
-                nn::ConvTransposeConfig {
-                    stride: 2,
-                    padding: 1,
-                    ..Default::default()
-                },
-            ))
+            .add(upsample(&gp / "g2", 128, 64))
             .add(nn::batch_norm2d(&gp / "bn2", 64, Default::default()))
             .add_fn(|x| x.relu())
-            .add(nn::conv_transpose2d(
-                &gp / "g3",
-                64,
-                1,
-                4,
-                nn::ConvTransposeConfig {
-                    stride: 2,
-                    padding: 1,
-                    ..Default::default()
-                },
-            ))
+            .add(upsample(&gp / "g3", 64, 1))
             .add_fn(|x| x.sigmoid());
         let mut opt_d = nn::Adam {
             beta1: 0.5,

@@ -98,6 +98,19 @@ impl Encoder {
         dims.min(256)
     }
 
+    /// Code length for `requested` bits (default [`Encoder::default_bits`]). More bits than
+    /// dimensions is allowed: a wider random-projection code (ITQ cannot exceed the dimension).
+    pub fn code_bits(requested: Option<usize>, dims: usize) -> usize {
+        requested
+            .unwrap_or(Encoder::default_bits(dims))
+            .clamp(1, 4096)
+    }
+
+    /// Whether ITQ can be trained on `rows` rows: more rows than bits, bits ≤ dims.
+    pub fn itq_possible(rows: usize, bits: usize, dims: usize) -> bool {
+        rows > bits && bits <= dims
+    }
+
     /// Sign LSH: a seeded Gaussian projection of `x - mean`, where `mean` is the mean of
     /// `sample` (`n × dims`; zero when empty).
     pub fn lsh(dims: usize, bits: usize, sample: &[f32], seed: u64) -> Encoder {

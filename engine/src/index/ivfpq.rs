@@ -68,7 +68,7 @@ impl IvfPq {
     /// 8 bits (fewer below 256 rows, where k-means cannot fit 256 centroids), and no
     /// polysemous training (`np`): 32-byte codes + 8-byte ids = 40 bytes per vector.
     pub fn default_factory(n: usize, dims: usize) -> String {
-        let nlist = ((4.0 * (n as f64).sqrt()) as usize).clamp(1, (n / 39).max(1));
+        let nlist = super::default_nlist(n);
         let m = (1..=32.min(dims))
             .rev()
             .find(|m| dims.is_multiple_of(*m))

@@ -191,6 +191,12 @@ pub fn default_depth(mode: AnnMode, k: usize) -> usize {
     }
 }
 
+/// Inverted lists for `n` rows (IVF-PQ and binary IVF): about 4√n, with at least 39 training
+/// rows per list.
+pub fn default_nlist(n: usize) -> usize {
+    ((4.0 * (n as f64).sqrt()) as usize).clamp(1, (n / 39).max(1))
+}
+
 /// Lists probed per query by default (IVF-PQ and binary IVF): every list of a small index
 /// (≤ 64 lists), else about 1% of them, between 16 and 64.
 pub fn default_nprobe(nlist: usize) -> usize {
@@ -353,7 +359,7 @@ fn count_above(snap: &Snapshot, above: u64) -> usize {
 }
 
 /// Every `n / max`-th row of `vectors` (`n × dims`), at most `max` rows.
-fn strided_sample(vectors: &[f32], dims: usize, max: usize) -> Vec<f32> {
+pub(crate) fn strided_sample(vectors: &[f32], dims: usize, max: usize) -> Vec<f32> {
     let n = vectors.len() / dims;
     if n <= max {
         return vectors.to_vec();
@@ -429,10 +435,7 @@ impl Indexes {
     /// Code length: `--bits`, else min(256, dims). More bits than dimensions is allowed and
     /// gives a wider random-projection code (ITQ cannot exceed the dimension).
     fn bits(&self, dims: usize) -> usize {
-        self.opts
-            .bits
-            .unwrap_or(Encoder::default_bits(dims))
-            .clamp(1, 4096)
+        Encoder::code_bits(self.opts.bits, dims)
     }
 
     /// Loads the published index files once (a damaged or missing one is skipped and rebuilt
@@ -532,8 +535,8 @@ impl Indexes {
     /// Whether codes should be ITQ: enough rows to train it, more rows than bits, and no more
     /// bits than dimensions.
     fn wants_itq(&self, live: usize, dims: usize) -> bool {
-        let bits = self.bits(dims);
-        live >= self.opts.min_train_rows.max(1) && live > bits && bits <= dims
+        live >= self.opts.min_train_rows.max(1)
+            && Encoder::itq_possible(live, self.bits(dims), dims)
     }
 
     /// Brings the indexes up to `snap`: loads them, appends new rows, trains, retrains or purges
@@ -590,13 +593,11 @@ impl Indexes {
                 flat.add(&ids, &vectors);
                 flat.watermark = flat.watermark.max(max_id(snap));
                 let ivf = if trainable {
-                    let nlist = ((4.0 * (ids.len() as f64).sqrt()) as usize)
-                        .clamp(1, (ids.len() / 39).max(1));
                     Some(BinaryIvf::build(
                         flat.encoder.words(),
                         flat.ids(),
                         flat.codes(),
-                        nlist,
+                        default_nlist(ids.len()),
                     )?)
                 } else {
                     None
