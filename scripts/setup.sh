@@ -98,6 +98,11 @@ if [ ! -f "$MODEL" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     /usr/bin/python3 "$ROOT/scripts/make_default_model.py" \
         --weights "$CACHE/weights/mobilenet_v2-b0353104.pth" --out "$MODEL" \
         --check-image "$SAMPLE/photos/chelsea.png" >&2
+    # The balanced/robust presets' model: mid-level (features[:17], 160 channels) and top-level
+    # (features[:19], 1280 channels) maps concatenated, pooled by the engine (R-MAC).
+    /usr/bin/python3 "$ROOT/scripts/make_default_model.py" \
+        --weights "$CACHE/weights/mobilenet_v2-b0353104.pth" --out "$MODEL_DIR/mobilenet_v2_maps.pt" \
+        --layers 17,19 >&2
     echo "$want" >"$STAMP"
 fi
 # 4. A project-local Python for test oracles (numpy reads segments in the format doc's test).

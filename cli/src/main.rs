@@ -55,6 +55,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild DB with another pipeline, re-extracting every row from its stored file (files
+    /// that have gone are reported and left out; rows get new ids).
+    Reindex {
+        db: PathBuf,
+        /// Named pipeline: fast, balanced, robust.
+        #[arg(long, conflicts_with = "model")]
+        pipeline: Option<String>,
+        /// Any TorchScript extractor instead of a preset.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, default_value_t = 224, requires = "model")]
+        model_size: u32,
+        #[arg(long, default_value = "gap", requires = "model")]
+        pooling: imgvec::Pooling,
+        /// One JSON line per image, then the report.
+        #[arg(long)]
+        json: bool,
+    },
     /// Seal pending rows and merge all segments into one, dropping deleted rows.
     Compact {
         db: PathBuf,
@@ -175,9 +193,18 @@ enum BenchCommand {
         model: Option<PathBuf>,
         #[arg(long, default_value_t = 224, requires = "model")]
         model_size: u32,
+        /// Named pipeline to measure (fast, balanced, robust; default fast).
+        #[arg(long, conflicts_with = "model")]
+        pipeline: Option<String>,
         /// Approximate modes report the index's own order (no exact re-rank).
         #[arg(long)]
         no_rerank: bool,
+        /// Query augmentation (none, rot4; default: the pipeline's).
+        #[arg(long)]
+        augment: Option<String>,
+        /// Query expansion over the top N results (default: the pipeline's; 0 = off).
+        #[arg(long)]
+        qe: Option<usize>,
         #[arg(long)]
         json: bool,
     },
@@ -271,6 +298,13 @@ struct SearchArgs {
     /// hamming, or more for large k).
     #[arg(long)]
     rerank_depth: Option<usize>,
+    /// Query augmentation: none, or rot4 (also search the query turned by 90°, 180°, 270°;
+    /// default: the pipeline's — rot4 for robust).
+    #[arg(long)]
+    augment: Option<String>,
+    /// Average query expansion over the top N results (default: the pipeline's; 0 = off).
+    #[arg(long)]
+    qe: Option<usize>,
     #[arg(long)]
     json: bool,
     /// Write a self-contained HTML contact sheet of the results.
@@ -320,6 +354,25 @@ fn main() -> ExitCode {
         Command::Info { db, json } => info(db, json, open),
         Command::Delete { db, ids, paths } => delete(db, ids, paths, open),
         Command::Compact { db, json } => compact(db, json, open),
+        Command::Reindex {
+            db,
+            pipeline,
+            model,
+            model_size,
+            pooling,
+            json,
+        } => {
+            let choice = match (pipeline, model) {
+                (Some(name), _) => PipelineChoice::Named(name),
+                (None, Some(path)) => PipelineChoice::Model {
+                    path,
+                    size: model_size,
+                    pooling,
+                },
+                (None, None) => PipelineChoice::Default,
+            };
+            reindex(db, choice, json, open)
+        }
         Command::Train(TrainCommand::Autoencoder {
             paths,
             out,
@@ -389,7 +442,10 @@ fn main() -> ExitCode {
             modes,
             model,
             model_size,
+            pipeline,
             no_rerank,
+            augment,
+            qe,
             json,
         }) => {
             open.index.min_train_rows = retrieval_min_rows;
@@ -400,7 +456,21 @@ fn main() -> ExitCode {
                     pooling: imgvec::Pooling::Gap,
                 };
             }
-            bench_retrieval(bench, modes, !no_rerank, json, open)
+            if let Some(name) = pipeline {
+                open.pipeline = PipelineChoice::Named(name);
+            }
+            match augment.map(|a| a.parse()).transpose() {
+                Ok(augment) => {
+                    let base = SearchOptions {
+                        rerank: !no_rerank,
+                        augment,
+                        qe,
+                        ..SearchOptions::default()
+                    };
+                    bench_retrieval(bench, modes, &base, json, open)
+                }
+                Err(e) => Err(e),
+            }
         }
         Command::Bench(BenchCommand::Ann {
             n,
@@ -576,6 +646,8 @@ fn search(args: SearchArgs, mut open: OpenOptions) -> CliResult {
         nprobe: args.nprobe,
         rerank: !args.no_rerank,
         rerank_depth: args.rerank_depth,
+        augment: args.augment.as_deref().map(str::parse).transpose()?,
+        qe: args.qe,
     };
     let mut queries: Vec<Query> = args.images.iter().cloned().map(Query::Path).collect();
     queries.extend(args.ids.iter().map(|&id| Query::Id(id)));
@@ -669,10 +741,52 @@ fn bench_ingest(
     Ok(ExitCode::SUCCESS)
 }
 
+fn reindex(db: PathBuf, choice: PipelineChoice, json: bool, open: OpenOptions) -> CliResult {
+    let bar = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new_spinner()
+    };
+    let on_event = |e: &IngestEvent| {
+        if json {
+            print_json(e);
+        } else {
+            bar.tick();
+            if let Some(reason) = &e.error {
+                say(&bar, format!("error: {}: {reason}", e.path));
+            }
+        }
+    };
+    let report = imgvec::reindex(&db, choice, open, &on_event)?;
+    bar.finish_and_clear();
+    if json {
+        print_json(&report);
+    } else {
+        for path in &report.gone {
+            eprintln!("gone: {path}");
+        }
+        println!(
+            "reindexed {} with pipeline {}: {} of {} rows stored, {} gone, {} errors, {:.1} s",
+            db.display(),
+            report.pipeline,
+            report.stored,
+            report.rows_before,
+            report.gone.len(),
+            report.errors.len(),
+            report.seconds
+        );
+    }
+    Ok(if report.gone.is_empty() && report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 fn bench_retrieval(
     bench: PathBuf,
     modes: Vec<String>,
-    rerank: bool,
+    base: &SearchOptions,
     json: bool,
     open: OpenOptions,
 ) -> CliResult {
@@ -682,7 +796,7 @@ fn bench_retrieval(
         modes.iter().map(|m| m.parse()).collect::<Result<_, _>>()?
     };
     let r = in_scratch("retrieval", |scratch| {
-        imgvec::bench::retrieval(&bench, scratch, open, &modes, rerank)
+        imgvec::bench::retrieval(&bench, scratch, open, &modes, base)
     })?;
     if json {
         print_json(&r);
@@ -951,15 +1065,44 @@ fn info(db: PathBuf, json: bool, mut open: OpenOptions) -> CliResult {
         println!("database      {}", info.path);
         match &info.pipeline {
             Some(p) => println!(
-                "pipeline      {} (model {}, {}px, {:?} pooling, {} dims, fingerprint {})",
+                "pipeline      {} (model {}, {}px, {} pooling, {} dims, fingerprint {})",
                 p.name,
                 p.model_source,
                 p.input_size,
-                p.pooling,
+                if p.fusion.is_some() {
+                    "per-block".to_string()
+                } else {
+                    format!("{:?}", p.pooling)
+                },
                 p.dims,
                 &p.model_fingerprint[..16.min(p.model_fingerprint.len())]
             ),
             None => println!("pipeline      (none yet)"),
+        }
+        if let Some(f) = info.pipeline.as_ref().and_then(|p| p.fusion.as_ref()) {
+            let blocks: Vec<String> = f
+                .layout()
+                .iter()
+                .map(|(name, start, end, w)| format!("{name} [{start}..{end}) ×{w}"))
+                .collect();
+            println!(
+                "blocks        {} (scales {:?})",
+                blocks.join(", "),
+                f.scales
+            );
+        }
+        if let Some(spec) = info.pipeline.as_ref().and_then(|p| p.whitening) {
+            match &info.whitening {
+                Some(w) => println!(
+                    "whitening     PCA-whitening {} → {} dims, generation {}, learned on {} rows",
+                    w.dims_in, w.dims_out, w.generation, w.learned_on
+                ),
+                None => println!(
+                    "whitening     not learned yet (needs {} live rows; raw fused vectors \
+                     compared meanwhile)",
+                    spec.min_rows.max(spec.dims + 1)
+                ),
+            }
         }
         let s = &info.stats;
         println!(

@@ -149,14 +149,15 @@ pub struct RetrievalBench {
 
 /// Ingests a benchmark folder's `db/` into a fresh database at `scratch` with `open`'s pipeline
 /// and index options, builds the indexes, then for each mode runs every query alone, timing
-/// each, and scores the results per case and against exact search. `rerank: false` measures
-/// the approximate indexes' own order.
+/// each, and scores the results per case and against exact search. `base` carries the search
+/// options other than the mode (`rerank: false` measures the approximate indexes' own order;
+/// query augmentation and expansion).
 pub fn retrieval(
     bench: &Path,
     scratch: &Path,
     open: OpenOptions,
     modes: &[crate::SearchMode],
-    rerank: bool,
+    base: &crate::SearchOptions,
 ) -> Result<RetrievalBench> {
     let db_list = read_jsonl(&bench.join("db.jsonl"))?;
     let queries = read_jsonl(&bench.join("queries.jsonl"))?;
@@ -198,8 +199,7 @@ pub fn retrieval(
     for mode in run_modes {
         let opts = crate::SearchOptions {
             mode,
-            rerank,
-            ..crate::SearchOptions::default()
+            ..base.clone()
         };
         let mut latencies = Vec::with_capacity(queries.len());
         let mut per_case: std::collections::BTreeMap<String, CaseScore> = Default::default();

@@ -17,6 +17,7 @@ use crate::exact;
 use crate::index::{AnnMode, AnnParams, IndexInfo, IndexOptions, Indexes, Save};
 use crate::ingest::{IngestEvent, IngestOptions, Source};
 use crate::pipeline::{self, PipelineChoice, PipelineConfig};
+use crate::reduce::{Reducer, Whitening};
 
 /// How to open a database.
 #[derive(Debug, Clone)]
@@ -50,7 +51,7 @@ impl Default for OpenOptions {
 }
 
 /// Search strategies, chosen per query.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum SearchMode {
     /// Exact cosine over every stored vector.
     #[default]
@@ -107,6 +108,53 @@ impl std::str::FromStr for SearchMode {
     }
 }
 
+/// Query augmentation: extra copies of an image query searched alongside it; each row keeps its
+/// best score over the copies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Augment {
+    /// The query as given.
+    #[default]
+    None,
+    /// The query and its quarter, half and three-quarter turns.
+    Rot4,
+}
+
+impl Augment {
+    pub fn name(self) -> &'static str {
+        match self {
+            Augment::None => "none",
+            Augment::Rot4 => "rot4",
+        }
+    }
+
+    /// The copies of `img` to search (the image itself first).
+    fn variants(self, img: &image::RgbImage) -> Vec<image::RgbImage> {
+        match self {
+            Augment::None => vec![img.clone()],
+            Augment::Rot4 => vec![
+                img.clone(),
+                image::imageops::rotate90(img),
+                image::imageops::rotate180(img),
+                image::imageops::rotate270(img),
+            ],
+        }
+    }
+}
+
+impl std::str::FromStr for Augment {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(Augment::None),
+            "rot4" => Ok(Augment::Rot4),
+            other => Err(Error::Invalid(format!(
+                "unknown query augmentation `{other}` (none, rot4)"
+            ))),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SearchOptions {
     pub k: usize,
@@ -124,6 +172,11 @@ pub struct SearchOptions {
     pub rerank: bool,
     /// Candidates fetched from an approximate index per query; `None` = `index::default_depth`.
     pub rerank_depth: Option<usize>,
+    /// Query augmentation; `None` = the pipeline's default (`robust`: `Rot4`).
+    pub augment: Option<Augment>,
+    /// Average query expansion (αQE with α = 3): the query vector plus its top `qe` results
+    /// weighted by similarity³ is searched again. `None` = the pipeline's default; 0 = off.
+    pub qe: Option<usize>,
 }
 
 impl Default for SearchOptions {
@@ -137,6 +190,8 @@ impl Default for SearchOptions {
             nprobe: None,
             rerank: true,
             rerank_depth: None,
+            augment: None,
+            qe: None,
         }
     }
 }
@@ -168,6 +223,29 @@ pub struct DatabaseInfo {
     #[serde(flatten)]
     pub stats: StoreStats,
     pub indexes: IndexInfo,
+    /// The learned whitening, for pipelines that have one and once it is learned.
+    pub whitening: Option<WhiteningInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WhiteningInfo {
+    pub generation: u64,
+    pub learned_on: u64,
+    pub dims_in: usize,
+    pub dims_out: usize,
+    pub min_rows: usize,
+}
+
+/// (id, score) pairs, best first, or why there are none.
+type Ranked = Result<Vec<(u64, f32)>>;
+
+/// The best `k` rows of a list that may name a row more than once, each with its best score.
+fn best_per_row(mut hits: Vec<(u64, f32)>, k: usize) -> Vec<(u64, f32)> {
+    hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut seen = std::collections::HashSet::new();
+    hits.retain(|(id, _)| seen.insert(*id));
+    hits.truncate(k);
+    hits
 }
 
 /// One image database (a folder). `Send + Sync`: share one handle across threads.
@@ -176,10 +254,20 @@ pub struct Database {
     /// Background compaction worker of a writable handle; stopped and joined on drop.
     _compactor: Option<Compactor>,
     pipeline: Mutex<Option<PipelineConfig>>,
-    requested: PipelineChoice,
+    pub(crate) requested: PipelineChoice,
     extractor: Mutex<Option<Box<dyn Extractor>>>,
     pub(crate) threads: usize,
     indexes: Arc<Indexes>,
+    index_opts: IndexOptions,
+    /// The whitening of a pipeline that has one, made once the pipeline is known.
+    reducer: Mutex<Option<Arc<Reducer>>>,
+}
+
+/// The vector space a search runs in: the stored vectors, or their whitened view.
+struct Space {
+    snapshot: Arc<Snapshot>,
+    indexes: Arc<Indexes>,
+    whitening: Option<Arc<Whitening>>,
 }
 
 impl Database {
@@ -206,6 +294,8 @@ impl Database {
             extractor: Mutex::new(None),
             threads,
             indexes,
+            index_opts: opts.index,
+            reducer: Mutex::new(None),
         })
     }
 
@@ -223,7 +313,8 @@ impl Database {
         match (self.pipeline.lock().as_ref(), &self.requested) {
             (Some(config), _) => config.input_size,
             (None, PipelineChoice::Model { size, .. }) => *size,
-            (None, _) => pipeline::PRESET_INPUT_SIZE,
+            (None, PipelineChoice::Named(n)) => pipeline::preset_input_size(n),
+            (None, PipelineChoice::Default) => pipeline::PRESET_INPUT_SIZE,
         }
     }
 
@@ -347,28 +438,92 @@ impl Database {
         let snap = self.store.snapshot();
         self.indexes
             .refresh(&self.store, &snap, Save::Unsaved, true)?;
+        self.refresh_space(&snap, Save::Unsaved, true)?;
         Ok(report)
     }
 
-    /// Brings the approximate indexes up to date now: appends new rows, trains them once the
-    /// collection is large enough, and (writers) saves them. The background thread does this on
-    /// its own; call it to have them ready before the first approximate search.
+    /// Brings the approximate indexes (and a pipeline's whitening) up to date now: appends new
+    /// rows, trains them once the collection is large enough, and (writers) saves them. The
+    /// background thread does this for the stored vectors on its own; call it to have everything
+    /// ready before the first search.
     pub fn refresh_indexes(&self) -> Result<()> {
         let snap = self.store.snapshot();
         let save = match self.store.mode() {
             OpenMode::ReadWrite => Save::Unsaved,
             OpenMode::ReadOnly => Save::Never,
         };
+        self.refresh_space(&snap, save, false)?;
         Ok(self.indexes.refresh(&self.store, &snap, save, false)?)
     }
 
+    /// Learns/extends the whitening and the indexes over the whitened view, and saves them.
+    fn refresh_space(&self, snap: &Arc<Snapshot>, save: Save, purge_all: bool) -> Result<()> {
+        let Some(reducer) = self.reducer() else {
+            return Ok(());
+        };
+        if let Some(view) = reducer.view(&self.store, snap)? {
+            view.indexes
+                .refresh(&self.store, &view.snapshot, save, purge_all)?;
+            if save != Save::Never {
+                reducer.save(&self.store)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The pipeline's whitening, once the pipeline is known and asks for one.
+    fn reducer(&self) -> Option<Arc<Reducer>> {
+        let mut guard = self.reducer.lock();
+        if guard.is_none() {
+            let spec = self.pipeline.lock().as_ref().and_then(|p| p.whitening)?;
+            *guard = Some(Arc::new(Reducer::new(
+                &self.store,
+                spec,
+                self.index_opts.clone(),
+            )));
+        }
+        guard.clone()
+    }
+
+    /// The space searches of `snap` run in.
+    fn space(&self, snap: Arc<Snapshot>) -> Result<Space> {
+        if let Some(reducer) = self.reducer() {
+            if let Some(view) = reducer.view(&self.store, &snap)? {
+                return Ok(Space {
+                    snapshot: view.snapshot,
+                    indexes: view.indexes,
+                    whitening: Some(view.whitening),
+                });
+            }
+        }
+        Ok(Space {
+            snapshot: snap,
+            indexes: self.indexes.clone(),
+            whitening: None,
+        })
+    }
+
     pub fn info(&self) -> Result<DatabaseInfo> {
+        let snap = self.store.snapshot();
+        let space = self.space(snap)?;
+        let whitening = self.reducer().and_then(|r| {
+            r.info().map(
+                |(generation, learned_on, dims_in, dims_out)| WhiteningInfo {
+                    generation,
+                    learned_on,
+                    dims_in,
+                    dims_out,
+                    min_rows: r.spec().min_rows,
+                },
+            )
+        });
         Ok(DatabaseInfo {
             path: self.dir().display().to_string(),
             read_only: self.store.mode() == OpenMode::ReadOnly,
             pipeline: self.pipeline(),
             stats: self.store.stats()?,
-            indexes: self.indexes.info(&self.store),
+            indexes: space.indexes.info(&self.store),
+            whitening,
         })
     }
 
@@ -380,53 +535,105 @@ impl Database {
 
     /// Answers several queries, running the model once per batch of image queries. Each query
     /// gets its own result, so one unreadable image does not fail the others.
+    ///
+    /// A query becomes one vector per augmentation variant (whitened when the pipeline has a
+    /// learned whitening); each variant is searched, every row keeps its best score over the
+    /// variants, and query expansion, when on, searches once more with the expanded vector.
     pub fn search_batch(&self, queries: Vec<Query>, opts: &SearchOptions) -> Vec<Result<Vec<Hit>>> {
-        let vectors = self.query_vectors(&queries);
+        let defaults = self.pipeline().map(|p| p.query).unwrap_or_default();
+        let augment = opts.augment.unwrap_or(defaults.augment);
+        let qe = opts.qe.unwrap_or(defaults.qe);
+        let fail_all = |msg: String| -> Vec<Result<Vec<Hit>>> {
+            queries
+                .iter()
+                .map(|_| Err(Error::Invalid(msg.clone())))
+                .collect()
+        };
         let dims = match self.store.dims() {
             Ok(Some(d)) => d as usize,
-            Ok(None) => return vectors.into_iter().map(|v| v.map(|_| Vec::new())).collect(),
-            Err(e) => {
-                let msg = e.to_string();
-                return queries
-                    .iter()
-                    .map(|_| Err(Error::Invalid(msg.clone())))
-                    .collect();
+            Ok(None) => return queries.iter().map(|_| Ok(Vec::new())).collect(),
+            Err(e) => return fail_all(e.to_string()),
+        };
+        let vectors = self.query_vectors(&queries, augment);
+        let space = match self.space(self.store.snapshot()) {
+            Ok(s) => s,
+            Err(e) => return fail_all(e.to_string()),
+        };
+        // Every variant of every query, in the search space, one row each.
+        let mut flat = Vec::new();
+        let mut owners = Vec::new(); // query index of each row of `flat`
+        let mut raw = Vec::new();
+        for (qi, v) in vectors.iter().enumerate() {
+            if let Ok(variants) = v {
+                for var in variants.iter().filter(|var| var.len() == dims) {
+                    raw.extend_from_slice(var);
+                    owners.push(qi);
+                }
+            }
+        }
+        let space_dims = match &space.whitening {
+            Some(w) => {
+                flat = w.apply(&raw);
+                w.dims_out
+            }
+            None => {
+                flat.append(&mut raw);
+                dims
             }
         };
-        let snapshot = self.store.snapshot();
-        let mut flat = Vec::new();
-        for v in vectors.iter().flatten().filter(|v| v.len() == dims) {
-            flat.extend_from_slice(v);
-        }
         let filtered = opts.path_prefix.is_some() || !opts.attributes.is_empty();
         let accept = |id: u64| !filtered || self.matches_filters(id, opts);
         // Query-by-id leaves the query row out, so ask for one more.
         let k = opts.k + queries.iter().any(|q| matches!(q, Query::Id(_))) as usize;
-        let found = match opts.mode.ann() {
-            None => exact::search(&snapshot, &flat, dims, k, filtered.then_some(&accept))
-                .into_iter()
-                .map(Ok)
-                .collect(),
-            Some(mode) => {
-                let mut out = Vec::new();
-                for q in flat.chunks_exact(dims) {
-                    out.push(self.ann_search(mode, &snapshot, q, k, opts, &accept));
+        let found = self.search_vectors(&space, &flat, space_dims, k, opts, &accept);
+        // Merge the variants of each query: best score per row.
+        let mut merged: Vec<Option<Ranked>> = (0..queries.len()).map(|_| None).collect();
+        for (qi, hits) in owners.iter().zip(found) {
+            let slot = &mut merged[*qi];
+            match (slot.take(), hits) {
+                (Some(Err(e)), _) | (_, Err(e)) => *slot = Some(Err(e)),
+                (None, Ok(h)) => *slot = Some(Ok(h)),
+                (Some(Ok(mut acc)), Ok(h)) => {
+                    acc.extend(h);
+                    *slot = Some(Ok(best_per_row(acc, k)));
                 }
-                out
             }
-        };
-        // `found` holds one list per vector in `flat`, in query order.
-        let mut found = found.into_iter();
+        }
+        // Query expansion: the first variant plus the top results, searched again.
+        if qe > 0 {
+            let mut firsts = Vec::new();
+            for (qi, slot) in merged.iter().enumerate() {
+                let Some(Ok(hits)) = slot else { continue };
+                let Some(first) = owners.iter().position(|&o| o == qi) else {
+                    continue;
+                };
+                let q = &flat[first * space_dims..(first + 1) * space_dims];
+                let mut expanded = q.to_vec();
+                for &(id, score) in hits.iter().take(qe) {
+                    if let Some(v) = space.snapshot.vector(id) {
+                        let w = score.max(0.0).powi(3);
+                        expanded.iter_mut().zip(v).for_each(|(e, x)| *e += w * x);
+                    }
+                }
+                l2_normalize_rows(&mut expanded, space_dims);
+                firsts.push((qi, expanded));
+            }
+            let batch: Vec<f32> = firsts.iter().flat_map(|(_, v)| v.clone()).collect();
+            let again = self.search_vectors(&space, &batch, space_dims, k, opts, &accept);
+            for ((qi, _), hits) in firsts.iter().zip(again) {
+                merged[*qi] = Some(hits);
+            }
+        }
         let mut out = Vec::with_capacity(queries.len());
-        for (query, vector) in queries.iter().zip(vectors) {
+        for ((query, vector), found) in queries.iter().zip(vectors).zip(merged) {
             let result = vector.and_then(|v| {
-                if v.len() != dims {
+                if let Some(bad) = v.iter().find(|var| var.len() != dims) {
                     return Err(Error::Invalid(format!(
                         "query vector has {} dimensions, database stores {dims}",
-                        v.len()
+                        bad.len()
                     )));
                 }
-                let hits = found.next().unwrap_or_else(|| Ok(Vec::new()))?;
+                let hits = found.unwrap_or_else(|| Ok(Vec::new()))?;
                 let skip = match query {
                     Query::Id(id) => Some(*id),
                     _ => None,
@@ -454,19 +661,44 @@ impl Database {
         out
     }
 
+    /// Top `k` of each `dims`-long row of `flat` in `space`, in the mode `opts` asks for.
+    fn search_vectors(
+        &self,
+        space: &Space,
+        flat: &[f32],
+        dims: usize,
+        k: usize,
+        opts: &SearchOptions,
+        accept: &dyn Fn(u64) -> bool,
+    ) -> Vec<Ranked> {
+        let filtered = opts.path_prefix.is_some() || !opts.attributes.is_empty();
+        match opts.mode.ann() {
+            None => exact::search(&space.snapshot, flat, dims, k, filtered.then_some(accept))
+                .into_iter()
+                .map(Ok)
+                .collect(),
+            Some(mode) => flat
+                .chunks_exact(dims)
+                .map(|q| self.ann_search(mode, space, q, k, opts, accept))
+                .collect(),
+        }
+    }
+
     /// One query in an approximate mode; falls back to exact search where that index does not
     /// exist yet or filters left too few candidates.
     fn ann_search(
         &self,
         mode: AnnMode,
-        snapshot: &Snapshot,
+        space: &Space,
         query: &[f32],
         k: usize,
         opts: &SearchOptions,
         accept: &dyn Fn(u64) -> bool,
     ) -> Result<Vec<(u64, f32)>> {
-        if !self.indexes.is_current(snapshot, mode) {
-            self.indexes
+        let snapshot = &space.snapshot;
+        if !space.indexes.is_current(snapshot, mode) {
+            space
+                .indexes
                 .refresh(&self.store, snapshot, Save::Never, false)?;
         }
         let params = AnnParams {
@@ -475,7 +707,7 @@ impl Database {
             rerank: opts.rerank,
             depth: opts.rerank_depth,
         };
-        match self
+        match space
             .indexes
             .search(mode, snapshot, query, &params, accept)?
         {
@@ -502,50 +734,51 @@ impl Database {
         }
     }
 
-    /// One unit-norm vector per query (or the reason it has none).
-    fn query_vectors(&self, queries: &[Query]) -> Vec<Result<Vec<f32>>> {
-        let mut out: Vec<Option<Result<Vec<f32>>>> = vec![];
+    /// The unit-norm vectors of each query — one per augmentation variant of an image query,
+    /// the stored vector of an id query — or the reason it has none.
+    fn query_vectors(&self, queries: &[Query], augment: Augment) -> Vec<Result<Vec<Vec<f32>>>> {
+        let mut out: Vec<Option<Result<Vec<Vec<f32>>>>> = vec![];
         let mut images = Vec::new(); // (slot, rgb)
         for (i, q) in queries.iter().enumerate() {
-            match q {
-                Query::Id(id) => out.push(Some(match self.store.vector(*id) {
-                    Ok(Some(v)) => Ok(v),
-                    Ok(None) => Err(Error::NoSuchId(*id)),
-                    Err(e) => Err(e.into()),
-                })),
-                Query::Path(p) => {
-                    let decoded = std::fs::read(p)
-                        .map_err(|e| e.to_string())
-                        .and_then(|b| decode(&b).map_err(|e| e.to_string()));
-                    match decoded {
-                        Ok(img) => {
-                            images.push((i, img.rgb));
-                            out.push(None);
-                        }
-                        Err(reason) => out.push(Some(Err(Error::Image {
-                            path: p.display().to_string(),
-                            reason,
-                        }))),
-                    }
+            let decoded = match q {
+                Query::Id(id) => {
+                    out.push(Some(match self.store.vector(*id) {
+                        Ok(Some(v)) => Ok(vec![v]),
+                        Ok(None) => Err(Error::NoSuchId(*id)),
+                        Err(e) => Err(e.into()),
+                    }));
+                    continue;
                 }
-                Query::Bytes(b) => match decode(b) {
-                    Ok(img) => {
-                        images.push((i, img.rgb));
-                        out.push(None);
+                Query::Path(p) => std::fs::read(p)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| decode(&b).map_err(|e| e.to_string()))
+                    .map_err(|reason| Error::Image {
+                        path: p.display().to_string(),
+                        reason,
+                    }),
+                Query::Bytes(b) => decode(b).map_err(|e| Error::Image {
+                    path: "<bytes>".into(),
+                    reason: e.to_string(),
+                }),
+            };
+            match decoded {
+                Ok(img) => {
+                    for variant in augment.variants(&img.rgb) {
+                        images.push((i, variant));
                     }
-                    Err(e) => out.push(Some(Err(Error::Image {
-                        path: "<bytes>".into(),
-                        reason: e.to_string(),
-                    }))),
-                },
+                    out.push(None);
+                }
+                Err(e) => out.push(Some(Err(e))),
             }
         }
         if !images.is_empty() {
-            let extracted = self.extract_images(images.iter().map(|(_, img)| img));
-            match extracted {
+            match self.extract_images(images.iter().map(|(_, img)| img)) {
                 Ok(vectors) => {
                     for ((slot, _), v) in images.iter().zip(vectors) {
-                        out[*slot] = Some(Ok(v));
+                        match &mut out[*slot] {
+                            Some(Ok(list)) => list.push(v),
+                            other => *other = Some(Ok(vec![v])),
+                        }
                     }
                 }
                 Err(e) => {
@@ -596,6 +829,9 @@ impl Drop for Database {
                 .refresh(&self.store, &snap, Save::Unsaved, false)
             {
                 tracing::warn!("{}: saving indexes failed: {e}", self.dir().display());
+            }
+            if let Err(e) = self.refresh_space(&snap, Save::Unsaved, false) {
+                tracing::warn!("{}: saving the whitening failed: {e}", self.dir().display());
             }
         }
     }

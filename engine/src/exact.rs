@@ -134,6 +134,38 @@ const CBLAS_ROW_MAJOR: i32 = 101;
 const CBLAS_NO_TRANS: i32 = 111;
 const CBLAS_TRANS: i32 = 112;
 
+/// `a · bᵀ` for row-major `a` (m × k) and `b` (n × k): m × n, row-major (OpenBLAS `sgemm`).
+pub(crate) fn matmul_nt(a: &[f32], m: usize, b: &[f32], n: usize, k: usize) -> Vec<f32> {
+    assert!(
+        a.len() == m * k && b.len() == n * k,
+        "matmul_nt: shapes disagree"
+    );
+    let mut c = vec![0f32; m * n];
+    if m == 0 || n == 0 || k == 0 {
+        return c;
+    }
+    // SAFETY: the buffers hold m×k, n×k and m×n floats, as the leading dimensions say.
+    unsafe {
+        cblas_sgemm(
+            CBLAS_ROW_MAJOR,
+            CBLAS_NO_TRANS,
+            CBLAS_TRANS,
+            m as i32,
+            n as i32,
+            k as i32,
+            1.0,
+            a.as_ptr(),
+            k as i32,
+            b.as_ptr(),
+            k as i32,
+            0.0,
+            c.as_mut_ptr(),
+            n as i32,
+        )
+    };
+    c
+}
+
 /// Threads OpenBLAS uses for batched exact search (and FAISS's own matrix products).
 pub fn set_blas_threads(n: usize) {
     // SAFETY: plain OpenBLAS runtime setting.

@@ -243,6 +243,10 @@ impl Database {
         on_event: &(dyn Fn(&IngestEvent) + Sync),
     ) -> Result<IngestSummary> {
         let start = Instant::now();
+        if let Some(existing) = self.pipeline() {
+            // Before any file is looked at: unchanged files would never reach the model.
+            crate::pipeline::check_choice(self.dir(), &existing, &self.requested)?;
+        }
         // Workers start decoding at once: the input size is known without the model, which is
         // loaded (on the inference thread) while the first batch is being prepared. Unchanged
         // files never need it. The extractor is locked per batch, not for the whole ingest, so

@@ -41,9 +41,12 @@ pub mod exact;
 pub mod index;
 mod ingest;
 pub mod pipeline;
+pub mod reduce;
+mod reindex;
 
 pub use database::{
-    make_thumbnail, Database, DatabaseInfo, Hit, OpenOptions, Query, SearchMode, SearchOptions,
+    make_thumbnail, Augment, Database, DatabaseInfo, Hit, OpenOptions, Query, SearchMode,
+    SearchOptions, WhiteningInfo,
 };
 pub use error::{Error, Result};
 pub use image;
@@ -54,6 +57,7 @@ pub use imgvec_storage::{CompactionReport, ImageRecord, StorageError};
 pub use index::{IndexInfo, IndexOptions};
 pub use ingest::{IngestEvent, IngestOptions, IngestStatus, IngestSummary, Source};
 pub use pipeline::{PipelineChoice, PipelineConfig, PIPELINES};
+pub use reindex::{reindex, ReindexReport};
 
 /// Makes glibc keep freed memory for reuse instead of returning it to the kernel at once.
 ///

@@ -4,14 +4,25 @@
 
 use std::path::{Path, PathBuf};
 
-use imgvec_ingest::{default_model_path, Extractor, Pooling, TorchScriptExtractor};
+use imgvec_ingest::{
+    default_model_path, model_dir, CnnBlock, ExtractError, Extractor, FusedExtractor, FusionSpec,
+    HandBlock, Handcrafted, Pooling, TorchScriptExtractor,
+};
 use imgvec_storage::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::reduce::WhiteningSpec;
 
-/// Named pipelines. Richer ones (`balanced`, `robust`) arrive with the descriptor issues.
-pub const PIPELINES: &[&str] = &["fast"];
+/// Named pipelines (presets):
+/// - `fast`: MobileNetV2, global average pooling of the last layer at 224 px (1280 dims);
+/// - `balanced`: MobileNetV2 mid-level (160 ch) and top-level (1280 ch) maps, R-MAC pooled at
+///   320 and 224 px, + handcrafted colour and HOG blocks, fused and PCA-whitened to 256
+///   dimensions on the collection;
+/// - `robust`: `balanced`'s vectors, searched with query augmentation (rotations) by default.
+pub const PIPELINES: &[&str] = &["fast", "balanced", "robust"];
+/// Model file (in the model folder) of the `balanced` and `robust` presets.
+pub const MAPS_MODEL_FILE: &str = "mobilenet_v2_maps.pt";
 const META_PIPELINE: &str = "pipeline";
 /// Input side of the named presets' model.
 pub const PRESET_INPUT_SIZE: u32 = 224;
@@ -51,6 +62,137 @@ pub struct PipelineConfig {
     #[serde(default)]
     pub pooling: Pooling,
     pub dims: usize,
+    /// Fused blocks (presets `balanced`, `robust`); `None`: the model's output is the vector.
+    #[serde(default)]
+    pub fusion: Option<FusionSpec>,
+    /// PCA-whitening learned on the collection (see `reduce`).
+    #[serde(default)]
+    pub whitening: Option<WhiteningSpec>,
+    /// Query-side defaults of the preset (`search` options can override them).
+    #[serde(default)]
+    pub query: QueryDefaults,
+}
+
+/// Search-time defaults a preset carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryDefaults {
+    /// Query augmentation: also search rotated copies of the query and keep each row's best
+    /// score (see `Augment`).
+    #[serde(default)]
+    pub augment: crate::database::Augment,
+    /// Average query expansion over this many top results (0: off).
+    #[serde(default)]
+    pub qe: usize,
+}
+
+/// What a named preset is made of.
+struct Preset {
+    model_file: &'static str,
+    input_size: u32,
+    fusion: Option<FusionSpec>,
+    whitening: Option<WhiteningSpec>,
+    query: QueryDefaults,
+}
+
+/// The fused descriptor of `balanced` and `robust` (1440 CNN + 81 colour + 1764 HOG values).
+/// Weights chosen on instances-dev (docs/RESULTS.md): colour 0.5 lifted recall@1 from 0.871 to
+/// 0.917 (occlusion, crop, rotate), HOG 0.3 on top to 0.924 (near-duplicates); LBP at 0.3 changed
+/// nothing (0.921) and is left out.
+pub fn balanced_fusion() -> FusionSpec {
+    let rmac = Pooling::Rmac { levels: 3 };
+    FusionSpec {
+        input_size: 320,
+        scales: vec![320, 224],
+        cnn: vec![
+            CnnBlock {
+                name: "mobilenet_v2.features16.rmac".into(),
+                channels: (0, 160),
+                pooling: rmac,
+                weight: 1.0,
+            },
+            CnnBlock {
+                name: "mobilenet_v2.features18.rmac".into(),
+                channels: (160, 1440),
+                pooling: rmac,
+                weight: 1.0,
+            },
+        ],
+        handcrafted: vec![
+            HandBlock {
+                kind: Handcrafted::Colour,
+                weight: 0.5,
+            },
+            HandBlock {
+                kind: Handcrafted::Hog,
+                weight: 0.3,
+            },
+        ],
+    }
+}
+
+fn preset(name: &str) -> Option<Preset> {
+    let whitening = Some(WhiteningSpec {
+        dims: 256,
+        min_rows: 512,
+    });
+    match name {
+        "fast" => Some(Preset {
+            model_file: imgvec_ingest::files::DEFAULT_MODEL_FILE,
+            input_size: PRESET_INPUT_SIZE,
+            fusion: None,
+            whitening: None,
+            query: QueryDefaults::default(),
+        }),
+        "balanced" => Some(Preset {
+            model_file: MAPS_MODEL_FILE,
+            input_size: 320,
+            fusion: Some(balanced_fusion()),
+            whitening,
+            query: QueryDefaults::default(),
+        }),
+        "robust" => Some(Preset {
+            model_file: MAPS_MODEL_FILE,
+            input_size: 320,
+            fusion: Some(balanced_fusion()),
+            whitening,
+            query: QueryDefaults {
+                augment: crate::database::Augment::Rot4,
+                qe: 0,
+            },
+        }),
+        _ => None,
+    }
+}
+
+/// Input side of a named preset (the default size for unknown names, which fail later).
+pub fn preset_input_size(name: &str) -> u32 {
+    preset(name).map_or(PRESET_INPUT_SIZE, |p| p.input_size)
+}
+
+/// A preset's model file in the model folder, or an error naming the setup command.
+fn preset_model(file: &str) -> Result<PathBuf> {
+    if file == imgvec_ingest::files::DEFAULT_MODEL_FILE {
+        return Ok(default_model_path()?);
+    }
+    let path = model_dir().join(file);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(ExtractError::MissingDefaultModel { path }.into())
+    }
+}
+
+/// Loads the extractor a configuration describes from `model`.
+fn extractor_for(
+    model: &Path,
+    size: u32,
+    pooling: Pooling,
+    fusion: Option<&FusionSpec>,
+) -> Result<Box<dyn Extractor>> {
+    Ok(match fusion {
+        Some(spec) => Box::new(FusedExtractor::load(Some(model), spec.clone())?),
+        None => Box::new(TorchScriptExtractor::load(model, size, pooling)?),
+    })
 }
 
 impl PipelineConfig {
@@ -68,7 +210,7 @@ impl PipelineConfig {
             )
             .into());
         }
-        let extractor = TorchScriptExtractor::load(&path, self.input_size, self.pooling)?;
+        let extractor = extractor_for(&path, self.input_size, self.pooling, self.fusion.as_ref())?;
         if extractor.dims() != self.dims {
             return Err(Error::Invalid(format!(
                 "{}: model gives {} dimensions, database stores {}",
@@ -77,7 +219,7 @@ impl PipelineConfig {
                 self.dims
             )));
         }
-        Ok(Box::new(extractor))
+        Ok(extractor)
     }
 }
 
@@ -97,55 +239,59 @@ pub fn resolve(
     store: &Store,
     choice: &PipelineChoice,
 ) -> Result<(PipelineConfig, Option<Box<dyn Extractor>>)> {
-    let (name, source, size, pooling) = match choice {
-        PipelineChoice::Default => ("fast".to_string(), None, PRESET_INPUT_SIZE, Pooling::Gap),
-        PipelineChoice::Named(n) if PIPELINES.contains(&n.as_str()) => {
-            (n.clone(), None, PRESET_INPUT_SIZE, Pooling::Gap)
-        }
-        PipelineChoice::Named(n) => {
-            return Err(Error::Invalid(format!(
-                "unknown pipeline `{n}`; available: {}",
-                PIPELINES.join(", ")
-            )))
-        }
-        PipelineChoice::Model {
-            path,
-            size,
-            pooling,
-        } => ("custom".into(), Some(path.clone()), *size, *pooling),
+    let named = match choice {
+        PipelineChoice::Default => Some("fast"),
+        PipelineChoice::Named(n) => Some(n.as_str()),
+        PipelineChoice::Model { .. } => None,
     };
-    if let Some(existing) = stored(store)? {
-        let conflict = match choice {
-            PipelineChoice::Default => false,
-            PipelineChoice::Named(n) => *n != existing.name,
-            PipelineChoice::Model {
+    let (name, source, size, pooling, fusion, whitening, query) = match named {
+        Some(n) => {
+            let p = preset(n).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "unknown pipeline `{n}`; available: {}",
+                    PIPELINES.join(", ")
+                ))
+            })?;
+            (
+                n.to_string(),
+                None,
+                p.input_size,
+                Pooling::Gap,
+                p.fusion,
+                p.whitening,
+                p.query,
+            )
+        }
+        None => {
+            let PipelineChoice::Model {
                 path,
                 size,
                 pooling,
-            } => {
-                read_model(path)?.1 != existing.model_fingerprint
-                    || *size != existing.input_size
-                    || *pooling != existing.pooling
-            }
-        };
-        if conflict {
-            return Err(Error::Invalid(format!(
-                "{}: the database was created with pipeline `{}` (model {}, {}px, {:?} pooling); \
-                 it cannot be changed by ingest",
-                store.dir().display(),
-                existing.name,
-                existing.model_source,
-                existing.input_size,
-                existing.pooling
-            )));
+            } = choice
+            else {
+                unreachable!("named choices handled above")
+            };
+            let q = QueryDefaults::default();
+            (
+                "custom".into(),
+                Some(path.clone()),
+                *size,
+                *pooling,
+                None,
+                None,
+                q,
+            )
         }
+    };
+    if let Some(existing) = stored(store)? {
+        check_choice(store.dir(), &existing, choice)?;
         return Ok((existing, None));
     }
     let source = match source {
         Some(p) => p,
-        None => default_model_path()?,
+        None => preset_model(preset(&name).map_or("", |p| p.model_file))?,
     };
-    let extractor = TorchScriptExtractor::load(&source, size, pooling)?;
+    let extractor = extractor_for(&source, size, pooling, fusion.as_ref())?;
     let (bytes, fingerprint) = read_model(&source)?;
     let models_dir = store.dir().join(MODELS_DIR);
     std::fs::create_dir_all(&models_dir)
@@ -165,10 +311,42 @@ pub fn resolve(
         input_size: size,
         pooling,
         dims: extractor.dims(),
+        fusion,
+        whitening,
+        query,
     };
     let json = serde_json::to_string(&config).map_err(|e| Error::Invalid(e.to_string()))?;
     store.put_meta(META_PIPELINE, &json)?;
-    Ok((config, Some(Box::new(extractor))))
+    Ok((config, Some(extractor)))
+}
+
+/// Fails when `choice` asks for another pipeline than the database's `existing` one.
+pub fn check_choice(dir: &Path, existing: &PipelineConfig, choice: &PipelineChoice) -> Result<()> {
+    let conflict = match choice {
+        PipelineChoice::Default => false,
+        PipelineChoice::Named(n) => *n != existing.name,
+        PipelineChoice::Model {
+            path,
+            size,
+            pooling,
+        } => {
+            read_model(path)?.1 != existing.model_fingerprint
+                || *size != existing.input_size
+                || *pooling != existing.pooling
+        }
+    };
+    if conflict {
+        return Err(Error::Invalid(format!(
+            "{}: the database was created with pipeline `{}` (model {}, {}px, {:?} pooling); \
+             it cannot be changed by ingest (use `imgvec reindex DB --pipeline NAME`)",
+            dir.display(),
+            existing.name,
+            existing.model_source,
+            existing.input_size,
+            existing.pooling
+        )));
+    }
+    Ok(())
 }
 
 /// A model file's bytes and fingerprint (BLAKE3, lower-case hex).

@@ -91,7 +91,7 @@ pub fn rmac_regions(h: i64, w: i64, levels: u32) -> Vec<(i64, i64, i64)> {
     out
 }
 
-fn pool(maps: &Tensor, pooling: Pooling) -> Result<Tensor, tch::TchError> {
+pub(crate) fn pool(maps: &Tensor, pooling: Pooling) -> Result<Tensor, tch::TchError> {
     let spatial = [2i64, 3];
     match pooling {
         Pooling::Gap => maps.f_mean_dim(Some(spatial.as_slice()), false, Kind::Float),

@@ -4,12 +4,14 @@
 //! the `Extractor` seam with its libtorch (TorchScript) implementation. It never touches storage
 //! or search; the engine drives it.
 
+pub mod blocks;
 pub mod decode;
 pub mod extractor;
 pub mod files;
 pub mod learned;
 pub mod preprocess;
 
+pub use blocks::{CnnBlock, FusedExtractor, FusionSpec, HandBlock, Handcrafted};
 pub use decode::{decode, has_image_extension, DecodeError, DecodedImage};
 pub use extractor::{
     l2_normalize_rows, rmac_regions, set_torch_threads, ExtractError, Extractor, Pooling,

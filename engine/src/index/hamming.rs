@@ -45,7 +45,7 @@ pub struct Encoder {
 
 /// Applies a trained FAISS vector transform to `n` rows. (The faiss crate's `apply_noalloc`
 /// returns an empty vector, so this calls the C API with a buffer of the right length.)
-fn apply<T: NativeVectorTransform + VectorTransform>(
+pub(crate) fn apply<T: NativeVectorTransform + VectorTransform>(
     t: &T,
     x: &[f32],
     d_in: usize,
@@ -72,7 +72,7 @@ fn apply<T: NativeVectorTransform + VectorTransform>(
 
 /// The affine map `x ↦ A x + b` behind a trained linear transform, read back by applying it to
 /// the origin and to each basis vector.
-fn affine_of<T: NativeVectorTransform + VectorTransform>(
+pub(crate) fn affine_of<T: NativeVectorTransform + VectorTransform>(
     t: &T,
     d_in: usize,
     d_out: usize,

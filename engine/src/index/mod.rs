@@ -247,6 +247,10 @@ struct Published {
     ivfpq: Option<String>,
     hamming: Option<String>,
     hamming_ivf: Option<String>,
+    /// The vector space the indexes were built in: 0 for the stored vectors, else the generation
+    /// of the PCA-whitening they were built over (see `reduce`).
+    #[serde(default)]
+    space: u64,
 }
 
 const META_KEY: &str = "indexes";
@@ -279,6 +283,11 @@ struct BuildState {
 pub(crate) struct Indexes {
     dir: PathBuf,
     opts: IndexOptions,
+    /// RocksDB meta key publishing the files.
+    meta_key: String,
+    /// Vector length when it is not the store's (indexes over whitened vectors).
+    dims: Option<usize>,
+    space: u64,
     ivf: RwLock<Option<IvfPq>>,
     binary: RwLock<Option<Binary>>,
     build: Mutex<BuildState>,
@@ -286,11 +295,11 @@ pub(crate) struct Indexes {
 }
 
 /// Ids of rows in a snapshot that are live (not tombstoned).
-fn is_live(snap: &Snapshot, id: u64) -> bool {
+pub(crate) fn is_live(snap: &Snapshot, id: u64) -> bool {
     !snap.tombstones.contains(&id) && snap.vector(id).is_some()
 }
 
-fn max_id(snap: &Snapshot) -> u64 {
+pub(crate) fn max_id(snap: &Snapshot) -> u64 {
     let seg = snap
         .segments
         .iter()
@@ -299,7 +308,7 @@ fn max_id(snap: &Snapshot) -> u64 {
     seg.chain(pend).max().unwrap_or(0)
 }
 
-fn live_rows(snap: &Snapshot) -> usize {
+pub(crate) fn live_rows(snap: &Snapshot) -> usize {
     let total: usize = snap
         .segments
         .iter()
@@ -310,7 +319,7 @@ fn live_rows(snap: &Snapshot) -> usize {
 }
 
 /// Live rows with ids above `above`, ascending, with their vectors.
-fn rows_above(snap: &Snapshot, above: u64, dims: usize) -> (Vec<u64>, Vec<f32>) {
+pub(crate) fn rows_above(snap: &Snapshot, above: u64, dims: usize) -> (Vec<u64>, Vec<f32>) {
     let mut rows: Vec<(u64, &[f32])> = Vec::new();
     for (_, seg) in &snap.segments {
         if seg.dims() != dims {
@@ -409,6 +418,31 @@ impl Indexes {
         Indexes {
             dir: store.dir().join(INDEX_DIR),
             opts,
+            meta_key: META_KEY.into(),
+            dims: None,
+            space: 0,
+            ivf: RwLock::new(None),
+            binary: RwLock::new(None),
+            build: Mutex::new(BuildState::default()),
+            loaded: AtomicBool::new(false),
+        }
+    }
+
+    /// Indexes over derived vectors of `dims` dimensions (whitening generation `space`), kept in
+    /// their own folder `indexes/<name>` and published under their own meta key.
+    pub fn derived(
+        store: &Store,
+        opts: IndexOptions,
+        name: &str,
+        dims: usize,
+        space: u64,
+    ) -> Indexes {
+        Indexes {
+            dir: store.dir().join(INDEX_DIR).join(name),
+            opts,
+            meta_key: format!("{META_KEY}:{name}"),
+            dims: Some(dims),
+            space,
             ivf: RwLock::new(None),
             binary: RwLock::new(None),
             build: Mutex::new(BuildState::default()),
@@ -425,11 +459,24 @@ impl Indexes {
         Indexes {
             dir: PathBuf::new(),
             opts,
+            meta_key: String::new(),
+            dims: None,
+            space: 0,
             ivf: RwLock::new(ivf),
             binary: RwLock::new(binary.map(|(flat, ivf)| Binary { flat, ivf })),
             build: Mutex::new(BuildState::default()),
             loaded: AtomicBool::new(true),
         }
+    }
+
+    fn dims(&self, store: &Store) -> Result<Option<usize>, IndexError> {
+        if self.dims.is_some() {
+            return Ok(self.dims);
+        }
+        let d = store
+            .dims()
+            .map_err(|e| IndexError::Invalid(e.to_string()))?;
+        Ok(d.map(|d| d as usize))
     }
 
     /// Code length: `--bits`, else min(256, dims). More bits than dimensions is allowed and
@@ -445,11 +492,11 @@ impl Indexes {
             return;
         }
         let published: Option<Published> = store
-            .get_meta(META_KEY)
+            .get_meta(&self.meta_key)
             .ok()
             .flatten()
             .and_then(|s| serde_json::from_str(&s).ok());
-        if let Some(p) = published.filter(|p| p.dims as usize == dims) {
+        if let Some(p) = published.filter(|p| p.dims as usize == dims && p.space == self.space) {
             if let Some(f) = &p.ivfpq {
                 match IvfPq::load(&self.dir.join(f), dims) {
                     Ok(ivf) => *self.ivf.write() = Some(ivf),
@@ -549,11 +596,8 @@ impl Indexes {
         save: Save,
         purge_all: bool,
     ) -> Result<(), IndexError> {
-        let dims = match store
-            .dims()
-            .map_err(|e| IndexError::Invalid(e.to_string()))?
-        {
-            Some(d) => d as usize,
+        let dims = match self.dims(store)? {
+            Some(d) => d,
             None => return Ok(()),
         };
         let mut st = self.build.lock();
@@ -709,6 +753,7 @@ impl Indexes {
         let mut next = Published {
             generation,
             dims: dims as u32,
+            space: self.space,
             ..Published::default()
         };
         if let Some(ivf) = &*self.ivf.read() {
@@ -728,7 +773,7 @@ impl Indexes {
         }
         let json = serde_json::to_string(&next).map_err(|e| IndexError::Invalid(e.to_string()))?;
         store
-            .put_meta(META_KEY, &json)
+            .put_meta(&self.meta_key, &json)
             .map_err(|e| IndexError::Invalid(e.to_string()))?;
         self.remove_unpublished(&next);
         st.published = next;
@@ -822,9 +867,9 @@ impl Indexes {
 
     /// What is built, for `imgvec info`.
     pub fn info(&self, store: &Store) -> IndexInfo {
-        if let Ok(Some(d)) = store.dims() {
+        if let Ok(Some(d)) = self.dims(store) {
             let mut st = self.build.lock();
-            self.load_once(&mut st, store, d as usize);
+            self.load_once(&mut st, store, d);
         }
         let ivfpq = self.ivf.read().as_ref().map(|i| IvfInfo {
             rows: i.len(),
