@@ -807,3 +807,57 @@ fn train_autoencoder_then_ingest_with_it_and_bad_labels_for_sgan() {
         "{err}"
     );
 }
+
+#[test]
+fn presets_and_reindex_from_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = tmp.path().join("imgs");
+    let files = copy_db_images(&imgs, 8);
+    let db = tmp.path().join("db");
+    let out = run(&["ingest", s(&db), s(&imgs), "--pipeline", "nonsense"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown pipeline `nonsense`"));
+    assert!(run(&["ingest", s(&db), s(&imgs)]).status.success());
+    // Changing the pipeline needs reindex, which says which files have gone.
+    let out = run(&["ingest", s(&db), s(&imgs), "--pipeline", "robust"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("imgvec reindex"));
+    std::fs::remove_file(&files[2]).unwrap();
+    let out = run(&["reindex", s(&db), "--pipeline", "robust", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    let report = lines.last().unwrap();
+    assert_eq!(report["stored"], 7);
+    assert_eq!(report["gone"][0], s(&files[2]));
+    let info = run(&["info", s(&db), "--json"]);
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["pipeline"]["name"], "robust");
+    assert_eq!(info["pipeline"]["query"]["augment"], "rot4");
+    assert!(
+        info["whitening"].is_null(),
+        "8 rows are too few to learn a whitening"
+    );
+    let text = String::from_utf8_lossy(&run(&["info", s(&db)]).stdout).into_owned();
+    assert!(text.contains("colour [1440..1521)"), "{text}");
+    assert!(text.contains("not learned yet"), "{text}");
+    for extra in [&[][..], &["--augment", "none", "--qe", "2"][..]] {
+        let mut args = vec!["search", s(&db), s(&files[0]), "--json", "-k", "3"];
+        args.extend_from_slice(extra);
+        let out = run(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let hits = &json_lines(&out)[0]["results"];
+        assert_eq!(hits[0]["path"], s(&files[0]));
+    }
+    let out = run(&["search", s(&db), s(&files[0]), "--augment", "sideways"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown query augmentation"));
+}

@@ -422,16 +422,23 @@ mod tests {
             rows.extend_from_slice(&row);
         }
         let w = Whitening::learn(&rows, 8, 4, n as u64).unwrap();
-        // Before normalisation the outputs have unit variance and no correlation.
+        // Before normalisation the outputs have equal variances and no correlation (FAISS
+        // scales by the scatter matrix's eigenvalues, so the common variance is 1/n; one scale
+        // for every dimension is all cosine search needs).
         let raw = matmul_nt(&rows, n, &w.matrix, 4, 8);
+        let cov = |i: usize, j: usize| -> f32 {
+            (0..n)
+                .map(|r| (raw[r * 4 + i] + w.bias[i]) * (raw[r * 4 + j] + w.bias[j]))
+                .sum::<f32>()
+                / n as f32
+        };
+        let unit = cov(0, 0);
+        assert!(unit > 0.0);
         for i in 0..4 {
             for j in 0..4 {
-                let c: f32 = (0..n)
-                    .map(|r| (raw[r * 4 + i] + w.bias[i]) * (raw[r * 4 + j] + w.bias[j]))
-                    .sum::<f32>()
-                    / n as f32;
+                let c = cov(i, j) / unit;
                 let want = if i == j { 1.0 } else { 0.0 };
-                assert!((c - want).abs() < 0.05, "cov[{i}][{j}] = {c}");
+                assert!((c - want).abs() < 0.05, "cov[{i}][{j}] = {c} × cov[0][0]");
             }
         }
         let dir = tempfile::tempdir().unwrap();
