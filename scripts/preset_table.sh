@@ -47,7 +47,7 @@ lines = [
 for case in cases:
     n = r1("fast", "exact", case)[1]
     ref = reference.get(case)
-    row = [case, str(n), f"{ref:.2f}" if ref is not None else "–"]
+    row = [case, str(n), f"{ref:g}" if ref is not None else "–"]
     row += [f"{r1(p, 'exact', case)[0]:.3f}" for p in presets]
     row.append(f"{r1('robust', 'hamming', case)[0]:.3f}")
     lines.append("| " + " | ".join(row) + " |")
