@@ -436,9 +436,10 @@ impl Database {
     pub fn compact(&self) -> Result<CompactionReport> {
         let report = self.store.compact(CompactionPolicy::Full)?;
         let snap = self.store.snapshot();
+        // The whitened space first: once it exists, the stored vectors' indexes are dormant.
+        self.refresh_space(&snap, Save::Unsaved, true)?;
         self.indexes
             .refresh(&self.store, &snap, Save::Unsaved, true)?;
-        self.refresh_space(&snap, Save::Unsaved, true)?;
         Ok(report)
     }
 
@@ -462,6 +463,7 @@ impl Database {
             return Ok(());
         };
         if let Some(view) = reducer.view(&self.store, snap)? {
+            self.indexes.set_dormant();
             view.indexes
                 .refresh(&self.store, &view.snapshot, save, purge_all)?;
             if save != Save::Never {
@@ -489,6 +491,8 @@ impl Database {
     fn space(&self, snap: Arc<Snapshot>) -> Result<Space> {
         if let Some(reducer) = self.reducer() {
             if let Some(view) = reducer.view(&self.store, &snap)? {
+                // The stored vectors' own indexes are no longer searched: stop maintaining them.
+                self.indexes.set_dormant();
                 return Ok(Space {
                     snapshot: view.snapshot,
                     indexes: view.indexes,
@@ -824,14 +828,14 @@ impl Drop for Database {
         drop(self._compactor.take());
         if self.store.mode() == OpenMode::ReadWrite {
             let snap = self.store.snapshot();
+            if let Err(e) = self.refresh_space(&snap, Save::Unsaved, false) {
+                tracing::warn!("{}: saving the whitening failed: {e}", self.dir().display());
+            }
             if let Err(e) = self
                 .indexes
                 .refresh(&self.store, &snap, Save::Unsaved, false)
             {
                 tracing::warn!("{}: saving indexes failed: {e}", self.dir().display());
-            }
-            if let Err(e) = self.refresh_space(&snap, Save::Unsaved, false) {
-                tracing::warn!("{}: saving the whitening failed: {e}", self.dir().display());
             }
         }
     }

@@ -292,6 +292,8 @@ pub(crate) struct Indexes {
     binary: RwLock<Option<Binary>>,
     build: Mutex<BuildState>,
     loaded: AtomicBool,
+    /// Set once searches moved to another space (a learned whitening): no more maintenance.
+    dormant: AtomicBool,
 }
 
 /// Ids of rows in a snapshot that are live (not tombstoned).
@@ -425,6 +427,7 @@ impl Indexes {
             binary: RwLock::new(None),
             build: Mutex::new(BuildState::default()),
             loaded: AtomicBool::new(false),
+            dormant: AtomicBool::new(false),
         }
     }
 
@@ -447,6 +450,7 @@ impl Indexes {
             binary: RwLock::new(None),
             build: Mutex::new(BuildState::default()),
             loaded: AtomicBool::new(false),
+            dormant: AtomicBool::new(false),
         }
     }
 
@@ -466,6 +470,7 @@ impl Indexes {
             binary: RwLock::new(binary.map(|(flat, ivf)| Binary { flat, ivf })),
             build: Mutex::new(BuildState::default()),
             loaded: AtomicBool::new(true),
+            dormant: AtomicBool::new(false),
         }
     }
 
@@ -477,6 +482,12 @@ impl Indexes {
             .dims()
             .map_err(|e| IndexError::Invalid(e.to_string()))?;
         Ok(d.map(|d| d as usize))
+    }
+
+    /// Stops all maintenance of these indexes (searches run in a whitened space now); what was
+    /// saved stays on disk.
+    pub fn set_dormant(&self) {
+        self.dormant.store(true, Ordering::Release);
     }
 
     /// Code length: `--bits`, else min(256, dims). More bits than dimensions is allowed and
@@ -596,6 +607,9 @@ impl Indexes {
         save: Save,
         purge_all: bool,
     ) -> Result<(), IndexError> {
+        if self.dormant.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let dims = match self.dims(store)? {
             Some(d) => d,
             None => return Ok(()),
