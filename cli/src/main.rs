@@ -199,12 +199,8 @@ enum BenchCommand {
         /// Approximate modes report the index's own order (no exact re-rank).
         #[arg(long)]
         no_rerank: bool,
-        /// Query augmentation (none, rot4; default: the pipeline's).
-        #[arg(long)]
-        augment: Option<String>,
-        /// Query expansion over the top N results (default: the pipeline's; 0 = off).
-        #[arg(long)]
-        qe: Option<usize>,
+        #[command(flatten)]
+        query: QueryArgs,
         #[arg(long)]
         json: bool,
     },
@@ -298,13 +294,8 @@ struct SearchArgs {
     /// hamming, or more for large k).
     #[arg(long)]
     rerank_depth: Option<usize>,
-    /// Query augmentation: none, or rot4 (also search the query turned by 90°, 180°, 270°;
-    /// default: the pipeline's — rot4 for robust).
-    #[arg(long)]
-    augment: Option<String>,
-    /// Average query expansion over the top N results (default: the pipeline's; 0 = off).
-    #[arg(long)]
-    qe: Option<usize>,
+    #[command(flatten)]
+    query: QueryArgs,
     #[arg(long)]
     json: bool,
     /// Write a self-contained HTML contact sheet of the results.
@@ -444,8 +435,7 @@ fn main() -> ExitCode {
             model_size,
             pipeline,
             no_rerank,
-            augment,
-            qe,
+            query,
             json,
         }) => {
             open.index.min_train_rows = retrieval_min_rows;
@@ -459,16 +449,12 @@ fn main() -> ExitCode {
             if let Some(name) = pipeline {
                 open.pipeline = PipelineChoice::Named(name);
             }
-            match augment.map(|a| a.parse()).transpose() {
-                Ok(augment) => {
-                    let base = SearchOptions {
-                        rerank: !no_rerank,
-                        augment,
-                        qe,
-                        ..SearchOptions::default()
-                    };
-                    bench_retrieval(bench, modes, &base, json, open)
-                }
+            let mut base = SearchOptions {
+                rerank: !no_rerank,
+                ..SearchOptions::default()
+            };
+            match query.apply(&mut base) {
+                Ok(()) => bench_retrieval(bench, modes, &base, json, open),
                 Err(e) => Err(e),
             }
         }
@@ -628,6 +614,45 @@ fn ingest(args: IngestArgs, mut open: OpenOptions) -> CliResult {
     })
 }
 
+/// Query-side options shared by `search` and `bench retrieval`; each defaults to the pipeline's.
+#[derive(Debug, Args)]
+struct QueryArgs {
+    /// Query augmentation: none, or rot4 (also search the query turned by 90°, 180°, 270°).
+    #[arg(long)]
+    augment: Option<String>,
+    /// Average query expansion over the top N results (0 = off).
+    #[arg(long)]
+    qe: Option<usize>,
+    /// Spatial verification (pipelines with local features, e.g. robust): verify the top N
+    /// global results and the N images found by local-descriptor voting (0 = off).
+    #[arg(long)]
+    verify: Option<usize>,
+    /// Inliers a verified result needs.
+    #[arg(long)]
+    min_inliers: Option<usize>,
+    /// Inlier tolerance in pixels (of the stored image, at most 640 px a side).
+    #[arg(long)]
+    inlier_px: Option<f32>,
+}
+
+impl QueryArgs {
+    fn apply(&self, opts: &mut SearchOptions) -> Result<(), imgvec::Error> {
+        opts.augment = self.augment.as_deref().map(str::parse).transpose()?;
+        opts.qe = self.qe;
+        opts.verify = self.verify;
+        opts.min_inliers = self.min_inliers;
+        if let Some(px) = self.inlier_px {
+            if !(px > 0.0 && px.is_finite()) {
+                return Err(imgvec::Error::Invalid(format!(
+                    "--inlier-px {px}: give a positive number of pixels"
+                )));
+            }
+            opts.inlier_px = Some(px);
+        }
+        Ok(())
+    }
+}
+
 fn search(args: SearchArgs, mut open: OpenOptions) -> CliResult {
     if args.images.is_empty() && args.ids.is_empty() {
         return Err(imgvec::Error::Invalid(
@@ -637,7 +662,7 @@ fn search(args: SearchArgs, mut open: OpenOptions) -> CliResult {
     let mode: SearchMode = args.mode.parse()?;
     open.read_only = true;
     let db = Database::open(&args.db, open)?;
-    let opts = SearchOptions {
+    let mut opts = SearchOptions {
         k: args.k,
         mode,
         threshold: args.threshold,
@@ -646,9 +671,9 @@ fn search(args: SearchArgs, mut open: OpenOptions) -> CliResult {
         nprobe: args.nprobe,
         rerank: !args.no_rerank,
         rerank_depth: args.rerank_depth,
-        augment: args.augment.as_deref().map(str::parse).transpose()?,
-        qe: args.qe,
+        ..SearchOptions::default()
     };
+    args.query.apply(&mut opts)?;
     let mut queries: Vec<Query> = args.images.iter().cloned().map(Query::Path).collect();
     queries.extend(args.ids.iter().map(|&id| Query::Id(id)));
     let labels: Vec<String> = queries.iter().map(query_label).collect();

@@ -1,9 +1,10 @@
 //! The `Database` handle: open, insert, search, get, delete.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use imgvec_ingest::sift::{self, LocalFeatures, PackedFeatures};
 use imgvec_ingest::{decode, l2_normalize_rows, model_input, set_torch_threads, Extractor};
 use imgvec_storage::{
     CompactionPolicy, CompactionReport, ImageRecord, OpenMode, Snapshot, Store, StoreOptions,
@@ -16,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::exact;
 use crate::index::{AnnMode, AnnParams, IndexInfo, IndexOptions, Indexes, Save};
 use crate::ingest::{IngestEvent, IngestOptions, Source};
+use crate::local::{self, LocalIndex, VerifyParams};
 use crate::pipeline::{self, PipelineChoice, PipelineConfig};
 use crate::reduce::{Reducer, Whitening};
 
@@ -177,6 +179,14 @@ pub struct SearchOptions {
     /// Average query expansion (αQE with α = 3): the query vector plus its top `qe` results
     /// weighted by similarity³ is searched again. `None` = the pipeline's default; 0 = off.
     pub qe: Option<usize>,
+    /// Spatial verification (pipelines with local features): the top `verify` results of the
+    /// global ranking and the `verify` images found by descriptor voting are verified.
+    /// `None` = the pipeline's default; 0 = off.
+    pub verify: Option<usize>,
+    /// Inliers that make a candidate verified; `None` = the pipeline's default.
+    pub min_inliers: Option<usize>,
+    /// Inlier tolerance in pixels; `None` = the pipeline's default.
+    pub inlier_px: Option<f32>,
 }
 
 impl Default for SearchOptions {
@@ -192,6 +202,9 @@ impl Default for SearchOptions {
             rerank_depth: None,
             augment: None,
             qe: None,
+            verify: None,
+            min_inliers: None,
+            inlier_px: None,
         }
     }
 }
@@ -213,6 +226,9 @@ pub struct Hit {
     pub path: String,
     /// Cosine similarity, higher is better.
     pub score: f32,
+    /// Spatially verified inliers, when the search verified this result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inliers: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -261,6 +277,8 @@ pub struct Database {
     index_opts: IndexOptions,
     /// The whitening of a pipeline that has one, made once the pipeline is known.
     reducer: Mutex<Option<Arc<Reducer>>>,
+    /// Every stored local descriptor, for voting; built on the first verified search.
+    local_index: Mutex<Option<LocalIndex>>,
 }
 
 /// The vector space a search runs in: the stored vectors, or their whitened view.
@@ -296,6 +314,7 @@ impl Database {
             indexes,
             index_opts: opts.index,
             reducer: Mutex::new(None),
+            local_index: Mutex::new(None),
         })
     }
 
@@ -315,6 +334,15 @@ impl Database {
             (None, PipelineChoice::Model { size, .. }) => *size,
             (None, PipelineChoice::Named(n)) => pipeline::preset_input_size(n),
             (None, PipelineChoice::Default) => pipeline::PRESET_INPUT_SIZE,
+        }
+    }
+
+    /// The local features ingest will extract, known without loading the model.
+    pub(crate) fn planned_local(&self) -> Option<imgvec_ingest::sift::SiftParams> {
+        match (self.pipeline.lock().as_ref(), &self.requested) {
+            (Some(config), _) => config.local.map(|l| l.sift),
+            (None, PipelineChoice::Named(n)) => pipeline::preset_local(n).map(|l| l.sift),
+            (None, _) => None,
         }
     }
 
@@ -544,9 +572,11 @@ impl Database {
     /// learned whitening); each variant is searched, every row keeps its best score over the
     /// variants, and query expansion, when on, searches once more with the expanded vector.
     pub fn search_batch(&self, queries: Vec<Query>, opts: &SearchOptions) -> Vec<Result<Vec<Hit>>> {
-        let defaults = self.pipeline().map(|p| p.query).unwrap_or_default();
+        let pipeline = self.pipeline();
+        let defaults = pipeline.as_ref().map(|p| p.query).unwrap_or_default();
         let augment = opts.augment.unwrap_or(defaults.augment);
         let qe = opts.qe.unwrap_or(defaults.qe);
+        let verify = self.verify_params(pipeline.as_ref(), &defaults, opts);
         let fail_all = |msg: String| -> Vec<Result<Vec<Hit>>> {
             queries
                 .iter()
@@ -558,7 +588,7 @@ impl Database {
             Ok(None) => return queries.iter().map(|_| Ok(Vec::new())).collect(),
             Err(e) => return fail_all(e.to_string()),
         };
-        let vectors = self.query_vectors(&queries, augment);
+        let (vectors, locals) = self.query_vectors(&queries, augment, verify.is_some());
         let space = match self.space(self.store.snapshot()) {
             Ok(s) => s,
             Err(e) => return fail_all(e.to_string()),
@@ -587,8 +617,10 @@ impl Database {
         };
         let filtered = opts.path_prefix.is_some() || !opts.attributes.is_empty();
         let accept = |id: u64| !filtered || self.matches_filters(id, opts);
-        // Query-by-id leaves the query row out, so ask for one more.
-        let k = opts.k + queries.iter().any(|q| matches!(q, Query::Id(_))) as usize;
+        // Query-by-id leaves the query row out, so ask for one more; verification needs its
+        // shortlist.
+        let k = (opts.k + queries.iter().any(|q| matches!(q, Query::Id(_))) as usize)
+            .max(verify.map_or(0, |v| v.shortlist));
         let found = self.search_vectors(&space, &flat, space_dims, k, opts, &accept);
         // Merge the variants of each query: best score per row.
         let mut merged: Vec<Option<Ranked>> = (0..queries.len()).map(|_| None).collect();
@@ -628,8 +660,30 @@ impl Database {
                 merged[*qi] = Some(hits);
             }
         }
+        let mut inliers: Vec<HashMap<u64, usize>> = vec![HashMap::new(); queries.len()];
+        if let Some(params) = verify {
+            let snap = self.store.snapshot();
+            for (qi, slot) in merged.iter_mut().enumerate() {
+                let (Some(Ok(hits)), Some(features)) = (slot.as_mut(), locals[qi].as_ref()) else {
+                    continue;
+                };
+                // The query's variants in the search space, to score images found by voting.
+                let variants: Vec<&[f32]> = owners
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &o)| o == qi)
+                    .map(|(row, _)| &flat[row * space_dims..(row + 1) * space_dims])
+                    .collect();
+                match self.verify_hits(hits, features, &variants, &space, &snap, &params, &accept) {
+                    Ok(found) => inliers[qi] = found,
+                    Err(e) => *slot = Some(Err(e)),
+                }
+            }
+        }
         let mut out = Vec::with_capacity(queries.len());
-        for ((query, vector), found) in queries.iter().zip(vectors).zip(merged) {
+        for (((query, vector), found), inliers) in
+            queries.iter().zip(vectors).zip(merged).zip(inliers)
+        {
             let result = vector.and_then(|v| {
                 if let Some(bad) = v.iter().find(|var| var.len() != dims) {
                     return Err(Error::Invalid(format!(
@@ -655,6 +709,7 @@ impl Database {
                             id,
                             path: rec.path,
                             score,
+                            inliers: inliers.get(&id).copied(),
                         });
                     }
                 }
@@ -663,6 +718,105 @@ impl Database {
             out.push(result);
         }
         out
+    }
+
+    /// The verification a search runs: the pipeline's, adjusted by `opts`; `None` when the
+    /// pipeline stores no local features or verification is off.
+    fn verify_params(
+        &self,
+        pipeline: Option<&PipelineConfig>,
+        defaults: &pipeline::QueryDefaults,
+        opts: &SearchOptions,
+    ) -> Option<VerifyParams> {
+        pipeline?.local?;
+        let mut p = defaults.verify.unwrap_or_default();
+        if let Some(n) = opts.verify {
+            p.shortlist = n;
+            p.voted = n;
+        }
+        if let Some(n) = opts.min_inliers {
+            p.min_inliers = n;
+        }
+        if let Some(px) = opts.inlier_px {
+            p.inlier_px = px;
+        }
+        (p.shortlist > 0 || p.voted > 0).then_some(p)
+    }
+
+    /// Re-ranks one query's global `hits` with local features: adds the images descriptor
+    /// voting finds, verifies the shortlist and those, and orders verified candidates first
+    /// (see `local`). Scores stay cosines in the search space. Returns the inliers per row.
+    #[allow(clippy::too_many_arguments)]
+    fn verify_hits(
+        &self,
+        hits: &mut Vec<(u64, f32)>,
+        features: &LocalFeatures,
+        variants: &[&[f32]],
+        space: &Space,
+        snap: &Snapshot,
+        params: &VerifyParams,
+        accept: &dyn Fn(u64) -> bool,
+    ) -> Result<HashMap<u64, usize>> {
+        let live = |id: u64| !snap.tombstones.contains(&id) && accept(id);
+        let voted = {
+            let mut guard = self.local_index.lock();
+            match guard.as_mut() {
+                Some(index) => index.catch_up(snap)?,
+                None => *guard = Some(LocalIndex::build(snap)?),
+            }
+            let index = guard.as_ref().expect("built above");
+            index.vote(&features.descriptors, params.voted, &live)?
+        };
+        let mut candidates: Vec<(u64, f32)> = hits.iter().take(params.shortlist).copied().collect();
+        for (id, _) in voted {
+            if candidates.iter().any(|(c, _)| *c == id) {
+                continue;
+            }
+            let Some(v) = space.snapshot.vector(id) else {
+                continue;
+            };
+            let cosine = variants
+                .iter()
+                .map(|q| exact::dot(q, v))
+                .fold(f32::MIN, f32::max);
+            candidates.push((id, cosine));
+        }
+        let mut found = HashMap::new();
+        let mut ranked: Vec<(bool, f32, u64, f32)> = Vec::with_capacity(candidates.len());
+        for &(id, cosine) in &candidates {
+            let packed = snap.local(id).unwrap_or(&[]);
+            let v = match PackedFeatures::parse(packed) {
+                Ok(Some(p)) => local::verify(features, &p, params),
+                Ok(None) => local::Verification::default(),
+                Err(e) => {
+                    return Err(Error::Invalid(format!(
+                        "row {id}: stored local features: {e}"
+                    )))
+                }
+            };
+            let n = v.inliers;
+            found.insert(id, n);
+            let verified = n >= params.min_inliers && v.coverage >= params.min_coverage;
+            let key = if verified {
+                local::verified_score(cosine, n)
+            } else {
+                cosine
+            };
+            ranked.push((verified, key, id, cosine));
+        }
+        ranked.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2)));
+        let rest: Vec<(u64, f32)> = hits
+            .iter()
+            .skip(params.shortlist)
+            .filter(|(id, _)| !found.contains_key(id))
+            .copied()
+            .collect();
+        *hits = ranked
+            .into_iter()
+            .map(|(_, _, id, cosine)| (id, cosine))
+            .collect();
+        hits.extend(rest);
+        Ok(found)
     }
 
     /// Top `k` of each `dims`-long row of `flat` in `space`, in the mode `opts` asks for.
@@ -739,13 +893,29 @@ impl Database {
     }
 
     /// The unit-norm vectors of each query — one per augmentation variant of an image query,
-    /// the stored vector of an id query — or the reason it has none.
-    fn query_vectors(&self, queries: &[Query], augment: Augment) -> Vec<Result<Vec<Vec<f32>>>> {
+    /// the stored vector of an id query — or the reason it has none; and, when `local`, its
+    /// local features (extracted, or the stored ones of an id query).
+    #[allow(clippy::type_complexity)]
+    fn query_vectors(
+        &self,
+        queries: &[Query],
+        augment: Augment,
+        local: bool,
+    ) -> (Vec<Result<Vec<Vec<f32>>>>, Vec<Option<LocalFeatures>>) {
+        let sift_params = self.pipeline().and_then(|p| p.local).map(|l| l.sift);
+        let mut locals: Vec<Option<LocalFeatures>> = vec![None; queries.len()];
         let mut out: Vec<Option<Result<Vec<Vec<f32>>>>> = vec![];
         let mut images = Vec::new(); // (slot, rgb)
         for (i, q) in queries.iter().enumerate() {
             let decoded = match q {
                 Query::Id(id) => {
+                    if local {
+                        let snap = self.store.snapshot();
+                        locals[i] = snap
+                            .local(*id)
+                            .and_then(|b| PackedFeatures::parse(b).ok().flatten())
+                            .map(|p| p.unpack());
+                    }
                     out.push(Some(match self.store.vector(*id) {
                         Ok(Some(v)) => Ok(vec![v]),
                         Ok(None) => Err(Error::NoSuchId(*id)),
@@ -767,6 +937,9 @@ impl Database {
             };
             match decoded {
                 Ok(img) => {
+                    if let (true, Some(p)) = (local, sift_params.as_ref()) {
+                        locals[i] = Some(sift::extract(&img.rgb, p));
+                    }
                     for variant in augment.variants(&img.rgb) {
                         images.push((i, variant));
                     }
@@ -793,9 +966,11 @@ impl Database {
                 }
             }
         }
-        out.into_iter()
+        let vectors = out
+            .into_iter()
             .map(|v| v.unwrap_or_else(|| Err(Error::Invalid("query not processed".into()))))
-            .collect()
+            .collect();
+        (vectors, locals)
     }
 
     fn extract_images<'a>(

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
+use imgvec_ingest::sift::{self, SiftParams};
 use imgvec_ingest::{content_hash, decode, l2_normalize_rows, model_input, thumbnail_jpeg};
 use imgvec_storage::{content_hash_hex, NewRow, Store};
 use serde::Serialize;
@@ -129,7 +130,7 @@ struct ReadyImage {
     row: NewRow,
 }
 
-fn prepare(store: &Store, source: &Source, size: u32) -> Prepared {
+fn prepare(store: &Store, source: &Source, size: u32, local: Option<&SiftParams>) -> Prepared {
     let key = source.key();
     let bytes: Arc<[u8]> = match source {
         Source::File(p) => match std::fs::read(p) {
@@ -171,6 +172,7 @@ fn prepare(store: &Store, source: &Source, size: u32) -> Prepared {
             attributes: BTreeMap::new(),
             thumbnail: thumbnail_jpeg(&img.rgb),
             vector: Vec::new(),
+            local: local.map_or_else(Vec::new, |p| sift::pack(&sift::extract(&img.rgb, p))),
         },
     }))
 }
@@ -252,6 +254,8 @@ impl Database {
         // files never need it. The extractor is locked per batch, not for the whole ingest, so
         // searches from other threads of the same process interleave with a long ingest.
         let size = self.planned_input_size();
+        let local = self.planned_local();
+        let local = local.as_ref();
         let batch_size = opts.batch_size.max(1);
         let workers = self.threads.max(1);
         let stop = &opts.stop;
@@ -275,7 +279,7 @@ impl Database {
                 let (src_rx, prep_tx) = (src_rx.clone(), prep_tx.clone());
                 s.spawn(move || {
                     for src in src_rx {
-                        if prep_tx.send(prepare(store, &src, size)).is_err() {
+                        if prep_tx.send(prepare(store, &src, size, local)).is_err() {
                             break;
                         }
                     }

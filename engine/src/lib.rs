@@ -40,6 +40,7 @@ mod error;
 pub mod exact;
 pub mod index;
 mod ingest;
+pub mod local;
 pub mod pipeline;
 pub mod reduce;
 mod reindex;

@@ -12,6 +12,7 @@ use imgvec_storage::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::local::{LocalSpec, VerifyParams};
 use crate::reduce::WhiteningSpec;
 
 /// Named pipelines (presets):
@@ -19,7 +20,9 @@ use crate::reduce::WhiteningSpec;
 /// - `balanced`: MobileNetV2 mid-level (160 ch) and top-level (1280 ch) maps, R-MAC pooled at
 ///   320 and 224 px, + handcrafted colour and HOG blocks, fused and PCA-whitened to 256
 ///   dimensions on the collection;
-/// - `robust`: `balanced`'s vectors, searched with query augmentation (rotations) by default.
+/// - `robust`: `balanced`'s vectors plus up to 1000 SIFT keypoints per image (RootSIFT, packed
+///   in the segments); searches add images found by descriptor voting to the global shortlist
+///   and spatially verify them (see `local`).
 pub const PIPELINES: &[&str] = &["fast", "balanced", "robust"];
 /// Model file (in the model folder) of the `balanced` and `robust` presets.
 pub const MAPS_MODEL_FILE: &str = "mobilenet_v2_maps.pt";
@@ -71,10 +74,13 @@ pub struct PipelineConfig {
     /// Query-side defaults of the preset (`search` options can override them).
     #[serde(default)]
     pub query: QueryDefaults,
+    /// Local features stored per image (preset `robust`).
+    #[serde(default)]
+    pub local: Option<LocalSpec>,
 }
 
 /// Search-time defaults a preset carries.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct QueryDefaults {
     /// Query augmentation: also search rotated copies of the query and keep each row's best
     /// score (see `Augment`).
@@ -83,6 +89,9 @@ pub struct QueryDefaults {
     /// Average query expansion over this many top results (0: off).
     #[serde(default)]
     pub qe: usize,
+    /// Spatial verification with local features (pipelines that store them).
+    #[serde(default)]
+    pub verify: Option<VerifyParams>,
 }
 
 /// What a named preset is made of.
@@ -92,6 +101,7 @@ struct Preset {
     fusion: Option<FusionSpec>,
     whitening: Option<WhiteningSpec>,
     query: QueryDefaults,
+    local: Option<LocalSpec>,
 }
 
 /// The fused descriptor of `balanced` and `robust` (1440 CNN + 81 colour + 1764 HOG values).
@@ -142,6 +152,7 @@ fn preset(name: &str) -> Option<Preset> {
             fusion: None,
             whitening: None,
             query: QueryDefaults::default(),
+            local: None,
         }),
         "balanced" => Some(Preset {
             model_file: MAPS_MODEL_FILE,
@@ -149,6 +160,7 @@ fn preset(name: &str) -> Option<Preset> {
             fusion: Some(balanced_fusion()),
             whitening,
             query: QueryDefaults::default(),
+            local: None,
         }),
         "robust" => Some(Preset {
             model_file: MAPS_MODEL_FILE,
@@ -156,12 +168,21 @@ fn preset(name: &str) -> Option<Preset> {
             fusion: Some(balanced_fusion()),
             whitening,
             query: QueryDefaults {
-                augment: crate::database::Augment::Rot4,
+                augment: crate::database::Augment::None,
                 qe: 0,
+                verify: Some(VerifyParams::default()),
             },
+            local: Some(LocalSpec {
+                sift: imgvec_ingest::sift::SiftParams::default(),
+            }),
         }),
         _ => None,
     }
+}
+
+/// Local features of a named preset (none for unknown names, which fail later).
+pub fn preset_local(name: &str) -> Option<LocalSpec> {
+    preset(name).and_then(|p| p.local)
 }
 
 /// Input side of a named preset (the default size for unknown names, which fail later).
@@ -244,7 +265,7 @@ pub fn resolve(
         PipelineChoice::Named(n) => Some(n.as_str()),
         PipelineChoice::Model { .. } => None,
     };
-    let (name, source, size, pooling, fusion, whitening, query) = match named {
+    let (name, source, size, pooling, fusion, whitening, query, local) = match named {
         Some(n) => {
             let p = preset(n).ok_or_else(|| {
                 Error::Invalid(format!(
@@ -260,6 +281,7 @@ pub fn resolve(
                 p.fusion,
                 p.whitening,
                 p.query,
+                p.local,
             )
         }
         None => {
@@ -280,6 +302,7 @@ pub fn resolve(
                 None,
                 None,
                 q,
+                None,
             )
         }
     };
@@ -314,6 +337,7 @@ pub fn resolve(
         fusion,
         whitening,
         query,
+        local,
     };
     let json = serde_json::to_string(&config).map_err(|e| Error::Invalid(e.to_string()))?;
     store.put_meta(META_PIPELINE, &json)?;

@@ -294,6 +294,7 @@ impl Reducer {
                     ids,
                     vectors: projected,
                     dims: st.whitening.dims_out,
+                    ..PendingChunk::default()
                 }));
                 // Few, large chunks keep lookups cheap.
                 if st.chunks.len() > 8 {
@@ -366,6 +367,7 @@ fn retain_chunk(c: &PendingChunk, dead: &HashSet<u64>) -> PendingChunk {
         ids: Vec::with_capacity(c.ids.len()),
         vectors: Vec::with_capacity(c.vectors.len()),
         dims: c.dims,
+        ..PendingChunk::default()
     };
     for (row, &id) in c.ids.iter().enumerate() {
         if !dead.contains(&id) {
@@ -382,6 +384,7 @@ fn merge_chunks(chunks: &[Arc<PendingChunk>]) -> PendingChunk {
         ids: Vec::new(),
         vectors: Vec::new(),
         dims,
+        ..PendingChunk::default()
     };
     for c in chunks {
         out.ids.extend_from_slice(&c.ids);

@@ -162,6 +162,33 @@ impl Plane {
     }
 }
 
+/// Gradient magnitude and direction (radians, y up, in [0, 2π)) of every interior pixel of a
+/// level; computed once per level that has keypoints, shared by their orientation histograms and
+/// descriptors.
+struct Gradients {
+    w: usize,
+    h: usize,
+    mag: Vec<f32>,
+    ori: Vec<f32>,
+}
+
+impl Gradients {
+    fn of(img: &Plane) -> Gradients {
+        let (w, h) = (img.w, img.h);
+        let mut mag = vec![0f32; w * h];
+        let mut ori = vec![0f32; w * h];
+        for y in 1..h.saturating_sub(1) {
+            for x in 1..w - 1 {
+                let gx = img.at(x + 1, y) - img.at(x - 1, y);
+                let gy = img.at(x, y - 1) - img.at(x, y + 1);
+                mag[y * w + x] = (gx * gx + gy * gy).sqrt();
+                ori[y * w + x] = gy.atan2(gx).rem_euclid(std::f32::consts::TAU);
+            }
+        }
+        Gradients { w, h, mag, ori }
+    }
+}
+
 /// Reflect-101 border (`gfedcb|abcdefgh|gfedcba`), as OpenCV's default.
 #[inline]
 fn reflect(i: isize, n: usize) -> usize {
@@ -347,8 +374,12 @@ pub fn extract(rgb: &RgbImage, params: &SiftParams) -> LocalFeatures {
     candidates.truncate(params.max_keypoints);
 
     let mut hist = [0f32; HIST_BINS];
+    let mut gradients: std::collections::HashMap<(usize, usize), Gradients> =
+        std::collections::HashMap::new();
     for c in &candidates {
-        let img = &gauss[c.octave][c.layer];
+        let img = gradients
+            .entry((c.octave, c.layer))
+            .or_insert_with(|| Gradients::of(&gauss[c.octave][c.layer]));
         let scl_octv = params.sigma * 2f32.powf(c.layer_f / layers as f32);
         let (px, py) = (c.x.round() as isize, c.y.round() as isize);
         let peaks = orientation_peaks(img, px, py, scl_octv, &mut hist);
@@ -524,7 +555,7 @@ fn solve3(a: [[f32; 3]; 3], b: [f32; 3]) -> Option<[f32; 3]> {
 
 /// Peaks of the smoothed 36-bin gradient orientation histogram around (x, y), in radians.
 fn orientation_peaks(
-    img: &Plane,
+    img: &Gradients,
     x: isize,
     y: isize,
     scl: f32,
@@ -544,14 +575,11 @@ fn orientation_peaks(
             if xx <= 0 || xx >= img.w as isize - 1 {
                 continue;
             }
-            let (xu, yu) = (xx as usize, yy as usize);
-            let gx = img.at(xu + 1, yu) - img.at(xu - 1, yu);
-            let gy = img.at(xu, yu - 1) - img.at(xu, yu + 1);
+            let at = yy as usize * img.w + xx as usize;
             let weight = (((dx * dx + dy * dy) as f32) * expf).exp();
-            let angle = gy.atan2(gx).rem_euclid(std::f32::consts::TAU);
-            let bin =
-                ((angle / std::f32::consts::TAU * HIST_BINS as f32).round() as usize) % HIST_BINS;
-            raw[bin] += weight * (gx * gx + gy * gy).sqrt();
+            let bin = ((img.ori[at] / std::f32::consts::TAU * HIST_BINS as f32).round() as usize)
+                % HIST_BINS;
+            raw[bin] += weight * img.mag[at];
         }
     }
     let n = HIST_BINS;
@@ -580,7 +608,7 @@ fn orientation_peaks(
 }
 
 /// The 4×4×8 SIFT descriptor at (x, y) with orientation `angle`, as RootSIFT.
-fn describe(img: &Plane, x: f32, y: f32, angle: f32, scl: f32) -> [f32; DESCRIPTOR_LEN] {
+fn describe(img: &Gradients, x: f32, y: f32, angle: f32, scl: f32) -> [f32; DESCRIPTOR_LEN] {
     let d = DESCR_WIDTH;
     let n = DESCR_BINS;
     let (px, py) = (x.round() as isize, y.round() as isize);
@@ -610,12 +638,10 @@ fn describe(img: &Plane, x: f32, y: f32, angle: f32, scl: f32) -> [f32; DESCRIPT
             if rbin <= -1.0 || rbin >= d as f32 || cbin <= -1.0 || cbin >= d as f32 {
                 continue;
             }
-            let (cu, ru) = (c as usize, r as usize);
-            let dx = img.at(cu + 1, ru) - img.at(cu - 1, ru);
-            let dy = img.at(cu, ru - 1) - img.at(cu, ru + 1);
+            let at = r as usize * img.w + c as usize;
             let weight = ((c_rot * c_rot + r_rot * r_rot) * exp_scale).exp();
-            let mag = (dx * dx + dy * dy).sqrt() * weight;
-            let ori = (dy.atan2(dx) - angle).rem_euclid(std::f32::consts::TAU);
+            let mag = img.mag[at] * weight;
+            let ori = (img.ori[at] - angle).rem_euclid(std::f32::consts::TAU);
             let obin = ori * bins_per_rad;
             let (r0, c0, o0) = (rbin.floor(), cbin.floor(), obin.floor());
             let (fr, fc, fo) = (rbin - r0, cbin - c0, obin - o0);
@@ -652,6 +678,121 @@ fn describe(img: &Plane, x: f32, y: f32, angle: f32, scl: f32) -> [f32; DESCRIPT
     desc
 }
 
+/// Packed local features: `LOCAL_MAGIC`, version, frame width and height (u16 each), keypoint
+/// count (u32), then per keypoint 8 bytes of geometry (x and y in quarter pixels, u16; scale in
+/// 1/32 px, u16; angle in 1/256 turns, u8; one zero byte), then per keypoint the 128 RootSIFT
+/// values quantised to u8 (`round(v * QUANT)`, saturating at 255). 136 bytes a keypoint.
+/// docs/FORMAT.md describes the same bytes.
+pub const LOCAL_MAGIC: [u8; 2] = *b"IL";
+pub const LOCAL_VERSION: u8 = 1;
+const LOCAL_HEADER: usize = 12;
+const GEOMETRY_BYTES: usize = 8;
+/// Quantisation step of packed descriptors: RootSIFT values above 0.5 are rare (< 0.1%).
+pub const QUANT: f32 = 512.0;
+
+/// Packs features for storage (see `LOCAL_MAGIC`). Frames are at most 16383 px a side.
+pub fn pack(f: &LocalFeatures) -> Vec<u8> {
+    let n = f.len();
+    let mut out = Vec::with_capacity(LOCAL_HEADER + n * (GEOMETRY_BYTES + DESCRIPTOR_LEN));
+    out.extend_from_slice(&LOCAL_MAGIC);
+    out.push(LOCAL_VERSION);
+    out.push(0);
+    out.extend_from_slice(&(f.width.min(u16::MAX as u32) as u16).to_le_bytes());
+    out.extend_from_slice(&(f.height.min(u16::MAX as u32) as u16).to_le_bytes());
+    out.extend_from_slice(&(n as u32).to_le_bytes());
+    let q16 = |v: f32, step: f32| ((v * step).round().clamp(0.0, u16::MAX as f32)) as u16;
+    for k in &f.keypoints {
+        out.extend_from_slice(&q16(k.x, 4.0).to_le_bytes());
+        out.extend_from_slice(&q16(k.y, 4.0).to_le_bytes());
+        out.extend_from_slice(&q16(k.scale, 32.0).to_le_bytes());
+        let turn = (k.angle / std::f32::consts::TAU * 256.0).round() as u32 % 256;
+        out.push(turn as u8);
+        out.push(0);
+    }
+    out.extend(
+        f.descriptors
+            .iter()
+            .map(|v| (v * QUANT).round().clamp(0.0, 255.0) as u8),
+    );
+    out
+}
+
+/// A view of packed features, as stored (zero-copy over the mapped segment).
+#[derive(Debug, Clone, Copy)]
+pub struct PackedFeatures<'a> {
+    pub width: u32,
+    pub height: u32,
+    geometry: &'a [u8],
+    /// `len() * DESCRIPTOR_LEN` quantised values.
+    pub descriptors: &'a [u8],
+}
+
+impl<'a> PackedFeatures<'a> {
+    /// Reads the header; an empty slice (a row without local features) is `Ok(None)`.
+    pub fn parse(bytes: &'a [u8]) -> Result<Option<PackedFeatures<'a>>, String> {
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        if bytes.len() < LOCAL_HEADER || bytes[..2] != LOCAL_MAGIC {
+            return Err("not packed local features (bad magic)".into());
+        }
+        if bytes[2] != LOCAL_VERSION {
+            return Err(format!("unsupported local-feature version {}", bytes[2]));
+        }
+        let u16_at = |i: usize| u16::from_le_bytes([bytes[i], bytes[i + 1]]) as u32;
+        let n = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+        let geometry_end = LOCAL_HEADER + n * GEOMETRY_BYTES;
+        if bytes.len() != geometry_end + n * DESCRIPTOR_LEN {
+            return Err(format!(
+                "local features of {} bytes do not hold {n} keypoints",
+                bytes.len()
+            ));
+        }
+        Ok(Some(PackedFeatures {
+            width: u16_at(4),
+            height: u16_at(6),
+            geometry: &bytes[LOCAL_HEADER..geometry_end],
+            descriptors: &bytes[geometry_end..],
+        }))
+    }
+
+    pub fn len(&self) -> usize {
+        self.geometry.len() / GEOMETRY_BYTES
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.geometry.is_empty()
+    }
+
+    /// Keypoint `i` (position, scale and angle; `response` is not stored and reads 0).
+    pub fn keypoint(&self, i: usize) -> Keypoint {
+        let g = &self.geometry[i * GEOMETRY_BYTES..(i + 1) * GEOMETRY_BYTES];
+        let u = |j: usize| u16::from_le_bytes([g[j], g[j + 1]]) as f32;
+        Keypoint {
+            x: u(0) / 4.0,
+            y: u(2) / 4.0,
+            scale: u(4) / 32.0,
+            angle: g[6] as f32 / 256.0 * std::f32::consts::TAU,
+            response: 0.0,
+        }
+    }
+
+    /// The descriptors back as floats (`len() * DESCRIPTOR_LEN`, close to unit L2).
+    pub fn descriptors_f32(&self) -> Vec<f32> {
+        self.descriptors.iter().map(|&v| v as f32 / QUANT).collect()
+    }
+
+    /// Unpacked, e.g. to search with a stored image's features.
+    pub fn unpack(&self) -> LocalFeatures {
+        LocalFeatures {
+            width: self.width,
+            height: self.height,
+            keypoints: (0..self.len()).map(|i| self.keypoint(i)).collect(),
+            descriptors: self.descriptors_f32(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -686,6 +827,28 @@ mod tests {
             assert!((norm - 1.0).abs() < 1e-3, "norm² {norm}");
             assert!(d.iter().all(|v| *v >= 0.0));
         }
+    }
+
+    #[test]
+    fn packing_round_trips_within_quantisation() {
+        let f = extract(&textured(300, 200), &SiftParams::default());
+        let bytes = pack(&f);
+        assert_eq!(bytes.len(), 12 + f.len() * 136);
+        let p = PackedFeatures::parse(&bytes).unwrap().unwrap();
+        assert_eq!((p.width, p.height, p.len()), (300, 200, f.len()));
+        let back = p.unpack();
+        for (a, b) in f.keypoints.iter().zip(&back.keypoints) {
+            assert!((a.x - b.x).abs() <= 0.125 && (a.y - b.y).abs() <= 0.125);
+            assert!((a.scale - b.scale).abs() <= 1.0 / 64.0);
+            let da = (a.angle - b.angle).rem_euclid(std::f32::consts::TAU);
+            assert!(da.min(std::f32::consts::TAU - da) <= std::f32::consts::TAU / 512.0 + 1e-4);
+        }
+        for (a, b) in f.descriptors.iter().zip(&back.descriptors) {
+            assert!((a.min(255.0 / QUANT) - b).abs() <= 0.5 / QUANT + 1e-6);
+        }
+        assert!(PackedFeatures::parse(&[]).unwrap().is_none());
+        assert!(PackedFeatures::parse(&bytes[..bytes.len() - 1]).is_err());
+        assert!(PackedFeatures::parse(b"XX\x01\0\0\0\0\0\0\0\0\0").is_err());
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub const COLUMN_NAME_LEN: usize = 32;
 const COLUMN_ALIGN: usize = 64;
 pub const IDS_COLUMN: &str = "ids";
 pub const VECTORS_COLUMN: &str = "vectors";
+/// Optional pair: row `r`'s local features are `local[local_offsets[r]..local_offsets[r + 1]]`
+/// (`local_offsets` holds `rows + 1` ascending u64 values, starting at 0).
+pub const LOCAL_OFFSETS_COLUMN: &str = "local_offsets";
+pub const LOCAL_COLUMN: &str = "local";
 
 #[cfg(not(target_endian = "little"))]
 compile_error!("imgvec segment files are little-endian and are mapped without conversion");
@@ -81,6 +85,16 @@ impl<'a> ColumnData<'a> {
             name,
             kind: ColumnKind::F32,
             width: width as u32,
+            bytes: bytemuck::cast_slice(values),
+        }
+    }
+
+    /// A free-length u64 column (`width == 0`), e.g. per-row offsets into a blob.
+    pub fn free_u64(name: &'a str, values: &'a [u64]) -> Self {
+        ColumnData {
+            name,
+            kind: ColumnKind::U64,
+            width: 0,
             bytes: bytemuck::cast_slice(values),
         }
     }
@@ -228,6 +242,8 @@ pub struct Segment {
     dims: usize,
     /// Index in `columns` of `ids` (0) and `vectors` (1).
     file_len: usize,
+    /// Indexes in `columns` of `local_offsets` and `local`, when the segment has them.
+    local: Option<(usize, usize)>,
 }
 
 impl std::fmt::Debug for Segment {
@@ -252,6 +268,8 @@ impl Segment {
         let map = unsafe { Mmap::map(&file) }.at(path)?;
         let (rows, columns) =
             verify(&map).map_err(|reason| StorageError::corruption(path, reason))?;
+        let local = verify_local(&map, rows, &columns)
+            .map_err(|reason| StorageError::corruption(path, reason))?;
         Ok(Segment {
             path: path.to_path_buf(),
             rows,
@@ -259,6 +277,7 @@ impl Segment {
             columns,
             file_len: map.len(),
             map,
+            local,
         })
     }
 
@@ -312,6 +331,23 @@ impl Segment {
         ids.binary_search(&id).ok()
     }
 
+    /// Row `row`'s local features (empty when the segment has none).
+    pub fn local(&self, row: usize) -> &[u8] {
+        match self.local {
+            Some((offsets, blob)) => {
+                let offsets: &[u64] = bytemuck::cast_slice(self.bytes(&self.columns[offsets]));
+                let (a, b) = (offsets[row] as usize, offsets[row + 1] as usize);
+                &self.bytes(&self.columns[blob])[a..b]
+            }
+            None => &[],
+        }
+    }
+
+    /// Whether the segment stores local features.
+    pub fn has_local(&self) -> bool {
+        self.local.is_some()
+    }
+
     /// A named column's kind, width and raw bytes.
     pub fn column(&self, name: &str) -> Option<(ColumnKind, u32, &[u8])> {
         self.columns
@@ -326,6 +362,35 @@ impl Segment {
             .map(|c| String::from_utf8_lossy(c.name()).into_owned())
             .collect()
     }
+}
+
+/// Checks the optional local-feature columns: both or neither, offsets ascending from 0 to the
+/// blob's length, one more than the rows.
+fn verify_local(
+    b: &[u8],
+    rows: usize,
+    columns: &[Column],
+) -> Result<Option<(usize, usize)>, String> {
+    let find = |name: &str| columns.iter().position(|c| c.name() == name.as_bytes());
+    let (offsets, blob) = match (find(LOCAL_OFFSETS_COLUMN), find(LOCAL_COLUMN)) {
+        (None, None) => return Ok(None),
+        (Some(o), Some(l)) => (o, l),
+        _ => return Err("`local_offsets` and `local` columns come in pairs".into()),
+    };
+    let (oc, lc) = (&columns[offsets], &columns[blob]);
+    if oc.kind != ColumnKind::U64 || lc.kind != ColumnKind::U8 || oc.width != 0 || lc.width != 0 {
+        return Err("local-feature columns must be free-length u64 offsets and u8 bytes".into());
+    }
+    let values: &[u64] = bytemuck::try_cast_slice(&b[oc.offset..oc.offset + oc.len])
+        .map_err(|_| "misaligned `local_offsets` column".to_string())?;
+    if values.len() != rows + 1
+        || values[0] != 0
+        || values.windows(2).any(|w| w[0] > w[1])
+        || values[rows] != lc.len as u64
+    {
+        return Err("`local_offsets` do not describe the `local` column".into());
+    }
+    Ok(Some((offsets, blob)))
 }
 
 fn verify(b: &[u8]) -> Result<(usize, Vec<Column>), String> {

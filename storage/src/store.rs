@@ -9,7 +9,10 @@ use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOp
 use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, Result, StorageError};
-use crate::segment::{write_segment, ColumnData, Segment, IDS_COLUMN, VECTORS_COLUMN};
+use crate::segment::{
+    write_segment, ColumnData, Segment, IDS_COLUMN, LOCAL_COLUMN, LOCAL_OFFSETS_COLUMN,
+    VECTORS_COLUMN,
+};
 use crate::vfs::{StdFs, Vfs};
 
 const CF_IMAGES: &str = "images";
@@ -70,6 +73,9 @@ pub struct NewRow {
     /// JPEG bytes, at most 256 px on the long side.
     pub thumbnail: Vec<u8>,
     pub vector: Vec<f32>,
+    /// Local features (keypoints + descriptors) in the extractor's own encoding; empty when the
+    /// pipeline has none. Stored beside the vector, never interpreted here.
+    pub local: Vec<u8>,
 }
 
 /// The outcome for one committed row.
@@ -88,6 +94,34 @@ struct ManifestEntry {
     dims: u32,
 }
 
+/// Rows on their way into a new segment.
+struct SealedRows {
+    dims: usize,
+    ids: Vec<u64>,
+    vectors: Vec<f32>,
+    local_offsets: Vec<u64>,
+    local: Vec<u8>,
+}
+
+impl SealedRows {
+    fn new(dims: usize) -> Self {
+        SealedRows {
+            dims,
+            ids: Vec::new(),
+            vectors: Vec::new(),
+            local_offsets: vec![0],
+            local: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, id: u64, vector: &[f32], local: &[u8]) {
+        self.ids.push(id);
+        self.vectors.extend_from_slice(vector);
+        self.local.extend_from_slice(local);
+        self.local_offsets.push(self.local.len() as u64);
+    }
+}
+
 /// Rows acknowledged since the last flush: durable in RocksDB's `pending` column family (the
 /// write-ahead path) and held in memory until they are sealed into a segment.
 #[derive(Debug, Default)]
@@ -97,11 +131,33 @@ pub struct PendingChunk {
     /// `ids.len() * dims` floats.
     pub vectors: Vec<f32>,
     pub dims: usize,
+    /// Row `r`'s local features are `local[local_offsets[r]..local_offsets[r + 1]]`; both are
+    /// empty in chunks without local features (derived chunks, e.g. projected vectors).
+    pub local_offsets: Vec<u64>,
+    pub local: Vec<u8>,
 }
 
 impl PendingChunk {
     pub fn vector(&self, row: usize) -> &[f32] {
         &self.vectors[row * self.dims..(row + 1) * self.dims]
+    }
+
+    /// Row `row`'s local features (empty when it has none).
+    pub fn local(&self, row: usize) -> &[u8] {
+        match (self.local_offsets.get(row), self.local_offsets.get(row + 1)) {
+            (Some(&a), Some(&b)) => &self.local[a as usize..b as usize],
+            _ => &[],
+        }
+    }
+
+    fn push(&mut self, id: u64, vector: &[f32], local: &[u8]) {
+        if self.local_offsets.is_empty() {
+            self.local_offsets.push(0);
+        }
+        self.ids.push(id);
+        self.vectors.extend_from_slice(vector);
+        self.local.extend_from_slice(local);
+        self.local_offsets.push(self.local.len() as u64);
     }
 }
 
@@ -126,6 +182,24 @@ impl Snapshot {
             let ids = seg.ids();
             if ids.first().is_some_and(|&f| f <= id) && ids.last().is_some_and(|&l| l >= id) {
                 seg.row_of(id).map(|row| seg.vector(row))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The stored local features of `id` (empty when it has none; `None` when the id is not
+    /// in this snapshot).
+    pub fn local(&self, id: u64) -> Option<&[u8]> {
+        for chunk in &self.pending {
+            if let Ok(row) = chunk.ids.binary_search(&id) {
+                return Some(chunk.local(row));
+            }
+        }
+        self.segments.iter().find_map(|(_, seg)| {
+            let ids = seg.ids();
+            if ids.first().is_some_and(|&f| f <= id) && ids.last().is_some_and(|&l| l >= id) {
+                seg.row_of(id).map(|row| seg.local(row))
             } else {
                 None
             }
@@ -449,22 +523,23 @@ impl Store {
             let (key, value) = item.map_err(|e| self.meta_err(e))?;
             let id = u64_from(&key)
                 .ok_or_else(|| StorageError::corruption(&meta_dir, "bad pending row key"))?;
-            if value.len() != dims * 4 {
+            // The vector, then the row's local features (if any).
+            if value.len() < dims * 4 {
                 return Err(StorageError::corruption(
                     &meta_dir,
                     format!(
-                        "pending row {id} has {} bytes, expected {}",
+                        "pending row {id} has {} bytes, expected at least {}",
                         value.len(),
                         dims * 4
                     ),
                 ));
             }
-            pending.ids.push(id);
-            pending.vectors.extend(
-                value
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            );
+            let (vector, local) = value.split_at(dims * 4);
+            let vector: Vec<f32> = vector
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            pending.push(id, &vector, local);
         }
         if self.opts.mode == OpenMode::ReadWrite {
             let seg_dir = self.segments_dir();
@@ -641,6 +716,7 @@ impl Store {
             dims,
             ids: Vec::with_capacity(rows.len()),
             vectors: Vec::with_capacity(rows.len() * dims),
+            ..PendingChunk::default()
         };
         let ingested_at_ms = now_ms();
         for (i, row) in rows.into_iter().enumerate() {
@@ -679,13 +755,11 @@ impl Store {
             hk.extend_from_slice(&be(id));
             batch.put_cf(hashes, hk, []);
             batch.put_cf(thumbs, be(id), row.thumbnail);
-            batch.put_cf(
-                pending_cf,
-                be(id),
-                bytemuck::cast_slice::<f32, u8>(&row.vector),
-            );
-            chunk.ids.push(id);
-            chunk.vectors.extend_from_slice(&row.vector);
+            let mut value = Vec::with_capacity(row.vector.len() * 4 + row.local.len());
+            value.extend_from_slice(bytemuck::cast_slice::<f32, u8>(&row.vector));
+            value.extend_from_slice(&row.local);
+            batch.put_cf(pending_cf, be(id), value);
+            chunk.push(id, &row.vector, &row.local);
             out.push(CommittedRow {
                 id,
                 replaced: replaced.map(|r| r.id),
@@ -786,18 +860,24 @@ impl Store {
     fn write_new_segment(
         &self,
         next_segment: &mut u64,
-        ids: &[u64],
-        dims: usize,
-        vectors: &[f32],
+        rows: &SealedRows,
     ) -> Result<(u64, Arc<Segment>, ManifestEntry)> {
+        let (ids, dims) = (&rows.ids, rows.dims);
         let seg_id = *next_segment;
         *next_segment += 1;
         let file = format!("seg-{seg_id:016x}.ivs");
         let path = self.segments_dir().join(&file);
-        let columns = [
+        let mut columns = vec![
             ColumnData::u64(IDS_COLUMN, ids),
-            ColumnData::f32(VECTORS_COLUMN, dims, vectors),
+            ColumnData::f32(VECTORS_COLUMN, dims, &rows.vectors),
         ];
+        if !rows.local.is_empty() {
+            columns.push(ColumnData::free_u64(
+                LOCAL_OFFSETS_COLUMN,
+                &rows.local_offsets,
+            ));
+            columns.push(ColumnData::u8(LOCAL_COLUMN, 0, &rows.local));
+        }
         write_segment(self.opts.vfs.as_ref(), &path, ids.len(), &columns)?;
         self.opts.vfs.sync_dir(&self.segments_dir())?;
         let segment = Arc::new(Segment::open(&path)?);
@@ -817,24 +897,22 @@ impl Store {
         if snap.pending.is_empty() {
             return Ok(());
         }
-        let dims = snap.pending[0].dims;
-        let (mut ids, mut vectors, mut dropped) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rows = SealedRows::new(snap.pending[0].dims);
+        let mut dropped = Vec::new();
         for chunk in &snap.pending {
             for (row, &id) in chunk.ids.iter().enumerate() {
                 if snap.tombstones.contains(&id) {
                     dropped.push(id);
                 } else {
-                    ids.push(id);
-                    vectors.extend_from_slice(chunk.vector(row));
+                    rows.push(id, chunk.vector(row), chunk.local(row));
                 }
             }
         }
         let mut batch = WriteBatch::default();
-        let new_segment = if ids.is_empty() {
+        let new_segment = if rows.ids.is_empty() {
             None
         } else {
-            let (seg_id, segment, entry) =
-                self.write_new_segment(next_segment, &ids, dims, &vectors)?;
+            let (seg_id, segment, entry) = self.write_new_segment(next_segment, &rows)?;
             batch.put_cf(self.cf(CF_MANIFEST)?, be(seg_id), manifest_json(&entry));
             Some((seg_id, segment))
         };
@@ -880,21 +958,23 @@ impl Store {
         if victims.is_empty() {
             return Ok(CompactionReport::default());
         }
-        let mut rows: Vec<(u64, &[f32])> = Vec::new();
+        let mut kept: Vec<(u64, &[f32], &[u8])> = Vec::new();
         let mut dropped = Vec::new();
         for (_, seg) in &victims {
             for (row, &id) in seg.ids().iter().enumerate() {
                 if snap.tombstones.contains(&id) {
                     dropped.push(id);
                 } else {
-                    rows.push((id, seg.vector(row)));
+                    kept.push((id, seg.vector(row), seg.local(row)));
                 }
             }
         }
-        rows.sort_unstable_by_key(|(id, _)| *id);
-        let dims = victims[0].1.dims();
-        let ids: Vec<u64> = rows.iter().map(|(id, _)| *id).collect();
-        let vectors: Vec<f32> = rows.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+        kept.sort_unstable_by_key(|(id, _, _)| *id);
+        let mut rows = SealedRows::new(victims[0].1.dims());
+        for (id, vector, local) in kept {
+            rows.push(id, vector, local);
+        }
+        let ids = &rows.ids;
         let bytes_before: u64 = victims.iter().map(|(_, s)| s.byte_len() as u64).sum();
 
         // Reserve a segment id, then write the new file without holding the write lock.
@@ -907,7 +987,7 @@ impl Store {
         let new_segment = if ids.is_empty() {
             None
         } else {
-            Some(self.write_new_segment(&mut reserved, &ids, dims, &vectors)?)
+            Some(self.write_new_segment(&mut reserved, &rows)?)
         };
 
         let next = self.write_lock.lock();
@@ -1109,6 +1189,7 @@ mod tests {
             attributes: BTreeMap::new(),
             thumbnail: vec![1, 2, 3],
             vector: vec![v, 1.0 - v],
+            local: path.bytes().take((v * 10.0) as usize).collect(),
         }
     }
 
@@ -1199,6 +1280,39 @@ mod tests {
         assert_eq!(store.vector(8).unwrap().unwrap(), vec![0.7, 0.3]);
         assert_eq!(store.vector(3).unwrap(), None);
         assert_eq!(store.stats().unwrap().live_rows, 5);
+        // Local features travelled through pending rows, flushes and the merge.
+        let snap = store.snapshot();
+        assert!(snap.segments[0].1.has_local());
+        for id in 6..=10u64 {
+            let i = id - 1;
+            let want: Vec<u8> = format!("/{i}").bytes().take(i as usize).collect();
+            assert_eq!(snap.local(id), Some(&want[..]), "row {id}");
+        }
+        assert_eq!(snap.local(3), None);
+    }
+
+    #[test]
+    fn local_features_survive_reopen_from_pending_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let store = Store::open(&db, OpenMode::ReadWrite).unwrap();
+        let mut rows = vec![row("/a", 1, 0.5), row("/b", 2, 0.0), row("/c", 3, 0.9)];
+        rows[1].local.clear();
+        store.commit(rows).unwrap();
+        drop(store);
+        let store = Store::open(&db, OpenMode::ReadWrite).unwrap();
+        let snap = store.snapshot();
+        assert_eq!(snap.pending_rows(), 3);
+        assert_eq!(snap.local(1), Some(&b"/a"[..]));
+        assert_eq!(snap.local(2), Some(&b""[..]));
+        assert_eq!(snap.local(3), Some(&b"/c"[..]));
+        assert_eq!(store.vector(3).unwrap().unwrap(), vec![0.9, 1.0 - 0.9]);
+        drop(snap);
+        store.flush().unwrap();
+        let snap = store.snapshot();
+        assert_eq!(snap.segments[0].1.local(0), b"/a");
+        assert_eq!(snap.segments[0].1.local(1), b"");
+        assert_eq!(snap.local(3), Some(&b"/c"[..]));
     }
 
     #[test]

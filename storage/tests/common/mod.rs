@@ -19,6 +19,15 @@ pub fn vector_for(path: &str) -> Vec<f32> {
         .collect()
 }
 
+/// The local-feature bytes stored for `path`: 0 to 40 bytes, a pure function of the path.
+pub fn local_for(path: &str) -> Vec<u8> {
+    let v = vector_for(path);
+    let n = (v[0] * 40.0) as usize;
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31) ^ path.len() as u8)
+        .collect()
+}
+
 pub fn row(path: &str) -> NewRow {
     let hash = content_hash(path);
     NewRow {
@@ -30,6 +39,7 @@ pub fn row(path: &str) -> NewRow {
         attributes: BTreeMap::new(),
         thumbnail: vec![0xff, 0xd8],
         vector: vector_for(path),
+        local: local_for(path),
     }
 }
 
@@ -98,7 +108,9 @@ pub fn check(store: &Store, model: &Model) -> Result<(), String> {
         ));
     }
     for rec in &records {
-        if snap.vector(rec.id) != Some(&vector_for(&rec.path)[..]) {
+        if snap.vector(rec.id) != Some(&vector_for(&rec.path)[..])
+            || snap.local(rec.id) != Some(&local_for(&rec.path)[..])
+        {
             return Err(format!("row {} ({}) is half-written", rec.id, rec.path));
         }
         if store.id_for_path(&rec.path).map_err(|e| e.to_string())? != Some(rec.id) {

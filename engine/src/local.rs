@@ -1,0 +1,613 @@
+//! Local features at search time: candidates found by descriptor-level voting over every
+//! stored keypoint, and spatial verification of a shortlist (the `robust` preset).
+//!
+//! - **Voting** ([`LocalIndex`]): all stored RootSIFT descriptors of live rows in one FAISS
+//!   index (inner product; `IVF<n>,Flat` once there are enough, exact `Flat` below), built by
+//!   each handle on its first verified search from the memory-mapped segments and caught up by
+//!   id watermark as rows arrive. Each query descriptor's nearest stored descriptors vote for
+//!   their images (best similarity per image), votes normalised by √(keypoints of the image).
+//!   This finds images that the global descriptor ranks low (crops, occlusion).
+//! - **Verification** ([`verify`]): query and candidate descriptors are matched with one matrix
+//!   product (BLAS), Lowe's ratio test, then made one-to-one (each candidate keypoint keeps its
+//!   best query keypoint, so RANSAC cannot fit a collapsed model to many-to-one matches). Every
+//!   match proposes a similarity transform from its two keypoints' positions, scales and
+//!   orientations (deterministic, no sampling); the best is refined by affine least squares on
+//!   its inliers. The inlier count (within `inlier_px` in the candidate's frame) is the result.
+//! - **Ranking** (in `Database::search_batch`): verified candidates (≥ `min_inliers`, and
+//!   covering at least `min_coverage` of the query under the fitted map) come first, ordered by cosine + `INLIER_WEIGHT`·min(inliers, `INLIER_CAP`)/`INLIER_CAP`, so
+//!   that near-identical siblings, which all verify, are still told apart by the global
+//!   similarity; the rest keep their cosine order.
+
+use std::collections::HashMap;
+
+use faiss::{Index, MetricType};
+use imgvec_ingest::sift::{LocalFeatures, PackedFeatures, SiftParams, DESCRIPTOR_LEN};
+use imgvec_storage::Snapshot;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::exact::matmul_nt;
+use crate::index::faiss_call;
+
+/// Local features a pipeline stores per image.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LocalSpec {
+    pub sift: SiftParams,
+}
+
+/// How search verifies candidates with local features.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct VerifyParams {
+    /// Top results of the global ranking that are verified (0: no verification).
+    pub shortlist: usize,
+    /// Images found by descriptor voting that are verified too.
+    pub voted: usize,
+    /// Inliers a candidate needs to count as verified.
+    pub min_inliers: usize,
+    /// Reprojection tolerance, in pixels of the stored image's SIFT frame.
+    pub inlier_px: f32,
+    /// Lowe's ratio test on descriptor distances.
+    pub ratio: f32,
+    /// Share of the query a candidate must cover to take precedence over the global ranking
+    /// (see [`Verification::coverage`]): an image pasted over part of the query (occlusion by
+    /// another picture) verifies, but does not outrank the image it covers.
+    #[serde(default = "default_min_coverage")]
+    pub min_coverage: f32,
+}
+
+fn default_min_coverage() -> f32 {
+    0.5
+}
+
+impl Default for VerifyParams {
+    fn default() -> Self {
+        VerifyParams {
+            shortlist: 30,
+            voted: 30,
+            min_inliers: 8,
+            inlier_px: 8.0,
+            ratio: 0.8,
+            min_coverage: default_min_coverage(),
+        }
+    }
+}
+
+/// Weight of the (capped) inlier count added to a verified candidate's cosine.
+pub const INLIER_WEIGHT: f32 = 1.0;
+/// Inliers beyond this add nothing more: two verified siblings are ordered by their cosine.
+pub const INLIER_CAP: usize = 20;
+
+/// Ranking score of a verified candidate.
+pub fn verified_score(cosine: f32, inliers: usize) -> f32 {
+    cosine + INLIER_WEIGHT * inliers.min(INLIER_CAP) as f32 / INLIER_CAP as f32
+}
+
+/// Nearest stored descriptors asked per query descriptor when voting.
+const VOTE_NEIGHBOURS: usize = 5;
+/// Query descriptors that vote: the strongest keypoints (SIFT lists them strongest first).
+const VOTING_DESCRIPTORS: usize = 500;
+/// Below this many stored descriptors the voting index is exact (`Flat`).
+const IVF_MIN_DESCRIPTORS: usize = 20_000;
+const IVF_NPROBE: usize = 8;
+/// Training points per inverted list.
+const TRAIN_PER_LIST: usize = 32;
+
+/// All stored descriptors of the rows offered so far, for voting.
+pub struct LocalIndex {
+    index: faiss::index::IndexImpl,
+    nlist: usize,
+    /// Row id of each stored descriptor, in insertion (FAISS id) order.
+    owners: Vec<u64>,
+    /// Keypoints per row.
+    counts: HashMap<u64, usize>,
+    /// Rows with ids up to this one have been added.
+    pub watermark: u64,
+}
+
+/// Live rows of `snap` with ids above `after`, with their packed features.
+fn rows_with_features(snap: &Snapshot, after: u64) -> Vec<(u64, &[u8])> {
+    let mut out = Vec::new();
+    for (_, seg) in &snap.segments {
+        if seg.ids().last().is_none_or(|&l| l <= after) || !seg.has_local() {
+            continue;
+        }
+        for (row, &id) in seg.ids().iter().enumerate() {
+            if id > after && !snap.tombstones.contains(&id) {
+                out.push((id, seg.local(row)));
+            }
+        }
+    }
+    for chunk in &snap.pending {
+        for (row, &id) in chunk.ids.iter().enumerate() {
+            if id > after && !snap.tombstones.contains(&id) {
+                out.push((id, chunk.local(row)));
+            }
+        }
+    }
+    out.sort_unstable_by_key(|(id, _)| *id);
+    out
+}
+
+impl LocalIndex {
+    /// Builds the index over every live row of `snap` that has local features.
+    pub fn build(snap: &Snapshot) -> Result<LocalIndex> {
+        let rows = rows_with_features(snap, 0);
+        let total: usize = rows
+            .iter()
+            .map(|(_, b)| {
+                PackedFeatures::parse(b)
+                    .ok()
+                    .flatten()
+                    .map_or(0, |p| p.len())
+            })
+            .sum();
+        let (factory, nlist) = if total < IVF_MIN_DESCRIPTORS {
+            ("Flat".to_string(), 1)
+        } else {
+            let nlist = (2 * (total as f64).sqrt() as usize).clamp(64, 2048);
+            (format!("IVF{nlist},Flat"), nlist)
+        };
+        let mut index =
+            faiss::index_factory(DESCRIPTOR_LEN as u32, &factory, MetricType::InnerProduct)?;
+        if nlist > 1 {
+            // Train on an even sample of descriptors.
+            let want = nlist * TRAIN_PER_LIST;
+            let step = (total / want).max(1);
+            let mut sample = Vec::with_capacity(want.min(total) * DESCRIPTOR_LEN);
+            let mut seen = 0usize;
+            for (_, bytes) in &rows {
+                let Ok(Some(p)) = PackedFeatures::parse(bytes) else {
+                    continue;
+                };
+                for d in p.descriptors.chunks_exact(DESCRIPTOR_LEN) {
+                    if seen.is_multiple_of(step) {
+                        sample.extend(d.iter().map(|&v| v as f32 / imgvec_ingest::sift::QUANT));
+                    }
+                    seen += 1;
+                }
+            }
+            index.train(&sample)?;
+        }
+        let mut out = LocalIndex {
+            index,
+            nlist,
+            owners: Vec::new(),
+            counts: HashMap::new(),
+            watermark: 0,
+        };
+        out.add_rows(&rows)?;
+        out.watermark = snap_max_id(snap);
+        Ok(out)
+    }
+
+    /// Adds the rows of `snap` above the watermark.
+    pub fn catch_up(&mut self, snap: &Snapshot) -> Result<()> {
+        let max = snap_max_id(snap);
+        if max <= self.watermark {
+            return Ok(());
+        }
+        let rows = rows_with_features(snap, self.watermark);
+        self.add_rows(&rows)?;
+        self.watermark = max;
+        Ok(())
+    }
+
+    fn add_rows(&mut self, rows: &[(u64, &[u8])]) -> Result<()> {
+        let mut data = Vec::new();
+        for (id, bytes) in rows {
+            let Some(p) = PackedFeatures::parse(bytes)
+                .map_err(|e| Error::Invalid(format!("row {id}: stored local features: {e}")))?
+            else {
+                continue;
+            };
+            data.extend(p.descriptors_f32());
+            self.owners.extend(std::iter::repeat_n(*id, p.len()));
+            self.counts.insert(*id, p.len());
+        }
+        if !data.is_empty() {
+            self.index.add(&data)?;
+        }
+        Ok(())
+    }
+
+    /// Descriptors stored.
+    pub fn len(&self) -> usize {
+        self.owners.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty()
+    }
+
+    /// Memory of the index per stored descriptor: the floats, FAISS's id in an inverted
+    /// list, and the owner row id.
+    pub fn bytes_per_descriptor(&self) -> usize {
+        DESCRIPTOR_LEN * 4 + if self.nlist > 1 { 16 } else { 8 }
+    }
+
+    /// Images voted for by the query's descriptors, best first: each query descriptor gives
+    /// each image among its nearest stored descriptors that descriptor's similarity; an
+    /// image's total is divided by √(its keypoints). `accept` filters rows (deleted, filters).
+    pub fn vote(
+        &self,
+        query: &[f32],
+        top: usize,
+        accept: &dyn Fn(u64) -> bool,
+    ) -> Result<Vec<(u64, f32)>> {
+        let nq = (query.len() / DESCRIPTOR_LEN).min(VOTING_DESCRIPTORS);
+        if nq == 0 || self.is_empty() || top == 0 {
+            return Ok(Vec::new());
+        }
+        let k = VOTE_NEIGHBOURS.min(self.len());
+        let mut dis = vec![0f32; nq * k];
+        let mut lab = vec![-1i64; nq * k];
+        let mut params = faiss::search_params::SearchParametersIVF::new()?;
+        params.set_nprobe(IVF_NPROBE.min(self.nlist));
+        let params_ptr = if self.nlist > 1 {
+            params.inner_ptr()
+        } else {
+            std::ptr::null_mut()
+        };
+        // SAFETY: the index is live for `&self`; FAISS's search is const and writes only the two
+        // output buffers (`nq * k` each); `params` outlives the call (null for `Flat`).
+        faiss_call("local-feature vote", unsafe {
+            faiss_sys::faiss_Index_search_with_params(
+                self.index.inner_ptr(),
+                nq as i64,
+                query.as_ptr(),
+                k as i64,
+                params_ptr,
+                dis.as_mut_ptr(),
+                lab.as_mut_ptr(),
+            )
+        })?;
+        let mut votes: HashMap<u64, f32> = HashMap::new();
+        let mut best: Vec<(u64, f32)> = Vec::with_capacity(k);
+        for q in 0..nq {
+            best.clear();
+            for j in q * k..(q + 1) * k {
+                let Some(&owner) = usize::try_from(lab[j])
+                    .ok()
+                    .and_then(|l| self.owners.get(l))
+                else {
+                    continue;
+                };
+                match best.iter_mut().find(|(o, _)| *o == owner) {
+                    Some(b) => b.1 = b.1.max(dis[j]),
+                    None => best.push((owner, dis[j])),
+                }
+            }
+            for &(owner, sim) in &best {
+                *votes.entry(owner).or_default() += sim.max(0.0);
+            }
+        }
+        let mut ranked: Vec<(u64, f32)> = votes
+            .into_iter()
+            .filter(|(id, _)| accept(*id))
+            .map(|(id, v)| {
+                (
+                    id,
+                    v / (self.counts.get(&id).copied().unwrap_or(1) as f32).sqrt(),
+                )
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        ranked.truncate(top);
+        Ok(ranked)
+    }
+}
+
+fn snap_max_id(snap: &Snapshot) -> u64 {
+    let seg = snap
+        .segments
+        .iter()
+        .filter_map(|(_, s)| s.ids().last().copied())
+        .max();
+    let pending = snap
+        .pending
+        .iter()
+        .filter_map(|c| c.ids.last().copied())
+        .max();
+    seg.max(pending).unwrap_or(0)
+}
+
+/// Tentative correspondences: (query keypoint, candidate keypoint).
+fn ratio_matches(query: &LocalFeatures, cand: &PackedFeatures, ratio: f32) -> Vec<(usize, usize)> {
+    let (nq, nc) = (query.len(), cand.len());
+    if nq == 0 || nc < 2 {
+        return Vec::new();
+    }
+    let sims = matmul_nt(
+        &query.descriptors,
+        nq,
+        &cand.descriptors_f32(),
+        nc,
+        DESCRIPTOR_LEN,
+    );
+    // Each candidate keypoint keeps only its most similar query keypoint (one-to-one).
+    let mut taken: HashMap<usize, (usize, f32)> = HashMap::new();
+    let ratio2 = ratio * ratio;
+    for (qi, row) in sims.chunks_exact(nc).enumerate() {
+        let (mut best, mut second, mut arg) = (f32::MIN, f32::MIN, 0);
+        for (j, &s) in row.iter().enumerate() {
+            if s > best {
+                (second, best, arg) = (best, s, j);
+            } else if s > second {
+                second = s;
+            }
+        }
+        // Squared distances of (near) unit vectors: d² = 2 − 2s.
+        let (d1, d2) = ((2.0 - 2.0 * best).max(0.0), (2.0 - 2.0 * second).max(0.0));
+        if d1 < ratio2 * d2 {
+            let e = taken.entry(arg).or_insert((qi, best));
+            if best > e.1 {
+                *e = (qi, best);
+            }
+        }
+    }
+    let mut out: Vec<(usize, usize)> = taken.into_iter().map(|(c, (q, _))| (q, c)).collect();
+    out.sort_unstable();
+    out
+}
+
+/// A 2×3 affine map.
+type Affine = [f32; 6];
+
+fn apply(t: &Affine, x: f32, y: f32) -> (f32, f32) {
+    (t[0] * x + t[1] * y + t[2], t[3] * x + t[4] * y + t[5])
+}
+
+fn count_inliers(t: &Affine, pts: &[([f32; 2], [f32; 2])], tol2: f32) -> usize {
+    pts.iter()
+        .filter(|(q, c)| {
+            let (x, y) = apply(t, q[0], q[1]);
+            (x - c[0]).powi(2) + (y - c[1]).powi(2) < tol2
+        })
+        .count()
+}
+
+/// Least-squares affine map of the inliers of `t` (normal equations, solved per output row).
+fn refit(t: &Affine, pts: &[([f32; 2], [f32; 2])], tol2: f32) -> Option<Affine> {
+    let mut ata = [[0f64; 3]; 3];
+    let (mut atx, mut aty) = ([0f64; 3], [0f64; 3]);
+    let mut n = 0;
+    for (q, c) in pts {
+        let (x, y) = apply(t, q[0], q[1]);
+        if (x - c[0]).powi(2) + (y - c[1]).powi(2) >= tol2 {
+            continue;
+        }
+        n += 1;
+        let a = [q[0] as f64, q[1] as f64, 1.0];
+        for i in 0..3 {
+            for j in 0..3 {
+                ata[i][j] += a[i] * a[j];
+            }
+            atx[i] += a[i] * c[0] as f64;
+            aty[i] += a[i] * c[1] as f64;
+        }
+    }
+    if n < 3 {
+        return None;
+    }
+    let inv = invert3(ata)?;
+    let solve = |b: [f64; 3]| -> [f32; 3] {
+        let mut x = [0f32; 3];
+        for (i, xi) in x.iter_mut().enumerate() {
+            *xi = (0..3).map(|j| inv[i][j] * b[j]).sum::<f64>() as f32;
+        }
+        x
+    };
+    let (r0, r1) = (solve(atx), solve(aty));
+    Some([r0[0], r0[1], r0[2], r1[0], r1[1], r1[2]])
+}
+
+fn invert3(m: [[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
+    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+    if det.abs() < 1e-9 {
+        return None;
+    }
+    // Adjugate over the determinant; cyclic indices carry the cofactor signs.
+    let mut inv = [[0f64; 3]; 3];
+    for (i, row) in inv.iter_mut().enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            let (a, b) = ((j + 1) % 3, (j + 2) % 3);
+            let (c, d) = ((i + 1) % 3, (i + 2) % 3);
+            *v = (m[a][c] * m[b][d] - m[a][d] * m[b][c]) / det;
+        }
+    }
+    Some(inv)
+}
+
+/// Hypotheses tried per candidate at most (the matches with the most similar descriptors
+/// come first in a ratio-tested list anyway; this bounds the quadratic cost).
+const MAX_HYPOTHESES: usize = 300;
+
+/// What spatial verification found for one candidate.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Verification {
+    /// One-to-one ratio-test matches consistent with one affine map.
+    pub inliers: usize,
+    /// Share of the query's frame that the candidate's frame covers under that map (0 without
+    /// a map). A query that shows the stored image (crop, rotation, occlusion of it) is
+    /// covered wholly; another image pasted over part of the query covers only that part.
+    pub coverage: f32,
+}
+
+/// Spatially verifies `cand` against the query (see the module docs).
+pub fn verify(query: &LocalFeatures, cand: &PackedFeatures, params: &VerifyParams) -> Verification {
+    let matches = ratio_matches(query, cand, params.ratio);
+    if matches.len() < 3 {
+        return Verification::default();
+    }
+    let pts: Vec<([f32; 2], [f32; 2])> = matches
+        .iter()
+        .map(|&(q, c)| {
+            let (a, b) = (query.keypoints[q], cand.keypoint(c));
+            ([a.x, a.y], [b.x, b.y])
+        })
+        .collect();
+    let tol2 = params.inlier_px * params.inlier_px;
+    let mut best: (usize, Affine) = (0, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
+    for &(q, c) in matches.iter().take(MAX_HYPOTHESES) {
+        let (a, b) = (query.keypoints[q], cand.keypoint(c));
+        if a.scale <= 0.0 || b.scale <= 0.0 {
+            continue;
+        }
+        // Pixel frames have y down and angles are measured y up: the rotation taking the
+        // query to the candidate is (query angle − candidate angle) in pixel coordinates.
+        let s = b.scale / a.scale;
+        let phi = a.angle - b.angle;
+        let (sin, cos) = phi.sin_cos();
+        let (m00, m01, m10, m11) = (s * cos, -s * sin, s * sin, s * cos);
+        let t = [
+            m00,
+            m01,
+            b.x - (m00 * a.x + m01 * a.y),
+            m10,
+            m11,
+            b.y - (m10 * a.x + m11 * a.y),
+        ];
+        let n = count_inliers(&t, &pts, tol2);
+        if n > best.0 {
+            best = (n, t);
+        }
+    }
+    // Local optimisation: affine refits on the inliers while they grow.
+    for _ in 0..3 {
+        let Some(t) = refit(&best.1, &pts, tol2) else {
+            break;
+        };
+        let n = count_inliers(&t, &pts, tol2);
+        if n <= best.0 {
+            break;
+        }
+        best = (n, t);
+    }
+    if best.0 < 3 {
+        return Verification::default();
+    }
+    Verification {
+        inliers: best.0,
+        coverage: coverage(&best.1, cand, query),
+    }
+}
+
+/// Share of the query frame covered by the candidate frame mapped through the inverse of `t`
+/// (query → candidate): the candidate rectangle's image in the query, clipped to the query
+/// rectangle (Sutherland–Hodgman), over the query's area.
+fn coverage(t: &Affine, cand: &PackedFeatures, query: &LocalFeatures) -> f32 {
+    let det = t[0] * t[4] - t[1] * t[3];
+    if det.abs() < 1e-9 || query.width == 0 || query.height == 0 {
+        return 0.0;
+    }
+    // Inverse affine: candidate → query.
+    let inv = [
+        t[4] / det,
+        -t[1] / det,
+        (t[1] * t[5] - t[4] * t[2]) / det,
+        -t[3] / det,
+        t[0] / det,
+        (t[3] * t[2] - t[0] * t[5]) / det,
+    ];
+    let (cw, ch) = (cand.width as f32, cand.height as f32);
+    let mut poly: Vec<(f32, f32)> = [(0.0, 0.0), (cw, 0.0), (cw, ch), (0.0, ch)]
+        .iter()
+        .map(|&(x, y)| apply(&inv, x, y))
+        .collect();
+    let (qw, qh) = (query.width as f32, query.height as f32);
+    // Clip against x ≥ 0, x ≤ qw, y ≥ 0, y ≤ qh.
+    let edges: [(usize, f32, bool); 4] = [
+        (0, 0.0, true),
+        (0, qw, false),
+        (1, 0.0, true),
+        (1, qh, false),
+    ];
+    for (axis, bound, keep_above) in edges {
+        let inside = |p: (f32, f32)| {
+            let v = if axis == 0 { p.0 } else { p.1 };
+            if keep_above {
+                v >= bound
+            } else {
+                v <= bound
+            }
+        };
+        let mut out = Vec::with_capacity(poly.len() + 2);
+        for i in 0..poly.len() {
+            let (a, b) = (poly[i], poly[(i + 1) % poly.len()]);
+            let (ia, ib) = (inside(a), inside(b));
+            if ia {
+                out.push(a);
+            }
+            if ia != ib {
+                let (va, vb) = if axis == 0 { (a.0, b.0) } else { (a.1, b.1) };
+                let f = (bound - va) / (vb - va);
+                out.push((a.0 + f * (b.0 - a.0), a.1 + f * (b.1 - a.1)));
+            }
+        }
+        poly = out;
+        if poly.is_empty() {
+            return 0.0;
+        }
+    }
+    let twice: f32 = (0..poly.len())
+        .map(|i| {
+            let (a, b) = (poly[i], poly[(i + 1) % poly.len()]);
+            a.0 * b.1 - b.0 * a.1
+        })
+        .sum();
+    (twice.abs() / 2.0 / (qw * qh)).clamp(0.0, 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imgvec_ingest::sift::{extract, pack};
+
+    fn photo() -> image::RgbImage {
+        image::RgbImage::from_fn(320, 240, |x, y| {
+            let (xf, yf) = (x as f32, y as f32);
+            let a = ((xf * 0.13).sin() * (yf * 0.05).cos() * 70.0) as i32;
+            let b = (((xf - 90.0).powi(2) + (yf - 70.0).powi(2)).sqrt() * 0.21).sin() * 50.0;
+            let c = if (x / 19 + y / 29) % 4 == 0 { 60 } else { 0 };
+            let v = (100 + a + b as i32 + c).clamp(0, 255) as u8;
+            image::Rgb([v, v / 2, 255 - v])
+        })
+    }
+
+    #[test]
+    fn verifies_a_turned_crop_and_rejects_an_unrelated_image() {
+        let p = SiftParams::default();
+        let img = photo();
+        let stored = pack(&extract(&img, &p));
+        let stored = PackedFeatures::parse(&stored).unwrap().unwrap();
+        // A crop of the stored image, turned a quarter: same content, new geometry.
+        let crop = image::imageops::crop_imm(&img, 60, 40, 200, 160).to_image();
+        let query = extract(&image::imageops::rotate90(&crop), &p);
+        let params = VerifyParams::default();
+        let v = verify(&query, &stored, &params);
+        assert!(v.inliers >= 30, "{v:?} for a turned crop");
+        // The stored image covers all of a crop of it.
+        assert!(v.coverage > 0.95, "{v:?} for a turned crop");
+        // Pasted into a bigger canvas, the stored image covers only its part of the query.
+        let mut canvas = image::RgbImage::from_pixel(640, 480, image::Rgb([40, 40, 40]));
+        image::imageops::overlay(&mut canvas, &img, 300, 200);
+        let v = verify(&extract(&canvas, &p), &stored, &params);
+        let share = (320.0 * 240.0) / (640.0 * 480.0);
+        assert!(
+            v.inliers >= 30 && (v.coverage - share).abs() < 0.05,
+            "{v:?} for a pasted copy"
+        );
+        // Unrelated texture: a few chance matches at most.
+        let other = image::RgbImage::from_fn(320, 240, |x, y| {
+            let v = ((x * 7 + y * 13) % 97 + (x * y) % 31) as u8 * 2;
+            image::Rgb([v, 255 - v, v / 3])
+        });
+        let unrelated = verify(&extract(&other, &p), &stored, &params).inliers;
+        assert!(
+            unrelated < params.min_inliers,
+            "{unrelated} inliers for an unrelated image"
+        );
+    }
+}
