@@ -1129,6 +1129,15 @@ fn info(db: PathBuf, json: bool, mut open: OpenOptions) -> CliResult {
                 ),
             }
         }
+        if let Some(l) = &info.local {
+            println!(
+                "local         SIFT/RootSIFT on {} images: {} keypoints, {} bytes ({:.0} per image)",
+                l.images,
+                l.keypoints,
+                l.bytes,
+                l.bytes as f64 / l.images.max(1) as f64
+            );
+        }
         let s = &info.stats;
         println!(
             "rows          {} live, {} deleted, {} pending (not yet in a segment)",

@@ -837,7 +837,10 @@ fn presets_and_reindex_from_the_cli() {
     let info = run(&["info", s(&db), "--json"]);
     let info: Value = serde_json::from_slice(&info.stdout).unwrap();
     assert_eq!(info["pipeline"]["name"], "robust");
-    assert_eq!(info["pipeline"]["query"]["augment"], "rot4");
+    assert_eq!(info["pipeline"]["query"]["verify"]["shortlist"], 30);
+    assert_eq!(info["pipeline"]["local"]["sift"]["max_keypoints"], 1000);
+    assert_eq!(info["local"]["images"], 7);
+    assert!(info["local"]["keypoints"].as_u64().unwrap() > 7 * 50);
     assert!(
         info["whitening"].is_null(),
         "8 rows are too few to learn a whitening"
@@ -845,7 +848,24 @@ fn presets_and_reindex_from_the_cli() {
     let text = String::from_utf8_lossy(&run(&["info", s(&db)]).stdout).into_owned();
     assert!(text.contains("colour [1440..1521)"), "{text}");
     assert!(text.contains("not learned yet"), "{text}");
-    for extra in [&[][..], &["--augment", "none", "--qe", "2"][..]] {
+    assert!(
+        text.contains("local         SIFT/RootSIFT on 7 images"),
+        "{text}"
+    );
+    for extra in [
+        &[][..],
+        &[
+            "--augment",
+            "rot4",
+            "--qe",
+            "2",
+            "--min-inliers",
+            "20",
+            "--inlier-px",
+            "5",
+        ][..],
+        &["--verify", "0"][..],
+    ] {
         let mut args = vec!["search", s(&db), s(&files[0]), "--json", "-k", "3"];
         args.extend_from_slice(extra);
         let out = run(&args);
@@ -856,7 +876,16 @@ fn presets_and_reindex_from_the_cli() {
         );
         let hits = &json_lines(&out)[0]["results"];
         assert_eq!(hits[0]["path"], s(&files[0]));
+        // The image itself verifies with many inliers unless verification is off.
+        if extra.contains(&"0") {
+            assert!(hits[0].get("inliers").is_none(), "{hits}");
+        } else {
+            assert!(hits[0]["inliers"].as_u64().unwrap() >= 20, "{hits}");
+        }
     }
+    let out = run(&["search", s(&db), s(&files[0]), "--inlier-px", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--inlier-px"));
     let out = run(&["search", s(&db), s(&files[0]), "--augment", "sideways"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown query augmentation"));

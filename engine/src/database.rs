@@ -241,6 +241,17 @@ pub struct DatabaseInfo {
     pub indexes: IndexInfo,
     /// The learned whitening, for pipelines that have one and once it is learned.
     pub whitening: Option<WhiteningInfo>,
+    /// Stored local features, for pipelines that have them.
+    pub local: Option<LocalInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalInfo {
+    /// Live rows that have local features.
+    pub images: u64,
+    pub keypoints: u64,
+    /// Bytes of packed local features of those rows (in segments and pending rows).
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -549,6 +560,10 @@ impl Database {
                 },
             )
         });
+        let local = match self.pipeline().and_then(|p| p.local) {
+            Some(_) => Some(local::stats(&self.store.snapshot())),
+            None => None,
+        };
         Ok(DatabaseInfo {
             path: self.dir().display().to_string(),
             read_only: self.store.mode() == OpenMode::ReadOnly,
@@ -556,6 +571,7 @@ impl Database {
             stats: self.store.stats()?,
             indexes: space.indexes.info(&self.store),
             whitening,
+            local,
         })
     }
 

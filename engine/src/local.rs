@@ -297,6 +297,23 @@ impl LocalIndex {
     }
 }
 
+/// Images, keypoints and bytes of the live rows' stored local features.
+pub fn stats(snap: &Snapshot) -> crate::database::LocalInfo {
+    let mut info = crate::database::LocalInfo {
+        images: 0,
+        keypoints: 0,
+        bytes: 0,
+    };
+    for (_, bytes) in rows_with_features(snap, 0) {
+        if let Ok(Some(p)) = PackedFeatures::parse(bytes) {
+            info.images += 1;
+            info.keypoints += p.len() as u64;
+            info.bytes += bytes.len() as u64;
+        }
+    }
+    info
+}
+
 fn snap_max_id(snap: &Snapshot) -> u64 {
     let seg = snap
         .segments

@@ -2,6 +2,9 @@
 //! (instances-dev through the default MobileNetV2): recall thresholds, deletes, filters,
 //! persistence, visibility of new rows, and searches from many threads while a writer inserts.
 
+mod common;
+use common::*;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,19 +12,6 @@ use std::sync::Arc;
 use imgvec::{
     Database, IndexOptions, IngestOptions, OpenOptions, Query, SearchMode, SearchOptions, Source,
 };
-
-fn datasets() -> PathBuf {
-    let candidates = [
-        std::env::var_os("IMGVEC_DATASETS").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets")),
-        Some(PathBuf::from("/work/shared/datasets")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("instances-dev/db").is_dir())
-        .expect("instances-dev not found: set IMGVEC_DATASETS to the folder holding it")
-}
 
 fn sorted_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)

@@ -3,34 +3,16 @@
 //! before that), persists it, searches every mode in the whitened space; `reindex` switches a
 //! database's pipeline and reports files that have gone.
 
+mod common;
+use common::*;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use imgvec::{
     Augment, Database, IndexOptions, IngestOptions, OpenOptions, PipelineChoice, Query, SearchMode,
     SearchOptions, Source,
 };
-
-fn datasets() -> PathBuf {
-    let candidates = [
-        std::env::var_os("IMGVEC_DATASETS").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets")),
-        Some(PathBuf::from("/work/shared/datasets")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("instances-dev/db").is_dir())
-        .expect("instances-dev not found: set IMGVEC_DATASETS to the folder holding it")
-}
-
-fn jsonl(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 fn balanced(min_train_rows: usize) -> OpenOptions {
     OpenOptions {
@@ -42,14 +24,6 @@ fn balanced(min_train_rows: usize) -> OpenOptions {
         },
         ..OpenOptions::default()
     }
-}
-
-fn stem(path: &str) -> String {
-    Path::new(path)
-        .file_stem()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned()
 }
 
 #[test]
