@@ -560,10 +560,10 @@ impl Database {
                 },
             )
         });
-        let local = match self.pipeline().and_then(|p| p.local) {
-            Some(_) => Some(local::stats(&self.store.snapshot())),
-            None => None,
-        };
+        let local = self
+            .pipeline()
+            .and_then(|p| p.local)
+            .map(|_| local::stats(&self.store.snapshot()));
         Ok(DatabaseInfo {
             path: self.dir().display().to_string(),
             read_only: self.store.mode() == OpenMode::ReadOnly,
