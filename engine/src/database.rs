@@ -813,8 +813,13 @@ impl Database {
             let n = v.inliers;
             found.insert(id, n);
             let verified = n >= params.min_inliers && v.coverage >= params.min_coverage;
+            // Below `min_inliers`, geometric evidence beyond the chance level still counts in
+            // proportion (not as precedence): weak but consistent matches of a tiny, heavily
+            // compressed query lift the right image over globally similar strangers.
             let key = if verified {
                 local::verified_score(cosine, n)
+            } else if v.coverage >= params.min_coverage {
+                local::verified_score(cosine, n.saturating_sub(params.chance_inliers))
             } else {
                 cosine
             };

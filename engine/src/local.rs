@@ -16,7 +16,8 @@
 //! - **Ranking** (in `Database::search_batch`): verified candidates (≥ `min_inliers`, and
 //!   covering at least `min_coverage` of the query under the fitted map) come first, ordered by cosine + `INLIER_WEIGHT`·min(inliers, `INLIER_CAP`)/`INLIER_CAP`, so
 //!   that near-identical siblings, which all verify, are still told apart by the global
-//!   similarity; the rest keep their cosine order.
+//!   similarity; the rest follow, ordered by cosine plus the same bonus for their inliers beyond
+//!   `chance_inliers` (weak evidence counts, but never as precedence).
 
 use std::collections::HashMap;
 
@@ -53,10 +54,18 @@ pub struct VerifyParams {
     /// another picture) verifies, but does not outrank the image it covers.
     #[serde(default = "default_min_coverage")]
     pub min_coverage: f32,
+    /// Inliers that unrelated images reach by chance: a candidate below `min_inliers` (but with
+    /// the coverage) gets the ranking bonus of its inliers beyond these, without precedence.
+    #[serde(default = "default_chance_inliers")]
+    pub chance_inliers: usize,
 }
 
 fn default_min_coverage() -> f32 {
     0.5
+}
+
+fn default_chance_inliers() -> usize {
+    4
 }
 
 impl Default for VerifyParams {
@@ -68,6 +77,7 @@ impl Default for VerifyParams {
             inlier_px: 8.0,
             ratio: 0.8,
             min_coverage: default_min_coverage(),
+            chance_inliers: default_chance_inliers(),
         }
     }
 }
@@ -89,8 +99,8 @@ const VOTING_DESCRIPTORS: usize = 500;
 /// Below this many stored descriptors the voting index is exact (`Flat`).
 const IVF_MIN_DESCRIPTORS: usize = 20_000;
 const IVF_NPROBE: usize = 8;
-/// Training points per inverted list.
-const TRAIN_PER_LIST: usize = 32;
+/// Training points per inverted list (FAISS asks for at least 39).
+const TRAIN_PER_LIST: usize = 40;
 
 /// All stored descriptors of the rows offered so far, for voting.
 pub struct LocalIndex {
