@@ -161,6 +161,11 @@ impl PendingChunk {
     }
 }
 
+enum RowAt<'a> {
+    Pending(&'a PendingChunk, usize),
+    Sealed(&'a Segment, usize),
+}
+
 /// An immutable view searches run against: sealed segments, pending rows and deleted ids at one
 /// instant. Vectors of deleted rows are still present; every reader filters `tombstones`.
 #[derive(Debug, Default)]
@@ -171,38 +176,37 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The stored vector of `id`, wherever it lives (deleted rows included).
-    pub fn vector(&self, id: u64) -> Option<&[f32]> {
+    /// Where `id` lives: a pending chunk or a segment, and its row there.
+    fn locate(&self, id: u64) -> Option<RowAt<'_>> {
         for chunk in &self.pending {
             if let Ok(row) = chunk.ids.binary_search(&id) {
-                return Some(chunk.vector(row));
+                return Some(RowAt::Pending(chunk, row));
             }
         }
         self.segments.iter().find_map(|(_, seg)| {
             let ids = seg.ids();
             if ids.first().is_some_and(|&f| f <= id) && ids.last().is_some_and(|&l| l >= id) {
-                seg.row_of(id).map(|row| seg.vector(row))
+                seg.row_of(id).map(|row| RowAt::Sealed(seg, row))
             } else {
                 None
             }
         })
     }
 
+    /// The stored vector of `id`, wherever it lives (deleted rows included).
+    pub fn vector(&self, id: u64) -> Option<&[f32]> {
+        self.locate(id).map(|at| match at {
+            RowAt::Pending(chunk, row) => chunk.vector(row),
+            RowAt::Sealed(seg, row) => seg.vector(row),
+        })
+    }
+
     /// The stored local features of `id` (empty when it has none; `None` when the id is not
     /// in this snapshot).
     pub fn local(&self, id: u64) -> Option<&[u8]> {
-        for chunk in &self.pending {
-            if let Ok(row) = chunk.ids.binary_search(&id) {
-                return Some(chunk.local(row));
-            }
-        }
-        self.segments.iter().find_map(|(_, seg)| {
-            let ids = seg.ids();
-            if ids.first().is_some_and(|&f| f <= id) && ids.last().is_some_and(|&l| l >= id) {
-                seg.row_of(id).map(|row| seg.local(row))
-            } else {
-                None
-            }
+        self.locate(id).map(|at| match at {
+            RowAt::Pending(chunk, row) => chunk.local(row),
+            RowAt::Sealed(seg, row) => seg.local(row),
         })
     }
 
