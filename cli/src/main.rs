@@ -59,16 +59,8 @@ enum Command {
     /// that have gone are reported and left out; rows get new ids).
     Reindex {
         db: PathBuf,
-        /// Named pipeline: fast, balanced, robust.
-        #[arg(long, conflicts_with = "model")]
-        pipeline: Option<String>,
-        /// Any TorchScript extractor instead of a preset.
-        #[arg(long)]
-        model: Option<PathBuf>,
-        #[arg(long, default_value_t = 224, requires = "model")]
-        model_size: u32,
-        #[arg(long, default_value = "gap", requires = "model")]
-        pooling: imgvec::Pooling,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
         /// One JSON line per image, then the report.
         #[arg(long)]
         json: bool,
@@ -249,7 +241,24 @@ struct IngestArgs {
     /// One JSON line per image once it is durable, then a summary line.
     #[arg(long)]
     json: bool,
-    /// Named pipeline for a new database.
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// Attach KEY=VALUE to every new row (repeatable).
+    #[arg(long = "attr", value_parser = parse_attr)]
+    attrs: Vec<(String, String)>,
+    /// Images per model forward.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Most images per commit; each commit is one synced write that acknowledges its images
+    /// (a commit also happens at least once a second).
+    #[arg(long, default_value_t = 512)]
+    commit_rows: usize,
+}
+
+/// The pipeline a database gets (ingest into a new one, reindex).
+#[derive(Args)]
+struct PipelineArgs {
+    /// Named pipeline: fast, balanced, robust.
     #[arg(long, conflicts_with = "model")]
     pipeline: Option<String>,
     /// Any TorchScript extractor (float RGB NCHW in [0,1] -> [N,D] or [N,C,H,W]).
@@ -261,16 +270,20 @@ struct IngestArgs {
     /// Pooling of --model's feature-map outputs: gap, gem[:P], rmac[:LEVELS].
     #[arg(long, default_value = "gap", requires = "model")]
     pooling: imgvec::Pooling,
-    /// Attach KEY=VALUE to every new row (repeatable).
-    #[arg(long = "attr", value_parser = parse_attr)]
-    attrs: Vec<(String, String)>,
-    /// Images per model forward.
-    #[arg(long, default_value_t = 16)]
-    batch_size: usize,
-    /// Most images per commit; each commit is one synced write that acknowledges its images
-    /// (a commit also happens at least once a second).
-    #[arg(long, default_value_t = 512)]
-    commit_rows: usize,
+}
+
+impl PipelineArgs {
+    fn choice(self) -> PipelineChoice {
+        match (self.pipeline, self.model) {
+            (Some(name), _) => PipelineChoice::Named(name),
+            (None, Some(path)) => PipelineChoice::Model {
+                path,
+                size: self.model_size,
+                pooling: self.pooling,
+            },
+            (None, None) => PipelineChoice::Default,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -345,25 +358,7 @@ fn main() -> ExitCode {
         Command::Info { db, json } => info(db, json, open),
         Command::Delete { db, ids, paths } => delete(db, ids, paths, open),
         Command::Compact { db, json } => compact(db, json, open),
-        Command::Reindex {
-            db,
-            pipeline,
-            model,
-            model_size,
-            pooling,
-            json,
-        } => {
-            let choice = match (pipeline, model) {
-                (Some(name), _) => PipelineChoice::Named(name),
-                (None, Some(path)) => PipelineChoice::Model {
-                    path,
-                    size: model_size,
-                    pooling,
-                },
-                (None, None) => PipelineChoice::Default,
-            };
-            reindex(db, choice, json, open)
-        }
+        Command::Reindex { db, pipeline, json } => reindex(db, pipeline.choice(), json, open),
         Command::Train(TrainCommand::Autoencoder {
             paths,
             out,
@@ -514,15 +509,7 @@ fn print_json(value: &impl serde::Serialize) {
 }
 
 fn ingest(args: IngestArgs, mut open: OpenOptions) -> CliResult {
-    open.pipeline = match (args.pipeline, args.model) {
-        (Some(name), _) => PipelineChoice::Named(name),
-        (None, Some(path)) => PipelineChoice::Model {
-            path,
-            size: args.model_size,
-            pooling: args.pooling,
-        },
-        (None, None) => PipelineChoice::Default,
-    };
+    open.pipeline = args.pipeline.choice();
     let db = Database::open(&args.db, open)?;
     let files = collect_files(&args.paths);
     let stop = Arc::new(AtomicBool::new(false));

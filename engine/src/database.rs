@@ -546,9 +546,13 @@ impl Database {
         })
     }
 
+    /// What the database holds. Cheap: it loads a published whitening but neither learns one
+    /// nor projects rows (searches and the writer's index refresh do that).
     pub fn info(&self) -> Result<DatabaseInfo> {
-        let snap = self.store.snapshot();
-        let space = self.space(snap)?;
+        let indexes = match self.reducer().and_then(|r| r.loaded_indexes(&self.store)) {
+            Some(whitened) => whitened.info(&self.store),
+            None => self.indexes.info(&self.store),
+        };
         let whitening = self.reducer().and_then(|r| {
             r.info().map(
                 |(generation, learned_on, dims_in, dims_out)| WhiteningInfo {
@@ -569,7 +573,7 @@ impl Database {
             read_only: self.store.mode() == OpenMode::ReadOnly,
             pipeline: self.pipeline(),
             stats: self.store.stats()?,
-            indexes: space.indexes.info(&self.store),
+            indexes,
             whitening,
             local,
         })

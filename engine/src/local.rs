@@ -603,6 +603,86 @@ mod tests {
         })
     }
 
+    fn textures() -> Vec<image::RgbImage> {
+        (0..4u32)
+            .map(|k| {
+                image::RgbImage::from_fn(320, 240, |x, y| {
+                    let (xf, yf) = (x as f32, y as f32);
+                    let f = 0.05 + 0.03 * k as f32;
+                    let a = ((xf * f).sin() * (yf * (0.11 - 0.02 * k as f32)).cos() * 70.0) as i32;
+                    let c = if (x / (11 + 6 * k) + y / (23 - 3 * k)) % 3 == 0 {
+                        70
+                    } else {
+                        0
+                    };
+                    let d = (((xf - 40.0 * k as f32).powi(2) + (yf - 100.0).powi(2)).sqrt()
+                        * (0.1 + 0.05 * k as f32))
+                        .sin()
+                        * 40.0;
+                    let v = (100 + a + c + d as i32).clamp(0, 255) as u8;
+                    image::Rgb([v, v, v])
+                })
+            })
+            .collect()
+    }
+
+    fn snapshot_of(features: &[LocalFeatures], first_id: u64) -> Snapshot {
+        let mut chunk = imgvec_storage::PendingChunk {
+            dims: 1,
+            local_offsets: vec![0],
+            ..Default::default()
+        };
+        for (i, f) in features.iter().enumerate() {
+            chunk.ids.push(first_id + i as u64);
+            chunk.vectors.push(1.0);
+            chunk.local.extend(pack(f));
+            chunk.local_offsets.push(chunk.local.len() as u64);
+        }
+        Snapshot {
+            pending: vec![std::sync::Arc::new(chunk)],
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn voting_finds_the_image_a_crop_comes_from_and_catches_up() {
+        let p = SiftParams::default();
+        let imgs = textures();
+        let features: Vec<LocalFeatures> = imgs.iter().map(|i| extract(i, &p)).collect();
+        let crop_of = |k: usize| {
+            let c = image::imageops::crop_imm(&imgs[k], 40, 30, 200, 150).to_image();
+            extract(&image::imageops::rotate90(&c), &p)
+        };
+        // Rows 1..=3 hold images 0..3; image 3 arrives later, as row 4.
+        let mut index = LocalIndex::build(&snapshot_of(&features[..3], 1)).unwrap();
+        assert_eq!(index.watermark, 3);
+        assert_eq!(
+            index.len(),
+            features[..3].iter().map(|f| f.len()).sum::<usize>()
+        );
+        for k in 0..3 {
+            let votes = index.vote(&crop_of(k).descriptors, 2, &|_| true).unwrap();
+            assert_eq!(votes[0].0, k as u64 + 1, "{votes:?}");
+            assert!(
+                votes.len() < 2 || votes[0].1 > 1.2 * votes[1].1,
+                "{votes:?}"
+            );
+        }
+        // Filtered rows (deleted, or outside the caller's filters) get no votes.
+        let votes = index
+            .vote(&crop_of(1).descriptors, 3, &|id| id != 2)
+            .unwrap();
+        assert!(votes.iter().all(|(id, _)| *id != 2));
+        // Catching up adds only the rows above the watermark.
+        let mut both = snapshot_of(&features[..3], 1);
+        both.pending.extend(snapshot_of(&features[3..], 4).pending);
+        index.catch_up(&both).unwrap();
+        assert_eq!(index.watermark, 4);
+        assert_eq!(index.len(), features.iter().map(|f| f.len()).sum::<usize>());
+        let votes = index.vote(&crop_of(3).descriptors, 1, &|_| true).unwrap();
+        assert_eq!(votes[0].0, 4);
+    }
+
     #[test]
     fn verifies_a_turned_crop_and_rejects_an_unrelated_image() {
         let p = SiftParams::default();

@@ -349,6 +349,15 @@ impl Reducer {
         Ok(())
     }
 
+    /// The index set of the published whitening (loading it once), without learning one or
+    /// projecting any row: what `imgvec info` reports.
+    pub fn loaded_indexes(&self, store: &Store) -> Option<Arc<Indexes>> {
+        let dims_in = store.dims().ok().flatten()? as usize;
+        let mut guard = self.state.lock();
+        self.load_once(store, &mut guard, dims_in);
+        guard.as_ref().map(|s| s.indexes.clone())
+    }
+
     /// (generation, rows learned on, input dims, output dims) for `imgvec info`.
     pub fn info(&self) -> Option<(u64, u64, usize, usize)> {
         self.state.lock().as_ref().map(|s| {

@@ -14,6 +14,7 @@ fn datasets() -> PathBuf {
     let candidates = [
         std::env::var_os("IMGVEC_DATASETS").map(PathBuf::from),
         Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets")),
+        Some(PathBuf::from("/work/shared/datasets")),
     ];
     candidates
         .into_iter()
