@@ -332,7 +332,32 @@ fn parse_attr(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// OpenMP worker threads (libtorch's and FAISS's, through libgomp) spin by default between
+/// parallel regions, taking the cores from the work around them: SIFT on ingest workers, query
+/// decoding, matching and verification. Passive waiting made `robust` searches ~1/3 faster and
+/// ingest ~1/10 faster on 2 cores. libgomp reads `OMP_WAIT_POLICY` once, when it is loaded
+/// (before `main`), so when the user has not set it the process re-executes itself with it set;
+/// if that fails it carries on as it is.
+fn passive_openmp() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| exe.clone().into_os_string());
+    // `exec` returns only when it failed; then this process goes on with the default policy.
+    let _ = std::process::Command::new(&exe)
+        .arg0(arg0)
+        .args(args)
+        .env("OMP_WAIT_POLICY", "passive")
+        .exec();
+}
+
 fn main() -> ExitCode {
+    passive_openmp();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("IMGVEC_LOG")
