@@ -13,6 +13,11 @@ fuzz_target!(|data: &[u8]| {
         Ok(seg) => {
             assert_eq!(seg.ids().len(), seg.rows());
             assert_eq!(seg.vectors().len(), seg.rows() * seg.dims());
+            // Accepted local-feature columns describe every row.
+            let local: usize = (0..seg.rows()).map(|r| seg.local(r).len()).sum();
+            if !seg.has_local() {
+                assert_eq!(local, 0);
+            }
         }
         Err(StorageError::DataCorruption { path: p, .. }) => assert_eq!(p, path),
         Err(other) => panic!("unexpected error kind: {other}"),
