@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::exact::matmul_nt;
-use crate::index::faiss_call;
+use crate::index::{faiss_call, live_rows_above, max_id};
 
 /// Local features a pipeline stores per image.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -114,28 +114,15 @@ pub struct LocalIndex {
     pub watermark: u64,
 }
 
-/// Live rows of `snap` with ids above `after`, with their packed features.
+/// Live rows of `snap` with ids above `after`, with their packed features (rows of segments
+/// without local-feature columns are left out).
 fn rows_with_features(snap: &Snapshot, after: u64) -> Vec<(u64, &[u8])> {
-    let mut out = Vec::new();
-    for (_, seg) in &snap.segments {
-        if seg.ids().last().is_none_or(|&l| l <= after) || !seg.has_local() {
-            continue;
-        }
-        for (row, &id) in seg.ids().iter().enumerate() {
-            if id > after && !snap.tombstones.contains(&id) {
-                out.push((id, seg.local(row)));
-            }
-        }
-    }
-    for chunk in &snap.pending {
-        for (row, &id) in chunk.ids.iter().enumerate() {
-            if id > after && !snap.tombstones.contains(&id) {
-                out.push((id, chunk.local(row)));
-            }
-        }
-    }
-    out.sort_unstable_by_key(|(id, _)| *id);
-    out
+    live_rows_above(
+        snap,
+        after,
+        |seg, row| seg.has_local().then(|| seg.local(row)),
+        |chunk, row| Some(chunk.local(row)),
+    )
 }
 
 impl LocalIndex {
@@ -186,13 +173,13 @@ impl LocalIndex {
             watermark: 0,
         };
         out.add_rows(&rows)?;
-        out.watermark = snap_max_id(snap);
+        out.watermark = max_id(snap);
         Ok(out)
     }
 
     /// Adds the rows of `snap` above the watermark.
     pub fn catch_up(&mut self, snap: &Snapshot) -> Result<()> {
-        let max = snap_max_id(snap);
+        let max = max_id(snap);
         if max <= self.watermark {
             return Ok(());
         }
@@ -322,20 +309,6 @@ pub fn stats(snap: &Snapshot) -> crate::database::LocalInfo {
         }
     }
     info
-}
-
-fn snap_max_id(snap: &Snapshot) -> u64 {
-    let seg = snap
-        .segments
-        .iter()
-        .filter_map(|(_, s)| s.ids().last().copied())
-        .max();
-    let pending = snap
-        .pending
-        .iter()
-        .filter_map(|c| c.ids.last().copied())
-        .max();
-    seg.max(pending).unwrap_or(0)
 }
 
 /// Tentative correspondences: (query keypoint, candidate keypoint).

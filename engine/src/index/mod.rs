@@ -20,7 +20,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use imgvec_storage::{OpenMode, Snapshot, Store};
+use imgvec_storage::{OpenMode, PendingChunk, Segment, Snapshot, Store};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
@@ -320,33 +320,45 @@ pub(crate) fn live_rows(snap: &Snapshot) -> usize {
     total.saturating_sub(snap.tombstones.len())
 }
 
-/// Live rows with ids above `above`, ascending, with their vectors.
-pub(crate) fn rows_above(snap: &Snapshot, above: u64, dims: usize) -> (Vec<u64>, Vec<f32>) {
-    let mut rows: Vec<(u64, &[f32])> = Vec::new();
+/// Live rows with ids above `above`, ascending, each with what `seg_row` / `chunk_row` take from
+/// it; rows for which they give `None` (another shape, no such column) are left out. Every walk
+/// over "the live rows since a watermark" goes through here.
+pub(crate) fn live_rows_above<'a, T>(
+    snap: &'a Snapshot,
+    above: u64,
+    seg_row: impl Fn(&'a Segment, usize) -> Option<T>,
+    chunk_row: impl Fn(&'a PendingChunk, usize) -> Option<T>,
+) -> Vec<(u64, T)> {
+    let mut rows: Vec<(u64, T)> = Vec::new();
     for (_, seg) in &snap.segments {
-        if seg.dims() != dims {
-            continue;
-        }
         let ids = seg.ids();
         let start = ids.partition_point(|&id| id <= above);
         for (row, &id) in ids.iter().enumerate().skip(start) {
             if !snap.tombstones.contains(&id) {
-                rows.push((id, seg.vector(row)));
+                rows.extend(seg_row(seg, row).map(|t| (id, t)));
             }
         }
     }
     for chunk in &snap.pending {
-        if chunk.dims != dims {
-            continue;
-        }
         let start = chunk.ids.partition_point(|&id| id <= above);
         for (row, &id) in chunk.ids.iter().enumerate().skip(start) {
             if !snap.tombstones.contains(&id) {
-                rows.push((id, chunk.vector(row)));
+                rows.extend(chunk_row(chunk, row).map(|t| (id, t)));
             }
         }
     }
     rows.sort_unstable_by_key(|r| r.0);
+    rows
+}
+
+/// Live rows with ids above `above`, ascending, with their vectors.
+pub(crate) fn rows_above(snap: &Snapshot, above: u64, dims: usize) -> (Vec<u64>, Vec<f32>) {
+    let rows: Vec<(u64, &[f32])> = live_rows_above(
+        snap,
+        above,
+        |seg, row| (seg.dims() == dims).then(|| seg.vector(row)),
+        |chunk, row| (chunk.dims == dims).then(|| chunk.vector(row)),
+    );
     let mut vectors = Vec::with_capacity(rows.len() * dims);
     for (_, v) in &rows {
         vectors.extend_from_slice(v);
