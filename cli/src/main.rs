@@ -636,9 +636,16 @@ struct QueryArgs {
     #[arg(long)]
     qe: Option<usize>,
     /// Spatial verification (pipelines with local features, e.g. robust): verify the top N
-    /// global results and the N images found by local-descriptor voting (0 = off).
+    /// global results, the N images found by local-descriptor voting and the N found by
+    /// dense-window search (0 = off).
     #[arg(long)]
     verify: Option<usize>,
+    /// Images found by dense-window search that are also aligned (0 = no dense alignment).
+    #[arg(long)]
+    dense: Option<usize>,
+    /// Dense alignment (normalised cross-correlation, -1..1) above which a result gains rank.
+    #[arg(long, allow_hyphen_values = true)]
+    alignment_floor: Option<f32>,
     /// Inliers a verified result needs.
     #[arg(long)]
     min_inliers: Option<usize>,
@@ -652,7 +659,16 @@ impl QueryArgs {
         opts.augment = self.augment.as_deref().map(str::parse).transpose()?;
         opts.qe = self.qe;
         opts.verify = self.verify;
+        opts.dense = self.dense;
         opts.min_inliers = self.min_inliers;
+        if let Some(a) = self.alignment_floor {
+            if !(-1.0..=1.0).contains(&a) {
+                return Err(imgvec::Error::Invalid(format!(
+                    "--alignment-floor {a}: give a correlation between -1 and 1"
+                )));
+            }
+            opts.alignment_floor = Some(a);
+        }
         if let Some(px) = self.inlier_px {
             if !(px > 0.0 && px.is_finite()) {
                 return Err(imgvec::Error::Invalid(format!(
@@ -1130,10 +1146,19 @@ fn info(db: PathBuf, json: bool, mut open: OpenOptions) -> CliResult {
         }
         if let Some(spec) = info.pipeline.as_ref().and_then(|p| p.whitening) {
             match &info.whitening {
-                Some(w) => println!(
-                    "whitening     PCA-whitening {} → {} dims, generation {}, learned on {} rows",
-                    w.dims_in, w.dims_out, w.generation, w.learned_on
-                ),
+                Some(w) => {
+                    let vlad = w.vlad.as_ref().map_or(String::new(), |v| {
+                        format!(
+                            " (incl. VLAD: {} words → {} dims, weight {})",
+                            v.words, v.dims, v.weight
+                        )
+                    });
+                    println!(
+                        "whitening     PCA-whitening {} → {} dims{vlad}, generation {}, learned \
+                         on {} rows",
+                        w.dims_in, w.dims_out, w.generation, w.learned_on
+                    )
+                }
                 None => println!(
                     "whitening     not learned yet (needs {} live rows; raw fused vectors \
                      compared meanwhile)",

@@ -13,13 +13,14 @@ use imgvec_storage::{
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::dense::{self, DenseIndex, DenseQuery, Plane};
 use crate::error::{Error, Result};
 use crate::exact;
 use crate::index::{AnnMode, AnnParams, IndexInfo, IndexOptions, Indexes, Save};
 use crate::ingest::{IngestEvent, IngestOptions, Source};
 use crate::local::{self, LocalIndex, VerifyParams};
 use crate::pipeline::{self, PipelineChoice, PipelineConfig};
-use crate::reduce::{Reducer, Whitening};
+use crate::reduce::{Projection, Reducer};
 
 /// How to open a database.
 #[derive(Debug, Clone)]
@@ -187,6 +188,12 @@ pub struct SearchOptions {
     pub min_inliers: Option<usize>,
     /// Inlier tolerance in pixels; `None` = the pipeline's default.
     pub inlier_px: Option<f32>,
+    /// Images found by dense-window search that are aligned too (see `dense`); `None` = the
+    /// pipeline's default (or `verify` when that is given); 0 = off.
+    pub dense: Option<usize>,
+    /// Dense alignment (normalised cross-correlation) above which a candidate gains rank;
+    /// `None` = the pipeline's default.
+    pub alignment_floor: Option<f32>,
 }
 
 impl Default for SearchOptions {
@@ -204,6 +211,8 @@ impl Default for SearchOptions {
             qe: None,
             verify: None,
             min_inliers: None,
+            dense: None,
+            alignment_floor: None,
             inlier_px: None,
         }
     }
@@ -229,6 +238,10 @@ pub struct Hit {
     /// Spatially verified inliers, when the search verified this result.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inliers: Option<usize>,
+    /// Dense alignment (normalised cross-correlation, −1…1), when the search aligned this
+    /// result (candidates SIFT did not verify).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alignment: Option<f32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -259,8 +272,19 @@ pub struct WhiteningInfo {
     pub generation: u64,
     pub learned_on: u64,
     pub dims_in: usize,
+    /// Dimensions of the view (whitened global descriptor, plus the VLAD block if any).
     pub dims_out: usize,
     pub min_rows: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vlad: Option<VladInfo>,
+}
+
+/// The VLAD block of the view.
+#[derive(Debug, Clone, Serialize)]
+pub struct VladInfo {
+    pub words: usize,
+    pub dims: usize,
+    pub weight: f32,
 }
 
 /// (id, score) pairs, best first, or why there are none.
@@ -290,13 +314,30 @@ pub struct Database {
     reducer: Mutex<Option<Arc<Reducer>>>,
     /// Every stored local descriptor, for voting; built on the first verified search.
     local_index: Mutex<Option<LocalIndex>>,
+    /// Every stored image's dense windows and plane; built on the first verified search.
+    dense_index: Mutex<Option<DenseIndex>>,
+}
+
+/// What a verified search checked of one result.
+#[derive(Debug, Clone, Copy)]
+struct Checked {
+    /// `None`: not matched with SIFT (found by dense-window search only).
+    inliers: Option<usize>,
+    alignment: Option<f32>,
+}
+
+/// A query's local features, and the query made ready for dense alignment.
+#[derive(Debug, Clone)]
+struct QueryLocal {
+    features: LocalFeatures,
+    dense: Option<DenseQuery>,
 }
 
 /// The vector space a search runs in: the stored vectors, or their whitened view.
 struct Space {
     snapshot: Arc<Snapshot>,
     indexes: Arc<Indexes>,
-    whitening: Option<Arc<Whitening>>,
+    whitening: Option<Arc<Projection>>,
 }
 
 impl Database {
@@ -326,6 +367,7 @@ impl Database {
             index_opts: opts.index,
             reducer: Mutex::new(None),
             local_index: Mutex::new(None),
+            dense_index: Mutex::new(None),
         })
     }
 
@@ -553,17 +595,7 @@ impl Database {
             Some(whitened) => whitened.info(&self.store),
             None => self.indexes.info(&self.store),
         };
-        let whitening = self.reducer().and_then(|r| {
-            r.info().map(
-                |(generation, learned_on, dims_in, dims_out)| WhiteningInfo {
-                    generation,
-                    learned_on,
-                    dims_in,
-                    dims_out,
-                    min_rows: r.spec().min_rows,
-                },
-            )
-        });
+        let whitening = self.reducer().and_then(|r| r.info());
         let local = self
             .pipeline()
             .and_then(|p| p.local)
@@ -608,7 +640,9 @@ impl Database {
             Ok(None) => return queries.iter().map(|_| Ok(Vec::new())).collect(),
             Err(e) => return fail_all(e.to_string()),
         };
-        let (vectors, locals) = self.query_vectors(&queries, augment, verify.is_some());
+        // The query's local features: for verification, and for a VLAD block in the view.
+        let vlad = self.reducer().is_some_and(|r| r.spec().vlad.is_some());
+        let (vectors, locals) = self.query_vectors(&queries, augment, verify.is_some() || vlad);
         let space = match self.space(self.store.snapshot()) {
             Ok(s) => s,
             Err(e) => return fail_all(e.to_string()),
@@ -627,8 +661,16 @@ impl Database {
         }
         let space_dims = match &space.whitening {
             Some(w) => {
-                flat = w.apply(&raw);
-                w.dims_out
+                let descriptors: Vec<&[f32]> = owners
+                    .iter()
+                    .map(|&qi| {
+                        locals[qi]
+                            .as_ref()
+                            .map_or(&[][..], |l| &l.features.descriptors)
+                    })
+                    .collect();
+                flat = w.apply(&raw, &descriptors);
+                w.dims_out()
             }
             None => {
                 flat.append(&mut raw);
@@ -680,7 +722,7 @@ impl Database {
                 merged[*qi] = Some(hits);
             }
         }
-        let mut inliers: Vec<HashMap<u64, usize>> = vec![HashMap::new(); queries.len()];
+        let mut inliers: Vec<HashMap<u64, Checked>> = vec![HashMap::new(); queries.len()];
         if let Some(params) = verify {
             let snap = self.store.snapshot();
             for (qi, slot) in merged.iter_mut().enumerate() {
@@ -729,7 +771,8 @@ impl Database {
                             id,
                             path: rec.path,
                             score,
-                            inliers: inliers.get(&id).copied(),
+                            inliers: inliers.get(&id).and_then(|c| c.inliers),
+                            alignment: inliers.get(&id).and_then(|c| c.alignment),
                         });
                     }
                 }
@@ -753,6 +796,13 @@ impl Database {
         if let Some(n) = opts.verify {
             p.shortlist = n;
             p.voted = n;
+            p.dense = n;
+        }
+        if let Some(n) = opts.dense {
+            p.dense = n;
+        }
+        if let Some(a) = opts.alignment_floor {
+            p.alignment_floor = a;
         }
         if let Some(n) = opts.min_inliers {
             p.min_inliers = n;
@@ -760,25 +810,27 @@ impl Database {
         if let Some(px) = opts.inlier_px {
             p.inlier_px = px;
         }
-        (p.shortlist > 0 || p.voted > 0).then_some(p)
+        (p.shortlist > 0 || p.voted > 0 || p.dense > 0).then_some(p)
     }
 
     /// Re-ranks one query's global `hits` with local features: adds the images descriptor
-    /// voting finds, verifies the shortlist and those, and orders verified candidates first
-    /// (see `local`). Scores stay cosines in the search space. Returns the inliers per row.
+    /// voting and dense-window search find, verifies the shortlist and those, and orders
+    /// verified candidates first (see `local` and `dense`). Scores stay cosines in the search
+    /// space. Returns what was checked per row.
     #[allow(clippy::too_many_arguments)]
     fn verify_hits(
         &self,
         hits: &mut Vec<(u64, f32)>,
-        features: &LocalFeatures,
+        query: &QueryLocal,
         variants: &[&[f32]],
         space: &Space,
         snap: &Snapshot,
         params: &VerifyParams,
         accept: &dyn Fn(u64) -> bool,
-    ) -> Result<HashMap<u64, usize>> {
+    ) -> Result<HashMap<u64, Checked>> {
         let live = |id: u64| !snap.tombstones.contains(&id) && accept(id);
-        let voted = {
+        let features = &query.features;
+        let voted = if params.voted > 0 {
             let mut guard = self.local_index.lock();
             match guard.as_mut() {
                 Some(index) => index.catch_up(snap)?,
@@ -786,26 +838,64 @@ impl Database {
             }
             let index = guard.as_ref().expect("built above");
             index.vote(&features.descriptors, params.voted, &live)?
+        } else {
+            Vec::new()
         };
         let mut candidates: Vec<(u64, f32)> = hits.iter().take(params.shortlist).copied().collect();
-        for (id, _) in voted {
-            if candidates.iter().any(|(c, _)| *c == id) {
-                continue;
+        // Dense planes of the candidates, taken out of the index so it is not held while
+        // aligning.
+        let mut planes: HashMap<u64, (Plane, f32)> = HashMap::new();
+        let dense_found = match &query.dense {
+            Some(dq) if params.dense > 0 => {
+                let mut guard = self.dense_index.lock();
+                match guard.as_mut() {
+                    Some(index) => index.catch_up(&self.store, snap)?,
+                    None => *guard = Some(DenseIndex::build(&self.store, snap)?),
+                }
+                let index = guard.as_ref().expect("built above");
+                let scores = index.scores(dq);
+                let found = scores.top(params.dense, &live);
+                for id in candidates
+                    .iter()
+                    .map(|c| c.0)
+                    .chain(voted.iter().map(|v| v.0))
+                    .chain(found.iter().copied())
+                {
+                    if let (Some(p), Some((_, angle))) = (index.plane(id), scores.get(id)) {
+                        planes.entry(id).or_insert_with(|| (p.clone(), angle));
+                    }
+                }
+                found
             }
-            let Some(v) = space.snapshot.vector(id) else {
-                continue;
-            };
-            let cosine = variants
-                .iter()
-                .map(|q| exact::dot(q, v))
-                .fold(f32::MIN, f32::max);
-            candidates.push((id, cosine));
-        }
+            _ => Vec::new(),
+        };
+        // Images only dense-window search found are aligned, not matched with SIFT: a textured
+        // image would have been found by voting.
+        let add = |candidates: &mut Vec<(u64, f32)>, ids: &mut dyn Iterator<Item = u64>| {
+            for id in ids {
+                if candidates.iter().any(|(c, _)| *c == id) {
+                    continue;
+                }
+                let Some(v) = space.snapshot.vector(id) else {
+                    continue;
+                };
+                let cosine = variants
+                    .iter()
+                    .map(|q| exact::dot(q, v))
+                    .fold(f32::MIN, f32::max);
+                candidates.push((id, cosine));
+            }
+        };
+        add(&mut candidates, &mut voted.iter().map(|v| v.0));
+        let sift_checked = candidates.len();
+        add(&mut candidates, &mut dense_found.into_iter());
         let mut found = HashMap::new();
+        // (verified, key, id, cosine)
         let mut ranked: Vec<(bool, f32, u64, f32)> = Vec::with_capacity(candidates.len());
-        for &(id, cosine) in &candidates {
+        for (i, &(id, cosine)) in candidates.iter().enumerate() {
             let packed = snap.local(id).unwrap_or(&[]);
             let v = match PackedFeatures::parse(packed) {
+                Ok(Some(_)) if i >= sift_checked => local::Verification::default(),
                 Ok(Some(p)) => local::verify(features, &p, params),
                 Ok(None) => local::Verification::default(),
                 Err(e) => {
@@ -815,17 +905,37 @@ impl Database {
                 }
             };
             let n = v.inliers;
-            found.insert(id, n);
             let verified = n >= params.min_inliers && v.coverage >= params.min_coverage;
+            let alignment = match (&query.dense, planes.get(&id)) {
+                (Some(dq), Some((plane, angle))) if !verified => {
+                    Some(dense::align(dq, plane, Some(*angle)))
+                }
+                _ => None,
+            };
+            found.insert(
+                id,
+                Checked {
+                    inliers: (i < sift_checked).then_some(n),
+                    alignment,
+                },
+            );
             // Below `min_inliers`, geometric evidence beyond the chance level still counts in
             // proportion (not as precedence): weak but consistent matches of a tiny, heavily
-            // compressed query lift the right image over globally similar strangers.
+            // compressed query lift the right image over globally similar strangers. So does a
+            // dense alignment above the floor (near-identical images align about equally well,
+            // and the global similarity then decides).
             let key = if verified {
                 local::verified_score(cosine, n)
-            } else if v.coverage >= params.min_coverage {
-                local::verified_score(cosine, n.saturating_sub(params.chance_inliers))
             } else {
-                cosine
+                let inliers = if v.coverage >= params.min_coverage {
+                    n.saturating_sub(params.chance_inliers)
+                } else {
+                    0
+                };
+                local::verified_score(cosine, inliers)
+                    + alignment.map_or(0.0, |a| {
+                        params.alignment_weight * (a - params.alignment_floor).max(0.0)
+                    })
             };
             ranked.push((verified, key, id, cosine));
         }
@@ -926,9 +1036,9 @@ impl Database {
         queries: &[Query],
         augment: Augment,
         local: bool,
-    ) -> (Vec<Result<Vec<Vec<f32>>>>, Vec<Option<LocalFeatures>>) {
+    ) -> (Vec<Result<Vec<Vec<f32>>>>, Vec<Option<QueryLocal>>) {
         let sift_params = self.pipeline().and_then(|p| p.local).map(|l| l.sift);
-        let mut locals: Vec<Option<LocalFeatures>> = vec![None; queries.len()];
+        let mut locals: Vec<Option<QueryLocal>> = vec![None; queries.len()];
         let mut out: Vec<Option<Result<Vec<Vec<f32>>>>> = vec![];
         let mut images = Vec::new(); // (slot, rgb)
         for (i, q) in queries.iter().enumerate() {
@@ -936,10 +1046,20 @@ impl Database {
                 Query::Id(id) => {
                     if local {
                         let snap = self.store.snapshot();
+                        let dense = self
+                            .store
+                            .thumbnail(*id)
+                            .ok()
+                            .flatten()
+                            .and_then(|b| decode(&b).ok())
+                            .map(|img| DenseQuery::new(&img.rgb));
                         locals[i] = snap
                             .local(*id)
                             .and_then(|b| PackedFeatures::parse(b).ok().flatten())
-                            .map(|p| p.unpack());
+                            .map(|p| QueryLocal {
+                                features: p.unpack(),
+                                dense,
+                            });
                     }
                     out.push(Some(match self.store.vector(*id) {
                         Ok(Some(v)) => Ok(vec![v]),
@@ -963,7 +1083,10 @@ impl Database {
             match decoded {
                 Ok(img) => {
                     if let (true, Some(p)) = (local, sift_params.as_ref()) {
-                        locals[i] = Some(sift::extract(&img.rgb, p));
+                        locals[i] = Some(QueryLocal {
+                            features: sift::extract(&img.rgb, p),
+                            dense: Some(DenseQuery::new(&img.rgb)),
+                        });
                     }
                     for variant in augment.variants(&img.rgb) {
                         images.push((i, variant));

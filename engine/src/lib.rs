@@ -36,6 +36,7 @@
 mod ann_bench;
 pub mod bench;
 mod database;
+pub mod dense;
 mod error;
 pub mod exact;
 pub mod index;
@@ -44,10 +45,11 @@ pub mod local;
 pub mod pipeline;
 pub mod reduce;
 mod reindex;
+pub mod vlad;
 
 pub use database::{
     make_thumbnail, Augment, Database, DatabaseInfo, Hit, OpenOptions, Query, SearchMode,
-    SearchOptions, WhiteningInfo,
+    SearchOptions, VladInfo, WhiteningInfo,
 };
 pub use error::{Error, Result};
 pub use image;

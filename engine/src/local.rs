@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::exact::matmul_nt;
-use crate::index::{faiss_call, live_rows_above, max_id};
+use crate::index::{faiss_call, max_id};
+use crate::reduce::rows_with_features;
 
 /// Local features a pipeline stores per image.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -58,6 +59,28 @@ pub struct VerifyParams {
     /// the coverage) gets the ranking bonus of its inliers beyond these, without precedence.
     #[serde(default = "default_chance_inliers")]
     pub chance_inliers: usize,
+    /// Images found by dense-window search that are verified too (see `dense`; 0: no dense
+    /// alignment).
+    #[serde(default = "default_dense")]
+    pub dense: usize,
+    /// A candidate SIFT did not verify gains `alignment_weight × (alignment − floor)` in rank
+    /// when its dense alignment (normalised cross-correlation) is above the floor.
+    #[serde(default = "default_alignment_floor")]
+    pub alignment_floor: f32,
+    #[serde(default = "default_alignment_weight")]
+    pub alignment_weight: f32,
+}
+
+fn default_dense() -> usize {
+    30
+}
+
+fn default_alignment_floor() -> f32 {
+    0.9
+}
+
+fn default_alignment_weight() -> f32 {
+    7.0
 }
 
 fn default_min_coverage() -> f32 {
@@ -78,6 +101,9 @@ impl Default for VerifyParams {
             ratio: 0.8,
             min_coverage: default_min_coverage(),
             chance_inliers: default_chance_inliers(),
+            dense: default_dense(),
+            alignment_floor: default_alignment_floor(),
+            alignment_weight: default_alignment_weight(),
         }
     }
 }
@@ -112,17 +138,6 @@ pub struct LocalIndex {
     counts: HashMap<u64, usize>,
     /// Rows with ids up to this one have been added.
     pub watermark: u64,
-}
-
-/// Live rows of `snap` with ids above `after`, with their packed features (rows of segments
-/// without local-feature columns are left out).
-fn rows_with_features(snap: &Snapshot, after: u64) -> Vec<(u64, &[u8])> {
-    live_rows_above(
-        snap,
-        after,
-        |seg, row| seg.has_local().then(|| seg.local(row)),
-        |chunk, row| Some(chunk.local(row)),
-    )
 }
 
 impl LocalIndex {

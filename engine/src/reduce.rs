@@ -19,30 +19,39 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use faiss::vector_transform::{PCAMatrixImpl, VectorTransform};
+use imgvec_ingest::sift::PackedFeatures;
 use imgvec_storage::{OpenMode, PendingChunk, Snapshot, Store};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use crate::database::{VladInfo, WhiteningInfo};
 use crate::exact::matmul_nt;
 use crate::index::hamming::affine_of;
 use crate::index::{
-    live_rows, max_id, read_checked, rows_above, strided_sample, write_checked, IndexError,
-    IndexOptions, Indexes,
+    live_rows, live_rows_above, max_id, read_checked, rows_above, strided_sample, write_checked,
+    IndexError, IndexOptions, Indexes,
 };
+use crate::vlad::{Vlad, VladSpec};
 
 const META_KEY: &str = "reduction";
 pub const REDUCTION_DIR: &str = "reduction";
 const MAGIC: &[u8; 8] = b"IVWHITE1";
 /// Rows of the training sample (PCA on more adds little).
 const SAMPLE_ROWS: usize = 65_536;
+/// Images whose descriptors the VLAD codebook and whitening are learned on.
+const VLAD_SAMPLE_IMAGES: usize = 4096;
 
 /// What a pipeline asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct WhiteningSpec {
-    /// Output dimensions.
+    /// Output dimensions (of the whitened global descriptor).
     pub dims: usize,
     /// Live rows needed before it is learned.
     pub min_rows: usize,
+    /// A VLAD of each row's local features, learned with the whitening and appended to the
+    /// whitened vector (`vlad`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlad: Option<VladSpec>,
 }
 
 /// A learned whitening: `y = normalise(A x + b)`.
@@ -94,7 +103,7 @@ impl Whitening {
         out
     }
 
-    fn save(&self, path: &Path) -> Result<(), IndexError> {
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let mut body = Vec::with_capacity(32 + 4 * (self.matrix.len() + self.bias.len()));
         body.extend_from_slice(MAGIC);
         for v in [self.dims_in as u64, self.dims_out as u64, self.learned_on] {
@@ -103,30 +112,27 @@ impl Whitening {
         for v in self.matrix.iter().chain(&self.bias) {
             body.extend_from_slice(&v.to_le_bytes());
         }
-        write_checked(path, &body)
+        body
     }
 
-    fn load(path: &Path) -> Result<Whitening, IndexError> {
-        let body = read_checked(path)?;
-        let bad = || IndexError::Invalid(format!("{}: not a whitening file", path.display()));
+    pub(crate) fn from_bytes(body: &[u8]) -> Option<Whitening> {
         if body.len() < 32 || &body[..8] != MAGIC {
-            return Err(bad());
+            return None;
         }
         let word = |i: usize| u64::from_le_bytes(body[8 + 8 * i..16 + 8 * i].try_into().unwrap());
         let (dims_in, dims_out, learned_on) = (word(0) as usize, word(1) as usize, word(2));
         let floats = dims_out
             .checked_mul(dims_in)
-            .and_then(|m| m.checked_add(dims_out))
-            .ok_or_else(bad)?;
-        if body.len() != 32 + 4 * floats {
-            return Err(bad());
+            .and_then(|m| m.checked_add(dims_out))?;
+        if body.len() != floats.checked_mul(4)?.checked_add(32)? {
+            return None;
         }
         let values: Vec<f32> = body[32..]
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
             .collect();
         let (matrix, bias) = values.split_at(dims_out * dims_in);
-        Ok(Whitening {
+        Some(Whitening {
             dims_in,
             dims_out,
             matrix: matrix.to_vec(),
@@ -134,24 +140,72 @@ impl Whitening {
             learned_on,
         })
     }
+
+    fn save(&self, path: &Path) -> Result<(), IndexError> {
+        write_checked(path, &self.to_bytes())
+    }
+
+    fn load(path: &Path) -> Result<Whitening, IndexError> {
+        Whitening::from_bytes(&read_checked(path)?)
+            .ok_or_else(|| IndexError::Invalid(format!("{}: not a whitening file", path.display())))
+    }
+}
+
+/// How searches map stored and query vectors into the view: the whitening, then, when the
+/// pipeline fuses one, the row's whitened VLAD appended with weight `√w`, and the whole
+/// L2-normalised (so the view's cosine is `(cos(global) + w · cos(VLAD)) / (1 + w)`).
+#[derive(Debug)]
+pub struct Projection {
+    pub whitening: Whitening,
+    pub vlad: Option<Vlad>,
+}
+
+impl Projection {
+    pub fn dims_out(&self) -> usize {
+        self.whitening.dims_out + self.vlad.as_ref().map_or(0, Vlad::dims)
+    }
+
+    /// Projects rows of `whitening.dims_in` values; `descriptors[i]` are row i's local
+    /// descriptors (used only with a VLAD; empty: none).
+    pub fn apply(&self, rows: &[f32], descriptors: &[&[f32]]) -> Vec<f32> {
+        let global = self.whitening.apply(rows);
+        let Some(vlad) = &self.vlad else {
+            return global;
+        };
+        let (dg, dv) = (self.whitening.dims_out, vlad.dims());
+        let n = global.len() / dg;
+        debug_assert_eq!(descriptors.len(), n);
+        let local = vlad.project(&descriptors[..n]);
+        let weight = vlad.weight.max(0.0).sqrt();
+        let mut out = Vec::with_capacity(n * (dg + dv));
+        for (g, v) in global.chunks_exact(dg).zip(local.chunks_exact(dv)) {
+            out.extend_from_slice(g);
+            out.extend(v.iter().map(|x| x * weight));
+        }
+        imgvec_ingest::l2_normalize_rows(&mut out, dg + dv);
+        out
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Published {
     generation: u64,
     file: String,
+    /// The VLAD codebook and whitening learned with it, if the pipeline fuses one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    vlad: Option<String>,
 }
 
 /// The whitened collection at one snapshot, and the indexes over it.
 pub struct View {
-    pub whitening: Arc<Whitening>,
+    pub whitening: Arc<Projection>,
     pub snapshot: Arc<Snapshot>,
     pub(crate) indexes: Arc<Indexes>,
 }
 
 struct State {
     generation: u64,
-    whitening: Arc<Whitening>,
+    whitening: Arc<Projection>,
     saved: bool,
     /// Projected rows, ids ascending within and across chunks; covers ids ≤ `watermark`.
     chunks: Vec<Arc<PendingChunk>>,
@@ -186,12 +240,12 @@ impl Reducer {
         self.spec
     }
 
-    fn make_state(&self, store: &Store, generation: u64, w: Whitening, saved: bool) -> State {
+    fn make_state(&self, store: &Store, generation: u64, w: Projection, saved: bool) -> State {
         let indexes = Arc::new(Indexes::derived(
             store,
             self.index_opts.clone(),
             "whitened",
-            w.dims_out,
+            w.dims_out(),
             generation,
         ));
         State {
@@ -217,9 +271,29 @@ impl Reducer {
             .and_then(|s| serde_json::from_str(&s).ok());
         if let Some(p) = published {
             let path = self.dir.join(&p.file);
+            // A VLAD the pipeline asks for but the generation lacks (too few local features
+            // when it was learned) comes with the next relearning.
+            let vlad = match (&self.spec.vlad, &p.vlad) {
+                (Some(_), Some(file)) => {
+                    let path = self.dir.join(file);
+                    match read_checked(&path).map(|b| Vlad::from_bytes(&b)) {
+                        Ok(Some(v)) => Some(v),
+                        Ok(None) => {
+                            tracing::warn!("{}: not a VLAD file; relearned", path.display());
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!("{}: {e}; relearned", path.display());
+                            return;
+                        }
+                    }
+                }
+                _ => None,
+            };
             match Whitening::load(&path) {
                 Ok(w) if w.dims_in == dims_in && w.dims_out == self.spec.dims => {
-                    *st = Some(self.make_state(store, p.generation, w, true));
+                    let projection = Projection { whitening: w, vlad };
+                    *st = Some(self.make_state(store, p.generation, projection, true));
                 }
                 Ok(_) => tracing::warn!("{}: dimensions changed; relearned", path.display()),
                 Err(e) => {
@@ -244,19 +318,34 @@ impl Reducer {
         let live = live_rows(snap);
         let due = match &*guard {
             None => live >= self.spec.min_rows.max(self.spec.dims + 1),
-            Some(s) => live as u64 >= 4 * s.whitening.learned_on.max(1),
+            Some(s) => live as u64 >= 4 * s.whitening.whitening.learned_on.max(1),
         };
         if due {
             let (_, vectors) = rows_above(snap, 0, dims_in);
             let sample = strided_sample(&vectors, dims_in, SAMPLE_ROWS);
             let w = Whitening::learn(&sample, dims_in, self.spec.dims, live as u64)?;
+            let vlad = self.spec.vlad.and_then(|spec| {
+                let rows = rows_with_features(snap, 0);
+                let step = rows.len().div_ceil(VLAD_SAMPLE_IMAGES).max(1);
+                let images: Vec<Vec<f32>> = rows
+                    .iter()
+                    .step_by(step)
+                    .map(|(_, bytes)| descriptors_of(bytes))
+                    .collect();
+                Vlad::learn(&spec, &images, live as u64)
+                    .map_err(|e| tracing::warn!("{}: no VLAD yet: {e}", store.dir().display()))
+                    .ok()
+            });
             let generation = guard.as_ref().map_or(1, |s| s.generation + 1);
             tracing::info!(
-                "{}: whitening learned on {live} rows ({dims_in} → {} dims)",
+                "{}: whitening learned on {live} rows ({dims_in} → {} dims{})",
                 store.dir().display(),
-                self.spec.dims
+                self.spec.dims,
+                vlad.as_ref()
+                    .map_or(String::new(), |v| format!(" + VLAD {}", v.dims()))
             );
-            *guard = Some(self.make_state(store, generation, w, false));
+            let projection = Projection { whitening: w, vlad };
+            *guard = Some(self.make_state(store, generation, projection, false));
         }
         let Some(st) = guard.as_mut() else {
             return Ok(None);
@@ -288,12 +377,12 @@ impl Reducer {
         if max_id(snap) > st.watermark {
             let (ids, vectors) = rows_above(snap, st.watermark, dims_in);
             if let Some(&last) = ids.last() {
-                let projected = st.whitening.apply(&vectors);
+                let projected = project_rows(&st.whitening, snap, &ids, &vectors);
                 st.watermark = last;
                 st.chunks.push(Arc::new(PendingChunk {
                     ids,
                     vectors: projected,
-                    dims: st.whitening.dims_out,
+                    dims: st.whitening.dims_out(),
                     ..PendingChunk::default()
                 }));
                 // Few, large chunks keep lookups cheap.
@@ -328,10 +417,19 @@ impl Reducer {
         }
         std::fs::create_dir_all(&self.dir)?;
         let file = format!("whitening-{:08}.bin", st.generation);
-        st.whitening.save(&self.dir.join(&file))?;
+        st.whitening.whitening.save(&self.dir.join(&file))?;
+        let vlad_file = match &st.whitening.vlad {
+            Some(v) => {
+                let name = format!("vlad-{:08}.bin", st.generation);
+                write_checked(&self.dir.join(&name), &v.to_bytes())?;
+                Some(name)
+            }
+            None => None,
+        };
         let published = Published {
             generation: st.generation,
             file: file.clone(),
+            vlad: vlad_file.clone(),
         };
         let json =
             serde_json::to_string(&published).map_err(|e| IndexError::Invalid(e.to_string()))?;
@@ -341,7 +439,8 @@ impl Reducer {
         st.saved = true;
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for e in entries.flatten() {
-                if e.file_name().to_string_lossy() != file {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name != file && Some(&name) != vlad_file.as_ref() {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
@@ -359,16 +458,61 @@ impl Reducer {
     }
 
     /// (generation, rows learned on, input dims, output dims) for `imgvec info`.
-    pub fn info(&self) -> Option<(u64, u64, usize, usize)> {
+    pub fn info(&self) -> Option<WhiteningInfo> {
         self.state.lock().as_ref().map(|s| {
-            (
-                s.generation,
-                s.whitening.learned_on,
-                s.whitening.dims_in,
-                s.whitening.dims_out,
-            )
+            let w = &s.whitening.whitening;
+            WhiteningInfo {
+                generation: s.generation,
+                learned_on: w.learned_on,
+                dims_in: w.dims_in,
+                dims_out: s.whitening.dims_out(),
+                min_rows: self.spec.min_rows,
+                vlad: s.whitening.vlad.as_ref().map(|v| VladInfo {
+                    words: v.words(),
+                    dims: v.dims(),
+                    weight: v.weight,
+                }),
+            }
         })
     }
+}
+
+/// Live rows above `after` that have local features, with their packed features.
+pub(crate) fn rows_with_features(snap: &Snapshot, after: u64) -> Vec<(u64, &[u8])> {
+    live_rows_above(
+        snap,
+        after,
+        |seg, row| seg.has_local().then(|| seg.local(row)),
+        |chunk, row| Some(chunk.local(row)),
+    )
+}
+
+/// The descriptors of packed local features (none for unreadable or absent ones).
+fn descriptors_of(bytes: &[u8]) -> Vec<f32> {
+    PackedFeatures::parse(bytes)
+        .ok()
+        .flatten()
+        .map_or_else(Vec::new, |p| p.descriptors_f32())
+}
+
+/// Projects stored rows `ids` (their `vectors`), a block at a time so a VLAD's descriptors are
+/// unpacked for a few rows at once.
+fn project_rows(p: &Projection, snap: &Snapshot, ids: &[u64], vectors: &[f32]) -> Vec<f32> {
+    if p.vlad.is_none() {
+        return p.apply(vectors, &[]);
+    }
+    const BLOCK: usize = 256;
+    let dims_in = p.whitening.dims_in;
+    let mut out = Vec::with_capacity(ids.len() * p.dims_out());
+    for (block, rows) in ids.chunks(BLOCK).zip(vectors.chunks(BLOCK * dims_in)) {
+        let descriptors: Vec<Vec<f32>> = block
+            .iter()
+            .map(|&id| snap.local(id).map_or_else(Vec::new, descriptors_of))
+            .collect();
+        let refs: Vec<&[f32]> = descriptors.iter().map(Vec::as_slice).collect();
+        out.extend(p.apply(rows, &refs));
+    }
+    out
 }
 
 fn retain_chunk(c: &PendingChunk, dead: &HashSet<u64>) -> PendingChunk {

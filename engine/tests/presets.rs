@@ -219,3 +219,91 @@ fn reindex_switches_the_pipeline_and_reports_gone_files() {
         .unwrap();
     assert_eq!(stem(&hits[0].path), stem(names[0].to_str().unwrap()));
 }
+
+#[test]
+fn robust_vlad_fuses_a_vlad_of_the_local_features_into_the_view() {
+    let data = datasets().join("instances-dev");
+    let db_list = jsonl(&data.join("db.jsonl"));
+    let queries = jsonl(&data.join("queries.jsonl"));
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("db");
+    let open = OpenOptions {
+        pipeline: PipelineChoice::Named("robust-vlad".into()),
+        background_compaction: false,
+        ..OpenOptions::default()
+    };
+    let db = Database::open(&path, open).unwrap();
+    let files: Vec<PathBuf> = db_list
+        .iter()
+        .map(|e| data.join(e["path"].as_str().unwrap()))
+        .collect();
+    let sources = files.iter().cloned().map(Source::File).collect();
+    let s = db
+        .ingest(sources, &IngestOptions::default(), &|_| {})
+        .unwrap();
+    assert_eq!(s.errors, 0);
+    db.refresh_indexes().unwrap();
+    let w = db.info().unwrap().whitening.expect("whitening learned");
+    let vlad = w.vlad.clone().expect("VLAD learned with the whitening");
+    assert_eq!((vlad.words, vlad.dims), (64, 128));
+    assert_eq!((w.dims_in, w.dims_out), (3285, 256 + 128));
+    let saved: Vec<String> = std::fs::read_dir(path.join("reduction"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(saved.iter().any(|f| f.starts_with("vlad-")), "{saved:?}");
+
+    // The fused view alone (no verification) ranks the right image first for most queries.
+    let plain = SearchOptions {
+        verify: Some(0),
+        ..SearchOptions::default()
+    };
+    let sample: Vec<&serde_json::Value> = queries.iter().step_by(4).collect();
+    let batch: Vec<Query> = sample
+        .iter()
+        .map(|q| Query::Path(data.join(q["path"].as_str().unwrap())))
+        .collect();
+    let hits: Vec<Vec<imgvec::Hit>> = db
+        .search_batch(batch.clone(), &plain)
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let right = sample
+        .iter()
+        .zip(&hits)
+        .filter(|(q, h)| stem(&h[0].path) == q["label"].as_str().unwrap())
+        .count();
+    let results: Vec<Vec<u64>> = hits
+        .iter()
+        .map(|h| h.iter().map(|h| h.id).collect())
+        .collect();
+    eprintln!(
+        "robust-vlad without verification: {right}/{} right",
+        sample.len()
+    );
+    // Measured 64 of 70 (0.91) on this sample (balanced alone: 0.90–0.93).
+    assert!(
+        right as f64 >= 0.85 * sample.len() as f64,
+        "{right}/{}",
+        sample.len()
+    );
+    drop(db);
+
+    // A read-only handle loads the saved codebook and whitening and answers the same.
+    let ro = Database::open(
+        &path,
+        OpenOptions {
+            read_only: true,
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap();
+    let again: Vec<Vec<u64>> = ro
+        .search_batch(batch, &plain)
+        .into_iter()
+        .map(|r| r.unwrap().iter().map(|h| h.id).collect())
+        .collect();
+    assert_eq!(results, again);
+    let w2 = ro.info().unwrap().whitening.unwrap();
+    assert_eq!((w2.generation, w2.dims_out), (w.generation, w.dims_out));
+}

@@ -19,4 +19,4 @@ pub use extractor::{
     TorchScriptExtractor,
 };
 pub use files::{collect_files, content_hash, default_model_path, model_dir, FileList};
-pub use preprocess::{model_input, thumbnail_jpeg};
+pub use preprocess::{model_input, resize, thumbnail_jpeg};

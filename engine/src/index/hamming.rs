@@ -77,16 +77,22 @@ pub(crate) fn affine_of<T: NativeVectorTransform + VectorTransform>(
     d_in: usize,
     d_out: usize,
 ) -> Result<(Vec<f32>, Vec<f32>), IndexError> {
-    let mut probe = vec![0f32; (d_in + 1) * d_in];
-    for i in 0..d_in {
-        probe[(i + 1) * d_in + i] = 1.0;
-    }
-    let y = apply(t, &probe, d_in, d_out)?;
-    let bias = y[..d_out].to_vec();
+    // Probed with the zero vector (the bias) and the unit vectors, a block at a time so a wide
+    // input (VLAD: 8192 values) never needs the whole identity.
+    let bias = apply(t, &vec![0f32; d_in], d_in, d_out)?;
     let mut matrix = vec![0f32; d_out * d_in];
-    for i in 0..d_in {
-        for o in 0..d_out {
-            matrix[o * d_in + i] = y[(i + 1) * d_out + o] - bias[o];
+    const BLOCK: usize = 256;
+    for start in (0..d_in).step_by(BLOCK) {
+        let rows = BLOCK.min(d_in - start);
+        let mut probe = vec![0f32; rows * d_in];
+        for r in 0..rows {
+            probe[r * d_in + start + r] = 1.0;
+        }
+        let y = apply(t, &probe, d_in, d_out)?;
+        for r in 0..rows {
+            for o in 0..d_out {
+                matrix[o * d_in + start + r] = y[r * d_out + o] - bias[o];
+            }
         }
     }
     Ok((matrix, bias))

@@ -1,0 +1,600 @@
+//! Dense alignment: verification for what local features cannot verify.
+//!
+//! SIFT needs texture. Smooth, dark or blurred photos (skies, gradients, night scenes) give a
+//! handful of keypoints, and a small, re-exposed, heavily compressed copy of one gives none that
+//! match. Such a copy still has the stored image's low-frequency layout, so it is checked
+//! directly: the query's grey image is aligned to the candidate's by normalised
+//! cross-correlation (NCC, which ignores brightness and contrast) over a grid of similarity
+//! transforms that covers the usual edits: a crop of 30–100% of the side, turned by up to
+//! ±12°, anywhere in the stored image.
+//!
+//! - **Query side** ([`DenseQuery`]): for each hypothesised rotation the query is turned back
+//!   and the largest centred rectangle that holds only image (no fill from the turn) is cut
+//!   out, then resampled into templates of 7 widths up to [`FINE_SIDE`] px (the stored planes'
+//!   long side). The same rectangles' centred squares, resampled to 8×8, are the *probes*.
+//! - **Candidates** ([`DenseIndex`]): every stored image contributes square windows (7 sizes,
+//!   a quarter-side stride) of its [`WINDOW_SIDE`] px grey image, each resampled to 8×8 and
+//!   normalised (zero mean, unit norm: a dot product is their NCC). A query's probes score every
+//!   window in one matrix product; an image scores its best window. The index is built from the
+//!   stored thumbnails on a handle's first verified search and caught up by id watermark.
+//! - **Alignment** ([`align`]): every template at every position of the candidate's
+//!   [`FINE_SIDE`] px plane; the best NCC. Positions where the stored image is flat (variance
+//!   under 4 grey levels²) do not count: NCC is undefined there.
+
+use image::RgbImage;
+use imgvec_storage::{Snapshot, Store};
+
+use crate::error::{Error, Result};
+use crate::exact::matmul_nt;
+use crate::index::{live_rows_above, max_id};
+
+/// Long side of the stored planes that templates are aligned on.
+pub const FINE_SIDE: usize = 48;
+/// Long side of the planes windows are cut from.
+pub const WINDOW_SIDE: usize = 96;
+/// Side of a window or probe after resampling.
+const CELL: usize = 8;
+const CELL_DIMS: usize = CELL * CELL;
+/// Window and template sizes, as fractions of the side.
+const FRACTIONS: [f32; 7] = [0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0];
+/// Rotations (degrees) probes are made for, and templates.
+const PROBE_ANGLES: [f32; 9] = [-12.0, -9.0, -6.0, -3.0, 0.0, 3.0, 6.0, 9.0, 12.0];
+const TEMPLATE_ANGLES: [f32; 5] = [-12.0, -6.0, 0.0, 6.0, 12.0];
+/// The rectangle cut from a turned query is shrunk by this, to keep clear of the fill's edge.
+const INNER_MARGIN: f32 = 0.94;
+/// Variance (grey levels², 0–255 scale) below which a window or position is flat.
+const MIN_VARIANCE: f32 = 4.0;
+
+/// A grey image, row-major, values 0–255.
+#[derive(Debug, Clone)]
+pub struct Plane {
+    pub w: usize,
+    pub h: usize,
+    pub data: Vec<f32>,
+}
+
+impl Plane {
+    /// `rgb` resampled (antialiased) to `long` px on its long side, as luma.
+    pub fn from_rgb(rgb: &RgbImage, long: usize) -> Plane {
+        let (w0, h0) = rgb.dimensions();
+        let scale = long as f32 / w0.max(h0).max(1) as f32;
+        let w = ((w0 as f32 * scale).round() as u32).max(1);
+        let h = ((h0 as f32 * scale).round() as u32).max(1);
+        let small = imgvec_ingest::resize(rgb, w, h);
+        Plane {
+            w: w as usize,
+            h: h as usize,
+            data: small
+                .pixels()
+                .map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32)
+                .collect(),
+        }
+    }
+
+    /// Bilinear sample at (x, y) in pixel units (pixel centres at +0.5), clamped to the edge.
+    fn sample(&self, x: f32, y: f32) -> f32 {
+        let x = (x - 0.5).clamp(0.0, (self.w - 1) as f32);
+        let y = (y - 0.5).clamp(0.0, (self.h - 1) as f32);
+        let (x0, y0) = (x as usize, y as usize);
+        let (x1, y1) = ((x0 + 1).min(self.w - 1), (y0 + 1).min(self.h - 1));
+        let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+        let at = |xx: usize, yy: usize| self.data[yy * self.w + xx];
+        let top = at(x0, y0) * (1.0 - fx) + at(x1, y0) * fx;
+        let bottom = at(x0, y1) * (1.0 - fx) + at(x1, y1) * fx;
+        top * (1.0 - fy) + bottom * fy
+    }
+
+    /// The rectangle of `out_w`×`out_h` cells centred at (cx, cy), `rw`×`rh` px, turned by
+    /// `angle` radians; each cell the mean of 3×3 bilinear samples over its footprint.
+    #[allow(clippy::too_many_arguments)]
+    fn resample(
+        &self,
+        cx: f32,
+        cy: f32,
+        rw: f32,
+        rh: f32,
+        angle: f32,
+        out_w: usize,
+        out_h: usize,
+    ) -> Vec<f32> {
+        const SUB: usize = 3;
+        let (sin, cos) = angle.sin_cos();
+        let (sx, sy) = (rw / out_w as f32, rh / out_h as f32);
+        let mut out = Vec::with_capacity(out_w * out_h);
+        for v in 0..out_h {
+            for u in 0..out_w {
+                let mut acc = 0.0;
+                for j in 0..SUB {
+                    for i in 0..SUB {
+                        let x = (u as f32 + (i as f32 + 0.5) / SUB as f32) * sx - rw / 2.0;
+                        let y = (v as f32 + (j as f32 + 0.5) / SUB as f32) * sy - rh / 2.0;
+                        acc += self.sample(cx + x * cos - y * sin, cy + x * sin + y * cos);
+                    }
+                }
+                out.push(acc / (SUB * SUB) as f32);
+            }
+        }
+        out
+    }
+}
+
+/// Zero mean, unit norm; `None` for a flat patch.
+fn normalised(mut v: Vec<f32>) -> Option<Vec<f32>> {
+    let n = v.len() as f32;
+    let mean = v.iter().sum::<f32>() / n;
+    v.iter_mut().for_each(|x| *x -= mean);
+    let ss: f32 = v.iter().map(|x| x * x).sum();
+    if ss / n < MIN_VARIANCE {
+        return None;
+    }
+    let norm = ss.sqrt();
+    v.iter_mut().for_each(|x| *x /= norm);
+    Some(v)
+}
+
+/// The largest rectangle of a `w`×`h` canvas that a picture turned by `angle` (and the canvas
+/// grown to hold it) covers: the picture's own size, solved from the canvas's.
+fn unturned_size(w: f32, h: f32, angle: f32) -> Option<(f32, f32)> {
+    let (sin, cos) = (angle.abs().sin(), angle.abs().cos());
+    let det = cos * cos - sin * sin;
+    let iw = (w * cos - h * sin) / det;
+    let ih = (h * cos - w * sin) / det;
+    (iw >= 8.0 && ih >= 8.0).then_some((iw * INNER_MARGIN, ih * INNER_MARGIN))
+}
+
+/// A zero-mean template and its norm.
+#[derive(Debug, Clone)]
+struct Template {
+    /// The rotation it undoes, degrees.
+    angle: f32,
+    w: usize,
+    h: usize,
+    data: Vec<f32>,
+    norm: f32,
+}
+
+/// A query made ready for dense alignment.
+#[derive(Debug, Clone)]
+pub struct DenseQuery {
+    /// Probes, `CELL_DIMS` each, normalised, and the rotation (degrees) each undoes.
+    probes: Vec<f32>,
+    probe_angles: Vec<f32>,
+    templates: Vec<Template>,
+}
+
+impl DenseQuery {
+    pub fn new(rgb: &RgbImage) -> DenseQuery {
+        let plane = Plane::from_rgb(rgb, WINDOW_SIDE);
+        let (w, h) = (plane.w as f32, plane.h as f32);
+        let (cx, cy) = (w / 2.0, h / 2.0);
+        let mut probes = Vec::new();
+        let mut probe_angles = Vec::new();
+        for deg in PROBE_ANGLES {
+            let angle = deg.to_radians();
+            let Some((iw, ih)) = unturned_size(w, h, angle) else {
+                continue;
+            };
+            let side = iw.min(ih);
+            if let Some(p) = normalised(plane.resample(cx, cy, side, side, angle, CELL, CELL)) {
+                probes.extend(p);
+                probe_angles.push(deg);
+            }
+        }
+        let mut templates = Vec::new();
+        for deg in TEMPLATE_ANGLES {
+            let angle = deg.to_radians();
+            let Some((iw, ih)) = unturned_size(w, h, angle) else {
+                continue;
+            };
+            for f in FRACTIONS {
+                // Template at the size the inner rectangle would have in a stored plane of
+                // which it spans fraction `f` of the long side.
+                let long = f * FINE_SIDE as f32;
+                let (tw, th) = if iw >= ih {
+                    (long, long * ih / iw)
+                } else {
+                    (long * iw / ih, long)
+                };
+                let (tw, th) = (tw.round() as usize, th.round() as usize);
+                if tw < 4 || th < 4 {
+                    continue;
+                }
+                let mut data = plane.resample(cx, cy, iw, ih, angle, tw, th);
+                let n = data.len() as f32;
+                let mean = data.iter().sum::<f32>() / n;
+                data.iter_mut().for_each(|x| *x -= mean);
+                let ss: f32 = data.iter().map(|x| x * x).sum();
+                if ss / n < MIN_VARIANCE {
+                    continue;
+                }
+                templates.push(Template {
+                    angle: deg,
+                    w: tw,
+                    h: th,
+                    data,
+                    norm: ss.sqrt(),
+                });
+            }
+        }
+        DenseQuery {
+            probes,
+            probe_angles,
+            templates,
+        }
+    }
+}
+
+/// The best NCC of the query's templates over `plane` (−1 when none fits or all is flat).
+/// With a `hint` (the rotation, degrees, of the query's best window match in this image) only
+/// the templates of the nearest rotations are tried.
+pub fn align(query: &DenseQuery, plane: &Plane, hint: Option<f32>) -> f32 {
+    let (w, h) = (plane.w, plane.h);
+    // Integral images of values and squares, (w+1)×(h+1), in f64: sums of squares of 0–255
+    // values over thousands of pixels lose precision in f32.
+    let stride = w + 1;
+    let mut sum = vec![0f64; stride * (h + 1)];
+    let mut sq = vec![0f64; stride * (h + 1)];
+    for y in 0..h {
+        let (mut rs, mut rq) = (0f64, 0f64);
+        for x in 0..w {
+            let v = plane.data[y * w + x] as f64;
+            rs += v;
+            rq += v * v;
+            sum[(y + 1) * stride + x + 1] = sum[y * stride + x + 1] + rs;
+            sq[(y + 1) * stride + x + 1] = sq[y * stride + x + 1] + rq;
+        }
+    }
+    let rect = |t: &[f64], x: usize, y: usize, tw: usize, th: usize| {
+        t[(y + th) * stride + x + tw] - t[y * stride + x + tw] - t[(y + th) * stride + x]
+            + t[y * stride + x]
+    };
+    let mut best = -1f32;
+    let step = TEMPLATE_ANGLES[1] - TEMPLATE_ANGLES[0];
+    for t in &query.templates {
+        if t.w > w || t.h > h || hint.is_some_and(|a| (t.angle - a).abs() > step) {
+            continue;
+        }
+        let n = (t.w * t.h) as f64;
+        for y in 0..=h - t.h {
+            for x in 0..=w - t.w {
+                let s = rect(&sum, x, y, t.w, t.h);
+                let var = rect(&sq, x, y, t.w, t.h) - s * s / n;
+                if var / n < MIN_VARIANCE as f64 {
+                    continue;
+                }
+                // The template has zero mean, so the window's mean drops out of the product.
+                let mut dot = 0f32;
+                for r in 0..t.h {
+                    let row = &plane.data[(y + r) * w + x..(y + r) * w + x + t.w];
+                    let trow = &t.data[r * t.w..(r + 1) * t.w];
+                    dot += trow.iter().zip(row).map(|(a, b)| a * b).sum::<f32>();
+                }
+                let ncc = dot / (t.norm * var.sqrt() as f32);
+                best = best.max(ncc);
+            }
+        }
+    }
+    best
+}
+
+/// One stored image's windows and fine plane.
+struct DenseRow {
+    id: u64,
+    fine: Plane,
+}
+
+/// A row made from its thumbnail, with its windows.
+struct Made {
+    row: DenseRow,
+    windows: Vec<f32>,
+}
+
+/// Windows of every stored image, for finding candidates, and their fine planes.
+pub struct DenseIndex {
+    rows: Vec<DenseRow>,
+    /// `CELL_DIMS` values per window.
+    windows: Vec<f32>,
+    /// Index into `rows` of each window.
+    owners: Vec<u32>,
+    watermark: u64,
+}
+
+/// One query's best window match per stored row: (NCC, rotation in degrees).
+pub struct WindowScores<'a> {
+    index: &'a DenseIndex,
+    best: Vec<(f32, f32)>,
+}
+
+impl WindowScores<'_> {
+    /// Up to `n` accepted images whose best window matches best, best first.
+    pub fn top(&self, n: usize, accept: &dyn Fn(u64) -> bool) -> Vec<u64> {
+        let mut ranked: Vec<(f32, u64)> = self
+            .best
+            .iter()
+            .zip(&self.index.rows)
+            .filter(|(_, r)| accept(r.id))
+            .map(|(s, r)| (s.0, r.id))
+            .collect();
+        ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        ranked.into_iter().take(n).map(|(_, id)| id).collect()
+    }
+
+    /// A row's best window match: (NCC, rotation in degrees).
+    pub fn get(&self, id: u64) -> Option<(f32, f32)> {
+        self.index.position(id).map(|i| self.best[i])
+    }
+}
+
+/// The normalised windows of a `WINDOW_SIDE` plane.
+fn windows_of(plane: &Plane) -> Vec<f32> {
+    let (w, h) = (plane.w as f32, plane.h as f32);
+    let short = w.min(h);
+    let mut out = Vec::new();
+    for f in FRACTIONS {
+        let side = f * short;
+        let step = side / 4.0;
+        let nx = ((w - side) / step + 1e-4).floor() as usize + 1;
+        let ny = ((h - side) / step + 1e-4).floor() as usize + 1;
+        for yi in 0..ny {
+            for xi in 0..nx {
+                let cx = xi as f32 * step + side / 2.0;
+                let cy = yi as f32 * step + side / 2.0;
+                let cells = plane.resample(cx, cy, side, side, 0.0, CELL, CELL);
+                out.extend(normalised(cells).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+impl DenseIndex {
+    /// Indexes every live row of `snap` (from the stored thumbnails).
+    pub fn build(store: &Store, snap: &Snapshot) -> Result<DenseIndex> {
+        let mut index = DenseIndex {
+            rows: Vec::new(),
+            windows: Vec::new(),
+            owners: Vec::new(),
+            watermark: 0,
+        };
+        index.catch_up(store, snap)?;
+        Ok(index)
+    }
+
+    /// Adds the rows above the watermark.
+    pub fn catch_up(&mut self, store: &Store, snap: &Snapshot) -> Result<()> {
+        let top = max_id(snap);
+        if top <= self.watermark {
+            return Ok(());
+        }
+        let ids: Vec<u64> = live_rows_above(snap, self.watermark, |_, _| Some(()), |_, _| Some(()))
+            .into_iter()
+            .map(|(id, ())| id)
+            .collect();
+        // Thumbnails decoded and cut on every core; rows are added in id order.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = ids.len().div_ceil(threads).max(1);
+        let made: Vec<Result<Vec<Made>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = ids
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter()
+                            .filter_map(|&id| row_of(store, id).transpose())
+                            .collect()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::Invalid("dense index worker panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        for part in made {
+            for Made {
+                row: row_data,
+                windows,
+            } in part?
+            {
+                let row = self.rows.len() as u32;
+                self.owners
+                    .extend(std::iter::repeat_n(row, windows.len() / CELL_DIMS));
+                self.windows.extend(windows);
+                self.rows.push(row_data);
+            }
+        }
+        self.watermark = top;
+        Ok(())
+    }
+
+    /// Every row's best window match with the query's probes.
+    pub fn scores(&self, query: &DenseQuery) -> WindowScores<'_> {
+        let probes = query.probe_angles.len();
+        let windows = self.owners.len();
+        let mut best = vec![(f32::MIN, 0f32); self.rows.len()];
+        if probes > 0 && windows > 0 {
+            let scores = matmul_nt(&query.probes, probes, &self.windows, windows, CELL_DIMS);
+            for (row, &angle) in scores.chunks_exact(windows).zip(&query.probe_angles) {
+                for (&s, &o) in row.iter().zip(&self.owners) {
+                    let b = &mut best[o as usize];
+                    if s > b.0 {
+                        *b = (s, angle);
+                    }
+                }
+            }
+        }
+        WindowScores { index: self, best }
+    }
+
+    fn position(&self, id: u64) -> Option<usize> {
+        self.rows.binary_search_by_key(&id, |r| r.id).ok()
+    }
+
+    /// The fine plane of a stored row.
+    pub fn plane(&self, id: u64) -> Option<&Plane> {
+        self.position(id).map(|i| &self.rows[i].fine)
+    }
+
+    /// (images, windows, bytes held).
+    pub fn stats(&self) -> (usize, usize, usize) {
+        let planes: usize = self.rows.iter().map(|r| r.fine.data.len() * 4).sum();
+        (
+            self.rows.len(),
+            self.owners.len(),
+            planes + self.windows.len() * 4 + self.owners.len() * 4,
+        )
+    }
+}
+
+/// A row's fine plane and windows, from its thumbnail (`None` without one).
+fn row_of(store: &Store, id: u64) -> Result<Option<Made>> {
+    let Some(bytes) = store.thumbnail(id)? else {
+        return Ok(None);
+    };
+    let img = imgvec_ingest::decode(&bytes)
+        .map_err(|e| Error::Invalid(format!("row {id}: stored thumbnail: {e}")))?;
+    Ok(Some(Made {
+        row: DenseRow {
+            id,
+            fine: Plane::from_rgb(&img.rgb, FINE_SIDE),
+        },
+        windows: windows_of(&Plane::from_rgb(&img.rgb, WINDOW_SIDE)),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    /// A smooth picture: soft blobs on a gradient, no texture for SIFT.
+    fn smooth(w: u32, h: u32, blobs: &[(f32, f32, f32)]) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            let (u, v) = (x as f32 / w as f32, y as f32 / h as f32);
+            let mut g = 60.0 + 80.0 * u;
+            for &(bx, by, r) in blobs {
+                let d2 = ((u - bx).powi(2) + (v - by).powi(2)) / (r * r);
+                g += 110.0 * (-d2).exp();
+            }
+            let g = g.clamp(0.0, 255.0) as u8;
+            Rgb([g, g, g.saturating_sub(20)])
+        })
+    }
+
+    /// What an editor does to a copy: crop, turn with black fill, darken, halve.
+    fn edited(img: &RgbImage, crop: (u32, u32, u32, u32), degrees: f32) -> RgbImage {
+        let part = image::imageops::crop_imm(img, crop.0, crop.1, crop.2, crop.3).to_image();
+        let (w, h) = (part.width() as f32, part.height() as f32);
+        let a = degrees.to_radians();
+        let (s, c) = (a.sin().abs(), a.cos());
+        let (cw, ch) = ((w * c + h * s).ceil() as u32, (w * s + h * c).ceil() as u32);
+        let turned = RgbImage::from_fn(cw, ch, |x, y| {
+            let (dx, dy) = (
+                x as f32 + 0.5 - cw as f32 / 2.0,
+                y as f32 + 0.5 - ch as f32 / 2.0,
+            );
+            let (sx, sy) = (dx * a.cos() + dy * a.sin(), -dx * a.sin() + dy * a.cos());
+            let (px, py) = (sx + w / 2.0, sy + h / 2.0);
+            if px < 0.0 || py < 0.0 || px >= w || py >= h {
+                return Rgb([0, 0, 0]);
+            }
+            let p = part.get_pixel(px as u32, py as u32);
+            // Darkened and flattened: gamma 1.8 and 70% contrast.
+            let f = |v: u8| ((v as f32 / 255.0).powf(1.8) * 0.7 * 255.0 + 20.0) as u8;
+            Rgb([f(p[0]), f(p[1]), f(p[2])])
+        });
+        imgvec_ingest::resize(&turned, cw / 2, ch / 2)
+    }
+
+    #[test]
+    fn unturned_size_inverts_the_canvas_growth() {
+        let (w, h, a) = (300f32, 200f32, 10f32.to_radians());
+        let (cw, ch) = (w * a.cos() + h * a.sin(), w * a.sin() + h * a.cos());
+        let (iw, ih) = unturned_size(cw, ch, a).unwrap();
+        assert!((iw / INNER_MARGIN - w).abs() < 0.01 && (ih / INNER_MARGIN - h).abs() < 0.01);
+        assert_eq!(
+            unturned_size(300.0, 200.0, 0.0).map(|(w, _)| w),
+            Some(300.0 * INNER_MARGIN)
+        );
+        // A canvas too thin for the turn holds no picture.
+        assert!(unturned_size(100.0, 10.0, 12f32.to_radians()).is_none());
+    }
+
+    #[test]
+    fn an_edited_copy_of_a_smooth_picture_aligns_with_its_source() {
+        let source = smooth(400, 300, &[(0.3, 0.4, 0.15), (0.7, 0.7, 0.1)]);
+        let other = smooth(400, 300, &[(0.6, 0.3, 0.15), (0.2, 0.8, 0.12)]);
+        let query = DenseQuery::new(&edited(&source, (60, 40, 280, 210), 9.0));
+        let own = align(&query, &Plane::from_rgb(&source, FINE_SIDE), None);
+        let stranger = align(&query, &Plane::from_rgb(&other, FINE_SIDE), None);
+        // The rotation hint narrows the search without losing the match.
+        let hinted = align(&query, &Plane::from_rgb(&source, FINE_SIDE), Some(9.0));
+        assert!((hinted - own).abs() < 1e-6, "{hinted} vs {own}");
+        assert!(own > 0.95, "own {own}");
+        assert!(own > stranger + 0.03, "own {own}, stranger {stranger}");
+        // A flat stored image has nothing to correlate with.
+        let flat = RgbImage::from_pixel(400, 300, Rgb([90, 90, 90]));
+        assert_eq!(
+            align(&query, &Plane::from_rgb(&flat, FINE_SIDE), None),
+            -1.0
+        );
+    }
+
+    #[test]
+    fn windows_find_the_source_among_others() {
+        // Blobs at scattered places (a fixed pseudo-random sequence).
+        let mut seed = 7u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (seed >> 16) as f32 / 65_536.0
+        };
+        let pictures: Vec<RgbImage> = (0..12)
+            .map(|_| {
+                let blobs: Vec<(f32, f32, f32)> = (0..6)
+                    .map(|_| (next(), next(), 0.06 + 0.1 * next()))
+                    .collect();
+                smooth(320, 240, &blobs)
+            })
+            .collect();
+        let mut index = DenseIndex {
+            rows: Vec::new(),
+            windows: Vec::new(),
+            owners: Vec::new(),
+            watermark: 0,
+        };
+        for (i, p) in pictures.iter().enumerate() {
+            let windows = windows_of(&Plane::from_rgb(p, WINDOW_SIDE));
+            index
+                .owners
+                .extend(std::iter::repeat_n(i as u32, windows.len() / CELL_DIMS));
+            index.windows.extend(windows);
+            index.rows.push(DenseRow {
+                id: 100 + i as u64,
+                fine: Plane::from_rgb(p, FINE_SIDE),
+            });
+        }
+        let query = DenseQuery::new(&edited(&pictures[7], (50, 30, 220, 170), -6.0));
+        let scores = index.scores(&query);
+        let found = scores.top(3, &|_| true);
+        assert_eq!(found[0], 107, "{found:?}");
+        // The turn is recovered to within a probe step.
+        let (best, angle) = scores.get(107).unwrap();
+        assert!(
+            best > 0.9 && (angle - -6.0).abs() <= 3.0,
+            "{best} at {angle}°"
+        );
+        // Filters apply; planes are found by id.
+        assert!(!scores.top(3, &|id| id != 107).contains(&107));
+        assert_eq!(index.plane(107).map(|p| (p.w, p.h)), Some((48, 36)));
+        assert!(index.plane(99).is_none());
+        let (images, windows, bytes) = index.stats();
+        assert_eq!(images, 12);
+        assert!(
+            windows > 12 * 100 && bytes > windows * CELL_DIMS * 4,
+            "{windows} {bytes}"
+        );
+    }
+}
