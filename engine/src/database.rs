@@ -337,7 +337,7 @@ struct QueryLocal {
 struct Space {
     snapshot: Arc<Snapshot>,
     indexes: Arc<Indexes>,
-    whitening: Option<Arc<Projection>>,
+    projection: Option<Arc<Projection>>,
 }
 
 impl Database {
@@ -577,14 +577,14 @@ impl Database {
                 return Ok(Space {
                     snapshot: view.snapshot,
                     indexes: view.indexes,
-                    whitening: Some(view.whitening),
+                    projection: Some(view.projection),
                 });
             }
         }
         Ok(Space {
             snapshot: snap,
             indexes: self.indexes.clone(),
-            whitening: None,
+            projection: None,
         })
     }
 
@@ -659,7 +659,7 @@ impl Database {
                 }
             }
         }
-        let space_dims = match &space.whitening {
+        let space_dims = match &space.projection {
             Some(w) => {
                 let descriptors: Vec<&[f32]> = owners
                     .iter()

@@ -38,8 +38,9 @@ pub const REDUCTION_DIR: &str = "reduction";
 const MAGIC: &[u8; 8] = b"IVWHITE1";
 /// Rows of the training sample (PCA on more adds little).
 const SAMPLE_ROWS: usize = 65_536;
-/// Images whose descriptors the VLAD codebook and whitening are learned on.
-const VLAD_SAMPLE_IMAGES: usize = 4096;
+/// Images whose descriptors the VLAD codebook and whitening are learned on (their VLADs, 32 KB
+/// each for 64 words, are held at once).
+const VLAD_SAMPLE_IMAGES: usize = 2048;
 
 /// What a pipeline asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -198,14 +199,14 @@ struct Published {
 
 /// The whitened collection at one snapshot, and the indexes over it.
 pub struct View {
-    pub whitening: Arc<Projection>,
+    pub projection: Arc<Projection>,
     pub snapshot: Arc<Snapshot>,
     pub(crate) indexes: Arc<Indexes>,
 }
 
 struct State {
     generation: u64,
-    whitening: Arc<Projection>,
+    projection: Arc<Projection>,
     saved: bool,
     /// Projected rows, ids ascending within and across chunks; covers ids ≤ `watermark`.
     chunks: Vec<Arc<PendingChunk>>,
@@ -250,7 +251,7 @@ impl Reducer {
         ));
         State {
             generation,
-            whitening: Arc::new(w),
+            projection: Arc::new(w),
             saved,
             chunks: Vec::new(),
             watermark: 0,
@@ -318,7 +319,7 @@ impl Reducer {
         let live = live_rows(snap);
         let due = match &*guard {
             None => live >= self.spec.min_rows.max(self.spec.dims + 1),
-            Some(s) => live as u64 >= 4 * s.whitening.whitening.learned_on.max(1),
+            Some(s) => live as u64 >= 4 * s.projection.whitening.learned_on.max(1),
         };
         if due {
             let (_, vectors) = rows_above(snap, 0, dims_in);
@@ -327,14 +328,15 @@ impl Reducer {
             let vlad = self.spec.vlad.and_then(|spec| {
                 let rows = rows_with_features(snap, 0);
                 let step = rows.len().div_ceil(VLAD_SAMPLE_IMAGES).max(1);
-                let images: Vec<Vec<f32>> = rows
-                    .iter()
-                    .step_by(step)
-                    .map(|(_, bytes)| descriptors_of(bytes))
-                    .collect();
-                Vlad::learn(&spec, &images, live as u64)
-                    .map_err(|e| tracing::warn!("{}: no VLAD yet: {e}", store.dir().display()))
-                    .ok()
+                let images: Vec<&[u8]> = rows.iter().step_by(step).map(|r| r.1).collect();
+                Vlad::learn(
+                    &spec,
+                    images.len(),
+                    |i| descriptors_of(images[i]),
+                    live as u64,
+                )
+                .map_err(|e| tracing::warn!("{}: no VLAD yet: {e}", store.dir().display()))
+                .ok()
             });
             let generation = guard.as_ref().map_or(1, |s| s.generation + 1);
             tracing::info!(
@@ -377,12 +379,12 @@ impl Reducer {
         if max_id(snap) > st.watermark {
             let (ids, vectors) = rows_above(snap, st.watermark, dims_in);
             if let Some(&last) = ids.last() {
-                let projected = project_rows(&st.whitening, snap, &ids, &vectors);
+                let projected = project_rows(&st.projection, snap, &ids, &vectors);
                 st.watermark = last;
                 st.chunks.push(Arc::new(PendingChunk {
                     ids,
                     vectors: projected,
-                    dims: st.whitening.dims_out(),
+                    dims: st.projection.dims_out(),
                     ..PendingChunk::default()
                 }));
                 // Few, large chunks keep lookups cheap.
@@ -392,7 +394,7 @@ impl Reducer {
             }
         }
         let view = View {
-            whitening: st.whitening.clone(),
+            projection: st.projection.clone(),
             snapshot: Arc::new(Snapshot {
                 segments: Vec::new(),
                 pending: st.chunks.clone(),
@@ -417,8 +419,8 @@ impl Reducer {
         }
         std::fs::create_dir_all(&self.dir)?;
         let file = format!("whitening-{:08}.bin", st.generation);
-        st.whitening.whitening.save(&self.dir.join(&file))?;
-        let vlad_file = match &st.whitening.vlad {
+        st.projection.whitening.save(&self.dir.join(&file))?;
+        let vlad_file = match &st.projection.vlad {
             Some(v) => {
                 let name = format!("vlad-{:08}.bin", st.generation);
                 write_checked(&self.dir.join(&name), &v.to_bytes())?;
@@ -460,14 +462,14 @@ impl Reducer {
     /// (generation, rows learned on, input dims, output dims) for `imgvec info`.
     pub fn info(&self) -> Option<WhiteningInfo> {
         self.state.lock().as_ref().map(|s| {
-            let w = &s.whitening.whitening;
+            let w = &s.projection.whitening;
             WhiteningInfo {
                 generation: s.generation,
                 learned_on: w.learned_on,
                 dims_in: w.dims_in,
-                dims_out: s.whitening.dims_out(),
+                dims_out: s.projection.dims_out(),
                 min_rows: self.spec.min_rows,
-                vlad: s.whitening.vlad.as_ref().map(|v| VladInfo {
+                vlad: s.projection.vlad.as_ref().map(|v| VladInfo {
                     words: v.words(),
                     dims: v.dims(),
                     weight: v.weight,

@@ -106,18 +106,21 @@ pub struct Vlad {
 }
 
 impl Vlad {
-    /// Learns from the descriptor sets of a sample of images (128 values per descriptor).
-    /// Needs more images with descriptors than `spec.dims`, and descriptors for every word.
+    /// Learns from a sample of `images` images, `descriptors(i)` giving image i's (128 values
+    /// each; asked for three times, so a caller can unpack them on demand instead of holding
+    /// them all). Needs more images with descriptors than `spec.dims`, and descriptors for
+    /// every word.
     pub fn learn(
         spec: &VladSpec,
-        images: &[Vec<f32>],
+        images: usize,
+        descriptors: impl Fn(usize) -> Vec<f32>,
         learned_on: u64,
     ) -> Result<Vlad, IndexError> {
-        let with_features: Vec<&Vec<f32>> = images.iter().filter(|d| !d.is_empty()).collect();
-        let total: usize = with_features
-            .iter()
-            .map(|d| d.len() / DESCRIPTOR_DIMS)
-            .sum();
+        let counts: Vec<usize> = (0..images)
+            .map(|i| descriptors(i).len() / DESCRIPTOR_DIMS)
+            .collect();
+        let with_features: Vec<usize> = (0..images).filter(|&i| counts[i] > 0).collect();
+        let total: usize = counts.iter().sum();
         if with_features.len() <= spec.dims || total < spec.words * 39 {
             return Err(IndexError::Invalid(format!(
                 "VLAD of {} words to {} dimensions needs more than {} images with local \
@@ -132,11 +135,14 @@ impl Vlad {
         // A strided sample of every image's descriptors.
         let step = total.div_ceil(CODEBOOK_SAMPLE).max(1);
         let mut sample = Vec::with_capacity(CODEBOOK_SAMPLE.min(total) * DESCRIPTOR_DIMS);
-        let descriptors = with_features
-            .iter()
-            .flat_map(|d| d.chunks_exact(DESCRIPTOR_DIMS));
-        for desc in descriptors.step_by(step) {
-            sample.extend_from_slice(desc);
+        let mut at = 0usize;
+        for &i in &with_features {
+            for desc in descriptors(i).chunks_exact(DESCRIPTOR_DIMS) {
+                if at.is_multiple_of(step) {
+                    sample.extend_from_slice(desc);
+                }
+                at += 1;
+            }
         }
         let mut params = ClusteringParameters::new();
         params.set_niter(20);
@@ -148,8 +154,8 @@ impl Vlad {
         let codebook = Codebook::new(clustering.centroids()?.concat());
         let raw_dims = spec.words * DESCRIPTOR_DIMS;
         let mut raw = Vec::with_capacity(with_features.len() * raw_dims);
-        for d in &with_features {
-            raw.extend(codebook.encode(d));
+        for &i in &with_features {
+            raw.extend(codebook.encode(&descriptors(i)));
         }
         let pca = Whitening::learn(&raw, raw_dims, spec.dims, learned_on)?;
         Ok(Vlad {
@@ -279,7 +285,15 @@ mod tests {
             dims: 32,
             weight: 0.5,
         };
-        let vlad = Vlad::learn(&spec, &collection, 80).unwrap();
+        let learn = |images: &[Vec<f32>]| {
+            Vlad::learn(
+                &spec,
+                images.len(),
+                |i| images[i].clone(),
+                images.len() as u64,
+            )
+        };
+        let vlad = learn(&collection).unwrap();
         assert_eq!((vlad.raw_dims(), vlad.dims()), (16 * 128, 32));
         let raw = vlad.encode(&collection[0]);
         let norm: f32 = raw.iter().map(|v| v * v).sum::<f32>().sqrt();
@@ -303,6 +317,6 @@ mod tests {
         assert_eq!(back.project(&refs[..4]), vlad.project(&refs[..4]));
         assert!(Vlad::from_bytes(&vlad.to_bytes()[..100]).is_none());
         // Too few images for the whitening.
-        assert!(Vlad::learn(&spec, &collection[..20], 20).is_err());
+        assert!(learn(&collection[..20]).is_err());
     }
 }
