@@ -925,7 +925,7 @@ impl Database {
             // dense alignment above the floor (near-identical images align about equally well,
             // and the global similarity then decides).
             let key = if verified {
-                local::verified_score(cosine, n)
+                local::verified_score(cosine, n) + local::COVERAGE_WEIGHT * v.coverage.min(1.0)
             } else {
                 let inliers = if v.coverage >= params.min_coverage {
                     n.saturating_sub(params.chance_inliers)

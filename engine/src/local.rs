@@ -13,11 +13,13 @@
 //!   match proposes a similarity transform from its two keypoints' positions, scales and
 //!   orientations (deterministic, no sampling); the best is refined by affine least squares on
 //!   its inliers. The inlier count (within `inlier_px` in the candidate's frame) is the result.
-//! - **Ranking** (in `Database::search_batch`): verified candidates (≥ `min_inliers`, and
-//!   covering at least `min_coverage` of the query under the fitted map) come first, ordered by cosine + `INLIER_WEIGHT`·min(inliers, `INLIER_CAP`)/`INLIER_CAP`, so
-//!   that near-identical siblings, which all verify, are still told apart by the global
-//!   similarity; the rest follow, ordered by cosine plus the same bonus for their inliers beyond
-//!   `chance_inliers` (weak evidence counts, but never as precedence).
+//! - **Ranking** (in `Database::verify_hits`): verified candidates (≥ `min_inliers`, and
+//!   covering at least `min_coverage` of the query under the fitted map) come first, ordered by
+//!   cosine + `INLIER_WEIGHT`·min(inliers, `INLIER_CAP`)/`INLIER_CAP` + `COVERAGE_WEIGHT`·coverage,
+//!   so that near-identical siblings, which all verify, are told apart by how much of the query
+//!   they explain and by the global similarity; the rest follow, ordered by cosine plus the same
+//!   inlier bonus for their inliers beyond `chance_inliers` (weak evidence counts, but never as
+//!   precedence) and the dense-alignment bonus (see `dense`).
 
 use std::collections::HashMap;
 
@@ -113,7 +115,11 @@ pub const INLIER_WEIGHT: f32 = 1.0;
 /// Inliers beyond this add nothing more: two verified siblings are ordered by their cosine.
 pub const INLIER_CAP: usize = 20;
 
-/// Ranking score of a verified candidate.
+/// Verified candidates that explain more of the query rank higher by this × their coverage: a
+/// zoomed or shifted near-identical sibling covers less of the query than the original does.
+pub const COVERAGE_WEIGHT: f32 = 0.5;
+
+/// Ranking score of a verified candidate (before its coverage bonus).
 pub fn verified_score(cosine: f32, inliers: usize) -> f32 {
     cosine + INLIER_WEIGHT * inliers.min(INLIER_CAP) as f32 / INLIER_CAP as f32
 }
