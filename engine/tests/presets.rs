@@ -26,6 +26,15 @@ fn balanced(min_train_rows: usize) -> OpenOptions {
     }
 }
 
+/// A read-only handle on an existing database (its pipeline as stored).
+fn read_only(path: &std::path::Path) -> Database {
+    let opts = OpenOptions {
+        read_only: true,
+        ..OpenOptions::default()
+    };
+    Database::open(path, opts).unwrap()
+}
+
 #[test]
 fn balanced_learns_its_whitening_and_finds_the_hard_cases() {
     let data = datasets().join("instances-dev");
@@ -135,14 +144,7 @@ fn balanced_learns_its_whitening_and_finds_the_hard_cases() {
     drop(db);
 
     // A read-only handle loads the saved whitening and answers the same.
-    let ro = Database::open(
-        &path,
-        OpenOptions {
-            read_only: true,
-            ..OpenOptions::default()
-        },
-    )
-    .unwrap();
+    let ro = read_only(&path);
     let after = ro
         .search(Query::Path(files[3].clone()), &SearchOptions::default())
         .unwrap();
@@ -290,14 +292,7 @@ fn robust_vlad_fuses_a_vlad_of_the_local_features_into_the_view() {
     drop(db);
 
     // A read-only handle loads the saved codebook and whitening and answers the same.
-    let ro = Database::open(
-        &path,
-        OpenOptions {
-            read_only: true,
-            ..OpenOptions::default()
-        },
-    )
-    .unwrap();
+    let ro = read_only(&path);
     let again: Vec<Vec<u64>> = ro
         .search_batch(batch, &plain)
         .into_iter()
