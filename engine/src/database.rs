@@ -925,7 +925,14 @@ impl Database {
             // dense alignment above the floor (near-identical images align about equally well,
             // and the global similarity then decides).
             let key = if verified {
+                // Among verified candidates (the same picture), a re-graded copy differs from
+                // the original in its absolute brightness, which normalised descriptors ignore.
+                let brightness_gap = match (&query.dense, planes.get(&id)) {
+                    (Some(dq), Some((plane, _))) => (dq.mean - plane.mean()).abs() / 255.0,
+                    _ => 0.0,
+                };
                 local::verified_score(cosine, n) + local::COVERAGE_WEIGHT * v.coverage.min(1.0)
+                    - local::BRIGHTNESS_WEIGHT * brightness_gap
             } else {
                 let inliers = if v.coverage >= params.min_coverage {
                     n.saturating_sub(params.chance_inliers)

@@ -71,6 +71,20 @@ impl Plane {
         }
     }
 
+    /// Mean grey level, pixels darker than the black fill of a turn (< 8) left out.
+    pub fn mean(&self) -> f32 {
+        let (sum, n) = self
+            .data
+            .iter()
+            .filter(|&&v| v >= 8.0)
+            .fold((0f64, 0usize), |(s, n), &v| (s + v as f64, n + 1));
+        if n == 0 {
+            0.0
+        } else {
+            (sum / n as f64) as f32
+        }
+    }
+
     /// Bilinear sample at (x, y) in pixel units (pixel centres at +0.5), clamped to the edge.
     fn sample(&self, x: f32, y: f32) -> f32 {
         let x = (x - 0.5).clamp(0.0, (self.w - 1) as f32);
@@ -160,6 +174,8 @@ pub struct DenseQuery {
     probes: Vec<f32>,
     probe_angles: Vec<f32>,
     templates: Vec<Template>,
+    /// Mean grey level of the picture (pixels of the turn's black fill left out).
+    pub mean: f32,
 }
 
 impl DenseQuery {
@@ -220,6 +236,7 @@ impl DenseQuery {
             probes,
             probe_angles,
             templates,
+            mean: plane.mean(),
         }
     }
 }
@@ -507,6 +524,21 @@ mod tests {
             Rgb([f(p[0]), f(p[1]), f(p[2])])
         });
         imgvec_ingest::resize(&turned, cw / 2, ch / 2)
+    }
+
+    #[test]
+    fn mean_leaves_out_the_black_fill() {
+        let mut data = vec![100.0; 12];
+        data[..4].fill(0.0);
+        data[4] = 160.0;
+        let plane = Plane { w: 4, h: 3, data };
+        assert!((plane.mean() - 107.5).abs() < 1e-4, "{}", plane.mean());
+        let black = Plane {
+            w: 2,
+            h: 1,
+            data: vec![0.0, 3.0],
+        };
+        assert_eq!(black.mean(), 0.0);
     }
 
     #[test]

@@ -15,9 +15,10 @@
 //!   its inliers. The inlier count (within `inlier_px` in the candidate's frame) is the result.
 //! - **Ranking** (in `Database::verify_hits`): verified candidates (≥ `min_inliers`, and
 //!   covering at least `min_coverage` of the query under the fitted map) come first, ordered by
-//!   cosine + `INLIER_WEIGHT`·min(inliers, `INLIER_CAP`)/`INLIER_CAP` + `COVERAGE_WEIGHT`·coverage,
-//!   so that near-identical siblings, which all verify, are told apart by how much of the query
-//!   they explain and by the global similarity; the rest follow, ordered by cosine plus the same
+//!   cosine + `INLIER_WEIGHT`·min(inliers, `INLIER_CAP`)/`INLIER_CAP` + `COVERAGE_WEIGHT`·coverage
+//!   − `BRIGHTNESS_WEIGHT`·|mean grey gap|, so that near-identical siblings, which all verify,
+//!   are told apart by how much of the query they explain, by brightness and by the global
+//!   similarity; the rest follow, ordered by cosine plus the same
 //!   inlier bonus for their inliers beyond `chance_inliers` (weak evidence counts, but never as
 //!   precedence) and the dense-alignment bonus (see `dense`).
 
@@ -119,7 +120,12 @@ pub const INLIER_CAP: usize = 20;
 /// zoomed or shifted near-identical sibling covers less of the query than the original does.
 pub const COVERAGE_WEIGHT: f32 = 0.5;
 
-/// Ranking score of a verified candidate (before its coverage bonus).
+/// Verified candidates lose this × the gap between their mean grey level and the query's (0–1):
+/// a colour-graded near-identical sibling is brighter or darker than the original, which the
+/// normalised global descriptor and the geometry cannot see.
+pub const BRIGHTNESS_WEIGHT: f32 = 1.0;
+
+/// Ranking score of a verified candidate (before its coverage and brightness terms).
 pub fn verified_score(cosine: f32, inliers: usize) -> f32 {
     cosine + INLIER_WEIGHT * inliers.min(INLIER_CAP) as f32 / INLIER_CAP as f32
 }
