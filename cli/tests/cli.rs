@@ -20,19 +20,9 @@ fn json_lines(out: &Output) -> Vec<Value> {
         .collect()
 }
 
-/// ../shared/datasets (or $IMGVEC_DATASETS): the benchmark folders the project is measured on.
-fn datasets() -> PathBuf {
-    let candidates = [
-        std::env::var_os("IMGVEC_DATASETS").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets")),
-        Some(PathBuf::from("/work/shared/datasets")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("instances-dev/db").is_dir())
-        .expect("instances-dev not found: set IMGVEC_DATASETS to the folder holding it")
-}
+#[path = "../../engine/tests/common/datasets.rs"]
+mod datasets;
+use datasets::datasets;
 
 /// The first `n` db images of instances-dev copied into `dir` (so tests own their paths).
 fn copy_db_images(dir: &Path, n: usize) -> Vec<PathBuf> {

@@ -10,18 +10,9 @@ use std::process::Command;
 use imgvec_ingest::sift::{self, LocalFeatures, SiftParams};
 use serde_json::Value;
 
-fn datasets() -> PathBuf {
-    let candidates = [
-        std::env::var_os("IMGVEC_DATASETS").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets")),
-        Some(PathBuf::from("/work/shared/datasets")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("instances-dev/db").is_dir())
-        .expect("../shared/datasets/instances-dev (or $IMGVEC_DATASETS)")
-}
+#[path = "../../engine/tests/common/datasets.rs"]
+mod datasets;
+use datasets::datasets;
 
 fn ratio_matches(a: &LocalFeatures, b: &LocalFeatures, ratio: f32) -> Vec<(usize, usize)> {
     let mut out = Vec::new();

@@ -1,21 +1,10 @@
 //! Shared by the engine's integration tests on real photos.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// ../shared/datasets (or $IMGVEC_DATASETS): the benchmark folders the project is measured on.
-pub fn datasets() -> PathBuf {
-    let candidates = [
-        std::env::var_os("IMGVEC_DATASETS").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets")),
-        Some(PathBuf::from("/work/shared/datasets")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("instances-dev/db").is_dir())
-        .expect("instances-dev not found: set IMGVEC_DATASETS to the folder holding it")
-}
+mod datasets;
+pub use datasets::datasets;
 
 /// One JSON value per line.
 pub fn jsonl(path: &Path) -> Vec<serde_json::Value> {
