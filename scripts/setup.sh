@@ -107,7 +107,7 @@ if [ ! -f "$MODEL" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     echo "$want" >"$STAMP"
 fi
 # 4. A project-local Python for test oracles: numpy reads segments in the format doc's test,
-#    OpenCV's SIFT is the oracle for imgvec's own (ingest/tests/sift_oracle.rs).
+#    OpenCV's SIFT is the oracle for imgvec's own (ingest/tests/integration/sift_oracle.rs).
 VENV="$ROOT/.venv"
 if ! "$VENV/bin/python" -c "import numpy, cv2" 2>/dev/null; then
     say "creating $VENV with numpy and opencv-python-headless"

@@ -1,9 +1,19 @@
-//! `imgvec-benches` holds the criterion benches of imgvec's kernels. The synthetic vector
-//! distribution that DESIGN.md defines for ANN benchmarks (and `shared/bench/faiss_anchor.py`
-//! measures with bare FAISS) lives in `imgvec::bench`, shared with `imgvec bench ann`, so imgvec
-//! and its baselines are always measured on the same data.
+//! `imgvec-benches`: the measurements behind `imgvec bench` (each figure comes with a baseline
+//! measured in the same process, so ratios stay meaningful while absolute times drift between
+//! runs) and the criterion benches of imgvec's kernels. The synthetic vector distribution that
+//! DESIGN.md defines for ANN benchmarks (and `shared/bench/faiss_anchor.py` measures with bare
+//! FAISS) lives in [`mixture`], shared by `imgvec bench ann` and the criterion benches, so
+//! imgvec and its baselines are always measured on the same data.
 
-pub use imgvec::bench::{normalized, GaussianMixture};
+pub mod ann;
+pub mod ingest;
+pub mod mixture;
+pub mod retrieval;
+
+pub use ann::{ann, AnnBench, AnnBenchOptions, Baseline, ModeFigures};
+pub use ingest::{ingest, IngestBench};
+pub use mixture::{normalized, GaussianMixture};
+pub use retrieval::{retrieval, CaseScore, ModeRetrieval, RetrievalBench};
 
 #[cfg(test)]
 mod tests {

@@ -26,7 +26,6 @@ use imgvec_storage::{Snapshot, Store};
 
 use crate::error::{Error, Result};
 use crate::exact::matmul_nt;
-use crate::index::{live_rows_above, max_id};
 
 /// Long side of the stored planes that templates are aligned on.
 pub const FINE_SIDE: usize = 48;
@@ -307,6 +306,19 @@ struct Made {
 }
 
 /// Windows of every stored image, for finding candidates, and their fine planes.
+impl crate::derived::lifecycle::Derived for DenseIndex {
+    fn watermark(&self) -> u64 {
+        self.watermark
+    }
+    fn rows(&self) -> usize {
+        self.rows.len()
+    }
+    /// Nothing is trained: windows are cut from each image alone.
+    fn trained_on(&self) -> u64 {
+        0
+    }
+}
+
 pub struct DenseIndex {
     rows: Vec<DenseRow>,
     /// `CELL_DIMS` values per window.
@@ -377,13 +389,14 @@ impl DenseIndex {
         Ok(index)
     }
 
-    /// Adds the rows above the watermark.
+    /// Adds the live rows above the watermark.
     pub fn catch_up(&mut self, store: &Store, snap: &Snapshot) -> Result<()> {
-        let top = max_id(snap);
+        let top = snap.max_id();
         if top <= self.watermark {
             return Ok(());
         }
-        let ids: Vec<u64> = live_rows_above(snap, self.watermark, |_, _| Some(()), |_, _| Some(()))
+        let ids: Vec<u64> = snap
+            .live_rows_above(self.watermark, |_, _| Some(()), |_, _| Some(()))
             .into_iter()
             .map(|(id, ())| id)
             .collect();
@@ -456,6 +469,7 @@ impl DenseIndex {
     }
 
     /// (images, windows, bytes held).
+    #[cfg(test)]
     pub fn stats(&self) -> (usize, usize, usize) {
         let planes: usize = self.rows.iter().map(|r| r.fine.data.len() * 4).sum();
         (

@@ -16,17 +16,28 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
     #[error("index: {0}")]
-    Index(#[from] crate::index::IndexError),
+    Index(#[from] IndexError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
-    #[error(transparent)]
-    Train(#[from] imgvec_ingest::learned::TrainError),
 }
 
 impl From<faiss::error::Error> for Error {
     fn from(e: faiss::error::Error) -> Self {
         Error::Index(e.into())
     }
+}
+
+/// Errors of the approximate indexes and other derived files.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("faiss: {0}")]
+    Faiss(#[from] faiss::error::Error),
+    #[error("faiss {what} failed (code {code})")]
+    FaissCode { what: &'static str, code: i32 },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("index file: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

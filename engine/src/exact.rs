@@ -323,28 +323,14 @@ pub fn search(
 ) -> Vec<Vec<(u64, f32)>> {
     let n = queries.len().checked_div(dims).unwrap_or(0);
     let mut tops: Vec<TopK> = (0..n).map(|_| TopK::new(k)).collect();
-    let combined = |id: u64| !snapshot.tombstones.contains(&id) && accept.is_none_or(|f| f(id));
-    let live: Option<&dyn Fn(u64) -> bool> = if snapshot.tombstones.is_empty() {
+    let combined = |id: u64| !snapshot.is_deleted(id) && accept.is_none_or(|f| f(id));
+    let live: Option<&dyn Fn(u64) -> bool> = if snapshot.tombstones().is_empty() {
         accept
     } else {
         Some(&combined)
     };
-    for (_, segment) in &snapshot.segments {
-        if segment.dims() == dims {
-            scan(
-                segment.vectors(),
-                segment.ids(),
-                dims,
-                queries,
-                &mut tops,
-                live,
-            );
-        }
-    }
-    for chunk in &snapshot.pending {
-        if chunk.dims == dims {
-            scan(&chunk.vectors, &chunk.ids, dims, queries, &mut tops, live);
-        }
+    for (ids, vectors) in snapshot.blocks(dims) {
+        scan(vectors, ids, dims, queries, &mut tops, live);
     }
     tops.into_iter().map(TopK::into_sorted).collect()
 }

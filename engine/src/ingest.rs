@@ -14,14 +14,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use imgvec_ingest::sift::{self, SiftParams};
-use imgvec_ingest::{content_hash, decode, l2_normalize_rows, model_input, thumbnail_jpeg};
+use imgvec_ingest::{content_hash, decode, thumbnail_jpeg};
 use imgvec_storage::{content_hash_hex, NewRow, Store};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::Database;
+use crate::pipeline::{check_choice, Featurizer};
 
 /// Where an image comes from.
 #[derive(Debug, Clone)]
@@ -159,7 +159,7 @@ fn prepare(store: &Store, source: &Source, size: u32, local: Option<&SiftParams>
         Err(e) => return Prepared::Done(IngestEvent::error(key, e.to_string())),
     };
     let mut pixels = Vec::with_capacity((3 * size * size) as usize);
-    model_input(&img.rgb, size, &mut pixels);
+    Featurizer::pixels(&img.rgb, size, &mut pixels);
     let (width, height) = img.rgb.dimensions();
     Prepared::Ready(Box::new(ReadyImage {
         pixels,
@@ -172,9 +172,85 @@ fn prepare(store: &Store, source: &Source, size: u32, local: Option<&SiftParams>
             attributes: BTreeMap::new(),
             thumbnail: thumbnail_jpeg(&img.rgb),
             vector: Vec::new(),
-            local: local.map_or_else(Vec::new, |p| sift::pack(&sift::extract(&img.rgb, p))),
+            local: local.map_or_else(Vec::new, |p| {
+                sift::pack(&Featurizer::local_features(&img.rgb, p))
+            }),
         },
     }))
+}
+
+/// The inference stage: batches prepared images, runs the model, hands the rows to the
+/// committer, and reports the images that need no model (unchanged, failed) at once.
+struct Inference<'a> {
+    featurizer: &'a Featurizer,
+    size: u32,
+    batch_size: usize,
+    attributes: &'a BTreeMap<String, String>,
+    on_event: &'a (dyn Fn(&IngestEvent) + Sync),
+}
+
+impl Inference<'_> {
+    /// Runs until the workers are done and everything is consumed, or the committer died.
+    fn run(
+        &self,
+        prep_rx: &Receiver<Prepared>,
+        row_tx: &Sender<NewRow>,
+        unchanged: &mut u64,
+        errors: &mut u64,
+    ) -> Result<()> {
+        let mut batch: Vec<ReadyImage> = Vec::with_capacity(self.batch_size);
+        loop {
+            let next = if batch.is_empty() {
+                match prep_rx.recv() {
+                    Ok(p) => Some(p),
+                    Err(_) => return Ok(()), // workers done and everything consumed
+                }
+            } else {
+                // Don't let a slow trickle of input hold a partial batch hostage; on timeout
+                // or end of input, run what we have.
+                prep_rx.recv_timeout(Duration::from_millis(200)).ok()
+            };
+            match next {
+                Some(Prepared::Done(ev)) => {
+                    match ev.status {
+                        IngestStatus::Unchanged => *unchanged += 1,
+                        _ => *errors += 1,
+                    }
+                    (self.on_event)(&ev);
+                    continue;
+                }
+                Some(Prepared::Ready(img)) => {
+                    batch.push(*img);
+                    if batch.len() < self.batch_size {
+                        continue;
+                    }
+                }
+                None => {}
+            }
+            if !batch.is_empty() && !self.embed(&mut batch, row_tx)? {
+                return Ok(()); // the committer failed; its error is returned by the caller
+            }
+        }
+    }
+
+    /// Runs the model over `batch` (emptying it) and sends the rows on; `false` when the
+    /// committer is gone.
+    fn embed(&self, batch: &mut Vec<ReadyImage>, row_tx: &Sender<NewRow>) -> Result<bool> {
+        let mut pixels = Vec::with_capacity(batch.len() * batch[0].pixels.len());
+        for img in batch.iter() {
+            pixels.extend_from_slice(&img.pixels);
+        }
+        let (out, dims) = self.featurizer.embed(&pixels, batch.len(), self.size)?;
+        for (img, vector) in batch.drain(..).zip(out.chunks_exact(dims)) {
+            let mut row = img.row;
+            row.vector = vector.to_vec();
+            row.attributes = self.attributes.clone();
+            if row_tx.send(row).is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
 }
 
 /// Commits rows as they arrive; emits their events after each synced commit.
@@ -234,32 +310,40 @@ fn run_committer(
     }
 }
 
-impl Database {
+/// One ingest call's view of the database: where rows go and how images become rows.
+pub(crate) struct Ingestor<'a> {
+    pub store: &'a Store,
+    pub featurizer: &'a Featurizer,
+    /// Worker threads (read, hash, decode, resize, SIFT).
+    pub threads: usize,
+}
+
+impl Ingestor<'_> {
     /// Ingests `sources` in parallel; `on_event` sees each image once it is durable or failed.
     /// Per-image failures are events; an `Err` means storage or the model failed, and everything
     /// reported before it stays durable.
-    pub fn ingest(
+    pub fn run(
         &self,
         sources: Vec<Source>,
         opts: &IngestOptions,
         on_event: &(dyn Fn(&IngestEvent) + Sync),
     ) -> Result<IngestSummary> {
         let start = Instant::now();
-        if let Some(existing) = self.pipeline() {
+        if let Some(existing) = self.featurizer.pipeline() {
             // Before any file is looked at: unchanged files would never reach the model.
-            crate::pipeline::check_choice(self.dir(), &existing, &self.requested)?;
+            check_choice(self.store.dir(), &existing, self.featurizer.requested())?;
         }
         // Workers start decoding at once: the input size is known without the model, which is
         // loaded (on the inference thread) while the first batch is being prepared. Unchanged
         // files never need it. The extractor is locked per batch, not for the whole ingest, so
         // searches from other threads of the same process interleave with a long ingest.
-        let size = self.planned_input_size();
-        let local = self.planned_local();
+        let size = self.featurizer.planned_input_size();
+        let local = self.featurizer.planned_local();
         let local = local.as_ref();
         let batch_size = opts.batch_size.max(1);
         let workers = self.threads.max(1);
         let stop = &opts.stop;
-        let store = &self.store;
+        let store = self.store;
 
         let (src_tx, src_rx) = bounded::<Source>(workers * 4);
         let (prep_tx, prep_rx) = bounded::<Prepared>(batch_size * 3);
@@ -292,65 +376,14 @@ impl Database {
                 s.spawn(move || run_committer(store, row_rx, commit_rows, interval, on_event));
 
             // Inference on this thread. Runs until the workers are done (or the committer died).
-            let mut batch: Vec<ReadyImage> = Vec::with_capacity(batch_size);
-            let mut inference = || -> Result<()> {
-                loop {
-                    let next = if batch.is_empty() {
-                        match prep_rx.recv() {
-                            Ok(p) => Some(p),
-                            Err(_) => return Ok(()), // workers done and everything consumed
-                        }
-                    } else {
-                        // Don't let a slow trickle of input hold a partial batch hostage;
-                        // on timeout or end of input, run what we have.
-                        prep_rx.recv_timeout(Duration::from_millis(200)).ok()
-                    };
-                    match next {
-                        Some(Prepared::Done(ev)) => {
-                            match ev.status {
-                                IngestStatus::Unchanged => unchanged += 1,
-                                _ => errors += 1,
-                            }
-                            on_event(&ev);
-                            continue;
-                        }
-                        Some(Prepared::Ready(img)) => {
-                            batch.push(*img);
-                            if batch.len() < batch_size {
-                                continue;
-                            }
-                        }
-                        None => {}
-                    }
-                    if batch.is_empty() {
-                        continue;
-                    }
-                    let mut pixels = Vec::with_capacity(batch.len() * batch[0].pixels.len());
-                    for img in &batch {
-                        pixels.extend_from_slice(&img.pixels);
-                    }
-                    let (out, dims) = self.with_extractor(|e| {
-                        if e.input_size() != size {
-                            return Err(Error::Invalid(format!(
-                                "model input size {} differs from the planned {size}",
-                                e.input_size()
-                            )));
-                        }
-                        let mut out = e.extract(&pixels, batch.len())?;
-                        l2_normalize_rows(&mut out, e.dims());
-                        Ok((out, e.dims()))
-                    })?;
-                    for (img, vector) in batch.drain(..).zip(out.chunks_exact(dims)) {
-                        let mut row = img.row;
-                        row.vector = vector.to_vec();
-                        row.attributes = opts.attributes.clone();
-                        if row_tx.send(row).is_err() {
-                            return Ok(()); // the committer failed; its error is returned below
-                        }
-                    }
-                }
+            let inference = Inference {
+                featurizer: self.featurizer,
+                size,
+                batch_size,
+                attributes: &opts.attributes,
+                on_event,
             };
-            let inferred = inference();
+            let inferred = inference.run(&prep_rx, &row_tx, &mut unchanged, &mut errors);
             drop(row_tx);
             drop(prep_rx); // unblocks workers if inference stopped early
             let committed = committer

@@ -33,34 +33,43 @@
 //! # }
 //! ```
 
-mod ann_bench;
-pub mod bench;
 mod database;
-pub mod dense;
+mod dense;
+mod derived;
 mod error;
 pub mod exact;
 pub mod index;
+mod info;
 mod ingest;
-pub mod local;
-pub mod pipeline;
-pub mod reduce;
+mod local;
+mod maintenance;
+mod options;
+mod pipeline;
+mod reduce;
 mod reindex;
-pub mod vlad;
+mod search;
+mod vlad;
+mod whitening;
 
-pub use database::{
-    make_thumbnail, Augment, Database, DatabaseInfo, Hit, OpenOptions, Query, SearchMode,
-    SearchOptions, VladInfo, WhiteningInfo,
-};
+pub use database::{make_thumbnail, Database};
 pub use error::{Error, Result};
 pub use image;
 pub use imgvec_ingest::{
-    collect_files, default_model_path, learned, set_torch_threads, FileList, Pooling,
+    collect_files, default_model_path, set_torch_threads, FileList, FusionSpec, Pooling,
 };
 pub use imgvec_storage::{CompactionReport, ImageRecord, StorageError};
 pub use index::{IndexInfo, IndexOptions};
+pub use info::{DatabaseInfo, Hit, LocalInfo, VladInfo, WhiteningInfo};
 pub use ingest::{IngestEvent, IngestOptions, IngestStatus, IngestSummary, Source};
-pub use pipeline::{PipelineChoice, PipelineConfig, PIPELINES};
+pub use local::{LocalSpec, VerifyParams};
+pub use options::{
+    Augment, Filter, OpenOptions, Query, SearchMode, SearchOptions, VerifyOverrides,
+};
+pub use options::{PipelineChoice, Preset};
+pub use pipeline::{PipelineConfig, QueryDefaults};
+pub use reduce::WhiteningSpec;
 pub use reindex::{reindex, ReindexReport};
+pub use vlad::VladSpec;
 
 /// Makes glibc keep freed memory for reuse instead of returning it to the kernel at once.
 ///

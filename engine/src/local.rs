@@ -13,14 +13,7 @@
 //!   match proposes a similarity transform from its two keypoints' positions, scales and
 //!   orientations (deterministic, no sampling); the best is refined by affine least squares on
 //!   its inliers. The inlier count (within `inlier_px` in the candidate's frame) is the result.
-//! - **Ranking** (in `Database::verify_hits`): verified candidates (≥ `min_inliers`, and
-//!   covering at least `min_coverage` of the query under the fitted map) come first, ordered by
-//!   cosine + `INLIER_WEIGHT`·min(inliers, `INLIER_CAP`)/`INLIER_CAP` + `COVERAGE_WEIGHT`·coverage
-//!   − `BRIGHTNESS_WEIGHT`·|mean grey gap|, so that near-identical siblings, which all verify,
-//!   are told apart by how much of the query they explain, by brightness and by the global
-//!   similarity; the rest follow, ordered by cosine plus the same
-//!   inlier bonus for their inliers beyond `chance_inliers` (weak evidence counts, but never as
-//!   precedence) and the dense-alignment bonus (see `dense`).
+//! - **Ranking**: `search::ranking` (a pure function; docs/SEARCH.md).
 
 use std::collections::HashMap;
 
@@ -31,13 +24,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::exact::matmul_nt;
-use crate::index::{faiss_call, max_id};
-use crate::reduce::rows_with_features;
+use crate::index::faiss_call;
 
 /// Local features a pipeline stores per image.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LocalSpec {
     pub sift: SiftParams,
+}
+
+/// Stored local features, for `imgvec info`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LocalInfo {
+    /// Live rows that have local features.
+    pub images: u64,
+    pub keypoints: u64,
+    /// Bytes of packed local features of those rows (in segments and pending rows).
+    pub bytes: u64,
 }
 
 /// How search verifies candidates with local features.
@@ -111,25 +113,6 @@ impl Default for VerifyParams {
     }
 }
 
-/// Weight of the (capped) inlier count added to a verified candidate's cosine.
-pub const INLIER_WEIGHT: f32 = 1.0;
-/// Inliers beyond this add nothing more: two verified siblings are ordered by their cosine.
-pub const INLIER_CAP: usize = 20;
-
-/// Verified candidates that explain more of the query rank higher by this × their coverage: a
-/// zoomed or shifted near-identical sibling covers less of the query than the original does.
-pub const COVERAGE_WEIGHT: f32 = 0.5;
-
-/// Verified candidates lose this × the gap between their mean grey level and the query's (0–1):
-/// a colour-graded near-identical sibling is brighter or darker than the original, which the
-/// normalised global descriptor and the geometry cannot see.
-pub const BRIGHTNESS_WEIGHT: f32 = 1.0;
-
-/// Ranking score of a verified candidate (before its coverage and brightness terms).
-pub fn verified_score(cosine: f32, inliers: usize) -> f32 {
-    cosine + INLIER_WEIGHT * inliers.min(INLIER_CAP) as f32 / INLIER_CAP as f32
-}
-
 /// Nearest stored descriptors asked per query descriptor when voting.
 const VOTE_NEIGHBOURS: usize = 5;
 /// Query descriptors that vote: the strongest keypoints (SIFT lists them strongest first).
@@ -152,10 +135,24 @@ pub struct LocalIndex {
     pub watermark: u64,
 }
 
+impl crate::derived::lifecycle::Derived for LocalIndex {
+    fn watermark(&self) -> u64 {
+        self.watermark
+    }
+    /// Rows (images) whose descriptors it holds.
+    fn rows(&self) -> usize {
+        self.counts.len()
+    }
+    /// The inverted lists are trained once, at build.
+    fn trained_on(&self) -> u64 {
+        0
+    }
+}
+
 impl LocalIndex {
     /// Builds the index over every live row of `snap` that has local features.
     pub fn build(snap: &Snapshot) -> Result<LocalIndex> {
-        let rows = rows_with_features(snap, 0);
+        let rows = snap.local_rows_above(0);
         let total: usize = rows
             .iter()
             .map(|(_, b)| {
@@ -200,17 +197,17 @@ impl LocalIndex {
             watermark: 0,
         };
         out.add_rows(&rows)?;
-        out.watermark = max_id(snap);
+        out.watermark = snap.max_id();
         Ok(out)
     }
 
     /// Adds the rows of `snap` above the watermark.
     pub fn catch_up(&mut self, snap: &Snapshot) -> Result<()> {
-        let max = max_id(snap);
+        let max = snap.max_id();
         if max <= self.watermark {
             return Ok(());
         }
-        let rows = rows_with_features(snap, self.watermark);
+        let rows = snap.local_rows_above(self.watermark);
         self.add_rows(&rows)?;
         self.watermark = max;
         Ok(())
@@ -241,12 +238,6 @@ impl LocalIndex {
 
     pub fn is_empty(&self) -> bool {
         self.owners.is_empty()
-    }
-
-    /// Memory of the index per stored descriptor: the floats, FAISS's id in an inverted
-    /// list, and the owner row id.
-    pub fn bytes_per_descriptor(&self) -> usize {
-        DESCRIPTOR_LEN * 4 + if self.nlist > 1 { 16 } else { 8 }
     }
 
     /// Images voted for by the query's descriptors, best first: each query descriptor gives
@@ -322,13 +313,13 @@ impl LocalIndex {
 }
 
 /// Images, keypoints and bytes of the live rows' stored local features.
-pub fn stats(snap: &Snapshot) -> crate::database::LocalInfo {
-    let mut info = crate::database::LocalInfo {
+pub fn stats(snap: &Snapshot) -> LocalInfo {
+    let mut info = LocalInfo {
         images: 0,
         keypoints: 0,
         bytes: 0,
     };
-    for (_, bytes) in rows_with_features(snap, 0) {
+    for (_, bytes) in snap.local_rows_above(0) {
         if let Ok(Some(p)) = PackedFeatures::parse(bytes) {
             info.images += 1;
             info.keypoints += p.len() as u64;
@@ -638,10 +629,7 @@ mod tests {
             chunk.local.extend(pack(f));
             chunk.local_offsets.push(chunk.local.len() as u64);
         }
-        Snapshot {
-            pending: vec![std::sync::Arc::new(chunk)],
-            ..Snapshot::default()
-        }
+        Snapshot::from_chunks(vec![std::sync::Arc::new(chunk)], Default::default())
     }
 
     #[test]
@@ -674,8 +662,14 @@ mod tests {
             .unwrap();
         assert!(votes.iter().all(|(id, _)| *id != 2));
         // Catching up adds only the rows above the watermark.
-        let mut both = snapshot_of(&features[..3], 1);
-        both.pending.extend(snapshot_of(&features[3..], 4).pending);
+        let chunks = [
+            snapshot_of(&features[..3], 1),
+            snapshot_of(&features[3..], 4),
+        ]
+        .iter()
+        .flat_map(|s| s.pending().to_vec())
+        .collect();
+        let both = Snapshot::from_chunks(chunks, Default::default());
         index.catch_up(&both).unwrap();
         assert_eq!(index.watermark, 4);
         assert_eq!(index.len(), features.iter().map(|f| f.len()).sum::<usize>());

@@ -15,29 +15,22 @@
 //! (one matrix product over the stored vectors).
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use faiss::vector_transform::{PCAMatrixImpl, VectorTransform};
 use imgvec_ingest::sift::PackedFeatures;
 use imgvec_storage::{OpenMode, PendingChunk, Snapshot, Store};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::database::{VladInfo, WhiteningInfo};
-use crate::exact::matmul_nt;
-use crate::index::hamming::affine_of;
-use crate::index::{
-    live_rows, live_rows_above, max_id, read_checked, rows_above, strided_sample, write_checked,
-    IndexError, IndexOptions, Indexes,
-};
+use crate::derived::artifact::{self, Kind};
+use crate::derived::lifecycle::{grown, SAMPLE_ROWS};
+use crate::derived::publish::{Manifest, Publisher};
+use crate::index::{strided_sample, IndexError, IndexOptions, Indexes};
 use crate::vlad::{Vlad, VladSpec};
+use crate::whitening::Whitening;
 
 const META_KEY: &str = "reduction";
 pub const REDUCTION_DIR: &str = "reduction";
-const MAGIC: &[u8; 8] = b"IVWHITE1";
-/// Rows of the training sample (PCA on more adds little).
-const SAMPLE_ROWS: usize = 65_536;
 /// Images whose descriptors the VLAD codebook and whitening are learned on (their VLADs, 32 KB
 /// each for 64 words, are held at once).
 const VLAD_SAMPLE_IMAGES: usize = 2048;
@@ -55,101 +48,24 @@ pub struct WhiteningSpec {
     pub vlad: Option<VladSpec>,
 }
 
-/// A learned whitening: `y = normalise(A x + b)`.
-#[derive(Debug, Clone)]
-pub struct Whitening {
-    pub dims_in: usize,
-    pub dims_out: usize,
-    /// `dims_out × dims_in`, row-major.
-    matrix: Vec<f32>,
-    bias: Vec<f32>,
+#[derive(Debug, Clone, Serialize)]
+pub struct WhiteningInfo {
+    pub generation: u64,
     pub learned_on: u64,
+    pub dims_in: usize,
+    /// Dimensions of the view (whitened global descriptor, plus the VLAD block if any).
+    pub dims_out: usize,
+    pub min_rows: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vlad: Option<VladInfo>,
 }
 
-impl Whitening {
-    /// Learns from `sample` (rows of `dims_in`). Needs more rows than `dims_out`.
-    pub fn learn(
-        sample: &[f32],
-        dims_in: usize,
-        dims_out: usize,
-        learned_on: u64,
-    ) -> Result<Whitening, IndexError> {
-        let n = sample.len() / dims_in;
-        if dims_out > dims_in || n <= dims_out {
-            return Err(IndexError::Invalid(format!(
-                "whitening to {dims_out} dimensions needs at most {dims_in} and more than \
-                 {dims_out} rows (got {n})"
-            )));
-        }
-        let mut pca = PCAMatrixImpl::new(dims_in as u32, dims_out as u32, -0.5, false)?;
-        pca.train(n, sample)?;
-        let (matrix, bias) = affine_of(&pca, dims_in, dims_out)?;
-        Ok(Whitening {
-            dims_in,
-            dims_out,
-            matrix,
-            bias,
-            learned_on,
-        })
-    }
-
-    /// Projects `n` rows and L2-normalises each result.
-    pub fn apply(&self, rows: &[f32]) -> Vec<f32> {
-        let n = rows.len() / self.dims_in;
-        let mut out = matmul_nt(rows, n, &self.matrix, self.dims_out, self.dims_in);
-        for row in out.chunks_exact_mut(self.dims_out) {
-            row.iter_mut().zip(&self.bias).for_each(|(y, b)| *y += b);
-        }
-        imgvec_ingest::l2_normalize_rows(&mut out, self.dims_out);
-        out
-    }
-
-    pub(crate) fn to_bytes(&self) -> Vec<u8> {
-        let mut body = Vec::with_capacity(32 + 4 * (self.matrix.len() + self.bias.len()));
-        body.extend_from_slice(MAGIC);
-        for v in [self.dims_in as u64, self.dims_out as u64, self.learned_on] {
-            body.extend_from_slice(&v.to_le_bytes());
-        }
-        for v in self.matrix.iter().chain(&self.bias) {
-            body.extend_from_slice(&v.to_le_bytes());
-        }
-        body
-    }
-
-    pub(crate) fn from_bytes(body: &[u8]) -> Option<Whitening> {
-        if body.len() < 32 || &body[..8] != MAGIC {
-            return None;
-        }
-        let word = |i: usize| u64::from_le_bytes(body[8 + 8 * i..16 + 8 * i].try_into().unwrap());
-        let (dims_in, dims_out, learned_on) = (word(0) as usize, word(1) as usize, word(2));
-        let floats = dims_out
-            .checked_mul(dims_in)
-            .and_then(|m| m.checked_add(dims_out))?;
-        if body.len() != floats.checked_mul(4)?.checked_add(32)? {
-            return None;
-        }
-        let values: Vec<f32> = body[32..]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        let (matrix, bias) = values.split_at(dims_out * dims_in);
-        Some(Whitening {
-            dims_in,
-            dims_out,
-            matrix: matrix.to_vec(),
-            bias: bias.to_vec(),
-            learned_on,
-        })
-    }
-
-    fn save(&self, path: &Path) -> Result<(), IndexError> {
-        write_checked(path, &self.to_bytes())
-    }
-
-    fn load(path: &Path) -> Result<Whitening, IndexError> {
-        Whitening::from_bytes(&read_checked(path)?)
-            .ok_or_else(|| IndexError::Invalid(format!("{}: not a whitening file", path.display())))
-    }
+/// The VLAD block of the view.
+#[derive(Debug, Clone, Serialize)]
+pub struct VladInfo {
+    pub words: usize,
+    pub dims: usize,
+    pub weight: f32,
 }
 
 /// How searches map stored and query vectors into the view: the whitening, then, when the
@@ -197,6 +113,23 @@ struct Published {
     vlad: Option<String>,
 }
 
+impl Manifest for Published {
+    fn files(&self) -> Vec<&str> {
+        std::iter::once(self.file.as_str())
+            .chain(self.vlad.as_deref())
+            .collect()
+    }
+}
+
+/// Whether [`Reducer::view`] may learn (or relearn) the whitening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Learn {
+    /// When the collection is large enough, or has grown 4× since it was learned.
+    WhenDue,
+    /// Only use the one loaded or learned already.
+    Never,
+}
+
 /// The whitened collection at one snapshot, and the indexes over it.
 pub struct View {
     pub projection: Arc<Projection>,
@@ -220,20 +153,24 @@ struct State {
 /// One database handle's whitening.
 pub(crate) struct Reducer {
     spec: WhiteningSpec,
-    dir: PathBuf,
+    publisher: Publisher,
     index_opts: IndexOptions,
     state: Mutex<Option<State>>,
     loaded: std::sync::atomic::AtomicBool,
+    /// Generation of the last publication seen (0: none), so a whitening relearned after a
+    /// damaged file gets a new generation and the old one's index set is never mistaken for it.
+    published_generation: std::sync::atomic::AtomicU64,
 }
 
 impl Reducer {
     pub fn new(store: &Store, spec: WhiteningSpec, index_opts: IndexOptions) -> Reducer {
         Reducer {
             spec,
-            dir: store.dir().join(REDUCTION_DIR),
+            publisher: Publisher::new(store.dir().join(REDUCTION_DIR), META_KEY),
             index_opts,
             state: Mutex::new(None),
             loaded: false.into(),
+            published_generation: 0.into(),
         }
     }
 
@@ -265,19 +202,18 @@ impl Reducer {
         if self.loaded.swap(true, std::sync::atomic::Ordering::AcqRel) {
             return;
         }
-        let published: Option<Published> = store
-            .get_meta(META_KEY)
-            .ok()
-            .flatten()
-            .and_then(|s| serde_json::from_str(&s).ok());
+        let published: Option<Published> = self.publisher.load(store);
+        self.publisher.sweep_unpublished(store, published.as_ref());
         if let Some(p) = published {
-            let path = self.dir.join(&p.file);
+            self.published_generation
+                .store(p.generation, std::sync::atomic::Ordering::Release);
+            let path = self.publisher.path(&p.file);
             // A VLAD the pipeline asks for but the generation lacks (too few local features
             // when it was learned) comes with the next relearning.
             let vlad = match (&self.spec.vlad, &p.vlad) {
                 (Some(_), Some(file)) => {
-                    let path = self.dir.join(file);
-                    match read_checked(&path).map(|b| Vlad::from_bytes(&b)) {
+                    let path = self.publisher.path(file);
+                    match artifact::read(&path, Kind::Vlad).map(|b| Vlad::from_bytes(&b)) {
                         Ok(Some(v)) => Some(v),
                         Ok(None) => {
                             tracing::warn!("{}: not a VLAD file; relearned", path.display());
@@ -304,9 +240,14 @@ impl Reducer {
         }
     }
 
-    /// The whitened view of `snap`, learning or relearning the whitening when due; `None` while
-    /// the collection is too small (callers then search the raw vectors).
-    pub fn view(&self, store: &Store, snap: &Snapshot) -> Result<Option<View>, IndexError> {
+    /// The whitened view of `snap`, learning or relearning the whitening when due (and `learn`
+    /// allows); `None` while there is none (callers then search the raw vectors).
+    pub fn view(
+        &self,
+        store: &Store,
+        snap: &Snapshot,
+        learn: Learn,
+    ) -> Result<Option<View>, IndexError> {
         let dims_in = match store
             .dims()
             .map_err(|e| IndexError::Invalid(e.to_string()))?
@@ -316,17 +257,18 @@ impl Reducer {
         };
         let mut guard = self.state.lock();
         self.load_once(store, &mut guard, dims_in);
-        let live = live_rows(snap);
-        let due = match &*guard {
-            None => live >= self.spec.min_rows.max(self.spec.dims + 1),
-            Some(s) => live as u64 >= 4 * s.projection.whitening.learned_on.max(1),
-        };
+        let live = snap.live_count();
+        let due = learn == Learn::WhenDue
+            && match &*guard {
+                None => live >= self.spec.min_rows.max(self.spec.dims + 1),
+                Some(s) => grown(live as u64, s.projection.whitening.learned_on.max(1)),
+            };
         if due {
-            let (_, vectors) = rows_above(snap, 0, dims_in);
+            let (_, vectors) = snap.vectors_above(0, dims_in);
             let sample = strided_sample(&vectors, dims_in, SAMPLE_ROWS);
             let w = Whitening::learn(&sample, dims_in, self.spec.dims, live as u64)?;
             let vlad = self.spec.vlad.and_then(|spec| {
-                let rows = rows_with_features(snap, 0);
+                let rows = snap.local_rows_above(0);
                 let step = rows.len().div_ceil(VLAD_SAMPLE_IMAGES).max(1);
                 let images: Vec<&[u8]> = rows.iter().step_by(step).map(|r| r.1).collect();
                 Vlad::learn(
@@ -338,7 +280,10 @@ impl Reducer {
                 .map_err(|e| tracing::warn!("{}: no VLAD yet: {e}", store.dir().display()))
                 .ok()
             });
-            let generation = guard.as_ref().map_or(1, |s| s.generation + 1);
+            let published = self
+                .published_generation
+                .load(std::sync::atomic::Ordering::Acquire);
+            let generation = guard.as_ref().map_or(published, |s| s.generation) + 1;
             tracing::info!(
                 "{}: whitening learned on {live} rows ({dims_in} → {} dims{})",
                 store.dir().display(),
@@ -354,17 +299,13 @@ impl Reducer {
         };
         // Rows purged by compaction or deleted: drop them from the projected chunks whenever
         // the base snapshot's make-up changed.
-        let key = (
-            snap.segments.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
-            snap.tombstones.len(),
-            snap.pending_rows(),
-        );
+        let key = snap.make_up();
         if st.checked.as_ref() != Some(&key) {
             let dead: HashSet<u64> = st
                 .chunks
                 .iter()
                 .flat_map(|c| c.ids.iter().copied())
-                .filter(|&id| snap.tombstones.contains(&id) || snap.vector(id).is_none())
+                .filter(|&id| !snap.is_live(id))
                 .collect();
             if !dead.is_empty() {
                 st.chunks = st
@@ -376,8 +317,8 @@ impl Reducer {
             }
             st.checked = Some(key);
         }
-        if max_id(snap) > st.watermark {
-            let (ids, vectors) = rows_above(snap, st.watermark, dims_in);
+        if snap.max_id() > st.watermark {
+            let (ids, vectors) = snap.vectors_above(st.watermark, dims_in);
             if let Some(&last) = ids.last() {
                 let projected = project_rows(&st.projection, snap, &ids, &vectors);
                 st.watermark = last;
@@ -395,11 +336,10 @@ impl Reducer {
         }
         let view = View {
             projection: st.projection.clone(),
-            snapshot: Arc::new(Snapshot {
-                segments: Vec::new(),
-                pending: st.chunks.clone(),
-                tombstones: snap.tombstones.clone(),
-            }),
+            snapshot: Arc::new(Snapshot::from_chunks(
+                st.chunks.clone(),
+                snap.tombstones().clone(),
+            )),
             indexes: st.indexes.clone(),
         };
         Ok(Some(view))
@@ -417,36 +357,24 @@ impl Reducer {
         if st.saved {
             return Ok(());
         }
-        std::fs::create_dir_all(&self.dir)?;
-        let file = format!("whitening-{:08}.bin", st.generation);
-        st.projection.whitening.save(&self.dir.join(&file))?;
-        let vlad_file = match &st.projection.vlad {
+        self.publisher.prepare()?;
+        let file = Publisher::file_name("whitening", st.generation, "bin");
+        st.projection.whitening.save(&self.publisher.path(&file))?;
+        let vlad = match &st.projection.vlad {
             Some(v) => {
-                let name = format!("vlad-{:08}.bin", st.generation);
-                write_checked(&self.dir.join(&name), &v.to_bytes())?;
+                let name = Publisher::file_name("vlad", st.generation, "bin");
+                artifact::write(&self.publisher.path(&name), Kind::Vlad, &v.to_bytes())?;
                 Some(name)
             }
             None => None,
         };
         let published = Published {
             generation: st.generation,
-            file: file.clone(),
-            vlad: vlad_file.clone(),
+            file,
+            vlad,
         };
-        let json =
-            serde_json::to_string(&published).map_err(|e| IndexError::Invalid(e.to_string()))?;
-        store
-            .put_meta(META_KEY, &json)
-            .map_err(|e| IndexError::Invalid(e.to_string()))?;
+        self.publisher.publish(store, &published)?;
         st.saved = true;
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name != file && Some(&name) != vlad_file.as_ref() {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
         Ok(())
     }
 
@@ -477,16 +405,6 @@ impl Reducer {
             }
         })
     }
-}
-
-/// Live rows above `after` that have local features, with their packed features.
-pub(crate) fn rows_with_features(snap: &Snapshot, after: u64) -> Vec<(u64, &[u8])> {
-    live_rows_above(
-        snap,
-        after,
-        |seg, row| seg.has_local().then(|| seg.local(row)),
-        |chunk, row| Some(chunk.local(row)),
-    )
 }
 
 /// The descriptors of packed local features (none for unreadable or absent ones).
@@ -546,67 +464,4 @@ fn merge_chunks(chunks: &[Arc<PendingChunk>]) -> PendingChunk {
         out.vectors.extend_from_slice(&c.vectors);
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn whitening_decorrelates_and_round_trips() {
-        // Correlated 8-d data with very unequal variances.
-        let mut rng = 12345u64;
-        let mut next = || {
-            rng = rng
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((rng >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-        };
-        let n = 400;
-        let mut rows = Vec::new();
-        for _ in 0..n {
-            let a = next() * 10.0;
-            let b = next();
-            let row = [
-                a,
-                a + b,
-                b,
-                next() * 0.1,
-                a - b,
-                next(),
-                next() * 3.0,
-                b * 2.0,
-            ];
-            rows.extend_from_slice(&row);
-        }
-        let w = Whitening::learn(&rows, 8, 4, n as u64).unwrap();
-        // Before normalisation the outputs have equal variances and no correlation (FAISS
-        // scales by the scatter matrix's eigenvalues, so the common variance is 1/n; one scale
-        // for every dimension is all cosine search needs).
-        let raw = matmul_nt(&rows, n, &w.matrix, 4, 8);
-        let cov = |i: usize, j: usize| -> f32 {
-            (0..n)
-                .map(|r| (raw[r * 4 + i] + w.bias[i]) * (raw[r * 4 + j] + w.bias[j]))
-                .sum::<f32>()
-                / n as f32
-        };
-        let unit = cov(0, 0);
-        assert!(unit > 0.0);
-        for i in 0..4 {
-            for j in 0..4 {
-                let c = cov(i, j) / unit;
-                let want = if i == j { 1.0 } else { 0.0 };
-                assert!((c - want).abs() < 0.05, "cov[{i}][{j}] = {c} × cov[0][0]");
-            }
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.bin");
-        w.save(&path).unwrap();
-        let back = Whitening::load(&path).unwrap();
-        assert_eq!(back.apply(&rows[..16]), w.apply(&rows[..16]));
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[40] ^= 1;
-        std::fs::write(&path, bytes).unwrap();
-        assert!(Whitening::load(&path).is_err());
-    }
 }

@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::database::{Database, OpenOptions};
+use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::ingest::{IngestEvent, IngestOptions, IngestSummary, Source};
+use crate::options::OpenOptions;
 use crate::pipeline::PipelineChoice;
 
 #[derive(Debug, Clone, Serialize)]
@@ -54,7 +55,7 @@ pub fn reindex(
         // An earlier reindex stopped between its two renames: the old database is intact.
         std::fs::rename(&old_dir, dir).map_err(|e| io(dir, e))?;
     }
-    if !dir.join("meta").is_dir() {
+    if !Database::exists(dir) {
         return Err(Error::Invalid(format!(
             "{}: not an imgvec database",
             dir.display()
@@ -91,7 +92,7 @@ pub fn reindex(
         std::fs::remove_dir_all(&new_dir).map_err(|e| io(&new_dir, e))?;
     }
     let pipeline_name = match &choice {
-        PipelineChoice::Named(n) => n.clone(),
+        PipelineChoice::Preset(p) => p.name().to_string(),
         _ => "custom".into(),
     };
     let mut stored = 0;

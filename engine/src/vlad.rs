@@ -16,12 +16,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::exact::matmul_nt;
 use crate::index::IndexError;
-use crate::reduce::Whitening;
+use crate::whitening::Whitening;
 
 /// Values of a SIFT descriptor.
 pub const DESCRIPTOR_DIMS: usize = 128;
 /// Descriptors the codebook is learned on (FAISS wants ≥ 39 per centroid; more adds little).
-const CODEBOOK_SAMPLE: usize = 65_536;
+const CODEBOOK_SAMPLE: usize = crate::derived::lifecycle::SAMPLE_ROWS;
 const MAGIC: &[u8; 8] = b"IVVLAD01";
 
 /// What a pipeline asks for.

@@ -8,7 +8,6 @@ pub mod blocks;
 pub mod decode;
 pub mod extractor;
 pub mod files;
-pub mod learned;
 pub mod preprocess;
 pub mod sift;
 

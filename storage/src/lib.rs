@@ -9,13 +9,15 @@
 
 pub mod error;
 pub mod segment;
+pub mod snapshot;
 pub mod store;
 pub mod vfs;
 
 pub use error::{Result, StorageError};
 pub use segment::{write_segment, ColumnData, ColumnKind, Segment};
+pub use snapshot::{PendingChunk, Snapshot};
 pub use store::{
     content_hash_hex, CommittedRow, CompactionPolicy, CompactionReport, ImageRecord, NewRow,
-    OpenMode, PendingChunk, Snapshot, Store, StoreOptions, StoreStats, DATABASE_FORMAT_VERSION,
+    OpenMode, Store, StoreOptions, StoreStats, DATABASE_FORMAT_VERSION,
 };
 pub use vfs::{StdFs, Vfs, VfsFile};

@@ -109,6 +109,37 @@ impl<'a> ColumnData<'a> {
     }
 }
 
+/// Byte offsets inside the header, a column directory entry and the footer (docs/FORMAT.md):
+/// the one definition the writer and the reader share.
+mod at {
+    /// Header: format version (u32).
+    pub const VERSION: usize = 8;
+    /// Header: number of columns (u32).
+    pub const COLUMNS: usize = 12;
+    /// Header: number of rows (u64).
+    pub const ROWS: usize = 16;
+    /// Header: CRC32 of the column directory (u32).
+    pub const DIR_CRC: usize = 24;
+    /// Header: reserved zero bytes, up to the header CRC.
+    pub const RESERVED: usize = 28;
+    /// Header: CRC32 of the header bytes before it (u32).
+    pub const HEADER_CRC: usize = 60;
+    /// Entry: column kind (u32), after the NUL-padded name.
+    pub const KIND: usize = 32;
+    /// Entry: values per row (u32; 0 for free-length columns).
+    pub const WIDTH: usize = 36;
+    /// Entry: byte offset of the column in the file (u64).
+    pub const OFFSET: usize = 40;
+    /// Entry: byte length of the column (u64).
+    pub const LEN: usize = 48;
+    /// Entry: CRC32 of the column bytes (u32); zero padding follows.
+    pub const CRC: usize = 56;
+    /// Entry: zero padding to the end of the entry.
+    pub const PAD: usize = 60;
+    /// Footer: total file length (u64), then the footer magic.
+    pub const FOOTER_MAGIC: usize = 8;
+}
+
 fn align_up(n: usize) -> usize {
     n.div_ceil(COLUMN_ALIGN) * COLUMN_ALIGN
 }
@@ -173,11 +204,11 @@ pub fn write_segment(
         }
         let mut entry = [0u8; DIR_ENTRY_LEN];
         entry[..c.name.len()].copy_from_slice(c.name.as_bytes());
-        entry[32..36].copy_from_slice(&(c.kind as u32).to_le_bytes());
-        entry[36..40].copy_from_slice(&c.width.to_le_bytes());
-        entry[40..48].copy_from_slice(&(offset as u64).to_le_bytes());
-        entry[48..56].copy_from_slice(&(c.bytes.len() as u64).to_le_bytes());
-        entry[56..60].copy_from_slice(&crc32fast::hash(c.bytes).to_le_bytes());
+        entry[at::KIND..at::WIDTH].copy_from_slice(&(c.kind as u32).to_le_bytes());
+        entry[at::WIDTH..at::OFFSET].copy_from_slice(&c.width.to_le_bytes());
+        entry[at::OFFSET..at::LEN].copy_from_slice(&(offset as u64).to_le_bytes());
+        entry[at::LEN..at::CRC].copy_from_slice(&(c.bytes.len() as u64).to_le_bytes());
+        entry[at::CRC..at::PAD].copy_from_slice(&crc32fast::hash(c.bytes).to_le_bytes());
         directory.extend_from_slice(&entry);
         offsets.push(offset);
         offset = align_up(offset + c.bytes.len());
@@ -188,12 +219,12 @@ pub fn write_segment(
 
     let mut header = [0u8; HEADER_LEN];
     header[0..8].copy_from_slice(&SEGMENT_MAGIC);
-    header[8..12].copy_from_slice(&SEGMENT_FORMAT_VERSION.to_le_bytes());
-    header[12..16].copy_from_slice(&(columns.len() as u32).to_le_bytes());
-    header[16..24].copy_from_slice(&(rows as u64).to_le_bytes());
-    header[24..28].copy_from_slice(&crc32fast::hash(&directory).to_le_bytes());
-    let header_crc = crc32fast::hash(&header[..60]);
-    header[60..64].copy_from_slice(&header_crc.to_le_bytes());
+    header[at::VERSION..at::COLUMNS].copy_from_slice(&SEGMENT_FORMAT_VERSION.to_le_bytes());
+    header[at::COLUMNS..at::ROWS].copy_from_slice(&(columns.len() as u32).to_le_bytes());
+    header[at::ROWS..at::DIR_CRC].copy_from_slice(&(rows as u64).to_le_bytes());
+    header[at::DIR_CRC..at::RESERVED].copy_from_slice(&crc32fast::hash(&directory).to_le_bytes());
+    let header_crc = crc32fast::hash(&header[..at::HEADER_CRC]);
+    header[at::HEADER_CRC..HEADER_LEN].copy_from_slice(&header_crc.to_le_bytes());
 
     let mut out = vfs.create(path)?;
     let zeros = [0u8; COLUMN_ALIGN];
@@ -206,8 +237,8 @@ pub fn write_segment(
         pos = at + c.bytes.len();
     }
     let mut footer = [0u8; FOOTER_LEN];
-    footer[0..8].copy_from_slice(&(file_len as u64).to_le_bytes());
-    footer[8..16].copy_from_slice(&FOOTER_MAGIC);
+    footer[..at::FOOTER_MAGIC].copy_from_slice(&(file_len as u64).to_le_bytes());
+    footer[at::FOOTER_MAGIC..].copy_from_slice(&FOOTER_MAGIC);
     out.write_all(&footer)?;
     out.sync()
 }
@@ -393,7 +424,8 @@ fn verify_local(
     Ok(Some((offsets, blob)))
 }
 
-fn verify(b: &[u8]) -> Result<(usize, Vec<Column>), String> {
+/// Checks the header and footer; returns (columns, rows, end of the column directory).
+fn verify_frame(b: &[u8]) -> Result<(usize, usize, usize), String> {
     if b.len() < HEADER_LEN + FOOTER_LEN {
         return Err(format!(
             "file is {} bytes, shorter than header + footer",
@@ -403,18 +435,19 @@ fn verify(b: &[u8]) -> Result<(usize, Vec<Column>), String> {
     if b[0..8] != SEGMENT_MAGIC {
         return Err("bad magic: not an imgvec segment".into());
     }
-    if crc32fast::hash(&b[..60]) != le_u32(b, 60) {
+    if crc32fast::hash(&b[..at::HEADER_CRC]) != le_u32(b, at::HEADER_CRC) {
         return Err("header checksum mismatch".into());
     }
-    let version = le_u32(b, 8);
+    let version = le_u32(b, at::VERSION);
     if version != SEGMENT_FORMAT_VERSION {
         return Err(format!("unsupported segment format version {version}"));
     }
-    if b[28..60].iter().any(|&x| x != 0) {
+    if b[at::RESERVED..at::HEADER_CRC].iter().any(|&x| x != 0) {
         return Err("non-zero reserved header bytes".into());
     }
-    let n = le_u32(b, 12) as usize;
-    let rows = usize::try_from(le_u64(b, 16)).map_err(|_| "row count overflows".to_string())?;
+    let n = le_u32(b, at::COLUMNS) as usize;
+    let rows =
+        usize::try_from(le_u64(b, at::ROWS)).map_err(|_| "row count overflows".to_string())?;
     if !(2..=MAX_COLUMNS).contains(&n) {
         return Err(format!("{n} columns (2..={MAX_COLUMNS} allowed)"));
     }
@@ -422,23 +455,31 @@ fn verify(b: &[u8]) -> Result<(usize, Vec<Column>), String> {
     if dir_end > b.len() {
         return Err("column directory runs past the end of the file".into());
     }
-    let directory = &b[HEADER_LEN..dir_end];
-    if crc32fast::hash(directory) != le_u32(b, 24) {
+    if crc32fast::hash(&b[HEADER_LEN..dir_end]) != le_u32(b, at::DIR_CRC) {
         return Err("column directory checksum mismatch".into());
     }
     let footer_offset = b.len() - FOOTER_LEN;
-    if b[footer_offset + 8..] != FOOTER_MAGIC || le_u64(b, footer_offset) != b.len() as u64 {
+    if b[footer_offset + at::FOOTER_MAGIC..] != FOOTER_MAGIC
+        || le_u64(b, footer_offset) != b.len() as u64
+    {
         return Err("bad footer (truncated or extended file)".into());
     }
+    Ok((n, rows, dir_end))
+}
+
+fn verify(b: &[u8]) -> Result<(usize, Vec<Column>), String> {
+    let (n, rows, dir_end) = verify_frame(b)?;
+    let directory = &b[HEADER_LEN..dir_end];
+    let footer_offset = b.len() - FOOTER_LEN;
     let mut columns: Vec<Column> = Vec::with_capacity(n);
     let mut pos = dir_end;
     for e in directory.chunks_exact(DIR_ENTRY_LEN) {
         let mut name = [0u8; COLUMN_NAME_LEN];
         name.copy_from_slice(&e[..COLUMN_NAME_LEN]);
-        let kind = ColumnKind::from_code(le_u32(e, 32)).ok_or("unknown column kind")?;
-        let width = le_u32(e, 36);
-        let offset = usize::try_from(le_u64(e, 40)).map_err(|_| "offset overflows")?;
-        let len = usize::try_from(le_u64(e, 48)).map_err(|_| "length overflows")?;
+        let kind = ColumnKind::from_code(le_u32(e, at::KIND)).ok_or("unknown column kind")?;
+        let width = le_u32(e, at::WIDTH);
+        let offset = usize::try_from(le_u64(e, at::OFFSET)).map_err(|_| "offset overflows")?;
+        let len = usize::try_from(le_u64(e, at::LEN)).map_err(|_| "length overflows")?;
         let column = Column {
             name,
             kind,
@@ -462,13 +503,13 @@ fn verify(b: &[u8]) -> Result<(usize, Vec<Column>), String> {
         if width > 0 && fixed != Some(len) || len % kind.size() != 0 {
             return Err(format!("column `{label}` length does not match its shape"));
         }
-        if b[pos..offset].iter().any(|&x| x != 0) || e[60..].iter().any(|&x| x != 0) {
+        if b[pos..offset].iter().any(|&x| x != 0) || e[at::PAD..].iter().any(|&x| x != 0) {
             return Err("non-zero padding".into());
         }
         if columns.iter().any(|c| c.name() == column.name()) || column.name().is_empty() {
             return Err(format!("repeated or empty column name `{label}`"));
         }
-        if crc32fast::hash(&b[offset..end]) != le_u32(e, 56) {
+        if crc32fast::hash(&b[offset..end]) != le_u32(e, at::CRC) {
             return Err(format!("column `{label}` checksum mismatch"));
         }
         columns.push(column);

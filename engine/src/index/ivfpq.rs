@@ -13,7 +13,9 @@ use faiss::{Idx, Index, MetricType};
 
 use faiss::index::FromInnerPtr;
 
-use super::{faiss_call, faiss_read_mem, faiss_write_mem, read_checked, write_checked, IndexError};
+use super::{faiss_call, faiss_read_mem, faiss_write_mem, IndexError};
+use crate::derived::artifact::{self, Kind};
+use crate::derived::lifecycle::Derived;
 
 pub struct IvfPq {
     index: faiss::index::IndexImpl,
@@ -192,11 +194,11 @@ impl IvfPq {
         }
         buf.extend_from_slice(self.factory.as_bytes());
         buf.extend_from_slice(&bytes);
-        write_checked(path, &buf)
+        artifact::write(path, Kind::IvfPq, &buf)
     }
 
     pub fn load(path: &Path, dims: usize) -> Result<IvfPq, IndexError> {
-        let bytes = read_checked(path)?;
+        let bytes = artifact::read(path, Kind::IvfPq)?;
         let word = |i: usize| -> Result<u64, IndexError> {
             bytes
                 .get(i * 8..i * 8 + 8)
@@ -233,6 +235,18 @@ impl IvfPq {
             watermark,
             trained_on,
         })
+    }
+}
+
+impl Derived for IvfPq {
+    fn watermark(&self) -> u64 {
+        self.watermark
+    }
+    fn rows(&self) -> usize {
+        self.len()
+    }
+    fn trained_on(&self) -> u64 {
+        self.trained_on
     }
 }
 

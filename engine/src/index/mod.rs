@@ -16,28 +16,20 @@ pub mod hamming;
 pub mod ivfpq;
 
 use std::collections::HashSet;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use imgvec_storage::{OpenMode, PendingChunk, Segment, Snapshot, Store};
+use imgvec_storage::{OpenMode, Snapshot, Store};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
+use crate::derived::lifecycle::{
+    plan, Collection, Derived, Plan, ADD_CHUNK, PURGE_DIVISOR, SAMPLE_ROWS,
+};
+use crate::derived::publish::{Manifest, Publisher};
+pub use crate::error::IndexError;
 use hamming::{BinaryIvf, Encoder, EncoderKind, HammingIndex};
 use ivfpq::IvfPq;
-
-#[derive(Debug, thiserror::Error)]
-pub enum IndexError {
-    #[error("faiss: {0}")]
-    Faiss(#[from] faiss::error::Error),
-    #[error("faiss {what} failed (code {code})")]
-    FaissCode { what: &'static str, code: i32 },
-    #[error("{0}")]
-    Invalid(String),
-    #[error("index file: {0}")]
-    Io(#[from] std::io::Error),
-}
 
 pub(crate) fn faiss_call(what: &'static str, code: i32) -> Result<(), IndexError> {
     if code == 0 {
@@ -102,41 +94,6 @@ pub(crate) fn faiss_read_mem(
         libc::fclose(f);
         faiss_call(what, code)
     }
-}
-
-/// Writes `body` + CRC32 to `path` through a temporary file: synced, renamed, directory synced.
-pub(crate) fn write_checked(path: &Path, body: &[u8]) -> Result<(), IndexError> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(body)?;
-    f.write_all(&crc32fast::hash(body).to_le_bytes())?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
-/// Reads a file written by [`write_checked`], verifying its CRC.
-pub(crate) fn read_checked(path: &Path) -> Result<Vec<u8>, IndexError> {
-    let mut bytes = std::fs::read(path)?;
-    if bytes.len() < 4 {
-        return Err(IndexError::Invalid(format!(
-            "{}: too short",
-            path.display()
-        )));
-    }
-    let crc = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"));
-    bytes.truncate(bytes.len() - 4);
-    if crc32fast::hash(&bytes) != crc {
-        return Err(IndexError::Invalid(format!(
-            "{}: checksum mismatch",
-            path.display()
-        )));
-    }
-    Ok(bytes)
 }
 
 /// How indexes are built.
@@ -223,7 +180,7 @@ pub struct HammingInfo {
     pub rows: usize,
     pub encoder: EncoderKind,
     pub bits: usize,
-    pub kernel: &'static str,
+    pub kernel: hamming::Kernel,
     pub trained_on: u64,
     pub watermark: u64,
     pub bytes_per_vector: usize,
@@ -253,6 +210,16 @@ struct Published {
     space: u64,
 }
 
+impl Manifest for Published {
+    fn files(&self) -> Vec<&str> {
+        [&self.ivfpq, &self.hamming, &self.hamming_ivf]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect()
+    }
+}
+
 const META_KEY: &str = "indexes";
 pub const INDEX_DIR: &str = "indexes";
 
@@ -263,7 +230,7 @@ struct Binary {
 
 /// When `refresh` writes the indexes to disk (writers only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Save {
+pub enum Save {
     Never,
     /// After a rebuild, or once enough rows were appended since the last write.
     WhenDue,
@@ -280,11 +247,10 @@ struct BuildState {
 }
 
 /// The indexes of one database handle.
-pub(crate) struct Indexes {
-    dir: PathBuf,
+pub struct Indexes {
+    /// Folder and meta key of the published files.
+    publisher: Publisher,
     opts: IndexOptions,
-    /// RocksDB meta key publishing the files.
-    meta_key: String,
     /// Vector length when it is not the store's (indexes over whitened vectors).
     dims: Option<usize>,
     space: u64,
@@ -296,93 +262,8 @@ pub(crate) struct Indexes {
     dormant: AtomicBool,
 }
 
-/// Ids of rows in a snapshot that are live (not tombstoned).
-pub(crate) fn is_live(snap: &Snapshot, id: u64) -> bool {
-    !snap.tombstones.contains(&id) && snap.vector(id).is_some()
-}
-
-pub(crate) fn max_id(snap: &Snapshot) -> u64 {
-    let seg = snap
-        .segments
-        .iter()
-        .filter_map(|(_, s)| s.ids().last().copied());
-    let pend = snap.pending.iter().filter_map(|c| c.ids.last().copied());
-    seg.chain(pend).max().unwrap_or(0)
-}
-
-pub(crate) fn live_rows(snap: &Snapshot) -> usize {
-    let total: usize = snap
-        .segments
-        .iter()
-        .map(|(_, s)| s.ids().len())
-        .sum::<usize>()
-        + snap.pending_rows();
-    total.saturating_sub(snap.tombstones.len())
-}
-
-/// Live rows with ids above `above`, ascending, each with what `seg_row` / `chunk_row` take from
-/// it; rows for which they give `None` (another shape, no such column) are left out. Every walk
-/// over "the live rows since a watermark" goes through here.
-pub(crate) fn live_rows_above<'a, T>(
-    snap: &'a Snapshot,
-    above: u64,
-    seg_row: impl Fn(&'a Segment, usize) -> Option<T>,
-    chunk_row: impl Fn(&'a PendingChunk, usize) -> Option<T>,
-) -> Vec<(u64, T)> {
-    let mut rows: Vec<(u64, T)> = Vec::new();
-    for (_, seg) in &snap.segments {
-        let ids = seg.ids();
-        let start = ids.partition_point(|&id| id <= above);
-        for (row, &id) in ids.iter().enumerate().skip(start) {
-            if !snap.tombstones.contains(&id) {
-                rows.extend(seg_row(seg, row).map(|t| (id, t)));
-            }
-        }
-    }
-    for chunk in &snap.pending {
-        let start = chunk.ids.partition_point(|&id| id <= above);
-        for (row, &id) in chunk.ids.iter().enumerate().skip(start) {
-            if !snap.tombstones.contains(&id) {
-                rows.extend(chunk_row(chunk, row).map(|t| (id, t)));
-            }
-        }
-    }
-    rows.sort_unstable_by_key(|r| r.0);
-    rows
-}
-
-/// Live rows with ids above `above`, ascending, with their vectors.
-pub(crate) fn rows_above(snap: &Snapshot, above: u64, dims: usize) -> (Vec<u64>, Vec<f32>) {
-    let rows: Vec<(u64, &[f32])> = live_rows_above(
-        snap,
-        above,
-        |seg, row| (seg.dims() == dims).then(|| seg.vector(row)),
-        |chunk, row| (chunk.dims == dims).then(|| chunk.vector(row)),
-    );
-    let mut vectors = Vec::with_capacity(rows.len() * dims);
-    for (_, v) in &rows {
-        vectors.extend_from_slice(v);
-    }
-    (rows.into_iter().map(|r| r.0).collect(), vectors)
-}
-
-fn count_above(snap: &Snapshot, above: u64) -> usize {
-    let seg: usize = snap
-        .segments
-        .iter()
-        .map(|(_, s)| s.ids().len() - s.ids().partition_point(|&id| id <= above))
-        .sum();
-    let pend: usize = snap
-        .pending
-        .iter()
-        .map(|c| c.ids.len() - c.ids.partition_point(|&id| id <= above))
-        .sum();
-    let dead = snap.tombstones.iter().filter(|&&id| id > above).count();
-    (seg + pend).saturating_sub(dead)
-}
-
 /// Every `n / max`-th row of `vectors` (`n × dims`), at most `max` rows.
-pub(crate) fn strided_sample(vectors: &[f32], dims: usize, max: usize) -> Vec<f32> {
+pub fn strided_sample(vectors: &[f32], dims: usize, max: usize) -> Vec<f32> {
     let n = vectors.len() / dims;
     if n <= max {
         return vectors.to_vec();
@@ -395,44 +276,11 @@ pub(crate) fn strided_sample(vectors: &[f32], dims: usize, max: usize) -> Vec<f3
     out
 }
 
-enum Plan {
-    Nothing,
-    CatchUp(u64),
-    Purge,
-    Rebuild,
-}
-
-/// Whether an index covering `len` rows up to `watermark`, trained on `trained_on` rows, is due
-/// for a rebuild or purge now that the snapshot holds `live` live rows.
-fn plan(
-    snap: &Snapshot,
-    live: usize,
-    len: usize,
-    watermark: u64,
-    trained_on: u64,
-    force_purge: bool,
-) -> Plan {
-    if trained_on > 0 && live >= 4 * trained_on as usize {
-        return Plan::Rebuild;
-    }
-    let live_covered = live.saturating_sub(count_above(snap, watermark));
-    let dead = len.saturating_sub(live_covered);
-    if dead > 0 && (force_purge || dead * 4 > len) {
-        return Plan::Purge;
-    }
-    if max_id(snap) > watermark {
-        Plan::CatchUp(watermark)
-    } else {
-        Plan::Nothing
-    }
-}
-
 impl Indexes {
     pub fn new(store: &Store, opts: IndexOptions) -> Indexes {
         Indexes {
-            dir: store.dir().join(INDEX_DIR),
+            publisher: Publisher::new(store.dir().join(INDEX_DIR), META_KEY),
             opts,
-            meta_key: META_KEY.into(),
             dims: None,
             space: 0,
             ivf: RwLock::new(None),
@@ -453,9 +301,11 @@ impl Indexes {
         space: u64,
     ) -> Indexes {
         Indexes {
-            dir: store.dir().join(INDEX_DIR).join(name),
+            publisher: Publisher::new(
+                store.dir().join(INDEX_DIR).join(name),
+                format!("{META_KEY}:{name}"),
+            ),
             opts,
-            meta_key: format!("{META_KEY}:{name}"),
             dims: Some(dims),
             space,
             ivf: RwLock::new(None),
@@ -473,9 +323,8 @@ impl Indexes {
         binary: Option<(HammingIndex, Option<BinaryIvf>)>,
     ) -> Indexes {
         Indexes {
-            dir: PathBuf::new(),
+            publisher: Publisher::new(PathBuf::new(), String::new()),
             opts,
-            meta_key: String::new(),
             dims: None,
             space: 0,
             ivf: RwLock::new(ivf),
@@ -514,32 +363,28 @@ impl Indexes {
         if self.loaded.swap(true, Ordering::AcqRel) {
             return;
         }
-        let published: Option<Published> = store
-            .get_meta(&self.meta_key)
-            .ok()
-            .flatten()
-            .and_then(|s| serde_json::from_str(&s).ok());
+        let published: Option<Published> = self.publisher.load(store);
         if let Some(p) = published.filter(|p| p.dims as usize == dims && p.space == self.space) {
             if let Some(f) = &p.ivfpq {
-                match IvfPq::load(&self.dir.join(f), dims) {
+                match IvfPq::load(&self.publisher.path(f), dims) {
                     Ok(ivf) => *self.ivf.write() = Some(ivf),
                     Err(e) => tracing::warn!(
                         "{}: {e}; IVF-PQ will be rebuilt",
-                        self.dir.join(f).display()
+                        self.publisher.path(f).display()
                     ),
                 }
             }
             if let Some(f) = &p.hamming {
-                match HammingIndex::load(&self.dir.join(f)) {
+                match HammingIndex::load(&self.publisher.path(f)) {
                     Ok(flat) if flat.encoder.dims == dims => {
                         let ivf = p.hamming_ivf.as_ref().and_then(|f| {
-                            match BinaryIvf::load(&self.dir.join(f)) {
+                            match BinaryIvf::load(&self.publisher.path(f)) {
                                 Ok(i) if i.len() == flat.len() => Some(i),
                                 Ok(_) => None,
                                 Err(e) => {
                                     tracing::warn!(
                                         "{}: {e}; binary IVF will be rebuilt",
-                                        self.dir.join(f).display()
+                                        self.publisher.path(f).display()
                                     );
                                     None
                                 }
@@ -552,31 +397,13 @@ impl Indexes {
                     Ok(_) => tracing::warn!("{}: dimension mismatch; rebuilt", f),
                     Err(e) => tracing::warn!(
                         "{}: {e}; Hamming index will be rebuilt",
-                        self.dir.join(f).display()
+                        self.publisher.path(f).display()
                     ),
                 }
             }
             st.published = p;
         }
-        if store.mode() == OpenMode::ReadWrite {
-            self.remove_unpublished(&st.published);
-        }
-    }
-
-    fn remove_unpublished(&self, p: &Published) {
-        let keep: HashSet<&str> = [&p.ivfpq, &p.hamming, &p.hamming_ivf]
-            .into_iter()
-            .flatten()
-            .map(|s| s.as_str())
-            .collect();
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if !keep.contains(name.as_str()) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
+        self.publisher.sweep_unpublished(store, Some(&st.published));
     }
 
     /// Whether every row of `snap` is in the indexes a search of `mode` uses (cheap: read locks).
@@ -584,8 +411,8 @@ impl Indexes {
         if !self.loaded.load(Ordering::Acquire) {
             return false;
         }
-        let top = max_id(snap);
-        let live = live_rows(snap);
+        let top = snap.max_id();
+        let live = snap.live_count();
         let trainable = live >= self.opts.min_train_rows.max(1);
         match mode {
             AnnMode::IvfPq => {
@@ -628,32 +455,47 @@ impl Indexes {
         };
         let mut st = self.build.lock();
         self.load_once(&mut st, store, dims);
-        let live = live_rows(snap);
+        let mut added = self.refresh_binary(&mut st, snap, dims, purge_all)?;
+        added += self.refresh_ivf(&mut st, snap, dims, purge_all)?;
+        st.unsaved_rows += added;
+        if save != Save::Never && store.mode() == OpenMode::ReadWrite {
+            let rows = self.binary.read().as_ref().map_or(0, |b| b.flat.len());
+            let due = st.rebuilt
+                || st.unsaved_rows >= 4096.max(rows / 20)
+                || (save == Save::Unsaved && st.unsaved_rows > 0);
+            if due {
+                self.save(&mut st, store, dims)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The binary codes (always available: random projection until trainable), and the binary
+    /// IVF once trainable. Returns the rows appended.
+    fn refresh_binary(
+        &self,
+        st: &mut BuildState,
+        snap: &Snapshot,
+        dims: usize,
+        purge_all: bool,
+    ) -> Result<usize, IndexError> {
+        let live = snap.live_count();
         let trainable = live >= self.opts.min_train_rows.max(1);
         let mut added = 0usize;
-
-        // Binary codes: always available (random projection until trainable).
         let binary_plan = match &*self.binary.read() {
             None => Plan::Rebuild,
             Some(b) if trainable && b.ivf.is_none() => Plan::Rebuild,
             Some(b) if self.wants_itq(live, dims) && b.flat.encoder.kind == EncoderKind::Lsh => {
                 Plan::Rebuild
             }
-            Some(b) => plan(
-                snap,
-                live,
-                b.flat.len(),
-                b.flat.watermark,
-                b.flat.trained_on,
-                purge_all,
-            ),
+            Some(b) => plan(&b.flat, Collection::of(snap, b.flat.watermark), purge_all),
         };
         match binary_plan {
             Plan::Nothing => {}
             Plan::Rebuild => {
-                let (ids, vectors) = rows_above(snap, 0, dims);
+                let (ids, vectors) = snap.vectors_above(0, dims);
                 let bits = self.bits(dims);
-                let sample = strided_sample(&vectors, dims, 65_536);
+                let sample = strided_sample(&vectors, dims, SAMPLE_ROWS);
                 let encoder = if self.wants_itq(ids.len(), dims) {
                     Encoder::itq(dims, bits, &sample)?
                 } else {
@@ -661,7 +503,7 @@ impl Indexes {
                 };
                 let mut flat = HammingIndex::new(encoder, ids.len().max(1) as u64);
                 flat.add(&ids, &vectors);
-                flat.watermark = flat.watermark.max(max_id(snap));
+                flat.watermark = flat.watermark.max(snap.max_id());
                 let ivf = if trainable {
                     Some(BinaryIvf::build(
                         flat.encoder.words(),
@@ -683,7 +525,7 @@ impl Indexes {
                         .ids()
                         .iter()
                         .copied()
-                        .filter(|&id| !is_live(snap, id))
+                        .filter(|&id| !snap.is_live(id))
                         .collect();
                     let dead_set: HashSet<u64> = dead.iter().copied().collect();
                     b.flat.retain(|id| !dead_set.contains(&id));
@@ -696,7 +538,7 @@ impl Indexes {
                 // Rows above the watermark are appended on the next refresh.
             }
             Plan::CatchUp(wm) => {
-                let (ids, vectors) = rows_above(snap, wm, dims);
+                let (ids, vectors) = snap.vectors_above(wm, dims);
                 let encoder = self.binary.read().as_ref().map(|b| b.flat.encoder.clone());
                 if let Some(encoder) = encoder {
                     let mut codes = Vec::new();
@@ -704,7 +546,7 @@ impl Indexes {
                     let mut guard = self.binary.write();
                     if let Some(b) = guard.as_mut() {
                         b.flat.add_codes(&ids, &codes);
-                        b.flat.watermark = b.flat.watermark.max(max_id(snap));
+                        b.flat.watermark = b.flat.watermark.max(snap.max_id());
                         if let Some(ivf) = b.ivf.as_mut() {
                             ivf.add(&ids, &codes)?;
                         }
@@ -714,11 +556,25 @@ impl Indexes {
             }
         }
 
-        // IVF-PQ: only once trainable.
+        Ok(added)
+    }
+
+    /// IVF-PQ: only once trainable; dropped when the collection shrank far below that.
+    /// Returns the rows appended.
+    fn refresh_ivf(
+        &self,
+        st: &mut BuildState,
+        snap: &Snapshot,
+        dims: usize,
+        purge_all: bool,
+    ) -> Result<usize, IndexError> {
+        let live = snap.live_count();
+        let trainable = live >= self.opts.min_train_rows.max(1);
+        let mut added = 0usize;
         if trainable {
             let ivf_plan = match &*self.ivf.read() {
                 None => Plan::Rebuild,
-                Some(i) => match plan(snap, live, i.len(), i.watermark, i.trained_on, purge_all) {
+                Some(i) => match plan(i, Collection::of(snap, i.watermark()), purge_all) {
                     // FAISS cannot list an IVF's ids cheaply: purging means rebuilding.
                     Plan::Purge => Plan::Rebuild,
                     p => p,
@@ -727,7 +583,7 @@ impl Indexes {
             match ivf_plan {
                 Plan::Nothing | Plan::Purge => {}
                 Plan::Rebuild => {
-                    let (ids, vectors) = rows_above(snap, 0, dims);
+                    let (ids, vectors) = snap.vectors_above(0, dims);
                     let factory = self
                         .opts
                         .ivf_factory
@@ -736,45 +592,36 @@ impl Indexes {
                     let sample_rows = IvfPq::training_rows(&factory, ids.len(), dims);
                     let sample = strided_sample(&vectors, dims, sample_rows);
                     let mut ivf = IvfPq::train(dims, &factory, &sample, ids.len().max(1) as u64)?;
-                    for (chunk_ids, chunk) in ids.chunks(65_536).zip(vectors.chunks(65_536 * dims))
+                    for (chunk_ids, chunk) in
+                        ids.chunks(ADD_CHUNK).zip(vectors.chunks(ADD_CHUNK * dims))
                     {
                         ivf.add(chunk_ids, chunk)?;
                     }
-                    ivf.watermark = ivf.watermark.max(max_id(snap));
+                    ivf.watermark = ivf.watermark.max(snap.max_id());
                     *self.ivf.write() = Some(ivf);
                     st.rebuilt = true;
                 }
                 Plan::CatchUp(wm) => {
-                    let (ids, vectors) = rows_above(snap, wm, dims);
+                    let (ids, vectors) = snap.vectors_above(wm, dims);
                     let mut guard = self.ivf.write();
                     if let Some(ivf) = guard.as_mut() {
                         ivf.add(&ids, &vectors)?;
-                        ivf.watermark = ivf.watermark.max(max_id(snap));
+                        ivf.watermark = ivf.watermark.max(snap.max_id());
                     }
                     added += ids.len();
                 }
             }
-        } else if self.ivf.read().is_some() && live * 4 < self.opts.min_train_rows {
+        } else if self.ivf.read().is_some() && live * PURGE_DIVISOR < self.opts.min_train_rows {
             // Shrunk far below the threshold: exact search answers again.
             *self.ivf.write() = None;
             st.rebuilt = true;
         }
 
-        st.unsaved_rows += added;
-        if save != Save::Never && store.mode() == OpenMode::ReadWrite {
-            let rows = self.binary.read().as_ref().map_or(0, |b| b.flat.len());
-            let due = st.rebuilt
-                || st.unsaved_rows >= 4096.max(rows / 20)
-                || (save == Save::Unsaved && st.unsaved_rows > 0);
-            if due {
-                self.save(&mut st, store, dims)?;
-            }
-        }
-        Ok(())
+        Ok(added)
     }
 
     fn save(&self, st: &mut BuildState, store: &Store, dims: usize) -> Result<(), IndexError> {
-        std::fs::create_dir_all(&self.dir)?;
+        self.publisher.prepare()?;
         let generation = st.published.generation + 1;
         let mut next = Published {
             generation,
@@ -783,25 +630,21 @@ impl Indexes {
             ..Published::default()
         };
         if let Some(ivf) = &*self.ivf.read() {
-            let name = format!("ivfpq-{generation:08}.idx");
-            ivf.save(&self.dir.join(&name))?;
+            let name = Publisher::file_name("ivfpq", generation, "idx");
+            ivf.save(&self.publisher.path(&name))?;
             next.ivfpq = Some(name);
         }
         if let Some(b) = &*self.binary.read() {
-            let name = format!("hamming-{generation:08}.idx");
-            b.flat.save(&self.dir.join(&name))?;
+            let name = Publisher::file_name("hamming", generation, "idx");
+            b.flat.save(&self.publisher.path(&name))?;
             next.hamming = Some(name);
             if let Some(ivf) = &b.ivf {
-                let name = format!("hamming-ivf-{generation:08}.idx");
-                ivf.save(&self.dir.join(&name))?;
+                let name = Publisher::file_name("hamming-ivf", generation, "idx");
+                ivf.save(&self.publisher.path(&name))?;
                 next.hamming_ivf = Some(name);
             }
         }
-        let json = serde_json::to_string(&next).map_err(|e| IndexError::Invalid(e.to_string()))?;
-        store
-            .put_meta(&self.meta_key, &json)
-            .map_err(|e| IndexError::Invalid(e.to_string()))?;
-        self.remove_unpublished(&next);
+        self.publisher.publish(store, &next)?;
         st.published = next;
         st.unsaved_rows = 0;
         st.rebuilt = false;
@@ -866,7 +709,7 @@ impl Indexes {
             let returned = cands.len();
             let mut kept: Vec<(u64, f32)> = Vec::with_capacity(returned);
             for (id, index_score) in cands {
-                if snap.tombstones.contains(&id) || !accept(id) {
+                if snap.is_deleted(id) || !accept(id) {
                     continue;
                 }
                 let Some(v) = snap.vector(id) else { continue };
@@ -910,20 +753,13 @@ impl Indexes {
             rows: b.flat.len(),
             encoder: b.flat.encoder.kind,
             bits: b.flat.encoder.bits,
-            kernel: hamming::kernel_name(),
+            kernel: hamming::Kernel::detect(),
             trained_on: b.flat.trained_on,
             watermark: b.flat.watermark,
             bytes_per_vector: b.flat.bytes_per_row(),
             ivf_nlist: b.ivf.as_ref().map(|i| i.nlist),
         });
-        let bytes_on_disk = std::fs::read_dir(&self.dir)
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
+        let bytes_on_disk = self.publisher.bytes_on_disk();
         IndexInfo {
             min_train_rows: self.opts.min_train_rows,
             ivfpq,

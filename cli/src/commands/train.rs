@@ -1,0 +1,170 @@
+//! `imgvec train autoencoder | sgan`: train a learned extractor in place (CPU, libtorch) and
+//! save it as a TorchScript model.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use imgvec::{Database, OpenOptions};
+
+use crate::args::{AutoencoderArgs, SganArgs};
+use crate::output::{print_json, progress_bar, say, CliError, CliResult};
+
+pub(crate) fn autoencoder(args: AutoencoderArgs, threads: usize) -> CliResult {
+    let opts = imgvec_train::AutoencoderOptions {
+        size: args.size,
+        code_dim: args.code_dim,
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        learning_rate: args.learning_rate,
+        seed: args.seed,
+        augment: imgvec_train::Augment {
+            rotate_deg: args.rotate,
+            shift: args.shift,
+        },
+    };
+    train_autoencoder(args.paths, args.out, opts, args.json, threads)
+}
+
+pub(crate) fn sgan(args: SganArgs, threads: usize) -> CliResult {
+    let opts = imgvec_train::SganOptions {
+        size: args.size,
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        learning_rate: args.learning_rate,
+        seed: args.seed,
+        augment: imgvec_train::Augment {
+            rotate_deg: args.rotate,
+            shift: args.shift,
+        },
+        feature_dim: args.feature_dim,
+        supervised_only: args.supervised,
+    };
+    train_sgan(args.paths, args.labels, args.out, opts, args.json, threads)
+}
+
+/// Training inputs: files and folders as given, and for an imgvec database folder the stored
+/// files of its live rows.
+fn training_inputs(paths: &[PathBuf], threads: usize) -> Result<Vec<PathBuf>, imgvec::Error> {
+    let mut out = Vec::new();
+    for p in paths {
+        if Database::exists(p) {
+            let open = OpenOptions {
+                read_only: true,
+                threads,
+                ..OpenOptions::default()
+            };
+            let db = Database::open(p, open)?;
+            out.extend(db.records()?.into_iter().map(|r| PathBuf::from(r.path)));
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Loads the training images, reports the skipped ones, runs `train` with a progress bar and a
+/// line per epoch, and prints the summary. Exit status 1 when some images were skipped.
+fn run_training(
+    paths: &[PathBuf],
+    size: u32,
+    epochs: usize,
+    json: bool,
+    threads: usize,
+    seed: u64,
+    train: impl FnOnce(
+        &imgvec_train::TrainingSet,
+        &mut dyn FnMut(&imgvec_train::EpochReport),
+    ) -> Result<String, CliError>,
+) -> CliResult {
+    imgvec::set_torch_threads(threads);
+    imgvec_train::seed(seed);
+    let set = imgvec_train::load_images(&training_inputs(paths, threads)?, size)?;
+    for (path, reason) in &set.errors {
+        if json {
+            print_json(&serde_json::json!({ "path": path, "error": reason }));
+        } else {
+            eprintln!("skipped: {}: {reason}", path.display());
+        }
+    }
+    let bar = progress_bar(
+        std::io::stderr().is_terminal() && !json,
+        epochs as u64,
+        "{bar:40} epoch {pos}/{len} eta {eta} {msg}",
+    );
+    let started = std::time::Instant::now();
+    let saved = train(&set, &mut |r| {
+        bar.inc(1);
+        bar.set_message(format!("loss {:.5}", r.loss));
+        if json {
+            print_json(r);
+        } else {
+            say(
+                &bar,
+                format!(
+                    "epoch {:>3}/{}  loss {:.5}  ({:.1} s)",
+                    r.epoch, r.epochs, r.loss, r.seconds
+                ),
+            );
+        }
+    })?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    if json {
+        print_json(&serde_json::json!({
+            "out": saved, "images": set.files.len(), "skipped": set.errors.len(),
+            "size": size, "train_seconds": seconds
+        }));
+    } else {
+        println!(
+            "trained on {} images ({} skipped) in {:.1} s; saved {saved}\n\
+             use it: imgvec ingest DB PATH --model {saved} --model-size {size}",
+            set.files.len(),
+            set.errors.len(),
+            seconds,
+        );
+    }
+    Ok(if set.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn train_autoencoder(
+    paths: Vec<PathBuf>,
+    out: PathBuf,
+    opts: imgvec_train::AutoencoderOptions,
+    json: bool,
+    threads: usize,
+) -> CliResult {
+    let (size, epochs, seed) = (opts.size, opts.epochs, opts.seed);
+    run_training(&paths, size, epochs, json, threads, seed, |set, report| {
+        let mut ae = imgvec_train::Autoencoder::new(opts.size, opts.code_dim)?;
+        ae.train(&set.images, &opts, report)?;
+        ae.save_encoder(&out)?;
+        Ok(out.display().to_string())
+    })
+}
+
+fn train_sgan(
+    paths: Vec<PathBuf>,
+    labels: PathBuf,
+    out: PathBuf,
+    opts: imgvec_train::SganOptions,
+    json: bool,
+    threads: usize,
+) -> CliResult {
+    let (size, epochs, seed) = (opts.size, opts.epochs, opts.seed);
+    run_training(&paths, size, epochs, json, threads, seed, |set, report| {
+        let labels = imgvec_train::read_labels(&labels, &set.files)?;
+        let mut d = imgvec_train::Discriminator::new(
+            opts.size,
+            opts.feature_dim,
+            labels.names.len() as i64,
+        )?;
+        d.train(&set.images, &labels, &opts, report)?;
+        d.save_extractor(&out)?;
+        Ok(out.display().to_string())
+    })
+}

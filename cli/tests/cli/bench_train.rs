@@ -1,0 +1,170 @@
+//! `imgvec bench` and `imgvec train`.
+
+use super::*;
+
+#[test]
+fn bench_ingest_reports_ingest_against_bare_forward() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("imgs");
+    copy_db_images(&dir, 20);
+    let out = run(&["bench", "ingest", s(&dir), "--batch-size", "4", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = &json_lines(&out)[0];
+    assert_eq!(r["images"], 20);
+    assert_eq!(r["batch_size"], 4);
+    let (forward, ingest) = (
+        r["forward_images_per_sec"].as_f64().unwrap(),
+        r["ingest_images_per_sec"].as_f64().unwrap(),
+    );
+    assert!(forward > 0.0 && ingest > 0.0);
+    assert!((r["ratio"].as_f64().unwrap() - ingest / forward).abs() < 1e-9);
+}
+
+/// `bench retrieval` on a tiny benchmark folder whose queries are copies of db images: every
+/// query finds its image first, and the per-case table and latencies are reported.
+#[test]
+fn bench_retrieval_scores_a_benchmark_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bench = tmp.path().join("bench");
+    let images = copy_db_images(&bench.join("db"), 8);
+    std::fs::create_dir_all(bench.join("queries")).unwrap();
+    let mut db_lines = String::new();
+    let mut query_lines = String::new();
+    for (i, p) in images.iter().enumerate() {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        db_lines += &format!("{{\"path\": \"db/{name}\", \"label\": \"l{i}\"}}\n");
+        if i % 3 == 0 {
+            std::fs::copy(p, bench.join("queries").join(format!("q{i}.jpg"))).unwrap();
+            query_lines += &format!(
+                "{{\"path\": \"queries/q{i}.jpg\", \"label\": \"l{i}\", \"case\": \"same\"}}\n"
+            );
+        }
+    }
+    std::fs::write(bench.join("db.jsonl"), db_lines).unwrap();
+    std::fs::write(bench.join("queries.jsonl"), query_lines).unwrap();
+    let out = run(&["bench", "retrieval", s(&bench), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = &json_lines(&out)[0];
+    assert_eq!(r["db_images"], 8);
+    let modes = r["modes"].as_array().unwrap();
+    let names: Vec<&str> = modes.iter().map(|m| m["mode"].as_str().unwrap()).collect();
+    assert_eq!(names, ["exact", "ivfpq", "hamming", "hamming-ivf"]);
+    for m in modes {
+        assert_eq!(m["overall"]["queries"], 3, "{m}");
+        assert_eq!(m["overall"]["recall_at_1"], 1.0, "{m}");
+        assert_eq!(m["overall"]["map_at_10"], 1.0, "{m}");
+        assert_eq!(m["agreement_at_1"], 1.0, "{m}");
+        assert_eq!(m["cases"][0]["case"], "same");
+        assert!(m["latency_p50_ms"].as_f64().unwrap() > 0.0);
+        assert!(m["latency_p99_ms"].as_f64().unwrap() >= m["latency_p50_ms"].as_f64().unwrap());
+        assert!(m["bytes_per_vector"].as_f64().unwrap() > 0.0);
+    }
+}
+
+/// `imgvec train autoencoder` on a few real digits, then the encoder used as an extractor; and
+/// `imgvec train sgan` refusing a bad label file with its name and line.
+#[test]
+fn train_autoencoder_then_ingest_with_it_and_bad_labels_for_sgan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = datasets().join("digits-dev/db");
+    let imgs = tmp.path().join("digits");
+    std::fs::create_dir_all(&imgs).unwrap();
+    let mut names: Vec<_> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    for name in names.iter().step_by(40).take(80) {
+        std::fs::copy(src.join(name), imgs.join(name)).unwrap();
+    }
+    let enc = tmp.path().join("enc.pt");
+    let out = run(&[
+        "train",
+        "autoencoder",
+        s(&imgs),
+        "--out",
+        s(&enc),
+        "--epochs",
+        "3",
+        "--code-dim",
+        "16",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    let epochs: Vec<&Value> = lines.iter().filter(|l| l.get("epoch").is_some()).collect();
+    assert_eq!(epochs.len(), 3);
+    assert!(epochs[2]["loss"].as_f64().unwrap() < epochs[0]["loss"].as_f64().unwrap());
+    assert_eq!(lines.last().unwrap()["images"], 80);
+    let db = tmp.path().join("db");
+    let out = run(&[
+        "ingest",
+        s(&db),
+        s(&imgs),
+        "--model",
+        s(&enc),
+        "--model-size",
+        "28",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["info", s(&db), "--json"]);
+    assert_eq!(json_lines(&out)[0]["dims"], 16);
+    // A database as the training input: its stored files.
+    let enc2 = tmp.path().join("enc2.pt");
+    let out = run(&[
+        "train",
+        "autoencoder",
+        s(&db),
+        "--out",
+        s(&enc2),
+        "--epochs",
+        "1",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_lines(&out).last().unwrap()["images"], 80);
+
+    let labels = tmp.path().join("labels.jsonl");
+    std::fs::write(
+        &labels,
+        "{\"path\": \"digits/missing.png\", \"label\": \"1\"}\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "train",
+        "sgan",
+        s(&imgs),
+        "--labels",
+        s(&labels),
+        "--out",
+        s(&tmp.path().join("d.pt")),
+        "--epochs",
+        "1",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("labels.jsonl:1") && err.contains("missing.png"),
+        "{err}"
+    );
+}

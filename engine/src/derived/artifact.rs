@@ -1,0 +1,166 @@
+//! The file format of every derived file (docs/FORMAT.md, "Derived files"):
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  magic "IMGVDRV\0"
+//!      8     8  kind tag (ASCII, NUL-padded): IVFPQ, HAMMING, BIVF, WHITEN, VLAD
+//!     16     4  format version of the kind's body (u32 LE)
+//!     20     4  reserved, 0
+//!     24     8  body length in bytes (u64 LE)
+//!     32     n  body (the kind's own layout)
+//!   32+n     4  CRC32 of bytes 0..32+n (u32 LE)
+//! ```
+//! Files are written to a temporary name, synced, renamed and their folder synced, so a reader
+//! sees a whole file or none. Reading checks every header field and the CRC.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::IndexError;
+
+const MAGIC: &[u8; 8] = b"IMGVDRV\0";
+/// Bytes before the body.
+pub(crate) const HEADER_LEN: usize = 32;
+/// Bytes after the body.
+pub(crate) const FOOTER_LEN: usize = 4;
+
+/// What a derived file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    IvfPq,
+    Hamming,
+    BinaryIvf,
+    Whitening,
+    Vlad,
+}
+
+impl Kind {
+    fn tag(self) -> [u8; 8] {
+        let name: &[u8] = match self {
+            Kind::IvfPq => b"IVFPQ",
+            Kind::Hamming => b"HAMMING",
+            Kind::BinaryIvf => b"BIVF",
+            Kind::Whitening => b"WHITEN",
+            Kind::Vlad => b"VLAD",
+        };
+        let mut tag = [0u8; 8];
+        tag[..name.len()].copy_from_slice(name);
+        tag
+    }
+
+    /// Version of the kind's body layout; bumped when it changes (older files are rebuilt).
+    fn version(self) -> u32 {
+        1
+    }
+}
+
+/// A whole file: header, `body`, footer.
+pub(crate) fn encode(kind: Kind, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len() + FOOTER_LEN);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&kind.tag());
+    out.extend_from_slice(&kind.version().to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(body);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The body of a whole file of `kind`, or why it is not one.
+pub(crate) fn decode(kind: Kind, bytes: &[u8]) -> Result<&[u8], String> {
+    if bytes.len() < HEADER_LEN + FOOTER_LEN {
+        return Err(format!("too short ({} bytes)", bytes.len()));
+    }
+    let (head, rest) = bytes.split_at(HEADER_LEN);
+    if &head[..8] != MAGIC {
+        return Err("not an imgvec derived file (bad magic)".into());
+    }
+    if head[8..16] != kind.tag() {
+        return Err(format!(
+            "holds {}, expected {:?}",
+            String::from_utf8_lossy(&head[8..16]).trim_end_matches('\0'),
+            kind
+        ));
+    }
+    let word = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes"));
+    if word(16) != kind.version() {
+        return Err(format!(
+            "format version {} (expected {})",
+            word(16),
+            kind.version()
+        ));
+    }
+    let body_len = u64::from_le_bytes(head[24..32].try_into().expect("8 bytes"));
+    if body_len != (rest.len() - FOOTER_LEN) as u64 {
+        return Err(format!(
+            "body of {} bytes, header says {body_len} (truncated or extended)",
+            rest.len() - FOOTER_LEN
+        ));
+    }
+    let (whole, footer) = bytes.split_at(bytes.len() - FOOTER_LEN);
+    let crc = u32::from_le_bytes(footer.try_into().expect("4 bytes"));
+    if crc32fast::hash(whole) != crc {
+        return Err("checksum mismatch".into());
+    }
+    Ok(&whole[HEADER_LEN..])
+}
+
+/// Writes a derived file atomically: temporary file, synced, renamed, folder synced.
+pub(crate) fn write(path: &Path, kind: Kind, body: &[u8]) -> Result<(), IndexError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&encode(kind, body))?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Reads a derived file of `kind`, checking its header and CRC; returns the body.
+pub(crate) fn read(path: &Path, kind: Kind) -> Result<Vec<u8>, IndexError> {
+    let bytes = std::fs::read(path)?;
+    decode(kind, &bytes)
+        .map(<[u8]>::to_vec)
+        .map_err(|e| IndexError::Invalid(format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_every_damage_is_refused() {
+        let body = b"some index bytes".to_vec();
+        let file = encode(Kind::Hamming, &body);
+        assert_eq!(file.len(), HEADER_LEN + body.len() + FOOTER_LEN);
+        assert_eq!(decode(Kind::Hamming, &file).unwrap(), &body[..]);
+        assert!(decode(Kind::IvfPq, &file).unwrap_err().contains("HAMMING"));
+        for at in 0..file.len() {
+            let mut bad = file.clone();
+            bad[at] ^= 0x01;
+            assert!(
+                decode(Kind::Hamming, &bad).is_err(),
+                "flip at {at} accepted"
+            );
+        }
+        for len in 0..file.len() {
+            assert!(decode(Kind::Hamming, &file[..len]).is_err(), "cut at {len}");
+        }
+        let mut longer = file.clone();
+        longer.push(0);
+        assert!(decode(Kind::Hamming, &longer).is_err());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.idx");
+        write(&path, Kind::Vlad, &body).unwrap();
+        assert_eq!(read(&path, Kind::Vlad).unwrap(), body);
+        assert!(!path.with_extension("tmp").exists());
+        let err = read(&path, Kind::Whitening).unwrap_err().to_string();
+        assert!(err.contains("x.idx"), "{err}");
+    }
+}

@@ -1,0 +1,103 @@
+//! Publication of derived files: a generation's files are written and synced first, then one
+//! synced RocksDB meta key names them (the commit point), then the writer sweeps files no
+//! publication names (a crash between leaves unnamed files, swept at the next writer open).
+//! Readers load what the key names; anything else in the folder is ignored.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use imgvec_storage::{OpenMode, Store};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::IndexError;
+
+/// A publication record: serialised as JSON under the publisher's meta key.
+pub(crate) trait Manifest: Serialize + DeserializeOwned {
+    /// The files (in the publisher's folder) this publication names.
+    fn files(&self) -> Vec<&str>;
+}
+
+/// Where one derived structure publishes: a folder and a meta key.
+#[derive(Debug, Clone)]
+pub(crate) struct Publisher {
+    dir: PathBuf,
+    key: String,
+}
+
+impl Publisher {
+    pub fn new(dir: PathBuf, key: impl Into<String>) -> Publisher {
+        Publisher {
+            dir,
+            key: key.into(),
+        }
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    /// The file name of generation `generation` of `stem`: `<stem>-<generation:08>.<ext>`.
+    pub fn file_name(stem: &str, generation: u64, ext: &str) -> String {
+        format!("{stem}-{generation:08}.{ext}")
+    }
+
+    /// The current publication; `None` when there is none or it does not parse (rebuilt).
+    pub fn load<M: Manifest>(&self, store: &Store) -> Option<M> {
+        store
+            .get_meta(&self.key)
+            .ok()
+            .flatten()
+            .and_then(|s| serde_json::from_str(&s).ok())
+    }
+
+    /// Makes the folder for a generation's files.
+    pub fn prepare(&self) -> Result<(), IndexError> {
+        Ok(std::fs::create_dir_all(&self.dir)?)
+    }
+
+    /// Publishes `m` (whose files are written and synced) with one synced meta write, then
+    /// sweeps the files it does not name.
+    pub fn publish<M: Manifest>(&self, store: &Store, m: &M) -> Result<(), IndexError> {
+        let json = serde_json::to_string(m).map_err(|e| IndexError::Invalid(e.to_string()))?;
+        store
+            .put_meta(&self.key, &json)
+            .map_err(|e| IndexError::Invalid(e.to_string()))?;
+        self.sweep(m.files());
+        Ok(())
+    }
+
+    /// Removes the files of the folder that `keep` does not name (writers only; sub-folders
+    /// are left alone).
+    pub fn sweep(&self, keep: Vec<&str>) {
+        let keep: HashSet<&str> = keep.into_iter().collect();
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !keep.contains(name.as_str()) && e.file_type().is_ok_and(|t| t.is_file()) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
+    /// At a writer's first load: sweeps what the current publication does not name.
+    pub fn sweep_unpublished<M: Manifest>(&self, store: &Store, current: Option<&M>) {
+        if store.mode() == OpenMode::ReadWrite {
+            self.sweep(current.map_or_else(Vec::new, Manifest::files));
+        }
+    }
+
+    /// Bytes of the files in the folder (sub-folders not included).
+    pub fn bytes_on_disk(&self) -> u64 {
+        std::fs::read_dir(&self.dir)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}

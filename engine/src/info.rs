@@ -1,0 +1,40 @@
+//! What the engine hands back: search hits and the description of a database (`imgvec info`),
+//! with the per-module parts of it re-exported.
+
+use imgvec_storage::StoreStats;
+use serde::Serialize;
+
+use crate::index::IndexInfo;
+pub use crate::local::LocalInfo;
+use crate::pipeline::PipelineConfig;
+pub use crate::reduce::{VladInfo, WhiteningInfo};
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    pub id: u64,
+    pub path: String,
+    /// Cosine similarity, higher is better.
+    pub score: f32,
+    /// Spatially verified inliers, when the search verified this result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inliers: Option<usize>,
+    /// Dense alignment (normalised cross-correlation, −1…1), when the search aligned this
+    /// result (candidates SIFT did not verify).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alignment: Option<f32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseInfo {
+    pub path: String,
+    pub read_only: bool,
+    pub pipeline: Option<PipelineConfig>,
+    #[serde(flatten)]
+    pub stats: StoreStats,
+    pub indexes: IndexInfo,
+    /// The learned whitening, for pipelines that have one and once it is learned.
+    pub whitening: Option<WhiteningInfo>,
+    /// Stored local features, for pipelines that have them.
+    pub local: Option<LocalInfo>,
+}

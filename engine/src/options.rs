@@ -1,0 +1,456 @@
+//! What callers pass in: how to open a database, how to search, what to search with. Options
+//! are types, not strings: each enum has one spelling, shared by the CLI (clap `ValueEnum`,
+//! feature `clap`), JSON (serde) and `FromStr`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use imgvec_ingest::Pooling;
+use imgvec_storage::ImageRecord;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::index::{AnnMode, IndexOptions};
+use crate::local::VerifyParams;
+
+/// How to open a database.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Read-only handles take no lock and see the database as it was when opened; any number of
+    /// them may run beside the one writer.
+    pub read_only: bool,
+    /// Pipeline for a new database (an existing one keeps its own).
+    pub pipeline: PipelineChoice,
+    /// Threads for decoding and for libtorch; defaults to the number of cores.
+    pub threads: usize,
+    /// Run a background thread that merges small segments, purges deleted rows and keeps the
+    /// approximate indexes (of every search space) trained, current and saved.
+    pub background_compaction: bool,
+    /// How the approximate indexes are built.
+    pub index: IndexOptions,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            read_only: false,
+            pipeline: PipelineChoice::Default,
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            background_compaction: true,
+            index: IndexOptions::default(),
+        }
+    }
+}
+
+/// Implements `name()`, `ALL` and `FromStr` of a unit enum from one table of spellings.
+macro_rules! named_enum {
+    ($ty:ident, $what:literal, [$($variant:ident => $name:literal),+ $(,)?]) => {
+        impl $ty {
+            /// Every value, in the order the help lists them.
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+
+            /// The one spelling of this value (CLI, JSON, `FromStr`).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = $crate::error::Error;
+            fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+                $ty::ALL.iter().copied().find(|v| v.name() == s).ok_or_else(|| {
+                    let names: Vec<&str> = $ty::ALL.iter().map(|v| v.name()).collect();
+                    $crate::error::Error::Invalid(format!(
+                        "unknown {} `{s}` ({})",
+                        $what,
+                        names.join(", ")
+                    ))
+                })
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+/// Named pipelines:
+/// - `fast`: MobileNetV2, global average pooling of the last layer at 224 px (1280 dims);
+/// - `balanced`: MobileNetV2 mid-level (160 ch) and top-level (1280 ch) maps, R-MAC pooled at
+///   320 and 224 px, + handcrafted colour and HOG blocks, fused and PCA-whitened to 256
+///   dimensions on the collection;
+/// - `robust`: `balanced`'s vectors plus up to 1000 SIFT keypoints per image (RootSIFT, packed
+///   in the segments); searches add the images found by descriptor voting and by dense-window
+///   search to the global shortlist, verify them spatially (see `local`) and align the ones
+///   SIFT cannot verify (see `dense`);
+/// - `robust-vlad`: `robust` with a VLAD of each image's RootSIFT descriptors (64 words,
+///   whitened to 128 dimensions) fused into the global vector at weight 0.3 (see `vlad`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// MobileNetV2, global average pooling (the fastest ingest; the default).
+    Fast,
+    /// Mid- and top-level CNN maps R-MAC-pooled at two scales, colour and HOG, whitened.
+    Balanced,
+    /// `balanced` + SIFT keypoints: voting, spatial verification, dense alignment.
+    Robust,
+    /// `robust` with a VLAD of the SIFT descriptors fused into the global vector.
+    RobustVlad,
+}
+
+named_enum!(Preset, "pipeline", [
+    Fast => "fast",
+    Balanced => "balanced",
+    Robust => "robust",
+    RobustVlad => "robust-vlad",
+]);
+
+/// What the caller asks for when a database is created (ignored when it already exists,
+/// except that a conflicting explicit choice is an error).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum PipelineChoice {
+    /// Whatever the database has; `fast` for a new one.
+    #[default]
+    Default,
+    /// A named preset.
+    Preset(Preset),
+    /// Any TorchScript extractor following the contract, with its square input size and the
+    /// pooling for feature-map outputs.
+    Model {
+        path: PathBuf,
+        size: u32,
+        pooling: Pooling,
+    },
+}
+
+impl PipelineChoice {
+    /// The preset this choice names (`fast` for the default), `None` for a custom model.
+    pub fn preset(&self) -> Option<Preset> {
+        match self {
+            PipelineChoice::Default => Some(Preset::Fast),
+            PipelineChoice::Preset(p) => Some(*p),
+            PipelineChoice::Model { .. } => None,
+        }
+    }
+}
+
+/// Search strategies, chosen per query.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum SearchMode {
+    /// Exact cosine over every stored vector.
+    #[default]
+    #[serde(rename = "exact")]
+    #[cfg_attr(feature = "clap", value(name = "exact"))]
+    Exact,
+    /// FAISS IVF-PQ; exact search answers while the collection is below
+    /// `IndexOptions::min_train_rows`.
+    #[serde(rename = "ivfpq")]
+    #[cfg_attr(feature = "clap", value(name = "ivfpq"))]
+    IvfPq,
+    /// Hamming distance over binary codes, every code scanned.
+    #[serde(rename = "hamming")]
+    #[cfg_attr(feature = "clap", value(name = "hamming"))]
+    Hamming,
+    /// Hamming distance over binary codes through a binary IVF (sub-linear); the full code scan
+    /// answers while the collection is too small to train it.
+    #[serde(rename = "hamming-ivf")]
+    #[cfg_attr(feature = "clap", value(name = "hamming-ivf"))]
+    HammingIvf,
+}
+
+named_enum!(SearchMode, "search mode", [
+    Exact => "exact",
+    IvfPq => "ivfpq",
+    Hamming => "hamming",
+    HammingIvf => "hamming-ivf",
+]);
+
+impl SearchMode {
+    /// The approximate index this mode searches; `None` for exact search.
+    pub(crate) fn ann(self) -> Option<AnnMode> {
+        match self {
+            SearchMode::Exact => None,
+            SearchMode::IvfPq => Some(AnnMode::IvfPq),
+            SearchMode::Hamming => Some(AnnMode::Hamming),
+            SearchMode::HammingIvf => Some(AnnMode::HammingIvf),
+        }
+    }
+}
+
+/// Query augmentation: extra copies of an image query searched alongside it; each row keeps its
+/// best score over the copies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Augment {
+    /// The query as given.
+    #[default]
+    None,
+    /// The query and its quarter, half and three-quarter turns.
+    Rot4,
+}
+
+named_enum!(Augment, "query augmentation", [None => "none", Rot4 => "rot4"]);
+
+impl Augment {
+    /// The copies of `img` to search (the image itself first).
+    pub(crate) fn variants(self, img: &image::RgbImage) -> Vec<image::RgbImage> {
+        match self {
+            Augment::None => vec![img.clone()],
+            Augment::Rot4 => vec![
+                img.clone(),
+                image::imageops::rotate90(img),
+                image::imageops::rotate180(img),
+                image::imageops::rotate270(img),
+            ],
+        }
+    }
+}
+
+/// Per-search overrides of the pipeline's spatial verification (pipelines with local
+/// features); each `None` keeps the pipeline's default. The one place these settings are
+/// spelled out: the CLI flattens this struct into its arguments.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+pub struct VerifyOverrides {
+    /// Spatial verification (pipelines with local features, e.g. robust): verify the top N
+    /// global results, the N images found by local-descriptor voting and the N found by
+    /// dense-window search (0 = off).
+    #[cfg_attr(feature = "clap", arg(long = "verify", value_name = "VERIFY"))]
+    pub shortlist: Option<usize>,
+    /// Images found by dense-window search that are also aligned (0 = no dense alignment).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub dense: Option<usize>,
+    /// Dense alignment (normalised cross-correlation, -1..1) above which a result gains rank.
+    #[cfg_attr(feature = "clap", arg(long, allow_hyphen_values = true))]
+    pub alignment_floor: Option<f32>,
+    /// Inliers a verified result needs.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub min_inliers: Option<usize>,
+    /// Inlier tolerance in pixels (of the stored image, at most 640 px a side).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub inlier_px: Option<f32>,
+}
+
+impl VerifyOverrides {
+    /// Refuses values no verification can use.
+    pub fn check(&self) -> Result<()> {
+        if let Some(a) = self.alignment_floor {
+            if !(-1.0..=1.0).contains(&a) {
+                return Err(Error::Invalid(format!(
+                    "--alignment-floor {a}: give a correlation between -1 and 1"
+                )));
+            }
+        }
+        if let Some(px) = self.inlier_px {
+            if !(px > 0.0 && px.is_finite()) {
+                return Err(Error::Invalid(format!(
+                    "--inlier-px {px}: give a positive number of pixels"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The pipeline's verification `base` with these overrides; `None` when nothing is left to
+    /// verify (no shortlist, no voting, no dense search).
+    pub(crate) fn apply(&self, base: VerifyParams) -> Option<VerifyParams> {
+        let mut p = base;
+        if let Some(n) = self.shortlist {
+            p.shortlist = n;
+            p.voted = n;
+            p.dense = n;
+        }
+        if let Some(n) = self.dense {
+            p.dense = n;
+        }
+        if let Some(a) = self.alignment_floor {
+            p.alignment_floor = a;
+        }
+        if let Some(n) = self.min_inliers {
+            p.min_inliers = n;
+        }
+        if let Some(px) = self.inlier_px {
+            p.inlier_px = px;
+        }
+        (p.shortlist > 0 || p.voted > 0 || p.dense > 0).then_some(p)
+    }
+}
+
+/// Rows a search may return: every condition must hold. The default allows every row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only rows whose stored path starts with this prefix.
+    pub path_prefix: Option<String>,
+    /// Only rows carrying all these attributes with these values.
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl Filter {
+    /// Whether the filter allows every row.
+    pub fn is_empty(&self) -> bool {
+        self.path_prefix.is_none() && self.attributes.is_empty()
+    }
+
+    /// Whether one record passes.
+    pub fn matches(&self, rec: &ImageRecord) -> bool {
+        self.path_prefix
+            .as_ref()
+            .is_none_or(|p| rec.path.starts_with(p.as_str()))
+            && self
+                .attributes
+                .iter()
+                .all(|(k, v)| rec.attributes.get(k) == Some(v))
+    }
+}
+
+/// How one search (or batch of searches) runs.
+#[derive(Debug, Clone)]
+pub struct SearchOptions {
+    pub k: usize,
+    pub mode: SearchMode,
+    /// Only results with at least this cosine score.
+    pub threshold: Option<f32>,
+    /// Only rows whose path and attributes match (evaluated once per batch).
+    pub filter: Filter,
+    /// Inverted lists probed by `IvfPq` and `HammingIvf`; `None` = the index's default.
+    pub nprobe: Option<usize>,
+    /// Re-rank approximate candidates by exact cosine on the raw vectors (default on). Off,
+    /// scores are the index's own: `1 - d²/2` for IVF-PQ, `1 - hamming/bits` for codes.
+    pub rerank: bool,
+    /// Candidates fetched from an approximate index per query; `None` = `index::default_depth`.
+    pub rerank_depth: Option<usize>,
+    /// Query augmentation; `None` = the pipeline's default.
+    pub augment: Option<Augment>,
+    /// Average query expansion (αQE with α = 3): the query vector plus its top `qe` results
+    /// weighted by similarity³ is searched again. `None` = the pipeline's default; 0 = off.
+    pub qe: Option<usize>,
+    /// Spatial verification and dense alignment, adjusted from the pipeline's defaults.
+    pub verify: VerifyOverrides,
+}
+
+impl Default for SearchOptions {
+    fn default() -> Self {
+        SearchOptions {
+            k: 10,
+            mode: SearchMode::Exact,
+            threshold: None,
+            filter: Filter::default(),
+            nprobe: None,
+            rerank: true,
+            rerank_depth: None,
+            augment: None,
+            qe: None,
+            verify: VerifyOverrides::default(),
+        }
+    }
+}
+
+/// What to search with.
+#[derive(Debug, Clone)]
+pub enum Query {
+    /// An image file.
+    Path(PathBuf),
+    /// Encoded image bytes (any supported format).
+    Bytes(Vec<u8>),
+    /// A stored image ("more like this"); the image itself is left out of its results.
+    Id(u64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_and_unknown_names_list_the_values() {
+        for &m in SearchMode::ALL {
+            assert_eq!(m.name().parse::<SearchMode>().unwrap(), m);
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(json, format!("\"{}\"", m.name()));
+        }
+        for &a in Augment::ALL {
+            assert_eq!(a.name().parse::<Augment>().unwrap(), a);
+            assert_eq!(serde_json::to_string(&a).unwrap(), format!("\"{a}\""));
+        }
+        let err = "ivf".parse::<SearchMode>().unwrap_err().to_string();
+        assert!(err.contains("exact, ivfpq, hamming, hamming-ivf"), "{err}");
+    }
+
+    #[test]
+    fn verify_overrides_table() {
+        let base = VerifyParams::default();
+        // (overrides, expected shortlist/voted/dense, or None = verification off)
+        type Expected = Option<(usize, usize, usize)>;
+        let cases: [(VerifyOverrides, Expected); 5] = [
+            (VerifyOverrides::default(), Some((30, 30, 30))),
+            (
+                VerifyOverrides {
+                    shortlist: Some(5),
+                    ..Default::default()
+                },
+                Some((5, 5, 5)),
+            ),
+            (
+                VerifyOverrides {
+                    shortlist: Some(5),
+                    dense: Some(0),
+                    ..Default::default()
+                },
+                Some((5, 5, 0)),
+            ),
+            (
+                VerifyOverrides {
+                    shortlist: Some(0),
+                    ..Default::default()
+                },
+                None,
+            ),
+            (
+                VerifyOverrides {
+                    shortlist: Some(0),
+                    dense: Some(3),
+                    ..Default::default()
+                },
+                Some((0, 0, 3)),
+            ),
+        ];
+        for (o, want) in cases {
+            let got = o.apply(base).map(|p| (p.shortlist, p.voted, p.dense));
+            assert_eq!(got, want, "{o:?}");
+        }
+        let tuned = VerifyOverrides {
+            min_inliers: Some(12),
+            inlier_px: Some(4.0),
+            alignment_floor: Some(0.8),
+            ..Default::default()
+        }
+        .apply(base)
+        .unwrap();
+        assert_eq!(
+            (tuned.min_inliers, tuned.inlier_px, tuned.alignment_floor),
+            (12, 4.0, 0.8)
+        );
+        assert!(VerifyOverrides {
+            alignment_floor: Some(1.5),
+            ..Default::default()
+        }
+        .check()
+        .is_err());
+        assert!(VerifyOverrides {
+            inlier_px: Some(0.0),
+            ..Default::default()
+        }
+        .check()
+        .is_err());
+    }
+}

@@ -1,0 +1,288 @@
+//! A database's pipeline: which extractor made its vectors. Chosen when the database is created,
+//! remembered in its metadata, with a copy of the model file inside the database folder so the
+//! folder stays self-contained.
+
+pub(crate) mod featurize;
+mod presets;
+
+pub use crate::options::PipelineChoice;
+pub(crate) use featurize::{Featurizer, QueryLocal};
+pub use presets::PRESET_INPUT_SIZE;
+
+use std::path::{Path, PathBuf};
+
+use imgvec_ingest::sift::SiftParams;
+use imgvec_ingest::{
+    default_model_path, model_dir, ExtractError, Extractor, FusedExtractor, FusionSpec, Pooling,
+    TorchScriptExtractor,
+};
+use imgvec_storage::Store;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::local::{LocalSpec, VerifyParams};
+use crate::options::Augment;
+use crate::reduce::WhiteningSpec;
+
+const META_PIPELINE: &str = "pipeline";
+const MODELS_DIR: &str = "models";
+
+impl PipelineChoice {
+    /// The model input side a new database with this choice gets, known without the model.
+    pub(crate) fn input_size(&self) -> u32 {
+        match self {
+            PipelineChoice::Model { size, .. } => *size,
+            other => other
+                .preset()
+                .map_or(PRESET_INPUT_SIZE, |p| p.spec().input_size),
+        }
+    }
+
+    /// The local features a new database with this choice stores (an explicit preset only, as
+    /// before: the default is `fast`, which has none).
+    pub(crate) fn local(&self) -> Option<SiftParams> {
+        match self {
+            PipelineChoice::Preset(p) => p.spec().local.map(|l| l.sift),
+            _ => None,
+        }
+    }
+}
+
+/// The pipeline as stored in the database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineConfig {
+    /// `fast` or `custom`.
+    pub name: String,
+    /// Model file relative to the database folder.
+    pub model: String,
+    /// BLAKE3 of the model file.
+    pub model_fingerprint: String,
+    /// Name of the file the model was copied from.
+    pub model_source: String,
+    pub input_size: u32,
+    /// Pooling of `[N, C, H, W]` outputs (unused for `[N, D]` models).
+    #[serde(default)]
+    pub pooling: Pooling,
+    pub dims: usize,
+    /// Fused blocks (presets `balanced`, `robust`); `None`: the model's output is the vector.
+    #[serde(default)]
+    pub fusion: Option<FusionSpec>,
+    /// PCA-whitening learned on the collection (see `reduce`).
+    #[serde(default)]
+    pub whitening: Option<WhiteningSpec>,
+    /// Query-side defaults of the preset (`search` options can override them).
+    #[serde(default)]
+    pub query: QueryDefaults,
+    /// Local features stored per image (preset `robust`).
+    #[serde(default)]
+    pub local: Option<LocalSpec>,
+}
+
+/// Search-time defaults a preset carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueryDefaults {
+    /// Query augmentation: also search rotated copies of the query and keep each row's best
+    /// score (see `Augment`).
+    #[serde(default)]
+    pub augment: Augment,
+    /// Average query expansion over this many top results (0: off).
+    #[serde(default)]
+    pub qe: usize,
+    /// Spatial verification with local features (pipelines that store them).
+    #[serde(default)]
+    pub verify: Option<VerifyParams>,
+}
+
+/// A preset's model file in the model folder, or an error naming the setup command.
+fn preset_model(file: &str) -> Result<PathBuf> {
+    if file == imgvec_ingest::files::DEFAULT_MODEL_FILE {
+        return Ok(default_model_path()?);
+    }
+    let path = model_dir().join(file);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(ExtractError::MissingDefaultModel { path }.into())
+    }
+}
+
+/// Loads the extractor a configuration describes from `model`.
+fn extractor_for(
+    model: &Path,
+    size: u32,
+    pooling: Pooling,
+    fusion: Option<&FusionSpec>,
+) -> Result<Box<dyn Extractor>> {
+    Ok(match fusion {
+        Some(spec) => Box::new(FusedExtractor::load(Some(model), spec.clone())?),
+        None => Box::new(TorchScriptExtractor::load(model, size, pooling)?),
+    })
+}
+
+impl PipelineConfig {
+    pub fn model_path(&self, db_dir: &Path) -> PathBuf {
+        db_dir.join(&self.model)
+    }
+
+    pub fn load_extractor(&self, db_dir: &Path) -> Result<Box<dyn Extractor>> {
+        let path = self.model_path(db_dir);
+        let (_, fingerprint) = read_model(&path)?;
+        if fingerprint != self.model_fingerprint {
+            return Err(imgvec_storage::StorageError::corruption(
+                &path,
+                "model file does not match the fingerprint the database recorded",
+            )
+            .into());
+        }
+        let extractor = extractor_for(&path, self.input_size, self.pooling, self.fusion.as_ref())?;
+        if extractor.dims() != self.dims {
+            return Err(Error::Invalid(format!(
+                "{}: model gives {} dimensions, database stores {}",
+                path.display(),
+                extractor.dims(),
+                self.dims
+            )));
+        }
+        Ok(extractor)
+    }
+}
+
+pub fn stored(store: &Store) -> Result<Option<PipelineConfig>> {
+    match store.get_meta(META_PIPELINE)? {
+        None => Ok(None),
+        Some(json) => serde_json::from_str(&json).map(Some).map_err(|e| {
+            imgvec_storage::StorageError::corruption(store.dir(), format!("pipeline record: {e}"))
+                .into()
+        }),
+    }
+}
+
+/// Resolves `choice` against what the database already has; creates the pipeline (copying the
+/// model into the database) when it has none. Returns the extractor it loaded, if it loaded one.
+pub fn resolve(
+    store: &Store,
+    choice: &PipelineChoice,
+) -> Result<(PipelineConfig, Option<Box<dyn Extractor>>)> {
+    let (name, source, size, pooling, fusion, whitening, query, local) = match choice.preset() {
+        Some(p) => {
+            let spec = p.spec();
+            (
+                p.name().to_string(),
+                None,
+                spec.input_size,
+                Pooling::Gap,
+                spec.fusion,
+                spec.whitening,
+                spec.query,
+                spec.local,
+            )
+        }
+        None => {
+            let PipelineChoice::Model {
+                path,
+                size,
+                pooling,
+            } = choice
+            else {
+                unreachable!("named choices handled above")
+            };
+            let q = QueryDefaults::default();
+            (
+                "custom".into(),
+                Some(path.clone()),
+                *size,
+                *pooling,
+                None,
+                None,
+                q,
+                None,
+            )
+        }
+    };
+    if let Some(existing) = stored(store)? {
+        check_choice(store.dir(), &existing, choice)?;
+        return Ok((existing, None));
+    }
+    let source = match source {
+        Some(p) => p,
+        None => preset_model(choice.preset().map_or("", |p| p.spec().model_file))?,
+    };
+    let extractor = extractor_for(&source, size, pooling, fusion.as_ref())?;
+    let (bytes, fingerprint) = read_model(&source)?;
+    let models_dir = store.dir().join(MODELS_DIR);
+    std::fs::create_dir_all(&models_dir)
+        .map_err(|e| imgvec_storage::StorageError::io(&models_dir, e))?;
+    let rel = format!("{MODELS_DIR}/{}.pt", &fingerprint[..16]);
+    let dest = store.dir().join(&rel);
+    write_synced(&dest, &bytes)?;
+    imgvec_storage::store::sync_dir(&models_dir)?;
+    let config = PipelineConfig {
+        name,
+        model: rel,
+        model_fingerprint: fingerprint,
+        model_source: source
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        input_size: size,
+        pooling,
+        dims: extractor.dims(),
+        fusion,
+        whitening,
+        query,
+        local,
+    };
+    let json = serde_json::to_string(&config).map_err(|e| Error::Invalid(e.to_string()))?;
+    store.put_meta(META_PIPELINE, &json)?;
+    Ok((config, Some(extractor)))
+}
+
+/// Fails when `choice` asks for another pipeline than the database's `existing` one.
+pub fn check_choice(dir: &Path, existing: &PipelineConfig, choice: &PipelineChoice) -> Result<()> {
+    let conflict = match choice {
+        PipelineChoice::Default => false,
+        PipelineChoice::Preset(p) => p.name() != existing.name,
+        PipelineChoice::Model {
+            path,
+            size,
+            pooling,
+        } => {
+            read_model(path)?.1 != existing.model_fingerprint
+                || *size != existing.input_size
+                || *pooling != existing.pooling
+        }
+    };
+    if conflict {
+        return Err(Error::Invalid(format!(
+            "{}: the database was created with pipeline `{}` (model {}, {}px, {:?} pooling); \
+             it cannot be changed by ingest (use `imgvec reindex DB --pipeline NAME`)",
+            dir.display(),
+            existing.name,
+            existing.model_source,
+            existing.input_size,
+            existing.pooling
+        )));
+    }
+    Ok(())
+}
+
+/// A model file's bytes and fingerprint (BLAKE3, lower-case hex).
+fn read_model(path: &Path) -> Result<(Vec<u8>, String)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Image {
+        path: path.display().to_string(),
+        reason: format!("cannot read model file: {e}"),
+    })?;
+    let fingerprint = blake3::hash(&bytes).to_hex().to_string();
+    Ok((bytes, fingerprint))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let io = |e| imgvec_storage::StorageError::io(path, e);
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(())
+}

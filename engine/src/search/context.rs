@@ -1,0 +1,48 @@
+//! What one search batch runs against: one snapshot, the space it searches, and the filter
+//! already evaluated into the set of allowed ids.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use imgvec_storage::{Snapshot, Store};
+
+use super::space::{Space, Spaces};
+use crate::error::Result;
+use crate::options::Filter;
+
+pub(crate) struct SearchContext {
+    /// The stored rows every stage of the batch reads (vectors, local features, tombstones).
+    pub snapshot: Arc<Snapshot>,
+    /// The space of that snapshot the batch searches (stored vectors or whitened view).
+    pub space: Space,
+    /// Ids the filter allows; `None` when there is no filter.
+    allowed: Option<HashSet<u64>>,
+}
+
+impl SearchContext {
+    pub fn new(store: &Store, spaces: &Spaces, filter: &Filter) -> Result<SearchContext> {
+        let snapshot = store.snapshot();
+        let space = spaces.space(snapshot.clone())?;
+        let allowed = filter.allowed(store)?;
+        Ok(SearchContext {
+            snapshot,
+            space,
+            allowed,
+        })
+    }
+
+    /// Whether a filter restricts the results.
+    pub fn filtered(&self) -> bool {
+        self.allowed.is_some()
+    }
+
+    /// Whether the filter allows `id` (deleted rows are filtered separately).
+    pub fn accept(&self, id: u64) -> bool {
+        self.allowed.as_ref().is_none_or(|a| a.contains(&id))
+    }
+
+    /// Whether `id` is live in the snapshot and allowed.
+    pub fn is_live(&self, id: u64) -> bool {
+        !self.snapshot.is_deleted(id) && self.accept(id)
+    }
+}

@@ -1,0 +1,404 @@
+//! Search: a batch of queries runs as named stages over one [`SearchContext`] (one snapshot,
+//! one space, the filter evaluated once):
+//!
+//! ```text
+//! featurize ─▶ project ─▶ retrieve ─▶ merge variants ─▶ expand (αQE) ─▶ re-rank / verify /
+//! (query.rs)   (space)    (exact or     (best score      (top results     align (rerank.rs,
+//!                          an index)     per row)         added, again)    ranking.rs) ─▶ materialize
+//! ```
+//! docs/SEARCH.md describes each stage and every knob.
+
+mod context;
+mod filter;
+mod query;
+pub(crate) mod ranking;
+mod rerank;
+mod space;
+
+use std::collections::{HashMap, HashSet};
+
+use imgvec_ingest::l2_normalize_rows;
+use imgvec_storage::Store;
+
+pub(crate) use rerank::RerankIndexes;
+pub(crate) use space::Spaces;
+
+use crate::error::{Error, Result};
+use crate::exact;
+use crate::index::{AnnMode, AnnParams, Save};
+use crate::info::Hit;
+use crate::local::VerifyParams;
+use crate::options::{Query, SearchOptions};
+use crate::pipeline::Featurizer;
+use context::SearchContext;
+use query::PreparedQuery;
+use rerank::Checked;
+
+/// (id, score) pairs, best first, or why there are none.
+type Ranked = Result<Vec<(u64, f32)>>;
+
+/// The services a search reads, borrowed from the database handle.
+pub(crate) struct Searcher<'a> {
+    pub store: &'a Store,
+    pub featurizer: &'a Featurizer,
+    pub spaces: &'a Spaces,
+    pub rerank: &'a RerankIndexes,
+}
+
+/// Every variant of every query, in the search space: one row each.
+struct Rows {
+    flat: Vec<f32>,
+    dims: usize,
+    /// The query each row belongs to.
+    owners: Vec<usize>,
+}
+
+impl Rows {
+    fn row(&self, i: usize) -> &[f32] {
+        &self.flat[i * self.dims..(i + 1) * self.dims]
+    }
+
+    /// The rows of query `qi`, its first variant first.
+    fn of(&self, qi: usize) -> Vec<&[f32]> {
+        (0..self.owners.len())
+            .filter(|&i| self.owners[i] == qi)
+            .map(|i| self.row(i))
+            .collect()
+    }
+}
+
+/// The best `k` rows of a list that may name a row more than once, each with its best score.
+fn best_per_row(mut hits: Vec<(u64, f32)>, k: usize) -> Vec<(u64, f32)> {
+    hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut seen = HashSet::new();
+    hits.retain(|(id, _)| seen.insert(*id));
+    hits.truncate(k);
+    hits
+}
+
+impl Searcher<'_> {
+    /// Answers several queries, running the model once per batch of image queries. Each query
+    /// gets its own result, so one unreadable image does not fail the others.
+    pub fn search_batch(&self, queries: Vec<Query>, opts: &SearchOptions) -> Vec<Result<Vec<Hit>>> {
+        let pipeline = self.featurizer.pipeline();
+        let defaults = pipeline.as_ref().map(|p| p.query).unwrap_or_default();
+        let augment = opts.augment.unwrap_or(defaults.augment);
+        let qe = opts.qe.unwrap_or(defaults.qe);
+        let verify = pipeline
+            .as_ref()
+            .and_then(|p| p.local)
+            .and_then(|_| opts.verify.apply(defaults.verify.unwrap_or_default()));
+        let fail_all = |msg: String| -> Vec<Result<Vec<Hit>>> {
+            queries
+                .iter()
+                .map(|_| Err(Error::Invalid(msg.clone())))
+                .collect()
+        };
+        let dims = match self.store.dims() {
+            Ok(Some(d)) => d as usize,
+            Ok(None) => return queries.iter().map(|_| Ok(Vec::new())).collect(),
+            Err(e) => return fail_all(e.to_string()),
+        };
+        let ctx = match SearchContext::new(self.store, self.spaces, &opts.filter) {
+            Ok(c) => c,
+            Err(e) => return fail_all(e.to_string()),
+        };
+        // The query's local features: for verification, and for a VLAD block in the view.
+        let local = verify.is_some() || self.spaces.has_vlad();
+        let prepared = query::featurize(
+            self.featurizer,
+            self.store,
+            &ctx.snapshot,
+            &queries,
+            augment,
+            local,
+        );
+        let rows = project(&ctx, &prepared, dims);
+        // Query-by-id leaves the query row out, so ask for one more; verification needs its
+        // shortlist.
+        let k = (opts.k + queries.iter().any(|q| matches!(q, Query::Id(_))) as usize)
+            .max(verify.map_or(0, |v| v.shortlist));
+        let found = self.retrieve(&ctx, &rows.flat, rows.dims, k, opts);
+        let mut merged = merge_variants(&rows, found, queries.len(), k);
+        if qe > 0 {
+            self.expand(&ctx, &rows, &mut merged, qe, k, opts);
+        }
+        let checked = match verify {
+            Some(params) => self.verify(&ctx, &rows, &prepared, &mut merged, &params),
+            None => vec![HashMap::new(); queries.len()],
+        };
+        queries
+            .iter()
+            .zip(prepared)
+            .zip(merged)
+            .zip(checked)
+            .map(|(((query, prepared), found), checked)| {
+                self.materialize(query, prepared, found, &checked, dims, opts)
+            })
+            .collect()
+    }
+
+    /// Retrieve: the top `k` of each `dims`-long row of `flat` in the context's space, in the
+    /// mode `opts` asks for.
+    fn retrieve(
+        &self,
+        ctx: &SearchContext,
+        flat: &[f32],
+        dims: usize,
+        k: usize,
+        opts: &SearchOptions,
+    ) -> Vec<Ranked> {
+        let accept = |id: u64| ctx.accept(id);
+        match opts.mode.ann() {
+            None => exact::search(
+                &ctx.space.snapshot,
+                flat,
+                dims,
+                k,
+                ctx.filtered().then_some(&accept as &dyn Fn(u64) -> bool),
+            )
+            .into_iter()
+            .map(Ok)
+            .collect(),
+            Some(mode) => flat
+                .chunks_exact(dims)
+                .map(|q| self.ann_search(ctx, mode, q, k, opts))
+                .collect(),
+        }
+    }
+
+    /// One query in an approximate mode; falls back to exact search where that index does not
+    /// exist yet or filters left too few candidates.
+    fn ann_search(
+        &self,
+        ctx: &SearchContext,
+        mode: AnnMode,
+        query: &[f32],
+        k: usize,
+        opts: &SearchOptions,
+    ) -> Ranked {
+        let space = &ctx.space;
+        let snapshot = &space.snapshot;
+        if !space.indexes.is_current(snapshot, mode) {
+            space
+                .indexes
+                .refresh(self.store, snapshot, Save::Never, false)?;
+        }
+        let params = AnnParams {
+            k,
+            nprobe: opts.nprobe,
+            rerank: opts.rerank,
+            depth: opts.rerank_depth,
+        };
+        let accept = |id: u64| ctx.accept(id);
+        match space
+            .indexes
+            .search(mode, snapshot, query, &params, &accept)?
+        {
+            Some(hits) => Ok(hits),
+            None => {
+                let mut out = exact::search(snapshot, query, query.len(), k, Some(&accept));
+                Ok(out.pop().unwrap_or_default())
+            }
+        }
+    }
+
+    /// Expand (average query expansion): each query's first variant plus its top `qe` results
+    /// weighted by similarity³, searched again; the new results replace the old.
+    fn expand(
+        &self,
+        ctx: &SearchContext,
+        rows: &Rows,
+        merged: &mut [Option<Ranked>],
+        qe: usize,
+        k: usize,
+        opts: &SearchOptions,
+    ) {
+        let dims = rows.dims;
+        let mut firsts = Vec::new();
+        for (qi, slot) in merged.iter().enumerate() {
+            let Some(Ok(hits)) = slot else { continue };
+            let Some(&q) = rows.of(qi).first() else {
+                continue;
+            };
+            let mut expanded = q.to_vec();
+            for &(id, score) in hits.iter().take(qe) {
+                if let Some(v) = ctx.space.snapshot.vector(id) {
+                    let w = score.max(0.0).powi(3);
+                    expanded.iter_mut().zip(v).for_each(|(e, x)| *e += w * x);
+                }
+            }
+            l2_normalize_rows(&mut expanded, dims);
+            firsts.push((qi, expanded));
+        }
+        let batch: Vec<f32> = firsts.iter().flat_map(|(_, v)| v.clone()).collect();
+        let again = self.retrieve(ctx, &batch, dims, k, opts);
+        for ((qi, _), hits) in firsts.iter().zip(again) {
+            merged[*qi] = Some(hits);
+        }
+    }
+
+    /// Re-rank / verify / align each query that has local features.
+    fn verify(
+        &self,
+        ctx: &SearchContext,
+        rows: &Rows,
+        prepared: &[PreparedQuery],
+        merged: &mut [Option<Ranked>],
+        params: &VerifyParams,
+    ) -> Vec<HashMap<u64, Checked>> {
+        let mut checked = vec![HashMap::new(); merged.len()];
+        for (qi, slot) in merged.iter_mut().enumerate() {
+            let (Some(Ok(hits)), Some(local)) = (slot.as_mut(), prepared[qi].local.as_ref()) else {
+                continue;
+            };
+            let variants = rows.of(qi);
+            match self
+                .rerank
+                .rerank(self.store, ctx, hits, local, &variants, params)
+            {
+                Ok(found) => checked[qi] = found,
+                Err(e) => *slot = Some(Err(e)),
+            }
+        }
+        checked
+    }
+
+    /// Materialize: the hits of one query, with their paths, after the id query's own row,
+    /// the score threshold and `k` are applied.
+    fn materialize(
+        &self,
+        query: &Query,
+        prepared: PreparedQuery,
+        found: Option<Ranked>,
+        checked: &HashMap<u64, Checked>,
+        dims: usize,
+        opts: &SearchOptions,
+    ) -> Result<Vec<Hit>> {
+        let vectors = prepared.vectors?;
+        if let Some(bad) = vectors.iter().find(|var| var.len() != dims) {
+            return Err(Error::Invalid(format!(
+                "query vector has {} dimensions, database stores {dims}",
+                bad.len()
+            )));
+        }
+        let hits = found.unwrap_or_else(|| Ok(Vec::new()))?;
+        let skip = match query {
+            Query::Id(id) => Some(*id),
+            _ => None,
+        };
+        let mut out = Vec::new();
+        for (id, score) in hits {
+            if Some(id) == skip || opts.threshold.is_some_and(|t| score < t) {
+                continue;
+            }
+            if out.len() == opts.k {
+                break;
+            }
+            if let Some(rec) = self.store.get(id)? {
+                let c = checked.get(&id).copied().unwrap_or_default();
+                out.push(Hit {
+                    id,
+                    path: rec.path,
+                    score,
+                    inliers: c.inliers,
+                    alignment: c.alignment,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Project: every variant of every query with the database's dimension, mapped into the
+/// context's space (whitening, VLAD block) when it has a projection.
+fn project(ctx: &SearchContext, prepared: &[PreparedQuery], dims: usize) -> Rows {
+    let mut raw = Vec::new();
+    let mut owners = Vec::new();
+    for (qi, p) in prepared.iter().enumerate() {
+        if let Ok(variants) = &p.vectors {
+            for var in variants.iter().filter(|var| var.len() == dims) {
+                raw.extend_from_slice(var);
+                owners.push(qi);
+            }
+        }
+    }
+    match &ctx.space.projection {
+        Some(w) => {
+            let descriptors: Vec<&[f32]> = owners
+                .iter()
+                .map(|&qi| {
+                    prepared[qi]
+                        .local
+                        .as_ref()
+                        .map_or(&[][..], |l| &l.features.descriptors)
+                })
+                .collect();
+            Rows {
+                flat: w.apply(&raw, &descriptors),
+                dims: w.dims_out(),
+                owners,
+            }
+        }
+        None => Rows {
+            flat: raw,
+            dims,
+            owners,
+        },
+    }
+}
+
+/// Merge variants: each query's rows' results into one list, best score per row.
+fn merge_variants(
+    rows: &Rows,
+    found: Vec<Ranked>,
+    queries: usize,
+    k: usize,
+) -> Vec<Option<Ranked>> {
+    let mut merged: Vec<Option<Ranked>> = (0..queries).map(|_| None).collect();
+    for (qi, hits) in rows.owners.iter().zip(found) {
+        let slot = &mut merged[*qi];
+        match (slot.take(), hits) {
+            (Some(Err(e)), _) | (_, Err(e)) => *slot = Some(Err(e)),
+            (None, Ok(h)) => *slot = Some(Ok(h)),
+            (Some(Ok(mut acc)), Ok(h)) => {
+                acc.extend(h);
+                *slot = Some(Ok(best_per_row(acc, k)));
+            }
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_per_row_keeps_each_rows_best_score() {
+        let hits = vec![(1, 0.5), (2, 0.9), (1, 0.7), (3, 0.7), (2, 0.1)];
+        assert_eq!(best_per_row(hits, 2), vec![(2, 0.9), (1, 0.7)]);
+    }
+
+    #[test]
+    fn variants_merge_per_query_and_errors_win() {
+        let rows = Rows {
+            flat: vec![0.0; 4],
+            dims: 1,
+            owners: vec![0, 0, 1, 1],
+        };
+        let found = vec![
+            Ok(vec![(1, 0.4), (2, 0.3)]),
+            Ok(vec![(2, 0.8)]),
+            Ok(vec![(5, 0.9)]),
+            Err(Error::Invalid("index failed".into())),
+        ];
+        let merged = merge_variants(&rows, found, 3, 10);
+        assert_eq!(
+            merged[0].as_ref().unwrap().as_ref().unwrap(),
+            &vec![(2, 0.8), (1, 0.4)]
+        );
+        assert!(merged[1].as_ref().unwrap().is_err());
+        assert!(merged[2].is_none());
+    }
+}

@@ -1,0 +1,121 @@
+//! The featurize stage: each query becomes its unit vectors (one per augmentation variant) and,
+//! when the search needs them, its local features — through the same featurizer as ingest.
+
+use imgvec_ingest::decode;
+use imgvec_ingest::sift::PackedFeatures;
+use imgvec_storage::{Snapshot, Store};
+
+use crate::dense::DenseQuery;
+use crate::error::{Error, Result};
+use crate::options::{Augment, Query};
+use crate::pipeline::{Featurizer, QueryLocal};
+
+/// One query, ready to search.
+pub(crate) struct PreparedQuery {
+    /// One unit vector per augmentation variant (the query itself first), or why there is none.
+    pub vectors: Result<Vec<Vec<f32>>>,
+    /// Local features, when the search verifies or the view fuses a VLAD.
+    pub local: Option<QueryLocal>,
+}
+
+/// Featurizes a batch: decodes image queries, runs the model once over every variant of every
+/// image query, and reads id queries from `snap`.
+pub(crate) fn featurize(
+    featurizer: &Featurizer,
+    store: &Store,
+    snap: &Snapshot,
+    queries: &[Query],
+    augment: Augment,
+    local: bool,
+) -> Vec<PreparedQuery> {
+    let sift_params = featurizer.pipeline().and_then(|p| p.local).map(|l| l.sift);
+    let mut out: Vec<PreparedQuery> = Vec::with_capacity(queries.len());
+    let mut images = Vec::new(); // (query index, variant)
+    for (i, q) in queries.iter().enumerate() {
+        let decoded = match q {
+            Query::Id(id) => {
+                out.push(by_id(store, snap, *id, local));
+                continue;
+            }
+            Query::Path(p) => std::fs::read(p)
+                .map_err(|e| e.to_string())
+                .and_then(|b| decode(&b).map_err(|e| e.to_string()))
+                .map_err(|reason| Error::Image {
+                    path: p.display().to_string(),
+                    reason,
+                }),
+            Query::Bytes(b) => decode(b).map_err(|e| Error::Image {
+                path: "<bytes>".into(),
+                reason: e.to_string(),
+            }),
+        };
+        match decoded {
+            Ok(img) => {
+                let local = match (local, sift_params.as_ref()) {
+                    (true, Some(p)) => Some(Featurizer::query_local(&img.rgb, p)),
+                    _ => None,
+                };
+                images.extend(augment.variants(&img.rgb).into_iter().map(|v| (i, v)));
+                out.push(PreparedQuery {
+                    vectors: Ok(Vec::new()),
+                    local,
+                });
+            }
+            Err(e) => out.push(PreparedQuery {
+                vectors: Err(e),
+                local: None,
+            }),
+        }
+    }
+    if !images.is_empty() {
+        let refs: Vec<&image::RgbImage> = images.iter().map(|(_, img)| img).collect();
+        match featurizer.embed_images(&refs) {
+            Ok(vectors) => {
+                for ((i, _), v) in images.iter().zip(vectors) {
+                    if let Ok(list) = &mut out[*i].vectors {
+                        list.push(v);
+                    }
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for (i, _) in &images {
+                    out[*i].vectors = Err(Error::Invalid(msg.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A stored image as a query: its stored vector and local features, and its thumbnail made
+/// ready for dense alignment.
+fn by_id(store: &Store, snap: &Snapshot, id: u64, local: bool) -> PreparedQuery {
+    let local = if local {
+        let dense = store
+            .thumbnail(id)
+            .ok()
+            .flatten()
+            .and_then(|b| decode(&b).ok())
+            .map(|img| DenseQuery::new(&img.rgb));
+        snap.local(id)
+            .and_then(|b| PackedFeatures::parse(b).ok().flatten())
+            .map(|p| QueryLocal {
+                features: p.unpack(),
+                dense,
+            })
+    } else {
+        None
+    };
+    let vectors = match store.get(id) {
+        Err(e) => Err(e.into()),
+        Ok(None) => Err(Error::NoSuchId(id)),
+        Ok(Some(_)) if snap.is_deleted(id) => Err(Error::NoSuchId(id)),
+        Ok(Some(_)) => snap.vector(id).map(|v| vec![v.to_vec()]).ok_or_else(|| {
+            Error::Invalid(format!(
+                "live row {id} has no vector in any segment or pending row"
+            ))
+        }),
+    };
+    PreparedQuery { vectors, local }
+}

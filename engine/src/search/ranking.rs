@@ -1,0 +1,206 @@
+//! How verified searches order their candidates: a pure function of each candidate's evidence
+//! (global cosine, SIFT inliers and coverage, dense alignment, brightness gap) and the
+//! verification settings. docs/SEARCH.md explains each term with the case it exists for.
+//!
+//! - **Verified** candidates (≥ `min_inliers` inliers, covering ≥ `min_coverage` of the query)
+//!   come first, by cosine + `INLIER_WEIGHT`·min(inliers, `INLIER_CAP`)/`INLIER_CAP` +
+//!   `COVERAGE_WEIGHT`·min(coverage, 1) − `BRIGHTNESS_WEIGHT`·brightness gap: near-identical
+//!   siblings all verify, and are told apart by how much of the query they explain, by their
+//!   brightness and by the global similarity.
+//! - **The rest** follow, by cosine + the same inlier bonus for the inliers beyond
+//!   `chance_inliers` (weak but consistent geometry counts, never as precedence; only with the
+//!   coverage) + `alignment_weight`·(alignment − `alignment_floor`) when the dense alignment is
+//!   above the floor.
+//! - Ties go to the smaller id.
+
+use crate::local::VerifyParams;
+
+/// Weight of the (capped) inlier count added to a candidate's cosine.
+pub const INLIER_WEIGHT: f32 = 1.0;
+/// Inliers beyond this add nothing more: two verified siblings are ordered by their cosine.
+pub const INLIER_CAP: usize = 20;
+/// Verified candidates that explain more of the query rank higher by this × their coverage: a
+/// zoomed or shifted near-identical sibling covers less of the query than the original does.
+pub const COVERAGE_WEIGHT: f32 = 0.5;
+/// Verified candidates lose this × the gap between their mean grey level and the query's (0–1):
+/// a colour-graded near-identical sibling is brighter or darker than the original, which the
+/// normalised global descriptor and the geometry cannot see.
+pub const BRIGHTNESS_WEIGHT: f32 = 1.0;
+
+/// What a verified search learned about one candidate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Evidence {
+    pub id: u64,
+    /// Best cosine over the query's variants, in the search space.
+    pub cosine: f32,
+    /// Inliers of the fitted transform (0 when not matched).
+    pub inliers: usize,
+    /// Share of the query the candidate covers under that transform.
+    pub coverage: f32,
+    /// Dense alignment (normalised cross-correlation), when it was aligned.
+    pub alignment: Option<f32>,
+    /// |mean grey of query − mean grey of candidate| / 255 (0 when unknown).
+    pub brightness_gap: f32,
+}
+
+/// Whether a candidate is verified: enough inliers, covering enough of the query.
+pub(crate) fn is_verified(inliers: usize, coverage: f32, p: &VerifyParams) -> bool {
+    inliers >= p.min_inliers && coverage >= p.min_coverage
+}
+
+/// The inlier bonus.
+fn inlier_bonus(inliers: usize) -> f32 {
+    INLIER_WEIGHT * inliers.min(INLIER_CAP) as f32 / INLIER_CAP as f32
+}
+
+/// A candidate's rank: (verified, key), compared verified first, then key.
+pub(crate) fn rank_key(e: &Evidence, p: &VerifyParams) -> (bool, f32) {
+    if is_verified(e.inliers, e.coverage, p) {
+        let key = e.cosine + inlier_bonus(e.inliers) + COVERAGE_WEIGHT * e.coverage.min(1.0)
+            - BRIGHTNESS_WEIGHT * e.brightness_gap;
+        return (true, key);
+    }
+    let beyond_chance = if e.coverage >= p.min_coverage {
+        e.inliers.saturating_sub(p.chance_inliers)
+    } else {
+        0
+    };
+    let aligned = e.alignment.map_or(0.0, |a| {
+        p.alignment_weight * (a - p.alignment_floor).max(0.0)
+    });
+    (false, e.cosine + inlier_bonus(beyond_chance) + aligned)
+}
+
+/// The candidates in rank order, as (id, cosine): scores stay cosines, so they need not
+/// decrease down the list.
+pub(crate) fn rank(evidence: &[Evidence], p: &VerifyParams) -> Vec<(u64, f32)> {
+    let mut ranked: Vec<((bool, f32), &Evidence)> =
+        evidence.iter().map(|e| (rank_key(e, p), e)).collect();
+    ranked.sort_by(|(a, ea), (b, eb)| {
+        b.0.cmp(&a.0)
+            .then(b.1.total_cmp(&a.1))
+            .then(ea.id.cmp(&eb.id))
+    });
+    ranked.into_iter().map(|(_, e)| (e.id, e.cosine)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(id: u64, cosine: f32, inliers: usize, coverage: f32) -> Evidence {
+        Evidence {
+            id,
+            cosine,
+            inliers,
+            coverage,
+            alignment: None,
+            brightness_gap: 0.0,
+        }
+    }
+
+    /// Each case: candidates, and the order the ranking must give them (ids).
+    #[test]
+    fn ranking_table() {
+        let p = VerifyParams::default(); // min_inliers 8, coverage 0.5, chance 4, floor 0.9, ×7
+        let aligned = |mut e: Evidence, a: f32| {
+            e.alignment = Some(a);
+            e
+        };
+        let darker = |mut e: Evidence, gap: f32| {
+            e.brightness_gap = gap;
+            e
+        };
+        let cases: Vec<(&str, Vec<Evidence>, Vec<u64>)> = vec![
+            (
+                "verified first, whatever the cosine",
+                vec![ev(1, 0.95, 0, 0.0), ev(2, 0.30, 12, 0.8)],
+                vec![2, 1],
+            ),
+            (
+                "unverified: plain cosine order",
+                vec![
+                    ev(1, 0.40, 0, 0.0),
+                    ev(2, 0.60, 0, 0.0),
+                    ev(3, 0.50, 0, 0.0),
+                ],
+                vec![2, 3, 1],
+            ),
+            (
+                "too little coverage is no precedence (a pasted occluder verifies)",
+                vec![ev(1, 0.70, 40, 0.2), ev(2, 0.60, 10, 0.9)],
+                vec![2, 1],
+            ),
+            (
+                "verified siblings: more coverage wins",
+                vec![ev(1, 0.90, 30, 0.55), ev(2, 0.88, 30, 0.95)],
+                vec![2, 1],
+            ),
+            (
+                "verified siblings: the brightness gap decides",
+                vec![darker(ev(1, 0.90, 30, 0.9), 0.2), ev(2, 0.89, 30, 0.9)],
+                vec![2, 1],
+            ),
+            (
+                "inliers beyond chance lift an unverified candidate",
+                vec![ev(1, 0.60, 0, 0.0), ev(2, 0.55, 7, 0.9)],
+                vec![2, 1],
+            ),
+            (
+                "inliers at chance level count for nothing",
+                vec![ev(1, 0.60, 0, 0.0), ev(2, 0.59, 4, 0.9)],
+                vec![1, 2],
+            ),
+            (
+                "inliers without coverage count for nothing",
+                vec![ev(1, 0.60, 0, 0.0), ev(2, 0.55, 7, 0.3)],
+                vec![1, 2],
+            ),
+            (
+                "dense alignment above the floor lifts; below it does nothing",
+                vec![
+                    ev(1, 0.70, 0, 0.0),
+                    aligned(ev(2, 0.50, 0, 0.0), 0.97),
+                    aligned(ev(3, 0.65, 0, 0.0), 0.85),
+                ],
+                vec![2, 1, 3],
+            ),
+            (
+                "an aligned candidate still ranks below a verified one",
+                vec![aligned(ev(1, 0.90, 0, 0.0), 0.99), ev(2, 0.20, 8, 0.5)],
+                vec![2, 1],
+            ),
+            (
+                "inliers past the cap add nothing: cosine decides",
+                vec![ev(1, 0.80, 200, 1.0), ev(2, 0.85, 20, 1.0)],
+                vec![2, 1],
+            ),
+            (
+                "ties go to the smaller id",
+                vec![ev(9, 0.5, 0, 0.0), ev(3, 0.5, 0, 0.0)],
+                vec![3, 9],
+            ),
+        ];
+        for (name, evidence, want) in cases {
+            let got: Vec<u64> = rank(&evidence, &p).into_iter().map(|(id, _)| id).collect();
+            assert_eq!(got, want, "{name}");
+            // Scores stay cosines.
+            for (id, score) in rank(&evidence, &p) {
+                let e = evidence.iter().find(|e| e.id == id).unwrap();
+                assert_eq!(score, e.cosine, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn verified_key_terms() {
+        let p = VerifyParams::default();
+        let (verified, key) = rank_key(&ev(1, 0.5, 10, 2.0), &p);
+        assert!(verified);
+        // cosine + 10/20 inliers + 0.5 × coverage capped at 1
+        assert!((key - (0.5 + 0.5 + 0.5)).abs() < 1e-6, "{key}");
+        let (verified, key) = rank_key(&ev(1, 0.5, 6, 0.9), &p);
+        assert!(!verified);
+        assert!((key - (0.5 + 2.0 / 20.0)).abs() < 1e-6, "{key}");
+    }
+}

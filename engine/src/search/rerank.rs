@@ -1,0 +1,202 @@
+//! The re-rank stage of verified searches: adds the images descriptor voting and dense-window
+//! search find to a query's global shortlist, verifies them spatially (SIFT), aligns what SIFT
+//! cannot verify (dense), and orders them with [`ranking::rank`].
+
+use std::collections::HashMap;
+
+use imgvec_ingest::sift::PackedFeatures;
+use imgvec_storage::{Snapshot, Store};
+use parking_lot::Mutex;
+
+use super::context::SearchContext;
+use super::ranking::{self, Evidence};
+use crate::dense::{self, DenseIndex, Plane};
+use crate::derived::lifecycle::{plan, Collection, Derived, Plan};
+use crate::error::{Error, Result};
+use crate::exact;
+use crate::local::{self, LocalIndex, VerifyParams};
+use crate::pipeline::QueryLocal;
+
+/// The structure in `slot` brought up to `snap` by the shared lifecycle: built when absent,
+/// caught up with new rows, rebuilt when it is due (many deleted rows).
+fn current<'a, T: Derived>(
+    slot: &'a mut Option<T>,
+    snap: &Snapshot,
+    build: impl FnOnce() -> Result<T>,
+    catch_up: impl FnOnce(&mut T) -> Result<()>,
+) -> Result<&'a T> {
+    let due = match slot.as_ref() {
+        None => Plan::Rebuild,
+        Some(d) => plan(d, Collection::of(snap, d.watermark()), false),
+    };
+    match (due, slot.as_mut()) {
+        (Plan::Nothing, _) => {}
+        (Plan::CatchUp(_), Some(d)) => catch_up(d)?,
+        _ => *slot = Some(build()?),
+    }
+    Ok(slot.as_ref().expect("built above"))
+}
+
+/// Dense planes of candidates, each with the turn of its best window.
+type Planes = HashMap<u64, (Plane, f32)>;
+
+/// What a verified search checked of one result.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Checked {
+    /// `None`: not matched with SIFT (found by dense-window search only).
+    pub inliers: Option<usize>,
+    pub alignment: Option<f32>,
+}
+
+/// The candidate sources of verified searches, built on a handle's first verified search and
+/// caught up by id watermark.
+#[derive(Default)]
+pub(crate) struct RerankIndexes {
+    /// Every stored local descriptor, for voting.
+    local: Mutex<Option<LocalIndex>>,
+    /// Every stored image's dense windows and plane.
+    dense: Mutex<Option<DenseIndex>>,
+}
+
+impl RerankIndexes {
+    /// Images descriptor voting finds for `query`.
+    fn voted(&self, ctx: &SearchContext, query: &QueryLocal, n: usize) -> Result<Vec<(u64, f32)>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let snap = &ctx.snapshot;
+        let mut guard = self.local.lock();
+        let index = current(
+            &mut guard,
+            snap,
+            || LocalIndex::build(snap),
+            |index| index.catch_up(snap),
+        )?;
+        index.vote(&query.features.descriptors, n, &|id| ctx.is_live(id))
+    }
+
+    /// Images dense-window search finds for `query`, and the planes (with the window's turn)
+    /// of those and of the `others`, copied out so the index is not held while aligning.
+    fn dense_found(
+        &self,
+        store: &Store,
+        ctx: &SearchContext,
+        query: &QueryLocal,
+        n: usize,
+        others: &[u64],
+    ) -> Result<(Vec<u64>, Planes)> {
+        let mut planes = HashMap::new();
+        let Some(dq) = query.dense.as_ref().filter(|_| n > 0) else {
+            return Ok((Vec::new(), planes));
+        };
+        let snap = &ctx.snapshot;
+        let mut guard = self.dense.lock();
+        let index = current(
+            &mut guard,
+            snap,
+            || DenseIndex::build(store, snap),
+            |index| index.catch_up(store, snap),
+        )?;
+        let scores = index.scores(dq);
+        let found = scores.top(n, &|id| ctx.is_live(id));
+        for &id in others.iter().chain(&found) {
+            if let (Some(p), Some((_, angle))) = (index.plane(id), scores.get(id)) {
+                planes.entry(id).or_insert_with(|| (p.clone(), angle));
+            }
+        }
+        Ok((found, planes))
+    }
+
+    /// Re-ranks one query's global `hits` (best first) with local features. Scores stay cosines
+    /// in the search space (`variants`: the query's vectors there). Returns what was checked per
+    /// row.
+    pub fn rerank(
+        &self,
+        store: &Store,
+        ctx: &SearchContext,
+        hits: &mut Vec<(u64, f32)>,
+        query: &QueryLocal,
+        variants: &[&[f32]],
+        params: &VerifyParams,
+    ) -> Result<HashMap<u64, Checked>> {
+        let voted = self.voted(ctx, query, params.voted)?;
+        let mut candidates: Vec<(u64, f32)> = hits.iter().take(params.shortlist).copied().collect();
+        let others: Vec<u64> = candidates
+            .iter()
+            .map(|c| c.0)
+            .chain(voted.iter().map(|v| v.0))
+            .collect();
+        let (dense_found, planes) = self.dense_found(store, ctx, query, params.dense, &others)?;
+        // Images only dense-window search found are aligned, not matched with SIFT: a textured
+        // image would have been found by voting.
+        let add = |candidates: &mut Vec<(u64, f32)>, ids: &mut dyn Iterator<Item = u64>| {
+            for id in ids {
+                if candidates.iter().any(|(c, _)| *c == id) {
+                    continue;
+                }
+                let Some(v) = ctx.space.snapshot.vector(id) else {
+                    continue;
+                };
+                let cosine = variants
+                    .iter()
+                    .map(|q| exact::dot(q, v))
+                    .fold(f32::MIN, f32::max);
+                candidates.push((id, cosine));
+            }
+        };
+        add(&mut candidates, &mut voted.iter().map(|v| v.0));
+        let sift_checked = candidates.len();
+        add(&mut candidates, &mut dense_found.into_iter());
+        let mut checked = HashMap::new();
+        let mut evidence = Vec::with_capacity(candidates.len());
+        for (i, &(id, cosine)) in candidates.iter().enumerate() {
+            let packed = ctx.snapshot.local(id).unwrap_or(&[]);
+            let v = match PackedFeatures::parse(packed) {
+                Ok(Some(_)) if i >= sift_checked => local::Verification::default(),
+                Ok(Some(p)) => local::verify(&query.features, &p, params),
+                Ok(None) => local::Verification::default(),
+                Err(e) => {
+                    return Err(Error::Invalid(format!(
+                        "row {id}: stored local features: {e}"
+                    )))
+                }
+            };
+            let verified = ranking::is_verified(v.inliers, v.coverage, params);
+            let plane = planes.get(&id);
+            let alignment = match (&query.dense, plane) {
+                (Some(dq), Some((plane, angle))) if !verified => {
+                    Some(dense::align(dq, plane, Some(*angle)))
+                }
+                _ => None,
+            };
+            let brightness_gap = match (&query.dense, plane) {
+                (Some(dq), Some((plane, _))) if verified => (dq.mean - plane.mean()).abs() / 255.0,
+                _ => 0.0,
+            };
+            checked.insert(
+                id,
+                Checked {
+                    inliers: (i < sift_checked).then_some(v.inliers),
+                    alignment,
+                },
+            );
+            evidence.push(Evidence {
+                id,
+                cosine,
+                inliers: v.inliers,
+                coverage: v.coverage,
+                alignment,
+                brightness_gap,
+            });
+        }
+        let rest: Vec<(u64, f32)> = hits
+            .iter()
+            .skip(params.shortlist)
+            .filter(|(id, _)| !checked.contains_key(id))
+            .copied()
+            .collect();
+        *hits = ranking::rank(&evidence, params);
+        hits.extend(rest);
+        Ok(checked)
+    }
+}

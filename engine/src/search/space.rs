@@ -1,0 +1,132 @@
+//! The vector spaces a database searches in: its stored vectors, or — for pipelines that learn
+//! a whitening (`balanced`, `robust`) — their whitened view, each with its own index set. One
+//! owner for both, shared by searches and the background worker, so every space is maintained.
+
+use std::sync::Arc;
+
+use imgvec_storage::{Snapshot, Store};
+use parking_lot::Mutex;
+
+use crate::error::Result;
+use crate::index::{IndexInfo, IndexOptions, Indexes, Save};
+use crate::info::WhiteningInfo;
+use crate::pipeline::Featurizer;
+use crate::reduce::{Learn, Projection, Reducer};
+
+/// The space one search runs in.
+pub(crate) struct Space {
+    /// The rows of this space: the stored vectors, or the whitened view's chunks.
+    pub snapshot: Arc<Snapshot>,
+    pub indexes: Arc<Indexes>,
+    /// How query vectors map into the space (`None`: the stored vectors' own space).
+    pub projection: Option<Arc<Projection>>,
+}
+
+/// One database handle's spaces.
+pub(crate) struct Spaces {
+    store: Arc<Store>,
+    featurizer: Arc<Featurizer>,
+    raw: Arc<Indexes>,
+    index_opts: IndexOptions,
+    /// The whitening of a pipeline that has one, made once the pipeline is known.
+    reducer: Mutex<Option<Arc<Reducer>>>,
+}
+
+impl Spaces {
+    pub fn new(store: Arc<Store>, featurizer: Arc<Featurizer>, index_opts: IndexOptions) -> Spaces {
+        let raw = Arc::new(Indexes::new(&store, index_opts.clone()));
+        Spaces {
+            store,
+            featurizer,
+            raw,
+            index_opts,
+            reducer: Mutex::new(None),
+        }
+    }
+
+    /// The pipeline's whitening, once the pipeline is known and asks for one.
+    fn reducer(&self) -> Option<Arc<Reducer>> {
+        let mut guard = self.reducer.lock();
+        if guard.is_none() {
+            let spec = self.featurizer.pipeline().and_then(|p| p.whitening)?;
+            *guard = Some(Arc::new(Reducer::new(
+                &self.store,
+                spec,
+                self.index_opts.clone(),
+            )));
+        }
+        guard.clone()
+    }
+
+    /// Whether the view fuses a VLAD of the local descriptors (queries then need theirs).
+    pub fn has_vlad(&self) -> bool {
+        self.reducer().is_some_and(|r| r.spec().vlad.is_some())
+    }
+
+    /// The space searches of `snap` run in (learning the whitening when it is due).
+    pub fn space(&self, snap: Arc<Snapshot>) -> Result<Space> {
+        if let Some(reducer) = self.reducer() {
+            if let Some(view) = reducer.view(&self.store, &snap, Learn::WhenDue)? {
+                // The stored vectors' own indexes are no longer searched: stop maintaining them.
+                self.raw.set_dormant();
+                return Ok(Space {
+                    snapshot: view.snapshot,
+                    indexes: view.indexes,
+                    projection: Some(view.projection),
+                });
+            }
+        }
+        Ok(Space {
+            snapshot: snap,
+            indexes: self.raw.clone(),
+            projection: None,
+        })
+    }
+
+    /// Brings every space up to `snap` in the foreground: learns or relearns the whitening when
+    /// due, extends the view and its indexes, then the stored vectors' indexes (dormant once a
+    /// view exists), writing them as `save` says (`purge_all`: drop every deleted row now).
+    pub fn refresh(&self, snap: &Arc<Snapshot>, save: Save, purge_all: bool) -> Result<()> {
+        self.refresh_view(snap, Learn::WhenDue, save, purge_all)?;
+        Ok(self.raw.refresh(&self.store, snap, save, purge_all)?)
+    }
+
+    /// The background worker's pass: keeps the view (once a whitening exists; learning one is
+    /// left to the foreground, which decides on which rows) and every index set current, and
+    /// saves them when due.
+    pub fn maintain(&self, snap: &Arc<Snapshot>) -> Result<()> {
+        self.refresh_view(snap, Learn::Never, Save::WhenDue, false)?;
+        Ok(self.raw.refresh(&self.store, snap, Save::WhenDue, false)?)
+    }
+
+    fn refresh_view(
+        &self,
+        snap: &Arc<Snapshot>,
+        learn: Learn,
+        save: Save,
+        purge_all: bool,
+    ) -> Result<()> {
+        let Some(reducer) = self.reducer() else {
+            return Ok(());
+        };
+        if let Some(view) = reducer.view(&self.store, snap, learn)? {
+            self.raw.set_dormant();
+            view.indexes
+                .refresh(&self.store, &view.snapshot, save, purge_all)?;
+            if save != Save::Never {
+                reducer.save(&self.store)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The searched space's index set and the whitening, as published (loads them, learns or
+    /// projects nothing): what `imgvec info` reports.
+    pub fn info(&self) -> (IndexInfo, Option<WhiteningInfo>) {
+        let indexes = match self.reducer().and_then(|r| r.loaded_indexes(&self.store)) {
+            Some(whitened) => whitened.info(&self.store),
+            None => self.raw.info(&self.store),
+        };
+        (indexes, self.reducer().and_then(|r| r.info()))
+    }
+}

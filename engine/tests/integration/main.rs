@@ -1,0 +1,7 @@
+//! The engine's integration tests on the real stack (RocksDB, libtorch, FAISS, the default
+//! model) and real photos: one test binary, one module per area.
+
+mod api;
+mod indexes;
+mod local;
+mod presets;

@@ -1,0 +1,783 @@
+//! SIFT keypoints (Lowe 2004) with RootSIFT descriptors (Arandjelović & Zisserman 2012).
+//!
+//! The detector follows the reference design as OpenCV implements it: a Gaussian scale space with
+//! `octave_layers` intervals per octave (the first octave on the image doubled when it is small),
+//! difference-of-Gaussian extrema over 26 neighbours, sub-pixel/sub-scale refinement by a
+//! quadratic fit, low-contrast and edge rejection, a 36-bin gradient orientation histogram
+//! (every peak within 80% of the highest gives a keypoint) and 4×4×8 descriptors with trilinear
+//! interpolation, clipped at 0.2. Two deliberate departures, both for photographs that are dark,
+//! washed out or blurred: the grey image is contrast-stretched (1st–99th percentile of the pixels
+//! that are not black padding) before detection, and the contrast threshold is low, with only the
+//! `max_keypoints` strongest kept. Descriptors are RootSIFT: L1-normalised, square-rooted, so
+//! that dot products between them are Hellinger kernels and they are unit L2 vectors.
+//!
+//! `ingest/tests/sift_oracle.rs` checks it against OpenCV's SIFT on real photos warped by known
+//! homographies.
+
+use image::{imageops, GrayImage, RgbImage};
+use serde::{Deserialize, Serialize};
+
+mod packed;
+pub use packed::{pack, PackedFeatures, LOCAL_MAGIC, LOCAL_VERSION, QUANT};
+
+/// Values in one descriptor.
+pub const DESCRIPTOR_LEN: usize = 128;
+const HIST_BINS: usize = 36;
+const IMG_BORDER: usize = 5;
+const MAX_INTERP_STEPS: usize = 5;
+const ORI_PEAK_RATIO: f32 = 0.8;
+const ORI_SIG_FCTR: f32 = 1.5;
+const ORI_RADIUS: f32 = 3.0 * ORI_SIG_FCTR;
+const DESCR_WIDTH: usize = 4;
+const DESCR_BINS: usize = 8;
+const DESCR_SCL_FCTR: f32 = 3.0;
+const DESCR_MAG_THR: f32 = 0.2;
+/// Blur assumed in the input image.
+const INIT_SIGMA: f32 = 0.5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SiftParams {
+    /// Images are downscaled (with antialiasing) so that the long side is at most this.
+    pub max_side: u32,
+    /// The strongest keypoints (by DoG contrast) kept per image.
+    pub max_keypoints: usize,
+    /// Minimum DoG contrast, on the stretched image in [0, 1] (OpenCV's default is 0.04).
+    pub contrast_threshold: f32,
+    /// Maximum ratio of principal curvatures (Lowe's r).
+    pub edge_threshold: f32,
+    pub octave_layers: usize,
+    /// Blur of the first scale of each octave.
+    pub sigma: f32,
+    /// Images whose long side (after `max_side`) is below this are doubled for the first
+    /// octave, which finds the small-scale keypoints of small images.
+    pub upscale_below: u32,
+}
+
+impl Default for SiftParams {
+    fn default() -> Self {
+        SiftParams {
+            max_side: 640,
+            max_keypoints: 1000,
+            contrast_threshold: 0.01,
+            edge_threshold: 10.0,
+            octave_layers: 3,
+            sigma: 1.6,
+            upscale_below: 480,
+        }
+    }
+}
+
+/// A keypoint in the coordinates of the frame SIFT ran on (`LocalFeatures::width/height`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Keypoint {
+    pub x: f32,
+    pub y: f32,
+    /// Scale (the Gaussian sigma of its level) in frame pixels.
+    pub scale: f32,
+    /// Dominant gradient orientation in radians, in [0, 2π), measured with y pointing up.
+    pub angle: f32,
+    /// |DoG| at the refined extremum.
+    pub response: f32,
+}
+
+/// Keypoints and their RootSIFT descriptors (`DESCRIPTOR_LEN` values each, unit L2).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LocalFeatures {
+    /// Size of the frame the coordinates are in (the image after `max_side`).
+    pub width: u32,
+    pub height: u32,
+    pub keypoints: Vec<Keypoint>,
+    pub descriptors: Vec<f32>,
+}
+
+impl LocalFeatures {
+    pub fn len(&self) -> usize {
+        self.keypoints.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keypoints.is_empty()
+    }
+
+    pub fn descriptor(&self, i: usize) -> &[f32] {
+        &self.descriptors[i * DESCRIPTOR_LEN..(i + 1) * DESCRIPTOR_LEN]
+    }
+}
+
+/// A single-channel f32 image, row-major.
+#[derive(Clone)]
+struct Plane {
+    w: usize,
+    h: usize,
+    data: Vec<f32>,
+}
+
+impl Plane {
+    #[inline]
+    fn at(&self, x: usize, y: usize) -> f32 {
+        self.data[y * self.w + x]
+    }
+
+    /// Every second pixel in both directions.
+    fn half(&self) -> Plane {
+        let (w, h) = (self.w / 2, self.h / 2);
+        let mut data = Vec::with_capacity(w * h);
+        for y in 0..h {
+            let row = &self.data[2 * y * self.w..];
+            data.extend((0..w).map(|x| row[2 * x]));
+        }
+        Plane { w, h, data }
+    }
+
+    /// Bilinear doubling (pixel centres aligned as OpenCV's `resize` does).
+    fn double(&self) -> Plane {
+        let (w, h) = (self.w * 2, self.h * 2);
+        let mut data = Vec::with_capacity(w * h);
+        for y in 0..h {
+            let sy = ((y as f32 + 0.5) / 2.0 - 0.5).clamp(0.0, (self.h - 1) as f32);
+            let y0 = sy.floor() as usize;
+            let y1 = (y0 + 1).min(self.h - 1);
+            let fy = sy - y0 as f32;
+            for x in 0..w {
+                let sx = ((x as f32 + 0.5) / 2.0 - 0.5).clamp(0.0, (self.w - 1) as f32);
+                let x0 = sx.floor() as usize;
+                let x1 = (x0 + 1).min(self.w - 1);
+                let fx = sx - x0 as f32;
+                let top = self.at(x0, y0) * (1.0 - fx) + self.at(x1, y0) * fx;
+                let bottom = self.at(x0, y1) * (1.0 - fx) + self.at(x1, y1) * fx;
+                data.push(top * (1.0 - fy) + bottom * fy);
+            }
+        }
+        Plane { w, h, data }
+    }
+
+    fn sub(&self, other: &Plane) -> Plane {
+        Plane {
+            w: self.w,
+            h: self.h,
+            data: self
+                .data
+                .iter()
+                .zip(&other.data)
+                .map(|(a, b)| a - b)
+                .collect(),
+        }
+    }
+}
+
+/// Gradient magnitude and direction (radians, y up, in [0, 2π)) of every interior pixel of a
+/// level; computed once per level that has keypoints, shared by their orientation histograms and
+/// descriptors.
+struct Gradients {
+    w: usize,
+    h: usize,
+    mag: Vec<f32>,
+    ori: Vec<f32>,
+}
+
+impl Gradients {
+    fn of(img: &Plane) -> Gradients {
+        let (w, h) = (img.w, img.h);
+        let mut mag = vec![0f32; w * h];
+        let mut ori = vec![0f32; w * h];
+        for y in 1..h.saturating_sub(1) {
+            for x in 1..w - 1 {
+                let gx = img.at(x + 1, y) - img.at(x - 1, y);
+                let gy = img.at(x, y - 1) - img.at(x, y + 1);
+                mag[y * w + x] = (gx * gx + gy * gy).sqrt();
+                ori[y * w + x] = gy.atan2(gx).rem_euclid(std::f32::consts::TAU);
+            }
+        }
+        Gradients { w, h, mag, ori }
+    }
+}
+
+/// Reflect-101 border (`gfedcb|abcdefgh|gfedcba`), as OpenCV's default.
+#[inline]
+fn reflect(i: isize, n: usize) -> usize {
+    let n = n as isize;
+    if n == 1 {
+        return 0;
+    }
+    let mut i = i;
+    loop {
+        if i < 0 {
+            i = -i;
+        } else if i >= n {
+            i = 2 * n - 2 - i;
+        } else {
+            return i as usize;
+        }
+    }
+}
+
+fn gaussian_kernel(sigma: f32) -> Vec<f32> {
+    let radius = ((sigma * 4.0).round() as usize).max(1);
+    let mut k: Vec<f32> = (0..=2 * radius)
+        .map(|i| {
+            let d = i as f32 - radius as f32;
+            (-d * d / (2.0 * sigma * sigma)).exp()
+        })
+        .collect();
+    let sum: f32 = k.iter().sum();
+    k.iter_mut().for_each(|v| *v /= sum);
+    k
+}
+
+/// Separable Gaussian blur with reflect-101 borders.
+fn blur(src: &Plane, sigma: f32) -> Plane {
+    let k = gaussian_kernel(sigma);
+    let r = k.len() / 2;
+    let (w, h) = (src.w, src.h);
+    // Horizontal pass over a padded copy of each row.
+    let mut tmp = vec![0f32; w * h];
+    let mut padded = vec![0f32; w + 2 * r];
+    for y in 0..h {
+        let row = &src.data[y * w..(y + 1) * w];
+        for (i, p) in padded.iter_mut().enumerate() {
+            *p = row[reflect(i as isize - r as isize, w)];
+        }
+        let out = &mut tmp[y * w..(y + 1) * w];
+        for (t, &kt) in k.iter().enumerate() {
+            for (o, &p) in out.iter_mut().zip(&padded[t..t + w]) {
+                *o += kt * p;
+            }
+        }
+    }
+    // Vertical pass, row by row so the inner loop runs along contiguous memory.
+    let mut data = vec![0f32; w * h];
+    for y in 0..h {
+        let out = &mut data[y * w..(y + 1) * w];
+        for (t, &kt) in k.iter().enumerate() {
+            let sy = reflect(y as isize + t as isize - r as isize, h);
+            for (o, &p) in out.iter_mut().zip(&tmp[sy * w..(sy + 1) * w]) {
+                *o += kt * p;
+            }
+        }
+    }
+    Plane { w, h, data }
+}
+
+/// Grey levels in [0, 1], stretched so that the 1st and 99th percentiles of the pixels brighter
+/// than black padding map to 0 and 1.
+fn stretched_grey(grey: &GrayImage) -> Plane {
+    let mut hist = [0u64; 256];
+    for p in grey.pixels() {
+        hist[p.0[0] as usize] += 1;
+    }
+    let content: u64 = hist[9..].iter().sum();
+    let (from, total) = if content > 100 {
+        (9, content)
+    } else {
+        (0, grey.len() as u64)
+    };
+    let percentile = |q: f64| {
+        let target = (q * total as f64).ceil() as u64;
+        let mut seen = 0;
+        for (v, &c) in hist.iter().enumerate().skip(from) {
+            seen += c;
+            if seen >= target.max(1) {
+                return v as f32;
+            }
+        }
+        255.0
+    };
+    let lo = percentile(0.01);
+    let hi = percentile(0.99);
+    let range = (hi - lo).max(16.0);
+    Plane {
+        w: grey.width() as usize,
+        h: grey.height() as usize,
+        data: grey
+            .pixels()
+            .map(|p| ((p.0[0] as f32 - lo) / range).clamp(0.0, 1.0))
+            .collect(),
+    }
+}
+
+struct Candidate {
+    octave: usize,
+    layer: usize,
+    /// Refined position in octave pixels and refined layer.
+    x: f32,
+    y: f32,
+    layer_f: f32,
+    response: f32,
+}
+
+/// Detects SIFT keypoints in `rgb` and describes them with RootSIFT.
+pub fn extract(rgb: &RgbImage, params: &SiftParams) -> LocalFeatures {
+    let (w0, h0) = rgb.dimensions();
+    let long = w0.max(h0).max(1);
+    let mut grey = imageops::grayscale(rgb);
+    if long > params.max_side {
+        let s = params.max_side as f32 / long as f32;
+        let w = ((w0 as f32 * s).round() as u32).max(1);
+        let h = ((h0 as f32 * s).round() as u32).max(1);
+        grey = imageops::resize(&grey, w, h, imageops::FilterType::Triangle);
+    }
+    let (width, height) = grey.dimensions();
+    let mut out = LocalFeatures {
+        width,
+        height,
+        ..Default::default()
+    };
+    if width.min(height) < 16 {
+        return out;
+    }
+    let upscale = width.max(height) < params.upscale_below;
+    let mut base = stretched_grey(&grey);
+    let (first_scale, init) = if upscale {
+        base = base.double();
+        (0.5f32, INIT_SIGMA * 2.0)
+    } else {
+        (1.0, INIT_SIGMA)
+    };
+    let diff = (params.sigma * params.sigma - init * init).max(0.01).sqrt();
+    let base = blur(&base, diff);
+    let octaves = ((base.w.min(base.h) as f32).log2().floor() as i32 - 3).max(1) as usize;
+
+    // Gaussian pyramid: octave_layers + 3 images per octave.
+    let layers = params.octave_layers;
+    let k = 2f32.powf(1.0 / layers as f32);
+    let mut sig = vec![params.sigma; layers + 3];
+    for (i, s) in sig.iter_mut().enumerate().skip(1) {
+        let prev = params.sigma * k.powi(i as i32 - 1);
+        let total = prev * k;
+        *s = (total * total - prev * prev).sqrt();
+    }
+    let mut gauss: Vec<Vec<Plane>> = Vec::with_capacity(octaves);
+    for o in 0..octaves {
+        let mut level = Vec::with_capacity(layers + 3);
+        level.push(if o == 0 {
+            base.clone()
+        } else {
+            gauss[o - 1][layers].half()
+        });
+        for s in sig.iter().skip(1) {
+            let next = blur(level.last().expect("first level pushed"), *s);
+            level.push(next);
+        }
+        gauss.push(level);
+    }
+    let dog: Vec<Vec<Plane>> = gauss
+        .iter()
+        .map(|level| level.windows(2).map(|p| p[1].sub(&p[0])).collect())
+        .collect();
+
+    let mut candidates = Vec::new();
+    let threshold = 0.5 * params.contrast_threshold / layers as f32;
+    for (o, d) in dog.iter().enumerate() {
+        for layer in 1..=layers {
+            find_extrema(d, o, layer, threshold, params, &mut candidates);
+        }
+    }
+    // Strongest first; orientations can add keypoints, so trim after them too.
+    candidates.sort_by(|a, b| b.response.total_cmp(&a.response));
+    candidates.truncate(params.max_keypoints);
+
+    let mut hist = [0f32; HIST_BINS];
+    let mut gradients: std::collections::HashMap<(usize, usize), Gradients> =
+        std::collections::HashMap::new();
+    for c in &candidates {
+        let img = gradients
+            .entry((c.octave, c.layer))
+            .or_insert_with(|| Gradients::of(&gauss[c.octave][c.layer]));
+        let scl_octv = params.sigma * 2f32.powf(c.layer_f / layers as f32);
+        let (px, py) = (c.x.round() as isize, c.y.round() as isize);
+        let peaks = orientation_peaks(img, px, py, scl_octv, &mut hist);
+        let unit = 2f32.powi(c.octave as i32) * first_scale;
+        for angle in peaks {
+            if out.keypoints.len() >= params.max_keypoints {
+                break;
+            }
+            let desc = describe(img, c.x, c.y, angle, scl_octv);
+            out.keypoints.push(Keypoint {
+                x: c.x * unit,
+                y: c.y * unit,
+                scale: scl_octv * unit,
+                angle,
+                response: c.response,
+            });
+            out.descriptors.extend_from_slice(&desc);
+        }
+    }
+    out
+}
+
+fn find_extrema(
+    dog: &[Plane],
+    octave: usize,
+    layer: usize,
+    threshold: f32,
+    params: &SiftParams,
+    out: &mut Vec<Candidate>,
+) {
+    let cur = &dog[layer];
+    let (w, h) = (cur.w, cur.h);
+    if w <= 2 * IMG_BORDER || h <= 2 * IMG_BORDER {
+        return;
+    }
+    let (prev, next) = (&dog[layer - 1], &dog[layer + 1]);
+    for y in IMG_BORDER..h - IMG_BORDER {
+        for x in IMG_BORDER..w - IMG_BORDER {
+            let v = cur.at(x, y);
+            if v.abs() <= threshold {
+                continue;
+            }
+            let mut is_max = v > 0.0;
+            let mut is_min = v < 0.0;
+            'scan: for plane in [prev, cur, next] {
+                for yy in y - 1..=y + 1 {
+                    let row = &plane.data[yy * w + x - 1..yy * w + x + 2];
+                    for &n in row {
+                        is_max &= v >= n;
+                        is_min &= v <= n;
+                        if !is_max && !is_min {
+                            break 'scan;
+                        }
+                    }
+                }
+            }
+            if is_max || is_min {
+                if let Some(c) = refine(dog, octave, layer, x, y, params) {
+                    out.push(c);
+                }
+            }
+        }
+    }
+}
+
+/// Quadratic refinement of an extremum in (x, y, layer); rejects low contrast and edges.
+fn refine(
+    dog: &[Plane],
+    octave: usize,
+    layer: usize,
+    x: usize,
+    y: usize,
+    params: &SiftParams,
+) -> Option<Candidate> {
+    let layers = params.octave_layers;
+    let (mut x, mut y, mut l) = (x as isize, y as isize, layer as isize);
+    let (w, h) = (dog[0].w as isize, dog[0].h as isize);
+    let border = IMG_BORDER as isize;
+    let mut offset = [0f32; 3];
+    let mut grad = [0f32; 3];
+    let mut converged = false;
+    for _ in 0..MAX_INTERP_STEPS {
+        let (c, p, n) = (&dog[l as usize], &dog[l as usize - 1], &dog[l as usize + 1]);
+        let at = |img: &Plane, dx: isize, dy: isize| img.at((x + dx) as usize, (y + dy) as usize);
+        let v2 = at(c, 0, 0) * 2.0;
+        grad = [
+            (at(c, 1, 0) - at(c, -1, 0)) * 0.5,
+            (at(c, 0, 1) - at(c, 0, -1)) * 0.5,
+            (at(n, 0, 0) - at(p, 0, 0)) * 0.5,
+        ];
+        let dxx = at(c, 1, 0) + at(c, -1, 0) - v2;
+        let dyy = at(c, 0, 1) + at(c, 0, -1) - v2;
+        let dss = at(n, 0, 0) + at(p, 0, 0) - v2;
+        let dxy = (at(c, 1, 1) - at(c, -1, 1) - at(c, 1, -1) + at(c, -1, -1)) * 0.25;
+        let dxs = (at(n, 1, 0) - at(n, -1, 0) - at(p, 1, 0) + at(p, -1, 0)) * 0.25;
+        let dys = (at(n, 0, 1) - at(n, 0, -1) - at(p, 0, 1) + at(p, 0, -1)) * 0.25;
+        let hess = [[dxx, dxy, dxs], [dxy, dyy, dys], [dxs, dys, dss]];
+        let sol = solve3(hess, grad)?;
+        offset = [-sol[0], -sol[1], -sol[2]];
+        if offset.iter().all(|v| v.abs() < 0.5) {
+            converged = true;
+            break;
+        }
+        if offset.iter().any(|v| v.abs() > 1e6) {
+            return None;
+        }
+        x += offset[0].round() as isize;
+        y += offset[1].round() as isize;
+        l += offset[2].round() as isize;
+        if l < 1
+            || l > layers as isize
+            || x < border
+            || x >= w - border
+            || y < border
+            || y >= h - border
+        {
+            return None;
+        }
+    }
+    if !converged {
+        return None;
+    }
+    let c = &dog[l as usize];
+    let (xu, yu) = (x as usize, y as usize);
+    let t = grad[0] * offset[0] + grad[1] * offset[1] + grad[2] * offset[2];
+    let contrast = c.at(xu, yu) + 0.5 * t;
+    if contrast.abs() * (layers as f32) < params.contrast_threshold {
+        return None;
+    }
+    let v2 = c.at(xu, yu) * 2.0;
+    let dxx = c.at(xu + 1, yu) + c.at(xu - 1, yu) - v2;
+    let dyy = c.at(xu, yu + 1) + c.at(xu, yu - 1) - v2;
+    let dxy = (c.at(xu + 1, yu + 1) - c.at(xu - 1, yu + 1) - c.at(xu + 1, yu - 1)
+        + c.at(xu - 1, yu - 1))
+        * 0.25;
+    let tr = dxx + dyy;
+    let det = dxx * dyy - dxy * dxy;
+    let e = params.edge_threshold;
+    if det <= 0.0 || tr * tr * e >= (e + 1.0) * (e + 1.0) * det {
+        return None;
+    }
+    Some(Candidate {
+        octave,
+        layer: l as usize,
+        x: x as f32 + offset[0],
+        y: y as f32 + offset[1],
+        layer_f: l as f32 + offset[2],
+        response: contrast.abs(),
+    })
+}
+
+/// Solves the symmetric 3×3 system `a · x = b` by Cramer's rule; `None` when singular.
+fn solve3(a: [[f32; 3]; 3], b: [f32; 3]) -> Option<[f32; 3]> {
+    let det3 = |m: [[f32; 3]; 3]| {
+        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+    };
+    let d = det3(a);
+    if d.abs() < 1e-12 {
+        return None;
+    }
+    let mut x = [0f32; 3];
+    for (col, xi) in x.iter_mut().enumerate() {
+        let mut m = a;
+        for row in 0..3 {
+            m[row][col] = b[row];
+        }
+        *xi = det3(m) / d;
+    }
+    Some(x)
+}
+
+/// Peaks of the smoothed 36-bin gradient orientation histogram around (x, y), in radians.
+fn orientation_peaks(
+    img: &Gradients,
+    x: isize,
+    y: isize,
+    scl: f32,
+    hist: &mut [f32; HIST_BINS],
+) -> Vec<f32> {
+    let sigma = ORI_SIG_FCTR * scl;
+    let radius = (ORI_RADIUS * scl).round() as isize;
+    let expf = -1.0 / (2.0 * sigma * sigma);
+    let mut raw = [0f32; HIST_BINS];
+    for dy in -radius..=radius {
+        let yy = y + dy;
+        if yy <= 0 || yy >= img.h as isize - 1 {
+            continue;
+        }
+        for dx in -radius..=radius {
+            let xx = x + dx;
+            if xx <= 0 || xx >= img.w as isize - 1 {
+                continue;
+            }
+            let at = yy as usize * img.w + xx as usize;
+            let weight = (((dx * dx + dy * dy) as f32) * expf).exp();
+            let bin = ((img.ori[at] / std::f32::consts::TAU * HIST_BINS as f32).round() as usize)
+                % HIST_BINS;
+            raw[bin] += weight * img.mag[at];
+        }
+    }
+    let n = HIST_BINS;
+    for i in 0..n {
+        let at = |d: isize| raw[(i as isize + d).rem_euclid(n as isize) as usize];
+        hist[i] = (at(-2) + at(2)) * (1.0 / 16.0)
+            + (at(-1) + at(1)) * (4.0 / 16.0)
+            + at(0) * (6.0 / 16.0);
+    }
+    let max = hist.iter().cloned().fold(0f32, f32::max);
+    let mut peaks = Vec::new();
+    if max <= 0.0 {
+        return peaks;
+    }
+    for i in 0..n {
+        let l = hist[(i + n - 1) % n];
+        let r = hist[(i + 1) % n];
+        let v = hist[i];
+        if v > l && v > r && v >= ORI_PEAK_RATIO * max {
+            let bin = i as f32 + 0.5 * (l - r) / (l - 2.0 * v + r);
+            let bin = bin.rem_euclid(n as f32);
+            peaks.push(bin / n as f32 * std::f32::consts::TAU);
+        }
+    }
+    peaks
+}
+
+/// The 4×4×8 SIFT descriptor at (x, y) with orientation `angle`, as RootSIFT.
+fn describe(img: &Gradients, x: f32, y: f32, angle: f32, scl: f32) -> [f32; DESCRIPTOR_LEN] {
+    let d = DESCR_WIDTH;
+    let n = DESCR_BINS;
+    let (px, py) = (x.round() as isize, y.round() as isize);
+    let hist_width = DESCR_SCL_FCTR * scl;
+    let radius = (hist_width * std::f32::consts::SQRT_2 * (d as f32 + 1.0) * 0.5).round() as isize;
+    let radius = radius.min(((img.w * img.w + img.h * img.h) as f32).sqrt() as isize);
+    let (cos_t, sin_t) = (angle.cos() / hist_width, angle.sin() / hist_width);
+    let bins_per_rad = n as f32 / std::f32::consts::TAU;
+    let exp_scale = -1.0 / (d as f32 * d as f32 * 0.5);
+    let stride_c = n + 2;
+    let stride_r = (d + 2) * stride_c;
+    let mut hist = vec![0f32; (d + 2) * stride_r];
+    for i in -radius..=radius {
+        let r = py + i;
+        if r <= 0 || r >= img.h as isize - 1 {
+            continue;
+        }
+        for j in -radius..=radius {
+            let c = px + j;
+            if c <= 0 || c >= img.w as isize - 1 {
+                continue;
+            }
+            let c_rot = j as f32 * cos_t - i as f32 * sin_t;
+            let r_rot = j as f32 * sin_t + i as f32 * cos_t;
+            let rbin = r_rot + d as f32 / 2.0 - 0.5;
+            let cbin = c_rot + d as f32 / 2.0 - 0.5;
+            if rbin <= -1.0 || rbin >= d as f32 || cbin <= -1.0 || cbin >= d as f32 {
+                continue;
+            }
+            let at = r as usize * img.w + c as usize;
+            let weight = ((c_rot * c_rot + r_rot * r_rot) * exp_scale).exp();
+            let mag = img.mag[at] * weight;
+            let ori = (img.ori[at] - angle).rem_euclid(std::f32::consts::TAU);
+            let obin = ori * bins_per_rad;
+            let (r0, c0, o0) = (rbin.floor(), cbin.floor(), obin.floor());
+            let (fr, fc, fo) = (rbin - r0, cbin - c0, obin - o0);
+            let o0 = (o0 as usize) % n;
+            let base =
+                ((r0 as isize + 1) as usize) * stride_r + ((c0 as isize + 1) as usize) * stride_c;
+            for (dr, wr) in [(0, 1.0 - fr), (1, fr)] {
+                for (dc, wc) in [(0, 1.0 - fc), (1, fc)] {
+                    let cell = base + dr * stride_r + dc * stride_c;
+                    let v = mag * wr * wc;
+                    hist[cell + o0] += v * (1.0 - fo);
+                    hist[cell + o0 + 1] += v * fo;
+                }
+            }
+        }
+    }
+    let mut desc = [0f32; DESCRIPTOR_LEN];
+    for i in 0..d {
+        for j in 0..d {
+            let cell = (i + 1) * stride_r + (j + 1) * stride_c;
+            hist[cell] += hist[cell + n];
+            hist[cell + 1] += hist[cell + n + 1];
+            desc[(i * d + j) * n..(i * d + j + 1) * n].copy_from_slice(&hist[cell..cell + n]);
+        }
+    }
+    // Lowe's normalisation: unit length, clip large gradients, renormalise; then RootSIFT.
+    let norm = desc.iter().map(|v| v * v).sum::<f32>().sqrt();
+    let clip = DESCR_MAG_THR * norm;
+    desc.iter_mut().for_each(|v| *v = v.min(clip));
+    let l1: f32 = desc.iter().sum();
+    if l1 > 0.0 {
+        desc.iter_mut().for_each(|v| *v = (*v / l1).sqrt());
+    }
+    desc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn textured(w: u32, h: u32) -> RgbImage {
+        // Deterministic blobs and edges of several sizes.
+        RgbImage::from_fn(w, h, |x, y| {
+            let (xf, yf) = (x as f32, y as f32);
+            let a = ((xf * 0.11).sin() * (yf * 0.07).cos() * 80.0) as i32;
+            let b = (((xf - 60.0).powi(2) + (yf - 50.0).powi(2)).sqrt() * 0.3).sin() * 60.0;
+            let c = if (x / 23 + y / 17) % 3 == 0 { 50 } else { 0 };
+            let v = (110 + a + b as i32 + c).clamp(0, 255) as u8;
+            image::Rgb([v, v, v])
+        })
+    }
+
+    #[test]
+    fn finds_unit_rootsift_descriptors_inside_the_frame() {
+        let img = textured(300, 200);
+        let f = extract(&img, &SiftParams::default());
+        assert!(f.len() > 50, "{} keypoints", f.len());
+        assert!(f.len() <= 1000);
+        assert_eq!(f.descriptors.len(), f.len() * DESCRIPTOR_LEN);
+        for (i, k) in f.keypoints.iter().enumerate() {
+            assert!(
+                k.x >= 0.0 && k.x < 300.0 && k.y >= 0.0 && k.y < 200.0,
+                "{k:?}"
+            );
+            assert!(k.scale > 0.5 && k.angle >= 0.0 && k.angle < std::f32::consts::TAU);
+            let d = f.descriptor(i);
+            let norm: f32 = d.iter().map(|v| v * v).sum();
+            assert!((norm - 1.0).abs() < 1e-3, "norm² {norm}");
+            assert!(d.iter().all(|v| *v >= 0.0));
+        }
+    }
+
+    #[test]
+    fn packing_round_trips_within_quantisation() {
+        let f = extract(&textured(300, 200), &SiftParams::default());
+        let bytes = pack(&f);
+        assert_eq!(bytes.len(), 12 + f.len() * 136);
+        let p = PackedFeatures::parse(&bytes).unwrap().unwrap();
+        assert_eq!((p.width, p.height, p.len()), (300, 200, f.len()));
+        let back = p.unpack();
+        for (a, b) in f.keypoints.iter().zip(&back.keypoints) {
+            assert!((a.x - b.x).abs() <= 0.125 && (a.y - b.y).abs() <= 0.125);
+            assert!((a.scale - b.scale).abs() <= 1.0 / 64.0);
+            let da = (a.angle - b.angle).rem_euclid(std::f32::consts::TAU);
+            assert!(da.min(std::f32::consts::TAU - da) <= std::f32::consts::TAU / 512.0 + 1e-4);
+        }
+        for (a, b) in f.descriptors.iter().zip(&back.descriptors) {
+            assert!((a.min(255.0 / QUANT) - b).abs() <= 0.5 / QUANT + 1e-6);
+        }
+        assert!(PackedFeatures::parse(&[]).unwrap().is_none());
+        assert!(PackedFeatures::parse(&bytes[..bytes.len() - 1]).is_err());
+        assert!(PackedFeatures::parse(b"XX\x01\0\0\0\0\0\0\0\0\0").is_err());
+    }
+
+    #[test]
+    fn keypoints_follow_a_quarter_turn() {
+        // A 90° turn is exact on the pixel grid: most keypoints must reappear at the turned
+        // position with the same descriptor (nearest neighbour) and the angle shifted by π/2.
+        let img = textured(240, 180);
+        let turned = imageops::rotate90(&img);
+        let p = SiftParams::default();
+        let (a, b) = (extract(&img, &p), extract(&turned, &p));
+        let mut found = 0;
+        for (i, k) in a.keypoints.iter().enumerate() {
+            // rotate90 (clockwise): (x, y) -> (h - 1 - y, x)
+            let (tx, ty) = (179.0 - k.y, k.x);
+            let best = (0..b.len())
+                .max_by(|&u, &v| {
+                    let du: f32 = a
+                        .descriptor(i)
+                        .iter()
+                        .zip(b.descriptor(u))
+                        .map(|(p, q)| p * q)
+                        .sum();
+                    let dv: f32 = a
+                        .descriptor(i)
+                        .iter()
+                        .zip(b.descriptor(v))
+                        .map(|(p, q)| p * q)
+                        .sum();
+                    du.total_cmp(&dv)
+                })
+                .expect("keypoints");
+            let m = b.keypoints[best];
+            if (m.x - tx).hypot(m.y - ty) < 2.0 {
+                found += 1;
+                let turn = (k.angle - m.angle).rem_euclid(std::f32::consts::TAU);
+                assert!(
+                    (turn - std::f32::consts::FRAC_PI_2).abs() < 0.2,
+                    "clockwise quarter turn changed the angle by {turn}"
+                );
+            }
+        }
+        assert!(found * 2 > a.len(), "{found} of {} matched", a.len());
+    }
+}

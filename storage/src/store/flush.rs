@@ -1,0 +1,132 @@
+//! Sealing: pending rows (durable in RocksDB's write-ahead column family) become an immutable
+//! segment file, written and synced before one synced manifest batch publishes it.
+
+use std::sync::Arc;
+
+use rocksdb::WriteBatch;
+
+use super::*;
+
+/// Rows on their way into a new segment.
+pub(super) struct SealedRows {
+    pub(super) dims: usize,
+    pub(super) ids: Vec<u64>,
+    pub(super) vectors: Vec<f32>,
+    pub(super) local_offsets: Vec<u64>,
+    pub(super) local: Vec<u8>,
+}
+
+impl SealedRows {
+    pub(super) fn new(dims: usize) -> Self {
+        SealedRows {
+            dims,
+            ids: Vec::new(),
+            vectors: Vec::new(),
+            local_offsets: vec![0],
+            local: Vec::new(),
+        }
+    }
+
+    pub(super) fn push(&mut self, id: u64, vector: &[f32], local: &[u8]) {
+        self.ids.push(id);
+        self.vectors.extend_from_slice(vector);
+        self.local.extend_from_slice(local);
+        self.local_offsets.push(self.local.len() as u64);
+    }
+}
+
+impl Store {
+    /// Seals all pending rows into a segment now.
+    pub fn flush(&self) -> Result<()> {
+        self.require_writable()?;
+        let mut guard = self.write_lock.lock();
+        self.flush_locked(&mut guard)
+    }
+
+    /// Writes a new segment file named after the next segment id; returns its id and the file.
+    pub(super) fn write_new_segment(
+        &self,
+        next_segment: &mut u64,
+        rows: &SealedRows,
+    ) -> Result<(u64, Arc<Segment>, ManifestEntry)> {
+        let (ids, dims) = (&rows.ids, rows.dims);
+        let seg_id = *next_segment;
+        *next_segment += 1;
+        let file = format!("seg-{seg_id:016x}.ivs");
+        let path = self.segments_dir().join(&file);
+        let mut columns = vec![
+            ColumnData::u64(IDS_COLUMN, ids),
+            ColumnData::f32(VECTORS_COLUMN, dims, &rows.vectors),
+        ];
+        if !rows.local.is_empty() {
+            columns.push(ColumnData::free_u64(
+                LOCAL_OFFSETS_COLUMN,
+                &rows.local_offsets,
+            ));
+            columns.push(ColumnData::u8(LOCAL_COLUMN, 0, &rows.local));
+        }
+        write_segment(self.opts.vfs.as_ref(), &path, ids.len(), &columns)?;
+        self.opts.vfs.sync_dir(&self.segments_dir())?;
+        let segment = Arc::new(Segment::open(&path)?);
+        let entry = ManifestEntry {
+            file,
+            rows: ids.len() as u64,
+            dims: dims as u32,
+        };
+        Ok((seg_id, segment, entry))
+    }
+
+    /// Seals the pending rows (minus deleted ones) into a segment: the segment file is synced
+    /// first, then one synced batch lists it in the manifest, clears the pending rows and drops
+    /// the tombstones of deleted pending rows, which no longer exist anywhere.
+    pub(super) fn flush_locked(&self, next_segment: &mut u64) -> Result<()> {
+        let snap = self.snapshot();
+        if snap.pending.is_empty() {
+            return Ok(());
+        }
+        let mut rows = SealedRows::new(snap.pending[0].dims);
+        let mut dropped = Vec::new();
+        for chunk in &snap.pending {
+            for (row, &id) in chunk.ids.iter().enumerate() {
+                if snap.tombstones.contains(&id) {
+                    dropped.push(id);
+                } else {
+                    rows.push(id, chunk.vector(row), chunk.local(row));
+                }
+            }
+        }
+        let mut batch = WriteBatch::default();
+        let new_segment = if rows.ids.is_empty() {
+            None
+        } else {
+            let (seg_id, segment, entry) = self.write_new_segment(next_segment, &rows)?;
+            batch.put_cf(self.cf(CF_MANIFEST)?, be(seg_id), manifest_json(&entry));
+            Some((seg_id, segment))
+        };
+        let pending_cf = self.cf(CF_PENDING)?;
+        for chunk in &snap.pending {
+            for id in &chunk.ids {
+                batch.delete_cf(pending_cf, be(*id));
+            }
+        }
+        for id in &dropped {
+            batch.delete_cf(self.cf(CF_TOMBSTONES)?, be(*id));
+        }
+        batch.put(KEY_NEXT_SEGMENT, be(*next_segment));
+        self.write(batch)?;
+        let mut cur = self.snapshot.write();
+        let mut segments = cur.segments.clone();
+        segments.extend(new_segment);
+        let mut tombstones = (*cur.tombstones).clone();
+        for id in &dropped {
+            tombstones.remove(id);
+        }
+        *cur = Arc::new(Snapshot {
+            segments,
+            // Commits take the write lock too, so nothing was added since `snap`.
+            pending: cur.pending[snap.pending.len()..].to_vec(),
+            tombstones: Arc::new(tombstones),
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,719 @@
+//! The database folder: RocksDB metadata plus the sealed segments it lists.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, DB};
+use serde::Serialize;
+
+use crate::error::{IoContext, Result, StorageError};
+use crate::segment::{
+    write_segment, ColumnData, Segment, IDS_COLUMN, LOCAL_COLUMN, LOCAL_OFFSETS_COLUMN,
+    VECTORS_COLUMN,
+};
+use crate::snapshot::{PendingChunk, Snapshot};
+
+mod compaction;
+mod flush;
+mod meta;
+
+use meta::*;
+pub use meta::{
+    content_hash_hex, sync_dir, CommittedRow, ImageRecord, NewRow, DATABASE_FORMAT_VERSION,
+};
+
+use crate::vfs::{StdFs, Vfs};
+pub use compaction::{CompactionPolicy, CompactionReport};
+use flush::SealedRows;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create the folder if absent; takes the single-writer lock.
+    ReadWrite,
+    /// Existing database only; no lock, sees the state at open time.
+    ReadOnly,
+}
+
+/// Tuning and test hooks for a store.
+#[derive(Clone)]
+pub struct StoreOptions {
+    pub mode: OpenMode,
+    /// Seal pending rows into a segment once this many have accumulated.
+    pub flush_rows: usize,
+    /// Background compaction merges segments smaller than this (in rows) ...
+    pub small_segment_rows: usize,
+    /// ... once at least this many of them fall in the same size tier (row counts within a
+    /// factor of 4).
+    pub merge_at: usize,
+    /// A segment is rewritten once this share of its rows is deleted.
+    pub max_deleted_share: f64,
+    /// File layer for segment files (tests substitute one that simulates power cuts).
+    pub vfs: Arc<dyn Vfs>,
+}
+
+impl StoreOptions {
+    pub fn new(mode: OpenMode) -> Self {
+        StoreOptions {
+            mode,
+            flush_rows: 256,
+            small_segment_rows: 65_536,
+            merge_at: 4,
+            max_deleted_share: 0.25,
+            vfs: Arc::new(StdFs),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreStats {
+    pub live_rows: u64,
+    pub deleted_rows: u64,
+    pub pending_rows: u64,
+    pub segments: usize,
+    pub segment_rows: u64,
+    pub segment_bytes: u64,
+    pub bytes_on_disk: u64,
+    pub dims: Option<u32>,
+}
+
+/// The storage engine of one database folder.
+pub struct Store {
+    dir: PathBuf,
+    db: DB,
+    opts: StoreOptions,
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Serialises commits, deletes, flushes and compaction swaps inside this process (other
+    /// processes are kept out by the RocksDB lock). Never held while a reader waits.
+    write_lock: Mutex<u64>,
+    /// Serialises compactions (their I/O runs outside `write_lock`).
+    compaction_lock: Mutex<()>,
+    /// Wakes the background compactor.
+    work: (Mutex<bool>, Condvar),
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("mode", &self.opts.mode)
+            .finish()
+    }
+}
+
+impl Store {
+    pub fn open(dir: &Path, mode: OpenMode) -> Result<Store> {
+        Store::open_with(dir, StoreOptions::new(mode))
+    }
+
+    /// Whether `dir` holds a database: the one answer to "is this folder a database?" (its
+    /// metadata store has been created).
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(META_DIR).join("CURRENT").is_file()
+    }
+
+    pub fn open_with(dir: &Path, opts: StoreOptions) -> Result<Store> {
+        let mode = opts.mode;
+        let meta_dir = dir.join(META_DIR);
+        let segments_dir = dir.join(SEGMENTS_DIR);
+        if mode == OpenMode::ReadOnly && !Store::exists(dir) {
+            return Err(StorageError::Invalid {
+                path: dir.to_path_buf(),
+                message: "not an imgvec database (no meta/CURRENT)".into(),
+            });
+        }
+        if mode == OpenMode::ReadWrite {
+            let existed = dir.exists();
+            std::fs::create_dir_all(&segments_dir).at(&segments_dir)?;
+            std::fs::create_dir_all(&meta_dir).at(&meta_dir)?;
+            sync_dir(dir)?;
+            if !existed {
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    sync_dir(parent)?;
+                }
+            }
+        }
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_keep_log_file_num(4);
+        let cfs = COLUMN_FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let opened = match mode {
+            OpenMode::ReadWrite => DB::open_cf_descriptors(&db_opts, &meta_dir, cfs),
+            OpenMode::ReadOnly => {
+                DB::open_cf_descriptors_read_only(&db_opts, &meta_dir, cfs, false)
+            }
+        };
+        let db = opened.map_err(|e| {
+            let message = e.into_string();
+            if message.contains("lock") || message.contains("Resource temporarily unavailable") {
+                StorageError::Locked {
+                    path: dir.to_path_buf(),
+                }
+            } else {
+                StorageError::Metadata {
+                    path: meta_dir.clone(),
+                    message,
+                }
+            }
+        })?;
+        let store = Store {
+            dir: dir.to_path_buf(),
+            db,
+            opts,
+            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            write_lock: Mutex::new(0),
+            compaction_lock: Mutex::new(()),
+            work: (Mutex::new(false), Condvar::new()),
+        };
+        match store.get_raw(None, KEY_FORMAT)? {
+            Some(v) if v != DATABASE_FORMAT_VERSION.to_string().as_bytes() => {
+                return Err(StorageError::corruption(
+                    &meta_dir,
+                    format!(
+                        "database format version {} is not supported (expected {DATABASE_FORMAT_VERSION})",
+                        String::from_utf8_lossy(&v)
+                    ),
+                ))
+            }
+            Some(_) => {}
+            None if mode == OpenMode::ReadWrite => {
+                store
+                    .db
+                    .put_opt(KEY_FORMAT, DATABASE_FORMAT_VERSION.to_string(), &synced())
+                    .map_err(|e| store.meta_err(e))?;
+            }
+            None => {}
+        }
+        *store.write_lock.lock() = store.get_u64(KEY_NEXT_SEGMENT)?.max(1);
+        store.load_snapshot()?;
+        Ok(store)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn mode(&self) -> OpenMode {
+        self.opts.mode
+    }
+
+    fn meta_err(&self, e: rocksdb::Error) -> StorageError {
+        StorageError::Metadata {
+            path: self.dir.join(META_DIR),
+            message: e.into_string(),
+        }
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StorageError::Metadata {
+                path: self.dir.join(META_DIR),
+                message: format!("column family {name} missing"),
+            })
+    }
+
+    fn get_raw(&self, cf: Option<&str>, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match cf {
+            Some(name) => self.db.get_cf(self.cf(name)?, key),
+            None => self.db.get(key),
+        }
+        .map_err(|e| self.meta_err(e))
+    }
+
+    fn get_u64(&self, key: &[u8]) -> Result<u64> {
+        Ok(self
+            .get_raw(None, key)?
+            .and_then(|v| u64_from(&v))
+            .unwrap_or(0))
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.db
+            .write_opt(batch, &synced())
+            .map_err(|e| self.meta_err(e))
+    }
+
+    fn segments_dir(&self) -> PathBuf {
+        self.dir.join(SEGMENTS_DIR)
+    }
+
+    /// Reads the manifest, tombstones and pending rows, opens every listed segment, and
+    /// (read-write only) removes segment files no committed manifest lists: leftovers of an
+    /// interrupted flush or compaction.
+    fn load_snapshot(&self) -> Result<()> {
+        let meta_dir = self.dir.join(META_DIR);
+        let mut segments = Vec::new();
+        let mut listed = HashSet::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_MANIFEST)?, IteratorMode::Start)
+        {
+            let (key, value) = item.map_err(|e| self.meta_err(e))?;
+            let seg_id = u64_from(&key)
+                .ok_or_else(|| StorageError::corruption(&meta_dir, "bad manifest key"))?;
+            let entry: ManifestEntry = serde_json::from_slice(&value)
+                .map_err(|e| StorageError::corruption(&meta_dir, format!("manifest entry: {e}")))?;
+            let path = self.segments_dir().join(&entry.file);
+            let segment = Segment::open(&path).map_err(|e| match e {
+                StorageError::Io { path, source }
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    StorageError::corruption(path, "segment listed in the manifest is missing")
+                }
+                other => other,
+            })?;
+            if segment.rows() as u64 != entry.rows || segment.dims() as u32 != entry.dims {
+                return Err(StorageError::corruption(
+                    &path,
+                    "segment shape differs from its manifest entry",
+                ));
+            }
+            listed.insert(entry.file);
+            segments.push((seg_id, Arc::new(segment)));
+        }
+        let mut tombstones = HashSet::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_TOMBSTONES)?, IteratorMode::Start)
+        {
+            let (key, _) = item.map_err(|e| self.meta_err(e))?;
+            tombstones.extend(u64_from(&key));
+        }
+        let dims = self.dims()?.unwrap_or(0) as usize;
+        let mut pending = PendingChunk {
+            dims,
+            ..PendingChunk::default()
+        };
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_PENDING)?, IteratorMode::Start)
+        {
+            let (key, value) = item.map_err(|e| self.meta_err(e))?;
+            let id = u64_from(&key)
+                .ok_or_else(|| StorageError::corruption(&meta_dir, "bad pending row key"))?;
+            // The vector, then the row's local features (if any).
+            if value.len() < dims * 4 {
+                return Err(StorageError::corruption(
+                    &meta_dir,
+                    format!(
+                        "pending row {id} has {} bytes, expected at least {}",
+                        value.len(),
+                        dims * 4
+                    ),
+                ));
+            }
+            let (vector, local) = value.split_at(dims * 4);
+            let vector: Vec<f32> = vector
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            pending.push(id, &vector, local);
+        }
+        if self.opts.mode == OpenMode::ReadWrite {
+            let seg_dir = self.segments_dir();
+            let mut removed = false;
+            for entry in std::fs::read_dir(&seg_dir).at(&seg_dir)? {
+                let entry = entry.at(&seg_dir)?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !listed.contains(&name) {
+                    tracing::info!(file = %name, "removing segment file not in the manifest");
+                    std::fs::remove_file(entry.path()).at(&entry.path())?;
+                    removed = true;
+                }
+            }
+            if removed {
+                sync_dir(&seg_dir)?;
+            }
+        }
+        *self.snapshot.write() = Arc::new(Snapshot {
+            segments,
+            pending: if pending.ids.is_empty() {
+                Vec::new()
+            } else {
+                vec![Arc::new(pending)]
+            },
+            tombstones: Arc::new(tombstones),
+        });
+        Ok(())
+    }
+
+    /// The current consistent view; cheap (one Arc clone).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.read().clone()
+    }
+
+    fn require_writable(&self) -> Result<()> {
+        match self.opts.mode {
+            OpenMode::ReadWrite => Ok(()),
+            OpenMode::ReadOnly => Err(StorageError::ReadOnly {
+                path: self.dir.clone(),
+            }),
+        }
+    }
+
+    pub fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .get_raw(None, format!("meta:{key}").as_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Durable (synced) write of a database-level setting.
+    pub fn put_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.require_writable()?;
+        self.db
+            .put_opt(
+                format!("meta:{key}").as_bytes(),
+                value.as_bytes(),
+                &synced(),
+            )
+            .map_err(|e| self.meta_err(e))
+    }
+
+    /// Vector dimension of stored rows, once anything is stored.
+    pub fn dims(&self) -> Result<Option<u32>> {
+        Ok(self
+            .get_raw(None, KEY_DIMS)?
+            .and_then(|v| u64_from(&v))
+            .map(|d| d as u32))
+    }
+
+    pub fn id_for_path(&self, path: &str) -> Result<Option<u64>> {
+        Ok(self
+            .get_raw(Some(CF_PATHS), path.as_bytes())?
+            .and_then(|v| u64_from(&v)))
+    }
+
+    pub fn get(&self, id: u64) -> Result<Option<ImageRecord>> {
+        match self.get_raw(Some(CF_IMAGES), &be(id))? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                StorageError::corruption(self.dir.join(META_DIR), format!("image record {id}: {e}"))
+            }),
+        }
+    }
+
+    pub fn get_by_path(&self, path: &str) -> Result<Option<ImageRecord>> {
+        match self.id_for_path(path)? {
+            Some(id) => self.get(id),
+            None => Ok(None),
+        }
+    }
+
+    pub fn thumbnail(&self, id: u64) -> Result<Option<Vec<u8>>> {
+        self.get_raw(Some(CF_THUMBS), &be(id))
+    }
+
+    /// The stored vector of a live row.
+    pub fn vector(&self, id: u64) -> Result<Option<Vec<f32>>> {
+        let snap = self.snapshot();
+        if snap.tombstones.contains(&id) || self.get_raw(Some(CF_IMAGES), &be(id))?.is_none() {
+            return Ok(None);
+        }
+        match snap.vector(id) {
+            Some(v) => Ok(Some(v.to_vec())),
+            None => Err(StorageError::corruption(
+                self.dir.join(META_DIR),
+                format!("live row {id} has no vector in any segment or pending row"),
+            )),
+        }
+    }
+
+    /// Ids of live rows whose path starts with `prefix`, in path order (one range scan of the
+    /// path index; no record is read).
+    pub fn ids_with_path_prefix(&self, prefix: &str) -> Result<Vec<u64>> {
+        let cf = self.cf(CF_PATHS)?;
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            cf,
+            IteratorMode::From(prefix.as_bytes(), rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item.map_err(|e| self.meta_err(e))?;
+            if !key.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            out.extend(u64_from(&value));
+        }
+        Ok(out)
+    }
+
+    /// Live row ids with this content hash.
+    fn ids_with_hash(&self, hash: &[u8; 32]) -> Result<Vec<u64>> {
+        let cf = self.cf(CF_HASHES)?;
+        let mut out = Vec::new();
+        let iter = self
+            .db
+            .iterator_cf(cf, IteratorMode::From(hash, rocksdb::Direction::Forward));
+        for item in iter {
+            let (key, _) = item.map_err(|e| self.meta_err(e))?;
+            if key.len() != 40 || key[..32] != hash[..] {
+                break;
+            }
+            out.extend(u64_from(&key[32..]));
+        }
+        Ok(out)
+    }
+
+    /// Makes `rows` durable in one synced RocksDB batch (records, indexes, thumbnails and the
+    /// vectors in the `pending` write-ahead column family), publishes them to new snapshots, and
+    /// seals pending rows into a segment once enough have accumulated. Nothing is visible, to
+    /// this process or after a crash, until the batch is synced.
+    pub fn commit(&self, rows: Vec<NewRow>) -> Result<Vec<CommittedRow>> {
+        self.require_writable()?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut guard = self.write_lock.lock();
+        let dims = rows[0].vector.len();
+        let stored_dims = self.dims()?;
+        let expected = stored_dims.map(|d| d as usize).unwrap_or(dims);
+        check_batch(&rows, expected)?;
+
+        let first_id = self.get_u64(KEY_NEXT_ID)?.max(1);
+        let (images, paths, hashes, thumbs, tombs, pending_cf) = (
+            self.cf(CF_IMAGES)?,
+            self.cf(CF_PATHS)?,
+            self.cf(CF_HASHES)?,
+            self.cf(CF_THUMBS)?,
+            self.cf(CF_TOMBSTONES)?,
+            self.cf(CF_PENDING)?,
+        );
+        let mut batch = WriteBatch::default();
+        let mut out = Vec::with_capacity(rows.len());
+        let mut new_tombstones = Vec::new();
+        let mut batch_hashes: HashMap<[u8; 32], u64> = HashMap::new();
+        let mut chunk = PendingChunk {
+            dims,
+            ids: Vec::with_capacity(rows.len()),
+            vectors: Vec::with_capacity(rows.len() * dims),
+            ..PendingChunk::default()
+        };
+        let ingested_at_ms = now_ms();
+        for (i, row) in rows.into_iter().enumerate() {
+            let id = first_id + i as u64;
+            let replaced = self.get_by_path(&row.path)?;
+            if let Some(old) = &replaced {
+                new_tombstones.push(old.id);
+                self.delete_into(&mut batch, old)?;
+            }
+            let duplicate_of = match batch_hashes.get(&row.content_hash) {
+                Some(&id) => Some(id),
+                None => self
+                    .ids_with_hash(&row.content_hash)?
+                    .into_iter()
+                    .find(|&other| Some(other) != replaced.as_ref().map(|r| r.id)),
+            };
+            batch_hashes.entry(row.content_hash).or_insert(id);
+            let record = ImageRecord {
+                id,
+                path: row.path,
+                content_hash: content_hash_hex(&row.content_hash),
+                width: row.width,
+                height: row.height,
+                format: row.format,
+                ingested_at_ms,
+                attributes: row.attributes,
+                duplicate_of,
+            };
+            let json = serde_json::to_vec(&record).map_err(|e| StorageError::Invalid {
+                path: PathBuf::from(&record.path),
+                message: e.to_string(),
+            })?;
+            batch.put_cf(images, be(id), json);
+            batch.put_cf(paths, record.path.as_bytes(), be(id));
+            let mut hk = row.content_hash.to_vec();
+            hk.extend_from_slice(&be(id));
+            batch.put_cf(hashes, hk, []);
+            batch.put_cf(thumbs, be(id), row.thumbnail);
+            let mut value = Vec::with_capacity(row.vector.len() * 4 + row.local.len());
+            value.extend_from_slice(bytemuck::cast_slice::<f32, u8>(&row.vector));
+            value.extend_from_slice(&row.local);
+            batch.put_cf(pending_cf, be(id), value);
+            chunk.push(id, &row.vector, &row.local);
+            out.push(CommittedRow {
+                id,
+                replaced: replaced.map(|r| r.id),
+                duplicate_of,
+            });
+        }
+        for id in &new_tombstones {
+            batch.put_cf(tombs, be(*id), []);
+        }
+        batch.put(KEY_NEXT_ID, be(first_id + out.len() as u64));
+        batch.put(KEY_DIMS, be(dims as u64));
+        self.write(batch)?;
+
+        let pending_rows = self.publish_pending(chunk, new_tombstones);
+        if pending_rows >= self.opts.flush_rows {
+            // The rows are durable already (acknowledged by the batch above); a failed flush
+            // leaves them pending, to be sealed by a later flush.
+            if let Err(e) = self.flush_locked(&mut guard) {
+                tracing::warn!("sealing pending rows into a segment failed: {e}");
+            }
+        }
+        drop(guard);
+        self.nudge();
+        Ok(out)
+    }
+
+    /// Makes committed rows (and the rows they replaced, deleted) visible to new snapshots;
+    /// returns the pending rows now held.
+    fn publish_pending(&self, chunk: PendingChunk, new_tombstones: Vec<u64>) -> usize {
+        let mut snap = self.snapshot.write();
+        let mut pending = snap.pending.clone();
+        pending.push(Arc::new(chunk));
+        let tombstones = if new_tombstones.is_empty() {
+            snap.tombstones.clone()
+        } else {
+            let mut t = (*snap.tombstones).clone();
+            t.extend(new_tombstones);
+            Arc::new(t)
+        };
+        *snap = Arc::new(Snapshot::new(snap.segments.clone(), pending, tombstones));
+        snap.pending_rows()
+    }
+
+    fn delete_into(&self, batch: &mut WriteBatch, rec: &ImageRecord) -> Result<()> {
+        batch.delete_cf(self.cf(CF_IMAGES)?, be(rec.id));
+        batch.delete_cf(self.cf(CF_THUMBS)?, be(rec.id));
+        let mut hk = parse_hex32(&rec.content_hash).unwrap_or([0; 32]).to_vec();
+        hk.extend_from_slice(&be(rec.id));
+        batch.delete_cf(self.cf(CF_HASHES)?, hk);
+        if self.id_for_path(&rec.path)? == Some(rec.id) {
+            batch.delete_cf(self.cf(CF_PATHS)?, rec.path.as_bytes());
+        }
+        Ok(())
+    }
+
+    /// Deletes live rows durably. Returns the ids that were live (unknown ids are ignored).
+    pub fn delete(&self, ids: &[u64]) -> Result<Vec<u64>> {
+        self.require_writable()?;
+        let _guard = self.write_lock.lock();
+        let mut batch = WriteBatch::default();
+        let mut deleted = Vec::new();
+        for &id in ids {
+            if deleted.contains(&id) {
+                continue;
+            }
+            if let Some(rec) = self.get(id)? {
+                self.delete_into(&mut batch, &rec)?;
+                batch.put_cf(self.cf(CF_TOMBSTONES)?, be(id), []);
+                deleted.push(id);
+            }
+        }
+        if deleted.is_empty() {
+            return Ok(deleted);
+        }
+        self.write(batch)?;
+        {
+            let mut snap = self.snapshot.write();
+            let mut t = (*snap.tombstones).clone();
+            t.extend(deleted.iter().copied());
+            *snap = Arc::new(Snapshot {
+                segments: snap.segments.clone(),
+                pending: snap.pending.clone(),
+                tombstones: Arc::new(t),
+            });
+        }
+        self.nudge();
+        Ok(deleted)
+    }
+
+    /// Wakes the background compactor (if one waits on this store).
+    fn nudge(&self) {
+        *self.work.0.lock() = true;
+        self.work.1.notify_all();
+    }
+
+    /// Blocks until a commit or delete happened since the last call, or `timeout` passed.
+    pub fn wait_for_work(&self, timeout: std::time::Duration) -> bool {
+        let mut flag = self.work.0.lock();
+        if !*flag {
+            self.work.1.wait_for(&mut flag, timeout);
+        }
+        std::mem::take(&mut *flag)
+    }
+
+    /// Wakes a thread blocked in `wait_for_work` (used to stop the compactor).
+    pub fn wake(&self) {
+        self.nudge();
+    }
+
+    /// All live records, in id order.
+    pub fn records(&self) -> Result<Vec<ImageRecord>> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_IMAGES)?, IteratorMode::Start)
+        {
+            let (_, value) = item.map_err(|e| self.meta_err(e))?;
+            out.push(serde_json::from_slice(&value).map_err(|e| {
+                StorageError::corruption(self.dir.join(META_DIR), format!("image record: {e}"))
+            })?);
+        }
+        Ok(out)
+    }
+
+    pub fn stats(&self) -> Result<StoreStats> {
+        let snap = self.snapshot();
+        let live_rows = self
+            .db
+            .iterator_cf(self.cf(CF_IMAGES)?, IteratorMode::Start)
+            .count() as u64;
+        Ok(StoreStats {
+            live_rows,
+            deleted_rows: snap.tombstones.len() as u64,
+            pending_rows: snap.pending_rows() as u64,
+            segments: snap.segments.len(),
+            segment_rows: snap.segments.iter().map(|(_, s)| s.rows() as u64).sum(),
+            segment_bytes: snap.segments.iter().map(|(_, s)| s.byte_len() as u64).sum(),
+            bytes_on_disk: dir_size(&self.dir),
+            dims: self.dims()?,
+        })
+    }
+}
+
+/// Refuses a commit batch whose vectors do not have the database's dimension, or that names a
+/// path twice.
+fn check_batch(rows: &[NewRow], expected: usize) -> Result<()> {
+    let mut seen_paths = HashSet::new();
+    for row in rows {
+        if row.vector.len() != expected || expected == 0 {
+            return Err(StorageError::Invalid {
+                path: PathBuf::from(&row.path),
+                message: format!(
+                    "vector has {} dimensions, the database stores {expected}",
+                    row.vector.len()
+                ),
+            });
+        }
+        if !seen_paths.insert(row.path.as_str()) {
+            return Err(StorageError::Invalid {
+                path: PathBuf::from(&row.path),
+                message: "the same path twice in one commit".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,225 @@
+use super::*;
+
+fn row(path: &str, hash: u8, v: f32) -> NewRow {
+    NewRow {
+        path: path.into(),
+        content_hash: [hash; 32],
+        width: 10,
+        height: 20,
+        format: "png".into(),
+        attributes: BTreeMap::new(),
+        thumbnail: vec![1, 2, 3],
+        vector: vec![v, 1.0 - v],
+        local: path.bytes().take((v * 10.0) as usize).collect(),
+    }
+}
+
+fn small(mode: OpenMode) -> StoreOptions {
+    StoreOptions {
+        flush_rows: 2,
+        ..StoreOptions::new(mode)
+    }
+}
+
+#[test]
+fn commit_reopen_replace_duplicate_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    {
+        let store = Store::open(&db, OpenMode::ReadWrite).unwrap();
+        let out = store
+            .commit(vec![row("/a", 1, 0.1), row("/b", 1, 0.2)])
+            .unwrap();
+        assert_eq!(out[0].id, 1);
+        assert_eq!(out[1].duplicate_of, Some(1));
+        // A second writer in the same process is refused by RocksDB's lock.
+        assert!(matches!(
+            Store::open(&db, OpenMode::ReadWrite),
+            Err(StorageError::Locked { .. })
+        ));
+        let ro = Store::open(&db, OpenMode::ReadOnly).unwrap();
+        assert_eq!(ro.get_by_path("/b").unwrap().unwrap().id, 2);
+        assert_eq!(ro.vector(2).unwrap().unwrap(), vec![0.2, 0.8]);
+    }
+    // A segment file nobody listed (an interrupted flush) is removed on open.
+    let orphan = db.join(SEGMENTS_DIR).join("seg-00000000000000ff.ivs");
+    std::fs::write(&orphan, b"junk").unwrap();
+    let store = Store::open(&db, OpenMode::ReadWrite).unwrap();
+    assert!(!orphan.exists());
+    // Pending rows survived the reopen.
+    assert_eq!(store.vector(2).unwrap().unwrap(), vec![0.2, 0.8]);
+    let out = store.commit(vec![row("/a", 3, 0.5)]).unwrap();
+    assert_eq!(out[0].replaced, Some(1));
+    assert_eq!(store.get(1).unwrap(), None);
+    assert_eq!(store.vector(1).unwrap(), None);
+    assert!(store.snapshot().tombstones.contains(&1));
+    assert_eq!(store.delete(&[2, 2, 99]).unwrap(), vec![2]);
+    drop(store);
+    let store = Store::open(&db, OpenMode::ReadOnly).unwrap();
+    let stats = store.stats().unwrap();
+    assert_eq!(
+        (stats.live_rows, stats.deleted_rows, stats.pending_rows),
+        (1, 2, 3)
+    );
+    assert_eq!(store.get_by_path("/a").unwrap().unwrap().id, 3);
+    assert!(matches!(
+        store.commit(vec![row("/c", 4, 0.0)]),
+        Err(StorageError::ReadOnly { .. })
+    ));
+}
+
+#[test]
+fn flush_and_compaction_drop_deleted_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let store = Store::open_with(&db, small(OpenMode::ReadWrite)).unwrap();
+    for i in 0..10u8 {
+        let p = format!("/{i}");
+        store.commit(vec![row(&p, i, i as f32 / 10.0)]).unwrap();
+    }
+    // Every second commit sealed a segment of two rows.
+    assert_eq!(store.snapshot().segments.len(), 5);
+    assert_eq!(store.snapshot().pending_rows(), 0);
+    store.delete(&[1, 2, 3, 4, 5]).unwrap();
+    let report = store.compact(CompactionPolicy::Full).unwrap();
+    assert_eq!(
+        (
+            report.segments_merged,
+            report.rows_kept,
+            report.rows_dropped
+        ),
+        (5, 5, 5)
+    );
+    let snap = store.snapshot();
+    assert_eq!(snap.segments.len(), 1);
+    assert_eq!(snap.segments[0].1.ids(), &[6, 7, 8, 9, 10]);
+    assert!(snap.tombstones.is_empty());
+    assert_eq!(std::fs::read_dir(db.join(SEGMENTS_DIR)).unwrap().count(), 1);
+    drop(snap);
+    drop(store);
+    let store = Store::open(&db, OpenMode::ReadOnly).unwrap();
+    assert_eq!(store.vector(8).unwrap().unwrap(), vec![0.7, 0.3]);
+    assert_eq!(store.vector(3).unwrap(), None);
+    assert_eq!(store.stats().unwrap().live_rows, 5);
+    // Local features travelled through pending rows, flushes and the merge.
+    let snap = store.snapshot();
+    assert!(snap.segments[0].1.has_local());
+    for id in 6..=10u64 {
+        let i = id - 1;
+        let want: Vec<u8> = format!("/{i}").bytes().take(i as usize).collect();
+        assert_eq!(snap.local(id), Some(&want[..]), "row {id}");
+    }
+    assert_eq!(snap.local(3), None);
+}
+
+#[test]
+fn local_features_survive_reopen_from_pending_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let store = Store::open(&db, OpenMode::ReadWrite).unwrap();
+    let mut rows = vec![row("/a", 1, 0.5), row("/b", 2, 0.0), row("/c", 3, 0.9)];
+    rows[1].local.clear();
+    store.commit(rows).unwrap();
+    drop(store);
+    let store = Store::open(&db, OpenMode::ReadWrite).unwrap();
+    let snap = store.snapshot();
+    assert_eq!(snap.pending_rows(), 3);
+    assert_eq!(snap.local(1), Some(&b"/a"[..]));
+    assert_eq!(snap.local(2), Some(&b""[..]));
+    assert_eq!(snap.local(3), Some(&b"/c"[..]));
+    assert_eq!(store.vector(3).unwrap().unwrap(), vec![0.9, 1.0 - 0.9]);
+    drop(snap);
+    store.flush().unwrap();
+    let snap = store.snapshot();
+    assert_eq!(snap.segments[0].1.local(0), b"/a");
+    assert_eq!(snap.segments[0].1.local(1), b"");
+    assert_eq!(snap.local(3), Some(&b"/c"[..]));
+}
+
+#[test]
+fn background_policy_merges_small_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(&dir.path().join("db"), small(OpenMode::ReadWrite)).unwrap();
+    for i in 0..6u8 {
+        store.commit(vec![row(&format!("/{i}"), i, 0.5)]).unwrap();
+    }
+    assert_eq!(
+        store
+            .compact(CompactionPolicy::Background)
+            .unwrap()
+            .segments_merged,
+        0
+    );
+    for i in 6..8u8 {
+        store.commit(vec![row(&format!("/{i}"), i, 0.5)]).unwrap();
+    }
+    assert_eq!(
+        store
+            .compact(CompactionPolicy::Background)
+            .unwrap()
+            .segments_merged,
+        4
+    );
+    assert_eq!(store.snapshot().segments.len(), 1);
+}
+
+/// Size tiers: four 2-row segments merge into one of 8 rows (the next tier), which is left
+/// alone when new small segments arrive, until its own tier fills up.
+#[test]
+fn background_merges_stay_within_size_tiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(&dir.path().join("db"), small(OpenMode::ReadWrite)).unwrap();
+    let mut n = 0u8;
+    let mut add_segments = |count: usize| {
+        for _ in 0..count * 2 {
+            store.commit(vec![row(&format!("/{n}"), n, 0.5)]).unwrap();
+            n += 1;
+        }
+    };
+    add_segments(4);
+    assert_eq!(
+        store
+            .compact(CompactionPolicy::Background)
+            .unwrap()
+            .rows_kept,
+        8
+    );
+    add_segments(4);
+    let report = store.compact(CompactionPolicy::Background).unwrap();
+    assert_eq!((report.segments_merged, report.rows_kept), (4, 8));
+    let mut sizes: Vec<usize> = store
+        .snapshot()
+        .segments
+        .iter()
+        .map(|(_, s)| s.rows())
+        .collect();
+    sizes.sort();
+    assert_eq!(sizes, vec![8, 8]);
+}
+
+#[test]
+fn damaged_segment_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let store = Store::open(&db, OpenMode::ReadWrite).unwrap();
+    store.commit(vec![row("/a", 1, 0.1)]).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let seg = db.join(SEGMENTS_DIR).join("seg-0000000000000001.ivs");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let n = bytes.len();
+    bytes[n - 20] ^= 1;
+    std::fs::write(&seg, bytes).unwrap();
+    match Store::open(&db, OpenMode::ReadOnly) {
+        Err(StorageError::DataCorruption { path, .. }) => assert_eq!(path, seg),
+        other => panic!("{other:?}"),
+    }
+    std::fs::remove_file(&seg).unwrap();
+    match Store::open(&db, OpenMode::ReadWrite) {
+        Err(StorageError::DataCorruption { path, reason }) => {
+            assert_eq!(path, seg);
+            assert!(reason.contains("missing"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
