@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use imgvec_ingest::sift::{self, SiftParams};
 use imgvec_ingest::{content_hash, decode, thumbnail_jpeg};
-use imgvec_storage::{content_hash_hex, NewRow, Store};
+use imgvec_storage::{ContentHash, NewRow, Store};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -139,9 +139,9 @@ fn prepare(store: &Store, source: &Source, size: u32, local: Option<&SiftParams>
         },
         Source::Bytes { bytes, .. } => bytes.clone(),
     };
-    let hash = content_hash(&bytes);
+    let hash = ContentHash(content_hash(&bytes));
     match store.get_by_path(&key) {
-        Ok(Some(rec)) if rec.content_hash == content_hash_hex(&hash) => {
+        Ok(Some(rec)) if rec.content_hash == hash => {
             return Prepared::Done(IngestEvent {
                 path: key,
                 id: Some(rec.id),

@@ -248,12 +248,8 @@ impl Reducer {
         snap: &Snapshot,
         learn: Learn,
     ) -> Result<Option<View>, IndexError> {
-        let dims_in = match store
-            .dims()
-            .map_err(|e| IndexError::Invalid(e.to_string()))?
-        {
-            Some(d) => d as usize,
-            None => return Ok(None),
+        let Some(dims_in) = stored_dims(store)? else {
+            return Ok(None);
         };
         let mut guard = self.state.lock();
         self.load_once(store, &mut guard, dims_in);
@@ -405,6 +401,14 @@ impl Reducer {
             }
         })
     }
+}
+
+/// The stored vectors' dimension, once anything is stored.
+fn stored_dims(store: &Store) -> Result<Option<usize>, IndexError> {
+    let dims = store
+        .dims()
+        .map_err(|e| IndexError::Invalid(e.to_string()))?;
+    Ok(dims.map(|d| d as usize))
 }
 
 /// The descriptors of packed local features (none for unreadable or absent ones).

@@ -14,10 +14,10 @@ pub mod store;
 pub mod vfs;
 
 pub use error::{Result, StorageError};
-pub use segment::{write_segment, ColumnData, ColumnKind, Segment};
+pub use segment::{write_segment, ColumnBytes, ColumnData, ColumnKind, Segment};
 pub use snapshot::{PendingChunk, Snapshot};
 pub use store::{
-    content_hash_hex, CommittedRow, CompactionPolicy, CompactionReport, ImageRecord, NewRow,
-    OpenMode, Store, StoreOptions, StoreStats, DATABASE_FORMAT_VERSION,
+    CommittedRow, CompactionPolicy, CompactionReport, ContentHash, ImageRecord, NewRow, OpenMode,
+    Store, StoreOptions, StoreStats, DATABASE_FORMAT_VERSION,
 };
 pub use vfs::{StdFs, Vfs, VfsFile};

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 
 use crate::error::{IoContext, Result, StorageError};
-use crate::vfs::Vfs;
+use crate::vfs::{Vfs, VfsFile};
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"IMGVSEG\0";
 pub const FOOTER_MAGIC: [u8; 8] = *b"IMGVEND\0";
@@ -60,6 +60,89 @@ impl ColumnKind {
     }
 }
 
+/// Produces a column's bytes: hands every piece, in order, to the sink it is given.
+pub type Emit<'a> = dyn Fn(&mut dyn FnMut(&[u8])) + Sync + 'a;
+
+/// Where the bytes of a column to write come from.
+#[derive(Clone, Copy)]
+pub enum ColumnBytes<'a> {
+    /// Held in memory.
+    Slice(&'a [u8]),
+    /// Produced piece by piece: `emit` hands every piece, in order, to the sink it is given.
+    /// It is called twice (to checksum, then to write), so the column is never held whole in
+    /// memory (compaction streams the merged rows from the memory-mapped victims).
+    Stream { len: usize, emit: &'a Emit<'a> },
+}
+
+impl std::fmt::Debug for ColumnBytes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ColumnBytes::Slice(b) => write!(f, "Slice({} bytes)", b.len()),
+            ColumnBytes::Stream { len, .. } => write!(f, "Stream({len} bytes)"),
+        }
+    }
+}
+
+/// Bytes a streamed column is written in at most (bounds compaction's write buffer).
+const STREAM_BUFFER: usize = 1 << 20;
+
+impl ColumnBytes<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            ColumnBytes::Slice(b) => b.len(),
+            ColumnBytes::Stream { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// CRC32 of the bytes, and how many there were.
+    fn crc(&self) -> (u32, usize) {
+        match self {
+            ColumnBytes::Slice(b) => (crc32fast::hash(b), b.len()),
+            ColumnBytes::Stream { emit, .. } => {
+                let mut hasher = crc32fast::Hasher::new();
+                let mut n = 0;
+                emit(&mut |piece| {
+                    hasher.update(piece);
+                    n += piece.len();
+                });
+                (hasher.finalize(), n)
+            }
+        }
+    }
+
+    /// Writes the bytes to `out` (a stream through a bounded buffer).
+    fn write_to(&self, out: &mut dyn VfsFile) -> Result<()> {
+        let emit = match self {
+            ColumnBytes::Slice(b) => return out.write_all(b),
+            ColumnBytes::Stream { emit, .. } => emit,
+        };
+        let mut buf = Vec::with_capacity(STREAM_BUFFER);
+        let mut failed = None;
+        emit(&mut |piece| {
+            if failed.is_some() {
+                return;
+            }
+            if buf.len() + piece.len() > STREAM_BUFFER && !buf.is_empty() {
+                failed = out.write_all(&buf).err();
+                buf.clear();
+            }
+            if piece.len() >= STREAM_BUFFER {
+                failed = failed.take().or_else(|| out.write_all(piece).err());
+            } else {
+                buf.extend_from_slice(piece);
+            }
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => out.write_all(&buf),
+        }
+    }
+}
+
 /// A column to write: `width` values per row, or `width == 0` for a free-length blob whose
 /// meaning is given by other columns (e.g. per-row offsets).
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +150,7 @@ pub struct ColumnData<'a> {
     pub name: &'a str,
     pub kind: ColumnKind,
     pub width: u32,
-    pub bytes: &'a [u8],
+    pub bytes: ColumnBytes<'a>,
 }
 
 impl<'a> ColumnData<'a> {
@@ -76,7 +159,7 @@ impl<'a> ColumnData<'a> {
             name,
             kind: ColumnKind::U64,
             width: 1,
-            bytes: bytemuck::cast_slice(values),
+            bytes: ColumnBytes::Slice(bytemuck::cast_slice(values)),
         }
     }
 
@@ -85,7 +168,7 @@ impl<'a> ColumnData<'a> {
             name,
             kind: ColumnKind::F32,
             width: width as u32,
-            bytes: bytemuck::cast_slice(values),
+            bytes: ColumnBytes::Slice(bytemuck::cast_slice(values)),
         }
     }
 
@@ -95,7 +178,7 @@ impl<'a> ColumnData<'a> {
             name,
             kind: ColumnKind::U64,
             width: 0,
-            bytes: bytemuck::cast_slice(values),
+            bytes: ColumnBytes::Slice(bytemuck::cast_slice(values)),
         }
     }
 
@@ -104,7 +187,23 @@ impl<'a> ColumnData<'a> {
             name,
             kind: ColumnKind::U8,
             width: width as u32,
-            bytes: values,
+            bytes: ColumnBytes::Slice(values),
+        }
+    }
+
+    /// A column whose `len` bytes `emit` produces in pieces (see [`ColumnBytes::Stream`]).
+    pub fn stream(
+        name: &'a str,
+        kind: ColumnKind,
+        width: u32,
+        len: usize,
+        emit: &'a Emit<'a>,
+    ) -> Self {
+        ColumnData {
+            name,
+            kind,
+            width,
+            bytes: ColumnBytes::Stream { len, emit },
         }
     }
 }
@@ -178,8 +277,11 @@ pub fn write_segment(
             "a segment needs `ids` (u64) then `vectors` (f32) columns".into(),
         ));
     }
-    let ids: &[u64] = bytemuck::try_cast_slice(columns[0].bytes)
-        .map_err(|_| invalid("misaligned id column".into()))?;
+    let ColumnBytes::Slice(id_bytes) = columns[0].bytes else {
+        return Err(invalid("the id column must be in memory".into()));
+    };
+    let ids: &[u64] =
+        bytemuck::try_cast_slice(id_bytes).map_err(|_| invalid("misaligned id column".into()))?;
     if ids.windows(2).any(|w| w[0] >= w[1]) {
         return Err(invalid("row ids must be strictly ascending".into()));
     }
@@ -194,6 +296,14 @@ pub fn write_segment(
             return Err(invalid(format!("bad or repeated column name `{}`", c.name)));
         }
         let expected = rows * c.width as usize * c.kind.size();
+        let (crc, produced) = c.bytes.crc();
+        if produced != c.bytes.len() {
+            return Err(invalid(format!(
+                "column `{}` produced {produced} bytes, {} announced",
+                c.name,
+                c.bytes.len()
+            )));
+        }
         if c.width > 0 && c.bytes.len() != expected {
             return Err(invalid(format!(
                 "column `{}` has {} bytes, {rows} rows of width {} need {expected}",
@@ -208,7 +318,7 @@ pub fn write_segment(
         entry[at::WIDTH..at::OFFSET].copy_from_slice(&c.width.to_le_bytes());
         entry[at::OFFSET..at::LEN].copy_from_slice(&(offset as u64).to_le_bytes());
         entry[at::LEN..at::CRC].copy_from_slice(&(c.bytes.len() as u64).to_le_bytes());
-        entry[at::CRC..at::PAD].copy_from_slice(&crc32fast::hash(c.bytes).to_le_bytes());
+        entry[at::CRC..at::PAD].copy_from_slice(&crc.to_le_bytes());
         directory.extend_from_slice(&entry);
         offsets.push(offset);
         offset = align_up(offset + c.bytes.len());
@@ -233,7 +343,7 @@ pub fn write_segment(
     let mut pos = HEADER_LEN + directory.len();
     for (c, &at) in columns.iter().zip(&offsets) {
         out.write_all(&zeros[..at - pos])?;
-        out.write_all(c.bytes)?;
+        c.bytes.write_to(out.as_mut())?;
         pos = at + c.bytes.len();
     }
     let mut footer = [0u8; FOOTER_LEN];

@@ -50,7 +50,7 @@ mod tests {
         ImageRecord {
             id: 1,
             path: path.into(),
-            content_hash: String::new(),
+            content_hash: Default::default(),
             width: 1,
             height: 1,
             format: "png".into(),

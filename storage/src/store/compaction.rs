@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use rocksdb::WriteBatch;
 
+use crate::segment::ColumnKind;
+
 use super::*;
 
 /// What one compaction did.
@@ -32,6 +34,16 @@ impl Store {
     /// commits and searches continue meanwhile; readers holding an older snapshot keep their
     /// (unlinked but still mapped) segments until they drop it.
     pub fn compact(&self, policy: CompactionPolicy) -> Result<CompactionReport> {
+        let report = self.compact_segments(policy)?;
+        if policy == CompactionPolicy::Full {
+            // The metadata's deleted values (sealed write-ahead rows, deleted records, their
+            // thumbnails and index keys) go too.
+            self.reclaim_all();
+        }
+        Ok(report)
+    }
+
+    fn compact_segments(&self, policy: CompactionPolicy) -> Result<CompactionReport> {
         self.require_writable()?;
         let _compacting = self.compaction_lock.lock();
         if policy == CompactionPolicy::Full {
@@ -56,23 +68,21 @@ impl Store {
         if victims.is_empty() {
             return Ok(CompactionReport::default());
         }
-        let mut kept: Vec<(u64, &[f32], &[u8])> = Vec::new();
+        // The merged rows are streamed from the mapped victims into the new file: memory holds
+        // their ids and where each is (16 bytes a row), never their vectors or features.
+        let mut kept: Vec<(u64, u32, u32)> = Vec::new(); // (id, victim, row)
         let mut dropped = Vec::new();
-        for (_, seg) in &victims {
+        for (v, (_, seg)) in victims.iter().enumerate() {
             for (row, &id) in seg.ids().iter().enumerate() {
-                if snap.tombstones.contains(&id) {
+                if snap.is_deleted(id) {
                     dropped.push(id);
                 } else {
-                    kept.push((id, seg.vector(row), seg.local(row)));
+                    kept.push((id, v as u32, row as u32));
                 }
             }
         }
-        kept.sort_unstable_by_key(|(id, _, _)| *id);
-        let mut rows = SealedRows::new(victims[0].1.dims());
-        for (id, vector, local) in kept {
-            rows.push(id, vector, local);
-        }
-        let ids = &rows.ids;
+        kept.sort_unstable_by_key(|k| k.0);
+        let ids: Vec<u64> = kept.iter().map(|k| k.0).collect();
         let bytes_before: u64 = victims.iter().map(|(_, s)| s.byte_len() as u64).sum();
 
         // Reserve a segment id, then write the new file without holding the write lock.
@@ -85,7 +95,11 @@ impl Store {
         let new_segment = if ids.is_empty() {
             None
         } else {
-            Some(self.write_new_segment(&mut reserved, &rows)?)
+            let merged = MergedRows {
+                victims: &victims,
+                kept: &kept,
+            };
+            Some(merged.write(self, &mut reserved, &ids)?)
         };
 
         let next = self.write_lock.lock();
@@ -152,6 +166,87 @@ impl Store {
             cur.pending.clone(),
             Arc::new(tombstones),
         ));
+    }
+}
+
+/// The live rows of the victims, in id order, read straight from their memory maps.
+struct MergedRows<'a> {
+    victims: &'a [(u64, Arc<Segment>)],
+    /// (id, victim, row), ascending ids.
+    kept: &'a [(u64, u32, u32)],
+}
+
+impl MergedRows<'_> {
+    fn rows(&self) -> impl Iterator<Item = (&Segment, usize)> + '_ {
+        self.kept
+            .iter()
+            .map(|&(_, v, row)| (self.victims[v as usize].1.as_ref(), row as usize))
+    }
+
+    fn vectors(&self, sink: &mut dyn FnMut(&[u8])) {
+        for (seg, row) in self.rows() {
+            sink(bytemuck::cast_slice(seg.vector(row)));
+        }
+    }
+
+    /// Row `r`'s features are bytes `offsets[r]..offsets[r + 1]` of the local column.
+    fn local_offsets(&self, sink: &mut dyn FnMut(&[u8])) {
+        let mut end = 0u64;
+        sink(&end.to_le_bytes());
+        for (seg, row) in self.rows() {
+            end += seg.local(row).len() as u64;
+            sink(&end.to_le_bytes());
+        }
+    }
+
+    fn local(&self, sink: &mut dyn FnMut(&[u8])) {
+        for (seg, row) in self.rows() {
+            sink(seg.local(row));
+        }
+    }
+
+    /// Writes them as one new segment (streamed; local columns only when some row has
+    /// features, as sealing does).
+    fn write(
+        &self,
+        store: &Store,
+        next_segment: &mut u64,
+        ids: &[u64],
+    ) -> Result<(u64, Arc<Segment>, ManifestEntry)> {
+        let dims = self.victims[0].1.dims();
+        let local_len: usize = self.rows().map(|(seg, row)| seg.local(row).len()).sum();
+        let (vectors, offsets, local) = (
+            |sink: &mut dyn FnMut(&[u8])| self.vectors(sink),
+            |sink: &mut dyn FnMut(&[u8])| self.local_offsets(sink),
+            |sink: &mut dyn FnMut(&[u8])| self.local(sink),
+        );
+        let mut columns = vec![
+            ColumnData::u64(IDS_COLUMN, ids),
+            ColumnData::stream(
+                VECTORS_COLUMN,
+                ColumnKind::F32,
+                dims as u32,
+                ids.len() * dims * 4,
+                &vectors,
+            ),
+        ];
+        if local_len > 0 {
+            columns.push(ColumnData::stream(
+                LOCAL_OFFSETS_COLUMN,
+                ColumnKind::U64,
+                0,
+                (ids.len() + 1) * 8,
+                &offsets,
+            ));
+            columns.push(ColumnData::stream(
+                LOCAL_COLUMN,
+                ColumnKind::U8,
+                0,
+                local_len,
+                &local,
+            ));
+        }
+        store.write_new_segment(next_segment, ids.len(), dims, &columns)
     }
 }
 

@@ -27,6 +27,22 @@ impl SealedRows {
         }
     }
 
+    /// The segment columns of these rows (local features only when some row has them).
+    pub(super) fn columns(&self) -> Vec<ColumnData<'_>> {
+        let mut columns = vec![
+            ColumnData::u64(IDS_COLUMN, &self.ids),
+            ColumnData::f32(VECTORS_COLUMN, self.dims, &self.vectors),
+        ];
+        if !self.local.is_empty() {
+            columns.push(ColumnData::free_u64(
+                LOCAL_OFFSETS_COLUMN,
+                &self.local_offsets,
+            ));
+            columns.push(ColumnData::u8(LOCAL_COLUMN, 0, &self.local));
+        }
+        columns
+    }
+
     pub(super) fn push(&mut self, id: u64, vector: &[f32], local: &[u8]) {
         self.ids.push(id);
         self.vectors.extend_from_slice(vector);
@@ -40,37 +56,41 @@ impl Store {
     pub fn flush(&self) -> Result<()> {
         self.require_writable()?;
         let mut guard = self.write_lock.lock();
-        self.flush_locked(&mut guard)
+        let sealed = self.flush_locked(&mut guard)?;
+        drop(guard);
+        self.reclaim_pending(sealed);
+        Ok(())
     }
 
-    /// Writes a new segment file named after the next segment id; returns its id and the file.
+    /// Compacts the write-ahead range of rows just sealed (`flush_locked`'s result), so RocksDB
+    /// drops their deleted values now instead of keeping them until it compacts on its own.
+    /// Runs without the write lock; a failure only leaves the space unreclaimed.
+    pub(super) fn reclaim_pending(&self, sealed: Option<(u64, u64)>) {
+        if let Some((first, last)) = sealed {
+            let to = last.saturating_add(1);
+            self.reclaim(CF_PENDING, Some(&be(first)), Some(&be(to)));
+        }
+    }
+
+    /// Writes a new segment file of `rows` rows of `dims`-long vectors, named after the next
+    /// segment id; returns its id and the file.
     pub(super) fn write_new_segment(
         &self,
         next_segment: &mut u64,
-        rows: &SealedRows,
+        rows: usize,
+        dims: usize,
+        columns: &[ColumnData],
     ) -> Result<(u64, Arc<Segment>, ManifestEntry)> {
-        let (ids, dims) = (&rows.ids, rows.dims);
         let seg_id = *next_segment;
         *next_segment += 1;
         let file = format!("seg-{seg_id:016x}.ivs");
         let path = self.segments_dir().join(&file);
-        let mut columns = vec![
-            ColumnData::u64(IDS_COLUMN, ids),
-            ColumnData::f32(VECTORS_COLUMN, dims, &rows.vectors),
-        ];
-        if !rows.local.is_empty() {
-            columns.push(ColumnData::free_u64(
-                LOCAL_OFFSETS_COLUMN,
-                &rows.local_offsets,
-            ));
-            columns.push(ColumnData::u8(LOCAL_COLUMN, 0, &rows.local));
-        }
-        write_segment(self.opts.vfs.as_ref(), &path, ids.len(), &columns)?;
+        write_segment(self.opts.vfs.as_ref(), &path, rows, columns)?;
         self.opts.vfs.sync_dir(&self.segments_dir())?;
         let segment = Arc::new(Segment::open(&path)?);
         let entry = ManifestEntry {
             file,
-            rows: ids.len() as u64,
+            rows: rows as u64,
             dims: dims as u32,
         };
         Ok((seg_id, segment, entry))
@@ -79,11 +99,24 @@ impl Store {
     /// Seals the pending rows (minus deleted ones) into a segment: the segment file is synced
     /// first, then one synced batch lists it in the manifest, clears the pending rows and drops
     /// the tombstones of deleted pending rows, which no longer exist anywhere.
-    pub(super) fn flush_locked(&self, next_segment: &mut u64) -> Result<()> {
+    /// Returns the first and last id of the rows it took out of the write-ahead column family.
+    pub(super) fn flush_locked(&self, next_segment: &mut u64) -> Result<Option<(u64, u64)>> {
         let snap = self.snapshot();
         if snap.pending.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
+        let first = snap
+            .pending
+            .iter()
+            .filter_map(|c| c.ids.first())
+            .min()
+            .copied();
+        let last = snap
+            .pending
+            .iter()
+            .filter_map(|c| c.ids.last())
+            .max()
+            .copied();
         let mut rows = SealedRows::new(snap.pending[0].dims);
         let mut dropped = Vec::new();
         for chunk in &snap.pending {
@@ -99,7 +132,8 @@ impl Store {
         let new_segment = if rows.ids.is_empty() {
             None
         } else {
-            let (seg_id, segment, entry) = self.write_new_segment(next_segment, &rows)?;
+            let (seg_id, segment, entry) =
+                self.write_new_segment(next_segment, rows.ids.len(), rows.dims, &rows.columns())?;
             batch.put_cf(self.cf(CF_MANIFEST)?, be(seg_id), manifest_json(&entry));
             Some((seg_id, segment))
         };
@@ -127,6 +161,6 @@ impl Store {
             pending: cur.pending[snap.pending.len()..].to_vec(),
             tombstones: Arc::new(tombstones),
         });
-        Ok(())
+        Ok(first.zip(last))
     }
 }

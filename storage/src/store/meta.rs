@@ -41,7 +41,7 @@ pub struct ImageRecord {
     /// Canonical absolute path, or the caller's key for images inserted from bytes.
     pub path: String,
     /// BLAKE3 of the file's bytes, lower-case hex.
-    pub content_hash: String,
+    pub content_hash: ContentHash,
     pub width: u32,
     pub height: u32,
     /// Container format as decoded (`jpeg`, `png`, ...).
@@ -59,7 +59,7 @@ pub struct ImageRecord {
 #[derive(Debug, Clone)]
 pub struct NewRow {
     pub path: String,
-    pub content_hash: [u8; 32],
+    pub content_hash: ContentHash,
     pub width: u32,
     pub height: u32,
     pub format: String,
@@ -96,9 +96,52 @@ pub(super) fn u64_from(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
-/// How `ImageRecord::content_hash` encodes a content hash: lower-case hex.
-pub fn content_hash_hex(bytes: &[u8; 32]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The BLAKE3 hash of an image's bytes. Records store it as 64 lower-case hex digits; the
+/// `hashes` column family keys rows by its bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentHash(pub [u8; 32]);
+
+impl ContentHash {
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// 64 lower-case hex digits.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The hash from 64 hex digits; `None` for anything else.
+    pub fn from_hex(s: &str) -> Option<ContentHash> {
+        let mut out = [0u8; 32];
+        if s.len() != 64 {
+            return None;
+        }
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(ContentHash(out))
+    }
+}
+
+impl std::fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl Serialize for ContentHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for ContentHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ContentHash::from_hex(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a content hash")))
+    }
 }
 
 pub(super) fn now_ms() -> u64 {
@@ -121,15 +164,4 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 
 pub(super) fn manifest_json(entry: &ManifestEntry) -> Vec<u8> {
     serde_json::to_vec(entry).unwrap_or_default()
-}
-
-pub(super) fn parse_hex32(s: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if s.len() != 64 {
-        return None;
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }

@@ -20,13 +20,10 @@ mod flush;
 mod meta;
 
 use meta::*;
-pub use meta::{
-    content_hash_hex, sync_dir, CommittedRow, ImageRecord, NewRow, DATABASE_FORMAT_VERSION,
-};
+pub use meta::{sync_dir, CommittedRow, ContentHash, ImageRecord, NewRow, DATABASE_FORMAT_VERSION};
 
 use crate::vfs::{StdFs, Vfs};
 pub use compaction::{CompactionPolicy, CompactionReport};
-use flush::SealedRows;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
@@ -138,6 +135,10 @@ impl Store {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_keep_log_file_num(4);
+        // Pending rows are written to the log and deleted once sealed; bound the log, so RocksDB
+        // flushes the column families holding the oldest of it instead of keeping every row ever
+        // written until a memtable fills.
+        db_opts.set_max_total_wal_size(64 << 20);
         let cfs = COLUMN_FAMILIES
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
@@ -230,6 +231,33 @@ impl Store {
             .get_raw(None, key)?
             .and_then(|v| u64_from(&v))
             .unwrap_or(0))
+    }
+
+    /// Has RocksDB compact `cf` between `from` and `to` (everything when `None`), dropping the
+    /// values of deleted keys. Failures are logged: the data is consistent either way.
+    fn reclaim(&self, cf: &str, from: Option<&[u8]>, to: Option<&[u8]>) {
+        match self.cf(cf) {
+            Ok(handle) => self.db.compact_range_cf(handle, from, to),
+            Err(e) => tracing::warn!("reclaiming space in {cf}: {e}"),
+        }
+    }
+
+    /// Reclaims the space of everything deleted so far, in every column family (a foreground
+    /// `compact`): sealed write-ahead rows, deleted records, their thumbnails and index keys.
+    /// Memtables are flushed first, so RocksDB's log files, which hold every write until
+    /// then, are released too.
+    fn reclaim_all(&self) {
+        let flushed = COLUMN_FAMILIES.iter().try_for_each(|name| {
+            let cf = self.cf(name)?;
+            self.db.flush_cf(cf).map_err(|e| self.meta_err(e))
+        });
+        if let Err(e) = flushed.and_then(|()| self.db.flush().map_err(|e| self.meta_err(e))) {
+            tracing::warn!("flushing the metadata memtables: {e}");
+        }
+        self.db.compact_range(None::<&[u8]>, None::<&[u8]>);
+        for cf in COLUMN_FAMILIES {
+            self.reclaim(cf, None, None);
+        }
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {
@@ -443,7 +471,8 @@ impl Store {
     }
 
     /// Live row ids with this content hash.
-    fn ids_with_hash(&self, hash: &[u8; 32]) -> Result<Vec<u64>> {
+    fn ids_with_hash(&self, hash: &ContentHash) -> Result<Vec<u64>> {
+        let hash = hash.as_bytes();
         let cf = self.cf(CF_HASHES)?;
         let mut out = Vec::new();
         let iter = self
@@ -486,7 +515,7 @@ impl Store {
         let mut batch = WriteBatch::default();
         let mut out = Vec::with_capacity(rows.len());
         let mut new_tombstones = Vec::new();
-        let mut batch_hashes: HashMap<[u8; 32], u64> = HashMap::new();
+        let mut batch_hashes: HashMap<ContentHash, u64> = HashMap::new();
         let mut chunk = PendingChunk {
             dims,
             ids: Vec::with_capacity(rows.len()),
@@ -512,7 +541,7 @@ impl Store {
             let record = ImageRecord {
                 id,
                 path: row.path,
-                content_hash: content_hash_hex(&row.content_hash),
+                content_hash: row.content_hash,
                 width: row.width,
                 height: row.height,
                 format: row.format,
@@ -526,7 +555,7 @@ impl Store {
             })?;
             batch.put_cf(images, be(id), json);
             batch.put_cf(paths, record.path.as_bytes(), be(id));
-            let mut hk = row.content_hash.to_vec();
+            let mut hk = row.content_hash.as_bytes().to_vec();
             hk.extend_from_slice(&be(id));
             batch.put_cf(hashes, hk, []);
             batch.put_cf(thumbs, be(id), row.thumbnail);
@@ -549,14 +578,17 @@ impl Store {
         self.write(batch)?;
 
         let pending_rows = self.publish_pending(chunk, new_tombstones);
-        if pending_rows >= self.opts.flush_rows {
-            // The rows are durable already (acknowledged by the batch above); a failed flush
-            // leaves them pending, to be sealed by a later flush.
-            if let Err(e) = self.flush_locked(&mut guard) {
+        // The rows are durable already (acknowledged by the batch above); a failed flush leaves
+        // them pending, to be sealed by a later flush.
+        let sealed = match pending_rows >= self.opts.flush_rows {
+            true => self.flush_locked(&mut guard).unwrap_or_else(|e| {
                 tracing::warn!("sealing pending rows into a segment failed: {e}");
-            }
-        }
+                None
+            }),
+            false => None,
+        };
         drop(guard);
+        self.reclaim_pending(sealed);
         self.nudge();
         Ok(out)
     }
@@ -581,7 +613,7 @@ impl Store {
     fn delete_into(&self, batch: &mut WriteBatch, rec: &ImageRecord) -> Result<()> {
         batch.delete_cf(self.cf(CF_IMAGES)?, be(rec.id));
         batch.delete_cf(self.cf(CF_THUMBS)?, be(rec.id));
-        let mut hk = parse_hex32(&rec.content_hash).unwrap_or([0; 32]).to_vec();
+        let mut hk = rec.content_hash.as_bytes().to_vec();
         hk.extend_from_slice(&be(rec.id));
         batch.delete_cf(self.cf(CF_HASHES)?, hk);
         if self.id_for_path(&rec.path)? == Some(rec.id) {

@@ -3,7 +3,7 @@ use super::*;
 fn row(path: &str, hash: u8, v: f32) -> NewRow {
     NewRow {
         path: path.into(),
-        content_hash: [hash; 32],
+        content_hash: ContentHash([hash; 32]),
         width: 10,
         height: 20,
         format: "png".into(),
@@ -222,4 +222,58 @@ fn damaged_segment_names_the_file() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// Deleting rows and compacting gives their metadata's space back (records, thumbnails, index
+/// keys), and sealing gives back the write-ahead copies of the sealed rows: RocksDB keeps
+/// deleted values until it compacts their range, which the store now asks for.
+#[test]
+fn flush_and_compact_reclaim_deleted_metadata() {
+    const ROWS: usize = 200;
+    const THUMB: usize = 16 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let opts = StoreOptions {
+        flush_rows: ROWS,
+        ..StoreOptions::new(OpenMode::ReadWrite)
+    };
+    let store = Store::open_with(&db, opts).unwrap();
+    // Incompressible thumbnails and write-ahead values (RocksDB compresses blocks).
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut noise = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    };
+    let rows: Vec<NewRow> = (0..ROWS)
+        .map(|i| NewRow {
+            thumbnail: noise(THUMB),
+            local: noise(THUMB),
+            ..row(&format!("/r{i}"), i as u8, 0.5)
+        })
+        .collect();
+    let ids: Vec<u64> = store.commit(rows).unwrap().iter().map(|c| c.id).collect();
+    // The commit reached `flush_rows`: the rows were sealed (their write-ahead copies are
+    // deleted; RocksDB's log still holds them until its memtables are flushed).
+    let meta = db.join(META_DIR);
+    let sealed = dir_size(&meta);
+    store.delete(&ids[..ROWS / 2]).unwrap();
+    store.compact(CompactionPolicy::Full).unwrap();
+    let compacted = dir_size(&meta);
+    // What is left: the live half's thumbnails, records and RocksDB's small files.
+    let live = (ROWS / 2 * THUMB) as u64;
+    assert!(
+        compacted < live + live / 4,
+        "metadata {sealed} → {compacted} bytes after deleting half ({live} live thumbnail bytes)"
+    );
+    assert_eq!(store.records().unwrap().len(), ROWS / 2);
+    assert_eq!(
+        store.thumbnail(ids[ROWS - 1]).unwrap().unwrap().len(),
+        THUMB
+    );
 }

@@ -32,7 +32,7 @@ pub fn row(path: &str) -> NewRow {
     let hash = content_hash(path);
     NewRow {
         path: path.to_string(),
-        content_hash: hash,
+        content_hash: imgvec_storage::ContentHash(hash),
         width: 1,
         height: 1,
         format: "png".into(),
