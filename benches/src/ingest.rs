@@ -1,41 +1,109 @@
-//! `imgvec bench ingest`: end-to-end ingest images/s against the bare model forward at the same
-//! batch size and thread count, in one run.
+//! `imgvec bench ingest`: end-to-end ingest images/s, each stage's share of the work in the same
+//! run, and — for a plain TorchScript model — the bare model forward at the same batch size and
+//! thread count as the baseline.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use imgvec_ingest::{set_torch_threads, Extractor, Pooling, TorchScriptExtractor};
 use serde::Serialize;
 
-use imgvec::{collect_files, Database, IngestOptions, OpenOptions, PipelineChoice, Result, Source};
+use imgvec::{
+    collect_files, Database, IngestOptions, OpenOptions, PipelineChoice, Preset, Result, Source,
+    StageTimes,
+};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct IngestBench {
+    /// The pipeline measured (`custom` for a model file).
+    pub pipeline: String,
     pub images: u64,
     pub batch_size: usize,
     pub threads: usize,
-    /// The bare TorchScript forward on ready-made input tensors, in this process.
-    pub forward_images_per_sec: f64,
-    /// `Database::ingest` end to end: read, hash, decode, resize, thumbnail, forward, commit.
+    /// The bare TorchScript forward on ready-made input tensors, in this process (plain models
+    /// only: a preset's featurization is more than one forward).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forward_images_per_sec: Option<f64>,
+    /// `Database::ingest` end to end: read, hash, decode, resize, thumbnail, local features,
+    /// model, commit.
     pub ingest_images_per_sec: f64,
     pub ingest_seconds: f64,
     /// ingest / forward.
-    pub ratio: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
+    /// Every stage's time (summed over the threads that ran it) and share of all stages.
+    pub stages: Vec<StageShare>,
 }
 
-/// Times the bare forward of `model` over `images` inputs, then a full ingest of `paths` into a
-/// fresh database at `scratch` with the same model, batch size and threads.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageShare {
+    pub stage: &'static str,
+    pub seconds: f64,
+    pub share: f64,
+}
+
+/// What to ingest with: a named pipeline, or a TorchScript model of square input `size`.
+#[derive(Debug, Clone)]
+pub enum IngestTarget {
+    Preset(Preset),
+    Model { path: PathBuf, size: u32 },
+}
+
+/// Ingests `paths` into a fresh database at `scratch` with `target`, `batch_size` and
+/// `threads`, timing every stage; for a model, first times its bare forward over as many
+/// inputs.
 pub fn ingest(
-    model: &Path,
-    size: u32,
-    paths: &[std::path::PathBuf],
+    target: &IngestTarget,
+    paths: &[PathBuf],
     scratch: &Path,
     batch_size: usize,
     threads: usize,
 ) -> Result<IngestBench> {
     let files = collect_files(paths);
-    let images = files.images.len();
     set_torch_threads(threads);
+    let (pipeline, forward) = match target {
+        IngestTarget::Preset(p) => (PipelineChoice::Preset(*p), None),
+        IngestTarget::Model { path, size } => {
+            let forward = bare_forward(path, *size, files.images.len(), batch_size)?;
+            let choice = PipelineChoice::Model {
+                path: path.clone(),
+                size: *size,
+                pooling: Pooling::Gap,
+            };
+            (choice, Some(forward))
+        }
+    };
+    let name = match target {
+        IngestTarget::Preset(p) => p.name().to_string(),
+        IngestTarget::Model { .. } => "custom".into(),
+    };
+    let open = OpenOptions {
+        pipeline,
+        threads,
+        ..OpenOptions::default()
+    };
+    let db = Database::open(scratch, open)?;
+    let opts = IngestOptions {
+        batch_size,
+        ..IngestOptions::default()
+    };
+    let sources = files.images.into_iter().map(Source::File).collect();
+    let summary = db.ingest(sources, &opts, &|_| {})?;
+    Ok(IngestBench {
+        pipeline: name,
+        images: summary.stored + summary.replaced,
+        batch_size,
+        threads,
+        forward_images_per_sec: forward,
+        ingest_images_per_sec: summary.images_per_sec,
+        ingest_seconds: summary.seconds,
+        ratio: forward.map(|f| summary.images_per_sec / f),
+        stages: shares(&summary.stages),
+    })
+}
+
+/// Images/s of the bare forward of `model` over `images` ready-made inputs.
+fn bare_forward(model: &Path, size: u32, images: usize, batch_size: usize) -> Result<f64> {
     let mut extractor = TorchScriptExtractor::load(model, size, Pooling::Gap)?;
     let per_image = (3 * size * size) as usize;
     let input: Vec<f32> = (0..per_image * batch_size)
@@ -47,34 +115,17 @@ pub fn ingest(
     for _ in 0..batches {
         extractor.extract(&input, batch_size)?;
     }
-    let forward = (batches * batch_size) as f64 / start.elapsed().as_secs_f64();
-    drop(extractor);
+    Ok((batches * batch_size) as f64 / start.elapsed().as_secs_f64())
+}
 
-    let db = Database::open(
-        scratch,
-        OpenOptions {
-            pipeline: PipelineChoice::Model {
-                path: model.to_path_buf(),
-                size,
-                pooling: Pooling::Gap,
-            },
-            threads,
-            ..OpenOptions::default()
-        },
-    )?;
-    let opts = IngestOptions {
-        batch_size,
-        ..IngestOptions::default()
-    };
-    let sources = files.images.into_iter().map(Source::File).collect();
-    let summary = db.ingest(sources, &opts, &|_| {})?;
-    Ok(IngestBench {
-        images: summary.stored + summary.replaced,
-        batch_size,
-        threads,
-        forward_images_per_sec: forward,
-        ingest_images_per_sec: summary.images_per_sec,
-        ingest_seconds: summary.seconds,
-        ratio: summary.images_per_sec / forward,
-    })
+fn shares(t: &StageTimes) -> Vec<StageShare> {
+    let total = t.total().max(f64::MIN_POSITIVE);
+    t.named()
+        .into_iter()
+        .map(|(stage, seconds)| StageShare {
+            stage,
+            seconds,
+            share: seconds / total,
+        })
+        .collect()
 }

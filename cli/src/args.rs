@@ -186,6 +186,9 @@ pub(crate) struct BenchIngestArgs {
     pub(crate) model: Option<PathBuf>,
     #[arg(long, default_value_t = 224)]
     pub(crate) model_size: u32,
+    /// Measure a named pipeline instead of a bare model (no forward baseline then).
+    #[arg(long, conflicts_with = "model", value_enum)]
+    pub(crate) pipeline: Option<Preset>,
     #[arg(long, default_value_t = 16)]
     pub(crate) batch_size: usize,
     #[arg(long)]

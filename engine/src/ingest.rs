@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::pipeline::{check_choice, Featurizer};
+use crate::stages::{Stage, StageClock, StageTimes};
 
 /// Where an image comes from.
 #[derive(Debug, Clone)]
@@ -90,6 +91,8 @@ pub struct IngestSummary {
     pub images_per_sec: f64,
     /// Stopped early by the stop flag; everything reported before that is durable.
     pub interrupted: bool,
+    /// Where the time went, per stage (summed over threads).
+    pub stages: StageTimes,
 }
 
 /// Options of one ingest call.
@@ -130,59 +133,83 @@ struct ReadyImage {
     row: NewRow,
 }
 
-fn prepare(store: &Store, source: &Source, size: u32, local: Option<&SiftParams>) -> Prepared {
-    let key = source.key();
-    let bytes: Arc<[u8]> = match source {
-        Source::File(p) => match std::fs::read(p) {
-            Ok(b) => b.into(),
-            Err(e) => return Prepared::Done(IngestEvent::error(key, e.to_string())),
-        },
-        Source::Bytes { bytes, .. } => bytes.clone(),
-    };
-    let hash = ContentHash(content_hash(&bytes));
-    match store.get_by_path(&key) {
-        Ok(Some(rec)) if rec.content_hash == hash => {
-            return Prepared::Done(IngestEvent {
+/// How a worker turns one source into a row ready for the model.
+struct Preparer<'a> {
+    store: &'a Store,
+    size: u32,
+    local: Option<&'a SiftParams>,
+    clock: &'a StageClock,
+}
+
+impl Preparer<'_> {
+    fn prepare(&self, source: &Source) -> Prepared {
+        let clock = self.clock;
+        let key = source.key();
+        let bytes: Arc<[u8]> = match source {
+            Source::File(p) => match clock.time(Stage::Read, || std::fs::read(p)) {
+                Ok(b) => b.into(),
+                Err(e) => return Prepared::Done(IngestEvent::error(key, e.to_string())),
+            },
+            Source::Bytes { bytes, .. } => bytes.clone(),
+        };
+        let looked_up = clock.time(Stage::Hash, || {
+            let hash = ContentHash(content_hash(&bytes));
+            (hash, self.store.get_by_path(&key))
+        });
+        match looked_up {
+            (hash, Ok(Some(rec))) if rec.content_hash == hash => Prepared::Done(IngestEvent {
                 path: key,
                 id: Some(rec.id),
                 status: IngestStatus::Unchanged,
                 error: None,
                 duplicate_of: rec.duplicate_of,
                 replaced_id: None,
-            })
+            }),
+            (hash, Ok(_)) => self.ready(key, hash, &bytes),
+            (_, Err(e)) => Prepared::Done(IngestEvent::error(key, e.to_string())),
         }
-        Ok(_) => {}
-        Err(e) => return Prepared::Done(IngestEvent::error(key, e.to_string())),
     }
-    let img = match decode(&bytes) {
-        Ok(img) => img,
-        Err(e) => return Prepared::Done(IngestEvent::error(key, e.to_string())),
-    };
-    let mut pixels = Vec::with_capacity((3 * size * size) as usize);
-    Featurizer::pixels(&img.rgb, size, &mut pixels);
-    let (width, height) = img.rgb.dimensions();
-    Prepared::Ready(Box::new(ReadyImage {
-        pixels,
-        row: NewRow {
-            path: key,
-            content_hash: hash,
-            width,
-            height,
-            format: img.format,
-            attributes: BTreeMap::new(),
-            thumbnail: thumbnail_jpeg(&img.rgb),
-            vector: Vec::new(),
-            local: local.map_or_else(Vec::new, |p| {
+
+    fn ready(&self, key: String, hash: ContentHash, bytes: &[u8]) -> Prepared {
+        let clock = self.clock;
+        let img = match clock.time(Stage::Decode, || decode(bytes)) {
+            Ok(img) => img,
+            Err(e) => return Prepared::Done(IngestEvent::error(key, e.to_string())),
+        };
+        let mut pixels = Vec::with_capacity((3 * self.size * self.size) as usize);
+        clock.time(Stage::ModelInput, || {
+            Featurizer::pixels(&img.rgb, self.size, &mut pixels)
+        });
+        let (width, height) = img.rgb.dimensions();
+        let thumbnail = clock.time(Stage::Thumbnail, || thumbnail_jpeg(&img.rgb));
+        let local = match self.local {
+            Some(p) => clock.time(Stage::LocalFeatures, || {
                 sift::pack(&Featurizer::local_features(&img.rgb, p))
             }),
-        },
-    }))
+            None => Vec::new(),
+        };
+        Prepared::Ready(Box::new(ReadyImage {
+            pixels,
+            row: NewRow {
+                path: key,
+                content_hash: hash,
+                width,
+                height,
+                format: img.format,
+                attributes: BTreeMap::new(),
+                thumbnail,
+                vector: Vec::new(),
+                local,
+            },
+        }))
+    }
 }
 
 /// The inference stage: batches prepared images, runs the model, hands the rows to the
 /// committer, and reports the images that need no model (unchanged, failed) at once.
 struct Inference<'a> {
     featurizer: &'a Featurizer,
+    clock: &'a StageClock,
     size: u32,
     batch_size: usize,
     attributes: &'a BTreeMap<String, String>,
@@ -240,7 +267,9 @@ impl Inference<'_> {
         for img in batch.iter() {
             pixels.extend_from_slice(&img.pixels);
         }
-        let (out, dims) = self.featurizer.embed(&pixels, batch.len(), self.size)?;
+        let (out, dims) = self.clock.time(Stage::Model, || {
+            self.featurizer.embed(&pixels, batch.len(), self.size)
+        })?;
         for (img, vector) in batch.drain(..).zip(out.chunks_exact(dims)) {
             let mut row = img.row;
             row.vector = vector.to_vec();
@@ -260,6 +289,7 @@ fn run_committer(
     commit_rows: usize,
     interval: Duration,
     on_event: &(dyn Fn(&IngestEvent) + Sync),
+    clock: &StageClock,
 ) -> Result<IngestSummary> {
     let mut summary = IngestSummary::default();
     let mut pending: Vec<NewRow> = Vec::new();
@@ -284,7 +314,7 @@ fn run_committer(
         if flush && !pending.is_empty() {
             let batch = std::mem::take(&mut pending);
             let paths: Vec<String> = batch.iter().map(|r| r.path.clone()).collect();
-            let committed = store.commit(batch)?;
+            let committed = clock.time(Stage::Commit, || store.commit(batch))?;
             for (path, c) in paths.into_iter().zip(committed) {
                 let status = if c.replaced.is_some() {
                     summary.replaced += 1;
@@ -344,6 +374,14 @@ impl Ingestor<'_> {
         let workers = self.threads.max(1);
         let stop = &opts.stop;
         let store = self.store;
+        let clock = StageClock::default();
+        let preparer = Preparer {
+            store,
+            size,
+            local,
+            clock: &clock,
+        };
+        let preparer = &preparer;
 
         let (src_tx, src_rx) = bounded::<Source>(workers * 4);
         let (prep_tx, prep_rx) = bounded::<Prepared>(batch_size * 3);
@@ -363,7 +401,7 @@ impl Ingestor<'_> {
                 let (src_rx, prep_tx) = (src_rx.clone(), prep_tx.clone());
                 s.spawn(move || {
                     for src in src_rx {
-                        if prep_tx.send(prepare(store, &src, size, local)).is_err() {
+                        if prep_tx.send(preparer.prepare(&src)).is_err() {
                             break;
                         }
                     }
@@ -372,12 +410,15 @@ impl Ingestor<'_> {
             drop((src_rx, prep_tx));
             let commit_rows = opts.commit_rows.max(1);
             let interval = opts.commit_interval;
-            let committer =
-                s.spawn(move || run_committer(store, row_rx, commit_rows, interval, on_event));
+            let clock = &clock;
+            let committer = s.spawn(move || {
+                run_committer(store, row_rx, commit_rows, interval, on_event, clock)
+            });
 
             // Inference on this thread. Runs until the workers are done (or the committer died).
             let inference = Inference {
                 featurizer: self.featurizer,
+                clock,
                 size,
                 batch_size,
                 attributes: &opts.attributes,
@@ -404,6 +445,7 @@ impl Ingestor<'_> {
             0.0
         };
         summary.interrupted = opts.stop.load(Ordering::Relaxed);
+        summary.stages = clock.times();
         Ok(summary)
     }
 }

@@ -48,6 +48,7 @@ mod pipeline;
 mod reduce;
 mod reindex;
 mod search;
+mod stages;
 mod vlad;
 mod whitening;
 
@@ -69,6 +70,7 @@ pub use options::{PipelineChoice, Preset};
 pub use pipeline::{PipelineConfig, QueryDefaults};
 pub use reduce::WhiteningSpec;
 pub use reindex::{reindex, ReindexReport};
+pub use stages::StageTimes;
 pub use vlad::VladSpec;
 
 /// Makes glibc keep freed memory for reuse instead of returning it to the kernel at once.

@@ -78,6 +78,19 @@ pub struct Projection {
 }
 
 impl Projection {
+    /// A fingerprint of the projection (whitening and VLAD bytes): index sets built in its
+    /// space carry it, so they are never loaded against another projection. Never 0 (the
+    /// stored vectors' own space).
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = blake3::Hasher::new();
+        h.update(&self.whitening.to_bytes());
+        if let Some(v) = &self.vlad {
+            h.update(&v.to_bytes());
+        }
+        let bytes: [u8; 8] = h.finalize().as_bytes()[..8].try_into().expect("8 bytes");
+        u64::from_le_bytes(bytes).max(1)
+    }
+
     pub fn dims_out(&self) -> usize {
         self.whitening.dims_out + self.vlad.as_ref().map_or(0, Vlad::dims)
     }
@@ -179,12 +192,14 @@ impl Reducer {
     }
 
     fn make_state(&self, store: &Store, generation: u64, w: Projection, saved: bool) -> State {
+        // The index set is tied to this exact projection (not to its generation number, which
+        // a reader relearning in memory or a crash mid-relearn could repeat).
         let indexes = Arc::new(Indexes::derived(
             store,
             self.index_opts.clone(),
             "whitened",
             w.dims_out(),
-            generation,
+            w.fingerprint(),
         ));
         State {
             generation,
@@ -332,10 +347,9 @@ impl Reducer {
         }
         let view = View {
             projection: st.projection.clone(),
-            snapshot: Arc::new(Snapshot::from_chunks(
-                st.chunks.clone(),
-                snap.tombstones().clone(),
-            )),
+            // The chunks hold live rows only (pruned above whenever the base changed), so the
+            // view has no tombstones: its live counts must not subtract deleted base rows again.
+            snapshot: Arc::new(Snapshot::from_chunks(st.chunks.clone(), Default::default())),
             indexes: st.indexes.clone(),
         };
         Ok(Some(view))
@@ -468,4 +482,84 @@ fn merge_chunks(chunks: &[Arc<PendingChunk>]) -> PendingChunk {
         out.vectors.extend_from_slice(&c.vectors);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use imgvec_storage::{ContentHash, NewRow, StoreOptions};
+
+    use super::*;
+    use crate::derived::lifecycle::{plan, Collection, Plan};
+
+    /// The view holds live rows only, and counts them once: deleted base rows must not be
+    /// subtracted again (they would make its index set purge forever and never catch up).
+    #[test]
+    fn the_view_counts_its_live_rows_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(
+            &dir.path().join("db"),
+            StoreOptions::new(OpenMode::ReadWrite),
+        )
+        .unwrap();
+        let rows: Vec<NewRow> = (0..60u32)
+            .map(|i| {
+                let mut vector: Vec<f32> = (0..8)
+                    .map(|d| (((i * 7 + d * 13) % 17) as f32 - 8.0) / 8.0)
+                    .collect();
+                imgvec_ingest::l2_normalize_rows(&mut vector, 8);
+                let mut hash = [0u8; 32];
+                hash[..4].copy_from_slice(&i.to_le_bytes());
+                NewRow {
+                    path: format!("/v{i}"),
+                    content_hash: ContentHash(hash),
+                    width: 1,
+                    height: 1,
+                    format: "png".into(),
+                    attributes: BTreeMap::new(),
+                    thumbnail: Vec::new(),
+                    vector,
+                    local: Vec::new(),
+                }
+            })
+            .collect();
+        store.commit(rows).unwrap();
+        let spec = WhiteningSpec {
+            dims: 4,
+            min_rows: 20,
+            vlad: None,
+        };
+        let reducer = Reducer::new(&store, spec, IndexOptions::default());
+        let view = reducer
+            .view(&store, &store.snapshot(), Learn::WhenDue)
+            .unwrap()
+            .unwrap();
+        assert_eq!(view.snapshot.live_count(), 60);
+        // A third deleted: the view drops them and still counts 40 live rows, so an index that
+        // covered all 60 is due for a purge once, and current afterwards.
+        store.delete(&(1..=20).collect::<Vec<u64>>()).unwrap();
+        let view = reducer
+            .view(&store, &store.snapshot(), Learn::Never)
+            .unwrap()
+            .unwrap();
+        assert_eq!(view.snapshot.live_count(), 40);
+        assert_eq!(view.snapshot.live_count_above(60), 0);
+        assert!(view.snapshot.vector(5).is_none() && view.snapshot.vector(45).is_some());
+        struct Covered(usize);
+        impl crate::derived::lifecycle::Derived for Covered {
+            fn watermark(&self) -> u64 {
+                60
+            }
+            fn rows(&self) -> usize {
+                self.0
+            }
+            fn trained_on(&self) -> u64 {
+                0
+            }
+        }
+        let c = Collection::of(&view.snapshot, 60);
+        assert_eq!(plan(&Covered(60), c, false), Plan::Purge);
+        assert_eq!(plan(&Covered(40), c, false), Plan::Nothing);
+    }
 }

@@ -22,35 +22,44 @@ fn in_scratch<T>(
 }
 
 pub(crate) fn ingest(args: BenchIngestArgs, open: OpenOptions) -> CliResult {
-    let BenchIngestArgs {
-        paths,
-        model,
-        model_size: size,
-        batch_size,
-        json,
-    } = args;
-    let model = match model {
-        Some(m) => m,
-        None => imgvec::default_model_path().map_err(imgvec::Error::from)?,
+    let target = match (args.pipeline, args.model) {
+        (Some(preset), _) => imgvec_benches::IngestTarget::Preset(preset),
+        (None, model) => imgvec_benches::IngestTarget::Model {
+            path: match model {
+                Some(m) => m,
+                None => imgvec::default_model_path().map_err(imgvec::Error::from)?,
+            },
+            size: args.model_size,
+        },
     };
     let r = in_scratch("bench", |scratch| {
-        imgvec_benches::ingest(&model, size, &paths, scratch, batch_size, open.threads)
+        imgvec_benches::ingest(&target, &args.paths, scratch, args.batch_size, open.threads)
     })?;
-    if json {
+    if args.json {
         print_json(&r);
-    } else {
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} images, pipeline {}, batch {}, {} threads",
+        r.images, r.pipeline, r.batch_size, r.threads
+    );
+    if let Some(forward) = r.forward_images_per_sec {
+        println!("  bare forward  {forward:>7.1} images/s");
+    }
+    println!(
+        "  ingest        {:>7.1} images/s  ({:.1} s)",
+        r.ingest_images_per_sec, r.ingest_seconds
+    );
+    if let Some(ratio) = r.ratio {
+        println!("  ratio         {ratio:>7.2}");
+    }
+    println!("  stage            seconds (all threads)  share");
+    for s in &r.stages {
         println!(
-            "{} images, batch {}, {} threads
-  bare forward  {:>7.1} images/s
-  ingest        {:>7.1} images/s  ({:.1} s)
-  ratio         {:>7.2}",
-            r.images,
-            r.batch_size,
-            r.threads,
-            r.forward_images_per_sec,
-            r.ingest_images_per_sec,
-            r.ingest_seconds,
-            r.ratio
+            "  {:<16} {:>9.2} {:>17.1}%",
+            s.stage,
+            s.seconds,
+            100.0 * s.share
         );
     }
     Ok(ExitCode::SUCCESS)

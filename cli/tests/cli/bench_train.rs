@@ -22,6 +22,47 @@ fn bench_ingest_reports_ingest_against_bare_forward() {
     );
     assert!(forward > 0.0 && ingest > 0.0);
     assert!((r["ratio"].as_f64().unwrap() - ingest / forward).abs() < 1e-9);
+    // Every stage's share of the work, measured in the same run.
+    let share = |r: &serde_json::Value, stage: &str| {
+        r["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == stage)
+            .unwrap()["share"]
+            .as_f64()
+            .unwrap()
+    };
+    let total: f64 = r["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["share"].as_f64().unwrap())
+        .sum();
+    assert!((total - 1.0).abs() < 1e-9, "{r}");
+    assert!(share(r, "model") > 0.0 && share(r, "decode") > 0.0, "{r}");
+    assert_eq!(share(r, "local features"), 0.0, "{r}");
+
+    // A named pipeline: its stages, no bare-forward baseline.
+    let out = run(&["bench", "ingest", s(&dir), "--pipeline", "robust", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = &json_lines(&out)[0];
+    assert_eq!(
+        (r["pipeline"].as_str(), r["images"].as_u64()),
+        (Some("robust"), Some(20))
+    );
+    assert!(
+        r.get("forward_images_per_sec").is_none() && r.get("ratio").is_none(),
+        "{r}"
+    );
+    assert!(
+        share(r, "local features") > 0.0 && share(r, "model") > 0.0,
+        "{r}"
+    );
 }
 
 /// `bench retrieval` on a tiny benchmark folder whose queries are copies of db images: every

@@ -204,7 +204,7 @@ struct Published {
     ivfpq: Option<String>,
     hamming: Option<String>,
     hamming_ivf: Option<String>,
-    /// The vector space the indexes were built in: 0 for the stored vectors, else the generation
+    /// The vector space the indexes were built in: 0 for the stored vectors, else the fingerprint
     /// of the PCA-whitening they were built over (see `reduce`).
     #[serde(default)]
     space: u64,
@@ -291,7 +291,7 @@ impl Indexes {
         }
     }
 
-    /// Indexes over derived vectors of `dims` dimensions (whitening generation `space`), kept in
+    /// Indexes over derived vectors of `dims` dimensions (projection fingerprint `space`), kept in
     /// their own folder `indexes/<name>` and published under their own meta key.
     pub fn derived(
         store: &Store,
@@ -364,6 +364,10 @@ impl Indexes {
             return;
         }
         let published: Option<Published> = self.publisher.load(store);
+        // A set built for another space is not loaded, but its generation is kept, so this
+        // set's files never take the names of files a publication still lists.
+        let seen_generation = published.as_ref().map_or(0, |p| p.generation);
+        st.published.generation = seen_generation;
         if let Some(p) = published.filter(|p| p.dims as usize == dims && p.space == self.space) {
             if let Some(f) = &p.ivfpq {
                 match IvfPq::load(&self.publisher.path(f), dims) {

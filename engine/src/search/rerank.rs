@@ -27,6 +27,9 @@ fn current<'a, T: Derived>(
 ) -> Result<&'a T> {
     let due = match slot.as_ref() {
         None => Plan::Rebuild,
+        // Caught up by a search of a newer snapshot: rows this one does not know are filtered
+        // by its liveness check, and counting them as deleted would force a rebuild.
+        Some(d) if d.watermark() > snap.max_id() => Plan::Nothing,
         Some(d) => plan(d, Collection::of(snap, d.watermark()), false),
     };
     match (due, slot.as_mut()) {
