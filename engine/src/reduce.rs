@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::derived::artifact::{self, Kind};
 use crate::derived::lifecycle::{grown, SAMPLE_ROWS};
 use crate::derived::publish::{Manifest, Publisher};
-use crate::index::{strided_sample, IndexError, IndexOptions, Indexes};
+use crate::index::{stored_dims, strided_sample, IndexError, IndexOptions, Indexes};
 use crate::vlad::{Vlad, VladSpec};
 use crate::whitening::Whitening;
 
@@ -391,7 +391,7 @@ impl Reducer {
     /// The index set of the published whitening (loading it once), without learning one or
     /// projecting any row: what `imgvec info` reports.
     pub fn loaded_indexes(&self, store: &Store) -> Option<Arc<Indexes>> {
-        let dims_in = store.dims().ok().flatten()? as usize;
+        let dims_in = stored_dims(store).ok().flatten()?;
         let mut guard = self.state.lock();
         self.load_once(store, &mut guard, dims_in);
         guard.as_ref().map(|s| s.indexes.clone())
@@ -415,14 +415,6 @@ impl Reducer {
             }
         })
     }
-}
-
-/// The stored vectors' dimension, once anything is stored.
-fn stored_dims(store: &Store) -> Result<Option<usize>, IndexError> {
-    let dims = store
-        .dims()
-        .map_err(|e| IndexError::Invalid(e.to_string()))?;
-    Ok(dims.map(|d| d as usize))
 }
 
 /// The descriptors of packed local features (none for unreadable or absent ones).

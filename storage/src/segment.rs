@@ -130,8 +130,11 @@ impl ColumnBytes<'_> {
                 failed = out.write_all(&buf).err();
                 buf.clear();
             }
+            if failed.is_some() {
+                return;
+            }
             if piece.len() >= STREAM_BUFFER {
-                failed = failed.take().or_else(|| out.write_all(piece).err());
+                failed = out.write_all(piece).err();
             } else {
                 buf.extend_from_slice(piece);
             }

@@ -262,6 +262,14 @@ pub struct Indexes {
     dormant: AtomicBool,
 }
 
+/// The stored vectors' dimension, once anything is stored.
+pub(crate) fn stored_dims(store: &Store) -> Result<Option<usize>, IndexError> {
+    let dims = store
+        .dims()
+        .map_err(|e| IndexError::Invalid(e.to_string()))?;
+    Ok(dims.map(|d| d as usize))
+}
+
 /// Every `n / max`-th row of `vectors` (`n × dims`), at most `max` rows.
 pub fn strided_sample(vectors: &[f32], dims: usize, max: usize) -> Vec<f32> {
     let n = vectors.len() / dims;
@@ -336,13 +344,15 @@ impl Indexes {
     }
 
     fn dims(&self, store: &Store) -> Result<Option<usize>, IndexError> {
-        if self.dims.is_some() {
-            return Ok(self.dims);
+        match self.dims {
+            Some(d) => Ok(Some(d)),
+            None => stored_dims(store),
         }
-        let d = store
-            .dims()
-            .map_err(|e| IndexError::Invalid(e.to_string()))?;
-        Ok(d.map(|d| d as usize))
+    }
+
+    /// Whether `live` rows are enough to train IVF-PQ, ITQ codes and the binary IVF.
+    fn trainable(&self, live: usize) -> bool {
+        live >= self.opts.min_train_rows.max(1)
     }
 
     /// Stops all maintenance of these indexes (searches run in a whitened space now); what was
@@ -417,7 +427,7 @@ impl Indexes {
         }
         let top = snap.max_id();
         let live = snap.live_count();
-        let trainable = live >= self.opts.min_train_rows.max(1);
+        let trainable = self.trainable(live);
         match mode {
             AnnMode::IvfPq => {
                 !trainable || self.ivf.read().as_ref().is_some_and(|i| i.watermark >= top)
@@ -436,8 +446,7 @@ impl Indexes {
     /// Whether codes should be ITQ: enough rows to train it, more rows than bits, and no more
     /// bits than dimensions.
     fn wants_itq(&self, live: usize, dims: usize) -> bool {
-        live >= self.opts.min_train_rows.max(1)
-            && Encoder::itq_possible(live, self.bits(dims), dims)
+        self.trainable(live) && Encoder::itq_possible(live, self.bits(dims), dims)
     }
 
     /// Brings the indexes up to `snap`: loads them, appends new rows, trains, retrains or purges
@@ -459,8 +468,9 @@ impl Indexes {
         };
         let mut st = self.build.lock();
         self.load_once(&mut st, store, dims);
-        let mut added = self.refresh_binary(&mut st, snap, dims, purge_all)?;
-        added += self.refresh_ivf(&mut st, snap, dims, purge_all)?;
+        let live = snap.live_count();
+        let mut added = self.refresh_binary(&mut st, snap, live, dims, purge_all)?;
+        added += self.refresh_ivf(&mut st, snap, live, dims, purge_all)?;
         st.unsaved_rows += added;
         if save != Save::Never && store.mode() == OpenMode::ReadWrite {
             let rows = self.binary.read().as_ref().map_or(0, |b| b.flat.len());
@@ -480,11 +490,11 @@ impl Indexes {
         &self,
         st: &mut BuildState,
         snap: &Snapshot,
+        live: usize,
         dims: usize,
         purge_all: bool,
     ) -> Result<usize, IndexError> {
-        let live = snap.live_count();
-        let trainable = live >= self.opts.min_train_rows.max(1);
+        let trainable = self.trainable(live);
         let mut added = 0usize;
         let binary_plan = match &*self.binary.read() {
             None => Plan::Rebuild,
@@ -569,11 +579,11 @@ impl Indexes {
         &self,
         st: &mut BuildState,
         snap: &Snapshot,
+        live: usize,
         dims: usize,
         purge_all: bool,
     ) -> Result<usize, IndexError> {
-        let live = snap.live_count();
-        let trainable = live >= self.opts.min_train_rows.max(1);
+        let trainable = self.trainable(live);
         let mut added = 0usize;
         if trainable {
             let ivf_plan = match &*self.ivf.read() {

@@ -104,14 +104,15 @@ impl Searcher<'_> {
             Err(e) => return fail_all(e.to_string()),
         };
         // The query's local features: for verification, and for a VLAD block in the view.
-        let local = verify.is_some() || self.spaces.has_vlad();
+        let sift = pipeline.as_ref().and_then(|p| p.local).map(|l| l.sift);
+        let local = sift.filter(|_| verify.is_some() || self.spaces.has_vlad());
         let prepared = query::featurize(
             self.featurizer,
             self.store,
             &ctx.snapshot,
             &queries,
             augment,
-            local,
+            local.as_ref(),
         );
         let rows = project(&ctx, &prepared, dims);
         // Query-by-id leaves the query row out, so ask for one more; verification needs its

@@ -2,7 +2,7 @@
 //! when the search needs them, its local features — through the same featurizer as ingest.
 
 use imgvec_ingest::decode;
-use imgvec_ingest::sift::PackedFeatures;
+use imgvec_ingest::sift::{PackedFeatures, SiftParams};
 use imgvec_storage::{Snapshot, Store};
 
 use crate::dense::DenseQuery;
@@ -19,22 +19,22 @@ pub(crate) struct PreparedQuery {
 }
 
 /// Featurizes a batch: decodes image queries, runs the model once over every variant of every
-/// image query, and reads id queries from `snap`.
+/// image query, and reads id queries from `snap`. With `local` (the pipeline's SIFT settings,
+/// when the search needs local features), queries get their local features too.
 pub(crate) fn featurize(
     featurizer: &Featurizer,
     store: &Store,
     snap: &Snapshot,
     queries: &[Query],
     augment: Augment,
-    local: bool,
+    local: Option<&SiftParams>,
 ) -> Vec<PreparedQuery> {
-    let sift_params = featurizer.pipeline().and_then(|p| p.local).map(|l| l.sift);
     let mut out: Vec<PreparedQuery> = Vec::with_capacity(queries.len());
     let mut images = Vec::new(); // (query index, variant)
     for (i, q) in queries.iter().enumerate() {
         let decoded = match q {
             Query::Id(id) => {
-                out.push(by_id(store, snap, *id, local));
+                out.push(by_id(store, snap, *id, local.is_some()));
                 continue;
             }
             Query::Path(p) => std::fs::read(p)
@@ -51,10 +51,7 @@ pub(crate) fn featurize(
         };
         match decoded {
             Ok(img) => {
-                let local = match (local, sift_params.as_ref()) {
-                    (true, Some(p)) => Some(Featurizer::query_local(&img.rgb, p)),
-                    _ => None,
-                };
+                let local = local.map(|p| Featurizer::query_local(&img.rgb, p));
                 images.extend(augment.variants(&img.rgb).into_iter().map(|v| (i, v)));
                 out.push(PreparedQuery {
                     vectors: Ok(Vec::new()),
