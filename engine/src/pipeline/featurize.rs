@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use super::{resolve, PipelineChoice, PipelineConfig};
 use crate::dense::DenseQuery;
 use crate::error::{Error, Result};
+use crate::reduce::WhiteningSpec;
 
 /// Images per model forward at query time.
 const QUERY_BATCH: usize = 16;
@@ -54,6 +55,12 @@ impl Featurizer {
 
     pub fn pipeline(&self) -> Option<PipelineConfig> {
         self.pipeline.lock().clone()
+    }
+
+    /// The pipeline's whitening, once the pipeline is known (read in place, not cloned: asked
+    /// on every search and worker pass).
+    pub fn whitening(&self) -> Option<WhiteningSpec> {
+        self.pipeline.lock().as_ref().and_then(|p| p.whitening)
     }
 
     pub fn requested(&self) -> &PipelineChoice {

@@ -48,7 +48,7 @@ impl Spaces {
     fn reducer(&self) -> Option<Arc<Reducer>> {
         let mut guard = self.reducer.lock();
         if guard.is_none() {
-            let spec = self.featurizer.pipeline().and_then(|p| p.whitening)?;
+            let spec = self.featurizer.whitening()?;
             *guard = Some(Arc::new(Reducer::new(
                 &self.store,
                 spec,
