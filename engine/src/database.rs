@@ -19,7 +19,7 @@ use crate::local;
 use crate::maintenance::Maintenance;
 use crate::options::{OpenOptions, Query, SearchOptions};
 use crate::pipeline::{self, Featurizer, PipelineConfig};
-use crate::search::{RerankIndexes, Searcher, Spaces};
+use crate::search::{Searcher, Spaces};
 
 /// One image database (a folder). `Send + Sync`: share one handle across threads.
 pub struct Database {
@@ -28,7 +28,6 @@ pub struct Database {
     maintenance: Option<Maintenance>,
     featurizer: Arc<Featurizer>,
     spaces: Arc<Spaces>,
-    rerank: RerankIndexes,
     threads: usize,
 }
 
@@ -57,7 +56,6 @@ impl Database {
             maintenance,
             featurizer,
             spaces,
-            rerank: RerankIndexes::default(),
             threads,
         })
     }
@@ -196,7 +194,10 @@ impl Database {
         let local = self
             .pipeline()
             .and_then(|p| p.local)
-            .map(|_| local::stats(&self.store.snapshot()));
+            .map(|_| local::LocalInfo {
+                indexes: self.spaces.rerank().status(),
+                ..local::stats(&self.store.snapshot())
+            });
         Ok(DatabaseInfo {
             path: self.dir().display().to_string(),
             read_only: self.store.mode() == OpenMode::ReadOnly,
@@ -206,6 +207,13 @@ impl Database {
             whitening,
             local,
         })
+    }
+
+    /// What this handle holds of the voting and dense-window indexes: how often it built them
+    /// from scratch (a handle opened after a writer closed loads them instead), and the rows
+    /// they cover once a verified search used them.
+    pub fn rerank_status(&self) -> crate::search::RerankStatus {
+        self.spaces.rerank().status()
     }
 
     pub fn search(&self, query: Query, opts: &SearchOptions) -> Result<Vec<Hit>> {
@@ -226,7 +234,6 @@ impl Database {
             store: &self.store,
             featurizer: &self.featurizer,
             spaces: &self.spaces,
-            rerank: &self.rerank,
         }
         .search_batch(queries, opts)
     }

@@ -53,6 +53,7 @@ mod vlad;
 mod whitening;
 
 pub use database::{make_thumbnail, Database};
+pub use derived::slot::DerivedStatus;
 pub use error::{Error, Result};
 pub use image;
 pub use imgvec_ingest::{
@@ -70,6 +71,7 @@ pub use options::{PipelineChoice, Preset};
 pub use pipeline::{PipelineConfig, QueryDefaults};
 pub use reduce::WhiteningSpec;
 pub use reindex::{reindex, ReindexReport};
+pub use search::RerankStatus;
 pub use stages::StageTimes;
 pub use vlad::VladSpec;
 

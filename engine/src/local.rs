@@ -1,10 +1,10 @@
 //! Local features at search time: candidates found by descriptor-level voting over every
 //! stored keypoint, and spatial verification of a shortlist (the `robust` preset).
 //!
-//! - **Voting** ([`LocalIndex`]): all stored RootSIFT descriptors of live rows in one FAISS
-//!   index (inner product; `IVF<n>,Flat` once there are enough, exact `Flat` below), built by
-//!   each handle on its first verified search from the memory-mapped segments and caught up by
-//!   id watermark as rows arrive. Each query descriptor's nearest stored descriptors vote for
+//! - **Voting** ([`LocalIndex`]): the stored RootSIFT descriptors of live rows (each image's
+//!   strongest [`VOTING_STORED`]) in one FAISS index keyed by row id (exact below 20,000
+//!   descriptors, IVF-PQ with 16-byte codes beyond), persisted under `indexes/voting/`, loaded
+//!   by every handle and kept current by the writer's worker. Each query descriptor's nearest stored descriptors vote for
 //!   their images (best similarity per image), votes normalised by √(keypoints of the image).
 //!   This finds images that the global descriptor ranks low (crops, occlusion).
 //! - **Verification** ([`verify`]): query and candidate descriptors are matched with one matrix
@@ -17,14 +17,14 @@
 
 use std::collections::HashMap;
 
-use faiss::{Index, MetricType};
 use imgvec_ingest::sift::{LocalFeatures, PackedFeatures, SiftParams, DESCRIPTOR_LEN};
-use imgvec_storage::Snapshot;
+use imgvec_storage::{Snapshot, Store};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::derived::artifact::Kind;
+use crate::error::{Error, IndexError, Result};
 use crate::exact::matmul_nt;
-use crate::index::faiss_call;
+use crate::index::knn::{knn_lists, Knn, KnnShape};
 
 /// Local features a pipeline stores per image.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -40,6 +40,9 @@ pub struct LocalInfo {
     pub keypoints: u64,
     /// Bytes of packed local features of those rows (in segments and pending rows).
     pub bytes: u64,
+    /// The voting and dense-window indexes as this handle holds them (nothing is loaded to
+    /// report them: `rows` and `watermark` are known after a verified search).
+    pub indexes: crate::search::RerankStatus,
 }
 
 /// How search verifies candidates with local features.
@@ -117,127 +120,153 @@ impl Default for VerifyParams {
 const VOTE_NEIGHBOURS: usize = 5;
 /// Query descriptors that vote: the strongest keypoints (SIFT lists them strongest first).
 const VOTING_DESCRIPTORS: usize = 500;
-/// Below this many stored descriptors the voting index is exact (`Flat`).
-const IVF_MIN_DESCRIPTORS: usize = 20_000;
+/// Descriptors of each stored image that are indexed for voting: its strongest.
+const VOTING_STORED: usize = 1000;
+/// The voting index: exact below 20,000 descriptors, then IVF-PQ with 16-byte codes (24 bytes
+/// a descriptor with its id, against 512 + 8 as floats).
+const VOTING_SHAPE: KnnShape = KnnShape {
+    dims: DESCRIPTOR_LEN,
+    exact_below: 20_000,
+    code_bytes: 16,
+    max_lists: 2048,
+};
 const IVF_NPROBE: usize = 8;
-/// Training points per inverted list (FAISS asks for at least 39).
+/// Training descriptors: 40 a list, and enough for the PQ codebooks.
 const TRAIN_PER_LIST: usize = 40;
+const MIN_TRAIN: usize = 32_768;
 
-/// All stored descriptors of the rows offered so far, for voting.
+/// The stored descriptors of the rows offered so far, for voting: a persisted derived
+/// structure (`derived::slot`), loaded by every handle and kept current by the writer.
 pub struct LocalIndex {
-    index: faiss::index::IndexImpl,
-    nlist: usize,
-    /// Row id of each stored descriptor, in insertion (FAISS id) order.
-    owners: Vec<u64>,
-    /// Keypoints per row.
-    counts: HashMap<u64, usize>,
+    knn: Knn,
+    /// Descriptors indexed per row (0 for rows without local features).
+    counts: HashMap<u64, u32>,
     /// Rows with ids up to this one have been added.
     pub watermark: u64,
+    /// Rows it was trained on (0: its layout no longer changes with growth).
+    trained_on: u64,
 }
 
 impl crate::derived::lifecycle::Derived for LocalIndex {
     fn watermark(&self) -> u64 {
         self.watermark
     }
-    /// Rows (images) whose descriptors it holds.
+    /// Rows (images) offered to it.
     fn rows(&self) -> usize {
         self.counts.len()
     }
-    /// The inverted lists are trained once, at build.
+    /// Rebuilt at growth while more descriptors would change its layout (exact → IVF-PQ, more
+    /// lists); SIFT descriptors are generic, so a trained quantiser serves any later images.
     fn trained_on(&self) -> u64 {
-        0
+        self.trained_on
     }
+}
+
+/// A row's indexed descriptors (its strongest `VOTING_STORED`), as floats.
+fn voting_descriptors(p: &PackedFeatures) -> Vec<f32> {
+    let n = p.len().min(VOTING_STORED);
+    p.descriptors[..n * DESCRIPTOR_LEN]
+        .iter()
+        .map(|&v| v as f32 / imgvec_ingest::sift::QUANT)
+        .collect()
 }
 
 impl LocalIndex {
     /// Builds the index over every live row of `snap` that has local features.
     pub fn build(snap: &Snapshot) -> Result<LocalIndex> {
         let rows = snap.local_rows_above(0);
+        fn parsed(bytes: &[u8]) -> Option<PackedFeatures<'_>> {
+            PackedFeatures::parse(bytes).ok().flatten()
+        }
         let total: usize = rows
             .iter()
-            .map(|(_, b)| {
-                PackedFeatures::parse(b)
-                    .ok()
-                    .flatten()
-                    .map_or(0, |p| p.len())
-            })
+            .filter_map(|(_, b)| parsed(b))
+            .map(|p| p.len().min(VOTING_STORED))
             .sum();
-        let (factory, nlist) = if total < IVF_MIN_DESCRIPTORS {
-            ("Flat".to_string(), 1)
-        } else {
-            let nlist = (2 * (total as f64).sqrt() as usize).clamp(64, 2048);
-            (format!("IVF{nlist},Flat"), nlist)
-        };
-        let mut index =
-            faiss::index_factory(DESCRIPTOR_LEN as u32, &factory, MetricType::InnerProduct)?;
-        if nlist > 1 {
-            // Train on an even sample of descriptors.
-            let want = nlist * TRAIN_PER_LIST;
+        let factory = VOTING_SHAPE.factory(total);
+        let mut sample = Vec::new();
+        if factory != "IDMap,Flat" {
+            // An even sample of the descriptors.
+            let want = (knn_lists(&factory) * TRAIN_PER_LIST).max(MIN_TRAIN);
             let step = (total / want).max(1);
-            let mut sample = Vec::with_capacity(want.min(total) * DESCRIPTOR_LEN);
             let mut seen = 0usize;
-            for (_, bytes) in &rows {
-                let Ok(Some(p)) = PackedFeatures::parse(bytes) else {
-                    continue;
-                };
-                for d in p.descriptors.chunks_exact(DESCRIPTOR_LEN) {
+            for p in rows.iter().filter_map(|(_, b)| parsed(b)) {
+                for d in voting_descriptors(&p).chunks_exact(DESCRIPTOR_LEN) {
                     if seen.is_multiple_of(step) {
-                        sample.extend(d.iter().map(|&v| v as f32 / imgvec_ingest::sift::QUANT));
+                        sample.extend_from_slice(d);
                     }
                     seen += 1;
                 }
             }
-            index.train(&sample)?;
         }
+        let knn = Knn::train(DESCRIPTOR_LEN, &factory, &sample)?;
+        let settled = knn_lists(&factory) >= VOTING_SHAPE.max_lists;
         let mut out = LocalIndex {
-            index,
-            nlist,
-            owners: Vec::new(),
+            knn,
             counts: HashMap::new(),
             watermark: 0,
+            trained_on: if settled { 0 } else { rows.len().max(1) as u64 },
         };
         out.add_rows(&rows)?;
         out.watermark = snap.max_id();
         Ok(out)
     }
 
-    /// Adds the rows of `snap` above the watermark.
-    pub fn catch_up(&mut self, snap: &Snapshot) -> Result<()> {
+    /// Adds the rows of `snap` above the watermark; returns the rows added.
+    pub fn catch_up(&mut self, snap: &Snapshot) -> Result<usize> {
         let max = snap.max_id();
         if max <= self.watermark {
-            return Ok(());
+            return Ok(0);
         }
         let rows = snap.local_rows_above(self.watermark);
         self.add_rows(&rows)?;
         self.watermark = max;
-        Ok(())
+        Ok(rows.len())
     }
 
     fn add_rows(&mut self, rows: &[(u64, &[u8])]) -> Result<()> {
         let mut data = Vec::new();
+        let mut ids = Vec::new();
         for (id, bytes) in rows {
-            let Some(p) = PackedFeatures::parse(bytes)
-                .map_err(|e| Error::Invalid(format!("row {id}: stored local features: {e}")))?
-            else {
-                continue;
-            };
-            data.extend(p.descriptors_f32());
-            self.owners.extend(std::iter::repeat_n(*id, p.len()));
-            self.counts.insert(*id, p.len());
+            let p = PackedFeatures::parse(bytes)
+                .map_err(|e| Error::Invalid(format!("row {id}: stored local features: {e}")))?;
+            let d = p.map(|p| voting_descriptors(&p)).unwrap_or_default();
+            let n = d.len() / DESCRIPTOR_LEN;
+            ids.extend(std::iter::repeat_n(*id, n));
+            data.extend(d);
+            self.counts.insert(*id, n as u32);
+            if ids.len() >= crate::derived::lifecycle::ADD_CHUNK {
+                self.knn.add(&ids, &data)?;
+                ids.clear();
+                data.clear();
+            }
         }
-        if !data.is_empty() {
-            self.index.add(&data)?;
+        self.knn.add(&ids, &data)?;
+        Ok(())
+    }
+
+    /// Drops the rows `snap` no longer holds.
+    pub fn purge(&mut self, snap: &Snapshot) -> Result<()> {
+        let dead: Vec<u64> = self
+            .counts
+            .keys()
+            .copied()
+            .filter(|&id| !snap.is_live(id))
+            .collect();
+        self.knn.remove(&dead)?;
+        for id in dead {
+            self.counts.remove(&id);
         }
         Ok(())
     }
 
     /// Descriptors stored.
     pub fn len(&self) -> usize {
-        self.owners.len()
+        self.knn.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.owners.is_empty()
+        self.len() == 0
     }
 
     /// Images voted for by the query's descriptors, best first: each query descriptor gives
@@ -254,42 +283,17 @@ impl LocalIndex {
             return Ok(Vec::new());
         }
         let k = VOTE_NEIGHBOURS.min(self.len());
-        let mut dis = vec![0f32; nq * k];
-        let mut lab = vec![-1i64; nq * k];
-        let mut params = faiss::search_params::SearchParametersIVF::new()?;
-        params.set_nprobe(IVF_NPROBE.min(self.nlist));
-        let params_ptr = if self.nlist > 1 {
-            params.inner_ptr()
-        } else {
-            std::ptr::null_mut()
-        };
-        // SAFETY: the index is live for `&self`; FAISS's search is const and writes only the two
-        // output buffers (`nq * k` each); `params` outlives the call (null for `Flat`).
-        faiss_call("local-feature vote", unsafe {
-            faiss_sys::faiss_Index_search_with_params(
-                self.index.inner_ptr(),
-                nq as i64,
-                query.as_ptr(),
-                k as i64,
-                params_ptr,
-                dis.as_mut_ptr(),
-                lab.as_mut_ptr(),
-            )
-        })?;
+        let found = self
+            .knn
+            .search(&query[..nq * DESCRIPTOR_LEN], k, IVF_NPROBE)?;
         let mut votes: HashMap<u64, f32> = HashMap::new();
         let mut best: Vec<(u64, f32)> = Vec::with_capacity(k);
-        for q in 0..nq {
+        for neighbours in found.chunks_exact(k) {
             best.clear();
-            for j in q * k..(q + 1) * k {
-                let Some(&owner) = usize::try_from(lab[j])
-                    .ok()
-                    .and_then(|l| self.owners.get(l))
-                else {
-                    continue;
-                };
+            for &(owner, sim) in neighbours.iter().flatten() {
                 match best.iter_mut().find(|(o, _)| *o == owner) {
-                    Some(b) => b.1 = b.1.max(dis[j]),
-                    None => best.push((owner, dis[j])),
+                    Some(b) => b.1 = b.1.max(sim),
+                    None => best.push((owner, sim)),
                 }
             }
             for &(owner, sim) in &best {
@@ -300,10 +304,8 @@ impl LocalIndex {
             .into_iter()
             .filter(|(id, _)| accept(*id))
             .map(|(id, v)| {
-                (
-                    id,
-                    v / (self.counts.get(&id).copied().unwrap_or(1) as f32).sqrt(),
-                )
+                let n = self.counts.get(&id).copied().unwrap_or(1).max(1);
+                (id, v / (n as f32).sqrt())
             })
             .collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -312,13 +314,58 @@ impl LocalIndex {
     }
 }
 
+impl crate::derived::slot::Persisted for LocalIndex {
+    const KIND: Kind = Kind::Voting;
+    const NAME: &'static str = "voting";
+
+    fn build(_: &Store, snap: &Snapshot) -> Result<Self> {
+        LocalIndex::build(snap)
+    }
+
+    fn catch_up(&mut self, _: &Store, snap: &Snapshot) -> Result<usize> {
+        LocalIndex::catch_up(self, snap)
+    }
+
+    fn purge(&mut self, snap: &Snapshot) -> Result<()> {
+        LocalIndex::purge(self, snap)
+    }
+
+    /// Watermark, trained-on rows, the per-row counts (sorted by id), then the FAISS index.
+    fn to_bytes(&self) -> std::result::Result<Vec<u8>, IndexError> {
+        let mut out = Vec::new();
+        let mut counts: Vec<(u64, u32)> = self.counts.iter().map(|(&k, &v)| (k, v)).collect();
+        counts.sort_unstable();
+        for w in [self.watermark, self.trained_on, counts.len() as u64] {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        for (id, n) in counts {
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        out.extend(self.knn.to_bytes()?);
+        Ok(out)
+    }
+
+    fn from_bytes(body: &[u8]) -> std::result::Result<Self, IndexError> {
+        let mut r = crate::derived::artifact::Reader::new(body);
+        let (watermark, trained_on, n) = (r.u64()?, r.u64()?, r.u64()? as usize);
+        let mut counts = HashMap::with_capacity(n.min(body.len() / 12));
+        for _ in 0..n {
+            counts.insert(r.u64()?, r.u32()?);
+        }
+        let knn = Knn::from_bytes(r.rest(), DESCRIPTOR_LEN)?;
+        Ok(LocalIndex {
+            knn,
+            counts,
+            watermark,
+            trained_on,
+        })
+    }
+}
+
 /// Images, keypoints and bytes of the live rows' stored local features.
 pub fn stats(snap: &Snapshot) -> LocalInfo {
-    let mut info = LocalInfo {
-        images: 0,
-        keypoints: 0,
-        bytes: 0,
-    };
+    let mut info = LocalInfo::default();
     for (_, bytes) in snap.local_rows_above(0) {
         if let Ok(Some(p)) = PackedFeatures::parse(bytes) {
             info.images += 1;

@@ -86,6 +86,10 @@ fn print_storage(info: &DatabaseInfo) {
             l.bytes,
             l.bytes as f64 / l.images.max(1) as f64
         );
+        println!(
+            "re-rank       voting index {} bytes, dense-window index {} bytes (on disk)",
+            l.indexes.voting.bytes_on_disk, l.indexes.dense.bytes_on_disk
+        );
     }
     let s = &info.stats;
     println!(

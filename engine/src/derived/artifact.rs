@@ -3,7 +3,7 @@
 //! ```text
 //! offset  size  field
 //!      0     8  magic "IMGVDRV\0"
-//!      8     8  kind tag (ASCII, NUL-padded): IVFPQ, HAMMING, BIVF, WHITEN, VLAD
+//!      8     8  kind tag (ASCII, NUL-padded): IVFPQ, HAMMING, BIVF, WHITEN, VLAD, VOTING, DENSE
 //!     16     4  format version of the kind's body (u32 LE)
 //!     20     4  reserved, 0
 //!     24     8  body length in bytes (u64 LE)
@@ -32,6 +32,8 @@ pub(crate) enum Kind {
     BinaryIvf,
     Whitening,
     Vlad,
+    Voting,
+    Dense,
 }
 
 impl Kind {
@@ -42,6 +44,8 @@ impl Kind {
             Kind::BinaryIvf => b"BIVF",
             Kind::Whitening => b"WHITEN",
             Kind::Vlad => b"VLAD",
+            Kind::Voting => b"VOTING",
+            Kind::Dense => b"DENSE",
         };
         let mut tag = [0u8; 8];
         tag[..name.len()].copy_from_slice(name);
@@ -54,14 +58,21 @@ impl Kind {
     }
 }
 
-/// A whole file: header, `body`, footer.
-pub(crate) fn encode(kind: Kind, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len() + FOOTER_LEN);
+/// The header of a file of `kind` whose body is `body_len` bytes.
+fn header(kind: Kind, body_len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&kind.tag());
     out.extend_from_slice(&kind.version().to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(body_len as u64).to_le_bytes());
+    out
+}
+
+/// A whole file: header, `body`, footer.
+#[cfg(test)]
+pub(crate) fn encode(kind: Kind, body: &[u8]) -> Vec<u8> {
+    let mut out = header(kind, body.len());
     out.extend_from_slice(body);
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -110,8 +121,16 @@ pub(crate) fn decode(kind: Kind, bytes: &[u8]) -> Result<&[u8], String> {
 /// Writes a derived file atomically: temporary file, synced, renamed, folder synced.
 pub(crate) fn write(path: &Path, kind: Kind, body: &[u8]) -> Result<(), IndexError> {
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&encode(kind, body))?;
+    // Streamed: a body of a gigabyte is not copied once more to frame it.
+    let head = header(kind, body.len());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head);
+    crc.update(body);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    f.write_all(&head)?;
+    f.write_all(body)?;
+    f.write_all(&crc.finalize().to_le_bytes())?;
+    let f = f.into_inner().map_err(|e| e.into_error())?;
     f.sync_all()?;
     drop(f);
     std::fs::rename(&tmp, path)?;
@@ -123,10 +142,60 @@ pub(crate) fn write(path: &Path, kind: Kind, body: &[u8]) -> Result<(), IndexErr
 
 /// Reads a derived file of `kind`, checking its header and CRC; returns the body.
 pub(crate) fn read(path: &Path, kind: Kind) -> Result<Vec<u8>, IndexError> {
+    read_with(path, kind, |body| Ok(body.to_vec()))
+}
+
+/// Reads a derived file of `kind`, checks its header and CRC, and hands `parse` the body in
+/// place (large files are not copied again).
+pub(crate) fn read_with<T>(
+    path: &Path,
+    kind: Kind,
+    parse: impl FnOnce(&[u8]) -> Result<T, IndexError>,
+) -> Result<T, IndexError> {
     let bytes = std::fs::read(path)?;
-    decode(kind, &bytes)
-        .map(<[u8]>::to_vec)
-        .map_err(|e| IndexError::Invalid(format!("{}: {e}", path.display())))
+    let body = decode(kind, &bytes)
+        .map_err(|e| IndexError::Invalid(format!("{}: {e}", path.display())))?;
+    parse(body).map_err(|e| IndexError::Invalid(format!("{}: {e}", path.display())))
+}
+
+/// Reads a body's little-endian fields front to back.
+pub(crate) struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader { bytes }
+    }
+
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], IndexError> {
+        if n > self.bytes.len() {
+            return Err(IndexError::Invalid(format!(
+                "body ends early ({n} bytes wanted, {} left)",
+                self.bytes.len()
+            )));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    pub fn u64(&mut self) -> Result<u64, IndexError> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+
+    pub fn u32(&mut self) -> Result<u32, IndexError> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+
+    /// What is left.
+    pub fn rest(self) -> &'a [u8] {
+        self.bytes
+    }
 }
 
 #[cfg(test)]

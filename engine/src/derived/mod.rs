@@ -9,3 +9,4 @@
 pub(crate) mod artifact;
 pub(crate) mod lifecycle;
 pub(crate) mod publish;
+pub(crate) mod slot;

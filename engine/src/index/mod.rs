@@ -14,6 +14,7 @@
 
 pub mod hamming;
 pub mod ivfpq;
+pub(crate) mod knn;
 
 use std::collections::HashSet;
 use std::path::PathBuf;

@@ -63,6 +63,11 @@ impl Featurizer {
         self.pipeline.lock().as_ref().and_then(|p| p.whitening)
     }
 
+    /// The stored pipeline's local features (read in place).
+    pub fn local(&self) -> Option<crate::local::LocalSpec> {
+        self.pipeline.lock().as_ref().and_then(|p| p.local)
+    }
+
     pub fn requested(&self) -> &PipelineChoice {
         &self.requested
     }

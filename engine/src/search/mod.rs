@@ -21,6 +21,7 @@ use imgvec_ingest::l2_normalize_rows;
 use imgvec_storage::Store;
 
 pub(crate) use rerank::RerankIndexes;
+pub use rerank::RerankStatus;
 pub(crate) use space::Spaces;
 
 use crate::error::{Error, Result};
@@ -42,7 +43,6 @@ pub(crate) struct Searcher<'a> {
     pub store: &'a Store,
     pub featurizer: &'a Featurizer,
     pub spaces: &'a Spaces,
-    pub rerank: &'a RerankIndexes,
 }
 
 /// Every variant of every query, in the search space: one row each.
@@ -255,7 +255,8 @@ impl Searcher<'_> {
             };
             let variants = rows.of(qi);
             match self
-                .rerank
+                .spaces
+                .rerank()
                 .rerank(self.store, ctx, hits, local, &variants, params)
             {
                 Ok(found) => checked[qi] = found,

@@ -6,42 +6,28 @@ use std::collections::HashMap;
 
 use imgvec_ingest::sift::PackedFeatures;
 use imgvec_storage::{Snapshot, Store};
-use parking_lot::Mutex;
 
 use super::context::SearchContext;
 use super::ranking::{self, Evidence};
 use crate::dense::{self, DenseIndex, Plane};
-use crate::derived::lifecycle::{plan, Collection, Derived, Plan};
+use serde::Serialize;
+
+use crate::derived::slot::{DerivedStatus, Slot};
 use crate::error::{Error, Result};
 use crate::exact;
+use crate::index::Save;
 use crate::local::{self, LocalIndex, VerifyParams};
 use crate::pipeline::QueryLocal;
 
-/// The structure in `slot` brought up to `snap` by the shared lifecycle: built when absent,
-/// caught up with new rows, rebuilt when it is due (many deleted rows).
-fn current<'a, T: Derived>(
-    slot: &'a mut Option<T>,
-    snap: &Snapshot,
-    build: impl FnOnce() -> Result<T>,
-    catch_up: impl FnOnce(&mut T) -> Result<()>,
-) -> Result<&'a T> {
-    let due = match slot.as_ref() {
-        None => Plan::Rebuild,
-        // Caught up by a search of a newer snapshot: rows this one does not know are filtered
-        // by its liveness check, and counting them as deleted would force a rebuild.
-        Some(d) if d.watermark() > snap.max_id() => Plan::Nothing,
-        Some(d) => plan(d, Collection::of(snap, d.watermark()), false),
-    };
-    match (due, slot.as_mut()) {
-        (Plan::Nothing, _) => {}
-        (Plan::CatchUp(_), Some(d)) => catch_up(d)?,
-        _ => *slot = Some(build()?),
-    }
-    Ok(slot.as_ref().expect("built above"))
-}
+/// Dense planes of candidates, each with the turn of its best window when one was found.
+type Planes = HashMap<u64, (Plane, Option<f32>)>;
 
-/// Dense planes of candidates, each with the turn of its best window.
-type Planes = HashMap<u64, (Plane, f32)>;
+/// What a handle holds of the re-rank indexes (`imgvec info`, tests).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RerankStatus {
+    pub voting: DerivedStatus,
+    pub dense: DerivedStatus,
+}
 
 /// What a verified search checked of one result.
 #[derive(Debug, Clone, Copy, Default)]
@@ -51,35 +37,61 @@ pub(crate) struct Checked {
     pub alignment: Option<f32>,
 }
 
-/// The candidate sources of verified searches, built on a handle's first verified search and
-/// caught up by id watermark.
-#[derive(Default)]
+/// The candidate sources of verified searches: persisted derived structures, loaded on a
+/// handle's first verified search and kept current by the writer's worker.
 pub(crate) struct RerankIndexes {
-    /// Every stored local descriptor, for voting.
-    local: Mutex<Option<LocalIndex>>,
+    /// The stored local descriptors, for voting.
+    local: Slot<LocalIndex>,
     /// Every stored image's dense windows and plane.
-    dense: Mutex<Option<DenseIndex>>,
+    dense: Slot<DenseIndex>,
 }
 
 impl RerankIndexes {
+    pub fn new(store: &Store) -> RerankIndexes {
+        RerankIndexes {
+            local: Slot::new(store),
+            dense: Slot::new(store),
+        }
+    }
+
+    /// Brings both up to `snap` (see [`Slot::refresh`]).
+    pub fn refresh(
+        &self,
+        store: &Store,
+        snap: &Snapshot,
+        save: Save,
+        purge_all: bool,
+    ) -> Result<()> {
+        self.local.refresh(store, snap, save, purge_all)?;
+        self.dense.refresh(store, snap, save, purge_all)
+    }
+
+    /// What this handle holds of the voting and the dense-window index.
+    pub fn status(&self) -> RerankStatus {
+        RerankStatus {
+            voting: self.local.status(),
+            dense: self.dense.status(),
+        }
+    }
+
     /// Images descriptor voting finds for `query`.
-    fn voted(&self, ctx: &SearchContext, query: &QueryLocal, n: usize) -> Result<Vec<(u64, f32)>> {
+    fn voted(
+        &self,
+        store: &Store,
+        ctx: &SearchContext,
+        query: &QueryLocal,
+        n: usize,
+    ) -> Result<Vec<(u64, f32)>> {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let snap = &ctx.snapshot;
-        let mut guard = self.local.lock();
-        let index = current(
-            &mut guard,
-            snap,
-            || LocalIndex::build(snap),
-            |index| index.catch_up(snap),
-        )?;
-        index.vote(&query.features.descriptors, n, &|id| ctx.is_live(id))
+        self.local.with(store, &ctx.snapshot, |index| {
+            index.vote(&query.features.descriptors, n, &|id| ctx.is_live(id))
+        })?
     }
 
-    /// Images dense-window search finds for `query`, and the planes (with the window's turn)
-    /// of those and of the `others`, copied out so the index is not held while aligning.
+    /// Images dense-window search finds for `query`, and the planes (with the best window's
+    /// turn, when found) of those and of the `others`.
     fn dense_found(
         &self,
         store: &Store,
@@ -88,26 +100,23 @@ impl RerankIndexes {
         n: usize,
         others: &[u64],
     ) -> Result<(Vec<u64>, Planes)> {
-        let mut planes = HashMap::new();
         let Some(dq) = query.dense.as_ref().filter(|_| n > 0) else {
-            return Ok((Vec::new(), planes));
+            return Ok((Vec::new(), HashMap::new()));
         };
-        let snap = &ctx.snapshot;
-        let mut guard = self.dense.lock();
-        let index = current(
-            &mut guard,
-            snap,
-            || DenseIndex::build(store, snap),
-            |index| index.catch_up(store, snap),
-        )?;
-        let scores = index.scores(dq);
-        let found = scores.top(n, &|id| ctx.is_live(id));
-        for &id in others.iter().chain(&found) {
-            if let (Some(p), Some((_, angle))) = (index.plane(id), scores.get(id)) {
-                planes.entry(id).or_insert_with(|| (p.clone(), angle));
+        self.dense.with(store, &ctx.snapshot, |index| {
+            let scores = index.scores(dq)?;
+            let found = scores.top(n, &|id| ctx.is_live(id));
+            let mut planes = HashMap::new();
+            for &id in others.iter().chain(&found) {
+                if planes.contains_key(&id) {
+                    continue;
+                }
+                if let Some(p) = index.plane(id) {
+                    planes.insert(id, (p, scores.get(id).map(|s| s.1)));
+                }
             }
-        }
-        Ok((found, planes))
+            Ok((found, planes))
+        })?
     }
 
     /// Re-ranks one query's global `hits` (best first) with local features. Scores stay cosines
@@ -122,7 +131,7 @@ impl RerankIndexes {
         variants: &[&[f32]],
         params: &VerifyParams,
     ) -> Result<HashMap<u64, Checked>> {
-        let voted = self.voted(ctx, query, params.voted)?;
+        let voted = self.voted(store, ctx, query, params.voted)?;
         let mut candidates: Vec<(u64, f32)> = hits.iter().take(params.shortlist).copied().collect();
         let others: Vec<u64> = candidates
             .iter()
@@ -168,7 +177,7 @@ impl RerankIndexes {
             let plane = planes.get(&id);
             let alignment = match (&query.dense, plane) {
                 (Some(dq), Some((plane, angle))) if !verified => {
-                    Some(dense::align(dq, plane, Some(*angle)))
+                    Some(dense::align(dq, plane, *angle))
                 }
                 _ => None,
             };

@@ -1,6 +1,8 @@
 //! The vector spaces a database searches in: its stored vectors, or — for pipelines that learn
-//! a whitening (`balanced`, `robust`) — their whitened view, each with its own index set. One
-//! owner for both, shared by searches and the background worker, so every space is maintained.
+//! a whitening (`balanced`, `robust`) — their whitened view, each with its own index set; and,
+//! for pipelines with local features, the re-rank indexes (voting, dense windows). One owner
+//! for all of them, shared by searches and the background worker, so everything derived is
+//! maintained.
 
 use std::sync::Arc;
 
@@ -12,6 +14,7 @@ use crate::index::{IndexInfo, IndexOptions, Indexes, Save};
 use crate::info::WhiteningInfo;
 use crate::pipeline::Featurizer;
 use crate::reduce::{Learn, Projection, Reducer};
+use crate::search::RerankIndexes;
 
 /// The space one search runs in.
 pub(crate) struct Space {
@@ -30,18 +33,26 @@ pub(crate) struct Spaces {
     index_opts: IndexOptions,
     /// The whitening of a pipeline that has one, made once the pipeline is known.
     reducer: Mutex<Option<Arc<Reducer>>>,
+    /// Candidate sources of verified searches (used by pipelines with local features).
+    rerank: RerankIndexes,
 }
 
 impl Spaces {
     pub fn new(store: Arc<Store>, featurizer: Arc<Featurizer>, index_opts: IndexOptions) -> Spaces {
         let raw = Arc::new(Indexes::new(&store, index_opts.clone()));
+        let rerank = RerankIndexes::new(&store);
         Spaces {
             store,
             featurizer,
             raw,
             index_opts,
             reducer: Mutex::new(None),
+            rerank,
         }
+    }
+
+    pub fn rerank(&self) -> &RerankIndexes {
+        &self.rerank
     }
 
     /// The pipeline's whitening, once the pipeline is known and asks for one.
@@ -88,7 +99,8 @@ impl Spaces {
     /// view exists), writing them as `save` says (`purge_all`: drop every deleted row now).
     pub fn refresh(&self, snap: &Arc<Snapshot>, save: Save, purge_all: bool) -> Result<()> {
         self.refresh_view(snap, Learn::WhenDue, save, purge_all)?;
-        Ok(self.raw.refresh(&self.store, snap, save, purge_all)?)
+        self.raw.refresh(&self.store, snap, save, purge_all)?;
+        self.refresh_rerank(snap, save, purge_all)
     }
 
     /// The background worker's pass: keeps the view (once a whitening exists; learning one is
@@ -96,7 +108,16 @@ impl Spaces {
     /// saves them when due.
     pub fn maintain(&self, snap: &Arc<Snapshot>) -> Result<()> {
         self.refresh_view(snap, Learn::Never, Save::WhenDue, false)?;
-        Ok(self.raw.refresh(&self.store, snap, Save::WhenDue, false)?)
+        self.raw.refresh(&self.store, snap, Save::WhenDue, false)?;
+        self.refresh_rerank(snap, Save::WhenDue, false)
+    }
+
+    /// The voting and dense-window indexes, for pipelines with local features.
+    fn refresh_rerank(&self, snap: &Snapshot, save: Save, purge_all: bool) -> Result<()> {
+        if self.featurizer.local().is_none() {
+            return Ok(());
+        }
+        self.rerank.refresh(&self.store, snap, save, purge_all)
     }
 
     fn refresh_view(

@@ -1,6 +1,7 @@
 //! The `robust` preset's local features on real photos (instances-dev): SIFT stored per image
 //! in the segments, descriptor voting and spatial verification at search time; deletes, rows
-//! added after the voting index was built, compaction and a read-only reopen.
+//! added after the voting index was built, compaction, and read-only reopens that load the
+//! persisted voting and dense-window indexes (and rebuild a damaged or missing one).
 
 use imgvec_testkit::*;
 
@@ -216,19 +217,62 @@ fn robust_verifies_and_finds_crops_occlusions_and_turns() {
     assert_eq!(before, after);
     drop(db);
 
-    // A read-only handle builds its own voting index from the mapped segments.
-    let ro = Database::open(
-        &dir,
-        OpenOptions {
+    // A read-only handle loads the voting and dense-window indexes the writer left current
+    // (after the late row, the delete and the compaction): it builds nothing.
+    let read_only = || {
+        let opts = OpenOptions {
             read_only: true,
             ..robust()
-        },
-    )
-    .unwrap();
+        };
+        Database::open(&dir, opts).unwrap()
+    };
+    let ro = read_only();
     let again: Vec<_> = ro
-        .search_batch(probe, &opts)
+        .search_batch(probe.clone(), &opts)
         .into_iter()
         .map(|r| summary(&r.unwrap()))
         .collect();
     assert_eq!(before, again);
+    let status = ro.rerank_status();
+    let live = ro.info().unwrap().stats.live_rows as usize;
+    let max_id = ro.records().unwrap().iter().map(|r| r.id).max();
+    for s in [&status.voting, &status.dense] {
+        assert_eq!(
+            (s.builds, s.rows, s.watermark),
+            (0, Some(live), max_id),
+            "{status:?}"
+        );
+        assert!(s.bytes_on_disk > 0, "{status:?}");
+    }
+    drop(ro);
+
+    // A damaged voting file and a missing dense file are rebuilt, not trusted.
+    let published = |kind: &str| -> PathBuf {
+        let folder = dir.join("indexes").join(kind);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        files.pop().unwrap()
+    };
+    let voting = published("voting");
+    let mut bytes = std::fs::read(&voting).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&voting, bytes).unwrap();
+    std::fs::remove_file(published("dense")).unwrap();
+    let ro = read_only();
+    let rebuilt: Vec<_> = ro
+        .search_batch(probe, &opts)
+        .into_iter()
+        .map(|r| summary(&r.unwrap()))
+        .collect();
+    assert_eq!(before, rebuilt);
+    let status = ro.rerank_status();
+    assert_eq!(
+        (status.voting.builds, status.dense.builds),
+        (1, 1),
+        "{status:?}"
+    );
 }

@@ -1,0 +1,243 @@
+//! A FAISS index over many short unit vectors per row — local descriptors, dense windows —
+//! keyed by row id (a row's vectors share its id): exact (`IDMap,Flat`) while small, IVF-PQ
+//! once there are enough vectors to train it. Searches are batched (one call for all of a
+//! query's vectors) and take `&self` (see `ivfpq` on why that is sound).
+
+use faiss::index::FromInnerPtr;
+use faiss::{Idx, Index, MetricType};
+
+use super::{faiss_call, faiss_read_mem, faiss_write_mem, IndexError};
+
+/// How a [`Knn`] is laid out once it is large.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KnnShape {
+    pub dims: usize,
+    /// Below this many vectors the index is exact.
+    pub exact_below: usize,
+    /// Bytes of one PQ code (sub-quantisers of 8 bits).
+    pub code_bytes: usize,
+    /// Most inverted lists.
+    pub max_lists: usize,
+}
+
+impl KnnShape {
+    /// The factory string for `n` vectors: `IDMap,Flat` below `exact_below`, else
+    /// `IVF<√n>,PQ<code_bytes>` (16 ≤ lists ≤ `max_lists`, 40 training vectors a list).
+    pub fn factory(&self, n: usize) -> String {
+        if n < self.exact_below.max(256 * 40) {
+            return "IDMap,Flat".into();
+        }
+        let nlist = ((n as f64).sqrt() as usize).clamp(16, self.max_lists.max(16));
+        format!("IVF{nlist},PQ{}", self.code_bytes)
+    }
+}
+
+/// Lists of an `IVF<n>,...` factory string (1 for anything else).
+pub(crate) fn knn_lists(factory: &str) -> usize {
+    factory
+        .strip_prefix("IVF")
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
+
+pub(crate) struct Knn {
+    index: faiss::index::IndexImpl,
+    pub factory: String,
+    pub dims: usize,
+    pub nlist: usize,
+}
+
+impl Knn {
+    /// An empty index of `factory`, trained on `sample` (`rows × dims`) when it has lists.
+    pub fn train(dims: usize, factory: &str, sample: &[f32]) -> Result<Knn, IndexError> {
+        let mut index = faiss::index_factory(dims as u32, factory, MetricType::L2)?;
+        let nlist = knn_lists(factory);
+        if nlist > 1 {
+            index.train(sample)?;
+        }
+        Ok(Knn {
+            index,
+            factory: factory.to_string(),
+            dims,
+            nlist,
+        })
+    }
+
+    /// Adds vectors (`ids.len() × dims` floats), each under its row's id.
+    pub fn add(&mut self, ids: &[u64], vectors: &[f32]) -> Result<(), IndexError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let idx: Vec<Idx> = ids.iter().map(|&i| Idx::new(i)).collect();
+        self.index.add_with_ids(vectors, &idx)?;
+        Ok(())
+    }
+
+    /// Drops every vector of the rows `ids`.
+    pub fn remove(&mut self, ids: &[u64]) -> Result<usize, IndexError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let idx: Vec<Idx> = ids.iter().map(|&i| Idx::new(i)).collect();
+        let sel = faiss::selector::IdSelector::batch(&idx)?;
+        Ok(self.index.remove_ids(&sel)?)
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.ntotal() as usize
+    }
+
+    /// The `k` nearest vectors of each of the `queries` (`nq × dims`): for query `q`, entries
+    /// `q*k..(q+1)*k` of (row ids, cosines), nearest first; `None` where fewer were found.
+    pub fn search(
+        &self,
+        queries: &[f32],
+        k: usize,
+        nprobe: usize,
+    ) -> Result<Vec<Option<(u64, f32)>>, IndexError> {
+        let nq = queries.len() / self.dims;
+        if nq == 0 || k == 0 || self.len() == 0 {
+            return Ok(vec![None; nq * k]);
+        }
+        let mut dis = vec![0f32; nq * k];
+        let mut lab = vec![-1i64; nq * k];
+        let mut params = faiss::search_params::SearchParametersIVF::new()?;
+        params.set_nprobe(nprobe.clamp(1, self.nlist));
+        let params_ptr = if self.nlist > 1 {
+            params.inner_ptr()
+        } else {
+            std::ptr::null_mut()
+        };
+        // SAFETY: the index is live for `&self`; FAISS's search is const and writes only the two
+        // output buffers (`nq * k` each); `params` outlives the call (null for exact indexes).
+        faiss_call("kNN search", unsafe {
+            faiss_sys::faiss_Index_search_with_params(
+                self.index.inner_ptr(),
+                nq as i64,
+                queries.as_ptr(),
+                k as i64,
+                params_ptr,
+                dis.as_mut_ptr(),
+                lab.as_mut_ptr(),
+            )
+        })?;
+        // Unit vectors: squared L2 = 2 − 2 cos.
+        Ok(lab
+            .into_iter()
+            .zip(dis)
+            .map(|(l, d)| u64::try_from(l).ok().map(|id| (id, 1.0 - d / 2.0)))
+            .collect())
+    }
+
+    /// The index as bytes: factory length (u32 LE), factory, FAISS's serialisation.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, IndexError> {
+        let ptr = self.index.inner_ptr();
+        // SAFETY: `ptr` is a live index; FAISS only reads it while writing the stream.
+        let faiss = faiss_write_mem("write kNN index", |f| unsafe {
+            faiss_sys::faiss_write_index(ptr, f)
+        })?;
+        let mut out = Vec::with_capacity(4 + self.factory.len() + faiss.len());
+        out.extend_from_slice(&(self.factory.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.factory.as_bytes());
+        out.extend_from_slice(&faiss);
+        Ok(out)
+    }
+
+    /// Reads what [`Knn::to_bytes`] wrote (all of `bytes`).
+    pub fn from_bytes(bytes: &[u8], dims: usize) -> Result<Knn, IndexError> {
+        let bad = |what: &str| IndexError::Invalid(format!("kNN index: {what}"));
+        let flen = bytes
+            .get(..4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+            .ok_or_else(|| bad("ends early"))?;
+        let factory = bytes
+            .get(4..4 + flen)
+            .and_then(|f| std::str::from_utf8(f).ok())
+            .ok_or_else(|| bad("bad factory string"))?
+            .to_string();
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: FAISS writes a new index pointer to `raw` on success.
+        faiss_read_mem("read kNN index", &bytes[4 + flen..], |f| unsafe {
+            faiss_sys::faiss_read_index(f, 0, &mut raw)
+        })?;
+        // SAFETY: `raw` was just created by FAISS and is owned by nobody else.
+        let index = unsafe { faiss::index::IndexImpl::from_inner_ptr(raw) };
+        if index.d() as usize != dims {
+            return Err(bad(&format!("{} dimensions, expected {dims}", index.d())));
+        }
+        Ok(Knn {
+            index,
+            nlist: knn_lists(&factory),
+            factory,
+            dims,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit_rows(n: usize, dims: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        let mut out = Vec::with_capacity(n * dims);
+        for _ in 0..n {
+            let row: Vec<f32> = (0..dims)
+                .map(|_| {
+                    s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+                })
+                .collect();
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            out.extend(row.iter().map(|v| v / norm));
+        }
+        out
+    }
+
+    #[test]
+    fn factory_is_exact_while_small_then_ivf_pq() {
+        let shape = KnnShape {
+            dims: 128,
+            exact_below: 20_000,
+            code_bytes: 16,
+            max_lists: 4096,
+        };
+        assert_eq!(shape.factory(19_999), "IDMap,Flat");
+        assert_eq!(shape.factory(40_000), "IVF200,PQ16");
+        assert_eq!(shape.factory(100_000_000), "IVF4096,PQ16");
+        assert_eq!(knn_lists("IVF200,PQ16"), 200);
+        assert_eq!(knn_lists("IDMap,Flat"), 1);
+    }
+
+    #[test]
+    fn finds_each_rows_own_vectors_exact_and_compressed_and_round_trips() {
+        let dims = 32;
+        let n = 12_000;
+        let data = unit_rows(n, dims, 3);
+        // Four vectors a row.
+        let ids: Vec<u64> = (0..n as u64).map(|i| 10 + i / 4).collect();
+        for factory in ["IDMap,Flat", "IVF64,PQ16"] {
+            let mut knn = Knn::train(dims, factory, &data).unwrap();
+            knn.add(&ids, &data).unwrap();
+            assert_eq!(knn.len(), n);
+            let queries = &data[..dims * 100];
+            let found = knn.search(queries, 3, 64).unwrap();
+            let own = (0..100)
+                .filter(|&q| found[q * 3].map(|f| f.0) == Some(ids[q]))
+                .count();
+            assert!(own >= 95, "{factory}: {own} of 100 find their own row");
+            let back = Knn::from_bytes(&knn.to_bytes().unwrap(), dims).unwrap();
+            assert_eq!(
+                (back.len(), back.nlist, back.factory.clone()),
+                (n, knn.nlist, knn.factory.clone())
+            );
+            assert_eq!(back.search(queries, 3, 64).unwrap(), found);
+            assert!(Knn::from_bytes(&knn.to_bytes().unwrap(), dims + 1).is_err());
+            // Removing a row drops all four of its vectors.
+            assert_eq!(knn.remove(&[10]).unwrap(), 4);
+            let again = knn.search(&data[..dims], 3, 64).unwrap();
+            assert!(again.iter().flatten().all(|(id, _)| *id != 10));
+        }
+    }
+}
