@@ -11,8 +11,9 @@
 //!
 //! Fallback while the collection is too small to learn a whitening (fewer than `min_rows` live
 //! rows): search compares the raw fused vectors by cosine, which is what whitening would start
-//! from. The projected rows are not stored; a handle projects them when it first needs them
-//! (one matrix product over the stored vectors).
+//! from. The projected rows are derived data too: the writer saves them (`derived::view_file`,
+//! tied to the projection's fingerprint) and other handles load them, projecting only the rows
+//! stored since.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -25,7 +26,8 @@ use serde::{Deserialize, Serialize};
 use crate::derived::artifact::{self, Kind};
 use crate::derived::lifecycle::{grown, SAMPLE_ROWS};
 use crate::derived::publish::{Manifest, Publisher};
-use crate::index::{stored_dims, strided_sample, IndexError, IndexOptions, Indexes};
+use crate::derived::view_file::ViewFile;
+use crate::index::{stored_dims, strided_sample, IndexError, IndexOptions, Indexes, Save};
 use crate::vlad::{Vlad, VladSpec};
 use crate::whitening::Whitening;
 
@@ -58,6 +60,9 @@ pub struct WhiteningInfo {
     pub min_rows: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vlad: Option<VladInfo>,
+    /// Rows of the view this handle projected itself (the rest it loaded as the writer saved
+    /// them: 0 for a handle opened after a writer closed).
+    pub rows_projected_here: u64,
 }
 
 /// The VLAD block of the view.
@@ -161,6 +166,10 @@ struct State {
     /// tombstones, pending rows), so the liveness pass runs only when that changes.
     checked: Option<(Vec<u64>, usize, usize)>,
     indexes: Arc<Indexes>,
+    /// Rows projected or dropped since the view was last saved.
+    view_unsaved: usize,
+    /// Rows this handle projected.
+    projected_here: u64,
 }
 
 /// One database handle's whitening.
@@ -168,6 +177,8 @@ pub(crate) struct Reducer {
     spec: WhiteningSpec,
     publisher: Publisher,
     index_opts: IndexOptions,
+    /// Where the projected rows are saved.
+    view_file: ViewFile,
     state: Mutex<Option<State>>,
     loaded: std::sync::atomic::AtomicBool,
     /// Generation of the last publication seen (0: none), so a whitening relearned after a
@@ -181,6 +192,7 @@ impl Reducer {
             spec,
             publisher: Publisher::new(store.dir().join(REDUCTION_DIR), META_KEY),
             index_opts,
+            view_file: ViewFile::new(store),
             state: Mutex::new(None),
             loaded: false.into(),
             published_generation: 0.into(),
@@ -209,6 +221,8 @@ impl Reducer {
             watermark: 0,
             checked: None,
             indexes,
+            view_unsaved: 0,
+            projected_here: 0,
         }
     }
 
@@ -245,7 +259,15 @@ impl Reducer {
             match Whitening::load(&path) {
                 Ok(w) if w.dims_in == dims_in && w.dims_out == self.spec.dims => {
                     let projection = Projection { whitening: w, vlad };
-                    *st = Some(self.make_state(store, p.generation, projection, true));
+                    let mut state = self.make_state(store, p.generation, projection, true);
+                    // The rows projected with it, as saved; the rest are projected on demand.
+                    let (space, dims) =
+                        (state.projection.fingerprint(), state.projection.dims_out());
+                    if let Some(saved) = self.view_file.load(store, space, dims) {
+                        state.watermark = saved.watermark;
+                        state.chunks = vec![Arc::new(saved.chunk)];
+                    }
+                    *st = Some(state);
                 }
                 Ok(_) => tracing::warn!("{}: dimensions changed; relearned", path.display()),
                 Err(e) => {
@@ -319,6 +341,7 @@ impl Reducer {
                 .filter(|&id| !snap.is_live(id))
                 .collect();
             if !dead.is_empty() {
+                st.view_unsaved += dead.len();
                 st.chunks = st
                     .chunks
                     .iter()
@@ -333,6 +356,8 @@ impl Reducer {
             if let Some(&last) = ids.last() {
                 let projected = project_rows(&st.projection, snap, &ids, &vectors);
                 st.watermark = last;
+                st.view_unsaved += ids.len();
+                st.projected_here += ids.len() as u64;
                 st.chunks.push(Arc::new(PendingChunk {
                     ids,
                     vectors: projected,
@@ -355,18 +380,31 @@ impl Reducer {
         Ok(Some(view))
     }
 
-    /// Writes an unsaved whitening (writers only).
-    pub fn save(&self, store: &Store) -> Result<(), IndexError> {
-        if store.mode() != OpenMode::ReadWrite {
+    /// Writes an unsaved whitening, and the projected rows when `save` says so (writers only).
+    pub fn save(&self, store: &Store, save: Save) -> Result<(), IndexError> {
+        if store.mode() != OpenMode::ReadWrite || save == Save::Never {
             return Ok(());
         }
         let mut guard = self.state.lock();
         let Some(st) = guard.as_mut() else {
             return Ok(());
         };
-        if st.saved {
-            return Ok(());
+        if !st.saved {
+            self.save_projection(store, st)?;
         }
+        let rows: usize = st.chunks.iter().map(|c| c.ids.len()).sum();
+        let due = st.view_unsaved > 0
+            && (save == Save::Unsaved || st.view_unsaved >= 1024.max(rows / 10));
+        if due {
+            let space = st.projection.fingerprint();
+            self.view_file
+                .save(store, space, st.watermark, &st.chunks)?;
+            st.view_unsaved = 0;
+        }
+        Ok(())
+    }
+
+    fn save_projection(&self, store: &Store, st: &mut State) -> Result<(), IndexError> {
         self.publisher.prepare()?;
         let file = Publisher::file_name("whitening", st.generation, "bin");
         st.projection.whitening.save(&self.publisher.path(&file))?;
@@ -412,6 +450,7 @@ impl Reducer {
                     dims: v.dims(),
                     weight: v.weight,
                 }),
+                rows_projected_here: s.projected_here,
             }
         })
     }

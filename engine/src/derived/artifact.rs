@@ -3,7 +3,8 @@
 //! ```text
 //! offset  size  field
 //!      0     8  magic "IMGVDRV\0"
-//!      8     8  kind tag (ASCII, NUL-padded): IVFPQ, HAMMING, BIVF, WHITEN, VLAD, VOTING, DENSE
+//!      8     8  kind tag (ASCII, NUL-padded): IVFPQ, HAMMING, BIVF, WHITEN, VLAD, VOTING,
+//!                   DENSE, VIEW
 //!     16     4  format version of the kind's body (u32 LE)
 //!     20     4  reserved, 0
 //!     24     8  body length in bytes (u64 LE)
@@ -34,6 +35,7 @@ pub(crate) enum Kind {
     Vlad,
     Voting,
     Dense,
+    View,
 }
 
 impl Kind {
@@ -46,6 +48,7 @@ impl Kind {
             Kind::Vlad => b"VLAD",
             Kind::Voting => b"VOTING",
             Kind::Dense => b"DENSE",
+            Kind::View => b"VIEW",
         };
         let mut tag = [0u8; 8];
         tag[..name.len()].copy_from_slice(name);

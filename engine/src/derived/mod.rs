@@ -10,3 +10,4 @@ pub(crate) mod artifact;
 pub(crate) mod lifecycle;
 pub(crate) mod publish;
 pub(crate) mod slot;
+pub(crate) mod view_file;

@@ -134,9 +134,7 @@ impl Spaces {
             self.raw.set_dormant();
             view.indexes
                 .refresh(&self.store, &view.snapshot, save, purge_all)?;
-            if save != Save::Never {
-                reducer.save(&self.store)?;
-            }
+            reducer.save(&self.store, save)?;
         }
         Ok(())
     }

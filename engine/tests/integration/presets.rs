@@ -153,6 +153,9 @@ fn balanced_learns_its_whitening_and_finds_the_hard_cases() {
     );
     let w2 = ro.info().unwrap().whitening.unwrap();
     assert_eq!(w2.generation, w.generation);
+    // It loaded the whitened rows the writer saved: it projected none itself.
+    assert_eq!(w2.rows_projected_here, 0, "{w2:?}");
+    assert!(path.join("indexes/view").read_dir().unwrap().count() == 1);
 }
 
 #[test]
