@@ -13,7 +13,7 @@ pub mod retrieval;
 pub use ann::{ann, AnnBench, AnnBenchOptions, Baseline, ModeFigures};
 pub use ingest::{ingest, IngestBench, IngestTarget, StageShare};
 pub use mixture::{normalized, GaussianMixture};
-pub use retrieval::{retrieval, CaseScore, ModeRetrieval, RetrievalBench};
+pub use retrieval::{retrieval, BenchDb, CaseScore, ModeRetrieval, RetrievalBench};
 
 #[cfg(test)]
 mod tests {

@@ -63,6 +63,7 @@ pub struct ModeRetrieval {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RetrievalBench {
+    /// Live rows of the database searched.
     pub db_images: usize,
     pub ingest_images_per_sec: f64,
     /// `Database::refresh_indexes` after the ingest: training and filling every index.
@@ -70,21 +71,52 @@ pub struct RetrievalBench {
     pub modes: Vec<ModeRetrieval>,
 }
 
-/// Ingests a benchmark folder's `db/` into a fresh database at `scratch` with `open`'s pipeline
-/// and index options, builds the indexes, then for each mode runs every query alone, timing
-/// each, and scores the results per case and against exact search. `base` carries the search
+/// Where `retrieval` searches.
+pub enum BenchDb<'a> {
+    /// A fresh database at `scratch` with `open`'s pipeline and index options, filled with the
+    /// benchmark's `db/` images.
+    Fresh {
+        scratch: &'a Path,
+        open: OpenOptions,
+    },
+    /// An existing database that holds the benchmark's `db/` images among others (distractors),
+    /// opened read-only: nothing is ingested (ingest figures are 0), results are matched to the
+    /// benchmark by file name.
+    Existing { path: &'a Path, open: OpenOptions },
+}
+
+/// Ingests a benchmark folder's `db/` into a fresh database (or opens an existing one, see
+/// [`BenchDb`]), builds the indexes, then for each mode runs every query alone, timing each,
+/// and scores the results per case and against exact search. `base` carries the search
 /// options other than the mode (`rerank: false` measures the approximate indexes' own order;
 /// query augmentation and expansion).
 pub fn retrieval(
     bench: &Path,
-    scratch: &Path,
-    open: OpenOptions,
+    target: BenchDb<'_>,
     modes: &[imgvec::SearchMode],
     base: &imgvec::SearchOptions,
 ) -> Result<RetrievalBench> {
     let db_list = read_jsonl(&bench.join("db.jsonl"))?;
     let queries = read_jsonl(&bench.join("queries.jsonl"))?;
-    let ingested = ingest_db(bench, scratch, open, &db_list)?;
+    let ingested = match target {
+        BenchDb::Fresh { scratch, open } => ingest_db(bench, scratch, open, &db_list)?,
+        BenchDb::Existing { path, open } => {
+            let db = Database::open(
+                path,
+                OpenOptions {
+                    read_only: true,
+                    ..open
+                },
+            )?;
+            let info = db.info()?;
+            Ingested {
+                db,
+                images_per_sec: 0.0,
+                index_build_seconds: 0.0,
+                info,
+            }
+        }
+    };
     let dims = ingested.info.stats.dims.unwrap_or(0) as f64;
     let scoring = Scoring::new(bench, &ingested.db, &queries, &db_list);
     // Warm-up: the first query pays for loading the model.
@@ -112,7 +144,7 @@ pub fn retrieval(
         out.push(pass.finish(mode, queries.len(), bytes));
     }
     Ok(RetrievalBench {
-        db_images: db_list.len(),
+        db_images: ingested.info.stats.live_rows as usize,
         ingest_images_per_sec: ingested.images_per_sec,
         index_build_seconds: ingested.index_build_seconds,
         modes: out,

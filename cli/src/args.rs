@@ -198,6 +198,10 @@ pub(crate) struct BenchIngestArgs {
 #[derive(Args)]
 pub(crate) struct RetrievalArgs {
     pub(crate) bench: PathBuf,
+    /// Search this existing database (read-only; it holds the benchmark's db images, e.g. among
+    /// distractors) instead of ingesting the benchmark into a temporary one.
+    #[arg(long, conflicts_with_all = ["model", "pipeline"])]
+    pub(crate) db: Option<PathBuf>,
     /// Modes to measure (repeatable; default: all).
     #[arg(long = "mode", value_enum)]
     pub(crate) modes: Vec<SearchMode>,

@@ -577,6 +577,10 @@ impl crate::derived::slot::Persisted for DenseIndex {
         DenseIndex::catch_up(self, store, snap)
     }
 
+    fn purges_in_place(&self) -> bool {
+        self.knn.removes_in_place()
+    }
+
     fn purge(&mut self, snap: &Snapshot) -> Result<()> {
         DenseIndex::purge(self, snap)
     }

@@ -326,6 +326,10 @@ impl crate::derived::slot::Persisted for LocalIndex {
         LocalIndex::catch_up(self, snap)
     }
 
+    fn purges_in_place(&self) -> bool {
+        self.knn.removes_in_place()
+    }
+
     fn purge(&mut self, snap: &Snapshot) -> Result<()> {
         LocalIndex::purge(self, snap)
     }

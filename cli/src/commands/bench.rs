@@ -72,7 +72,10 @@ pub(crate) fn retrieval(
     index_min_rows: Option<usize>,
     mut open: OpenOptions,
 ) -> CliResult {
-    open.index.min_train_rows = index_min_rows.unwrap_or(256);
+    // An existing database keeps the index threshold it was built with.
+    if args.db.is_none() || index_min_rows.is_some() {
+        open.index.min_train_rows = index_min_rows.unwrap_or(256);
+    }
     if let Some(path) = args.model {
         open.pipeline = PipelineChoice::Model {
             path,
@@ -88,11 +91,12 @@ pub(crate) fn retrieval(
         ..SearchOptions::default()
     };
     args.query.apply(&mut base)?;
-    run_retrieval(args.bench, args.modes, &base, args.json, open)
+    run_retrieval(args.bench, args.db, args.modes, &base, args.json, open)
 }
 
 fn run_retrieval(
     bench: PathBuf,
+    db: Option<PathBuf>,
     modes: Vec<SearchMode>,
     base: &SearchOptions,
     json: bool,
@@ -103,9 +107,16 @@ fn run_retrieval(
     } else {
         modes
     };
-    let r = in_scratch("retrieval", |scratch| {
-        imgvec_benches::retrieval(&bench, scratch, open, &modes, base)
-    })?;
+    let r = match db {
+        Some(path) => {
+            let target = imgvec_benches::BenchDb::Existing { path: &path, open };
+            imgvec_benches::retrieval(&bench, target, &modes, base)?
+        }
+        None => in_scratch("retrieval", |scratch| {
+            let target = imgvec_benches::BenchDb::Fresh { scratch, open };
+            imgvec_benches::retrieval(&bench, target, &modes, base)
+        })?,
+    };
     if json {
         print_json(&r);
         return Ok(ExitCode::SUCCESS);

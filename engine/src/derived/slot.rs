@@ -28,6 +28,9 @@ pub(crate) trait Persisted: Derived + Sized {
     fn build(store: &Store, snap: &Snapshot) -> Result<Self>;
     /// Appends the live rows of `snap` above the watermark; returns the rows added.
     fn catch_up(&mut self, store: &Store, snap: &Snapshot) -> Result<usize>;
+    /// Whether [`Persisted::purge`] works in place (else purging means rebuilding, done only
+    /// once deleted rows pass the lifecycle's share: until then searches filter them).
+    fn purges_in_place(&self) -> bool;
     /// Drops the rows `snap` no longer holds.
     fn purge(&mut self, snap: &Snapshot) -> Result<()>;
     fn to_bytes(&self) -> std::result::Result<Vec<u8>, IndexError>;
@@ -177,7 +180,19 @@ impl<T: Persisted> Slot<T> {
             match st.value.as_ref() {
                 None => Plan::Rebuild,
                 Some(v) if v.watermark() > snap.max_id() => Plan::Nothing,
-                Some(v) => plan(v, Collection::of(snap, v.watermark()), purge_all),
+                Some(v) => {
+                    let c = Collection::of(snap, v.watermark());
+                    match plan(v, c, purge_all) {
+                        Plan::Purge if !v.purges_in_place() => {
+                            if plan(v, c, false) == Plan::Purge {
+                                Plan::Rebuild
+                            } else {
+                                Plan::Nothing
+                            }
+                        }
+                        p => p,
+                    }
+                }
             }
         };
         if due == Plan::Rebuild {

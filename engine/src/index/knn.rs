@@ -14,7 +14,7 @@ pub(crate) struct KnnShape {
     pub dims: usize,
     /// Below this many vectors the index is exact.
     pub exact_below: usize,
-    /// Bytes of one PQ code (sub-quantisers of 8 bits).
+    /// Bytes of one PQ code (sub-quantisers of 4 bits, FAISS's fast-scan layout).
     pub code_bytes: usize,
     /// Most inverted lists.
     pub max_lists: usize,
@@ -22,13 +22,15 @@ pub(crate) struct KnnShape {
 
 impl KnnShape {
     /// The factory string for `n` vectors: `IDMap,Flat` below `exact_below`, else
-    /// `IVF<√n>,PQ<code_bytes>` (16 ≤ lists ≤ `max_lists`, 40 training vectors a list).
+    /// `IVF<√n>,PQ<2·code_bytes>x4fs` (16 ≤ lists ≤ `max_lists`, 40 training vectors a list).
+    /// 4-bit fast-scan codes: measured on 438,000 SIFT-sized vectors, 8-bit PQ16 trains in 59 s
+    /// (13 s without polysemous training), PQ32x4fs in 1.2 s, and scans faster.
     pub fn factory(&self, n: usize) -> String {
         if n < self.exact_below.max(256 * 40) {
             return "IDMap,Flat".into();
         }
         let nlist = ((n as f64).sqrt() as usize).clamp(16, self.max_lists.max(16));
-        format!("IVF{nlist},PQ{}", self.code_bytes)
+        format!("IVF{nlist},PQ{}x4fs", 2 * self.code_bytes)
     }
 }
 
@@ -74,7 +76,13 @@ impl Knn {
         Ok(())
     }
 
-    /// Drops every vector of the rows `ids`.
+    /// Whether [`Knn::remove`] works: the exact layout removes in place; FAISS's fast-scan
+    /// inverted lists do not (they are rebuilt instead).
+    pub fn removes_in_place(&self) -> bool {
+        self.nlist == 1
+    }
+
+    /// Drops every vector of the rows `ids` (layouts that remove in place only).
     pub fn remove(&mut self, ids: &[u64]) -> Result<usize, IndexError> {
         if ids.is_empty() {
             return Ok(0);
@@ -204,9 +212,9 @@ mod tests {
             max_lists: 4096,
         };
         assert_eq!(shape.factory(19_999), "IDMap,Flat");
-        assert_eq!(shape.factory(40_000), "IVF200,PQ16");
-        assert_eq!(shape.factory(100_000_000), "IVF4096,PQ16");
-        assert_eq!(knn_lists("IVF200,PQ16"), 200);
+        assert_eq!(shape.factory(40_000), "IVF200,PQ32x4fs");
+        assert_eq!(shape.factory(100_000_000), "IVF4096,PQ32x4fs");
+        assert_eq!(knn_lists("IVF200,PQ32x4fs"), 200);
         assert_eq!(knn_lists("IDMap,Flat"), 1);
     }
 
@@ -217,7 +225,7 @@ mod tests {
         let data = unit_rows(n, dims, 3);
         // Four vectors a row.
         let ids: Vec<u64> = (0..n as u64).map(|i| 10 + i / 4).collect();
-        for factory in ["IDMap,Flat", "IVF64,PQ16"] {
+        for factory in ["IDMap,Flat", "IVF64,PQ16x4fs"] {
             let mut knn = Knn::train(dims, factory, &data).unwrap();
             knn.add(&ids, &data).unwrap();
             assert_eq!(knn.len(), n);
@@ -234,10 +242,13 @@ mod tests {
             );
             assert_eq!(back.search(queries, 3, 64).unwrap(), found);
             assert!(Knn::from_bytes(&knn.to_bytes().unwrap(), dims + 1).is_err());
-            // Removing a row drops all four of its vectors.
-            assert_eq!(knn.remove(&[10]).unwrap(), 4);
-            let again = knn.search(&data[..dims], 3, 64).unwrap();
-            assert!(again.iter().flatten().all(|(id, _)| *id != 10));
+            // Removing a row drops all four of its vectors, where the layout can.
+            assert_eq!(knn.removes_in_place(), factory == "IDMap,Flat");
+            if knn.removes_in_place() {
+                assert_eq!(knn.remove(&[10]).unwrap(), 4);
+                let again = knn.search(&data[..dims], 3, 64).unwrap();
+                assert!(again.iter().flatten().all(|(id, _)| *id != 10));
+            }
         }
     }
 }

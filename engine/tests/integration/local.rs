@@ -237,13 +237,14 @@ fn robust_verifies_and_finds_crops_occlusions_and_turns() {
     let live = ro.info().unwrap().stats.live_rows as usize;
     let max_id = ro.records().unwrap().iter().map(|r| r.id).max();
     for s in [&status.voting, &status.dense] {
-        assert_eq!(
-            (s.builds, s.rows, s.watermark),
-            (0, Some(live), max_id),
-            "{status:?}"
-        );
+        assert_eq!((s.builds, s.watermark), (0, max_id), "{status:?}");
         assert!(s.bytes_on_disk > 0, "{status:?}");
     }
+    // The dense windows (exact at this size) were purged of the deleted row by the compaction;
+    // the voting index (fast-scan IVF-PQ, which cannot remove in place) keeps it, filtered at
+    // search, until deleted rows pass a quarter of it.
+    assert_eq!(status.dense.rows, Some(live), "{status:?}");
+    assert_eq!(status.voting.rows, Some(live + 1), "{status:?}");
     drop(ro);
 
     // A damaged voting file and a missing dense file are rebuilt, not trusted.
