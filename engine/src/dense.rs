@@ -23,14 +23,15 @@
 //!   [`FINE_SIDE`] px plane; the best NCC. Positions where the stored image is flat (variance
 //!   under 4 grey levels²) do not count: NCC is undefined there.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use image::RgbImage;
 use imgvec_storage::{Snapshot, Store};
 
-use crate::derived::artifact::{Kind, Reader};
+use crate::derived::artifact::Kind;
 use crate::error::{Error, IndexError, Result};
-use crate::index::knn::{knn_lists, Knn, KnnShape};
+use crate::index::knn::{Knn, KnnShape};
+use crate::index::rows::KnnRows;
 
 /// Long side of the stored planes that templates are aligned on.
 pub const FINE_SIDE: usize = 48;
@@ -318,7 +319,7 @@ const BUILD_BATCH: usize = 1024;
 
 /// A fine plane as stored: grey levels rounded to bytes.
 #[derive(Debug, Clone, Default)]
-struct StoredPlane {
+pub struct StoredPlane {
     w: u16,
     h: u16,
     data: Vec<u8>,
@@ -352,30 +353,10 @@ struct Made {
     windows: Vec<f32>,
 }
 
-/// Every stored image's windows, for finding candidates, and its fine plane: a persisted
-/// derived structure (`derived::slot`), loaded by every handle and kept current by the writer.
-pub struct DenseIndex {
-    knn: Knn,
-    /// Fine planes by row id (empty for rows without a thumbnail).
-    planes: BTreeMap<u64, StoredPlane>,
-    watermark: u64,
-    /// Rows it was trained on (0: its layout no longer changes with growth).
-    trained_on: u64,
-}
-
-impl crate::derived::lifecycle::Derived for DenseIndex {
-    fn watermark(&self) -> u64 {
-        self.watermark
-    }
-    fn rows(&self) -> usize {
-        self.planes.len()
-    }
-    /// Rebuilt at growth while more windows would change its layout (exact → IVF-PQ, more
-    /// lists).
-    fn trained_on(&self) -> u64 {
-        self.trained_on
-    }
-}
+/// Every stored image's windows, for finding candidates (record per row: its fine plane, empty
+/// without a thumbnail): a persisted derived structure (`derived::slot`), loaded by every handle
+/// and kept current by the writer.
+pub type DenseIndex = KnnRows<StoredPlane>;
 
 /// One query's best window match per stored row found: (NCC, rotation in degrees).
 pub struct WindowScores {
@@ -456,7 +437,7 @@ fn make_rows(store: &Store, ids: &[u64]) -> Result<MadeRows> {
     Ok(out)
 }
 
-impl DenseIndex {
+impl KnnRows<StoredPlane> {
     /// Indexes every live row of `snap` (from the stored thumbnails), a batch at a time.
     pub fn build(store: &Store, snap: &Snapshot) -> Result<DenseIndex> {
         let ids = live_ids_above(snap, 0);
@@ -469,13 +450,8 @@ impl DenseIndex {
                 sample.extend(made.map(|m| m.windows).unwrap_or_default());
             }
         }
-        let settled = knn_lists(&factory) >= WINDOW_SHAPE.max_lists;
-        let mut index = DenseIndex {
-            knn: Knn::train(CELL_DIMS, &factory, &sample)?,
-            planes: BTreeMap::new(),
-            watermark: 0,
-            trained_on: if settled { 0 } else { ids.len().max(1) as u64 },
-        };
+        let knn = Knn::train(CELL_DIMS, &factory, &sample)?;
+        let mut index = DenseIndex::new(knn, &WINDOW_SHAPE, ids.len());
         drop(sample);
         for batch in ids.chunks(BUILD_BATCH) {
             index.add_rows(make_rows(store, batch)?)?;
@@ -496,7 +472,7 @@ impl DenseIndex {
                 }
                 None => StoredPlane::default(),
             };
-            self.planes.insert(id, plane);
+            self.rows.insert(id, plane);
         }
         Ok(self.knn.add(&ids, &windows)?)
     }
@@ -513,21 +489,6 @@ impl DenseIndex {
         }
         self.watermark = top;
         Ok(ids.len())
-    }
-
-    /// Drops the rows `snap` no longer holds.
-    pub fn purge(&mut self, snap: &Snapshot) -> Result<()> {
-        let dead: Vec<u64> = self
-            .planes
-            .keys()
-            .copied()
-            .filter(|&id| !snap.is_live(id))
-            .collect();
-        self.knn.remove(&dead)?;
-        for id in dead {
-            self.planes.remove(&id);
-        }
-        Ok(())
     }
 
     /// The rows whose windows best match the query's probes (each probe's nearest windows).
@@ -550,7 +511,7 @@ impl DenseIndex {
 
     /// The fine plane of a stored row.
     pub fn plane(&self, id: u64) -> Option<Plane> {
-        self.planes
+        self.rows
             .get(&id)
             .filter(|p| !p.data.is_empty())
             .map(StoredPlane::plane)
@@ -578,46 +539,29 @@ impl crate::derived::slot::Persisted for DenseIndex {
     }
 
     fn purges_in_place(&self) -> bool {
-        self.knn.removes_in_place()
+        KnnRows::purges_in_place(self)
     }
 
     fn purge(&mut self, snap: &Snapshot) -> Result<()> {
-        DenseIndex::purge(self, snap)
+        Ok(KnnRows::purge(self, snap)?)
     }
 
-    /// Watermark, trained-on rows, the planes (id, width, height, bytes; by id), then the
-    /// FAISS index of the windows.
+    /// The common layout (`index::rows`) with each row's plane: width and height (u16 each),
+    /// then width × height grey bytes.
     fn to_bytes(&self) -> std::result::Result<Vec<u8>, IndexError> {
-        let mut out = Vec::new();
-        for w in [self.watermark, self.trained_on, self.planes.len() as u64] {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
-        for (id, p) in &self.planes {
-            out.extend_from_slice(&id.to_le_bytes());
+        KnnRows::encode(self, |p, out| {
             out.extend_from_slice(&p.w.to_le_bytes());
             out.extend_from_slice(&p.h.to_le_bytes());
             out.extend_from_slice(&p.data);
-        }
-        out.extend(self.knn.to_bytes()?);
-        Ok(out)
+        })
     }
 
     fn from_bytes(body: &[u8]) -> std::result::Result<Self, IndexError> {
-        let mut r = Reader::new(body);
-        let (watermark, trained_on, n) = (r.u64()?, r.u64()?, r.u64()?);
-        let mut planes = BTreeMap::new();
-        for _ in 0..n {
-            let id = r.u64()?;
+        KnnRows::decode(body, CELL_DIMS, |r| {
             let dims = r.u32()?;
             let (w, h) = ((dims & 0xffff) as u16, (dims >> 16) as u16);
             let data = r.take(w as usize * h as usize)?.to_vec();
-            planes.insert(id, StoredPlane { w, h, data });
-        }
-        Ok(DenseIndex {
-            knn: Knn::from_bytes(r.rest(), CELL_DIMS)?,
-            planes,
-            watermark,
-            trained_on,
+            Ok(StoredPlane { w, h, data })
         })
     }
 }
@@ -744,12 +688,8 @@ mod tests {
                 smooth(320, 240, &blobs)
             })
             .collect();
-        let mut index = DenseIndex {
-            knn: Knn::train(CELL_DIMS, "IDMap,Flat", &[]).unwrap(),
-            planes: BTreeMap::new(),
-            watermark: 0,
-            trained_on: 1,
-        };
+        let knn = Knn::train(CELL_DIMS, "IDMap,Flat", &[]).unwrap();
+        let mut index = DenseIndex::new(knn, &WINDOW_SHAPE, 12);
         let rows = pictures
             .iter()
             .enumerate()

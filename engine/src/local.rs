@@ -25,6 +25,7 @@ use crate::derived::artifact::Kind;
 use crate::error::{Error, IndexError, Result};
 use crate::exact::matmul_nt;
 use crate::index::knn::{knn_lists, Knn, KnnShape};
+use crate::index::rows::KnnRows;
 
 /// Local features a pipeline stores per image.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -135,32 +136,10 @@ const IVF_NPROBE: usize = 8;
 const TRAIN_PER_LIST: usize = 40;
 const MIN_TRAIN: usize = 32_768;
 
-/// The stored descriptors of the rows offered so far, for voting: a persisted derived
-/// structure (`derived::slot`), loaded by every handle and kept current by the writer.
-pub struct LocalIndex {
-    knn: Knn,
-    /// Descriptors indexed per row (0 for rows without local features).
-    counts: HashMap<u64, u32>,
-    /// Rows with ids up to this one have been added.
-    pub watermark: u64,
-    /// Rows it was trained on (0: its layout no longer changes with growth).
-    trained_on: u64,
-}
-
-impl crate::derived::lifecycle::Derived for LocalIndex {
-    fn watermark(&self) -> u64 {
-        self.watermark
-    }
-    /// Rows (images) offered to it.
-    fn rows(&self) -> usize {
-        self.counts.len()
-    }
-    /// Rebuilt at growth while more descriptors would change its layout (exact → IVF-PQ, more
-    /// lists); SIFT descriptors are generic, so a trained quantiser serves any later images.
-    fn trained_on(&self) -> u64 {
-        self.trained_on
-    }
-}
+/// The stored descriptors of the rows offered so far, for voting (record per row: its indexed
+/// descriptors, 0 without local features): a persisted derived structure (`derived::slot`),
+/// loaded by every handle and kept current by the writer.
+pub type LocalIndex = KnnRows<u32>;
 
 /// A row's indexed descriptors (its strongest `VOTING_STORED`), as floats.
 fn voting_descriptors(p: &PackedFeatures) -> Vec<f32> {
@@ -171,7 +150,7 @@ fn voting_descriptors(p: &PackedFeatures) -> Vec<f32> {
         .collect()
 }
 
-impl LocalIndex {
+impl KnnRows<u32> {
     /// Builds the index over every live row of `snap` that has local features.
     pub fn build(snap: &Snapshot) -> Result<LocalIndex> {
         let rows = snap.local_rows_above(0);
@@ -200,13 +179,7 @@ impl LocalIndex {
             }
         }
         let knn = Knn::train(DESCRIPTOR_LEN, &factory, &sample)?;
-        let settled = knn_lists(&factory) >= VOTING_SHAPE.max_lists;
-        let mut out = LocalIndex {
-            knn,
-            counts: HashMap::new(),
-            watermark: 0,
-            trained_on: if settled { 0 } else { rows.len().max(1) as u64 },
-        };
+        let mut out = LocalIndex::new(knn, &VOTING_SHAPE, rows.len());
         out.add_rows(&rows)?;
         out.watermark = snap.max_id();
         Ok(out)
@@ -234,7 +207,7 @@ impl LocalIndex {
             let n = d.len() / DESCRIPTOR_LEN;
             ids.extend(std::iter::repeat_n(*id, n));
             data.extend(d);
-            self.counts.insert(*id, n as u32);
+            self.rows.insert(*id, n as u32);
             if ids.len() >= crate::derived::lifecycle::ADD_CHUNK {
                 self.knn.add(&ids, &data)?;
                 ids.clear();
@@ -242,21 +215,6 @@ impl LocalIndex {
             }
         }
         self.knn.add(&ids, &data)?;
-        Ok(())
-    }
-
-    /// Drops the rows `snap` no longer holds.
-    pub fn purge(&mut self, snap: &Snapshot) -> Result<()> {
-        let dead: Vec<u64> = self
-            .counts
-            .keys()
-            .copied()
-            .filter(|&id| !snap.is_live(id))
-            .collect();
-        self.knn.remove(&dead)?;
-        for id in dead {
-            self.counts.remove(&id);
-        }
         Ok(())
     }
 
@@ -304,7 +262,7 @@ impl LocalIndex {
             .into_iter()
             .filter(|(id, _)| accept(*id))
             .map(|(id, v)| {
-                let n = self.counts.get(&id).copied().unwrap_or(1).max(1);
+                let n = self.rows.get(&id).copied().unwrap_or(1).max(1);
                 (id, v / (n as f32).sqrt())
             })
             .collect();
@@ -327,43 +285,20 @@ impl crate::derived::slot::Persisted for LocalIndex {
     }
 
     fn purges_in_place(&self) -> bool {
-        self.knn.removes_in_place()
+        KnnRows::purges_in_place(self)
     }
 
     fn purge(&mut self, snap: &Snapshot) -> Result<()> {
-        LocalIndex::purge(self, snap)
+        Ok(KnnRows::purge(self, snap)?)
     }
 
-    /// Watermark, trained-on rows, the per-row counts (sorted by id), then the FAISS index.
+    /// The common layout (`index::rows`) with each row's descriptor count (u32).
     fn to_bytes(&self) -> std::result::Result<Vec<u8>, IndexError> {
-        let mut out = Vec::new();
-        let mut counts: Vec<(u64, u32)> = self.counts.iter().map(|(&k, &v)| (k, v)).collect();
-        counts.sort_unstable();
-        for w in [self.watermark, self.trained_on, counts.len() as u64] {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
-        for (id, n) in counts {
-            out.extend_from_slice(&id.to_le_bytes());
-            out.extend_from_slice(&n.to_le_bytes());
-        }
-        out.extend(self.knn.to_bytes()?);
-        Ok(out)
+        KnnRows::encode(self, |n, out| out.extend_from_slice(&n.to_le_bytes()))
     }
 
     fn from_bytes(body: &[u8]) -> std::result::Result<Self, IndexError> {
-        let mut r = crate::derived::artifact::Reader::new(body);
-        let (watermark, trained_on, n) = (r.u64()?, r.u64()?, r.u64()? as usize);
-        let mut counts = HashMap::with_capacity(n.min(body.len() / 12));
-        for _ in 0..n {
-            counts.insert(r.u64()?, r.u32()?);
-        }
-        let knn = Knn::from_bytes(r.rest(), DESCRIPTOR_LEN)?;
-        Ok(LocalIndex {
-            knn,
-            counts,
-            watermark,
-            trained_on,
-        })
+        KnnRows::decode(body, DESCRIPTOR_LEN, |r| r.u32())
     }
 }
 

@@ -11,9 +11,7 @@ use std::path::Path;
 
 use faiss::{Idx, Index, MetricType};
 
-use faiss::index::FromInnerPtr;
-
-use super::{faiss_call, faiss_read_mem, faiss_write_mem, IndexError};
+use super::{faiss_index_from_bytes, faiss_index_to_bytes, faiss_search, IndexError};
 use crate::derived::artifact::{self, Kind};
 use crate::derived::lifecycle::Derived;
 
@@ -149,23 +147,8 @@ impl IvfPq {
                 self.dims
             )));
         }
-        let mut params = faiss::search_params::SearchParametersIVF::new()?;
-        params.set_nprobe(nprobe.clamp(1, self.nlist));
-        let mut dis = vec![0f32; depth];
-        let mut lab = vec![-1i64; depth];
-        // SAFETY: the index pointer is live for `&self`; FAISS's search is const and writes only
-        // the two output buffers, each `depth` long for one query; `params` outlives the call.
-        faiss_call("IVF-PQ search", unsafe {
-            faiss_sys::faiss_Index_search_with_params(
-                self.index.inner_ptr(),
-                1,
-                query.as_ptr(),
-                depth as i64,
-                params.inner_ptr(),
-                dis.as_mut_ptr(),
-                lab.as_mut_ptr(),
-            )
-        })?;
+        let nprobe = Some(nprobe.clamp(1, self.nlist));
+        let (dis, lab) = faiss_search("IVF-PQ search", &self.index, query, 1, depth, nprobe)?;
         Ok(lab
             .into_iter()
             .zip(dis)
@@ -183,11 +166,7 @@ impl IvfPq {
     }
 
     pub fn save(&self, path: &Path) -> Result<(), IndexError> {
-        let ptr = self.index.inner_ptr();
-        // SAFETY: `ptr` is a live index; FAISS only reads it while writing the stream.
-        let bytes = faiss_write_mem("write IVF-PQ", |f| unsafe {
-            faiss_sys::faiss_write_index(ptr, f)
-        })?;
+        let bytes = faiss_index_to_bytes("write IVF-PQ", &self.index)?;
         let mut buf = Vec::with_capacity(bytes.len() + 64);
         for v in [self.watermark, self.trained_on, self.factory.len() as u64] {
             buf.extend_from_slice(&v.to_le_bytes());
@@ -213,19 +192,7 @@ impl IvfPq {
             .ok_or_else(|| IndexError::Invalid("bad factory string".into()))?
             .to_string();
         let (nlist, code_bytes) = parse_factory(&factory, dims)?;
-        let mut raw = std::ptr::null_mut();
-        // SAFETY: FAISS writes a new index pointer to `raw` on success.
-        faiss_read_mem("read IVF-PQ", &bytes[24 + flen..], |f| unsafe {
-            faiss_sys::faiss_read_index(f, 0, &mut raw)
-        })?;
-        // SAFETY: `raw` was just created by FAISS and is owned by nobody else.
-        let index = unsafe { faiss::index::IndexImpl::from_inner_ptr(raw) };
-        if index.d() as usize != dims {
-            return Err(IndexError::Invalid(format!(
-                "index has {} dimensions, database {dims}",
-                index.d()
-            )));
-        }
+        let index = faiss_index_from_bytes("read IVF-PQ", &bytes[24 + flen..], dims)?;
         Ok(IvfPq {
             index,
             factory,

@@ -3,10 +3,9 @@
 //! once there are enough vectors to train it. Searches are batched (one call for all of a
 //! query's vectors) and take `&self` (see `ivfpq` on why that is sound).
 
-use faiss::index::FromInnerPtr;
 use faiss::{Idx, Index, MetricType};
 
-use super::{faiss_call, faiss_read_mem, faiss_write_mem, IndexError};
+use super::{faiss_index_from_bytes, faiss_index_to_bytes, faiss_search, IndexError};
 
 /// How a [`Knn`] is laid out once it is large.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,28 +107,8 @@ impl Knn {
         if nq == 0 || k == 0 || self.len() == 0 {
             return Ok(vec![None; nq * k]);
         }
-        let mut dis = vec![0f32; nq * k];
-        let mut lab = vec![-1i64; nq * k];
-        let mut params = faiss::search_params::SearchParametersIVF::new()?;
-        params.set_nprobe(nprobe.clamp(1, self.nlist));
-        let params_ptr = if self.nlist > 1 {
-            params.inner_ptr()
-        } else {
-            std::ptr::null_mut()
-        };
-        // SAFETY: the index is live for `&self`; FAISS's search is const and writes only the two
-        // output buffers (`nq * k` each); `params` outlives the call (null for exact indexes).
-        faiss_call("kNN search", unsafe {
-            faiss_sys::faiss_Index_search_with_params(
-                self.index.inner_ptr(),
-                nq as i64,
-                queries.as_ptr(),
-                k as i64,
-                params_ptr,
-                dis.as_mut_ptr(),
-                lab.as_mut_ptr(),
-            )
-        })?;
+        let nprobe = (self.nlist > 1).then(|| nprobe.clamp(1, self.nlist));
+        let (dis, lab) = faiss_search("kNN search", &self.index, queries, nq, k, nprobe)?;
         // Unit vectors: squared L2 = 2 − 2 cos.
         Ok(lab
             .into_iter()
@@ -140,11 +119,7 @@ impl Knn {
 
     /// The index as bytes: factory length (u32 LE), factory, FAISS's serialisation.
     pub fn to_bytes(&self) -> Result<Vec<u8>, IndexError> {
-        let ptr = self.index.inner_ptr();
-        // SAFETY: `ptr` is a live index; FAISS only reads it while writing the stream.
-        let faiss = faiss_write_mem("write kNN index", |f| unsafe {
-            faiss_sys::faiss_write_index(ptr, f)
-        })?;
+        let faiss = faiss_index_to_bytes("write kNN index", &self.index)?;
         let mut out = Vec::with_capacity(4 + self.factory.len() + faiss.len());
         out.extend_from_slice(&(self.factory.len() as u32).to_le_bytes());
         out.extend_from_slice(self.factory.as_bytes());
@@ -164,16 +139,7 @@ impl Knn {
             .and_then(|f| std::str::from_utf8(f).ok())
             .ok_or_else(|| bad("bad factory string"))?
             .to_string();
-        let mut raw = std::ptr::null_mut();
-        // SAFETY: FAISS writes a new index pointer to `raw` on success.
-        faiss_read_mem("read kNN index", &bytes[4 + flen..], |f| unsafe {
-            faiss_sys::faiss_read_index(f, 0, &mut raw)
-        })?;
-        // SAFETY: `raw` was just created by FAISS and is owned by nobody else.
-        let index = unsafe { faiss::index::IndexImpl::from_inner_ptr(raw) };
-        if index.d() as usize != dims {
-            return Err(bad(&format!("{} dimensions, expected {dims}", index.d())));
-        }
+        let index = faiss_index_from_bytes("read kNN index", &bytes[4 + flen..], dims)?;
         Ok(Knn {
             index,
             nlist: knn_lists(&factory),

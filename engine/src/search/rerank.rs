@@ -6,12 +6,11 @@ use std::collections::HashMap;
 
 use imgvec_ingest::sift::PackedFeatures;
 use imgvec_storage::{Snapshot, Store};
+use serde::Serialize;
 
 use super::context::SearchContext;
 use super::ranking::{self, Evidence};
 use crate::dense::{self, DenseIndex, Plane};
-use serde::Serialize;
-
 use crate::derived::slot::{DerivedStatus, Slot};
 use crate::error::{Error, Result};
 use crate::exact;
