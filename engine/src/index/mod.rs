@@ -12,6 +12,7 @@
 //! persists the indexes (files written and synced, then published by one synced RocksDB key);
 //! a missing or damaged index file is rebuilt from the segments, never trusted.
 
+pub(crate) mod faiss_io;
 pub mod hamming;
 pub mod ivfpq;
 pub(crate) mod knn;
@@ -30,147 +31,12 @@ use crate::derived::lifecycle::{
 };
 use crate::derived::publish::{Manifest, Publisher};
 pub use crate::error::IndexError;
+pub(crate) use faiss_io::{
+    faiss_call, faiss_index_from_bytes, faiss_index_to_bytes, faiss_read_mem, faiss_search,
+    faiss_write_mem,
+};
 use hamming::{BinaryIvf, Encoder, EncoderKind, HammingIndex};
 use ivfpq::IvfPq;
-
-pub(crate) fn faiss_call(what: &'static str, code: i32) -> Result<(), IndexError> {
-    if code == 0 {
-        Ok(())
-    } else {
-        Err(IndexError::FaissCode { what, code })
-    }
-}
-
-/// Serialises a FAISS object into memory through `open_memstream` (no temporary file: a
-/// read-only handle must not write into the database folder).
-pub(crate) fn faiss_write_mem(
-    what: &'static str,
-    write: impl FnOnce(*mut faiss_sys::FILE) -> i32,
-) -> Result<Vec<u8>, IndexError> {
-    let mut buf: *mut libc::c_char = std::ptr::null_mut();
-    let mut len: usize = 0;
-    // SAFETY: open_memstream owns `buf` until fclose, after which `buf[..len]` is valid until
-    // freed here; `write` only writes to the stream it is given.
-    unsafe {
-        let f = libc::open_memstream(&mut buf, &mut len);
-        if f.is_null() {
-            return Err(std::io::Error::last_os_error().into());
-        }
-        let code = write(f.cast());
-        let closed = libc::fclose(f);
-        let out = if buf.is_null() {
-            Vec::new()
-        } else {
-            std::slice::from_raw_parts(buf as *const u8, len).to_vec()
-        };
-        libc::free(buf.cast());
-        faiss_call(what, code)?;
-        if closed != 0 {
-            return Err(IndexError::Invalid(format!("{what}: stream close failed")));
-        }
-        Ok(out)
-    }
-}
-
-/// Reads a FAISS object from memory through `fmemopen`.
-pub(crate) fn faiss_read_mem(
-    what: &'static str,
-    bytes: &[u8],
-    read: impl FnOnce(*mut faiss_sys::FILE) -> i32,
-) -> Result<(), IndexError> {
-    if bytes.is_empty() {
-        return Err(IndexError::Invalid(format!("{what}: no data")));
-    }
-    // SAFETY: the stream reads `bytes` (mode "rb" never writes to the buffer) and is closed
-    // before this borrow ends.
-    unsafe {
-        let f = libc::fmemopen(
-            bytes.as_ptr() as *mut libc::c_void,
-            bytes.len(),
-            c"rb".as_ptr(),
-        );
-        if f.is_null() {
-            return Err(std::io::Error::last_os_error().into());
-        }
-        let code = read(f.cast());
-        libc::fclose(f);
-        faiss_call(what, code)
-    }
-}
-
-/// Searches `index` for the `k` nearest of each of the `queries` (`nq` rows), probing `nprobe`
-/// lists (`None`: an index without lists). FAISS's `search` is const and thread-safe on CPU
-/// indexes, so this takes `&` (see `ivfpq`'s module docs); per-call settings travel in a
-/// parameter object the call owns. Returns (distances, labels), `nq × k` each; label −1: none.
-pub(crate) fn faiss_search(
-    what: &'static str,
-    index: &faiss::index::IndexImpl,
-    queries: &[f32],
-    nq: usize,
-    k: usize,
-    nprobe: Option<usize>,
-) -> Result<(Vec<f32>, Vec<i64>), IndexError> {
-    use faiss::Index;
-    let mut dis = vec![0f32; nq * k];
-    let mut lab = vec![-1i64; nq * k];
-    let mut params = faiss::search_params::SearchParametersIVF::new()?;
-    let params_ptr = match nprobe {
-        Some(n) => {
-            params.set_nprobe(n);
-            params.inner_ptr()
-        }
-        None => std::ptr::null_mut(),
-    };
-    debug_assert!(queries.len() >= nq * index.d() as usize);
-    // SAFETY: the index is live for the borrow; FAISS's search is const and writes only the two
-    // output buffers (`nq * k` each); `params` outlives the call (null: none).
-    faiss_call(what, unsafe {
-        faiss_sys::faiss_Index_search_with_params(
-            index.inner_ptr(),
-            nq as i64,
-            queries.as_ptr(),
-            k as i64,
-            params_ptr,
-            dis.as_mut_ptr(),
-            lab.as_mut_ptr(),
-        )
-    })?;
-    Ok((dis, lab))
-}
-
-/// A FAISS index serialised in memory.
-pub(crate) fn faiss_index_to_bytes(
-    what: &'static str,
-    index: &faiss::index::IndexImpl,
-) -> Result<Vec<u8>, IndexError> {
-    let ptr = index.inner_ptr();
-    // SAFETY: `ptr` is a live index; FAISS only reads it while writing the stream.
-    faiss_write_mem(what, |f| unsafe { faiss_sys::faiss_write_index(ptr, f) })
-}
-
-/// A FAISS index read from memory, refused unless it has `dims` dimensions.
-pub(crate) fn faiss_index_from_bytes(
-    what: &'static str,
-    bytes: &[u8],
-    dims: usize,
-) -> Result<faiss::index::IndexImpl, IndexError> {
-    use faiss::index::FromInnerPtr;
-    use faiss::Index;
-    let mut raw = std::ptr::null_mut();
-    // SAFETY: FAISS writes a new index pointer to `raw` on success.
-    faiss_read_mem(what, bytes, |f| unsafe {
-        faiss_sys::faiss_read_index(f, 0, &mut raw)
-    })?;
-    // SAFETY: `raw` was just created by FAISS and is owned by nobody else.
-    let index = unsafe { faiss::index::IndexImpl::from_inner_ptr(raw) };
-    if index.d() as usize != dims {
-        return Err(IndexError::Invalid(format!(
-            "{what}: index has {} dimensions, expected {dims}",
-            index.d()
-        )));
-    }
-    Ok(index)
-}
 
 /// How indexes are built.
 #[derive(Debug, Clone)]
