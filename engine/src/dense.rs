@@ -30,7 +30,7 @@ use imgvec_storage::{Snapshot, Store};
 
 use crate::derived::artifact::Kind;
 use crate::error::{Error, IndexError, Result};
-use crate::index::knn::{Knn, KnnShape};
+use crate::index::knn::{Knn, KnnShape, EXACT_FACTORY};
 use crate::index::rows::KnnRows;
 
 /// Long side of the stored planes that templates are aligned on.
@@ -443,7 +443,7 @@ impl KnnRows<StoredPlane> {
         let ids = live_ids_above(snap, 0);
         let factory = WINDOW_SHAPE.factory(ids.len() * WINDOWS_PER_IMAGE);
         let mut sample = Vec::new();
-        if factory != "IDMap,Flat" {
+        if factory != EXACT_FACTORY {
             let step = (ids.len() / TRAIN_IMAGES).max(1);
             let picked: Vec<u64> = ids.iter().step_by(step).copied().collect();
             for (_, made) in make_rows(store, &picked)? {
@@ -688,7 +688,7 @@ mod tests {
                 smooth(320, 240, &blobs)
             })
             .collect();
-        let knn = Knn::train(CELL_DIMS, "IDMap,Flat", &[]).unwrap();
+        let knn = Knn::train(CELL_DIMS, EXACT_FACTORY, &[]).unwrap();
         let mut index = DenseIndex::new(knn, &WINDOW_SHAPE, 12);
         let rows = pictures
             .iter()

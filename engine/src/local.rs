@@ -4,8 +4,9 @@
 //! - **Voting** ([`LocalIndex`]): the stored RootSIFT descriptors of live rows (each image's
 //!   strongest [`VOTING_STORED`]) in one FAISS index keyed by row id (exact below 20,000
 //!   descriptors, IVF-PQ with 16-byte codes beyond), persisted under `indexes/voting/`, loaded
-//!   by every handle and kept current by the writer's worker. Each query descriptor's nearest stored descriptors vote for
-//!   their images (best similarity per image), votes normalised by √(keypoints of the image).
+//!   by every handle and kept current by the writer's worker. Each query descriptor's nearest
+//!   stored descriptors vote for their images (best similarity per image), votes normalised by
+//!   √(descriptors indexed for the image).
 //!   This finds images that the global descriptor ranks low (crops, occlusion).
 //! - **Verification** ([`verify`]): query and candidate descriptors are matched with one matrix
 //!   product (BLAS), Lowe's ratio test, then made one-to-one (each candidate keypoint keeps its
@@ -24,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::derived::artifact::Kind;
 use crate::error::{Error, IndexError, Result};
 use crate::exact::matmul_nt;
-use crate::index::knn::{knn_lists, Knn, KnnShape};
+use crate::index::knn::{knn_lists, Knn, KnnShape, EXACT_FACTORY};
 use crate::index::rows::KnnRows;
 
 /// Local features a pipeline stores per image.
@@ -164,15 +165,16 @@ impl KnnRows<u32> {
             .sum();
         let factory = VOTING_SHAPE.factory(total);
         let mut sample = Vec::new();
-        if factory != "IDMap,Flat" {
-            // An even sample of the descriptors.
+        if factory != EXACT_FACTORY {
+            // An even sample of the descriptors (only the picked ones are converted to floats).
             let want = (knn_lists(&factory) * TRAIN_PER_LIST).max(MIN_TRAIN);
             let step = (total / want).max(1);
             let mut seen = 0usize;
             for p in rows.iter().filter_map(|(_, b)| parsed(b)) {
-                for d in voting_descriptors(&p).chunks_exact(DESCRIPTOR_LEN) {
+                let n = p.len().min(VOTING_STORED);
+                for d in p.descriptors[..n * DESCRIPTOR_LEN].chunks_exact(DESCRIPTOR_LEN) {
                     if seen.is_multiple_of(step) {
-                        sample.extend_from_slice(d);
+                        sample.extend(d.iter().map(|&v| v as f32 / imgvec_ingest::sift::QUANT));
                     }
                     seen += 1;
                 }

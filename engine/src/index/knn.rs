@@ -7,6 +7,9 @@ use faiss::{Idx, Index, MetricType};
 
 use super::{faiss_index_from_bytes, faiss_index_to_bytes, faiss_search, IndexError};
 
+/// The exact layout, used while a structure is small.
+pub(crate) const EXACT_FACTORY: &str = "IDMap,Flat";
+
 /// How a [`Knn`] is laid out once it is large.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct KnnShape {
@@ -26,7 +29,7 @@ impl KnnShape {
     /// (13 s without polysemous training), PQ32x4fs in 1.2 s, and scans faster.
     pub fn factory(&self, n: usize) -> String {
         if n < self.exact_below.max(256 * 40) {
-            return "IDMap,Flat".into();
+            return EXACT_FACTORY.into();
         }
         let nlist = ((n as f64).sqrt() as usize).clamp(16, self.max_lists.max(16));
         format!("IVF{nlist},PQ{}x4fs", 2 * self.code_bytes)
