@@ -59,7 +59,7 @@ pub fn ingest(
     batch_size: usize,
     threads: usize,
 ) -> Result<IngestBench> {
-    let files = collect_files(paths);
+    let files = collect_files(paths, false);
     set_torch_threads(threads);
     let (pipeline, forward) = match target {
         IngestTarget::Preset(p) => (PipelineChoice::Preset(*p), None),

@@ -38,8 +38,9 @@ pub(crate) enum Command {
     Search(SearchArgs),
     /// Rows, segments, pipeline and bytes on disk.
     Info(InfoArgs),
-    /// Rebuild DB with another pipeline, re-extracting every row from its stored file (files
-    /// that have gone are reported and left out; rows get new ids).
+    /// Rebuild DB with another pipeline, re-extracting every row from its stored file (rows
+    /// inserted from bytes from their thumbnails; rows get new ids). Nothing changes when a
+    /// row cannot be carried over, unless --drop-missing.
     Reindex(ReindexArgs),
     /// Seal pending rows and merge all segments into one, dropping deleted rows.
     Compact(CompactArgs),
@@ -68,6 +69,13 @@ pub(crate) struct ReindexArgs {
     pub(crate) db: PathBuf,
     #[command(flatten)]
     pub(crate) pipeline: PipelineArgs,
+    /// Leave out rows whose file has gone or no longer decodes (they are listed), instead of
+    /// stopping with the database unchanged.
+    #[arg(long)]
+    pub(crate) drop_missing: bool,
+    /// Report what would be carried over and what could not, and change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
     /// One JSON line per image, then the report.
     #[arg(long)]
     pub(crate) json: bool,
@@ -277,6 +285,10 @@ pub(crate) struct IngestArgs {
     /// (a commit also happens at least once a second).
     #[arg(long, default_value_t = 512)]
     pub(crate) commit_rows: usize,
+    /// Follow symbolic links inside the folders walked (by default a walk stays inside the
+    /// folders given, and reports the links it leaves).
+    #[arg(long)]
+    pub(crate) follow_links: bool,
 }
 
 /// The pipeline a database gets (ingest into a new one, reindex).

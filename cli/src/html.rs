@@ -51,7 +51,7 @@ pub fn write(db: &Database, path: &Path, rows: &[QueryRow]) -> Result<(), imgvec
     for row in rows {
         out.push_str("<section>");
         let query_thumb = match &row.query {
-            Query::Path(p) => std::fs::read(p)
+            Query::Path(p) => imgvec::read_image_file(p)
                 .ok()
                 .and_then(|b| imgvec::make_thumbnail(&b).ok()),
             Query::Bytes(b) => imgvec::make_thumbnail(b).ok(),

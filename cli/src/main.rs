@@ -39,8 +39,19 @@ fn passive_openmp() {
         .exec();
 }
 
+/// Rust ignores SIGPIPE, so a write to a closed pipe (`imgvec search … | head -1`) fails and
+/// `println!` panics. Like other Unix tools, the CLI instead ends quietly when its reader goes
+/// away: the default action of SIGPIPE. Everything acknowledged is durable by then.
+fn quiet_broken_pipe() {
+    // SAFETY: setting a signal's disposition to its default has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     passive_openmp();
+    quiet_broken_pipe();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("IMGVEC_LOG")
@@ -79,7 +90,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", imgvec::printable(&e.to_string()));
             ExitCode::FAILURE
         }
     }

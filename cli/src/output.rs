@@ -58,7 +58,7 @@ pub(crate) fn query_label(query: &Query) -> String {
 }
 
 pub(crate) fn print_hits(label: &str, hits: &[Hit]) {
-    println!("{label}");
+    println!("{}", imgvec::printable(label));
     if hits.is_empty() {
         println!("  (no results)");
     }
@@ -68,7 +68,7 @@ pub(crate) fn print_hits(label: &str, hits: &[Hit]) {
             rank + 1,
             hit.score,
             hit.id,
-            hit.path
+            imgvec::printable(&hit.path)
         );
     }
 }

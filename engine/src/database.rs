@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use imgvec_ingest::{decode, set_torch_threads};
+use imgvec_storage::lock::FolderLock;
 use imgvec_storage::{
     CompactionPolicy, CompactionReport, ImageRecord, OpenMode, Store, StoreOptions,
 };
@@ -32,15 +33,30 @@ pub struct Database {
 }
 
 impl Database {
-    /// Opens (creating if absent, unless read-only) the database in folder `dir`.
+    /// Opens the database in folder `dir`; a writable handle creates it when the folder is
+    /// absent or empty, unless `opts.create` is off ([`OpenOptions::create`]).
     pub fn open(dir: impl AsRef<Path>, opts: OpenOptions) -> Result<Database> {
-        let dir = dir.as_ref();
+        Database::open_with_lock(dir.as_ref(), opts, None)
+    }
+
+    /// [`Database::open`] for a writer that already holds the folder's lock (a reindex).
+    pub(crate) fn open_with_lock(
+        dir: &Path,
+        opts: OpenOptions,
+        folder_lock: Option<Arc<FolderLock>>,
+    ) -> Result<Database> {
+        crate::reindex::recover_interrupted_swap(dir)?;
         let mode = if opts.read_only {
             OpenMode::ReadOnly
         } else {
             OpenMode::ReadWrite
         };
-        let store = Arc::new(Store::open_with(dir, StoreOptions::new(mode))?);
+        let store_opts = StoreOptions {
+            create: opts.create,
+            folder_lock,
+            ..StoreOptions::new(mode)
+        };
+        let store = Arc::new(Store::open_with(dir, store_opts)?);
         let threads = opts.threads.max(1);
         set_torch_threads(threads);
         let featurizer = Arc::new(Featurizer::new(
@@ -149,6 +165,19 @@ impl Database {
         Ok(self.store.get_by_path(path)?)
     }
 
+    /// The live row stored for the file `path` names, given the way a person gives it: relative
+    /// or absolute, through links, or for a file that has since been removed (its folder is
+    /// resolved instead). Last, `path` as written is tried as a key (images inserted from bytes).
+    pub fn get_by_file(&self, path: impl AsRef<Path>) -> Result<Option<ImageRecord>> {
+        use std::os::unix::ffi::OsStrExt;
+        for key in file_keys(path.as_ref()) {
+            if let Some(rec) = self.store.get_by_key(key.as_os_str().as_bytes())? {
+                return Ok(Some(rec));
+            }
+        }
+        Ok(None)
+    }
+
     /// The stored (unit-norm) vector of a live row.
     pub fn vector(&self, id: u64) -> Result<Option<Vec<f32>>> {
         Ok(self.store.vector(id)?)
@@ -253,6 +282,31 @@ impl Drop for Database {
             }
         }
     }
+}
+
+/// The keys a file given on a command line may be stored under, most likely first: its
+/// canonical path; for a file that has gone, its canonical folder joined with its name; its
+/// absolute path; the path as written.
+fn file_keys(path: &Path) -> Vec<std::path::PathBuf> {
+    let mut keys = Vec::new();
+    if let Ok(canonical) = std::fs::canonicalize(path) {
+        keys.push(canonical);
+    } else if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        if let Ok(folder) = std::fs::canonicalize(parent) {
+            keys.push(folder.join(name));
+        }
+    }
+    if let Ok(absolute) = std::path::absolute(path) {
+        keys.push(absolute);
+    }
+    keys.push(path.to_path_buf());
+    keys.dedup();
+    keys
 }
 
 /// A JPEG thumbnail (≤ 256 px) of encoded image bytes, as stored for each row.

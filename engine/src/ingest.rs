@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use imgvec_ingest::sift::{self, SiftParams};
-use imgvec_ingest::{content_hash, decode, thumbnail_jpeg};
+use imgvec_ingest::{content_hash, decode, read_image_file, thumbnail_jpeg};
+use imgvec_storage::key::path_key;
 use imgvec_storage::{ContentHash, NewRow, Store};
 use serde::Serialize;
 
@@ -34,10 +35,12 @@ pub enum Source {
 }
 
 impl Source {
-    fn key(&self) -> String {
+    /// The row's key as text, and its exact bytes when a file name is not UTF-8
+    /// (`imgvec_storage::key`).
+    fn key(&self) -> (String, Option<Vec<u8>>) {
         match self {
-            Source::File(p) => p.to_string_lossy().into_owned(),
-            Source::Bytes { key, .. } => key.clone(),
+            Source::File(p) => path_key(p),
+            Source::Bytes { key, .. } => (key.clone(), None),
         }
     }
 }
@@ -144,9 +147,9 @@ struct Preparer<'a> {
 impl Preparer<'_> {
     fn prepare(&self, source: &Source) -> Prepared {
         let clock = self.clock;
-        let key = source.key();
+        let (key, raw_key) = source.key();
         let bytes: Arc<[u8]> = match source {
-            Source::File(p) => match clock.time(Stage::Read, || std::fs::read(p)) {
+            Source::File(p) => match clock.time(Stage::Read, || read_image_file(p)) {
                 Ok(b) => b.into(),
                 Err(e) => return Prepared::Done(IngestEvent::error(key, e.to_string())),
             },
@@ -154,7 +157,8 @@ impl Preparer<'_> {
         };
         let looked_up = clock.time(Stage::Hash, || {
             let hash = ContentHash(content_hash(&bytes));
-            (hash, self.store.get_by_path(&key))
+            let key_bytes = imgvec_storage::key::key_bytes(&key, &raw_key);
+            (hash, self.store.get_by_key(key_bytes))
         });
         match looked_up {
             (hash, Ok(Some(rec))) if rec.content_hash == hash => Prepared::Done(IngestEvent {
@@ -165,12 +169,13 @@ impl Preparer<'_> {
                 duplicate_of: rec.duplicate_of,
                 replaced_id: None,
             }),
-            (hash, Ok(_)) => self.ready(key, hash, &bytes),
+            (hash, Ok(_)) => self.ready((key, raw_key), hash, &bytes),
             (_, Err(e)) => Prepared::Done(IngestEvent::error(key, e.to_string())),
         }
     }
 
-    fn ready(&self, key: String, hash: ContentHash, bytes: &[u8]) -> Prepared {
+    fn ready(&self, key: (String, Option<Vec<u8>>), hash: ContentHash, bytes: &[u8]) -> Prepared {
+        let (key, path_bytes) = key;
         let clock = self.clock;
         let img = match clock.time(Stage::Decode, || decode(bytes)) {
             Ok(img) => img,
@@ -192,6 +197,7 @@ impl Preparer<'_> {
             pixels,
             row: NewRow {
                 path: key,
+                path_bytes,
                 content_hash: hash,
                 width,
                 height,

@@ -57,20 +57,23 @@ pub use derived::slot::DerivedStatus;
 pub use error::{Error, Result};
 pub use image;
 pub use imgvec_ingest::{
-    collect_files, default_model_path, set_torch_threads, FileList, FusionSpec, Pooling,
+    collect_files, default_model_path, read_image_file, set_torch_threads, FileList, FusionSpec,
+    Pooling, MAX_FILE_BYTES,
 };
+pub use imgvec_storage::key::printable;
 pub use imgvec_storage::{CompactionReport, ImageRecord, StorageError};
 pub use index::{IndexInfo, IndexOptions};
 pub use info::{DatabaseInfo, Hit, LocalInfo, VladInfo, WhiteningInfo};
 pub use ingest::{IngestEvent, IngestOptions, IngestStatus, IngestSummary, Source};
 pub use local::{LocalSpec, VerifyParams};
 pub use options::{
-    Augment, Filter, OpenOptions, Query, SearchMode, SearchOptions, VerifyOverrides,
+    Augment, Filter, OpenOptions, Query, SearchMode, SearchOptions, VerifyOverrides, MAX_DEPTH,
+    MAX_K, MAX_SHORTLIST,
 };
 pub use options::{PipelineChoice, Preset};
 pub use pipeline::{PipelineConfig, QueryDefaults};
 pub use reduce::WhiteningSpec;
-pub use reindex::{reindex, ReindexReport};
+pub use reindex::{reindex, ReindexOptions, ReindexReport};
 pub use search::RerankStatus;
 pub use stages::StageTimes;
 pub use vlad::VladSpec;

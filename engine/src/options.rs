@@ -20,6 +20,10 @@ pub struct OpenOptions {
     /// Read-only handles take no lock and see the database as it was when opened; any number of
     /// them may run beside the one writer.
     pub read_only: bool,
+    /// A writable handle creates the database when the folder is absent or empty (default);
+    /// `false` refuses a folder that is not already a database. A non-empty folder that is not
+    /// a database is refused either way, untouched.
+    pub create: bool,
     /// Pipeline for a new database (an existing one keeps its own).
     pub pipeline: PipelineChoice,
     /// Threads for decoding and for libtorch; defaults to the number of cores.
@@ -35,6 +39,7 @@ impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions {
             read_only: false,
+            create: true,
             pipeline: PipelineChoice::Default,
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -356,6 +361,41 @@ impl Default for SearchOptions {
     }
 }
 
+/// The largest `k` a search answers (a larger one is refused, not allocated).
+pub const MAX_K: usize = 10_000;
+/// The largest candidate depth, probe count or shortlist a search accepts.
+pub const MAX_DEPTH: usize = 100_000;
+/// The largest verification shortlist and query-expansion depth.
+pub const MAX_SHORTLIST: usize = 1_000;
+
+impl SearchOptions {
+    /// Refuses values no search can answer (`k` of 0 or above [`MAX_K`], depths above
+    /// [`MAX_DEPTH`], ...) with an error naming the option, instead of trying to allocate them.
+    pub fn check(&self) -> Result<()> {
+        let limits: [(&str, Option<usize>, usize, usize); 6] = [
+            ("k", Some(self.k), 1, MAX_K),
+            ("nprobe", self.nprobe, 1, MAX_DEPTH),
+            ("rerank depth", self.rerank_depth, 1, MAX_DEPTH),
+            ("qe", self.qe, 0, MAX_SHORTLIST),
+            ("verify", self.verify.shortlist, 0, MAX_SHORTLIST),
+            ("dense", self.verify.dense, 0, MAX_SHORTLIST),
+        ];
+        for (name, value, min, max) in limits {
+            if let Some(v) = value.filter(|v| !(min..=max).contains(v)) {
+                return Err(Error::Invalid(format!(
+                    "{name} {v} is out of range: give {min} to {max}"
+                )));
+            }
+        }
+        if let Some(t) = self.threshold.filter(|t| !t.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "threshold {t}: give a finite score"
+            )));
+        }
+        self.verify.check()
+    }
+}
+
 /// What to search with.
 #[derive(Debug, Clone)]
 pub enum Query {
@@ -452,5 +492,39 @@ mod tests {
         }
         .check()
         .is_err());
+    }
+
+    #[test]
+    fn search_options_limits_table() {
+        let ok = SearchOptions::default();
+        type Change = fn(&mut SearchOptions);
+        // (change, accepted)
+        let cases: [(Change, bool); 9] = [
+            (|_| {}, true),
+            (|o| o.k = 0, false),
+            (|o| o.k = MAX_K, true),
+            (|o| o.k = 100_000_000_000, false),
+            (|o| o.nprobe = Some(0), false),
+            (|o| o.rerank_depth = Some(MAX_DEPTH + 1), false),
+            (|o| o.qe = Some(0), true),
+            (|o| o.verify.shortlist = Some(MAX_SHORTLIST + 1), false),
+            (|o| o.threshold = Some(f32::NAN), false),
+        ];
+        for (i, (change, accepted)) in cases.into_iter().enumerate() {
+            let mut o = ok.clone();
+            change(&mut o);
+            assert_eq!(o.check().is_ok(), accepted, "case {i}: {:?}", o.check());
+        }
+        let err = SearchOptions {
+            k: 100_000_000_000,
+            ..ok
+        }
+        .check()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("k 100000000000") && err.contains("10000"),
+            "{err}"
+        );
     }
 }

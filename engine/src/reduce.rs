@@ -544,6 +544,7 @@ mod tests {
                 hash[..4].copy_from_slice(&i.to_le_bytes());
                 NewRow {
                     path: format!("/v{i}"),
+                    path_bytes: None,
                     content_hash: ContentHash(hash),
                     width: 1,
                     height: 1,

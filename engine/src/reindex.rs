@@ -1,43 +1,106 @@
 //! `imgvec reindex`: rebuild a database with another pipeline from the files its rows came from.
 //!
-//! The new database is built beside the old one (`<DB>.reindex-new`), from the stored paths of
-//! the live rows (each row's attributes kept), then swapped in by two renames: the old folder
-//! becomes `<DB>.reindex-old`, the new one takes its name, and the old one is removed. A crash
-//! between the renames leaves `<DB>.reindex-old` and no `<DB>`; the next reindex (or a person)
-//! renames it back. Rows get new ids. Rows whose file is gone, or that were inserted from bytes
-//! (no file to read), are reported and left out.
+//! The old database's folder lock ([`FolderLock`]) is held from start to finish. The new database is built
+//! beside it (`<DB>.reindex-new`) from the live rows: a row whose key names a readable file is
+//! re-extracted from that file; a row inserted from bytes (its key is not an absolute path) from
+//! its stored thumbnail, the only copy of its pixels the database keeps. Each row keeps its key
+//! and attributes; rows get new ids. A row that cannot be carried over (its file has gone, or
+//! no longer decodes) stops the reindex before anything is swapped, unless the caller allows
+//! dropping such rows (`drop_missing`); `dry_run` only reports.
+//!
+//! The swap exchanges the two folders atomically (`renameat2(RENAME_EXCHANGE)`), so `<DB>`
+//! always names a complete database and no writer can slip into a gap; the old database then
+//! moves to `<DB>.reindex-old` and is removed. Where the file system cannot exchange, two renames
+//! are used, and a crash between them leaves `<DB>.reindex-old` without `<DB>`:
+//! [`recover_interrupted_swap`], run by every open, renames it back.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use imgvec_storage::lock::FolderLock;
+use imgvec_storage::store::sync_dir;
+use imgvec_storage::{ImageRecord, StorageError};
 use serde::Serialize;
 
 use crate::database::Database;
 use crate::error::{Error, Result};
-use crate::ingest::{IngestEvent, IngestOptions, IngestSummary, Source};
+use crate::ingest::{IngestEvent, IngestOptions, Source};
 use crate::options::OpenOptions;
 use crate::pipeline::PipelineChoice;
+
+/// What a reindex may do beyond re-extracting every row.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReindexOptions {
+    /// Leave out rows that cannot be carried over (file gone or undecodable) instead of
+    /// stopping before the swap.
+    pub drop_missing: bool,
+    /// Report what would be carried over, and change nothing.
+    pub dry_run: bool,
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReindexReport {
     /// Live rows of the old database.
     pub rows_before: usize,
-    /// Files re-extracted and stored.
+    /// Rows re-extracted and stored in the new database (0 on a dry run).
     pub stored: u64,
+    /// Rows inserted from bytes, carried over from their stored thumbnails.
+    pub from_thumbnails: usize,
     /// Stored paths that no longer name a readable file.
     pub gone: Vec<String>,
     /// Files that could not be read or decoded (path, reason).
     pub errors: Vec<(String, String)>,
+    /// Whether the new database replaced the old one. `false` on a dry run, and when rows
+    /// could not be carried over without `drop_missing` (then nothing changed).
+    pub swapped: bool,
     pub pipeline: String,
     pub seconds: f64,
 }
 
 fn sibling(dir: &Path, suffix: &str) -> PathBuf {
-    let name = dir
+    let mut name = dir
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+        .map(|n| n.to_os_string())
         .unwrap_or_else(|| "db".into());
-    dir.with_file_name(format!("{name}.{suffix}"))
+    name.push(format!(".{suffix}"));
+    dir.with_file_name(name)
+}
+
+/// Finishes a swap a crash interrupted between its two renames: when `dir` holds no database
+/// and `<dir>.reindex-old` does, that is the intact old database, and it gets its name back.
+pub fn recover_interrupted_swap(dir: &Path) -> Result<()> {
+    let old_dir = sibling(dir, "reindex-old");
+    if !dir.exists() && Database::exists(&old_dir) {
+        tracing::warn!(
+            "{}: an interrupted reindex left the database at {}; moving it back",
+            dir.display(),
+            old_dir.display()
+        );
+        std::fs::rename(&old_dir, dir).map_err(|e| io(dir, e))?;
+        sync_parent(dir)?;
+    }
+    Ok(())
+}
+
+/// How one live row reaches the new database.
+enum Carry {
+    File(PathBuf),
+    Thumbnail(Arc<[u8]>),
+    Gone,
+}
+
+fn carry(record: &ImageRecord, thumbnail: Option<Vec<u8>>) -> Carry {
+    let path = record.os_path();
+    if path.is_absolute() {
+        if path.is_file() {
+            Carry::File(path)
+        } else {
+            Carry::Gone
+        }
+    } else {
+        thumbnail.map_or(Carry::Gone, |t| Carry::Thumbnail(Arc::from(t)))
+    }
 }
 
 /// Rebuilds the database in `dir` with `choice` (a named preset or a model). `open` supplies
@@ -45,63 +108,91 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
 pub fn reindex(
     dir: &Path,
     choice: PipelineChoice,
+    options: ReindexOptions,
     open: OpenOptions,
     on_event: &(dyn Fn(&IngestEvent) + Sync),
 ) -> Result<ReindexReport> {
     let started = std::time::Instant::now();
-    let old_dir = sibling(dir, "reindex-old");
-    let new_dir = sibling(dir, "reindex-new");
-    if !dir.exists() && old_dir.is_dir() {
-        // An earlier reindex stopped between its two renames: the old database is intact.
-        std::fs::rename(&old_dir, dir).map_err(|e| io(dir, e))?;
-    }
-    if !Database::exists(dir) {
-        return Err(Error::Invalid(format!(
-            "{}: not an imgvec database",
-            dir.display()
-        )));
-    }
     if choice == PipelineChoice::Default {
         return Err(Error::Invalid(
             "reindex needs --pipeline NAME or --model FILE".into(),
         ));
     }
-    // The writer lock keeps other writers out while the rebuild reads the rows.
-    let old = Database::open(
-        dir,
-        OpenOptions {
-            background_compaction: false,
-            ..open.clone()
-        },
-    )?;
-    let records = old.records()?;
-    let mut groups: BTreeMap<BTreeMap<String, String>, Vec<Source>> = BTreeMap::new();
-    let mut gone = Vec::new();
-    for r in &records {
-        let path = Path::new(&r.path);
-        if path.is_absolute() && path.is_file() {
-            groups
-                .entry(r.attributes.clone())
-                .or_default()
-                .push(Source::File(path.to_path_buf()));
-        } else {
-            gone.push(r.path.clone());
-        }
-    }
-    if new_dir.exists() {
-        std::fs::remove_dir_all(&new_dir).map_err(|e| io(&new_dir, e))?;
-    }
     let pipeline_name = match &choice {
         PipelineChoice::Preset(p) => p.name().to_string(),
         _ => "custom".into(),
     };
-    let mut stored = 0;
-    let errors = {
+    // The folder lock keeps other writers out from here until the swap is done. It is this
+    // function's, not the old handle's: RocksDB works by path, so the old handle is closed
+    // before the swap, while the lock, which follows the folder, stays held.
+    recover_interrupted_swap(dir)?;
+    if !Database::exists(dir) {
+        return Err(StorageError::NotADatabase {
+            path: dir.to_path_buf(),
+            reason: "it has no meta/CURRENT".into(),
+        }
+        .into());
+    }
+    let folder_lock = FolderLock::acquire(dir)?;
+    let old = Database::open_with_lock(
+        dir,
+        OpenOptions {
+            background_compaction: false,
+            create: false,
+            ..open.clone()
+        },
+        Some(folder_lock.clone()),
+    )?;
+    let old_dir = sibling(dir, "reindex-old");
+    let new_dir = sibling(dir, "reindex-new");
+    let records = old.records()?;
+    let mut groups: BTreeMap<BTreeMap<String, String>, Vec<Source>> = BTreeMap::new();
+    let mut gone = Vec::new();
+    let mut from_thumbnails = 0;
+    for r in &records {
+        let source = match carry(r, old.thumbnail(r.id)?) {
+            Carry::File(path) => Source::File(path),
+            Carry::Thumbnail(bytes) => {
+                from_thumbnails += 1;
+                Source::Bytes {
+                    key: r.path.clone(),
+                    bytes,
+                }
+            }
+            Carry::Gone => {
+                gone.push(r.path.clone());
+                continue;
+            }
+        };
+        groups.entry(r.attributes.clone()).or_default().push(source);
+    }
+    let mut report = ReindexReport {
+        rows_before: records.len(),
+        stored: 0,
+        from_thumbnails,
+        gone,
+        errors: Vec::new(),
+        swapped: false,
+        pipeline: pipeline_name,
+        seconds: 0.0,
+    };
+    let finish = |mut report: ReindexReport| {
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    };
+    if options.dry_run || (!report.gone.is_empty() && !options.drop_missing) {
+        return finish(report);
+    }
+    for leftover in [&new_dir, &old_dir] {
+        remove_if_present(leftover)?;
+    }
+    {
         let new = Database::open(
             &new_dir,
             OpenOptions {
                 pipeline: choice,
                 background_compaction: false,
+                create: true,
                 ..open
             },
         )?;
@@ -117,26 +208,84 @@ pub fn reindex(
                 attributes,
                 ..IngestOptions::default()
             };
-            let summary: IngestSummary = new.ingest(sources, &opts, &record)?;
-            stored += summary.stored + summary.replaced;
+            let summary = new.ingest(sources, &opts, &record)?;
+            report.stored += summary.stored + summary.replaced;
         }
         new.refresh_indexes()?;
-        errors_seen.into_inner()
-    };
+        report.errors = errors_seen.into_inner();
+    }
+    if !report.errors.is_empty() && !options.drop_missing {
+        remove_if_present(&new_dir)?;
+        report.stored = 0;
+        return finish(report);
+    }
     drop(old);
-    std::fs::rename(dir, &old_dir).map_err(|e| io(dir, e))?;
-    std::fs::rename(&new_dir, dir).map_err(|e| io(&new_dir, e))?;
-    std::fs::remove_dir_all(&old_dir).map_err(|e| io(&old_dir, e))?;
-    Ok(ReindexReport {
-        rows_before: records.len(),
-        stored,
-        gone,
-        errors,
-        pipeline: pipeline_name,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    swap(dir, &new_dir, &old_dir)?;
+    report.swapped = true;
+    remove_if_present(&old_dir)?;
+    drop(folder_lock);
+    finish(report)
+}
+
+/// Puts the complete database at `new_dir` in `dir`'s place, and the old one at `old_dir`.
+fn swap(dir: &Path, new_dir: &Path, old_dir: &Path) -> Result<()> {
+    match exchange(new_dir, dir) {
+        Ok(()) => {
+            sync_parent(dir)?;
+            std::fs::rename(new_dir, old_dir).map_err(|e| io(new_dir, e))?;
+        }
+        Err(e) => {
+            tracing::warn!(
+                "{}: the file system cannot exchange folders atomically ({e}); renaming twice",
+                dir.display()
+            );
+            std::fs::rename(dir, old_dir).map_err(|e| io(dir, e))?;
+            std::fs::rename(new_dir, dir).map_err(|e| io(new_dir, e))?;
+        }
+    }
+    sync_parent(dir)
+}
+
+/// Atomically exchanges the folders at `a` and `b` (Linux `renameat2(RENAME_EXCHANGE)`).
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: both arguments are NUL-terminated paths that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn remove_if_present(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(dir, e)),
+        _ => Ok(()),
+    }
+}
+
+fn sync_parent(dir: &Path) -> Result<()> {
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Ok(sync_dir(parent)?)
 }
 
 fn io(path: &Path, e: std::io::Error) -> Error {
-    imgvec_storage::StorageError::io(path, e).into()
+    StorageError::io(path, e).into()
 }

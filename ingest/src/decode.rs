@@ -16,6 +16,10 @@ pub const IMAGE_EXTENSIONS: &[&str] = &[
 pub const MAX_SIDE: u32 = 20_000;
 /// Largest pixel buffer the decoder may allocate.
 pub const MAX_DECODE_BYTES: u64 = 512 * 1024 * 1024;
+/// Most memory decoding one image may take end to end: the decoder's buffer, the 8-bit RGB
+/// copy and the turned copy an EXIF orientation makes (see [`decode_cost`]). An ingest holds
+/// at most one such image per worker.
+pub const MAX_IMAGE_BYTES: u64 = 768 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -25,6 +29,11 @@ pub enum DecodeError {
     UnknownFormat,
     #[error("image of {width}x{height} pixels exceeds the limit of {MAX_SIDE} px per side")]
     TooLarge { width: u32, height: u32 },
+    #[error(
+        "image of {width}x{height} pixels needs about {} MiB to decode, over the {} MiB \
+         per-image budget", cost >> 20, MAX_IMAGE_BYTES >> 20
+    )]
+    OverBudget { width: u32, height: u32, cost: u64 },
     #[error("cannot decode {format}: {message}")]
     Corrupt { format: String, message: String },
 }
@@ -83,6 +92,14 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedImage, DecodeError> {
     if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
         return Err(DecodeError::TooLarge { width, height });
     }
+    let cost = decode_cost(width, height, decoder.color_type().bytes_per_pixel());
+    if cost > MAX_IMAGE_BYTES {
+        return Err(DecodeError::OverBudget {
+            width,
+            height,
+            cost,
+        });
+    }
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
@@ -97,6 +114,13 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedImage, DecodeError> {
         rgb: to_rgb8_over_white(img),
         format: name,
     })
+}
+
+/// Peak bytes decoding a `width`×`height` image whose decoder gives `bytes_per_pixel` takes:
+/// the decoder's buffer, the 8-bit RGB conversion and an orientation's turned copy, alive
+/// together at worst.
+pub fn decode_cost(width: u32, height: u32, bytes_per_pixel: u8) -> u64 {
+    width as u64 * height as u64 * (bytes_per_pixel as u64 + 3 + 3)
 }
 
 /// Walks a JPEG's marker segments (skipping each by its length, so an embedded EXIF thumbnail
@@ -199,6 +223,57 @@ mod tests {
                 Err(DecodeError::Corrupt { message, .. }) => assert!(message.contains("truncated")),
                 other => panic!("cut at {cut}: {other:?}"),
             }
+        }
+    }
+
+    /// A PNG header that declares 12,000×12,000 RGBA pixels (a few hundred bytes on disk): the
+    /// decode is refused from the header, before any pixel buffer exists.
+    #[test]
+    fn a_decompression_bomb_is_refused_from_its_header() {
+        fn chunk(kind: &[u8], data: &[u8]) -> Vec<u8> {
+            let mut out = (data.len() as u32).to_be_bytes().to_vec();
+            out.extend(kind);
+            out.extend(data);
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(kind);
+            crc.update(data);
+            out.extend(crc.finalize().to_be_bytes());
+            out
+        }
+        let mut ihdr = 12_000u32.to_be_bytes().to_vec();
+        ihdr.extend(12_000u32.to_be_bytes());
+        ihdr.extend([8, 6, 0, 0, 0]);
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend(chunk(b"IHDR", &ihdr));
+        png.extend(chunk(
+            b"IDAT",
+            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+        ));
+        png.extend(chunk(b"IEND", &[]));
+        match decode(&png) {
+            Err(e @ DecodeError::OverBudget { .. }) => {
+                assert!(e.to_string().contains("12000x12000"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn decode_cost_table() {
+        // (width, height, decoder bytes per pixel, within the budget)
+        let cases = [
+            (6000, 4000, 3, true),    // a 24 MP JPEG: 216 MB
+            (10_000, 8_000, 3, true), // 80 MP RGB: 720 MB
+            (10_000, 10_000, 4, false),
+            (8_000, 8_000, 8, false), // 16-bit RGBA
+            (20_000, 20_000, 1, false),
+        ];
+        for (w, h, bpp, fits) in cases {
+            assert_eq!(
+                decode_cost(w, h, bpp) <= MAX_IMAGE_BYTES,
+                fits,
+                "{w}x{h}x{bpp}"
+            );
         }
     }
 

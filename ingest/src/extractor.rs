@@ -132,6 +132,24 @@ pub struct TorchScriptExtractor {
     dims: usize,
 }
 
+/// A libtorch error as one line: the C++ exception's message without the stack trace and
+/// frame list that follow it (logged in full at debug level, `IMGVEC_LOG=debug`).
+pub fn torch_message(e: &tch::TchError) -> String {
+    let full = e.to_string();
+    tracing::debug!("libtorch: {full}");
+    one_line(&full)
+}
+
+fn one_line(full: &str) -> String {
+    let head = full.split("Exception raised from").next().unwrap_or(full);
+    let lines: Vec<&str> = head
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("frame #"))
+        .collect();
+    lines.join(" ")
+}
+
 impl TorchScriptExtractor {
     /// Loads the module and runs one probe image through it to learn and check its output shape.
     /// `pooling` applies when the module returns feature maps.
@@ -146,8 +164,12 @@ impl TorchScriptExtractor {
         if !(4..=4096).contains(&size) {
             return Err(err(format!("input size {size} is outside 4..=4096")));
         }
-        let mut module = CModule::load(path)
-            .map_err(|e| err(format!("not a loadable TorchScript module: {e}")))?;
+        let mut module = CModule::load(path).map_err(|e| {
+            err(format!(
+                "not a loadable TorchScript module: {}",
+                torch_message(&e)
+            ))
+        })?;
         module.set_eval();
         let name = path
             .file_stem()
@@ -198,14 +220,14 @@ impl TorchScriptExtractor {
             };
             out.f_to_kind(Kind::Float)?.f_contiguous()
         })
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(torch_message(&e)))?;
         let size = out.size();
         if size.first() != Some(&(n as i64)) {
             return Err(err(format!("output shape {size:?} for a batch of {n}")));
         }
         let mut values = vec![0f32; out.numel()];
         out.f_copy_data(&mut values, out.numel())
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| err(torch_message(&e)))?;
         if self.dims != 0 && values.len() != n * self.dims {
             return Err(err(format!(
                 "output shape {size:?} changed between batches"
@@ -248,5 +270,46 @@ pub fn l2_normalize_rows(values: &mut [f32], dims: usize) {
         if norm > 0.0 && norm.is_finite() {
             row.iter_mut().for_each(|x| *x /= norm);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torch_errors_become_one_line() {
+        let cases = [
+            (
+                "Internal torch error: PytorchStreamReader failed reading zip archive: failed \
+                 finding central directory\nException raised from valid at \
+                 ../caffe2/serialize/inline_container.cc:184 (most recent call first):\nframe #0: \
+                 c10::Error::Error(...) + 0x9c (0x7f in libc10.so)\nframe #1: ...",
+                "Internal torch error: PytorchStreamReader failed reading zip archive: failed \
+                 finding central directory",
+            ),
+            ("shape mismatch", "shape mismatch"),
+            ("first\n  second\n", "first second"),
+        ];
+        for (full, short) in cases {
+            assert_eq!(one_line(full), short);
+        }
+    }
+
+    /// A file that is not TorchScript gives one line naming the file, no C++ trace.
+    #[test]
+    fn a_bad_model_file_is_one_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("bad.pt");
+        std::fs::write(&path, b"this is not a model").unwrap();
+        let err = TorchScriptExtractor::load(&path, 32, Pooling::Gap)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("model {}", path.display())),
+            "{err}"
+        );
+        assert!(!err.contains('\n') && !err.contains("frame #"), "{err}");
     }
 }

@@ -17,5 +17,8 @@ pub use extractor::{
     l2_normalize_rows, rmac_regions, set_torch_threads, ExtractError, Extractor, Pooling,
     TorchScriptExtractor,
 };
-pub use files::{collect_files, content_hash, default_model_path, model_dir, FileList};
+pub use files::{
+    collect_files, content_hash, default_model_path, model_dir, read_image_file, FileList,
+    MAX_FILE_BYTES,
+};
 pub use preprocess::{model_input, resize, thumbnail_jpeg};

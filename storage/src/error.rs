@@ -13,6 +13,9 @@ pub enum StorageError {
     /// truncation, impossible sizes. Never a panic, never a silently wrong answer.
     #[error("data corruption in {path}: {reason}")]
     DataCorruption { path: PathBuf, reason: String },
+    /// The folder is missing, or is not an imgvec database (and may not become one).
+    #[error("{path}: not an imgvec database ({reason})")]
+    NotADatabase { path: PathBuf, reason: String },
     #[error("database is locked by another process: {path}")]
     Locked { path: PathBuf },
     #[error("metadata store {path}: {message}")]

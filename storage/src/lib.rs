@@ -8,6 +8,8 @@
 //! segment files only after the files and their directory are synced. See docs/ARCHITECTURE.md.
 
 pub mod error;
+pub mod key;
+pub mod lock;
 pub mod segment;
 pub mod snapshot;
 pub mod store;

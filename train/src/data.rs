@@ -26,13 +26,13 @@ pub struct TrainingSet {
 
 /// Reads every image under `paths` (files or folders, walked), prepared at `size`.
 pub fn load_images(paths: &[PathBuf], size: u32) -> Result<TrainingSet, TrainError> {
-    let list = collect_files(paths);
+    let list = collect_files(paths, false);
     let mut errors: Vec<(PathBuf, String)> = list.errors.clone();
     let mut data = Vec::new();
     let mut files = Vec::new();
     let per = (3 * size * size) as usize;
     for path in list.images {
-        let decoded = std::fs::read(&path)
+        let decoded = imgvec_ingest::read_image_file(&path)
             .map_err(|e| e.to_string())
             .and_then(|b| decode(&b).map_err(|e| e.to_string()));
         match decoded {

@@ -2,14 +2,20 @@
 
 use std::process::ExitCode;
 
-use imgvec::{Database, IngestEvent, OpenOptions};
+use imgvec::{printable, Database, IngestEvent, OpenOptions, ReindexOptions};
 use indicatif::ProgressBar;
 
 use crate::args::{CompactArgs, DeleteArgs, ReindexArgs};
 use crate::output::{print_json, say, CliResult};
 
 pub(crate) fn reindex(args: ReindexArgs, open: OpenOptions) -> CliResult {
-    let ReindexArgs { db, pipeline, json } = args;
+    let ReindexArgs {
+        db,
+        pipeline,
+        drop_missing,
+        dry_run,
+        json,
+    } = args;
     let choice = pipeline.choice();
     let bar = if json {
         ProgressBar::hidden()
@@ -22,30 +28,59 @@ pub(crate) fn reindex(args: ReindexArgs, open: OpenOptions) -> CliResult {
         } else {
             bar.tick();
             if let Some(reason) = &e.error {
-                say(&bar, format!("error: {}: {reason}", e.path));
+                say(&bar, format!("error: {}: {reason}", printable(&e.path)));
             }
         }
     };
-    let report = imgvec::reindex(&db, choice, open, &on_event)?;
+    let options = ReindexOptions {
+        drop_missing,
+        dry_run,
+    };
+    let report = imgvec::reindex(&db, choice, options, open, &on_event)?;
     bar.finish_and_clear();
+    let lost = report.gone.len() + report.errors.len();
     if json {
         print_json(&report);
     } else {
         for path in &report.gone {
-            eprintln!("gone: {path}");
+            eprintln!("gone: {}", printable(path));
         }
+        let verb = if report.swapped {
+            "reindexed"
+        } else if dry_run {
+            "dry run:"
+        } else {
+            "unchanged:"
+        };
         println!(
-            "reindexed {} with pipeline {}: {} of {} rows stored, {} gone, {} errors, {:.1} s",
-            db.display(),
+            "{verb} {} with pipeline {}: {} of {} rows {}, {} from thumbnails, {} gone, {} \
+             errors, {:.1} s",
+            printable(&db.display().to_string()),
             report.pipeline,
-            report.stored,
+            if dry_run {
+                report.rows_before - report.gone.len()
+            } else {
+                report.stored as usize
+            },
             report.rows_before,
+            if dry_run {
+                "can be carried over"
+            } else {
+                "stored"
+            },
+            report.from_thumbnails,
             report.gone.len(),
             report.errors.len(),
             report.seconds
         );
+        if !report.swapped && !dry_run && lost > 0 {
+            eprintln!(
+                "error: {lost} row(s) cannot be carried over; the database is unchanged (restore \
+                 the files, or give --drop-missing to leave them out)"
+            );
+        }
     }
-    Ok(if report.gone.is_empty() && report.errors.is_empty() {
+    Ok(if lost == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -54,6 +89,7 @@ pub(crate) fn reindex(args: ReindexArgs, open: OpenOptions) -> CliResult {
 
 pub(crate) fn compact(args: CompactArgs, mut open: OpenOptions) -> CliResult {
     open.background_compaction = false;
+    open.create = false;
     let db = Database::open(&args.db, open)?;
     let r = db.compact()?;
     if args.json {
@@ -67,19 +103,19 @@ pub(crate) fn compact(args: CompactArgs, mut open: OpenOptions) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn delete(args: DeleteArgs, open: OpenOptions) -> CliResult {
+pub(crate) fn delete(args: DeleteArgs, mut open: OpenOptions) -> CliResult {
     let DeleteArgs { db, ids, paths } = args;
     if ids.is_empty() && paths.is_empty() {
         return Err(imgvec::Error::Invalid("give --id N or --path P".into()).into());
     }
+    open.create = false;
     let db = Database::open(&db, open)?;
     let mut wanted = ids;
     let mut missing = Vec::new();
     for p in &paths {
-        let key = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
-        match db.get_by_path(&key.display().to_string())? {
+        match db.get_by_file(p)? {
             Some(rec) => wanted.push(rec.id),
-            None => missing.push(p.display().to_string()),
+            None => missing.push(printable(&p.display().to_string()).into_owned()),
         }
     }
     let deleted = db.delete(&wanted)?;

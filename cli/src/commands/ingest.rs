@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use imgvec::{
-    collect_files, Database, IngestEvent, IngestOptions, IngestSummary, OpenOptions, Source,
+    collect_files, printable, Database, IngestEvent, IngestOptions, IngestSummary, OpenOptions,
+    Source,
 };
 
 use crate::args::IngestArgs;
@@ -17,7 +18,7 @@ use crate::output::{print_json, progress_bar, say, CliResult};
 pub(crate) fn run(args: IngestArgs, mut open: OpenOptions) -> CliResult {
     open.pipeline = args.pipeline.choice();
     let db = Database::open(&args.db, open)?;
-    let files = collect_files(&args.paths);
+    let files = collect_files(&args.paths, args.follow_links);
     let stop = stop_on_ctrl_c();
     let opts = IngestOptions {
         attributes: args.attrs.into_iter().collect(),
@@ -37,9 +38,17 @@ pub(crate) fn run(args: IngestArgs, mut open: OpenOptions) -> CliResult {
         if json {
             print_json(ev);
         } else if let Some(err) = &ev.error {
-            say(&bar, format!("error: {}: {err}", ev.path));
+            say(&bar, format!("error: {}: {err}", printable(&ev.path)));
         }
     };
+    for (path, reason) in &files.not_regular {
+        let path = printable(&path.display().to_string()).into_owned();
+        if json {
+            print_json(&serde_json::json!({ "path": path, "status": "skipped", "reason": reason }));
+        } else {
+            say(&bar, format!("skipped: {path}: {reason}"));
+        }
+    }
     for (path, reason) in &files.errors {
         report(&IngestEvent::error(
             path.display().to_string(),
@@ -53,7 +62,7 @@ pub(crate) fn run(args: IngestArgs, mut open: OpenOptions) -> CliResult {
         refresh_indexes(&db, &args.db, json);
     }
     summary.errors += files.errors.len() as u64;
-    summary.skipped = files.skipped.len() as u64;
+    summary.skipped = (files.skipped.len() + files.not_regular.len()) as u64;
     if json {
         print_json(&serde_json::json!({ "summary": summary }));
     } else {
@@ -76,8 +85,11 @@ fn stop_on_ctrl_c() -> Arc<AtomicBool> {
         let stop = stop.clone();
         let _ = ctrlc::set_handler(move || {
             if stop.swap(true, Ordering::SeqCst) {
-                // Second Ctrl-C: leave now. Everything already reported is durable.
-                std::process::exit(130);
+                // Second Ctrl-C: leave now. Everything already reported is durable. `_exit`
+                // runs no exit handlers, which would tear down libraries (libtorch, RocksDB)
+                // under the threads still using them.
+                // SAFETY: `_exit` has no preconditions; it does not return.
+                unsafe { libc::_exit(130) };
             }
             eprintln!("stopping: finishing the images in flight (Ctrl-C again to quit now)");
         });

@@ -17,7 +17,6 @@ pub(crate) fn run(args: SearchArgs, mut open: OpenOptions) -> CliResult {
         );
     }
     open.read_only = true;
-    let db = Database::open(&args.db, open)?;
     let mut opts = SearchOptions {
         k: args.k,
         mode: args.mode,
@@ -32,6 +31,8 @@ pub(crate) fn run(args: SearchArgs, mut open: OpenOptions) -> CliResult {
         ..SearchOptions::default()
     };
     args.query.apply(&mut opts)?;
+    opts.check()?;
+    let db = Database::open(&args.db, open)?;
     let mut queries: Vec<Query> = args.images.iter().cloned().map(Query::Path).collect();
     queries.extend(args.ids.iter().map(|&id| Query::Id(id)));
     let labels: Vec<String> = queries.iter().map(query_label).collect();

@@ -89,7 +89,28 @@ fn presets_and_reindex_from_the_cli() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("imgvec reindex"));
     std::fs::remove_file(&files[2]).unwrap();
-    let out = run(&["reindex", s(&db), "--pipeline", "robust", "--json"]);
+    // Without --drop-missing (and on a dry run) nothing changes; exit status 1 says a row
+    // could not be carried over.
+    for extra in [&[][..], &["--dry-run", "--drop-missing"][..]] {
+        let mut args = vec!["reindex", s(&db), "--pipeline", "robust", "--json"];
+        args.extend(extra);
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let report = json_lines(&out).pop().unwrap();
+        assert_eq!(report["swapped"], false);
+        assert_eq!(report["gone"][0], s(&files[2]));
+        let info = run(&["info", s(&db), "--json"]);
+        let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+        assert_eq!(info["pipeline"]["name"], "fast");
+    }
+    let out = run(&[
+        "reindex",
+        s(&db),
+        "--pipeline",
+        "robust",
+        "--drop-missing",
+        "--json",
+    ]);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -99,6 +120,7 @@ fn presets_and_reindex_from_the_cli() {
     let lines = json_lines(&out);
     let report = lines.last().unwrap();
     assert_eq!(report["stored"], 7);
+    assert_eq!(report["swapped"], true);
     assert_eq!(report["gone"][0], s(&files[2]));
     let info = run(&["info", s(&db), "--json"]);
     let info: Value = serde_json::from_slice(&info.stdout).unwrap();

@@ -9,6 +9,7 @@ use serde_json::Value;
 mod admin;
 mod bench_train;
 mod ingest;
+mod reliability;
 mod search;
 
 pub(crate) fn imgvec() -> Command {

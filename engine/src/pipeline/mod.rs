@@ -212,6 +212,8 @@ pub fn resolve(
     let models_dir = store.dir().join(MODELS_DIR);
     std::fs::create_dir_all(&models_dir)
         .map_err(|e| imgvec_storage::StorageError::io(&models_dir, e))?;
+    // The folder's own entry is durable only once the database folder is synced.
+    imgvec_storage::store::sync_dir(store.dir())?;
     let rel = format!("{MODELS_DIR}/{}.pt", &fingerprint[..16]);
     let dest = store.dir().join(&rel);
     write_synced(&dest, &bytes)?;

@@ -50,6 +50,7 @@ mod tests {
         ImageRecord {
             id: 1,
             path: path.into(),
+            path_bytes: None,
             content_hash: Default::default(),
             width: 1,
             height: 1,

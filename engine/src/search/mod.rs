@@ -94,6 +94,9 @@ impl Searcher<'_> {
                 .map(|_| Err(Error::Invalid(msg.clone())))
                 .collect()
         };
+        if let Err(e) = opts.check() {
+            return fail_all(e.to_string());
+        }
         let dims = match self.store.dims() {
             Ok(Some(d)) => d as usize,
             Ok(None) => return queries.iter().map(|_| Ok(Vec::new())).collect(),

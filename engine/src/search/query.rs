@@ -37,7 +37,7 @@ pub(crate) fn featurize(
                 out.push(by_id(store, snap, *id, local.is_some()));
                 continue;
             }
-            Query::Path(p) => std::fs::read(p)
+            Query::Path(p) => imgvec_ingest::read_image_file(p)
                 .map_err(|e| e.to_string())
                 .and_then(|b| decode(&b).map_err(|e| e.to_string()))
                 .map_err(|reason| Error::Image {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use imgvec::{
     Augment, Database, IndexOptions, IngestOptions, OpenOptions, PipelineChoice, Preset, Query,
-    SearchMode, SearchOptions, Source, VerifyOverrides,
+    ReindexOptions, SearchMode, SearchOptions, Source, VerifyOverrides,
 };
 
 fn balanced(min_train_rows: usize) -> OpenOptions {
@@ -196,26 +196,97 @@ fn reindex_switches_the_pipeline_and_reports_gone_files() {
         )
         .unwrap_err();
     assert!(err.to_string().contains("imgvec reindex"), "{err}");
+    // A row inserted from bytes travels through its thumbnail.
+    {
+        let db = Database::open(&path, open.clone()).unwrap();
+        let bytes = std::fs::read(imgs.join(&names[11])).unwrap();
+        let mut attrs = std::collections::BTreeMap::new();
+        attrs.insert("album".to_string(), "a".to_string());
+        db.insert_bytes("from-bytes", &bytes, attrs).unwrap();
+    }
     let removed = imgs.join(&names[4]);
     std::fs::remove_file(&removed).unwrap();
+    let balanced_choice = PipelineChoice::Preset(Preset::Balanced);
+    let run = |options: ReindexOptions| {
+        imgvec::reindex(
+            &path,
+            balanced_choice.clone(),
+            options,
+            open.clone(),
+            &|_| {},
+        )
+        .unwrap()
+    };
+    // A row whose file has gone stops the reindex before anything changes; a dry run reports
+    // the same; --drop-missing leaves the row out.
+    for options in [
+        ReindexOptions::default(),
+        ReindexOptions {
+            dry_run: true,
+            drop_missing: true,
+        },
+    ] {
+        let report = run(options);
+        assert!(!report.swapped, "{options:?}");
+        assert_eq!((report.rows_before, report.stored), (13, 0));
+        assert_eq!(report.gone.len(), 1);
+        let db = Database::open(&path, open.clone()).unwrap();
+        assert_eq!(db.pipeline().unwrap().name, "fast");
+        assert_eq!(db.records().unwrap().len(), 13);
+    }
+    // While the rebuild runs, no other writer gets in (its rows would be lost in the swap).
+    let writer_seen = std::sync::Mutex::new(None);
     let report = imgvec::reindex(
         &path,
-        PipelineChoice::Preset(Preset::Balanced),
+        balanced_choice.clone(),
+        ReindexOptions {
+            drop_missing: true,
+            ..Default::default()
+        },
         open.clone(),
-        &|_| {},
+        &|_| {
+            let mut seen = writer_seen.lock().unwrap();
+            if seen.is_none() {
+                *seen = Some(Database::open(&path, open.clone()).map(|_| ()));
+            }
+        },
     )
     .unwrap();
-    assert_eq!(report.rows_before, 12);
-    assert_eq!(report.stored, 11);
+    match writer_seen.into_inner().unwrap() {
+        Some(Err(imgvec::Error::Storage(imgvec::StorageError::Locked { .. }))) => {}
+        other => panic!("a writer opened during the reindex: {other:?}"),
+    }
+    assert!(report.swapped);
+    assert_eq!(report.rows_before, 13);
+    assert_eq!((report.stored, report.from_thumbnails), (12, 1));
     assert_eq!(report.gone.len(), 1);
     assert!(report.gone[0].ends_with(names[4].to_str().unwrap()));
     assert!(!tmp.path().join("db.reindex-old").exists());
     assert!(!tmp.path().join("db.reindex-new").exists());
+    assert!(Database::open(&path, open.clone())
+        .unwrap()
+        .get_by_path("from-bytes")
+        .unwrap()
+        .is_some());
+    // A crash between the two renames of a swap (on a file system that cannot exchange
+    // folders) leaves only `db.reindex-old`: any open moves it back.
+    std::fs::rename(&path, tmp.path().join("db.reindex-old")).unwrap();
+    let reader = Database::open(
+        &path,
+        OpenOptions {
+            read_only: true,
+            ..open.clone()
+        },
+    )
+    .unwrap();
+    assert_eq!(reader.records().unwrap().len(), 12);
+    drop(reader);
+    assert!(!tmp.path().join("db.reindex-old").exists());
     let db = Database::open(&path, open).unwrap();
     let p = db.pipeline().unwrap();
     assert_eq!((p.name.as_str(), p.dims), ("balanced", 3285));
     let records = db.records().unwrap();
-    assert_eq!(records.len(), 11);
+    assert_eq!(records.len(), 12);
     assert!(records.iter().all(|r| r.attributes["album"] == "a"));
     let q = imgs.join(&names[0]);
     let hits = db

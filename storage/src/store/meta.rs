@@ -38,8 +38,12 @@ pub(super) const SEGMENTS_DIR: &str = "segments";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImageRecord {
     pub id: u64,
-    /// Canonical absolute path, or the caller's key for images inserted from bytes.
+    /// Canonical absolute path, or the caller's key for images inserted from bytes. A file
+    /// name that is not UTF-8 is shown with `\xNN` escapes, and its bytes are in `path_bytes`.
     pub path: String,
+    /// The exact bytes of a file name that is not UTF-8 (the row's key); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_bytes: Option<Vec<u8>>,
     /// BLAKE3 of the file's bytes, lower-case hex.
     pub content_hash: ContentHash,
     pub width: u32,
@@ -58,7 +62,10 @@ pub struct ImageRecord {
 /// A row to store. Ids are assigned by the store.
 #[derive(Debug, Clone)]
 pub struct NewRow {
+    /// The key as text (see [`crate::key`]).
     pub path: String,
+    /// The key's exact bytes when they are not UTF-8.
+    pub path_bytes: Option<Vec<u8>>,
     pub content_hash: ContentHash,
     pub width: u32,
     pub height: u32,
@@ -164,4 +171,23 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 
 pub(super) fn manifest_json(entry: &ManifestEntry) -> Vec<u8> {
     serde_json::to_vec(entry).unwrap_or_default()
+}
+
+impl ImageRecord {
+    /// The row's key: the exact bytes it was stored under.
+    pub fn key(&self) -> &[u8] {
+        crate::key::key_bytes(&self.path, &self.path_bytes)
+    }
+
+    /// The file the row came from (for rows inserted from bytes, the key read as a path).
+    pub fn os_path(&self) -> std::path::PathBuf {
+        crate::key::key_path(&self.path, &self.path_bytes)
+    }
+}
+
+impl NewRow {
+    /// The key this row is stored under.
+    pub fn key(&self) -> &[u8] {
+        crate::key::key_bytes(&self.path, &self.path_bytes)
+    }
 }

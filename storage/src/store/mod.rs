@@ -22,6 +22,7 @@ mod meta;
 use meta::*;
 pub use meta::{sync_dir, CommittedRow, ContentHash, ImageRecord, NewRow, DATABASE_FORMAT_VERSION};
 
+use crate::lock::FolderLock;
 use crate::vfs::{StdFs, Vfs};
 pub use compaction::{CompactionPolicy, CompactionReport};
 
@@ -48,6 +49,13 @@ pub struct StoreOptions {
     pub max_deleted_share: f64,
     /// File layer for segment files (tests substitute one that simulates power cuts).
     pub vfs: Arc<dyn Vfs>,
+    /// A writer creates the database when the folder is absent or empty; otherwise a folder
+    /// that is not a database is refused. A folder that is not empty and not a database is
+    /// always refused (see [`creatable`]).
+    pub create: bool,
+    /// A writer's folder lock the caller already holds (a reindex keeps it past the store's
+    /// life); `None` = the store takes its own.
+    pub folder_lock: Option<Arc<FolderLock>>,
 }
 
 impl StoreOptions {
@@ -59,6 +67,8 @@ impl StoreOptions {
             merge_at: 4,
             max_deleted_share: 0.25,
             vfs: Arc::new(StdFs),
+            create: true,
+            folder_lock: None,
         }
     }
 }
@@ -88,6 +98,8 @@ pub struct Store {
     compaction_lock: Mutex<()>,
     /// Wakes the background compactor.
     work: (Mutex<bool>, Condvar),
+    /// A writer's lock on the folder (released after RocksDB is closed: fields drop in order).
+    _folder_lock: Option<Arc<FolderLock>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -97,6 +109,70 @@ impl std::fmt::Debug for Store {
             .field("mode", &self.opts.mode)
             .finish()
     }
+}
+
+/// Whether RocksDB's open failed because another process holds the database's lock file
+/// (`IO error: While lock file: …/LOCK: Resource temporarily unavailable`), as opposed to any
+/// other failure, such as a damaged file ("Corruption: block checksum mismatch").
+fn is_lock_conflict(message: &str) -> bool {
+    message.contains("While lock file") || message.contains("lock hold by current process")
+}
+
+/// How often a read-only open is retried when a concurrent writer may have caused its failure.
+pub const READ_ONLY_RETRIES: u32 = 8;
+
+/// Whether a read-only open's failure may come from a writer changing files under it (and is
+/// worth a retry on a fresh manifest): damage or missing files, not a refusal or a permission.
+fn may_be_a_race(e: &StorageError) -> bool {
+    match e {
+        StorageError::DataCorruption { .. } | StorageError::Metadata { .. } => true,
+        StorageError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
+    }
+}
+
+/// A RocksDB failure as the storage error of its cause: damaged files are `DataCorruption`.
+fn metadata_error(meta_dir: &Path, message: String) -> StorageError {
+    if message.starts_with("Corruption:") {
+        StorageError::corruption(meta_dir, message)
+    } else {
+        StorageError::Metadata {
+            path: meta_dir.to_path_buf(),
+            message,
+        }
+    }
+}
+
+/// Whether a writer may create a database in `dir`: it is absent, empty, or holds only what an
+/// interrupted creation leaves (empty `segments/`, a `meta/` without `CURRENT`). Anything else
+/// (a photo folder given by mistake, say) is refused with the reason, so nothing in it is
+/// written to or swept.
+fn creatable(dir: &Path) -> std::result::Result<(), String> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            return Err("it is a file, not a folder".into())
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let name = entry.file_name();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        let leftover = is_dir
+            && (name == META_DIR
+                || (name == SEGMENTS_DIR
+                    && std::fs::read_dir(entry.path()).is_ok_and(|mut d| d.next().is_none())));
+        if !leftover {
+            return Err(format!(
+                "the folder is not empty (it holds {}) and is not a database; give an empty or \
+                 new folder",
+                Path::new(&name).display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Store {
@@ -110,15 +186,45 @@ impl Store {
         dir.join(META_DIR).join("CURRENT").is_file()
     }
 
+    /// Opens the store. A read-only open that fails the way a concurrent writer can make it
+    /// fail (RocksDB's read-only open racing the writer's file deletions; a compaction
+    /// unlinking a segment between the manifest read and the segment's open) is retried on a
+    /// fresh manifest ([`READ_ONLY_RETRIES`] times, backing off); real damage is still
+    /// reported, after the retries.
     pub fn open_with(dir: &Path, opts: StoreOptions) -> Result<Store> {
+        let mut attempt = 0;
+        loop {
+            match Store::open_once(dir, opts.clone()) {
+                Err(e)
+                    if opts.mode == OpenMode::ReadOnly
+                        && attempt < READ_ONLY_RETRIES
+                        && may_be_a_race(&e) =>
+                {
+                    tracing::debug!("{}: read-only open failed ({e}); retrying", dir.display());
+                    std::thread::sleep(std::time::Duration::from_millis(20 << attempt.min(4)));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(dir: &Path, opts: StoreOptions) -> Result<Store> {
         let mode = opts.mode;
         let meta_dir = dir.join(META_DIR);
         let segments_dir = dir.join(SEGMENTS_DIR);
-        if mode == OpenMode::ReadOnly && !Store::exists(dir) {
-            return Err(StorageError::Invalid {
-                path: dir.to_path_buf(),
-                message: "not an imgvec database (no meta/CURRENT)".into(),
-            });
+        if !Store::exists(dir) {
+            let refusal = match (mode, opts.create) {
+                (OpenMode::ReadWrite, true) => creatable(dir).err(),
+                _ if dir.exists() => Some("it has no meta/CURRENT".to_string()),
+                _ => Some("no such folder".to_string()),
+            };
+            if let Some(reason) = refusal {
+                return Err(StorageError::NotADatabase {
+                    path: dir.to_path_buf(),
+                    reason,
+                });
+            }
         }
         if mode == OpenMode::ReadWrite {
             let existed = dir.exists();
@@ -131,6 +237,11 @@ impl Store {
                 }
             }
         }
+        let folder_lock = match (mode, &opts.folder_lock) {
+            (OpenMode::ReadOnly, _) => None,
+            (OpenMode::ReadWrite, Some(held)) => Some(held.clone()),
+            (OpenMode::ReadWrite, None) => Some(FolderLock::acquire(dir)?),
+        };
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
@@ -150,15 +261,12 @@ impl Store {
         };
         let db = opened.map_err(|e| {
             let message = e.into_string();
-            if message.contains("lock") || message.contains("Resource temporarily unavailable") {
+            if is_lock_conflict(&message) {
                 StorageError::Locked {
                     path: dir.to_path_buf(),
                 }
             } else {
-                StorageError::Metadata {
-                    path: meta_dir.clone(),
-                    message,
-                }
+                metadata_error(&meta_dir, message)
             }
         })?;
         let store = Store {
@@ -169,6 +277,7 @@ impl Store {
             write_lock: Mutex::new(0),
             compaction_lock: Mutex::new(()),
             work: (Mutex::new(false), Condvar::new()),
+            _folder_lock: folder_lock,
         };
         match store.get_raw(None, KEY_FORMAT)? {
             Some(v) if v != DATABASE_FORMAT_VERSION.to_string().as_bytes() => {
@@ -203,10 +312,7 @@ impl Store {
     }
 
     fn meta_err(&self, e: rocksdb::Error) -> StorageError {
-        StorageError::Metadata {
-            path: self.dir.join(META_DIR),
-            message: e.into_string(),
-        }
+        metadata_error(&self.dir.join(META_DIR), e.into_string())
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
@@ -411,8 +517,13 @@ impl Store {
     }
 
     pub fn id_for_path(&self, path: &str) -> Result<Option<u64>> {
+        self.id_for_key(path.as_bytes())
+    }
+
+    /// The live row stored under these exact key bytes ([`ImageRecord::key`]).
+    pub fn id_for_key(&self, key: &[u8]) -> Result<Option<u64>> {
         Ok(self
-            .get_raw(Some(CF_PATHS), path.as_bytes())?
+            .get_raw(Some(CF_PATHS), key)?
             .and_then(|v| u64_from(&v)))
     }
 
@@ -426,7 +537,11 @@ impl Store {
     }
 
     pub fn get_by_path(&self, path: &str) -> Result<Option<ImageRecord>> {
-        match self.id_for_path(path)? {
+        self.get_by_key(path.as_bytes())
+    }
+
+    pub fn get_by_key(&self, key: &[u8]) -> Result<Option<ImageRecord>> {
+        match self.id_for_key(key)? {
             Some(id) => self.get(id),
             None => Ok(None),
         }
@@ -525,7 +640,7 @@ impl Store {
         let ingested_at_ms = now_ms();
         for (i, row) in rows.into_iter().enumerate() {
             let id = first_id + i as u64;
-            let replaced = self.get_by_path(&row.path)?;
+            let replaced = self.get_by_key(row.key())?;
             if let Some(old) = &replaced {
                 new_tombstones.push(old.id);
                 self.delete_into(&mut batch, old)?;
@@ -541,6 +656,7 @@ impl Store {
             let record = ImageRecord {
                 id,
                 path: row.path,
+                path_bytes: row.path_bytes,
                 content_hash: row.content_hash,
                 width: row.width,
                 height: row.height,
@@ -554,7 +670,7 @@ impl Store {
                 message: e.to_string(),
             })?;
             batch.put_cf(images, be(id), json);
-            batch.put_cf(paths, record.path.as_bytes(), be(id));
+            batch.put_cf(paths, record.key(), be(id));
             let mut hk = row.content_hash.as_bytes().to_vec();
             hk.extend_from_slice(&be(id));
             batch.put_cf(hashes, hk, []);
@@ -616,8 +732,8 @@ impl Store {
         let mut hk = rec.content_hash.as_bytes().to_vec();
         hk.extend_from_slice(&be(rec.id));
         batch.delete_cf(self.cf(CF_HASHES)?, hk);
-        if self.id_for_path(&rec.path)? == Some(rec.id) {
-            batch.delete_cf(self.cf(CF_PATHS)?, rec.path.as_bytes());
+        if self.id_for_key(rec.key())? == Some(rec.id) {
+            batch.delete_cf(self.cf(CF_PATHS)?, rec.key());
         }
         Ok(())
     }
@@ -724,7 +840,7 @@ fn check_batch(rows: &[NewRow], expected: usize) -> Result<()> {
                 ),
             });
         }
-        if !seen_paths.insert(row.path.as_str()) {
+        if !seen_paths.insert(row.key()) {
             return Err(StorageError::Invalid {
                 path: PathBuf::from(&row.path),
                 message: "the same path twice in one commit".into(),

@@ -3,6 +3,7 @@ use super::*;
 fn row(path: &str, hash: u8, v: f32) -> NewRow {
     NewRow {
         path: path.into(),
+        path_bytes: None,
         content_hash: ContentHash([hash; 32]),
         width: 10,
         height: 20,
@@ -276,4 +277,137 @@ fn flush_and_compact_reclaim_deleted_metadata() {
         store.thumbnail(ids[ROWS - 1]).unwrap().unwrap().len(),
         THUMB
     );
+}
+
+#[test]
+fn lock_conflicts_are_told_from_other_failures() {
+    // (RocksDB's message, a lock conflict)
+    let cases = [
+        (
+            "IO error: While lock file: /db/meta/LOCK: Resource temporarily unavailable",
+            true,
+        ),
+        (
+            "IO error: lock hold by current process, acquire time 1 acquiring thread 2: \
+             /db/meta/LOCK: No locks available",
+            true,
+        ),
+        (
+            "Corruption: block checksum mismatch: stored = 1, computed = 2 in /db/meta/000009.sst",
+            false,
+        ),
+        ("Corruption: Bad table magic number", false),
+        (
+            "IO error: No such file or directory: /db/meta/MANIFEST-000005",
+            false,
+        ),
+    ];
+    for (message, locked) in cases {
+        assert_eq!(is_lock_conflict(message), locked, "{message}");
+    }
+}
+
+#[test]
+fn a_second_writer_is_told_the_database_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let _first = Store::open(&db, OpenMode::ReadWrite).unwrap();
+    match Store::open(&db, OpenMode::ReadWrite) {
+        Err(StorageError::Locked { path }) => assert_eq!(path, db),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A damaged metadata table is corruption, not "locked by another process" (the check once
+/// matched "lock" inside "block checksum mismatch").
+#[test]
+fn a_damaged_metadata_table_is_not_reported_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    {
+        let store = Store::open(&db, OpenMode::ReadWrite).unwrap();
+        store
+            .commit(
+                (0..50)
+                    .map(|i| row(&format!("/a{i}"), i as u8, 0.1))
+                    .collect(),
+            )
+            .unwrap();
+        store.compact(CompactionPolicy::Full).unwrap();
+    }
+    let mut damaged = 0;
+    for entry in std::fs::read_dir(db.join(META_DIR)).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "sst") {
+            let mut bytes = std::fs::read(&path).unwrap();
+            let n = bytes.len();
+            for b in &mut bytes[n.saturating_sub(400)..n - 60] {
+                *b ^= 0x5a;
+            }
+            std::fs::write(&path, bytes).unwrap();
+            damaged += 1;
+        }
+    }
+    assert!(damaged > 0, "no table file to damage");
+    let failure = match Store::open(&db, OpenMode::ReadWrite) {
+        Err(e) => e,
+        Ok(store) => store.records().expect_err("damaged tables read back"),
+    };
+    assert!(
+        matches!(failure, StorageError::DataCorruption { .. }),
+        "{failure}"
+    );
+    assert!(!failure.to_string().contains("locked"), "{failure}");
+}
+
+#[test]
+fn only_empty_or_absent_folders_become_databases() {
+    let dir = tempfile::tempdir().unwrap();
+    // A photo folder given as the database by mistake: refused, nothing written or removed.
+    let photos = dir.path().join("photos");
+    std::fs::create_dir_all(photos.join("segments")).unwrap();
+    std::fs::write(photos.join("a.jpg"), b"jpeg").unwrap();
+    std::fs::write(photos.join("segments").join("keep.txt"), b"mine").unwrap();
+    match Store::open(&photos, OpenMode::ReadWrite) {
+        Err(StorageError::NotADatabase { path, reason }) => {
+            assert_eq!(path, photos);
+            assert!(reason.contains("not empty"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!photos.join("meta").exists());
+    assert!(photos.join("segments").join("keep.txt").exists());
+    // A file is not a folder.
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    assert!(matches!(
+        Store::open(&file, OpenMode::ReadWrite),
+        Err(StorageError::NotADatabase { .. })
+    ));
+    // Without `create`, a missing or empty folder is refused too; read-only handles never
+    // create.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let no_create = StoreOptions {
+        create: false,
+        ..StoreOptions::new(OpenMode::ReadWrite)
+    };
+    for path in [&empty, &dir.path().join("absent")] {
+        for opts in [no_create.clone(), StoreOptions::new(OpenMode::ReadOnly)] {
+            match Store::open_with(path, opts) {
+                Err(StorageError::NotADatabase { path: p, .. }) => assert_eq!(&p, path),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert!(!dir.path().join("absent").exists());
+    // Absent, empty, or left by an interrupted creation: created.
+    std::fs::create_dir_all(dir.path().join("interrupted").join("segments")).unwrap();
+    std::fs::create_dir_all(dir.path().join("interrupted").join("meta")).unwrap();
+    for name in ["new", "empty", "interrupted"] {
+        let path = dir.path().join(name);
+        drop(Store::open(&path, OpenMode::ReadWrite).unwrap());
+        assert!(Store::exists(&path), "{name}");
+        drop(Store::open_with(&path, no_create.clone()).unwrap());
+    }
 }

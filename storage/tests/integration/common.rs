@@ -32,6 +32,7 @@ pub fn row(path: &str) -> NewRow {
     let hash = content_hash(path);
     NewRow {
         path: path.to_string(),
+        path_bytes: None,
         content_hash: imgvec_storage::ContentHash(hash),
         width: 1,
         height: 1,
