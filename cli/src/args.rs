@@ -52,6 +52,12 @@ pub(crate) enum Command {
     Train(TrainCommand),
     /// Delete rows by id or by path.
     Delete(DeleteArgs),
+    /// Check every checksum and cross-reference (segments, records, indexes, thumbnails, model,
+    /// derived files); exit status 1 when anything is damaged.
+    Verify(VerifyArgs),
+    /// Write a consistent copy of DB to DEST (absent or empty) while DB stays in use, then
+    /// verify the copy.
+    Backup(BackupArgs),
 }
 
 // The argument structs of the variants carry no doc comment of their own: the variant's doc
@@ -77,6 +83,21 @@ pub(crate) struct ReindexArgs {
     #[arg(long)]
     pub(crate) dry_run: bool,
     /// One JSON line per image, then the report.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct VerifyArgs {
+    pub(crate) db: PathBuf,
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct BackupArgs {
+    pub(crate) db: PathBuf,
+    pub(crate) dest: PathBuf,
     #[arg(long)]
     pub(crate) json: bool,
 }

@@ -79,6 +79,8 @@ fn main() -> ExitCode {
         Command::Delete(args) => admin::delete(args, open),
         Command::Compact(args) => admin::compact(args, open),
         Command::Reindex(args) => admin::reindex(args, open),
+        Command::Verify(args) => admin::verify(args, open),
+        Command::Backup(args) => admin::backup(args, open),
         Command::Train(TrainCommand::Autoencoder(args)) => train::autoencoder(args, open.threads),
         Command::Train(TrainCommand::Sgan(args)) => train::sgan(args, open.threads),
         Command::Bench(BenchCommand::Ingest(args)) => bench::ingest(args, open),

@@ -238,6 +238,20 @@ impl Database {
         })
     }
 
+    /// Checks every checksum and cross-reference of the database: segments (at open), records
+    /// against the path, hash and thumbnail indexes and the stored rows, the model file against
+    /// its fingerprint, and every derived file a publication names. Damage is listed in the
+    /// report (`ok` false); `Err` only when nothing could be read.
+    pub fn verify(&self) -> Result<crate::verify::VerifyReport> {
+        crate::verify::verify(&self.store)
+    }
+
+    /// Writes a consistent copy of the database to `dest` (absent or empty) while it stays in
+    /// use (searches, and this handle's writes, go on), then verifies the copy.
+    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<crate::backup::BackupReport> {
+        crate::backup::backup(&self.store, dest.as_ref())
+    }
+
     /// What this handle holds of the voting and dense-window indexes: how often it built them
     /// from scratch (a handle opened after a writer closed loads them instead), and the rows
     /// they cover once a verified search used them.

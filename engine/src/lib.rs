@@ -33,6 +33,7 @@
 //! # }
 //! ```
 
+mod backup;
 mod database;
 mod dense;
 mod derived;
@@ -49,9 +50,11 @@ mod reduce;
 mod reindex;
 mod search;
 mod stages;
+mod verify;
 mod vlad;
 mod whitening;
 
+pub use backup::BackupReport;
 pub use database::{make_thumbnail, Database};
 pub use derived::slot::DerivedStatus;
 pub use error::{Error, Result};
@@ -76,6 +79,7 @@ pub use reduce::WhiteningSpec;
 pub use reindex::{reindex, ReindexOptions, ReindexReport};
 pub use search::RerankStatus;
 pub use stages::StageTimes;
+pub use verify::VerifyReport;
 pub use vlad::VladSpec;
 
 /// Makes glibc keep freed memory for reuse instead of returning it to the kernel at once.

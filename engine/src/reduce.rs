@@ -31,7 +31,7 @@ use crate::index::{stored_dims, strided_sample, IndexError, IndexOptions, Indexe
 use crate::vlad::{Vlad, VladSpec};
 use crate::whitening::Whitening;
 
-const META_KEY: &str = "reduction";
+pub(crate) const META_KEY: &str = "reduction";
 pub const REDUCTION_DIR: &str = "reduction";
 /// Images whose descriptors the VLAD codebook and whitening are learned on (their VLADs, 32 KB
 /// each for 64 words, are held at once).

@@ -19,7 +19,7 @@ pub use error::{Result, StorageError};
 pub use segment::{write_segment, ColumnBytes, ColumnData, ColumnKind, Segment};
 pub use snapshot::{PendingChunk, Snapshot};
 pub use store::{
-    CommittedRow, CompactionPolicy, CompactionReport, ContentHash, ImageRecord, NewRow, OpenMode,
-    Store, StoreOptions, StoreStats, DATABASE_FORMAT_VERSION,
+    BackupStats, CommittedRow, CompactionPolicy, CompactionReport, ContentHash, ImageRecord,
+    NewRow, OpenMode, Store, StoreCheck, StoreOptions, StoreStats, DATABASE_FORMAT_VERSION,
 };
 pub use vfs::{StdFs, Vfs, VfsFile};

@@ -442,6 +442,11 @@ impl Segment {
         self.file_len
     }
 
+    /// The whole file, as mapped (a backup writes it out when it cannot link the file).
+    pub fn file_bytes(&self) -> &[u8] {
+        &self.map
+    }
+
     fn bytes(&self, c: &Column) -> &[u8] {
         &self.map[c.offset..c.offset + c.len]
     }

@@ -1,11 +1,11 @@
-//! Maintenance commands: `imgvec delete`, `imgvec compact` and `imgvec reindex`.
+//! Maintenance commands: `imgvec delete`, `compact`, `reindex`, `verify` and `backup`.
 
 use std::process::ExitCode;
 
 use imgvec::{printable, Database, IngestEvent, OpenOptions, ReindexOptions};
 use indicatif::ProgressBar;
 
-use crate::args::{CompactArgs, DeleteArgs, ReindexArgs};
+use crate::args::{BackupArgs, CompactArgs, DeleteArgs, ReindexArgs, VerifyArgs};
 use crate::output::{print_json, say, CliResult};
 
 pub(crate) fn reindex(args: ReindexArgs, open: OpenOptions) -> CliResult {
@@ -130,6 +130,78 @@ pub(crate) fn delete(args: DeleteArgs, mut open: OpenOptions) -> CliResult {
         eprintln!("error: not found: {m}");
     }
     Ok(if missing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub(crate) fn verify(args: VerifyArgs, mut open: OpenOptions) -> CliResult {
+    open.read_only = true;
+    let db = Database::open(&args.db, open)?;
+    let report = db.verify()?;
+    if args.json {
+        print_json(&report);
+    } else {
+        print_check(&report);
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_check(report: &imgvec::VerifyReport) {
+    for note in &report.store.notes {
+        println!("note: {}", printable(note));
+    }
+    for problem in &report.store.problems {
+        println!("damaged: {}", printable(problem));
+    }
+    println!(
+        "{} {}: {} records, {} segments ({} rows, {} bytes), {} pending rows, {} derived files \
+         ({} bytes){}",
+        if report.ok { "ok" } else { "DAMAGED" },
+        printable(&report.path),
+        report.store.records,
+        report.store.segments,
+        report.store.segment_rows,
+        report.store.segment_bytes,
+        report.store.pending_rows,
+        report.derived_files,
+        report.derived_bytes,
+        if report.model.is_some() {
+            ", model checked"
+        } else {
+            ""
+        }
+    );
+}
+
+pub(crate) fn backup(args: BackupArgs, mut open: OpenOptions) -> CliResult {
+    open.read_only = true;
+    let db = Database::open(&args.db, open)?;
+    let report = db.backup(&args.dest)?;
+    if args.json {
+        print_json(&report);
+    } else {
+        for key in &report.dropped {
+            println!("note: {key} was superseded during the copy; the copy rebuilds it");
+        }
+        println!(
+            "backed up {} to {}: {} segments ({} linked), {} metadata entries, {} model and \
+             derived files",
+            printable(&args.db.display().to_string()),
+            printable(&report.dest),
+            report.store.segments,
+            report.store.segments_linked,
+            report.store.metadata_entries,
+            report.files
+        );
+        print_check(&report.verify);
+    }
+    Ok(if report.verify.ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

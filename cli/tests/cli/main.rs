@@ -8,6 +8,7 @@ use serde_json::Value;
 
 mod admin;
 mod bench_train;
+mod concurrency;
 mod ingest;
 mod reliability;
 mod search;

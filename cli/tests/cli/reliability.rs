@@ -173,3 +173,95 @@ fn delete_by_the_relative_path_of_a_removed_file() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("deleted 1 row(s)"));
 }
+
+/// `verify` passes on a whole database and names what is damaged; `backup` writes a copy that
+/// verifies clean and answers like the original, and refuses a non-empty destination.
+#[test]
+fn verify_and_backup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = copy_db_images(&tmp.path().join("imgs"), 6);
+    let db = tmp.path().join("db");
+    let with_indexes = |args: &[&str]| {
+        let mut all = vec!["--index-min-rows", "4"];
+        all.extend(args);
+        run(&all)
+    };
+    assert!(
+        with_indexes(&["ingest", s(&db), s(&tmp.path().join("imgs"))])
+            .status
+            .success()
+    );
+    // The rows sealed in a segment, so the backup links one.
+    assert!(run(&["compact", s(&db)]).status.success());
+    let out = run(&["verify", s(&db), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = json_lines(&out).pop().unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["records"], 6);
+    assert!(report["derived_files"].as_u64().unwrap() >= 2, "{report}");
+    let copy = tmp.path().join("copy");
+    let out = run(&["backup", s(&db), s(&copy), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = json_lines(&out).pop().unwrap();
+    assert_eq!(report["verify"]["ok"], true, "{report}");
+    assert_eq!(report["verify"]["records"], 6);
+    let search = |d: &Path| {
+        let out = run(&["search", s(d), s(&imgs[2]), "--json", "-k", "3"]);
+        json_lines(&out).pop().unwrap()["results"].clone()
+    };
+    assert_eq!(search(&db), search(&copy));
+    let out = run(&["backup", s(&db), s(&copy)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot back up here"),
+        "{}",
+        stderr(&out)
+    );
+    // A damaged derived file is named; so is a damaged model file.
+    let derived = std::fs::read_dir(db.join("indexes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_file())
+        .unwrap();
+    let mut bytes = std::fs::read(&derived).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&derived, bytes).unwrap();
+    let model = std::fs::read_dir(db.join("models"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&model).unwrap();
+    bytes.push(0);
+    std::fs::write(&model, bytes).unwrap();
+    let out = run(&["verify", s(&db)]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("damaged: {}", derived.display())) && text.contains("checksum"),
+        "{text}"
+    );
+    assert!(
+        text.contains(s(&model)) && text.contains("DAMAGED"),
+        "{text}"
+    );
+    // A damaged segment fails the open itself, naming the file.
+    let seg = std::fs::read_dir(copy.join("segments"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x10;
+    // A new file in its place: the copy's segment is a hard link of the original's.
+    let damaged = seg.with_extension("tmp");
+    std::fs::write(&damaged, bytes).unwrap();
+    std::fs::rename(&damaged, &seg).unwrap();
+    let out = run(&["verify", s(&copy)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(&format!("data corruption in {}", seg.display())));
+}

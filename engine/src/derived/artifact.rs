@@ -39,6 +39,17 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
+    const ALL: [Kind; 8] = [
+        Kind::IvfPq,
+        Kind::Hamming,
+        Kind::BinaryIvf,
+        Kind::Whitening,
+        Kind::Vlad,
+        Kind::Voting,
+        Kind::Dense,
+        Kind::View,
+    ];
+
     fn tag(self) -> [u8; 8] {
         let name: &[u8] = match self {
             Kind::IvfPq => b"IVFPQ",
@@ -141,6 +152,20 @@ pub(crate) fn write(path: &Path, kind: Kind, body: &[u8]) -> Result<(), IndexErr
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// Checks a derived file of any kind (named by its own header): header fields, length and CRC.
+/// Returns the file's size, or why it is damaged.
+pub(crate) fn check_file(path: &Path) -> Result<u64, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let tag = bytes.get(8..16).ok_or("too short for a header")?;
+    let kind = Kind::ALL
+        .iter()
+        .copied()
+        .find(|k| k.tag() == tag)
+        .ok_or_else(|| format!("unknown kind {:?}", String::from_utf8_lossy(tag)))?;
+    decode(kind, &bytes)?;
+    Ok(bytes.len() as u64)
 }
 
 /// Reads a derived file of `kind`, checking its header and CRC; returns the body.

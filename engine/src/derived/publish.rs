@@ -42,6 +42,34 @@ impl Publisher {
         format!("{stem}-{generation:08}.{ext}")
     }
 
+    /// Whether `name` is a generation's file name as [`Publisher::file_name`] makes them.
+    pub fn is_file_name(name: &str) -> bool {
+        let Some((stem, ext)) = name.rsplit_once('.') else {
+            return false;
+        };
+        let Some((_, generation)) = stem.rsplit_once('-') else {
+            return false;
+        };
+        !ext.is_empty()
+            && !ext.contains('/')
+            && generation.len() == 8
+            && generation.bytes().all(|b| b.is_ascii_digit())
+    }
+
+    /// The folder (relative to the database) whose files the publication under meta key `key`
+    /// names, or `None` when `key` is not a publication.
+    pub fn folder_of(key: &str) -> Option<PathBuf> {
+        use crate::index::INDEX_DIR;
+        match key.split_once(':') {
+            None if key == "indexes" => Some(INDEX_DIR.into()),
+            None if key == crate::reduce::META_KEY => Some(crate::reduce::REDUCTION_DIR.into()),
+            Some(("indexes" | "derived", name)) if !name.is_empty() && !name.contains('/') => {
+                Some(PathBuf::from(INDEX_DIR).join(name))
+            }
+            _ => None,
+        }
+    }
+
     /// The current publication; `None` when there is none or it does not parse (rebuilt).
     pub fn load<M: Manifest>(&self, store: &Store) -> Option<M> {
         store
@@ -99,5 +127,39 @@ impl Publisher {
                     .sum()
             })
             .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publication_names_table() {
+        for (name, ok) in [
+            ("ivfpq-00000003.idx", true),
+            ("hamming-ivf-00000012.idx", true),
+            ("view-00000001.bin", true),
+            ("ivfpq-3.idx", false),
+            ("ivfpq-00000003", false),
+            ("balanced", false),
+            ("ivfpq-0000000x.idx", false),
+        ] {
+            assert_eq!(Publisher::is_file_name(name), ok, "{name}");
+        }
+        for (key, folder) in [
+            ("indexes", Some("indexes")),
+            ("indexes:whitened", Some("indexes/whitened")),
+            ("derived:voting", Some("indexes/voting")),
+            ("reduction", Some("reduction")),
+            ("pipeline", None),
+            ("derived:", None),
+        ] {
+            assert_eq!(
+                Publisher::folder_of(key),
+                folder.map(PathBuf::from),
+                "{key}"
+            );
+        }
     }
 }

@@ -25,7 +25,7 @@ use crate::options::Augment;
 use crate::reduce::WhiteningSpec;
 
 const META_PIPELINE: &str = "pipeline";
-const MODELS_DIR: &str = "models";
+pub(crate) const MODELS_DIR: &str = "models";
 
 impl PipelineChoice {
     /// The model input side a new database with this choice gets, known without the model.
@@ -276,6 +276,11 @@ fn read_model(path: &Path) -> Result<(Vec<u8>, String)> {
     })?;
     let fingerprint = blake3::hash(&bytes).to_hex().to_string();
     Ok((bytes, fingerprint))
+}
+
+/// A model file's fingerprint (`verify` checks it against the pipeline's).
+pub(crate) fn model_fingerprint(path: &Path) -> Result<String> {
+    read_model(path).map(|(_, fingerprint)| fingerprint)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -15,16 +15,20 @@ use crate::segment::{
 };
 use crate::snapshot::{PendingChunk, Snapshot};
 
+mod backup;
 mod compaction;
 mod flush;
 mod meta;
+mod verify;
 
 use meta::*;
 pub use meta::{sync_dir, CommittedRow, ContentHash, ImageRecord, NewRow, DATABASE_FORMAT_VERSION};
 
 use crate::lock::FolderLock;
 use crate::vfs::{StdFs, Vfs};
+pub use backup::BackupStats;
 pub use compaction::{CompactionPolicy, CompactionReport};
+pub use verify::StoreCheck;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
@@ -494,6 +498,34 @@ impl Store {
         Ok(self
             .get_raw(None, format!("meta:{key}").as_bytes())?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Every database-level setting, as (key, value), in key order.
+    pub fn meta_entries(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let prefix = b"meta:";
+        let items = self
+            .db
+            .iterator(IteratorMode::From(prefix, rocksdb::Direction::Forward));
+        for item in items {
+            let (key, value) = item.map_err(|e| self.meta_err(e))?;
+            let Some(name) = key.strip_prefix(prefix) else {
+                break;
+            };
+            out.push((
+                String::from_utf8_lossy(name).into_owned(),
+                String::from_utf8_lossy(&value).into_owned(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Durable (synced) removal of a database-level setting.
+    pub fn delete_meta(&self, key: &str) -> Result<()> {
+        self.require_writable()?;
+        self.db
+            .delete_opt(format!("meta:{key}").as_bytes(), &synced())
+            .map_err(|e| self.meta_err(e))
     }
 
     /// Durable (synced) write of a database-level setting.

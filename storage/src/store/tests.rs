@@ -411,3 +411,59 @@ fn only_empty_or_absent_folders_become_databases() {
         drop(Store::open_with(&path, no_create.clone()).unwrap());
     }
 }
+
+#[test]
+fn verify_finds_disagreements_and_backup_copies_a_whole_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let store = Store::open_with(&db, small(OpenMode::ReadWrite)).unwrap();
+    // Three rows sealed in a segment (flush_rows 2), one pending, one deleted.
+    store
+        .commit(vec![row("/a", 1, 0.1), row("/b", 2, 0.2)])
+        .unwrap();
+    store.commit(vec![row("/c", 3, 0.3)]).unwrap();
+    store.delete(&[2]).unwrap();
+    let check = store.verify().unwrap();
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+    assert_eq!((check.records, check.pending_rows), (2, 1));
+    // A consistent copy while the store is open, with its pending row.
+    let copy_dir = dir.path().join("copy");
+    let stats = store.backup_to(&copy_dir).unwrap();
+    assert_eq!(stats.segments, snap_segments(&store));
+    {
+        let copy = Store::open(&copy_dir, OpenMode::ReadOnly).unwrap();
+        assert!(copy.verify().unwrap().problems.is_empty());
+        let paths: Vec<String> = copy
+            .records()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.path)
+            .collect();
+        assert_eq!(paths, vec!["/a", "/c"]);
+        assert_eq!(copy.vector(3).unwrap(), store.vector(3).unwrap());
+    }
+    // A destination that is not empty is refused.
+    assert!(store.backup_to(&copy_dir).is_err());
+    // A record the path index no longer names, and a thumbnail without a record.
+    let paths = store.cf(CF_PATHS).unwrap();
+    store.db.delete_cf(paths, b"/a").unwrap();
+    store
+        .db
+        .put_cf(store.cf(CF_THUMBS).unwrap(), be(99), b"x")
+        .unwrap();
+    let problems = store.verify().unwrap().problems;
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("row 1 (/a): the path index")),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("thumbnail")),
+        "{problems:?}"
+    );
+}
+
+fn snap_segments(store: &Store) -> usize {
+    store.snapshot().segments().len()
+}

@@ -1,0 +1,178 @@
+//! `imgvec verify`, storage half: does everything the store holds agree with everything else?
+//! Opening already checked every segment's checksums and shape against the manifest; this
+//! reads every metadata value (RocksDB verifies each block's checksum as it reads) and
+//! cross-checks records, the path and content-hash indexes, thumbnails, tombstones and the
+//! rows the segments and the write-ahead column hold.
+
+use std::collections::HashSet;
+
+use rocksdb::IteratorMode;
+use serde::Serialize;
+
+use super::meta::*;
+use super::Store;
+use crate::error::Result;
+
+/// What `verify` read, and every disagreement it found (each names the file or row).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StoreCheck {
+    pub records: u64,
+    pub segments: usize,
+    pub segment_bytes: u64,
+    pub segment_rows: u64,
+    pub pending_rows: u64,
+    pub tombstones: u64,
+    /// Damage or disagreements: a non-empty list means the database is damaged.
+    pub problems: Vec<String>,
+    /// Harmless findings (files a writer will sweep at its next open).
+    pub notes: Vec<String>,
+}
+
+impl Store {
+    /// Cross-checks the whole store. `Err` only when the metadata cannot be read at all;
+    /// damage found while reading is listed in `problems`.
+    pub fn verify(&self) -> Result<StoreCheck> {
+        let snap = self.snapshot();
+        let meta_dir = self.dir.join(META_DIR);
+        let mut check = StoreCheck {
+            segments: snap.segments().len(),
+            segment_bytes: snap
+                .segments()
+                .iter()
+                .map(|(_, s)| s.byte_len() as u64)
+                .sum(),
+            segment_rows: snap.segments().iter().map(|(_, s)| s.rows() as u64).sum(),
+            pending_rows: snap.pending_rows() as u64,
+            tombstones: snap.tombstones().len() as u64,
+            ..StoreCheck::default()
+        };
+        let problems = &mut check.problems;
+        // Records, each against the path index, its vector and its thumbnail.
+        let mut record_ids = HashSet::new();
+        let mut hashes = HashSet::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_IMAGES)?, IteratorMode::Start)
+        {
+            let (key, value) = match item {
+                Ok(kv) => kv,
+                Err(e) => {
+                    problems.push(format!("{}: reading records: {e}", meta_dir.display()));
+                    break;
+                }
+            };
+            let Some(id) = u64_from(&key) else {
+                problems.push(format!("record key {key:?} is not a row id"));
+                continue;
+            };
+            let rec: ImageRecord = match serde_json::from_slice(&value) {
+                Ok(r) => r,
+                Err(e) => {
+                    problems.push(format!("record {id} does not parse: {e}"));
+                    continue;
+                }
+            };
+            record_ids.insert(id);
+            let mut hash_key = rec.content_hash.as_bytes().to_vec();
+            hash_key.extend_from_slice(&be(id));
+            hashes.insert(hash_key);
+            if rec.id != id {
+                problems.push(format!("record {id} says it is row {}", rec.id));
+            }
+            if self.id_for_key(rec.key())? != Some(id) {
+                problems.push(format!(
+                    "row {id} ({}): the path index does not name it",
+                    rec.path
+                ));
+            }
+            if !snap.is_live(id) || snap.vector(id).is_none() {
+                problems.push(format!("row {id} ({}): no live vector", rec.path));
+            }
+            if self.thumbnail(id)?.is_none() {
+                problems.push(format!("row {id} ({}): no thumbnail", rec.path));
+            }
+        }
+        check.records = record_ids.len() as u64;
+        // Every live row held by a segment or the write-ahead column has a record.
+        let mut rows_held = 0u64;
+        for (_, segment) in snap.segments() {
+            for &id in segment.ids() {
+                if !snap.is_deleted(id) {
+                    rows_held += 1;
+                    if !record_ids.contains(&id) {
+                        problems.push(format!(
+                            "{}: live row {id} has no record",
+                            segment.path().display()
+                        ));
+                    }
+                }
+            }
+        }
+        for chunk in snap.pending() {
+            for &id in &chunk.ids {
+                if !snap.is_deleted(id) {
+                    rows_held += 1;
+                    if !record_ids.contains(&id) {
+                        problems.push(format!("pending row {id} has no record"));
+                    }
+                }
+            }
+        }
+        if rows_held != check.records {
+            problems.push(format!(
+                "{} live rows hold vectors but {} records exist",
+                rows_held, check.records
+            ));
+        }
+        // The indexes name only existing records.
+        for item in self.db.iterator_cf(self.cf(CF_PATHS)?, IteratorMode::Start) {
+            let (key, value) = item.map_err(|e| self.meta_err(e))?;
+            match u64_from(&value) {
+                Some(id) if record_ids.contains(&id) => {}
+                other => problems.push(format!(
+                    "path index entry {} names row {other:?}, which has no record",
+                    crate::key::escape(&key)
+                )),
+            }
+        }
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_HASHES)?, IteratorMode::Start)
+        {
+            let (key, _) = item.map_err(|e| self.meta_err(e))?;
+            if !hashes.contains(key.as_ref()) {
+                problems.push(format!(
+                    "content-hash index entry {} names no record with that content",
+                    crate::key::escape(&key)
+                ));
+            }
+        }
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_THUMBS)?, IteratorMode::Start)
+        {
+            let (key, _) = item.map_err(|e| self.meta_err(e))?;
+            if !u64_from(&key).is_some_and(|id| record_ids.contains(&id)) {
+                problems.push(format!("thumbnail {key:?} belongs to no record"));
+            }
+        }
+        // Files in segments/ that the manifest does not list (left by a crash before a
+        // publication; a writer removes them when it opens).
+        let listed: HashSet<_> = snap
+            .segments()
+            .iter()
+            .map(|(_, s)| s.path().to_path_buf())
+            .collect();
+        if let Ok(entries) = std::fs::read_dir(self.segments_dir()) {
+            for e in entries.flatten() {
+                if !listed.contains(&e.path()) {
+                    check.notes.push(format!(
+                        "{}: not listed in the manifest",
+                        e.path().display()
+                    ));
+                }
+            }
+        }
+        Ok(check)
+    }
+}
