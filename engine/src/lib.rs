@@ -39,6 +39,8 @@ mod dense;
 mod derived;
 mod error;
 pub mod exact;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod index;
 mod info;
 mod ingest;

@@ -201,6 +201,15 @@ impl Vlad {
         out
     }
 
+    /// A VLAD from its parts (`centroids` is `words × 128`; fuzz seeds).
+    pub(crate) fn from_parts(weight: f32, centroids: Vec<f32>, pca: Whitening) -> Vlad {
+        Vlad {
+            weight,
+            codebook: Codebook::new(centroids),
+            pca,
+        }
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut body = Vec::new();
         body.extend_from_slice(MAGIC);

@@ -62,6 +62,17 @@ impl Whitening {
         out
     }
 
+    /// A whitening from its parts (`matrix` is `dims_out × dims_in`; fuzz seeds).
+    pub(crate) fn from_parts(dims_in: usize, matrix: Vec<f32>, bias: Vec<f32>) -> Whitening {
+        Whitening {
+            dims_in,
+            dims_out: bias.len(),
+            matrix,
+            bias,
+            learned_on: 0,
+        }
+    }
+
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let mut body = Vec::with_capacity(32 + 4 * (self.matrix.len() + self.bias.len()));
         body.extend_from_slice(MAGIC);
@@ -80,6 +91,9 @@ impl Whitening {
         }
         let word = |i: usize| u64::from_le_bytes(body[8 + 8 * i..16 + 8 * i].try_into().unwrap());
         let (dims_in, dims_out, learned_on) = (word(0) as usize, word(1) as usize, word(2));
+        if dims_in == 0 || dims_out == 0 {
+            return None;
+        }
         let floats = dims_out
             .checked_mul(dims_in)
             .and_then(|m| m.checked_add(dims_out))?;

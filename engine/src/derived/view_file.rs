@@ -103,7 +103,7 @@ impl ViewFile {
     }
 }
 
-fn parse(body: &[u8], space: u64, dims: usize) -> Result<SavedView, IndexError> {
+pub(crate) fn parse(body: &[u8], space: u64, dims: usize) -> Result<SavedView, IndexError> {
     let mut r = Reader::new(body);
     let (saved_space, watermark, saved_dims, rows) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
     if saved_space != space || saved_dims != dims as u64 {

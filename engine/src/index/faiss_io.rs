@@ -124,7 +124,7 @@ pub(crate) fn faiss_index_to_bytes(
 pub(crate) fn faiss_index_from_bytes(
     what: &'static str,
     bytes: &[u8],
-    dims: usize,
+    dims: Option<usize>,
 ) -> Result<faiss::index::IndexImpl, IndexError> {
     use faiss::index::FromInnerPtr;
     use faiss::Index;
@@ -135,7 +135,7 @@ pub(crate) fn faiss_index_from_bytes(
     })?;
     // SAFETY: `raw` was just created by FAISS and is owned by nobody else.
     let index = unsafe { faiss::index::IndexImpl::from_inner_ptr(raw) };
-    if index.d() as usize != dims {
+    if let Some(dims) = dims.filter(|&d| d != index.d() as usize) {
         return Err(IndexError::Invalid(format!(
             "{what}: index has {} dimensions, expected {dims}",
             index.d()

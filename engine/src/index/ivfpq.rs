@@ -129,6 +129,11 @@ impl IvfPq {
         self.len() == 0
     }
 
+    /// Length of the vectors it holds.
+    pub fn dims(&self) -> usize {
+        self.dims
+    }
+
     pub fn default_nprobe(&self) -> usize {
         super::default_nprobe(self.nlist)
     }
@@ -177,7 +182,12 @@ impl IvfPq {
     }
 
     pub fn load(path: &Path, dims: usize) -> Result<IvfPq, IndexError> {
-        let bytes = artifact::read(path, Kind::IvfPq)?;
+        IvfPq::parse(&artifact::read(path, Kind::IvfPq)?, Some(dims))
+    }
+
+    /// The index a file's body holds (of `dims`-long vectors, when given), or why it holds
+    /// none.
+    pub(crate) fn parse(bytes: &[u8], dims: Option<usize>) -> Result<IvfPq, IndexError> {
         let word = |i: usize| -> Result<u64, IndexError> {
             bytes
                 .get(i * 8..i * 8 + 8)
@@ -191,8 +201,9 @@ impl IvfPq {
             .and_then(|f| std::str::from_utf8(f).ok())
             .ok_or_else(|| IndexError::Invalid("bad factory string".into()))?
             .to_string();
-        let (nlist, code_bytes) = parse_factory(&factory, dims)?;
         let index = faiss_index_from_bytes("read IVF-PQ", &bytes[24 + flen..], dims)?;
+        let dims = index.d() as usize;
+        let (nlist, code_bytes) = parse_factory(&factory, dims)?;
         Ok(IvfPq {
             index,
             factory,

@@ -142,7 +142,7 @@ impl Knn {
             .and_then(|f| std::str::from_utf8(f).ok())
             .ok_or_else(|| bad("bad factory string"))?
             .to_string();
-        let index = faiss_index_from_bytes("read kNN index", &bytes[4 + flen..], dims)?;
+        let index = faiss_index_from_bytes("read kNN index", &bytes[4 + flen..], Some(dims))?;
         Ok(Knn {
             index,
             nlist: knn_lists(&factory),

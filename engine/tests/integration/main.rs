@@ -4,4 +4,5 @@
 mod api;
 mod indexes;
 mod local;
+mod parsers;
 mod presets;

@@ -425,6 +425,11 @@ impl HammingIndex {
         }
     }
 
+    /// 64-bit words per code.
+    pub fn words(&self) -> usize {
+        self.encoder.words()
+    }
+
     pub fn len(&self) -> usize {
         self.ids.len()
     }
@@ -513,8 +518,12 @@ impl HammingIndex {
     }
 
     pub fn load(path: &Path) -> Result<HammingIndex, IndexError> {
-        let bytes = artifact::read(path, Kind::Hamming)?;
-        let mut r = Reader { buf: &bytes, at: 0 };
+        HammingIndex::parse(&artifact::read(path, Kind::Hamming)?)
+    }
+
+    /// The index a file's body holds, or why it holds none.
+    pub(crate) fn parse(bytes: &[u8]) -> Result<HammingIndex, IndexError> {
+        let mut r = Reader { buf: bytes, at: 0 };
         if r.take(8)? != HAMMING_MAGIC {
             return Err(IndexError::Invalid("not a Hamming index file".into()));
         }
@@ -638,6 +647,11 @@ impl BinaryIvf {
         Ok(())
     }
 
+    /// 64-bit words per code.
+    pub fn words(&self) -> usize {
+        self.words
+    }
+
     pub fn len(&self) -> usize {
         self.index.ntotal() as usize
     }
@@ -725,8 +739,12 @@ impl BinaryIvf {
     }
 
     pub fn load(path: &Path) -> Result<BinaryIvf, IndexError> {
-        let bytes = artifact::read(path, Kind::BinaryIvf)?;
-        let mut r = Reader { buf: &bytes, at: 0 };
+        BinaryIvf::parse(&artifact::read(path, Kind::BinaryIvf)?)
+    }
+
+    /// The index a file's body holds, or why it holds none.
+    pub(crate) fn parse(bytes: &[u8]) -> Result<BinaryIvf, IndexError> {
+        let mut r = Reader { buf: bytes, at: 0 };
         let (nlist, words) = (r.u64()? as usize, r.u64()? as usize);
         let mut raw = std::ptr::null_mut();
         // SAFETY: FAISS writes a new index pointer to `raw` on success.
@@ -735,10 +753,30 @@ impl BinaryIvf {
         })?;
         // SAFETY: `raw` was just created by FAISS and is owned by nobody else.
         let index = unsafe { BinaryIndexImpl::from_inner_ptr(raw) };
-        if unsafe { faiss_sys::faiss_IndexBinaryIVF_cast(raw) }.is_null() {
+        // SAFETY: `raw` is live (owned by `index`); the casts and getters only read it.
+        let ivf = unsafe { faiss_sys::faiss_IndexBinaryIVF_cast(raw) };
+        if ivf.is_null() {
             return Err(IndexError::Invalid(
                 "binary index file is not an IVF".into(),
             ));
+        }
+        // The header's shape must be the index's own: searches size their buffers from it.
+        // SAFETY: as above.
+        let (d, lists) = unsafe {
+            (
+                faiss_sys::faiss_IndexBinary_d(raw),
+                faiss_sys::faiss_IndexBinaryIVF_nlist(ivf),
+            )
+        };
+        if words == 0
+            || nlist == 0
+            || words.checked_mul(64) != usize::try_from(d).ok()
+            || lists != nlist
+        {
+            return Err(IndexError::Invalid(format!(
+                "binary IVF header says {words} words and {nlist} lists; the index has {d} bits \
+                 and {lists} lists"
+            )));
         }
         Ok(BinaryIvf {
             index,
