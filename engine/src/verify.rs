@@ -65,6 +65,10 @@ pub(crate) fn verify(store: &Store) -> Result<VerifyReport> {
         let path = dir.join(&p.model);
         report_model = Some(path.display().to_string());
         match pipeline::model_fingerprint(&path) {
+            _ if !pipeline::is_model_file(&p.model) => check.problems.push(format!(
+                "the pipeline names model `{}`, not a file in models/",
+                p.model
+            )),
             Ok(f) if f == p.model_fingerprint => {}
             Ok(_) => check.problems.push(format!(
                 "{}: the model file differs from the one the pipeline was built with",

@@ -126,6 +126,18 @@ impl PipelineConfig {
 
     pub fn load_extractor(&self, db_dir: &Path) -> Result<Box<dyn Extractor>> {
         let path = self.model_path(db_dir);
+        if !is_model_file(&self.model) {
+            // A record naming a file outside the database's models/ (`../`, an absolute path)
+            // is damaged or crafted; TorchScript is code, so nothing else is ever loaded.
+            return Err(imgvec_storage::StorageError::corruption(
+                db_dir,
+                format!(
+                    "the pipeline names model `{}`, not a file in models/",
+                    self.model
+                ),
+            )
+            .into());
+        }
         let (_, fingerprint) = read_model(&path)?;
         if fingerprint != self.model_fingerprint {
             return Err(imgvec_storage::StorageError::corruption(
@@ -268,6 +280,16 @@ pub fn check_choice(dir: &Path, existing: &PipelineConfig, choice: &PipelineChoi
     Ok(())
 }
 
+/// Whether `rel` names a file directly in the database's `models/` folder.
+pub(crate) fn is_model_file(rel: &str) -> bool {
+    let mut parts = Path::new(rel).components();
+    matches!(
+        (parts.next(), parts.next(), parts.next()),
+        (Some(std::path::Component::Normal(dir)), Some(std::path::Component::Normal(_)), None)
+            if dir == MODELS_DIR
+    )
+}
+
 /// A model file's bytes and fingerprint (BLAKE3, lower-case hex).
 fn read_model(path: &Path) -> Result<(Vec<u8>, String)> {
     let bytes = std::fs::read(path).map_err(|e| Error::Image {
@@ -292,4 +314,24 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_files_stay_inside_models() {
+        for (rel, ok) in [
+            ("models/0123456789abcdef.pt", true),
+            ("models/../../etc/passwd", false),
+            ("/etc/passwd", false),
+            ("models", false),
+            ("other/x.pt", false),
+            ("models/sub/x.pt", false),
+            ("../models/x.pt", false),
+        ] {
+            assert_eq!(is_model_file(rel), ok, "{rel}");
+        }
+    }
 }

@@ -115,7 +115,12 @@ impl Store {
             batch.delete_cf(self.cf(CF_TOMBSTONES)?, be(*id));
         }
         batch.put(KEY_NEXT_SEGMENT, be(*next));
-        self.write(batch)?;
+        if let Err(e) = self.write(batch) {
+            if let Some((_, segment, _)) = &new_segment {
+                self.discard_segment_file(segment.path());
+            }
+            return Err(e);
+        }
         let bytes_after = new_segment
             .as_ref()
             .map(|(_, s, _)| s.byte_len() as u64)

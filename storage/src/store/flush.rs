@@ -72,6 +72,16 @@ impl Store {
         }
     }
 
+    /// Removes the file of a segment that failed before the manifest listed it (best effort: a
+    /// writer's next open sweeps it otherwise), so a failed flush leaves no orphan behind.
+    pub(super) fn discard_segment_file(&self, path: &std::path::Path) {
+        if path.exists() {
+            if let Err(e) = self.opts.vfs.remove(path) {
+                tracing::warn!("removing unpublished segment {}: {e}", path.display());
+            }
+        }
+    }
+
     /// Writes a new segment file of `rows` rows of `dims`-long vectors, named after the next
     /// segment id; returns its id and the file.
     pub(super) fn write_new_segment(
@@ -85,9 +95,10 @@ impl Store {
         *next_segment += 1;
         let file = format!("seg-{seg_id:016x}.ivs");
         let path = self.segments_dir().join(&file);
-        write_segment(self.opts.vfs.as_ref(), &path, rows, columns)?;
-        self.opts.vfs.sync_dir(&self.segments_dir())?;
-        let segment = Arc::new(Segment::open(&path)?);
+        let written = write_segment(self.opts.vfs.as_ref(), &path, rows, columns)
+            .and_then(|()| self.opts.vfs.sync_dir(&self.segments_dir()))
+            .and_then(|()| Segment::open(&path));
+        let segment = Arc::new(written.inspect_err(|_| self.discard_segment_file(&path))?);
         let entry = ManifestEntry {
             file,
             rows: rows as u64,
@@ -147,7 +158,12 @@ impl Store {
             batch.delete_cf(self.cf(CF_TOMBSTONES)?, be(*id));
         }
         batch.put(KEY_NEXT_SEGMENT, be(*next_segment));
-        self.write(batch)?;
+        if let Err(e) = self.write(batch) {
+            if let Some((_, segment)) = &new_segment {
+                self.discard_segment_file(segment.path());
+            }
+            return Err(e);
+        }
         let mut cur = self.snapshot.write();
         let mut segments = cur.segments.clone();
         segments.extend(new_segment);

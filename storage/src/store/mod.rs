@@ -232,6 +232,15 @@ impl Store {
         }
         if mode == OpenMode::ReadWrite {
             let existed = dir.exists();
+            if !existed {
+                // Private from the start: thumbnails of private photos are not for other users,
+                // whatever the umask.
+                use std::os::unix::fs::DirBuilderExt;
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).at(parent)?;
+                }
+                std::fs::DirBuilder::new().mode(0o700).create(dir).at(dir)?;
+            }
             std::fs::create_dir_all(&segments_dir).at(&segments_dir)?;
             std::fs::create_dir_all(&meta_dir).at(&meta_dir)?;
             sync_dir(dir)?;

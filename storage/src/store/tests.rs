@@ -401,6 +401,14 @@ fn only_empty_or_absent_folders_become_databases() {
         }
     }
     assert!(!dir.path().join("absent").exists());
+    // A new database folder is private to its owner.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let private = dir.path().join("private");
+        drop(Store::open(&private, OpenMode::ReadWrite).unwrap());
+        let mode = std::fs::metadata(&private).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+    }
     // Absent, empty, or left by an interrupted creation: created.
     std::fs::create_dir_all(dir.path().join("interrupted").join("segments")).unwrap();
     std::fs::create_dir_all(dir.path().join("interrupted").join("meta")).unwrap();
@@ -466,4 +474,40 @@ fn verify_finds_disagreements_and_backup_copies_a_whole_store() {
 
 fn snap_segments(store: &Store) -> usize {
     store.snapshot().segments().len()
+}
+
+/// A flush whose segment cannot be made durable fails without leaving its file behind, and the
+/// rows stay pending (acknowledged, in the write-ahead column) for the next flush.
+#[test]
+fn a_failed_flush_leaves_no_orphan_segment() {
+    struct FailingDirSync;
+    impl Vfs for FailingDirSync {
+        fn create(&self, path: &Path) -> Result<Box<dyn crate::vfs::VfsFile>> {
+            StdFs.create(path)
+        }
+        fn sync_dir(&self, dir: &Path) -> Result<()> {
+            Err(StorageError::io(dir, std::io::Error::other("disk full")))
+        }
+        fn remove(&self, path: &Path) -> Result<()> {
+            StdFs.remove(path)
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let store = Store::open_with(
+        &db,
+        StoreOptions {
+            vfs: Arc::new(FailingDirSync),
+            ..StoreOptions::new(OpenMode::ReadWrite)
+        },
+    )
+    .unwrap();
+    store.commit(vec![row("/a", 1, 0.1)]).unwrap();
+    assert!(store.flush().is_err());
+    assert_eq!(std::fs::read_dir(db.join(SEGMENTS_DIR)).unwrap().count(), 0);
+    drop(store);
+    let store = Store::open(&db, OpenMode::ReadWrite).unwrap();
+    assert_eq!(store.snapshot().pending_rows(), 1);
+    store.flush().unwrap();
+    assert_eq!(store.get_by_path("/a").unwrap().unwrap().id, 1);
 }
