@@ -51,11 +51,14 @@ impl Database {
         } else {
             OpenMode::ReadWrite
         };
-        let store_opts = StoreOptions {
+        let mut store_opts = StoreOptions {
             create: opts.create,
             folder_lock,
             ..StoreOptions::new(mode)
         };
+        if let Some(layer) = &opts.file_layer {
+            store_opts.vfs = layer.0.clone();
+        }
         let store = Arc::new(Store::open_with(dir, store_opts)?);
         let threads = opts.threads.max(1);
         set_torch_threads(threads);

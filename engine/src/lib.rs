@@ -72,8 +72,8 @@ pub use info::{DatabaseInfo, Hit, LocalInfo, VladInfo, WhiteningInfo};
 pub use ingest::{IngestEvent, IngestOptions, IngestStatus, IngestSummary, Source};
 pub use local::{LocalSpec, VerifyParams};
 pub use options::{
-    Augment, Filter, OpenOptions, Query, SearchMode, SearchOptions, VerifyOverrides, MAX_DEPTH,
-    MAX_K, MAX_SHORTLIST,
+    Augment, FileLayer, Filter, OpenOptions, Query, SearchMode, SearchOptions, VerifyOverrides,
+    MAX_DEPTH, MAX_K, MAX_SHORTLIST,
 };
 pub use options::{PipelineChoice, Preset};
 pub use pipeline::{PipelineConfig, QueryDefaults};

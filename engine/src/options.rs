@@ -33,6 +33,20 @@ pub struct OpenOptions {
     pub background_compaction: bool,
     /// How the approximate indexes are built.
     pub index: IndexOptions,
+    /// The file layer every file of the database is written through (tests substitute one that
+    /// simulates power cuts); `None` = the real file system.
+    #[doc(hidden)]
+    pub file_layer: Option<FileLayer>,
+}
+
+/// A file layer for [`OpenOptions::file_layer`].
+#[derive(Clone)]
+pub struct FileLayer(pub std::sync::Arc<dyn imgvec_storage::Vfs>);
+
+impl std::fmt::Debug for FileLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileLayer")
+    }
 }
 
 impl Default for OpenOptions {
@@ -46,6 +60,7 @@ impl Default for OpenOptions {
                 .unwrap_or(1),
             background_compaction: true,
             index: IndexOptions::default(),
+            file_layer: None,
         }
     }
 }

@@ -190,7 +190,11 @@ impl Reducer {
     pub fn new(store: &Store, spec: WhiteningSpec, index_opts: IndexOptions) -> Reducer {
         Reducer {
             spec,
-            publisher: Publisher::new(store.dir().join(REDUCTION_DIR), META_KEY),
+            publisher: Publisher::new(
+                store.vfs().clone(),
+                store.dir().join(REDUCTION_DIR),
+                META_KEY,
+            ),
             index_opts,
             view_file: ViewFile::new(store),
             state: Mutex::new(None),
@@ -407,11 +411,12 @@ impl Reducer {
     fn save_projection(&self, store: &Store, st: &mut State) -> Result<(), IndexError> {
         self.publisher.prepare()?;
         let file = Publisher::file_name("whitening", st.generation, "bin");
-        st.projection.whitening.save(&self.publisher.path(&file))?;
+        self.publisher
+            .write(&file, Kind::Whitening, &st.projection.whitening.to_bytes())?;
         let vlad = match &st.projection.vlad {
             Some(v) => {
                 let name = Publisher::file_name("vlad", st.generation, "bin");
-                artifact::write(&self.publisher.path(&name), Kind::Vlad, &v.to_bytes())?;
+                self.publisher.write(&name, Kind::Vlad, &v.to_bytes())?;
                 Some(name)
             }
             None => None,

@@ -114,8 +114,14 @@ impl Whitening {
         })
     }
 
+    #[cfg(test)]
     pub(crate) fn save(&self, path: &Path) -> Result<(), IndexError> {
-        artifact::write(path, Kind::Whitening, &self.to_bytes())
+        artifact::write(
+            &imgvec_storage::StdFs,
+            path,
+            Kind::Whitening,
+            &self.to_bytes(),
+        )
     }
 
     pub(crate) fn load(path: &Path) -> Result<Whitening, IndexError> {

@@ -7,6 +7,8 @@
 //! `pending` column family); sealing pending rows into segments and compaction publish new
 //! segment files only after the files and their directory are synced. See docs/ARCHITECTURE.md.
 
+#[doc(hidden)]
+pub mod crash_sim;
 pub mod error;
 pub mod key;
 pub mod lock;
@@ -22,4 +24,4 @@ pub use store::{
     BackupStats, CommittedRow, CompactionPolicy, CompactionReport, ContentHash, ImageRecord,
     NewRow, OpenMode, Store, StoreCheck, StoreOptions, StoreStats, DATABASE_FORMAT_VERSION,
 };
-pub use vfs::{StdFs, Vfs, VfsFile};
+pub use vfs::{write_atomic, StdFs, Vfs, VfsFile};

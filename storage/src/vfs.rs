@@ -1,5 +1,6 @@
-//! The file operations the storage engine performs on segment files, behind a trait so tests
-//! can simulate a power cut at any of them (see `tests/power_cut.rs`).
+//! The file operations imgvec performs on the files it writes (segments, and through the
+//! engine the model copy and every derived file), behind a trait so tests can simulate a power
+//! cut at any of them (`storage/tests/power_cut.rs`, `engine/tests/integration/power_cut.rs`).
 //!
 //! The engine's durability argument only uses these primitives: a file is durable once
 //! `sync_file` returned, its name once `sync_dir` of its folder returned, a removal once
@@ -24,6 +25,28 @@ pub trait Vfs: Send + Sync {
     /// fsync of a directory: creations, renames and removals in it survive a power cut.
     fn sync_dir(&self, dir: &Path) -> Result<()>;
     fn remove(&self, path: &Path) -> Result<()>;
+    /// Renames a file (atomically replacing `to`); durable once `sync_dir` of the folder ran.
+    fn rename(&self, from: &Path, to: &Path) -> Result<()>;
+}
+
+/// Writes `bytes` to `path` the durable way: a temporary file beside it, written and synced,
+/// renamed over `path`, and the folder synced. A reader (or a power cut) sees the old file or
+/// the whole new one.
+pub fn write_atomic(vfs: &dyn Vfs, path: &Path, parts: &[&[u8]]) -> Result<()> {
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp_name);
+    let mut file = vfs.create(&tmp)?;
+    for part in parts {
+        file.write_all(part)?;
+    }
+    file.sync()?;
+    drop(file);
+    vfs.rename(&tmp, path)?;
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => vfs.sync_dir(dir),
+        None => Ok(()),
+    }
 }
 
 /// The real file system.
@@ -61,5 +84,9 @@ impl Vfs for StdFs {
 
     fn remove(&self, path: &Path) -> Result<()> {
         std::fs::remove_file(path).at(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        std::fs::rename(from, to).at(from)
     }
 }

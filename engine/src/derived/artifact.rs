@@ -14,8 +14,9 @@
 //! Files are written to a temporary name, synced, renamed and their folder synced, so a reader
 //! sees a whole file or none. Reading checks every header field and the CRC.
 
-use std::io::Write;
 use std::path::Path;
+
+use imgvec_storage::{write_atomic, Vfs};
 
 use crate::error::IndexError;
 
@@ -132,26 +133,16 @@ pub(crate) fn decode(kind: Kind, bytes: &[u8]) -> Result<&[u8], String> {
     Ok(&whole[HEADER_LEN..])
 }
 
-/// Writes a derived file atomically: temporary file, synced, renamed, folder synced.
-pub(crate) fn write(path: &Path, kind: Kind, body: &[u8]) -> Result<(), IndexError> {
-    let tmp = path.with_extension("tmp");
+/// Writes a derived file atomically through `vfs`: temporary file, synced, renamed, folder
+/// synced (`imgvec_storage::write_atomic`).
+pub(crate) fn write(vfs: &dyn Vfs, path: &Path, kind: Kind, body: &[u8]) -> Result<(), IndexError> {
     // Streamed: a body of a gigabyte is not copied once more to frame it.
     let head = header(kind, body.len());
     let mut crc = crc32fast::Hasher::new();
     crc.update(&head);
     crc.update(body);
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-    f.write_all(&head)?;
-    f.write_all(body)?;
-    f.write_all(&crc.finalize().to_le_bytes())?;
-    let f = f.into_inner().map_err(|e| e.into_error())?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    let footer = crc.finalize().to_le_bytes();
+    write_atomic(vfs, path, &[&head, body, &footer]).map_err(|e| IndexError::Invalid(e.to_string()))
 }
 
 /// Checks a derived file of any kind (named by its own header): header fields, length and CRC.
@@ -254,7 +245,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.idx");
-        write(&path, Kind::Vlad, &body).unwrap();
+        write(&imgvec_storage::StdFs, &path, Kind::Vlad, &body).unwrap();
         assert_eq!(read(&path, Kind::Vlad).unwrap(), body);
         assert!(!path.with_extension("tmp").exists());
         let err = read(&path, Kind::Whitening).unwrap_err().to_string();

@@ -6,10 +6,13 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use imgvec_storage::{OpenMode, Store};
+use std::sync::Arc;
+
+use imgvec_storage::{OpenMode, Store, Vfs};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::artifact::{self, Kind};
 use crate::error::IndexError;
 
 /// A publication record: serialised as JSON under the publisher's meta key.
@@ -19,18 +22,35 @@ pub(crate) trait Manifest: Serialize + DeserializeOwned {
 }
 
 /// Where one derived structure publishes: a folder and a meta key.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Publisher {
     dir: PathBuf,
     key: String,
+    /// The database's file layer: every file is written and removed through it.
+    vfs: Arc<dyn Vfs>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("dir", &self.dir)
+            .field("key", &self.key)
+            .finish()
+    }
 }
 
 impl Publisher {
-    pub fn new(dir: PathBuf, key: impl Into<String>) -> Publisher {
+    pub fn new(vfs: Arc<dyn Vfs>, dir: PathBuf, key: impl Into<String>) -> Publisher {
         Publisher {
             dir,
             key: key.into(),
+            vfs,
         }
+    }
+
+    /// Writes file `name` of a generation (framed as `kind`, synced, renamed into place).
+    pub fn write(&self, name: &str, kind: Kind, body: &[u8]) -> Result<(), IndexError> {
+        artifact::write(self.vfs.as_ref(), &self.path(name), kind, body)
     }
 
     pub fn path(&self, file: &str) -> PathBuf {
@@ -79,9 +99,18 @@ impl Publisher {
             .and_then(|s| serde_json::from_str(&s).ok())
     }
 
-    /// Makes the folder for a generation's files.
+    /// Makes the folder for a generation's files (its entry made durable).
     pub fn prepare(&self) -> Result<(), IndexError> {
-        Ok(std::fs::create_dir_all(&self.dir)?)
+        if self.dir.is_dir() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        if let Some(parent) = self.dir.parent() {
+            self.vfs
+                .sync_dir(parent)
+                .map_err(|e| IndexError::Invalid(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Publishes `m` (whose files are written and synced) with one synced meta write, then
@@ -99,13 +128,17 @@ impl Publisher {
     /// are left alone).
     pub fn sweep(&self, keep: Vec<&str>) {
         let keep: HashSet<&str> = keep.into_iter().collect();
+        let mut removed = false;
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if !keep.contains(name.as_str()) && e.file_type().is_ok_and(|t| t.is_file()) {
-                    let _ = std::fs::remove_file(e.path());
+                    removed |= self.vfs.remove(&e.path()).is_ok();
                 }
             }
+        }
+        if removed {
+            let _ = self.vfs.sync_dir(&self.dir);
         }
     }
 

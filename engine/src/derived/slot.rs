@@ -85,6 +85,7 @@ impl<T: Persisted> Slot<T> {
     pub fn new(store: &Store) -> Slot<T> {
         Slot {
             publisher: Publisher::new(
+                store.vfs().clone(),
                 store.dir().join(INDEX_DIR).join(T::NAME),
                 format!("derived:{}", T::NAME),
             ),
@@ -235,7 +236,7 @@ impl<T: Persisted> Slot<T> {
         self.publisher.prepare()?;
         let generation = st.published.generation + 1;
         let name = Publisher::file_name(T::NAME, generation, "idx");
-        artifact::write(&self.publisher.path(&name), T::KIND, &v.to_bytes()?)?;
+        self.publisher.write(&name, T::KIND, &v.to_bytes()?)?;
         let next = Published {
             generation,
             file: Some(name),

@@ -41,7 +41,11 @@ pub(crate) struct ViewFile {
 impl ViewFile {
     pub fn new(store: &Store) -> ViewFile {
         ViewFile {
-            publisher: Publisher::new(store.dir().join(INDEX_DIR).join("view"), "derived:view"),
+            publisher: Publisher::new(
+                store.vfs().clone(),
+                store.dir().join(INDEX_DIR).join("view"),
+                "derived:view",
+            ),
         }
     }
 
@@ -91,7 +95,7 @@ impl ViewFile {
         let previous: Option<Published> = self.publisher.load(store);
         let generation = previous.map_or(0, |p| p.generation) + 1;
         let file = Publisher::file_name("view", generation, "bin");
-        artifact::write(&self.publisher.path(&file), Kind::View, &body)?;
+        self.publisher.write(&file, Kind::View, &body)?;
         self.publisher.publish(
             store,
             &Published {

@@ -170,7 +170,8 @@ impl IvfPq {
         (self.code_bytes + 8) as f64 + fixed / n
     }
 
-    pub fn save(&self, path: &Path) -> Result<(), IndexError> {
+    /// The body of its derived file (docs/FORMAT.md).
+    pub fn to_body(&self) -> Result<Vec<u8>, IndexError> {
         let bytes = faiss_index_to_bytes("write IVF-PQ", &self.index)?;
         let mut buf = Vec::with_capacity(bytes.len() + 64);
         for v in [self.watermark, self.trained_on, self.factory.len() as u64] {
@@ -178,7 +179,13 @@ impl IvfPq {
         }
         buf.extend_from_slice(self.factory.as_bytes());
         buf.extend_from_slice(&bytes);
-        artifact::write(path, Kind::IvfPq, &buf)
+        Ok(buf)
+    }
+
+    /// Writes it as a derived file at `path` (benchmarks; the engine writes through its
+    /// publisher).
+    pub fn save(&self, path: &Path) -> Result<(), IndexError> {
+        artifact::write(&imgvec_storage::StdFs, path, Kind::IvfPq, &self.to_body()?)
     }
 
     pub fn load(path: &Path, dims: usize) -> Result<IvfPq, IndexError> {

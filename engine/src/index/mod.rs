@@ -26,6 +26,7 @@ use imgvec_storage::{OpenMode, Snapshot, Store};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
+use crate::derived::artifact::Kind;
 use crate::derived::lifecycle::{
     plan, Collection, Derived, Plan, ADD_CHUNK, PURGE_DIVISOR, SAMPLE_ROWS,
 };
@@ -229,7 +230,7 @@ pub fn strided_sample(vectors: &[f32], dims: usize, max: usize) -> Vec<f32> {
 impl Indexes {
     pub fn new(store: &Store, opts: IndexOptions) -> Indexes {
         Indexes {
-            publisher: Publisher::new(store.dir().join(INDEX_DIR), META_KEY),
+            publisher: Publisher::new(store.vfs().clone(), store.dir().join(INDEX_DIR), META_KEY),
             opts,
             dims: None,
             space: 0,
@@ -252,6 +253,7 @@ impl Indexes {
     ) -> Indexes {
         Indexes {
             publisher: Publisher::new(
+                store.vfs().clone(),
                 store.dir().join(INDEX_DIR).join(name),
                 format!("{META_KEY}:{name}"),
             ),
@@ -273,7 +275,11 @@ impl Indexes {
         binary: Option<(HammingIndex, Option<BinaryIvf>)>,
     ) -> Indexes {
         Indexes {
-            publisher: Publisher::new(PathBuf::new(), String::new()),
+            publisher: Publisher::new(
+                std::sync::Arc::new(imgvec_storage::StdFs),
+                PathBuf::new(),
+                String::new(),
+            ),
             opts,
             dims: None,
             space: 0,
@@ -587,16 +593,18 @@ impl Indexes {
         };
         if let Some(ivf) = &*self.ivf.read() {
             let name = Publisher::file_name("ivfpq", generation, "idx");
-            ivf.save(&self.publisher.path(&name))?;
+            self.publisher.write(&name, Kind::IvfPq, &ivf.to_body()?)?;
             next.ivfpq = Some(name);
         }
         if let Some(b) = &*self.binary.read() {
             let name = Publisher::file_name("hamming", generation, "idx");
-            b.flat.save(&self.publisher.path(&name))?;
+            self.publisher
+                .write(&name, Kind::Hamming, &b.flat.to_body())?;
             next.hamming = Some(name);
             if let Some(ivf) = &b.ivf {
                 let name = Publisher::file_name("hamming-ivf", generation, "idx");
-                ivf.save(&self.publisher.path(&name))?;
+                self.publisher
+                    .write(&name, Kind::BinaryIvf, &ivf.to_body()?)?;
                 next.hamming_ivf = Some(name);
             }
         }

@@ -225,11 +225,10 @@ pub fn resolve(
     std::fs::create_dir_all(&models_dir)
         .map_err(|e| imgvec_storage::StorageError::io(&models_dir, e))?;
     // The folder's own entry is durable only once the database folder is synced.
-    imgvec_storage::store::sync_dir(store.dir())?;
+    store.vfs().sync_dir(store.dir())?;
     let rel = format!("{MODELS_DIR}/{}.pt", &fingerprint[..16]);
     let dest = store.dir().join(&rel);
-    write_synced(&dest, &bytes)?;
-    imgvec_storage::store::sync_dir(&models_dir)?;
+    imgvec_storage::write_atomic(store.vfs().as_ref(), &dest, &[&bytes])?;
     let config = PipelineConfig {
         name,
         model: rel,
@@ -303,17 +302,6 @@ fn read_model(path: &Path) -> Result<(Vec<u8>, String)> {
 /// A model file's fingerprint (`verify` checks it against the pipeline's).
 pub(crate) fn model_fingerprint(path: &Path) -> Result<String> {
     read_model(path).map(|(_, fingerprint)| fingerprint)
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let io = |e| imgvec_storage::StorageError::io(path, e);
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
 }
 
 #[cfg(test)]

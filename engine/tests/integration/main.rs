@@ -5,4 +5,5 @@ mod api;
 mod indexes;
 mod local;
 mod parsers;
+mod power_cut;
 mod presets;

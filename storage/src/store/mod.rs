@@ -324,6 +324,12 @@ impl Store {
         self.opts.mode
     }
 
+    /// The file layer every file of this database is written through (the engine's derived
+    /// files and model copy too).
+    pub fn vfs(&self) -> &Arc<dyn Vfs> {
+        &self.opts.vfs
+    }
+
     fn meta_err(&self, e: rocksdb::Error) -> StorageError {
         metadata_error(&self.dir.join(META_DIR), e.into_string())
     }

@@ -491,6 +491,9 @@ fn a_failed_flush_leaves_no_orphan_segment() {
         fn remove(&self, path: &Path) -> Result<()> {
             StdFs.remove(path)
         }
+        fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+            StdFs.rename(from, to)
+        }
     }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");

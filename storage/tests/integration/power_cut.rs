@@ -5,145 +5,11 @@
 //! acknowledged row and delete intact and nothing half-written visible. RocksDB's own writes are
 //! all synced (`sync = true`) and are trusted.
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::common::{check, row, Model};
-use imgvec_storage::{
-    CompactionPolicy, OpenMode, Result, StorageError, Store, StoreOptions, Vfs, VfsFile,
-};
-use parking_lot::Mutex;
-use rand::{Rng, SeedableRng};
-
-#[derive(Default)]
-struct FileState {
-    written: u64,
-    synced: u64,
-    /// The directory entry survives a power cut (its folder was fsynced after creation).
-    entry_durable: bool,
-}
-
-#[derive(Default)]
-struct State {
-    ops: usize,
-    crash_at: Option<usize>,
-    crashed: bool,
-    files: HashMap<PathBuf, FileState>,
-    /// Removed files whose removal is not yet durable, with their bytes.
-    removed: Vec<(PathBuf, Vec<u8>)>,
-}
-
-#[derive(Clone, Default)]
-struct CrashFs(Arc<Mutex<State>>);
-
-fn cut() -> StorageError {
-    StorageError::io("simulated", std::io::Error::other("simulated power cut"))
-}
-
-impl CrashFs {
-    fn tick(&self) -> Result<()> {
-        let mut s = self.0.lock();
-        if s.crashed {
-            return Err(cut());
-        }
-        s.ops += 1;
-        if s.crash_at == Some(s.ops) {
-            s.crashed = true;
-            return Err(cut());
-        }
-        Ok(())
-    }
-
-    /// Applies the power cut to the real files: what was not synced is torn, lost or undone.
-    fn power_loss(&self, rng: &mut impl Rng) {
-        let mut s = self.0.lock();
-        for (path, f) in s.files.drain() {
-            if !path.exists() {
-                continue;
-            }
-            if !f.entry_durable && rng.gen_bool(0.5) {
-                std::fs::remove_file(&path).unwrap();
-            } else if f.synced < f.written {
-                let len = rng.gen_range(f.synced..=f.written);
-                File::options()
-                    .write(true)
-                    .open(&path)
-                    .unwrap()
-                    .set_len(len)
-                    .unwrap();
-            }
-        }
-        for (path, bytes) in s.removed.drain(..) {
-            if rng.gen_bool(0.5) {
-                std::fs::write(&path, bytes).unwrap();
-            }
-        }
-    }
-}
-
-struct CrashFile {
-    fs: CrashFs,
-    path: PathBuf,
-    file: File,
-}
-
-impl VfsFile for CrashFile {
-    fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
-        self.fs.tick()?;
-        self.file.write_all(bytes).unwrap();
-        self.fs.0.lock().files.get_mut(&self.path).unwrap().written += bytes.len() as u64;
-        Ok(())
-    }
-
-    fn sync(&mut self) -> Result<()> {
-        self.fs.tick()?;
-        let mut s = self.fs.0.lock();
-        let f = s.files.get_mut(&self.path).unwrap();
-        f.synced = f.written;
-        Ok(())
-    }
-}
-
-impl Vfs for CrashFs {
-    fn create(&self, path: &Path) -> Result<Box<dyn VfsFile>> {
-        self.tick()?;
-        let file = File::create(path).unwrap();
-        self.0
-            .lock()
-            .files
-            .insert(path.to_path_buf(), FileState::default());
-        Ok(Box::new(CrashFile {
-            fs: self.clone(),
-            path: path.to_path_buf(),
-            file,
-        }))
-    }
-
-    fn sync_dir(&self, dir: &Path) -> Result<()> {
-        self.tick()?;
-        let mut s = self.0.lock();
-        for (path, f) in s.files.iter_mut() {
-            if path.parent() == Some(dir) {
-                f.entry_durable = true;
-            }
-        }
-        s.removed.retain(|(p, _)| p.parent() != Some(dir));
-        Ok(())
-    }
-
-    fn remove(&self, path: &Path) -> Result<()> {
-        self.tick()?;
-        let bytes = std::fs::read(path).unwrap();
-        std::fs::remove_file(path).unwrap();
-        let mut s = self.0.lock();
-        s.files.remove(path);
-        s.removed.push((path.to_path_buf(), bytes));
-        Ok(())
-    }
-}
+use imgvec_storage::crash_sim::CrashFs;
+use imgvec_storage::{CompactionPolicy, OpenMode, Store, StoreOptions};
 
 /// Runs a fixed workload of commits (with flushes), deletes and compactions until the file
 /// layer cuts power; returns what was acknowledged.
@@ -209,11 +75,11 @@ fn options(fs: &CrashFs) -> StoreOptions {
 fn survives_a_power_cut_at_every_file_operation() {
     // A run without a cut counts the operations and must itself be consistent.
     let dir = tempfile::tempdir().unwrap();
-    let fs = CrashFs::default();
+    let fs = CrashFs::new(None);
     let store = Store::open_with(&dir.path().join("db"), options(&fs)).unwrap();
     let model = workload(&store);
     check(&store, &model).unwrap();
-    let total_ops = fs.0.lock().ops;
+    let total_ops = fs.ops();
     assert!(total_ops > 40, "workload too small: {total_ops} operations");
     drop(store);
 
@@ -222,14 +88,12 @@ fn survives_a_power_cut_at_every_file_operation() {
         for seed in 0..3u64 {
             let dir = tempfile::tempdir().unwrap();
             let db = dir.path().join("db");
-            let fs = CrashFs::default();
-            fs.0.lock().crash_at = Some(crash_at);
+            let fs = CrashFs::new(Some(crash_at));
             let store = Store::open_with(&db, options(&fs)).unwrap();
             let model = workload(&store);
-            assert!(fs.0.lock().crashed, "no cut at operation {crash_at}");
+            assert!(fs.crashed(), "no cut at operation {crash_at}");
             drop(store);
-            let mut rng = rand::rngs::StdRng::seed_from_u64(crash_at as u64 * 7 + seed);
-            fs.power_loss(&mut rng);
+            fs.power_loss(crash_at as u64 * 7 + seed);
 
             let store = Store::open(&db, OpenMode::ReadWrite)
                 .unwrap_or_else(|e| panic!("cut at op {crash_at} (seed {seed}): reopen: {e}"));

@@ -500,8 +500,8 @@ impl HammingIndex {
         self.encoder.words() * 8 + 8
     }
 
-    /// Writes the index (encoder, ids, codes; CRC-checked, see docs/FORMAT.md).
-    pub fn save(&self, path: &Path) -> Result<(), IndexError> {
+    /// The body of its derived file: encoder, ids, codes (docs/FORMAT.md).
+    pub fn to_body(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(64 + self.ids.len() * self.bytes_per_row());
         buf.extend_from_slice(HAMMING_MAGIC);
         for v in [1u64, self.watermark, self.trained_on, self.ids.len() as u64] {
@@ -514,7 +514,13 @@ impl HammingIndex {
         for w in &self.codes {
             buf.extend_from_slice(&w.to_le_bytes());
         }
-        artifact::write(path, Kind::Hamming, &buf)
+        buf
+    }
+
+    /// Writes it as a derived file at `path` (benchmarks; the engine writes through its
+    /// publisher).
+    pub fn save(&self, path: &Path) -> Result<(), IndexError> {
+        artifact::write(&imgvec_storage::StdFs, path, Kind::Hamming, &self.to_body())
     }
 
     pub fn load(path: &Path) -> Result<HammingIndex, IndexError> {
@@ -726,7 +732,8 @@ impl BinaryIvf {
             .collect())
     }
 
-    pub fn save(&self, path: &Path) -> Result<(), IndexError> {
+    /// The body of its derived file: lists, words, FAISS's own serialisation.
+    pub fn to_body(&self) -> Result<Vec<u8>, IndexError> {
         let ptr = self.index.inner_ptr();
         // SAFETY: `ptr` is a live binary index; FAISS only reads it while writing the stream.
         let bytes = faiss_write_mem("write binary IVF", |f| unsafe {
@@ -735,7 +742,18 @@ impl BinaryIvf {
         let mut buf = (self.nlist as u64).to_le_bytes().to_vec();
         buf.extend_from_slice(&(self.words as u64).to_le_bytes());
         buf.extend_from_slice(&bytes);
-        artifact::write(path, Kind::BinaryIvf, &buf)
+        Ok(buf)
+    }
+
+    /// Writes it as a derived file at `path` (benchmarks; the engine writes through its
+    /// publisher).
+    pub fn save(&self, path: &Path) -> Result<(), IndexError> {
+        artifact::write(
+            &imgvec_storage::StdFs,
+            path,
+            Kind::BinaryIvf,
+            &self.to_body()?,
+        )
     }
 
     pub fn load(path: &Path) -> Result<BinaryIvf, IndexError> {
