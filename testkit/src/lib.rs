@@ -16,6 +16,18 @@ pub fn datasets() -> PathBuf {
         .expect("instances-dev not found: set IMGVEC_DATASETS to the folder holding it")
 }
 
+/// The first `n` images of instances-dev's `db/` folder, in name order.
+pub fn db_images(n: usize) -> Vec<PathBuf> {
+    let dir = datasets().join("instances-dev/db");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("a folder entry").path())
+        .collect();
+    files.sort();
+    files.truncate(n);
+    files
+}
+
 /// One JSON value per line.
 pub fn jsonl(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)

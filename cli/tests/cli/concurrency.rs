@@ -20,11 +20,7 @@ fn readers_never_fail_beside_a_writer() {
     let imgs = copy_db_images(&tmp.path().join("imgs"), 24);
     let db = tmp.path().join("db");
     // Small enough that every round retrains the approximate indexes and republishes them.
-    let writer = |args: &[&str]| {
-        let mut all = vec!["--index-min-rows", "8"];
-        all.extend(args);
-        run(&all)
-    };
+    let writer = |args: &[&str]| run_with(&["--index-min-rows", "8"], args);
     let first = tmp.path().join("first");
     std::fs::create_dir(&first).unwrap();
     for img in &imgs[..8] {

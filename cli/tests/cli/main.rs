@@ -21,6 +21,11 @@ pub(crate) fn run(args: &[&str]) -> Output {
     imgvec().args(args).output().unwrap()
 }
 
+/// `imgvec` with global flags `globals` before the command `args`.
+pub(crate) fn run_with(globals: &[&str], args: &[&str]) -> Output {
+    imgvec().args(globals).args(args).output().unwrap()
+}
+
 pub(crate) fn json_lines(out: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()

@@ -181,11 +181,7 @@ fn verify_and_backup() {
     let tmp = tempfile::tempdir().unwrap();
     let imgs = copy_db_images(&tmp.path().join("imgs"), 6);
     let db = tmp.path().join("db");
-    let with_indexes = |args: &[&str]| {
-        let mut all = vec!["--index-min-rows", "4"];
-        all.extend(args);
-        run(&all)
-    };
+    let with_indexes = |args: &[&str]| run_with(&["--index-min-rows", "4"], args);
     assert!(
         with_indexes(&["ingest", s(&db), s(&tmp.path().join("imgs"))])
             .status

@@ -66,12 +66,7 @@ fn mutate(bytes: &[u8], rng: &mut Rng) -> Vec<u8> {
 
 #[test]
 fn damaged_derived_files_and_records_never_panic() {
-    let data = datasets().join("instances-dev/db");
-    let mut files: Vec<_> = std::fs::read_dir(&data)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
+    let files = db_images(24);
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("db");
     {
@@ -88,7 +83,7 @@ fn damaged_derived_files_and_records_never_panic() {
             },
         )
         .unwrap();
-        let sources = files.iter().take(24).cloned().map(Source::File).collect();
+        let sources = files.iter().cloned().map(Source::File).collect();
         db.ingest(sources, &IngestOptions::default(), &|_| {})
             .unwrap();
         db.refresh_indexes().unwrap();

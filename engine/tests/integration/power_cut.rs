@@ -70,13 +70,7 @@ fn workload(db: &Path, files: &[PathBuf], layer: Option<&CrashFs>) -> BTreeSet<S
 
 #[test]
 fn survives_a_power_cut_in_the_engines_files() {
-    let data = datasets().join("instances-dev/db");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&data)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files.truncate(10);
+    let files = db_images(10);
     let tmp = tempfile::tempdir().unwrap();
     let fs = CrashFs::new(None);
     let live = workload(&tmp.path().join("whole"), &files, Some(&fs));

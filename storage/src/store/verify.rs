@@ -95,26 +95,21 @@ impl Store {
         check.records = record_ids.len() as u64;
         // Every live row held by a segment or the write-ahead column has a record.
         let mut rows_held = 0u64;
-        for (_, segment) in snap.segments() {
-            for &id in segment.ids() {
-                if !snap.is_deleted(id) {
-                    rows_held += 1;
-                    if !record_ids.contains(&id) {
-                        problems.push(format!(
-                            "{}: live row {id} has no record",
-                            segment.path().display()
-                        ));
-                    }
-                }
-            }
-        }
-        for chunk in snap.pending() {
-            for &id in &chunk.ids {
-                if !snap.is_deleted(id) {
-                    rows_held += 1;
-                    if !record_ids.contains(&id) {
-                        problems.push(format!("pending row {id} has no record"));
-                    }
+        let segment_rows = snap
+            .segments()
+            .iter()
+            .flat_map(|(_, segment)| segment.ids().iter().map(|&id| (id, Some(segment.path()))));
+        let pending_rows = snap
+            .pending()
+            .iter()
+            .flat_map(|chunk| chunk.ids.iter().map(|&id| (id, None)));
+        for (id, segment) in segment_rows.chain(pending_rows) {
+            if !snap.is_deleted(id) {
+                rows_held += 1;
+                if !record_ids.contains(&id) {
+                    let held_in = segment
+                        .map_or("the write-ahead column".into(), |p| p.display().to_string());
+                    problems.push(format!("{held_in}: live row {id} has no record"));
                 }
             }
         }
