@@ -45,7 +45,10 @@ impl Database {
         opts: OpenOptions,
         folder_lock: Option<Arc<FolderLock>>,
     ) -> Result<Database> {
-        crate::reindex::recover_interrupted_swap(dir)?;
+        match &opts.file_layer {
+            Some(layer) => crate::reindex::recover_interrupted_swap(layer.0.as_ref(), dir)?,
+            None => crate::reindex::recover_interrupted_swap(&imgvec_storage::StdFs, dir)?,
+        }
         let mode = if opts.read_only {
             OpenMode::ReadOnly
         } else {

@@ -8,7 +8,8 @@
 //! no longer decodes) stops the reindex before anything is swapped, unless the caller allows
 //! dropping such rows (`drop_missing`); `dry_run` only reports.
 //!
-//! The swap exchanges the two folders atomically (`renameat2(RENAME_EXCHANGE)`), so `<DB>`
+//! The swap exchanges the two folders atomically (`Vfs::exchange`, Linux
+//! `renameat2(RENAME_EXCHANGE)`), through the database's file layer, so `<DB>`
 //! always names a complete database and no writer can slip into a gap; the old database then
 //! moves to `<DB>.reindex-old` and is removed. Where the file system cannot exchange, two renames
 //! are used, and a crash between them leaves `<DB>.reindex-old` without `<DB>`:
@@ -19,8 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use imgvec_storage::lock::FolderLock;
-use imgvec_storage::store::sync_dir;
-use imgvec_storage::{ImageRecord, StorageError};
+use imgvec_storage::{ImageRecord, StdFs, StorageError, Vfs};
 use serde::Serialize;
 
 use crate::database::Database;
@@ -69,7 +69,7 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
 
 /// Finishes a swap a crash interrupted between its two renames: when `dir` holds no database
 /// and `<dir>.reindex-old` does, that is the intact old database, and it gets its name back.
-pub fn recover_interrupted_swap(dir: &Path) -> Result<()> {
+pub fn recover_interrupted_swap(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
     let old_dir = sibling(dir, "reindex-old");
     if !dir.exists() && Database::exists(&old_dir) {
         tracing::warn!(
@@ -77,8 +77,8 @@ pub fn recover_interrupted_swap(dir: &Path) -> Result<()> {
             dir.display(),
             old_dir.display()
         );
-        std::fs::rename(&old_dir, dir).map_err(|e| io(dir, e))?;
-        sync_parent(dir)?;
+        vfs.rename(&old_dir, dir)?;
+        sync_parent(vfs, dir)?;
     }
     Ok(())
 }
@@ -125,7 +125,11 @@ pub fn reindex(
     // The folder lock keeps other writers out from here until the swap is done. It is this
     // function's, not the old handle's: RocksDB works by path, so the old handle is closed
     // before the swap, while the lock, which follows the folder, stays held.
-    recover_interrupted_swap(dir)?;
+    let vfs = open
+        .file_layer
+        .as_ref()
+        .map_or_else(|| Arc::new(StdFs) as Arc<dyn Vfs>, |layer| layer.0.clone());
+    recover_interrupted_swap(vfs.as_ref(), dir)?;
     if !Database::exists(dir) {
         return Err(StorageError::NotADatabase {
             path: dir.to_path_buf(),
@@ -220,7 +224,7 @@ pub fn reindex(
         return finish(report);
     }
     drop(old);
-    swap(dir, &new_dir, &old_dir)?;
+    swap(vfs.as_ref(), dir, &new_dir, &old_dir)?;
     report.swapped = true;
     remove_if_present(&old_dir)?;
     drop(folder_lock);
@@ -228,47 +232,22 @@ pub fn reindex(
 }
 
 /// Puts the complete database at `new_dir` in `dir`'s place, and the old one at `old_dir`.
-fn swap(dir: &Path, new_dir: &Path, old_dir: &Path) -> Result<()> {
-    match exchange(new_dir, dir) {
+fn swap(vfs: &dyn Vfs, dir: &Path, new_dir: &Path, old_dir: &Path) -> Result<()> {
+    match vfs.exchange(new_dir, dir) {
         Ok(()) => {
-            sync_parent(dir)?;
-            std::fs::rename(new_dir, old_dir).map_err(|e| io(new_dir, e))?;
+            sync_parent(vfs, dir)?;
+            vfs.rename(new_dir, old_dir)?;
         }
         Err(e) => {
             tracing::warn!(
                 "{}: the file system cannot exchange folders atomically ({e}); renaming twice",
                 dir.display()
             );
-            std::fs::rename(dir, old_dir).map_err(|e| io(dir, e))?;
-            std::fs::rename(new_dir, dir).map_err(|e| io(new_dir, e))?;
+            vfs.rename(dir, old_dir)?;
+            vfs.rename(new_dir, dir)?;
         }
     }
-    sync_parent(dir)
-}
-
-/// Atomically exchanges the folders at `a` and `b` (Linux `renameat2(RENAME_EXCHANGE)`).
-fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| {
-        std::ffi::CString::new(p.as_os_str().as_bytes())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
-    };
-    let (a, b) = (c(a)?, c(b)?);
-    // SAFETY: both arguments are NUL-terminated paths that outlive the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    sync_parent(vfs, dir)
 }
 
 fn remove_if_present(dir: &Path) -> Result<()> {
@@ -278,12 +257,12 @@ fn remove_if_present(dir: &Path) -> Result<()> {
     }
 }
 
-fn sync_parent(dir: &Path) -> Result<()> {
+fn sync_parent(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
     let parent = dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    Ok(sync_dir(parent)?)
+    Ok(vfs.sync_dir(parent)?)
 }
 
 fn io(path: &Path, e: std::io::Error) -> Error {

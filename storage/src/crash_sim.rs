@@ -3,8 +3,9 @@
 //! crash_consistency test: each operation through it counts; at the chosen one, "power is
 //! cut" (that operation and every later one fail), and [`CrashFs::power_loss`] then applies to
 //! the real files what a power cut may do to what was not synced: file contents cut at any
-//! length past the synced prefix, unsynced directory entries dropped, unsynced renames undone,
-//! unsynced removals undone. Not for production use.
+//! length past the synced prefix, unsynced directory entries dropped, unsynced renames of files
+//! and folders and exchanges of folders undone, unsynced removals undone. Not for production
+//! use.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -35,6 +36,31 @@ struct State {
     files: HashMap<PathBuf, FileState>,
     /// Removed files whose removal is not yet durable, with their bytes.
     removed: Vec<(PathBuf, Vec<u8>)>,
+    /// Folder renames and exchanges not yet durable, oldest first.
+    moves: Vec<Move>,
+}
+
+struct Move {
+    from: PathBuf,
+    to: PathBuf,
+    exchange: bool,
+}
+
+impl State {
+    /// Files tracked at or below `from` are now at `to`.
+    fn rekey(&mut self, from: &Path, to: &Path) {
+        let moved: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| p.starts_with(from))
+            .cloned()
+            .collect();
+        for old in moved {
+            if let (Some(state), Ok(rest)) = (self.files.remove(&old), old.strip_prefix(from)) {
+                self.files.insert(to.join(rest), state);
+            }
+        }
+    }
 }
 
 /// Shared by every handle on it (clone freely).
@@ -116,6 +142,15 @@ impl CrashFs {
                 let _ = std::fs::write(&path, bytes);
             }
         }
+        for m in s.moves.drain(..).rev() {
+            if next() % 2 == 0 {
+                let _ = if m.exchange {
+                    crate::vfs::StdFs.exchange(&m.to, &m.from).map_err(|_| ())
+                } else {
+                    std::fs::rename(&m.to, &m.from).map_err(|_| ())
+                };
+            }
+        }
     }
 }
 
@@ -171,6 +206,7 @@ impl Vfs for CrashFs {
             }
         }
         s.removed.retain(|(p, _)| p.parent() != Some(dir));
+        s.moves.retain(|m| m.to.parent() != Some(dir));
         Ok(())
     }
 
@@ -186,8 +222,18 @@ impl Vfs for CrashFs {
 
     fn rename(&self, from: &Path, to: &Path) -> Result<()> {
         self.tick()?;
+        let folder = from.is_dir();
         std::fs::rename(from, to).map_err(|e| StorageError::io(from, e))?;
         let mut s = self.0.lock();
+        if folder {
+            s.rekey(from, to);
+            s.moves.push(Move {
+                from: from.to_path_buf(),
+                to: to.to_path_buf(),
+                exchange: false,
+            });
+            return Ok(());
+        }
         let mut state = s.files.remove(from).unwrap_or(FileState {
             entry_durable: true,
             ..FileState::default()
@@ -201,6 +247,22 @@ impl Vfs for CrashFs {
         state.renamed_from = Some(from.to_path_buf());
         state.entry_durable = false;
         s.files.insert(to.to_path_buf(), state);
+        Ok(())
+    }
+
+    fn exchange(&self, a: &Path, b: &Path) -> Result<()> {
+        self.tick()?;
+        crate::vfs::StdFs.exchange(a, b)?;
+        let mut s = self.0.lock();
+        let parked = a.with_extension("crash-sim-exchange");
+        s.rekey(a, &parked);
+        s.rekey(b, a);
+        s.rekey(&parked, b);
+        s.moves.push(Move {
+            from: a.to_path_buf(),
+            to: b.to_path_buf(),
+            exchange: true,
+        });
         Ok(())
     }
 }

@@ -25,8 +25,12 @@ pub trait Vfs: Send + Sync {
     /// fsync of a directory: creations, renames and removals in it survive a power cut.
     fn sync_dir(&self, dir: &Path) -> Result<()>;
     fn remove(&self, path: &Path) -> Result<()>;
-    /// Renames a file (atomically replacing `to`); durable once `sync_dir` of the folder ran.
+    /// Renames a file or folder (atomically replacing a file `to`); durable once `sync_dir` of
+    /// the folder ran.
     fn rename(&self, from: &Path, to: &Path) -> Result<()>;
+    /// Atomically exchanges two entries of a folder (a reindex swapping databases); durable once
+    /// `sync_dir` of the folder ran. Fails where the file system cannot do it.
+    fn exchange(&self, a: &Path, b: &Path) -> Result<()>;
 }
 
 /// Writes `bytes` to `path` the durable way: a temporary file beside it, written and synced,
@@ -88,5 +92,34 @@ impl Vfs for StdFs {
 
     fn rename(&self, from: &Path, to: &Path) -> Result<()> {
         std::fs::rename(from, to).at(from)
+    }
+
+    fn exchange(&self, a: &Path, b: &Path) -> Result<()> {
+        exchange(a, b).at(a)
+    }
+}
+
+/// Linux `renameat2(RENAME_EXCHANGE)`: `a` and `b` trade places in one step.
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: both arguments are NUL-terminated paths that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use imgvec::{
-    Database, FileLayer, IndexOptions, IngestOptions, IngestStatus, OpenOptions, Query, SearchMode,
-    SearchOptions, Source,
+    Database, FileLayer, IndexOptions, IngestOptions, IngestStatus, OpenOptions, PipelineChoice,
+    Preset, Query, ReindexOptions, SearchMode, SearchOptions, Source,
 };
 use imgvec_storage::crash_sim::CrashFs;
 
@@ -82,7 +82,9 @@ fn survives_a_power_cut_in_the_engines_files() {
         (1..=total).collect()
     } else {
         let step = total.div_ceil(12);
-        (1..=total).step_by(step).chain([total]).collect()
+        let mut cuts: Vec<usize> = (1..=total).step_by(step).chain([total]).collect();
+        cuts.dedup();
+        cuts
     };
     for &crash_at in &cuts {
         let db_dir = tmp.path().join(format!("cut{crash_at}"));
@@ -119,6 +121,59 @@ fn survives_a_power_cut_in_the_engines_files() {
     }
     eprintln!(
         "{} power cuts of {total} file operations: all recovered",
+        cuts.len()
+    );
+}
+
+/// A power cut at any file operation of a reindex (the new database's files, the exchange of
+/// the two folders, the old one's move and removal) leaves `DB` a whole database, the old one
+/// or the new one, holding every row.
+#[test]
+fn survives_a_power_cut_during_a_reindex() {
+    let files = db_images(6);
+    let tmp = tempfile::tempdir().unwrap();
+    let make = |name: &str| {
+        let dir = tmp.path().join(name).join("db");
+        let db = Database::open(&dir, options(None)).unwrap();
+        let sources = files.iter().cloned().map(Source::File).collect();
+        db.ingest(sources, &IngestOptions::default(), &|_| {})
+            .unwrap();
+        dir
+    };
+    let reindex = |dir: &Path, fs: &CrashFs| {
+        imgvec::reindex(
+            dir,
+            PipelineChoice::Preset(Preset::Balanced),
+            ReindexOptions::default(),
+            options(Some(fs)),
+            &|_| {},
+        )
+    };
+    let whole = make("whole");
+    let fs = CrashFs::new(None);
+    assert!(reindex(&whole, &fs).unwrap().swapped);
+    let total = fs.ops();
+    let every = std::env::var("IMGVEC_POWER_CUTS").is_ok_and(|v| v == "all");
+    let step = if every { 1 } else { total.div_ceil(8) };
+    let mut cuts: Vec<usize> = (1..=total).step_by(step).chain([total]).collect();
+    cuts.dedup();
+    let mut outcomes = BTreeSet::new();
+    for &crash_at in &cuts {
+        let dir = make(&format!("cut{crash_at}"));
+        let fs = CrashFs::new(Some(crash_at));
+        assert!(
+            reindex(&dir, &fs).is_err(),
+            "no cut at operation {crash_at}"
+        );
+        fs.power_loss(crash_at as u64);
+        let what = format!("cut at operation {crash_at} of {total}");
+        let db = Database::open(&dir, options(None)).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(db.records().unwrap().len(), files.len(), "{what}");
+        assert!(db.verify().unwrap().ok, "{what}");
+        outcomes.insert(db.pipeline().unwrap().name);
+    }
+    eprintln!(
+        "{} power cuts of {total} reindex file operations: all recovered, as {outcomes:?}",
         cuts.len()
     );
 }

@@ -494,6 +494,9 @@ fn a_failed_flush_leaves_no_orphan_segment() {
         fn rename(&self, from: &Path, to: &Path) -> Result<()> {
             StdFs.rename(from, to)
         }
+        fn exchange(&self, a: &Path, b: &Path) -> Result<()> {
+            StdFs.exchange(a, b)
+        }
     }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
