@@ -64,11 +64,16 @@ pub(crate) fn verify(store: &Store) -> Result<VerifyReport> {
     if let Some(p) = pipeline::stored(store)? {
         let path = dir.join(&p.model);
         report_model = Some(path.display().to_string());
-        match pipeline::model_fingerprint(&path) {
-            _ if !pipeline::is_model_file(&p.model) => check.problems.push(format!(
+        // Checked before anything is read: the record may name any file.
+        let fingerprint = if pipeline::is_model_file(&p.model) {
+            pipeline::model_fingerprint(&path)
+        } else {
+            Err(crate::error::Error::Invalid(format!(
                 "the pipeline names model `{}`, not a file in models/",
                 p.model
-            )),
+            )))
+        };
+        match fingerprint {
             Ok(f) if f == p.model_fingerprint => {}
             Ok(_) => check.problems.push(format!(
                 "{}: the model file differs from the one the pipeline was built with",

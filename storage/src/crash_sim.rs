@@ -4,8 +4,8 @@
 //! cut" (that operation and every later one fail), and [`CrashFs::power_loss`] then applies to
 //! the real files what a power cut may do to what was not synced: file contents cut at any
 //! length past the synced prefix, unsynced directory entries dropped, unsynced renames of files
-//! and folders and exchanges of folders undone, unsynced removals undone. Not for production
-//! use.
+//! and folders and exchanges of folders undone, unsynced removals undone, folders whose entry
+//! was never synced lost with their contents. Not for production use.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -38,6 +38,8 @@ struct State {
     removed: Vec<(PathBuf, Vec<u8>)>,
     /// Folder renames and exchanges not yet durable, oldest first.
     moves: Vec<Move>,
+    /// Folders created whose entry is not yet durable.
+    new_dirs: Vec<PathBuf>,
 }
 
 struct Move {
@@ -142,6 +144,12 @@ impl CrashFs {
                 let _ = std::fs::write(&path, bytes);
             }
         }
+        // A folder whose entry was never made durable is lost with everything in it.
+        for dir in s.new_dirs.drain(..).rev() {
+            if next() % 2 == 0 {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
         for m in s.moves.drain(..).rev() {
             if next() % 2 == 0 {
                 let _ = if m.exchange {
@@ -207,6 +215,7 @@ impl Vfs for CrashFs {
         }
         s.removed.retain(|(p, _)| p.parent() != Some(dir));
         s.moves.retain(|m| m.to.parent() != Some(dir));
+        s.new_dirs.retain(|d| d.parent() != Some(dir));
         Ok(())
     }
 
@@ -247,6 +256,15 @@ impl Vfs for CrashFs {
         state.renamed_from = Some(from.to_path_buf());
         state.entry_durable = false;
         s.files.insert(to.to_path_buf(), state);
+        Ok(())
+    }
+
+    fn create_dir(&self, dir: &Path) -> Result<()> {
+        self.tick()?;
+        if !dir.is_dir() {
+            std::fs::create_dir(dir).map_err(|e| StorageError::io(dir, e))?;
+            self.0.lock().new_dirs.push(dir.to_path_buf());
+        }
         Ok(())
     }
 

@@ -24,4 +24,4 @@ pub use store::{
     BackupStats, CommittedRow, CompactionPolicy, CompactionReport, ContentHash, ImageRecord,
     NewRow, OpenMode, Store, StoreCheck, StoreOptions, StoreStats, DATABASE_FORMAT_VERSION,
 };
-pub use vfs::{write_atomic, StdFs, Vfs, VfsFile};
+pub use vfs::{create_dirs, write_atomic, StdFs, Vfs, VfsFile};

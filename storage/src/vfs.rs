@@ -28,6 +28,9 @@ pub trait Vfs: Send + Sync {
     /// Renames a file or folder (atomically replacing a file `to`); durable once `sync_dir` of
     /// the folder ran.
     fn rename(&self, from: &Path, to: &Path) -> Result<()>;
+    /// Creates the folder `dir` (its parent exists); its entry is durable once `sync_dir` of the
+    /// parent ran. An existing folder is fine.
+    fn create_dir(&self, dir: &Path) -> Result<()>;
     /// Atomically exchanges two entries of a folder (a reindex swapping databases); durable once
     /// `sync_dir` of the folder ran. Fails where the file system cannot do it.
     fn exchange(&self, a: &Path, b: &Path) -> Result<()>;
@@ -97,6 +100,25 @@ impl Vfs for StdFs {
     fn exchange(&self, a: &Path, b: &Path) -> Result<()> {
         exchange(a, b).at(a)
     }
+
+    fn create_dir(&self, dir: &Path) -> Result<()> {
+        match std::fs::create_dir(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e).at(dir),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Creates `dir` and any missing folders above it, each made durable (its parent synced).
+pub fn create_dirs(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.is_dir()).collect();
+    for d in missing.into_iter().rev() {
+        vfs.create_dir(d)?;
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            vfs.sync_dir(parent)?;
+        }
+    }
+    Ok(())
 }
 
 /// Linux `renameat2(RENAME_EXCHANGE)`: `a` and `b` trade places in one step.

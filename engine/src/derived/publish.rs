@@ -101,16 +101,8 @@ impl Publisher {
 
     /// Makes the folder for a generation's files (its entry made durable).
     pub fn prepare(&self) -> Result<(), IndexError> {
-        if self.dir.is_dir() {
-            return Ok(());
-        }
-        std::fs::create_dir_all(&self.dir)?;
-        if let Some(parent) = self.dir.parent() {
-            self.vfs
-                .sync_dir(parent)
-                .map_err(|e| IndexError::Invalid(e.to_string()))?;
-        }
-        Ok(())
+        imgvec_storage::create_dirs(self.vfs.as_ref(), &self.dir)
+            .map_err(|e| IndexError::Invalid(e.to_string()))
     }
 
     /// Publishes `m` (whose files are written and synced) with one synced meta write, then

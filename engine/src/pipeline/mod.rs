@@ -138,7 +138,7 @@ impl PipelineConfig {
             )
             .into());
         }
-        let (_, fingerprint) = read_model(&path)?;
+        let (_, fingerprint) = read_stored_model(&path)?;
         if fingerprint != self.model_fingerprint {
             return Err(imgvec_storage::StorageError::corruption(
                 &path,
@@ -222,10 +222,8 @@ pub fn resolve(
     let extractor = extractor_for(&source, size, pooling, fusion.as_ref())?;
     let (bytes, fingerprint) = read_model(&source)?;
     let models_dir = store.dir().join(MODELS_DIR);
-    std::fs::create_dir_all(&models_dir)
-        .map_err(|e| imgvec_storage::StorageError::io(&models_dir, e))?;
     // The folder's own entry is durable only once the database folder is synced.
-    store.vfs().sync_dir(store.dir())?;
+    imgvec_storage::create_dirs(store.vfs().as_ref(), &models_dir)?;
     let rel = format!("{MODELS_DIR}/{}.pt", &fingerprint[..16]);
     let dest = store.dir().join(&rel);
     imgvec_storage::write_atomic(store.vfs().as_ref(), &dest, &[&bytes])?;
@@ -289,19 +287,40 @@ pub(crate) fn is_model_file(rel: &str) -> bool {
     )
 }
 
-/// A model file's bytes and fingerprint (BLAKE3, lower-case hex).
+/// A model file's bytes and fingerprint (BLAKE3, lower-case hex). Only a regular file is read
+/// (a FIFO or device named as a model would hang or fill memory).
 fn read_model(path: &Path) -> Result<(Vec<u8>, String)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Image {
+    let refuse = |reason: String| Error::Image {
         path: path.display().to_string(),
-        reason: format!("cannot read model file: {e}"),
-    })?;
+        reason,
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(refuse("not a regular file".into())),
+        Err(e) => return Err(refuse(format!("cannot read model file: {e}"))),
+    }
+    let bytes = std::fs::read(path).map_err(|e| refuse(format!("cannot read model file: {e}")))?;
     let fingerprint = blake3::hash(&bytes).to_hex().to_string();
     Ok((bytes, fingerprint))
 }
 
-/// A model file's fingerprint (`verify` checks it against the pipeline's).
+/// The database's own copy of its model, read: a regular file in `models/` itself, never
+/// through a link (a crafted database could point one anywhere).
+fn read_stored_model(path: &Path) -> Result<(Vec<u8>, String)> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(imgvec_storage::StorageError::corruption(
+            path,
+            "the database's model is a symbolic link",
+        )
+        .into()),
+        _ => read_model(path),
+    }
+}
+
+/// The fingerprint of the database's copy of its model (`verify` checks it against the
+/// pipeline's).
 pub(crate) fn model_fingerprint(path: &Path) -> Result<String> {
-    read_model(path).map(|(_, fingerprint)| fingerprint)
+    read_stored_model(path).map(|(_, fingerprint)| fingerprint)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, ReadOptions, WriteB
 use serde::Serialize;
 
 use super::meta::*;
-use super::{creatable, Store};
+use super::{creatable, create_private_dir, Store};
 use crate::error::{IoContext, Result, StorageError};
 
 /// What a backup copied.
@@ -36,6 +36,9 @@ impl Store {
             message: format!("cannot back up here: {reason}"),
         })?;
         let (dest_meta, dest_segments) = (dest.join(META_DIR), dest.join(SEGMENTS_DIR));
+        if !dest.exists() {
+            create_private_dir(dest)?;
+        }
         std::fs::create_dir_all(&dest_segments).at(&dest_segments)?;
         std::fs::create_dir_all(&dest_meta).at(&dest_meta)?;
         // One point in time: no commit, flush or compaction swap runs while both are taken.

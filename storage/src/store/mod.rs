@@ -147,6 +147,16 @@ fn metadata_error(meta_dir: &Path, message: String) -> StorageError {
     }
 }
 
+/// Creates the folder `dir` (and missing folders above it) private to its owner (0700) whatever
+/// the umask: thumbnails of private photos are not for other users.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).at(parent)?;
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(dir).at(dir)
+}
+
 /// Whether a writer may create a database in `dir`: it is absent, empty, or holds only what an
 /// interrupted creation leaves (empty `segments/`, a `meta/` without `CURRENT`). Anything else
 /// (a photo folder given by mistake, say) is refused with the reason, so nothing in it is
@@ -233,13 +243,7 @@ impl Store {
         if mode == OpenMode::ReadWrite {
             let existed = dir.exists();
             if !existed {
-                // Private from the start: thumbnails of private photos are not for other users,
-                // whatever the umask.
-                use std::os::unix::fs::DirBuilderExt;
-                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(parent).at(parent)?;
-                }
-                std::fs::DirBuilder::new().mode(0o700).create(dir).at(dir)?;
+                create_private_dir(dir)?;
             }
             std::fs::create_dir_all(&segments_dir).at(&segments_dir)?;
             std::fs::create_dir_all(&meta_dir).at(&meta_dir)?;

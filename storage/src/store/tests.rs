@@ -497,6 +497,9 @@ fn a_failed_flush_leaves_no_orphan_segment() {
         fn exchange(&self, a: &Path, b: &Path) -> Result<()> {
             StdFs.exchange(a, b)
         }
+        fn create_dir(&self, dir: &Path) -> Result<()> {
+            StdFs.create_dir(dir)
+        }
     }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
