@@ -55,7 +55,7 @@ fn training_inputs(paths: &[PathBuf], threads: usize) -> Result<Vec<PathBuf>, im
                 ..OpenOptions::default()
             };
             let db = Database::open(p, open)?;
-            out.extend(db.records()?.into_iter().map(|r| PathBuf::from(r.path)));
+            out.extend(db.records()?.into_iter().map(|r| r.os_path()));
         } else {
             out.push(p.clone());
         }
