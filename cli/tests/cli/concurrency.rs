@@ -29,24 +29,32 @@ fn readers_never_fail_beside_a_writer() {
     assert!(writer(&["ingest", s(&db), s(&first)]).status.success());
     let deadline = Instant::now() + Duration::from_secs(soak_secs());
     let writing = AtomicBool::new(true);
+    // Readers log their retried opens (a race with the writer met and survived).
     let reader = |kind: usize| {
-        let mut reads = 0;
+        let (mut reads, mut retried) = (0, 0);
         let mut failures = Vec::new();
         while writing.load(Ordering::SeqCst) {
             let mode = ["exact", "ivfpq", "hamming"][reads % 3];
-            let out = if kind == 0 {
-                run(&["search", s(&db), s(&imgs[0]), "--json", "--mode", mode])
+            let args = if kind == 0 {
+                vec!["search", s(&db), s(&imgs[0]), "--json", "--mode", mode]
             } else {
-                run(&["info", s(&db), "--json"])
+                vec!["info", s(&db), "--json"]
             };
+            let out = imgvec()
+                .args(&args)
+                .env("IMGVEC_LOG", "imgvec_storage=debug")
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            retried += stderr.matches("read-only open failed").count();
             if !out.status.success() {
-                failures.push(String::from_utf8_lossy(&out.stderr).into_owned());
+                failures.push(stderr);
             }
             reads += 1;
         }
-        (reads, failures)
+        (reads, retried, failures)
     };
-    let (rounds, (reads, failures)) = std::thread::scope(|scope| {
+    let (rounds, (reads, retried, failures)) = std::thread::scope(|scope| {
         let writer_thread = scope.spawn(|| {
             let mut rounds = 0;
             let mut previous: Option<PathBuf> = None;
@@ -79,13 +87,13 @@ fn readers_never_fail_beside_a_writer() {
         let searches = scope.spawn(|| reader(0));
         let infos = scope.spawn(|| reader(1));
         let rounds = writer_thread.join().unwrap();
-        let (a, mut fa) = searches.join().unwrap();
-        let (b, fb) = infos.join().unwrap();
+        let (a, ra, mut fa) = searches.join().unwrap();
+        let (b, rb, fb) = infos.join().unwrap();
         fa.extend(fb);
-        (rounds, (a + b, fa))
+        (rounds, (a + b, ra + rb, fa))
     });
     eprintln!(
-        "writer rounds {rounds}, reader processes {reads}, failures {}",
+        "writer rounds {rounds}, reader processes {reads}, opens retried {retried}, failures {}",
         failures.len()
     );
     assert!(
