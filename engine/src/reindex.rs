@@ -150,26 +150,11 @@ pub fn reindex(
     let old_dir = sibling(dir, "reindex-old");
     let new_dir = sibling(dir, "reindex-new");
     let records = old.records()?;
-    let mut groups: BTreeMap<BTreeMap<String, String>, Vec<Source>> = BTreeMap::new();
-    let mut gone = Vec::new();
-    let mut from_thumbnails = 0;
-    for r in &records {
-        let source = match carry(r, old.thumbnail(r.id)?) {
-            Carry::File(path) => Source::File(path),
-            Carry::Thumbnail(bytes) => {
-                from_thumbnails += 1;
-                Source::Bytes {
-                    key: r.path.clone(),
-                    bytes,
-                }
-            }
-            Carry::Gone => {
-                gone.push(r.path.clone());
-                continue;
-            }
-        };
-        groups.entry(r.attributes.clone()).or_default().push(source);
-    }
+    let Plan {
+        groups,
+        gone,
+        from_thumbnails,
+    } = plan(&old, &records)?;
     let mut report = ReindexReport {
         rows_before: records.len(),
         stored: 0,
@@ -190,34 +175,13 @@ pub fn reindex(
     for leftover in [&new_dir, &old_dir] {
         remove_if_present(leftover)?;
     }
-    {
-        let new = Database::open(
-            &new_dir,
-            OpenOptions {
-                pipeline: choice,
-                background_compaction: false,
-                create: true,
-                ..open
-            },
-        )?;
-        let errors_seen = parking_lot::Mutex::new(Vec::new());
-        let record = |e: &IngestEvent| {
-            if let Some(reason) = &e.error {
-                errors_seen.lock().push((e.path.clone(), reason.clone()));
-            }
-            on_event(e);
-        };
-        for (attributes, sources) in groups {
-            let opts = IngestOptions {
-                attributes,
-                ..IngestOptions::default()
-            };
-            let summary = new.ingest(sources, &opts, &record)?;
-            report.stored += summary.stored + summary.replaced;
-        }
-        new.refresh_indexes()?;
-        report.errors = errors_seen.into_inner();
-    }
+    let new_open = OpenOptions {
+        pipeline: choice,
+        background_compaction: false,
+        create: true,
+        ..open
+    };
+    (report.stored, report.errors) = build(&new_dir, new_open, groups, on_event)?;
     if !report.errors.is_empty() && !options.drop_missing {
         remove_if_present(&new_dir)?;
         report.stored = 0;
@@ -229,6 +193,72 @@ pub fn reindex(
     remove_if_present(&old_dir)?;
     drop(folder_lock);
     finish(report)
+}
+
+/// The live rows grouped by their attributes (one ingest call each), as the sources they are
+/// re-extracted from, and the rows that cannot be carried over.
+struct Plan {
+    groups: BTreeMap<BTreeMap<String, String>, Vec<Source>>,
+    gone: Vec<String>,
+    from_thumbnails: usize,
+}
+
+fn plan(old: &Database, records: &[ImageRecord]) -> Result<Plan> {
+    let mut plan = Plan {
+        groups: BTreeMap::new(),
+        gone: Vec::new(),
+        from_thumbnails: 0,
+    };
+    for r in records {
+        let source = match carry(r, old.thumbnail(r.id)?) {
+            Carry::File(path) => Source::File(path),
+            Carry::Thumbnail(bytes) => {
+                plan.from_thumbnails += 1;
+                Source::Bytes {
+                    key: r.path.clone(),
+                    bytes,
+                }
+            }
+            Carry::Gone => {
+                plan.gone.push(r.path.clone());
+                continue;
+            }
+        };
+        plan.groups
+            .entry(r.attributes.clone())
+            .or_default()
+            .push(source);
+    }
+    Ok(plan)
+}
+
+/// Builds the new database at `new_dir` from `groups`; returns the rows stored and the sources
+/// that failed (path, reason).
+fn build(
+    new_dir: &Path,
+    open: OpenOptions,
+    groups: BTreeMap<BTreeMap<String, String>, Vec<Source>>,
+    on_event: &(dyn Fn(&IngestEvent) + Sync),
+) -> Result<(u64, Vec<(String, String)>)> {
+    let new = Database::open(new_dir, open)?;
+    let errors = parking_lot::Mutex::new(Vec::new());
+    let record = |e: &IngestEvent| {
+        if let Some(reason) = &e.error {
+            errors.lock().push((e.path.clone(), reason.clone()));
+        }
+        on_event(e);
+    };
+    let mut stored = 0;
+    for (attributes, sources) in groups {
+        let opts = IngestOptions {
+            attributes,
+            ..IngestOptions::default()
+        };
+        let summary = new.ingest(sources, &opts, &record)?;
+        stored += summary.stored + summary.replaced;
+    }
+    new.refresh_indexes()?;
+    Ok((stored, errors.into_inner()))
 }
 
 /// Puts the complete database at `new_dir` in `dir`'s place, and the old one at `old_dir`.

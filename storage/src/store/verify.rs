@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::meta::*;
 use super::Store;
 use crate::error::Result;
+use crate::snapshot::Snapshot;
 
 /// What `verify` read, and every disagreement it found (each names the file or row).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -33,7 +34,6 @@ impl Store {
     /// damage found while reading is listed in `problems`.
     pub fn verify(&self) -> Result<StoreCheck> {
         let snap = self.snapshot();
-        let meta_dir = self.dir.join(META_DIR);
         let mut check = StoreCheck {
             segments: snap.segments().len(),
             segment_bytes: snap
@@ -46,8 +46,22 @@ impl Store {
             tombstones: snap.tombstones().len() as u64,
             ..StoreCheck::default()
         };
-        let problems = &mut check.problems;
-        // Records, each against the path index, its vector and its thumbnail.
+        let (record_ids, hashes) = self.check_records(&snap, &mut check.problems)?;
+        check.records = record_ids.len() as u64;
+        check_rows_held(&snap, &record_ids, &mut check.problems);
+        self.check_indexes(&record_ids, &hashes, &mut check.problems)?;
+        check.notes = self.unlisted_segment_files(&snap);
+        Ok(check)
+    }
+
+    /// Records, each against the path index, its vector and its thumbnail. Returns the ids of
+    /// the records and their content-hash index keys.
+    fn check_records(
+        &self,
+        snap: &Snapshot,
+        problems: &mut Vec<String>,
+    ) -> Result<(HashSet<u64>, HashSet<Vec<u8>>)> {
+        let meta_dir = self.dir.join(META_DIR);
         let mut record_ids = HashSet::new();
         let mut hashes = HashSet::new();
         for item in self
@@ -92,34 +106,16 @@ impl Store {
                 problems.push(format!("row {id} ({}): no thumbnail", rec.path));
             }
         }
-        check.records = record_ids.len() as u64;
-        // Every live row held by a segment or the write-ahead column has a record.
-        let mut rows_held = 0u64;
-        let segment_rows = snap
-            .segments()
-            .iter()
-            .flat_map(|(_, segment)| segment.ids().iter().map(|&id| (id, Some(segment.path()))));
-        let pending_rows = snap
-            .pending()
-            .iter()
-            .flat_map(|chunk| chunk.ids.iter().map(|&id| (id, None)));
-        for (id, segment) in segment_rows.chain(pending_rows) {
-            if !snap.is_deleted(id) {
-                rows_held += 1;
-                if !record_ids.contains(&id) {
-                    let held_in = segment
-                        .map_or("the write-ahead column".into(), |p| p.display().to_string());
-                    problems.push(format!("{held_in}: live row {id} has no record"));
-                }
-            }
-        }
-        if rows_held != check.records {
-            problems.push(format!(
-                "{} live rows hold vectors but {} records exist",
-                rows_held, check.records
-            ));
-        }
-        // The indexes name only existing records.
+        Ok((record_ids, hashes))
+    }
+
+    /// The path, content-hash and thumbnail column families name only existing records.
+    fn check_indexes(
+        &self,
+        record_ids: &HashSet<u64>,
+        hashes: &HashSet<Vec<u8>>,
+        problems: &mut Vec<String>,
+    ) -> Result<()> {
         for item in self.db.iterator_cf(self.cf(CF_PATHS)?, IteratorMode::Start) {
             let (key, value) = item.map_err(|e| self.meta_err(e))?;
             match u64_from(&value) {
@@ -151,8 +147,13 @@ impl Store {
                 problems.push(format!("thumbnail {key:?} belongs to no record"));
             }
         }
-        // Files in segments/ that the manifest does not list (left by a crash before a
-        // publication; a writer removes them when it opens).
+        Ok(())
+    }
+
+    /// Files in segments/ that the manifest does not list (left by a crash before a
+    /// publication; a writer removes them when it opens).
+    fn unlisted_segment_files(&self, snap: &Snapshot) -> Vec<String> {
+        let mut notes = Vec::new();
         let listed: HashSet<_> = snap
             .segments()
             .iter()
@@ -161,13 +162,43 @@ impl Store {
         if let Ok(entries) = std::fs::read_dir(self.segments_dir()) {
             for e in entries.flatten() {
                 if !listed.contains(&e.path()) {
-                    check.notes.push(format!(
+                    notes.push(format!(
                         "{}: not listed in the manifest",
                         e.path().display()
                     ));
                 }
             }
         }
-        Ok(check)
+        notes
+    }
+}
+
+/// Every live row held by a segment or the write-ahead column has a record.
+fn check_rows_held(snap: &Snapshot, record_ids: &HashSet<u64>, problems: &mut Vec<String>) {
+    let records = record_ids.len() as u64;
+    let mut rows_held = 0u64;
+    let segment_rows = snap
+        .segments()
+        .iter()
+        .flat_map(|(_, segment)| segment.ids().iter().map(|&id| (id, Some(segment.path()))));
+    let pending_rows = snap
+        .pending()
+        .iter()
+        .flat_map(|chunk| chunk.ids.iter().map(|&id| (id, None)));
+    for (id, segment) in segment_rows.chain(pending_rows) {
+        if !snap.is_deleted(id) {
+            rows_held += 1;
+            if !record_ids.contains(&id) {
+                let held_in =
+                    segment.map_or("the write-ahead column".into(), |p| p.display().to_string());
+                problems.push(format!("{held_in}: live row {id} has no record"));
+            }
+        }
+    }
+    if rows_held != records {
+        problems.push(format!(
+            "{} live rows hold vectors but {} records exist",
+            rows_held, records
+        ));
     }
 }
