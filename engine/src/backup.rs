@@ -54,8 +54,13 @@ pub(crate) fn backup(store: &Store, dest: &Path) -> Result<BackupReport> {
             }
         }
     }
-    for dir in files_under(dest).iter().filter_map(|p| p.parent()) {
-        imgvec_storage::store::sync_dir(dir)?;
+    // Each folder once (not once per file in it).
+    let folders: std::collections::BTreeSet<_> = files_under(dest)
+        .iter()
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect();
+    for dir in folders {
+        imgvec_storage::store::sync_dir(&dir)?;
     }
     let mut dropped = Vec::new();
     {
