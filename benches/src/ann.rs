@@ -196,6 +196,11 @@ impl Bench<'_> {
     fn query(&self, q: usize) -> &[f32] {
         &self.queries[q * self.dim..(q + 1) * self.dim]
     }
+
+    /// Every stored vector, row-major.
+    fn vectors(&self) -> Result<&[f32]> {
+        Ok(self.segment.vectors()?)
+    }
 }
 
 /// Draws the base vectors and the queries from the mixture and writes the base vectors as one
@@ -224,6 +229,7 @@ fn setup<'a>(opts: &'a AnnBenchOptions, scratch: &'a Path) -> Result<Bench<'a>> 
     )?;
     let seg_build = t.elapsed().as_secs_f64();
     let segment = Arc::new(Segment::open(&seg_path)?);
+    segment.verify_all()?;
     let snap = Snapshot::new(vec![(1, segment.clone())], Vec::new(), Default::default());
     let seg_bytes = file_len(&seg_path) / n.max(1) as f64;
     drop(base);
@@ -260,8 +266,9 @@ struct Exact {
 fn exact_search(b: &Bench<'_>, modes: &mut Vec<ModeFigures>) -> Exact {
     set_omp_threads(1);
     let exact_run = timed(b.nq, b.threads, |q| {
+        // The segment was checked whole when written: its reads cannot fail.
         exact::search(&b.snap, b.query(q), b.dim, b.k, None)
-            .pop()
+            .map(|mut all| all.pop().unwrap_or_default())
             .unwrap_or_default()
     });
     let qps = exact_run.qps_one;
@@ -283,7 +290,7 @@ fn exact_search(b: &Bench<'_>, modes: &mut Vec<ModeFigures>) -> Exact {
     let t = Instant::now();
     let batch = exact::search(&b.snap, &b.queries, b.dim, b.k, None);
     let batch_ms = t.elapsed().as_secs_f64() * 1000.0 / b.nq as f64;
-    std::hint::black_box(batch);
+    let _ = std::hint::black_box(batch);
     Exact {
         truth,
         qps,
@@ -297,7 +304,7 @@ fn faiss_flat(b: &Bench<'_>, exact: &Exact) -> Result<Vec<Baseline>> {
     let (nq, k) = (b.nq, b.k);
     let mut rows = Vec::new();
     let mut flat = faiss::index_factory(b.dim as u32, "Flat", MetricType::L2)?;
-    flat.add(b.segment.vectors())?;
+    flat.add(b.vectors()?)?;
     let single = nq.min(50);
     let t = Instant::now();
     for q in 0..single {
@@ -355,18 +362,10 @@ fn build_ivf(b: &Bench<'_>) -> Result<IvfBuilt> {
         .clone()
         .unwrap_or_else(|| IvfPq::default_factory(n, dim));
     let t = Instant::now();
-    let sample = strided_sample(
-        b.segment.vectors(),
-        dim,
-        IvfPq::training_rows(&factory, n, dim),
-    );
+    let sample = strided_sample(b.vectors()?, dim, IvfPq::training_rows(&factory, n, dim));
     let mut ivf = IvfPq::train(dim, &factory, &sample, n as u64)?;
     drop(sample);
-    for (c_ids, c_vec) in b
-        .ids
-        .chunks(65_536)
-        .zip(b.segment.vectors().chunks(65_536 * dim))
-    {
+    for (c_ids, c_vec) in b.ids.chunks(65_536).zip(b.vectors()?.chunks(65_536 * dim)) {
         ivf.add(c_ids, c_vec)?;
     }
     let build = t.elapsed().as_secs_f64();
@@ -415,7 +414,7 @@ fn build_codes(b: &Bench<'_>) -> Result<CodesBuilt> {
     let (n, dim) = (b.n, b.dim);
     let bits = Encoder::code_bits(b.opts.index.bits, dim);
     let t = Instant::now();
-    let sample = strided_sample(b.segment.vectors(), dim, 65_536);
+    let sample = strided_sample(b.vectors()?, dim, 65_536);
     let encoder = if Encoder::itq_possible(sample.len() / dim, bits, dim) {
         Encoder::itq(dim, bits, &sample)?
     } else {
@@ -423,11 +422,7 @@ fn build_codes(b: &Bench<'_>) -> Result<CodesBuilt> {
     };
     drop(sample);
     let mut flat = HammingIndex::new(encoder, n as u64);
-    for (c_ids, c_vec) in b
-        .ids
-        .chunks(65_536)
-        .zip(b.segment.vectors().chunks(65_536 * dim))
-    {
+    for (c_ids, c_vec) in b.ids.chunks(65_536).zip(b.vectors()?.chunks(65_536 * dim)) {
         flat.add(c_ids, c_vec);
     }
     let ham_build = t.elapsed().as_secs_f64();

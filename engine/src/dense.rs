@@ -440,7 +440,7 @@ fn make_rows(store: &Store, ids: &[u64]) -> Result<MadeRows> {
 impl KnnRows<StoredPlane> {
     /// Indexes every live row of `snap` (from the stored thumbnails), a batch at a time.
     pub fn build(store: &Store, snap: &Snapshot) -> Result<DenseIndex> {
-        let ids = live_ids_above(snap, 0);
+        let ids = snap.live_ids_above(0);
         let factory = WINDOW_SHAPE.factory(ids.len() * WINDOWS_PER_IMAGE);
         let mut sample = Vec::new();
         if factory != EXACT_FACTORY {
@@ -483,7 +483,7 @@ impl KnnRows<StoredPlane> {
         if top <= self.watermark {
             return Ok(0);
         }
-        let ids = live_ids_above(snap, self.watermark);
+        let ids = snap.live_ids_above(self.watermark);
         for batch in ids.chunks(BUILD_BATCH) {
             self.add_rows(make_rows(store, batch)?)?;
         }
@@ -516,14 +516,6 @@ impl KnnRows<StoredPlane> {
             .filter(|p| !p.data.is_empty())
             .map(StoredPlane::plane)
     }
-}
-
-/// Ids of the live rows above `above`.
-fn live_ids_above(snap: &Snapshot, above: u64) -> Vec<u64> {
-    snap.live_rows_above(above, |_, _| Some(()), |_, _| Some(()))
-        .into_iter()
-        .map(|(id, ())| id)
-        .collect()
 }
 
 impl crate::derived::slot::Persisted for DenseIndex {

@@ -38,6 +38,9 @@ pub enum IndexError {
     Invalid(String),
     #[error("index file: {0}")]
     Io(#[from] std::io::Error),
+    /// Stored rows the structure is built from could not be read.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -320,7 +320,7 @@ pub fn search(
     dims: usize,
     k: usize,
     accept: Option<&dyn Fn(u64) -> bool>,
-) -> Vec<Vec<(u64, f32)>> {
+) -> Result<Vec<Vec<(u64, f32)>>, imgvec_storage::StorageError> {
     let n = queries.len().checked_div(dims).unwrap_or(0);
     let mut tops: Vec<TopK> = (0..n).map(|_| TopK::new(k)).collect();
     let combined = |id: u64| !snapshot.is_deleted(id) && accept.is_none_or(|f| f(id));
@@ -329,10 +329,11 @@ pub fn search(
     } else {
         Some(&combined)
     };
-    for (ids, vectors) in snapshot.blocks(dims) {
+    for block in snapshot.blocks(dims) {
+        let (ids, vectors) = block?;
         scan(vectors, ids, dims, queries, &mut tops, live);
     }
-    tops.into_iter().map(TopK::into_sorted).collect()
+    Ok(tops.into_iter().map(TopK::into_sorted).collect())
 }
 
 #[cfg(test)]

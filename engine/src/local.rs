@@ -154,7 +154,7 @@ fn voting_descriptors(p: &PackedFeatures) -> Vec<f32> {
 impl KnnRows<u32> {
     /// Builds the index over every live row of `snap` that has local features.
     pub fn build(snap: &Snapshot) -> Result<LocalIndex> {
-        let rows = snap.local_rows_above(0);
+        let rows = snap.local_rows_above(0)?;
         fn parsed(bytes: &[u8]) -> Option<PackedFeatures<'_>> {
             PackedFeatures::parse(bytes).ok().flatten()
         }
@@ -193,7 +193,7 @@ impl KnnRows<u32> {
         if max <= self.watermark {
             return Ok(0);
         }
-        let rows = snap.local_rows_above(self.watermark);
+        let rows = snap.local_rows_above(self.watermark)?;
         self.add_rows(&rows)?;
         self.watermark = max;
         Ok(rows.len())
@@ -304,14 +304,20 @@ impl crate::derived::slot::Persisted for LocalIndex {
     }
 }
 
-/// Images, keypoints and bytes of the live rows' stored local features.
+/// Images, keypoints and bytes of the live rows' stored local features, from their lengths
+/// alone (no feature byte is read).
 pub fn stats(snap: &Snapshot) -> LocalInfo {
     let mut info = LocalInfo::default();
-    for (_, bytes) in snap.local_rows_above(0) {
-        if let Ok(Some(p)) = PackedFeatures::parse(bytes) {
+    let lens = snap.live_rows_above(
+        0,
+        |seg, row| Ok(Some(seg.local_len(row))),
+        |chunk, row| Some(chunk.local(row).len()),
+    );
+    for (_, len) in lens.unwrap_or_default() {
+        if let Some(n @ 1..) = imgvec_ingest::sift::keypoints_in(len) {
             info.images += 1;
-            info.keypoints += p.len() as u64;
-            info.bytes += bytes.len() as u64;
+            info.keypoints += n as u64;
+            info.bytes += len as u64;
         }
     }
     info

@@ -301,22 +301,23 @@ impl Reducer {
                 Some(s) => grown(live as u64, s.projection.whitening.learned_on.max(1)),
             };
         if due {
-            let (_, vectors) = snap.vectors_above(0, dims_in);
+            let (_, vectors) = snap.vectors_above(0, dims_in)?;
             let sample = strided_sample(&vectors, dims_in, SAMPLE_ROWS);
             let w = Whitening::learn(&sample, dims_in, self.spec.dims, live as u64)?;
-            let vlad = self.spec.vlad.and_then(|spec| {
-                let rows = snap.local_rows_above(0);
-                let step = rows.len().div_ceil(VLAD_SAMPLE_IMAGES).max(1);
-                let images: Vec<&[u8]> = rows.iter().step_by(step).map(|r| r.1).collect();
-                Vlad::learn(
-                    &spec,
-                    images.len(),
-                    |i| descriptors_of(images[i]),
-                    live as u64,
-                )
-                .map_err(|e| tracing::warn!("{}: no VLAD yet: {e}", store.dir().display()))
-                .ok()
-            });
+            let vlad = match self.spec.vlad {
+                Some(spec) => {
+                    let images = vlad_sample(snap)?;
+                    Vlad::learn(
+                        &spec,
+                        images.len(),
+                        |i| descriptors_of(images[i]),
+                        live as u64,
+                    )
+                    .map_err(|e| tracing::warn!("{}: no VLAD yet: {e}", store.dir().display()))
+                    .ok()
+                }
+                None => None,
+            };
             let published = self
                 .published_generation
                 .load(std::sync::atomic::Ordering::Acquire);
@@ -356,9 +357,9 @@ impl Reducer {
             st.checked = Some(key);
         }
         if snap.max_id() > st.watermark {
-            let (ids, vectors) = snap.vectors_above(st.watermark, dims_in);
+            let (ids, vectors) = snap.vectors_above(st.watermark, dims_in)?;
             if let Some(&last) = ids.last() {
-                let projected = project_rows(&st.projection, snap, &ids, &vectors);
+                let projected = project_rows(&st.projection, snap, &ids, &vectors)?;
                 st.watermark = last;
                 st.view_unsaved += ids.len();
                 st.projected_here += ids.len() as u64;
@@ -461,6 +462,18 @@ impl Reducer {
     }
 }
 
+/// The packed local features of an even sample of the live rows (at most
+/// `VLAD_SAMPLE_IMAGES`; only the sampled rows are read).
+fn vlad_sample(snap: &Snapshot) -> Result<Vec<&[u8]>, IndexError> {
+    let ids = snap.live_ids_above(0);
+    let step = ids.len().div_ceil(VLAD_SAMPLE_IMAGES).max(1);
+    let mut images = Vec::with_capacity(ids.len() / step + 1);
+    for &id in ids.iter().step_by(step) {
+        images.extend(snap.local(id)?.filter(|b| !b.is_empty()));
+    }
+    Ok(images)
+}
+
 /// The descriptors of packed local features (none for unreadable or absent ones).
 fn descriptors_of(bytes: &[u8]) -> Vec<f32> {
     PackedFeatures::parse(bytes)
@@ -471,22 +484,27 @@ fn descriptors_of(bytes: &[u8]) -> Vec<f32> {
 
 /// Projects stored rows `ids` (their `vectors`), a block at a time so a VLAD's descriptors are
 /// unpacked for a few rows at once.
-fn project_rows(p: &Projection, snap: &Snapshot, ids: &[u64], vectors: &[f32]) -> Vec<f32> {
+fn project_rows(
+    p: &Projection,
+    snap: &Snapshot,
+    ids: &[u64],
+    vectors: &[f32],
+) -> Result<Vec<f32>, IndexError> {
     if p.vlad.is_none() {
-        return p.apply(vectors, &[]);
+        return Ok(p.apply(vectors, &[]));
     }
     const BLOCK: usize = 256;
     let dims_in = p.whitening.dims_in;
     let mut out = Vec::with_capacity(ids.len() * p.dims_out());
     for (block, rows) in ids.chunks(BLOCK).zip(vectors.chunks(BLOCK * dims_in)) {
-        let descriptors: Vec<Vec<f32>> = block
-            .iter()
-            .map(|&id| snap.local(id).map_or_else(Vec::new, descriptors_of))
-            .collect();
+        let mut descriptors: Vec<Vec<f32>> = Vec::with_capacity(block.len());
+        for &id in block {
+            descriptors.push(snap.local(id)?.map_or_else(Vec::new, descriptors_of));
+        }
         let refs: Vec<&[f32]> = descriptors.iter().map(Vec::as_slice).collect();
         out.extend(p.apply(rows, &refs));
     }
-    out
+    Ok(out)
 }
 
 fn retain_chunk(c: &PendingChunk, dead: &HashSet<u64>) -> PendingChunk {
@@ -582,7 +600,8 @@ mod tests {
             .unwrap();
         assert_eq!(view.snapshot.live_count(), 40);
         assert_eq!(view.snapshot.live_count_above(60), 0);
-        assert!(view.snapshot.vector(5).is_none() && view.snapshot.vector(45).is_some());
+        let vector = |id| view.snapshot.vector(id).unwrap();
+        assert!(vector(5).is_none() && vector(45).is_some());
         struct Covered(usize);
         impl crate::derived::lifecycle::Derived for Covered {
             fn watermark(&self) -> u64 {

@@ -7,9 +7,11 @@
 //! (binary codes, local features, more feature spaces) are named and typed by the directory.
 
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use memmap2::Mmap;
+use memmap2::{Advice, Mmap};
 
 use crate::error::{IoContext, Result, StorageError};
 use crate::vfs::{Vfs, VfsFile};
@@ -29,6 +31,13 @@ pub const VECTORS_COLUMN: &str = "vectors";
 /// (`local_offsets` holds `rows + 1` ascending u64 values, starting at 0).
 pub const LOCAL_OFFSETS_COLUMN: &str = "local_offsets";
 pub const LOCAL_COLUMN: &str = "local";
+/// Written last by every writer since block checksums: one CRC-32 (u32 LE) per [`CHECK_BLOCK`]
+/// bytes of each column before it, in directory order. Opening reads it (and the small columns
+/// open interprets) whole; every other column's bytes are checked a block at a time when first
+/// read (docs/FORMAT.md).
+pub const BLOCK_CRCS_COLUMN: &str = "block_crcs";
+/// Bytes of a column one block checksum covers (the last block of a column may be shorter).
+pub const CHECK_BLOCK: usize = 16 * 1024;
 
 #[cfg(not(target_endian = "little"))]
 compile_error!("imgvec segment files are little-endian and are mapped without conversion");
@@ -98,20 +107,14 @@ impl ColumnBytes<'_> {
         self.len() == 0
     }
 
-    /// CRC32 of the bytes, and how many there were.
-    fn crc(&self) -> (u32, usize) {
+    /// The column's CRC-32, its block CRC-32s, and how many bytes there were.
+    fn checksums(&self) -> (u32, Vec<u32>, usize) {
+        let mut sums = Checksums::default();
         match self {
-            ColumnBytes::Slice(b) => (crc32fast::hash(b), b.len()),
-            ColumnBytes::Stream { emit, .. } => {
-                let mut hasher = crc32fast::Hasher::new();
-                let mut n = 0;
-                emit(&mut |piece| {
-                    hasher.update(piece);
-                    n += piece.len();
-                });
-                (hasher.finalize(), n)
-            }
+            ColumnBytes::Slice(b) => sums.update(b),
+            ColumnBytes::Stream { emit, .. } => emit(&mut |piece| sums.update(piece)),
         }
+        sums.finish()
     }
 
     /// Writes the bytes to `out` (a stream through a bounded buffer).
@@ -143,6 +146,41 @@ impl ColumnBytes<'_> {
             Some(e) => Err(e),
             None => out.write_all(&buf),
         }
+    }
+}
+
+/// CRC-32s of a column's bytes as they are produced: of all of them, and of each
+/// [`CHECK_BLOCK`] bytes.
+#[derive(Default)]
+struct Checksums {
+    whole: crc32fast::Hasher,
+    block: crc32fast::Hasher,
+    in_block: usize,
+    blocks: Vec<u32>,
+    len: usize,
+}
+
+impl Checksums {
+    fn update(&mut self, mut piece: &[u8]) {
+        self.whole.update(piece);
+        self.len += piece.len();
+        while !piece.is_empty() {
+            let take = (CHECK_BLOCK - self.in_block).min(piece.len());
+            self.block.update(&piece[..take]);
+            self.in_block += take;
+            piece = &piece[take..];
+            if self.in_block == CHECK_BLOCK {
+                self.blocks.push(std::mem::take(&mut self.block).finalize());
+                self.in_block = 0;
+            }
+        }
+    }
+
+    fn finish(mut self) -> (u32, Vec<u32>, usize) {
+        if self.in_block > 0 {
+            self.blocks.push(self.block.finalize());
+        }
+        (self.whole.finalize(), self.blocks, self.len)
     }
 }
 
@@ -257,19 +295,32 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
 }
 
 /// Writes a complete segment at `path` and fsyncs it; the caller fsyncs the directory.
-/// The first two columns must be `ids` (u64, strictly ascending) and `vectors` (f32).
+/// The first two columns must be `ids` (u64, strictly ascending) and `vectors` (f32); the
+/// block checksums column is added after them.
 pub fn write_segment(
     vfs: &dyn Vfs,
     path: &Path,
     rows: usize,
     columns: &[ColumnData],
 ) -> Result<()> {
+    write_columns(vfs, path, rows, columns, true)
+}
+
+/// [`write_segment`]; without `block_checks` the file is what imgvec wrote before block
+/// checksums existed (kept to test that such files are still read, and checked whole at open).
+fn write_columns(
+    vfs: &dyn Vfs,
+    path: &Path,
+    rows: usize,
+    columns: &[ColumnData],
+    block_checks: bool,
+) -> Result<()> {
     let invalid = |message: String| StorageError::Invalid {
         path: path.to_path_buf(),
         message,
     };
     if columns.len() < 2
-        || columns.len() > MAX_COLUMNS
+        || columns.len() >= MAX_COLUMNS
         || columns[0].name != IDS_COLUMN
         || columns[0].kind != ColumnKind::U64
         || columns[1].name != VECTORS_COLUMN
@@ -288,18 +339,18 @@ pub fn write_segment(
     if ids.windows(2).any(|w| w[0] >= w[1]) {
         return Err(invalid("row ids must be strictly ascending".into()));
     }
-    let mut directory = Vec::with_capacity(columns.len() * DIR_ENTRY_LEN);
-    let mut offset = align_up(HEADER_LEN + columns.len() * DIR_ENTRY_LEN);
-    let mut offsets = Vec::with_capacity(columns.len());
+    let mut crcs = Vec::with_capacity(columns.len() + 1);
+    let mut block_crcs = Vec::new();
     for (i, c) in columns.iter().enumerate() {
         if c.name.is_empty()
             || c.name.len() > COLUMN_NAME_LEN
+            || c.name == BLOCK_CRCS_COLUMN
             || columns[..i].iter().any(|o| o.name == c.name)
         {
             return Err(invalid(format!("bad or repeated column name `{}`", c.name)));
         }
         let expected = rows * c.width as usize * c.kind.size();
-        let (crc, produced) = c.bytes.crc();
+        let (crc, blocks, produced) = c.bytes.checksums();
         if produced != c.bytes.len() {
             return Err(invalid(format!(
                 "column `{}` produced {produced} bytes, {} announced",
@@ -315,6 +366,18 @@ pub fn write_segment(
                 c.width
             )));
         }
+        crcs.push(crc);
+        block_crcs.extend(blocks.iter().flat_map(|b| b.to_le_bytes()));
+    }
+    let mut columns = columns.to_vec();
+    if block_checks {
+        crcs.push(crc32fast::hash(&block_crcs));
+        columns.push(ColumnData::u8(BLOCK_CRCS_COLUMN, 0, &block_crcs));
+    }
+    let mut directory = Vec::with_capacity(columns.len() * DIR_ENTRY_LEN);
+    let mut offset = align_up(HEADER_LEN + columns.len() * DIR_ENTRY_LEN);
+    let mut offsets = Vec::with_capacity(columns.len());
+    for (c, crc) in columns.iter().zip(crcs) {
         let mut entry = [0u8; DIR_ENTRY_LEN];
         entry[..c.name.len()].copy_from_slice(c.name.as_bytes());
         entry[at::KIND..at::WIDTH].copy_from_slice(&(c.kind as u32).to_le_bytes());
@@ -377,17 +440,32 @@ impl Column {
     }
 }
 
-/// A sealed, verified, memory-mapped segment.
+/// The block checksums of one column, and which blocks this process has checked already.
+#[derive(Debug)]
+struct BlockChecks {
+    /// Index of the column's first block CRC in the `block_crcs` column.
+    first: usize,
+    /// One bit per block, set once the block matched its CRC.
+    checked: Vec<AtomicU64>,
+}
+
+/// A sealed, memory-mapped segment. Opening checks the frame, the directory and the columns
+/// open interprets (ids, local offsets, block checksums); every other column is checked a block
+/// at a time when first read, so reading damaged bytes is a `DataCorruption` error naming the
+/// file, never a wrong value. Segments written before block checksums are checked whole at open.
 pub struct Segment {
     path: PathBuf,
     map: Mmap,
     rows: usize,
     columns: Vec<Column>,
     dims: usize,
-    /// Index in `columns` of `ids` (0) and `vectors` (1).
     file_len: usize,
     /// Indexes in `columns` of `local_offsets` and `local`, when the segment has them.
     local: Option<(usize, usize)>,
+    /// Per column: `None` when checked whole at open.
+    checks: Vec<Option<BlockChecks>>,
+    /// Index in `columns` of `block_crcs` (checked at open), when the segment has it.
+    block_crcs: Option<usize>,
 }
 
 impl std::fmt::Debug for Segment {
@@ -401,20 +479,45 @@ impl std::fmt::Debug for Segment {
 }
 
 impl Segment {
-    /// Maps `path` and verifies magic numbers, version, directory, layout, padding, every
-    /// checksum and the id order before any byte is used; a damaged file is a `DataCorruption`
-    /// error naming it.
+    /// Maps `path` and checks magic numbers, version, directory, layout, padding and the columns
+    /// opening interprets (see [`Segment`]); a damaged file is a `DataCorruption` error naming
+    /// it. Reads a few bytes per row, not the vectors or local features.
     pub fn open(path: &Path) -> Result<Segment> {
         let file = File::open(path).at(path)?;
         // SAFETY: segment files are immutable once sealed (written, fsynced, then published in
         // the manifest) and only ever deleted, never modified in place, by imgvec. A process
         // outside imgvec truncating the file underneath us is outside the contract of mmap.
         let map = unsafe { Mmap::map(&file) }.at(path)?;
-        let (rows, columns) =
-            verify(&map).map_err(|reason| StorageError::corruption(path, reason))?;
-        let local = verify_local(&map, rows, &columns)
-            .map_err(|reason| StorageError::corruption(path, reason))?;
-        Ok(Segment {
+        let corrupt = |reason| StorageError::corruption(path, reason);
+        let (rows, columns, block_crcs) = verify(&map).map_err(corrupt)?;
+        let local = verify_local(&map, rows, &columns).map_err(corrupt)?;
+        let mut checks = Vec::with_capacity(columns.len());
+        let mut first = 0;
+        for (i, c) in columns.iter().enumerate() {
+            let opened = Some(i) == block_crcs || block_crcs.is_none() || checked_at_open(c);
+            let blocks = c.len.div_ceil(CHECK_BLOCK);
+            checks.push((!opened).then(|| {
+                BlockChecks {
+                    first,
+                    checked: (0..blocks.div_ceil(64))
+                        .map(|_| AtomicU64::new(0))
+                        .collect(),
+                }
+            }));
+            if Some(i) != block_crcs {
+                first += blocks;
+            }
+        }
+        if let Some(b) = block_crcs {
+            if columns[b].len != first * 4 {
+                return Err(corrupt(format!(
+                    "`{BLOCK_CRCS_COLUMN}` holds {} bytes, the columns need {}",
+                    columns[b].len,
+                    first * 4
+                )));
+            }
+        }
+        let segment = Segment {
             path: path.to_path_buf(),
             rows,
             dims: columns[1].width as usize,
@@ -422,7 +525,82 @@ impl Segment {
             file_len: map.len(),
             map,
             local,
-        })
+            checks,
+            block_crcs,
+        };
+        segment.expect_sequential_local(false);
+        Ok(segment)
+    }
+
+    /// Tells the kernel how the local-feature column will be read. By default it is read at
+    /// random (a search reads its candidates' rows, ~100 KB each): without this hint, each page
+    /// fault there reads ahead the device's whole window (8 MiB here), and one cold search
+    /// pulled 488 MB of other rows' features into memory for 60 candidates. Walks over many rows
+    /// (an index build, a compaction, `verify`) switch it to sequential read-ahead for their
+    /// duration. Only a hint: a failure changes speed, never results.
+    pub fn expect_sequential_local(&self, sequential: bool) {
+        let Some((_, blob)) = self.local else {
+            return;
+        };
+        let c = &self.columns[blob];
+        // madvise needs a page-aligned start: the mapping is, the column may not be.
+        let start = c.offset - c.offset % 4096;
+        let advice = match sequential {
+            true => Advice::Sequential,
+            false => Advice::Random,
+        };
+        if c.len > 0 {
+            let _ = self
+                .map
+                .advise_range(advice, start, c.offset + c.len - start);
+        }
+    }
+
+    /// Checks every byte of every column not checked yet (`imgvec verify`, a new segment just
+    /// written, the segments a compaction reads).
+    pub fn verify_all(&self) -> Result<()> {
+        self.expect_sequential_local(true);
+        let checked = self
+            .columns
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, c)| self.checked(i, 0..c.len).map(|_| ()));
+        self.expect_sequential_local(false);
+        checked
+    }
+
+    /// Bytes `range` of column `c`, after checking the blocks they lie in that were not checked
+    /// yet.
+    fn checked(&self, c: usize, range: Range<usize>) -> Result<&[u8]> {
+        let column = &self.columns[c];
+        let bytes = &self.map[column.offset..column.offset + column.len];
+        let (Some(check), Some(crcs)) = (&self.checks[c], self.block_crcs) else {
+            return Ok(&bytes[range]);
+        };
+        if range.is_empty() {
+            return Ok(&bytes[range]);
+        }
+        let crcs = &self.columns[crcs];
+        for block in range.start / CHECK_BLOCK..=(range.end - 1) / CHECK_BLOCK {
+            let (word, bit) = (&check.checked[block / 64], 1u64 << (block % 64));
+            if word.load(Ordering::Relaxed) & bit != 0 {
+                continue;
+            }
+            let start = block * CHECK_BLOCK;
+            let end = (start + CHECK_BLOCK).min(column.len);
+            let want = le_u32(&self.map, crcs.offset + (check.first + block) * 4);
+            if crc32fast::hash(&bytes[start..end]) != want {
+                return Err(StorageError::corruption(
+                    &self.path,
+                    format!(
+                        "column `{}` bytes {start}..{end}: checksum mismatch",
+                        String::from_utf8_lossy(column.name())
+                    ),
+                ));
+            }
+            word.fetch_or(bit, Ordering::Relaxed);
+        }
+        Ok(&bytes[range])
     }
 
     pub fn path(&self) -> &Path {
@@ -442,28 +620,32 @@ impl Segment {
         self.file_len
     }
 
-    /// The whole file, as mapped (a backup writes it out when it cannot link the file).
-    pub fn file_bytes(&self) -> &[u8] {
-        &self.map
-    }
-
-    fn bytes(&self, c: &Column) -> &[u8] {
-        &self.map[c.offset..c.offset + c.len]
+    /// The whole file, after checking every byte (a backup writes it out when it cannot link
+    /// the file).
+    pub fn file_bytes(&self) -> Result<&[u8]> {
+        self.verify_all()?;
+        Ok(&self.map)
     }
 
     /// Row ids, strictly ascending (includes rows deleted since the segment was sealed).
     pub fn ids(&self) -> &[u64] {
-        // Alignment, length and kind were established in `open`; the map is page aligned.
-        bytemuck::cast_slice(self.bytes(&self.columns[0]))
+        // Checked in `open`: alignment, length, kind, checksum; the map is page aligned.
+        let c = &self.columns[0];
+        bytemuck::cast_slice(&self.map[c.offset..c.offset + c.len])
     }
 
     /// All vectors, row-major, `rows * dims` floats.
-    pub fn vectors(&self) -> &[f32] {
-        bytemuck::cast_slice(self.bytes(&self.columns[1]))
+    pub fn vectors(&self) -> Result<&[f32]> {
+        Ok(bytemuck::cast_slice(
+            self.checked(1, 0..self.columns[1].len)?,
+        ))
     }
 
-    pub fn vector(&self, row: usize) -> &[f32] {
-        &self.vectors()[row * self.dims..(row + 1) * self.dims]
+    pub fn vector(&self, row: usize) -> Result<&[f32]> {
+        let size = self.dims * 4;
+        Ok(bytemuck::cast_slice(
+            self.checked(1, row * size..(row + 1) * size)?,
+        ))
     }
 
     /// The row holding `id`, if this segment has it.
@@ -480,16 +662,30 @@ impl Segment {
         ids.binary_search(&id).ok()
     }
 
+    /// Where row `row`'s local features lie in the `local` column (checked at open).
+    fn local_range(&self, row: usize) -> Option<(usize, Range<usize>)> {
+        let (offsets, blob) = self.local?;
+        let c = &self.columns[offsets];
+        let offsets: &[u64] = bytemuck::cast_slice(&self.map[c.offset..c.offset + c.len]);
+        Some((blob, offsets[row] as usize..offsets[row + 1] as usize))
+    }
+
     /// Row `row`'s local features (empty when the segment has none).
-    pub fn local(&self, row: usize) -> &[u8] {
-        match self.local {
-            Some((offsets, blob)) => {
-                let offsets: &[u64] = bytemuck::cast_slice(self.bytes(&self.columns[offsets]));
-                let (a, b) = (offsets[row] as usize, offsets[row + 1] as usize);
-                &self.bytes(&self.columns[blob])[a..b]
-            }
-            None => &[],
+    pub fn local(&self, row: usize) -> Result<&[u8]> {
+        match self.local_range(row) {
+            Some((blob, range)) => self.checked(blob, range),
+            None => Ok(&[]),
         }
+    }
+
+    /// How many bytes of local features row `row` has (read without touching them).
+    pub fn local_len(&self, row: usize) -> usize {
+        self.local_range(row).map_or(0, |(_, r)| r.len())
+    }
+
+    /// Whether the segment has block checksums (else it was checked whole when opened).
+    pub fn has_block_checks(&self) -> bool {
+        self.block_crcs.is_some()
     }
 
     /// Whether the segment stores local features.
@@ -497,12 +693,17 @@ impl Segment {
         self.local.is_some()
     }
 
-    /// A named column's kind, width and raw bytes.
-    pub fn column(&self, name: &str) -> Option<(ColumnKind, u32, &[u8])> {
-        self.columns
+    /// A named column's kind, width and raw bytes (all of them checked).
+    pub fn column(&self, name: &str) -> Result<Option<(ColumnKind, u32, &[u8])>> {
+        let Some(i) = self
+            .columns
             .iter()
-            .find(|c| c.name() == name.as_bytes())
-            .map(|c| (c.kind, c.width, self.bytes(c)))
+            .position(|c| c.name() == name.as_bytes())
+        else {
+            return Ok(None);
+        };
+        let c = &self.columns[i];
+        Ok(Some((c.kind, c.width, self.checked(i, 0..c.len)?)))
     }
 
     pub fn column_names(&self) -> Vec<String> {
@@ -511,6 +712,12 @@ impl Segment {
             .map(|c| String::from_utf8_lossy(c.name()).into_owned())
             .collect()
     }
+}
+
+/// Whether opening checks column `c` whole even when the segment has block checksums: the
+/// columns whose values opening interprets (ids, local offsets).
+fn checked_at_open(c: &Column) -> bool {
+    c.name() == IDS_COLUMN.as_bytes() || c.name() == LOCAL_OFFSETS_COLUMN.as_bytes()
 }
 
 /// Checks the optional local-feature columns: both or neither, offsets ascending from 0 to the
@@ -585,8 +792,15 @@ fn verify_frame(b: &[u8]) -> Result<(usize, usize, usize), String> {
     Ok((n, rows, dir_end))
 }
 
-fn verify(b: &[u8]) -> Result<(usize, Vec<Column>), String> {
+/// Checks the layout and the columns checked at open; returns the rows, the columns and the
+/// index of the block checksums column, if any (without it, every column is checked here).
+fn verify(b: &[u8]) -> Result<(usize, Vec<Column>, Option<usize>), String> {
     let (n, rows, dir_end) = verify_frame(b)?;
+    let block_crcs = {
+        let last = &directory_entry(b, n - 1)[..COLUMN_NAME_LEN];
+        let name = BLOCK_CRCS_COLUMN.as_bytes();
+        (last[..name.len()] == *name && last[name.len()..].iter().all(|&x| x == 0)).then_some(n - 1)
+    };
     let directory = &b[HEADER_LEN..dir_end];
     let footer_offset = b.len() - FOOTER_LEN;
     let mut columns: Vec<Column> = Vec::with_capacity(n);
@@ -627,7 +841,9 @@ fn verify(b: &[u8]) -> Result<(usize, Vec<Column>), String> {
         if columns.iter().any(|c| c.name() == column.name()) || column.name().is_empty() {
             return Err(format!("repeated or empty column name `{label}`"));
         }
-        if crc32fast::hash(&b[offset..end]) != le_u32(e, at::CRC) {
+        let at_open =
+            block_crcs.is_none() || block_crcs == Some(columns.len()) || checked_at_open(&column);
+        if at_open && crc32fast::hash(&b[offset..end]) != le_u32(e, at::CRC) {
             return Err(format!("column `{label}` checksum mismatch"));
         }
         columns.push(column);
@@ -651,7 +867,20 @@ fn verify(b: &[u8]) -> Result<(usize, Vec<Column>), String> {
     if id_values.windows(2).any(|w| w[0] >= w[1]) {
         return Err("row ids are not strictly ascending".into());
     }
-    Ok((rows, columns))
+    if let Some(i) = block_crcs {
+        let c = &columns[i];
+        if c.kind != ColumnKind::U8 || c.width != 0 || i < 2 {
+            return Err(format!(
+                "`{BLOCK_CRCS_COLUMN}` must be a free-length u8 column"
+            ));
+        }
+    }
+    Ok((rows, columns, block_crcs))
+}
+
+/// The `i`th column directory entry (the directory was bounds-checked by `verify_frame`).
+fn directory_entry(b: &[u8], i: usize) -> &[u8] {
+    &b[HEADER_LEN + i * DIR_ENTRY_LEN..HEADER_LEN + (i + 1) * DIR_ENTRY_LEN]
 }
 
 #[cfg(test)]
@@ -681,29 +910,42 @@ mod tests {
         let seg = Segment::open(&sample(dir.path())).unwrap();
         assert_eq!(seg.ids(), &[7, 9, 11]);
         assert_eq!(seg.dims(), 4);
-        assert_eq!(seg.vector(2), &[4.0, 4.5, 5.0, 5.5]);
+        assert_eq!(seg.vector(2).unwrap(), &[4.0, 4.5, 5.0, 5.5]);
         assert_eq!(seg.row_of(9), Some(1));
         assert_eq!(seg.row_of(8), None);
         assert_eq!(
-            seg.column("codes"),
+            seg.column("codes").unwrap(),
             Some((ColumnKind::U8, 2, &[1u8, 2, 3, 4, 5, 6][..]))
         );
-        assert_eq!(seg.column("blob").unwrap().2, &[42u8; 5]);
-        assert_eq!(seg.column_names(), ["ids", "vectors", "codes", "blob"]);
+        assert_eq!(seg.column("blob").unwrap().unwrap().2, &[42u8; 5]);
+        assert!(seg.column("nothing").unwrap().is_none());
+        assert_eq!(
+            seg.column_names(),
+            ["ids", "vectors", "codes", "blob", BLOCK_CRCS_COLUMN]
+        );
     }
 
-    #[test]
-    fn every_flipped_byte_truncation_and_extension_is_detected() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = sample(dir.path());
-        let good = std::fs::read(&path).unwrap();
-        let damaged = dir.path().join("d.ivs");
+    /// Opens `path` and reads every byte; the first error, if any.
+    fn open_and_read(path: &Path) -> Result<Segment> {
+        let seg = Segment::open(path)?;
+        seg.verify_all()?;
+        Ok(seg)
+    }
+
+    /// Every flipped byte, truncation and extension of the segment at `good_path` is a
+    /// `DataCorruption` error naming the file, at open or when the bytes are read; returns how
+    /// many flips opening itself caught.
+    fn assert_all_damage_detected(dir: &Path, good_path: &Path) -> usize {
+        let good = std::fs::read(good_path).unwrap();
+        let damaged = dir.join("d.ivs");
+        let mut at_open = 0;
         for i in 0..good.len() {
             for mask in [0x01u8, 0x80] {
                 let mut bytes = good.clone();
                 bytes[i] ^= mask;
                 std::fs::write(&damaged, &bytes).unwrap();
-                match Segment::open(&damaged) {
+                at_open += usize::from(Segment::open(&damaged).is_err());
+                match open_and_read(&damaged) {
                     Err(StorageError::DataCorruption { path, .. }) => assert_eq!(path, damaged),
                     other => panic!("flip {mask:#x} at byte {i}: {other:?}"),
                 }
@@ -723,6 +965,74 @@ mod tests {
                 "length {len}"
             );
         }
+        at_open
+    }
+
+    #[test]
+    fn every_flipped_byte_truncation_and_extension_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = sample(dir.path());
+        let caught = assert_all_damage_detected(dir.path(), &path);
+        let len = std::fs::metadata(&path).unwrap().len() as usize;
+        assert!(
+            caught < 2 * len,
+            "some bytes are left to be checked when read"
+        );
+    }
+
+    #[test]
+    fn segments_without_block_checksums_are_checked_whole_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.ivs");
+        let ids = [3u64, 4];
+        let vectors = [0.5f32, 1.5, 2.5, 3.5];
+        let columns = [
+            ColumnData::u64(IDS_COLUMN, &ids),
+            ColumnData::f32(VECTORS_COLUMN, 2, &vectors),
+        ];
+        write_columns(&StdFs, &path, 2, &columns, false).unwrap();
+        let seg = Segment::open(&path).unwrap();
+        assert_eq!(seg.column_names(), ["ids", "vectors"]);
+        assert_eq!(seg.vector(1).unwrap(), &[2.5, 3.5]);
+        let len = std::fs::metadata(&path).unwrap().len() as usize;
+        assert_eq!(assert_all_damage_detected(dir.path(), &path), 2 * len);
+    }
+
+    #[test]
+    fn damage_is_found_in_the_block_that_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.ivs");
+        let (rows, dims) = (64usize, 256usize);
+        let ids: Vec<u64> = (1..=rows as u64).collect();
+        let vectors: Vec<f32> = (0..rows * dims).map(|i| i as f32).collect();
+        let columns = [
+            ColumnData::u64(IDS_COLUMN, &ids),
+            ColumnData::f32(VECTORS_COLUMN, dims, &vectors),
+        ];
+        write_segment(&StdFs, &path, rows, &columns).unwrap();
+        // Row 50's vector lies in the fourth block of the column (1 KiB rows, 16 per block).
+        let seg = Segment::open(&path).unwrap();
+        let (_, _, bytes) = seg.column(VECTORS_COLUMN).unwrap().unwrap();
+        let at = bytes.as_ptr() as usize - seg.map.as_ptr() as usize + 50 * dims * 4 + 7;
+        drop(seg);
+        let mut file = std::fs::read(&path).unwrap();
+        file[at] ^= 0x10;
+        std::fs::write(&path, &file).unwrap();
+
+        let seg = Segment::open(&path).expect("opening reads no vector");
+        assert_eq!(seg.vector(3).unwrap()[0], (3 * dims) as f32);
+        assert_eq!(seg.vector(47).unwrap()[0], (47 * dims) as f32);
+        for row in [48, 50, 63] {
+            match seg.vector(row) {
+                Err(StorageError::DataCorruption { path: p, reason }) => {
+                    assert_eq!(p, path);
+                    assert!(reason.contains("`vectors` bytes 49152..65536"), "{reason}");
+                }
+                other => panic!("row {row}: {other:?}"),
+            }
+        }
+        assert!(seg.vectors().is_err() && seg.verify_all().is_err());
+        assert!(seg.file_bytes().is_err());
     }
 
     #[test]
@@ -740,6 +1050,12 @@ mod tests {
         let cols = [
             ColumnData::u64(IDS_COLUMN, &ids),
             ColumnData::f32(VECTORS_COLUMN, 3, &v),
+        ];
+        assert!(write_segment(&StdFs, &path, 2, &cols).is_err());
+        let cols = [
+            ColumnData::u64(IDS_COLUMN, &ids),
+            ColumnData::f32(VECTORS_COLUMN, 2, &v),
+            ColumnData::u8(BLOCK_CRCS_COLUMN, 0, &[]),
         ];
         assert!(write_segment(&StdFs, &path, 2, &cols).is_err());
     }

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use crate::error::Result;
 use crate::segment::Segment;
 
 /// Rows acknowledged since the last flush: durable in RocksDB's `pending` column family (the
@@ -46,6 +47,9 @@ impl PendingChunk {
     }
 }
 
+/// Rows of one segment from which a walk reads it with sequential read-ahead.
+const SEQUENTIAL_WALK_ROWS: usize = 256;
+
 enum RowAt<'a> {
     Pending(&'a PendingChunk, usize),
     Sealed(&'a Segment, usize),
@@ -78,21 +82,31 @@ impl Snapshot {
         })
     }
 
-    /// The stored vector of `id`, wherever it lives (deleted rows included).
-    pub fn vector(&self, id: u64) -> Option<&[f32]> {
-        self.locate(id).map(|at| match at {
-            RowAt::Pending(chunk, row) => chunk.vector(row),
-            RowAt::Sealed(seg, row) => seg.vector(row),
-        })
+    /// The stored vector of `id`, wherever it lives (deleted rows included); an error when its
+    /// bytes are damaged.
+    pub fn vector(&self, id: u64) -> Result<Option<&[f32]>> {
+        self.locate(id)
+            .map(|at| match at {
+                RowAt::Pending(chunk, row) => Ok(chunk.vector(row)),
+                RowAt::Sealed(seg, row) => seg.vector(row),
+            })
+            .transpose()
     }
 
     /// The stored local features of `id` (empty when it has none; `None` when the id is not
-    /// in this snapshot).
-    pub fn local(&self, id: u64) -> Option<&[u8]> {
-        self.locate(id).map(|at| match at {
-            RowAt::Pending(chunk, row) => chunk.local(row),
-            RowAt::Sealed(seg, row) => seg.local(row),
-        })
+    /// in this snapshot); an error when their bytes are damaged.
+    pub fn local(&self, id: u64) -> Result<Option<&[u8]>> {
+        self.locate(id)
+            .map(|at| match at {
+                RowAt::Pending(chunk, row) => Ok(chunk.local(row)),
+                RowAt::Sealed(seg, row) => seg.local(row),
+            })
+            .transpose()
+    }
+
+    /// Whether `id` is in this snapshot (deleted rows included).
+    pub fn contains(&self, id: u64) -> bool {
+        self.locate(id).is_some()
     }
 
     pub fn new(
@@ -138,7 +152,7 @@ impl Snapshot {
 
     /// Whether `id` is in this snapshot and not deleted.
     pub fn is_live(&self, id: u64) -> bool {
-        !self.is_deleted(id) && self.vector(id).is_some()
+        !self.is_deleted(id) && self.contains(id)
     }
 
     /// The largest id in this snapshot (0 when empty), deleted rows included.
@@ -180,22 +194,35 @@ impl Snapshot {
 
     /// Live rows with ids above `above`, ascending, each with what `seg_row` / `chunk_row` take
     /// from it; rows for which they give `None` (another shape, no such column) are left out.
-    /// Every walk over "the live rows since a watermark" goes through here.
+    /// Every walk over "the live rows since a watermark" goes through here; it stops at the
+    /// first damaged row `seg_row` reads.
     pub fn live_rows_above<'a, T>(
         &'a self,
         above: u64,
-        seg_row: impl Fn(&'a Segment, usize) -> Option<T>,
+        seg_row: impl Fn(&'a Segment, usize) -> Result<Option<T>>,
         chunk_row: impl Fn(&'a PendingChunk, usize) -> Option<T>,
-    ) -> Vec<(u64, T)> {
+    ) -> Result<Vec<(u64, T)>> {
         let mut rows: Vec<(u64, T)> = Vec::new();
         for (_, seg) in &self.segments {
             let ids = seg.ids();
             let start = ids.partition_point(|&id| id <= above);
-            for (row, &id) in ids.iter().enumerate().skip(start) {
-                if !self.tombstones.contains(&id) {
-                    rows.extend(seg_row(seg, row).map(|t| (id, t)));
-                }
+            let long_walk = ids.len() - start >= SEQUENTIAL_WALK_ROWS;
+            if long_walk {
+                seg.expect_sequential_local(true);
             }
+            let walked = ids
+                .iter()
+                .enumerate()
+                .skip(start)
+                .filter(|(_, id)| !self.tombstones.contains(id))
+                .try_for_each(|(row, &id)| {
+                    rows.extend(seg_row(seg, row)?.map(|t| (id, t)));
+                    Ok(())
+                });
+            if long_walk {
+                seg.expect_sequential_local(false);
+            }
+            walked?;
         }
         for chunk in &self.pending {
             let start = chunk.ids.partition_point(|&id| id <= above);
@@ -206,44 +233,71 @@ impl Snapshot {
             }
         }
         rows.sort_unstable_by_key(|r| r.0);
-        rows
+        Ok(rows)
     }
 
     /// Live rows with ids above `above`, ascending, with their `dims`-long vectors.
-    pub fn vectors_above(&self, above: u64, dims: usize) -> (Vec<u64>, Vec<f32>) {
+    pub fn vectors_above(&self, above: u64, dims: usize) -> Result<(Vec<u64>, Vec<f32>)> {
         let rows: Vec<(u64, &[f32])> = self.live_rows_above(
             above,
-            |seg, row| (seg.dims() == dims).then(|| seg.vector(row)),
+            |seg, row| match seg.dims() == dims {
+                true => seg.vector(row).map(Some),
+                false => Ok(None),
+            },
             |chunk, row| (chunk.dims == dims).then(|| chunk.vector(row)),
-        );
+        )?;
         let mut vectors = Vec::with_capacity(rows.len() * dims);
         for (_, v) in &rows {
             vectors.extend_from_slice(v);
         }
-        (rows.into_iter().map(|r| r.0).collect(), vectors)
+        Ok((rows.into_iter().map(|r| r.0).collect(), vectors))
     }
 
     /// Live rows above `above` that have local features, with their packed features.
-    pub fn local_rows_above(&self, above: u64) -> Vec<(u64, &[u8])> {
+    pub fn local_rows_above(&self, above: u64) -> Result<Vec<(u64, &[u8])>> {
         self.live_rows_above(
             above,
-            |seg, row| seg.has_local().then(|| seg.local(row)),
+            |seg, row| match seg.has_local() {
+                true => seg.local(row).map(Some),
+                false => Ok(None),
+            },
             |chunk, row| Some(chunk.local(row)),
         )
     }
 
-    /// Every block of rows with `dims`-long vectors (deleted rows included): (ids, vectors).
-    pub fn blocks(&self, dims: usize) -> impl Iterator<Item = (&[u64], &[f32])> {
+    /// Ids of the live rows above `above`, ascending (no row's bytes are read).
+    pub fn live_ids_above(&self, above: u64) -> Vec<u64> {
+        let ids = |all: &[u64]| -> Vec<u64> {
+            let start = all.partition_point(|&id| id <= above);
+            all[start..]
+                .iter()
+                .copied()
+                .filter(|id| !self.tombstones.contains(id))
+                .collect()
+        };
+        let mut out: Vec<u64> = self
+            .segments
+            .iter()
+            .flat_map(|(_, s)| ids(s.ids()))
+            .collect();
+        out.extend(self.pending.iter().flat_map(|c| ids(&c.ids)));
+        out.sort_unstable();
+        out
+    }
+
+    /// Every block of rows with `dims`-long vectors (deleted rows included): (ids, vectors);
+    /// an error for a block whose bytes are damaged.
+    pub fn blocks(&self, dims: usize) -> impl Iterator<Item = Result<(&[u64], &[f32])>> {
         let sealed = self
             .segments
             .iter()
             .filter(move |(_, s)| s.dims() == dims)
-            .map(|(_, s)| (s.ids(), s.vectors()));
+            .map(|(_, s)| Ok((s.ids(), s.vectors()?)));
         let pending = self
             .pending
             .iter()
             .filter(move |c| c.dims == dims)
-            .map(|c| (c.ids.as_slice(), c.vectors.as_slice()));
+            .map(|c| Ok((c.ids.as_slice(), c.vectors.as_slice())));
         sealed.chain(pending)
     }
 

@@ -26,6 +26,10 @@ pub(crate) fn run_with(globals: &[&str], args: &[&str]) -> Output {
     imgvec().args(globals).args(args).output().unwrap()
 }
 
+pub(crate) fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 pub(crate) fn json_lines(out: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()

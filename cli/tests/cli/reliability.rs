@@ -9,10 +9,6 @@ use std::process::Stdio;
 
 use super::*;
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// `imgvec ingest PHOTOS DB` with the arguments swapped: the photo folder is not a database and
 /// not empty, so it is refused and left exactly as it was; other commands refuse a path that is
 /// not a database and create nothing.
@@ -243,7 +239,7 @@ fn verify_and_backup() {
         text.contains(s(&model)) && text.contains("DAMAGED"),
         "{text}"
     );
-    // A damaged segment fails the open itself, naming the file.
+    // A damaged segment: opening reads no vector, verify reads them all and names the file.
     let seg = std::fs::read_dir(copy.join("segments"))
         .unwrap()
         .next()
@@ -259,5 +255,9 @@ fn verify_and_backup() {
     std::fs::rename(&damaged, &seg).unwrap();
     let out = run(&["verify", s(&copy)]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains(&format!("data corruption in {}", seg.display())));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("damaged: data corruption in {}", seg.display())),
+        "{text}"
+    );
 }

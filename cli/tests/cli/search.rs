@@ -176,8 +176,9 @@ fn search_modes_from_the_cli() {
     );
 }
 
-/// A damaged segment makes every command fail with a data-corruption error naming the file;
-/// nothing panics and no partial answer is printed.
+/// A damaged segment: every command that reads the damaged bytes fails with a data-corruption
+/// error naming the file (nothing panics, no partial answer is printed); opening reads no
+/// vector, so `info` still answers; `verify` reads everything and names it.
 #[test]
 fn corrupted_segment_is_reported_with_its_file() {
     let tmp = tempfile::tempdir().unwrap();
@@ -192,11 +193,20 @@ fn corrupted_segment_is_reported_with_its_file() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x10;
     std::fs::write(&seg, bytes).unwrap();
-    for args in [
-        vec!["search", s(&db), s(&imgs[0]), "--json"],
-        vec!["info", s(&db)],
-        vec!["ingest", s(&db), s(&imgs[1])],
-    ] {
+    let deleted = run(&["delete", s(&db), "--id", "2"]);
+    assert_eq!(deleted.status.code(), Some(0), "{}", stderr(&deleted));
+    // With --json, the query's error is its JSON line.
+    let out = run(&["search", s(&db), s(&imgs[0]), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1);
+    let error = lines[0]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!("data corruption in {}", seg.display())),
+        "{error}"
+    );
+    // Compaction rewrites the segment without the deleted row: it reads every byte first.
+    for args in [vec!["search", s(&db), s(&imgs[1])], vec!["compact", s(&db)]] {
         let out = run(&args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
@@ -204,6 +214,17 @@ fn corrupted_segment_is_reported_with_its_file() {
             err.contains("data corruption in") && err.contains(s(&seg)),
             "{args:?}: {err}"
         );
-        assert!(out.stdout.is_empty());
+        assert!(out.stdout.is_empty(), "{args:?}");
     }
+    let out = run(&["info", s(&db)]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = run(&["verify", s(&db)]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("damaged: data corruption in {}", seg.display())));
+    assert_eq!(
+        std::fs::read_dir(db.join("segments")).unwrap().count(),
+        1,
+        "the damaged segment was not rewritten"
+    );
 }

@@ -156,7 +156,12 @@ impl<T: Persisted> Slot<T> {
             }
             // Rows a newer snapshot added are not this one's: its liveness check filters them.
             Some(v) if v.watermark() < snap.max_id() => {
+                let above = v.watermark();
                 let added = v.catch_up(store, snap)?;
+                tracing::debug!(
+                    "{}: caught up {added} rows above {above} in memory",
+                    T::NAME
+                );
                 st.unsaved_rows += added;
             }
             Some(_) => {}

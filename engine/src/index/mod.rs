@@ -455,7 +455,7 @@ impl Indexes {
         match binary_plan {
             Plan::Nothing => {}
             Plan::Rebuild => {
-                let (ids, vectors) = snap.vectors_above(0, dims);
+                let (ids, vectors) = snap.vectors_above(0, dims)?;
                 let bits = self.bits(dims);
                 let sample = strided_sample(&vectors, dims, SAMPLE_ROWS);
                 let encoder = if self.wants_itq(ids.len(), dims) {
@@ -500,7 +500,7 @@ impl Indexes {
                 // Rows above the watermark are appended on the next refresh.
             }
             Plan::CatchUp(wm) => {
-                let (ids, vectors) = snap.vectors_above(wm, dims);
+                let (ids, vectors) = snap.vectors_above(wm, dims)?;
                 let encoder = self.binary.read().as_ref().map(|b| b.flat.encoder.clone());
                 if let Some(encoder) = encoder {
                     let mut codes = Vec::new();
@@ -545,7 +545,7 @@ impl Indexes {
             match ivf_plan {
                 Plan::Nothing | Plan::Purge => {}
                 Plan::Rebuild => {
-                    let (ids, vectors) = snap.vectors_above(0, dims);
+                    let (ids, vectors) = snap.vectors_above(0, dims)?;
                     let factory = self
                         .opts
                         .ivf_factory
@@ -564,7 +564,7 @@ impl Indexes {
                     st.rebuilt = true;
                 }
                 Plan::CatchUp(wm) => {
-                    let (ids, vectors) = snap.vectors_above(wm, dims);
+                    let (ids, vectors) = snap.vectors_above(wm, dims)?;
                     let mut guard = self.ivf.write();
                     if let Some(ivf) = guard.as_mut() {
                         ivf.add(&ids, &vectors)?;
@@ -676,7 +676,7 @@ impl Indexes {
                 if snap.is_deleted(id) || !accept(id) {
                     continue;
                 }
-                let Some(v) = snap.vector(id) else { continue };
+                let Some(v) = snap.vector(id)? else { continue };
                 let score = if p.rerank {
                     crate::exact::dot(query, v)
                 } else {

@@ -154,16 +154,25 @@ impl Searcher<'_> {
     ) -> Vec<Ranked> {
         let accept = |id: u64| ctx.accept(id);
         match opts.mode.ann() {
-            None => exact::search(
-                &ctx.space.snapshot,
-                flat,
-                dims,
-                k,
-                ctx.filtered().then_some(&accept as &dyn Fn(u64) -> bool),
-            )
-            .into_iter()
-            .map(Ok)
-            .collect(),
+            None => {
+                let found = exact::search(
+                    &ctx.space.snapshot,
+                    flat,
+                    dims,
+                    k,
+                    ctx.filtered().then_some(&accept as &dyn Fn(u64) -> bool),
+                );
+                match found {
+                    Ok(all) => all.into_iter().map(Ok).collect(),
+                    Err(e) => {
+                        // Every query of the batch read the damaged rows.
+                        let message = e.to_string();
+                        let rest = (1..flat.len() / dims.max(1))
+                            .map(|_| Err(Error::Invalid(message.clone())));
+                        std::iter::once(Err(e.into())).chain(rest).collect()
+                    }
+                }
+            }
             Some(mode) => flat
                 .chunks_exact(dims)
                 .map(|q| self.ann_search(ctx, mode, q, k, opts))
@@ -201,7 +210,7 @@ impl Searcher<'_> {
         {
             Some(hits) => Ok(hits),
             None => {
-                let mut out = exact::search(snapshot, query, query.len(), k, Some(&accept));
+                let mut out = exact::search(snapshot, query, query.len(), k, Some(&accept))?;
                 Ok(out.pop().unwrap_or_default())
             }
         }
@@ -220,20 +229,29 @@ impl Searcher<'_> {
     ) {
         let dims = rows.dims;
         let mut firsts = Vec::new();
+        let mut failed = Vec::new();
         for (qi, slot) in merged.iter().enumerate() {
             let Some(Ok(hits)) = slot else { continue };
             let Some(&q) = rows.of(qi).first() else {
                 continue;
             };
             let mut expanded = q.to_vec();
-            for &(id, score) in hits.iter().take(qe) {
-                if let Some(v) = ctx.space.snapshot.vector(id) {
+            let read = hits.iter().take(qe).try_for_each(|&(id, score)| {
+                if let Some(v) = ctx.space.snapshot.vector(id)? {
                     let w = score.max(0.0).powi(3);
                     expanded.iter_mut().zip(v).for_each(|(e, x)| *e += w * x);
                 }
+                Ok::<_, imgvec_storage::StorageError>(())
+            });
+            if let Err(e) = read {
+                failed.push((qi, e));
+                continue;
             }
             l2_normalize_rows(&mut expanded, dims);
             firsts.push((qi, expanded));
+        }
+        for (qi, e) in failed {
+            merged[qi] = Some(Err(e.into()));
         }
         let batch: Vec<f32> = firsts.iter().flat_map(|(_, v)| v.clone()).collect();
         let again = self.retrieve(ctx, &batch, dims, k, opts);

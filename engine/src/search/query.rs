@@ -88,31 +88,36 @@ pub(crate) fn featurize(
 /// A stored image as a query: its stored vector and local features, and its thumbnail made
 /// ready for dense alignment.
 fn by_id(store: &Store, snap: &Snapshot, id: u64, local: bool) -> PreparedQuery {
-    let local = if local {
-        let dense = store
-            .thumbnail(id)
+    let packed = match local {
+        true => snap.local(id),
+        false => Ok(None),
+    };
+    let local = match &packed {
+        Ok(Some(bytes)) => PackedFeatures::parse(bytes)
             .ok()
             .flatten()
-            .and_then(|b| decode(&b).ok())
-            .map(|img| DenseQuery::new(&img.rgb));
-        snap.local(id)
-            .and_then(|b| PackedFeatures::parse(b).ok().flatten())
             .map(|p| QueryLocal {
                 features: p.unpack(),
-                dense,
-            })
-    } else {
-        None
+                dense: store
+                    .thumbnail(id)
+                    .ok()
+                    .flatten()
+                    .and_then(|b| decode(&b).ok())
+                    .map(|img| DenseQuery::new(&img.rgb)),
+            }),
+        _ => None,
     };
     let vectors = match store.get(id) {
         Err(e) => Err(e.into()),
         Ok(None) => Err(Error::NoSuchId(id)),
         Ok(Some(_)) if snap.is_deleted(id) => Err(Error::NoSuchId(id)),
-        Ok(Some(_)) => snap.vector(id).map(|v| vec![v.to_vec()]).ok_or_else(|| {
-            Error::Invalid(format!(
+        Ok(Some(_)) => match (packed, snap.vector(id)) {
+            (Err(e), _) | (_, Err(e)) => Err(e.into()),
+            (_, Ok(Some(v))) => Ok(vec![v.to_vec()]),
+            (_, Ok(None)) => Err(Error::Invalid(format!(
                 "live row {id} has no vector in any segment or pending row"
-            ))
-        }),
+            ))),
+        },
     };
     PreparedQuery { vectors, local }
 }

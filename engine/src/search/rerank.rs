@@ -140,28 +140,30 @@ impl RerankIndexes {
         let (dense_found, planes) = self.dense_found(store, ctx, query, params.dense, &others)?;
         // Images only dense-window search found are aligned, not matched with SIFT: a textured
         // image would have been found by voting.
-        let add = |candidates: &mut Vec<(u64, f32)>, ids: &mut dyn Iterator<Item = u64>| {
-            for id in ids {
-                if candidates.iter().any(|(c, _)| *c == id) {
-                    continue;
+        let add =
+            |candidates: &mut Vec<(u64, f32)>, ids: &mut dyn Iterator<Item = u64>| -> Result<()> {
+                for id in ids {
+                    if candidates.iter().any(|(c, _)| *c == id) {
+                        continue;
+                    }
+                    let Some(v) = ctx.space.snapshot.vector(id)? else {
+                        continue;
+                    };
+                    let cosine = variants
+                        .iter()
+                        .map(|q| exact::dot(q, v))
+                        .fold(f32::MIN, f32::max);
+                    candidates.push((id, cosine));
                 }
-                let Some(v) = ctx.space.snapshot.vector(id) else {
-                    continue;
-                };
-                let cosine = variants
-                    .iter()
-                    .map(|q| exact::dot(q, v))
-                    .fold(f32::MIN, f32::max);
-                candidates.push((id, cosine));
-            }
-        };
-        add(&mut candidates, &mut voted.iter().map(|v| v.0));
+                Ok(())
+            };
+        add(&mut candidates, &mut voted.iter().map(|v| v.0))?;
         let sift_checked = candidates.len();
-        add(&mut candidates, &mut dense_found.into_iter());
+        add(&mut candidates, &mut dense_found.into_iter())?;
         let mut checked = HashMap::new();
         let mut evidence = Vec::with_capacity(candidates.len());
         for (i, &(id, cosine)) in candidates.iter().enumerate() {
-            let packed = ctx.snapshot.local(id).unwrap_or(&[]);
+            let packed = ctx.snapshot.local(id)?.unwrap_or(&[]);
             let v = match PackedFeatures::parse(packed) {
                 Ok(Some(_)) if i >= sift_checked => local::Verification::default(),
                 Ok(Some(p)) => local::verify(&query.features, &p, params),

@@ -18,7 +18,7 @@ use image::{imageops, GrayImage, RgbImage};
 use serde::{Deserialize, Serialize};
 
 mod packed;
-pub use packed::{pack, PackedFeatures, LOCAL_MAGIC, LOCAL_VERSION, QUANT};
+pub use packed::{keypoints_in, pack, PackedFeatures, LOCAL_MAGIC, LOCAL_VERSION, QUANT};
 
 /// Values in one descriptor.
 pub const DESCRIPTOR_LEN: usize = 128;

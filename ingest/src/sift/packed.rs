@@ -42,6 +42,19 @@ pub fn pack(f: &LocalFeatures) -> Vec<u8> {
     out
 }
 
+/// How many keypoints a packed row of `len` bytes holds, read from its length alone (`None`
+/// when no count fits; an empty row holds none).
+pub fn keypoints_in(len: usize) -> Option<usize> {
+    let per = GEOMETRY_BYTES + DESCRIPTOR_LEN;
+    match len {
+        0 => Some(0),
+        _ if len >= LOCAL_HEADER && (len - LOCAL_HEADER).is_multiple_of(per) => {
+            Some((len - LOCAL_HEADER) / per)
+        }
+        _ => None,
+    }
+}
+
 /// A view of packed features, as stored (zero-copy over the mapped segment).
 #[derive(Debug, Clone, Copy)]
 pub struct PackedFeatures<'a> {

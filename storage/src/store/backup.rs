@@ -60,7 +60,7 @@ impl Store {
                 stats.segments_linked += 1;
             } else {
                 let mut file = self.opts.vfs.create(&to)?;
-                file.write_all(segment.file_bytes())?;
+                file.write_all(segment.file_bytes()?)?;
                 file.sync()?;
             }
             stats.bytes += segment.byte_len() as u64;

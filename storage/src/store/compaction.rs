@@ -57,6 +57,7 @@ impl Store {
                 id: *id,
                 rows: seg.rows(),
                 dead: seg.ids().iter().filter(|&&id| snap.is_deleted(id)).count(),
+                checked_whole_at_open: !seg.has_block_checks(),
             })
             .collect();
         let tuning = MergeTuning::of(&self.opts);
@@ -67,6 +68,10 @@ impl Store {
             .collect();
         if victims.is_empty() {
             return Ok(CompactionReport::default());
+        }
+        // Damaged bytes must fail the merge, not be copied into a file with fresh checksums.
+        for (_, seg) in &victims {
+            seg.verify_all()?;
         }
         // The merged rows are streamed from the mapped victims into the new file: memory holds
         // their ids and where each is (16 bytes a row), never their vectors or features.
@@ -189,8 +194,12 @@ impl MergedRows<'_> {
     }
 
     fn vectors(&self, sink: &mut dyn FnMut(&[u8])) {
+        // The victims were checked whole before the merge (`verify_all`): a read cannot fail
+        // here, and a row left out would fail the written length check.
         for (seg, row) in self.rows() {
-            sink(bytemuck::cast_slice(seg.vector(row)));
+            if let Ok(v) = seg.vector(row) {
+                sink(bytemuck::cast_slice(v));
+            }
         }
     }
 
@@ -199,14 +208,16 @@ impl MergedRows<'_> {
         let mut end = 0u64;
         sink(&end.to_le_bytes());
         for (seg, row) in self.rows() {
-            end += seg.local(row).len() as u64;
+            end += seg.local_len(row) as u64;
             sink(&end.to_le_bytes());
         }
     }
 
     fn local(&self, sink: &mut dyn FnMut(&[u8])) {
         for (seg, row) in self.rows() {
-            sink(seg.local(row));
+            if let Ok(bytes) = seg.local(row) {
+                sink(bytes);
+            }
         }
     }
 
@@ -219,7 +230,7 @@ impl MergedRows<'_> {
         ids: &[u64],
     ) -> Result<(u64, Arc<Segment>, ManifestEntry)> {
         let dims = self.victims[0].1.dims();
-        let local_len: usize = self.rows().map(|(seg, row)| seg.local(row).len()).sum();
+        let local_len: usize = self.rows().map(|(seg, row)| seg.local_len(row)).sum();
         let (vectors, offsets, local) = (
             |sink: &mut dyn FnMut(&[u8])| self.vectors(sink),
             |sink: &mut dyn FnMut(&[u8])| self.local_offsets(sink),
@@ -262,6 +273,8 @@ pub(crate) struct SegmentStat {
     pub rows: usize,
     /// Deleted rows still in it.
     pub dead: usize,
+    /// Written before block checksums: every open reads it whole until it is rewritten.
+    pub checked_whole_at_open: bool,
 }
 
 /// The knobs of background merging (from [`StoreOptions`]).
@@ -299,7 +312,9 @@ pub(crate) fn choose_victims(
     let deleted_share = |s: &SegmentStat| s.dead as f64 / s.rows.max(1) as f64;
     match policy {
         CompactionPolicy::Full => {
-            let dirty = segments.iter().any(|s| deleted_share(s) > 0.0);
+            let dirty = segments
+                .iter()
+                .any(|s| deleted_share(s) > 0.0 || s.checked_whole_at_open);
             if segments.len() > 1 || dirty {
                 segments.iter().map(|s| s.id).collect()
             } else {
@@ -338,7 +353,16 @@ mod policy_tests {
             merge_at: 3,
             max_deleted_share: 0.25,
         };
-        let seg = |id: u64, rows: usize, dead: usize| SegmentStat { id, rows, dead };
+        let seg = |id: u64, rows: usize, dead: usize| SegmentStat {
+            id,
+            rows,
+            dead,
+            checked_whole_at_open: false,
+        };
+        let old = |id: u64, rows: usize| SegmentStat {
+            checked_whole_at_open: true,
+            ..seg(id, rows, 0)
+        };
         use CompactionPolicy::{Background, Full};
         let cases: Vec<(&str, Vec<SegmentStat>, CompactionPolicy, Vec<u64>)> = vec![
             (
@@ -352,6 +376,18 @@ mod policy_tests {
                 vec![seg(1, 500, 1)],
                 Full,
                 vec![1],
+            ),
+            (
+                "full: one segment without block checksums is rewritten",
+                vec![old(1, 500)],
+                Full,
+                vec![1],
+            ),
+            (
+                "background: a segment without block checksums is left alone",
+                vec![old(1, 500)],
+                Background,
+                vec![],
             ),
             (
                 "full: several segments merge",

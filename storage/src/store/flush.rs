@@ -97,7 +97,8 @@ impl Store {
         let path = self.segments_dir().join(&file);
         let written = write_segment(self.opts.vfs.as_ref(), &path, rows, columns)
             .and_then(|()| self.opts.vfs.sync_dir(&self.segments_dir()))
-            .and_then(|()| Segment::open(&path));
+            .and_then(|()| Segment::open(&path))
+            .and_then(|segment| segment.verify_all().map(|()| segment));
         let segment = Arc::new(written.inspect_err(|_| self.discard_segment_file(&path))?);
         let entry = ManifestEntry {
             file,

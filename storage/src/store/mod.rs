@@ -537,7 +537,7 @@ impl Store {
         if snap.tombstones.contains(&id) || self.get_raw(Some(CF_IMAGES), &be(id))?.is_none() {
             return Ok(None);
         }
-        match snap.vector(id) {
+        match snap.vector(id)? {
             Some(v) => Ok(Some(v.to_vec())),
             None => Err(StorageError::corruption(
                 self.dir.join(META_DIR),

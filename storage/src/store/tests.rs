@@ -108,9 +108,9 @@ fn flush_and_compaction_drop_deleted_rows() {
     for id in 6..=10u64 {
         let i = id - 1;
         let want: Vec<u8> = format!("/{i}").bytes().take(i as usize).collect();
-        assert_eq!(snap.local(id), Some(&want[..]), "row {id}");
+        assert_eq!(snap.local(id).unwrap(), Some(&want[..]), "row {id}");
     }
-    assert_eq!(snap.local(3), None);
+    assert_eq!(snap.local(3).unwrap(), None);
 }
 
 #[test]
@@ -125,16 +125,16 @@ fn local_features_survive_reopen_from_pending_rows() {
     let store = Store::open(&db, OpenMode::ReadWrite).unwrap();
     let snap = store.snapshot();
     assert_eq!(snap.pending_rows(), 3);
-    assert_eq!(snap.local(1), Some(&b"/a"[..]));
-    assert_eq!(snap.local(2), Some(&b""[..]));
-    assert_eq!(snap.local(3), Some(&b"/c"[..]));
+    assert_eq!(snap.local(1).unwrap(), Some(&b"/a"[..]));
+    assert_eq!(snap.local(2).unwrap(), Some(&b""[..]));
+    assert_eq!(snap.local(3).unwrap(), Some(&b"/c"[..]));
     assert_eq!(store.vector(3).unwrap().unwrap(), vec![0.9, 1.0 - 0.9]);
     drop(snap);
     store.flush().unwrap();
     let snap = store.snapshot();
-    assert_eq!(snap.segments[0].1.local(0), b"/a");
-    assert_eq!(snap.segments[0].1.local(1), b"");
-    assert_eq!(snap.local(3), Some(&b"/c"[..]));
+    assert_eq!(snap.segments[0].1.local(0).unwrap(), b"/a");
+    assert_eq!(snap.segments[0].1.local(1).unwrap(), b"");
+    assert_eq!(snap.local(3).unwrap(), Some(&b"/c"[..]));
 }
 
 #[test]

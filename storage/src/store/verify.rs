@@ -1,8 +1,9 @@
 //! `imgvec verify`, storage half: does everything the store holds agree with everything else?
-//! Opening already checked every segment's checksums and shape against the manifest; this
-//! reads every metadata value (RocksDB verifies each block's checksum as it reads) and
-//! cross-checks records, the path and content-hash indexes, thumbnails, tombstones and the
-//! rows the segments and the write-ahead column hold.
+//! Opening checked each segment's frame, directory, ids and shape against the manifest; this
+//! reads every remaining segment byte against its block checksums, every metadata value
+//! (RocksDB verifies each block's checksum as it reads) and cross-checks records, the path and
+//! content-hash indexes, thumbnails, tombstones and the rows the segments and the write-ahead
+//! column hold.
 
 use std::collections::HashSet;
 
@@ -46,6 +47,11 @@ impl Store {
             tombstones: snap.tombstones().len() as u64,
             ..StoreCheck::default()
         };
+        for (_, segment) in snap.segments() {
+            if let Err(e) = segment.verify_all() {
+                check.problems.push(e.to_string());
+            }
+        }
         let (record_ids, hashes) = self.check_records(&snap, &mut check.problems)?;
         check.records = record_ids.len() as u64;
         check_rows_held(&snap, &record_ids, &mut check.problems);
@@ -99,7 +105,7 @@ impl Store {
                     rec.path
                 ));
             }
-            if !snap.is_live(id) || snap.vector(id).is_none() {
+            if !snap.is_live(id) {
                 problems.push(format!("row {id} ({}): no live vector", rec.path));
             }
             if self.thumbnail(id)?.is_none() {

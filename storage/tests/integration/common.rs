@@ -109,8 +109,8 @@ pub fn check(store: &Store, model: &Model) -> Result<(), String> {
         ));
     }
     for rec in &records {
-        if snap.vector(rec.id) != Some(&vector_for(&rec.path)[..])
-            || snap.local(rec.id) != Some(&local_for(&rec.path)[..])
+        if snap.vector(rec.id).ok().flatten() != Some(&vector_for(&rec.path)[..])
+            || snap.local(rec.id).ok().flatten() != Some(&local_for(&rec.path)[..])
         {
             return Err(format!("row {} ({}) is half-written", rec.id, rec.path));
         }

@@ -102,11 +102,11 @@ fn compaction_heap_does_not_grow_with_the_rows_merged() {
         let snap = store.snapshot();
         let n = 4 * rows_per_segment - 1;
         assert_eq!(
-            snap.vector(n as u64 + 1).unwrap()[0],
+            snap.vector(n as u64 + 1).unwrap().unwrap()[0],
             (n % 97) as f32 / 97.0
         );
         assert_eq!(
-            snap.local(n as u64 + 1).unwrap(),
+            snap.local(n as u64 + 1).unwrap().unwrap(),
             &vec![(n % 251) as u8; LOCAL][..]
         );
         (peak, report.bytes_after)

@@ -83,7 +83,7 @@ fn readers_writer_and_compactor_together() {
                     for id in 1..=acked_before {
                         if !deleting_after.contains(&id) {
                             assert!(seen.contains(&id), "acknowledged id {id} missing");
-                            let v = snap.vector(id).unwrap();
+                            let v = snap.vector(id).unwrap().unwrap();
                             assert_eq!(v, &vector_for(&format!("/r{}", id - 1))[..]);
                         }
                     }
