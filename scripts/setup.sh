@@ -114,4 +114,18 @@ if ! "$VENV/bin/python" -c "import numpy, cv2" 2>/dev/null; then
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q "numpy==2.1.3" "opencv-python-headless==4.10.0.84" >&2
 fi
+
+# 5. The Python package (python/, PyO3 + maturin) built into .venv, with what its tests use:
+#    pytest, mypy, Jupyter's notebook runner, Pillow, pandas, tqdm (all from PyPI, pinned).
+PY_TEST_DEPS=("maturin==1.7.4" "pytest==8.3.3" "mypy==1.13.0" "nbclient==0.10.0" "nbformat==5.10.4"
+    "ipykernel==6.29.5" "pillow==11.0.0" "pandas==2.2.3" "pandas-stubs==2.2.3.241009" "tqdm==4.67.0")
+if ! "$VENV/bin/python" -c "import maturin, pytest, mypy, nbclient, ipykernel, PIL, pandas, tqdm" 2>/dev/null; then
+    say "installing the Python package's build and test tools into $VENV"
+    "$VENV/bin/pip" install -q "${PY_TEST_DEPS[@]}" >&2
+fi
+if [ "${IMGVEC_SETUP_PYTHON:-1}" = 1 ]; then
+    say "building the imgvec Python package into $VENV (maturin develop)"
+    (cd "$ROOT/python" && VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" \
+        "$VENV/bin/maturin" develop --quiet >&2)
+fi
 say "ready: default model $MODEL"

@@ -279,12 +279,21 @@ impl Database {
     /// variants, and query expansion, when on, searches once more with the expanded vector.
     /// docs/SEARCH.md describes the stages.
     pub fn search_batch(&self, queries: Vec<Query>, opts: &SearchOptions) -> Vec<Result<Vec<Hit>>> {
+        self.searcher().search_batch(queries, opts)
+    }
+
+    /// The pipeline's global vectors of `queries`, computed as ingest computes them, without
+    /// storing anything (an id gives its stored vector). One result per query.
+    pub fn extract(&self, queries: Vec<Query>) -> Vec<Result<Vec<f32>>> {
+        self.searcher().extract(queries)
+    }
+
+    fn searcher(&self) -> Searcher<'_> {
         Searcher {
             store: &self.store,
             featurizer: &self.featurizer,
             spaces: &self.spaces,
         }
-        .search_batch(queries, opts)
     }
 }
 

@@ -23,6 +23,9 @@ pub struct Hit {
     /// result (candidates SIFT did not verify).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alignment: Option<f32>,
+    /// What verification concluded, when this search verified this result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<crate::search::Verdict>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -79,7 +79,7 @@ pub use options::{PipelineChoice, Preset};
 pub use pipeline::{PipelineConfig, QueryDefaults};
 pub use reduce::WhiteningSpec;
 pub use reindex::{reindex, ReindexOptions, ReindexReport};
-pub use search::RerankStatus;
+pub use search::{RerankStatus, Verdict};
 pub use stages::StageTimes;
 pub use verify::VerifyReport;
 pub use vlad::VladSpec;

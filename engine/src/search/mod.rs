@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 use imgvec_ingest::l2_normalize_rows;
 use imgvec_storage::Store;
 
+pub use ranking::Verdict;
 pub(crate) use rerank::RerankIndexes;
 pub use rerank::RerankStatus;
 pub(crate) use space::Spaces;
@@ -29,7 +30,7 @@ use crate::exact;
 use crate::index::{AnnMode, AnnParams, Save};
 use crate::info::Hit;
 use crate::local::VerifyParams;
-use crate::options::{Query, SearchOptions};
+use crate::options::{Augment, Query, SearchOptions};
 use crate::pipeline::Featurizer;
 use context::SearchContext;
 use query::PreparedQuery;
@@ -77,6 +78,29 @@ fn best_per_row(mut hits: Vec<(u64, f32)>, k: usize) -> Vec<(u64, f32)> {
 }
 
 impl Searcher<'_> {
+    /// The pipeline's global vector of each query, as ingest computes it (no augmentation, no
+    /// projection); an id gives its stored vector.
+    pub fn extract(&self, queries: Vec<Query>) -> Vec<Result<Vec<f32>>> {
+        let snap = self.store.snapshot();
+        query::featurize(
+            self.featurizer,
+            self.store,
+            &snap,
+            &queries,
+            Augment::None,
+            None,
+        )
+        .into_iter()
+        .map(|p| {
+            p.vectors.and_then(|mut v| {
+                v.drain(..)
+                    .next()
+                    .ok_or_else(|| Error::Invalid("the model gave no vector".into()))
+            })
+        })
+        .collect()
+    }
+
     /// Answers several queries, running the model once per batch of image queries. Each query
     /// gets its own result, so one unreadable image does not fail the others.
     pub fn search_batch(&self, queries: Vec<Query>, opts: &SearchOptions) -> Vec<Result<Vec<Hit>>> {
@@ -326,6 +350,7 @@ impl Searcher<'_> {
                     score,
                     inliers: c.inliers,
                     alignment: c.alignment,
+                    verdict: c.verdict,
                 });
             }
         }

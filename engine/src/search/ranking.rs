@@ -53,6 +53,40 @@ fn inlier_bonus(inliers: usize) -> f32 {
     INLIER_WEIGHT * inliers.min(INLIER_CAP) as f32 / INLIER_CAP as f32
 }
 
+/// What verification concluded about a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Enough SIFT inliers, covering enough of the query, agree on one geometry.
+    Verified,
+    /// Not verified, but dense alignment found the same picture (at or above the floor).
+    Aligned,
+    /// Checked, and no evidence either way beyond the global similarity.
+    Unverified,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Verified => "verified",
+            Verdict::Aligned => "aligned",
+            Verdict::Unverified => "unverified",
+        }
+    }
+}
+
+/// The verdict on a candidate's evidence: the same test the ranking gives precedence to, then
+/// the alignment floor.
+pub(crate) fn verdict(e: &Evidence, p: &VerifyParams) -> Verdict {
+    if is_verified(e.inliers, e.coverage, p) {
+        Verdict::Verified
+    } else if e.alignment.is_some_and(|a| a >= p.alignment_floor) {
+        Verdict::Aligned
+    } else {
+        Verdict::Unverified
+    }
+}
+
 /// A candidate's rank: (verified, key), compared verified first, then key.
 pub(crate) fn rank_key(e: &Evidence, p: &VerifyParams) -> (bool, f32) {
     if is_verified(e.inliers, e.coverage, p) {
@@ -96,6 +130,46 @@ mod tests {
             coverage,
             alignment: None,
             brightness_gap: 0.0,
+        }
+    }
+
+    #[test]
+    fn verdict_table() {
+        let p = VerifyParams::default(); // min_inliers 8, coverage 0.5, floor 0.9
+        let with = |inliers, coverage, alignment| Evidence {
+            alignment,
+            ..ev(1, 0.5, inliers, coverage)
+        };
+        let cases = [
+            (
+                "enough inliers over enough of the query",
+                with(8, 0.5, None),
+                Verdict::Verified,
+            ),
+            (
+                "verified wins over a weak alignment",
+                with(30, 0.9, Some(0.1)),
+                Verdict::Verified,
+            ),
+            ("too few inliers", with(7, 0.9, None), Verdict::Unverified),
+            (
+                "inliers in a corner of the query",
+                with(40, 0.2, None),
+                Verdict::Unverified,
+            ),
+            (
+                "aligned at the floor",
+                with(0, 0.0, Some(0.9)),
+                Verdict::Aligned,
+            ),
+            (
+                "aligned below the floor",
+                with(3, 0.9, Some(0.89)),
+                Verdict::Unverified,
+            ),
+        ];
+        for (what, e, want) in cases {
+            assert_eq!(verdict(&e, &p), want, "{what}");
         }
     }
 

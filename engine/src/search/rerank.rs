@@ -34,6 +34,7 @@ pub(crate) struct Checked {
     /// `None`: not matched with SIFT (found by dense-window search only).
     pub inliers: Option<usize>,
     pub alignment: Option<f32>,
+    pub verdict: Option<ranking::Verdict>,
 }
 
 /// The candidate sources of verified searches: persisted derived structures, loaded on a
@@ -186,21 +187,23 @@ impl RerankIndexes {
                 (Some(dq), Some((plane, _))) if verified => (dq.mean - plane.mean()).abs() / 255.0,
                 _ => 0.0,
             };
-            checked.insert(
-                id,
-                Checked {
-                    inliers: (i < sift_checked).then_some(v.inliers),
-                    alignment,
-                },
-            );
-            evidence.push(Evidence {
+            let e = Evidence {
                 id,
                 cosine,
                 inliers: v.inliers,
                 coverage: v.coverage,
                 alignment,
                 brightness_gap,
-            });
+            };
+            checked.insert(
+                id,
+                Checked {
+                    inliers: (i < sift_checked).then_some(v.inliers),
+                    alignment,
+                    verdict: Some(ranking::verdict(&e, params)),
+                },
+            );
+            evidence.push(e);
         }
         let rest: Vec<(u64, f32)> = hits
             .iter()

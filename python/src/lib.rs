@@ -1,0 +1,623 @@
+//! `imgvec._imgvec`: the native half of the Python package. It exposes the engine's
+//! [`imgvec::Database`] to `pysrc/imgvec/__init__.py`, which gives it its Pythonic shape (query
+//! types, `Results`, progress bars). Every call that does real work releases the GIL; results
+//! cross as plain Python values, numpy arrays, or JSON text of the engine's serde types (the same
+//! JSON the CLI prints).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use imgvec::{
+    collect_files, Augment, Database, Error, Filter, Hit, ImageRecord, IngestEvent, IngestOptions,
+    IngestSummary, OpenOptions, PipelineChoice, Preset, Query, SearchMode, SearchOptions, Source,
+    StorageError, VerifyOverrides,
+};
+use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use parking_lot::Mutex;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+
+/// The Python exception class (defined in `imgvec/_errors.py`) an engine error maps to, and the
+/// file it names, if any.
+fn classify(e: &Error) -> (&'static str, Option<String>) {
+    fn storage(s: &StorageError) -> (&'static str, Option<String>) {
+        let shown = |p: &std::path::Path| Some(p.display().to_string());
+        match s {
+            StorageError::DataCorruption { path, .. } => ("CorruptionError", shown(path)),
+            StorageError::Locked { path } => ("LockedError", shown(path)),
+            StorageError::NotADatabase { path, .. } | StorageError::Invalid { path, .. } => {
+                ("InvalidArgument", shown(path))
+            }
+            _ => ("Error", None),
+        }
+    }
+    match e {
+        Error::Storage(s) | Error::Index(imgvec::index::IndexError::Storage(s)) => storage(s),
+        Error::Image { path, .. } => ("ImageError", Some(path.clone())),
+        Error::NoSuchId(_) | Error::Invalid(_) => ("InvalidArgument", None),
+        _ => ("Error", None),
+    }
+}
+
+/// An instance of `imgvec._errors.<kind>(message, path)`.
+fn py_error(kind: &str, message: String, path: Option<String>) -> PyErr {
+    Python::with_gil(|py| {
+        let made = py
+            .import("imgvec._errors")
+            .and_then(|m| m.getattr(kind))
+            .and_then(|cls| cls.call1((message.clone(), path)));
+        match made {
+            Ok(instance) => PyErr::from_value(instance),
+            Err(e) => PyRuntimeError::new_err(format!("{message} (and raising it failed: {e})")),
+        }
+    })
+}
+
+fn to_py(e: Error) -> PyErr {
+    let (kind, path) = classify(&e);
+    py_error(kind, e.to_string(), path)
+}
+
+fn invalid(message: impl Into<String>) -> PyErr {
+    py_error("InvalidArgument", message.into(), None)
+}
+
+fn json<T: serde::Serialize>(value: &T) -> PyResult<String> {
+    serde_json::to_string(value).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+}
+
+fn parse<T: std::str::FromStr<Err = Error>>(value: &str) -> PyResult<T> {
+    value.parse().map_err(|e: Error| invalid(e.to_string()))
+}
+
+/// A query as the Python layer hands it over: an id (int), a file (str) or encoded bytes.
+fn query_of(item: &Bound<'_, PyAny>) -> PyResult<Query> {
+    if let Ok(b) = item.downcast::<PyBytes>() {
+        return Ok(Query::Bytes(b.as_bytes().to_vec()));
+    }
+    if let Ok(s) = item.downcast::<PyString>() {
+        return Ok(Query::Path(PathBuf::from(s.to_str()?)));
+    }
+    match item.extract::<u64>() {
+        Ok(id) => Ok(Query::Id(id)),
+        Err(_) => Err(invalid(format!(
+            "a query is a path, bytes, an image array or an id, not {}",
+            item.get_type().name()?
+        ))),
+    }
+}
+
+/// One open database. The Python `imgvec.Database` wraps it.
+#[pyclass(module = "imgvec._imgvec", frozen)]
+struct NativeDatabase {
+    inner: Mutex<Option<Arc<Database>>>,
+}
+
+impl NativeDatabase {
+    fn db(&self) -> PyResult<Arc<Database>> {
+        self.inner
+            .lock()
+            .clone()
+            .ok_or_else(|| py_error("Error", "the database is closed".into(), None))
+    }
+}
+
+/// Search options as the Python layer passes them (a dict of `Database.search`'s keywords).
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+struct SearchArgs {
+    k: usize,
+    mode: String,
+    threshold: Option<f32>,
+    path_prefix: Option<String>,
+    attrs: BTreeMap<String, String>,
+    verify: Option<usize>,
+    qe: Option<usize>,
+    augment: Option<String>,
+    nprobe: Option<usize>,
+}
+
+impl SearchArgs {
+    fn options(&self) -> PyResult<SearchOptions> {
+        let opts = SearchOptions {
+            k: self.k,
+            mode: parse::<SearchMode>(&self.mode)?,
+            threshold: self.threshold,
+            filter: Filter {
+                path_prefix: self.path_prefix.clone(),
+                attributes: self.attrs.clone(),
+            },
+            nprobe: self.nprobe,
+            qe: self.qe,
+            augment: self.augment.as_deref().map(parse::<Augment>).transpose()?,
+            verify: VerifyOverrides {
+                shortlist: self.verify,
+                ..VerifyOverrides::default()
+            },
+            ..SearchOptions::default()
+        };
+        opts.check().map_err(to_py)?;
+        Ok(opts)
+    }
+}
+
+/// A hit as a dict: the engine's fields plus the row's attributes.
+fn hit_dict<'py>(py: Python<'py>, db: &Database, hit: &Hit) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("id", hit.id)?;
+    d.set_item("path", &hit.path)?;
+    d.set_item("score", hit.score)?;
+    d.set_item("inliers", hit.inliers)?;
+    d.set_item("alignment", hit.alignment)?;
+    d.set_item("verdict", hit.verdict.map(|v| v.name()))?;
+    let attrs = db.get(hit.id).map_err(to_py)?.map(|r| r.attributes);
+    d.set_item("attrs", attrs.unwrap_or_default())?;
+    Ok(d)
+}
+
+fn record_dict<'py>(py: Python<'py>, rec: &ImageRecord) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("id", rec.id)?;
+    d.set_item("path", &rec.path)?;
+    d.set_item("content_hash", rec.content_hash.to_string())?;
+    d.set_item("width", rec.width)?;
+    d.set_item("height", rec.height)?;
+    d.set_item("format", &rec.format)?;
+    d.set_item("ingested_at_ms", rec.ingested_at_ms)?;
+    d.set_item("attrs", rec.attributes.clone())?;
+    d.set_item("duplicate_of", rec.duplicate_of)?;
+    Ok(d)
+}
+
+/// Row ids and their vectors (one row each).
+type IdsAndVectors<'py> = (Bound<'py, PyArray1<u64>>, Bound<'py, PyArray2<f32>>);
+
+/// `rows` vectors of `dims` floats as one (rows × dims) array.
+fn matrix<'py>(
+    py: Python<'py>,
+    flat: Vec<f32>,
+    rows: usize,
+    dims: usize,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    PyArray1::from_vec(py, flat)
+        .reshape([rows, dims])
+        .map_err(|e| PyRuntimeError::new_err(e.to_string()))
+}
+
+#[pymethods]
+impl NativeDatabase {
+    #[new]
+    #[pyo3(signature = (path, pipeline=None, read_only=false, threads=None, create=true))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        pipeline: Option<String>,
+        read_only: bool,
+        threads: Option<usize>,
+        create: bool,
+    ) -> PyResult<Self> {
+        let mut opts = OpenOptions {
+            read_only,
+            create: create && !read_only,
+            ..OpenOptions::default()
+        };
+        if let Some(name) = pipeline {
+            opts.pipeline = PipelineChoice::Preset(parse::<Preset>(&name)?);
+        }
+        if let Some(t) = threads {
+            if t == 0 {
+                return Err(invalid("threads must be at least 1"));
+            }
+            opts.threads = t;
+        }
+        let db = py
+            .allow_threads(|| Database::open(&path, opts))
+            .map_err(to_py)?;
+        Ok(NativeDatabase {
+            inner: Mutex::new(Some(Arc::new(db))),
+        })
+    }
+
+    /// Closes the handle (a writer flushes and releases its lock once every call in flight
+    /// on it has returned).
+    fn close(&self, py: Python<'_>) {
+        let db = self.inner.lock().take();
+        py.allow_threads(move || drop(db));
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.lock().is_none()
+    }
+
+    #[getter]
+    fn path(&self) -> PyResult<String> {
+        Ok(self.db()?.dir().display().to_string())
+    }
+
+    /// Walks `paths` and starts ingesting the images found in a background thread; the stream
+    /// yields each image's event (JSON) once it is durable or failed.
+    #[pyo3(signature = (paths, attrs, follow_links=false))]
+    fn ingest_stream(
+        &self,
+        py: Python<'_>,
+        paths: Vec<PathBuf>,
+        attrs: BTreeMap<String, String>,
+        follow_links: bool,
+    ) -> PyResult<IngestStream> {
+        let db = self.db()?;
+        let files = py.allow_threads(|| collect_files(&paths, follow_links));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let stop = Arc::new(AtomicBool::new(false));
+        let opts = IngestOptions {
+            attributes: attrs,
+            stop: stop.clone(),
+            ..IngestOptions::default()
+        };
+        let total = files.images.len() + files.errors.len();
+        let worker = std::thread::spawn(move || {
+            for (path, reason) in &files.errors {
+                let _ = tx.send(Msg::Event(IngestEvent::error(
+                    path.display().to_string(),
+                    reason.clone(),
+                )));
+            }
+            let sources = files.images.into_iter().map(Source::File).collect();
+            let on_event = |e: &IngestEvent| {
+                let _ = tx.send(Msg::Event(e.clone()));
+            };
+            let result = db.ingest(sources, &opts, &on_event).map(|mut summary| {
+                summary.errors += files.errors.len() as u64;
+                summary.skipped = (files.skipped.len() + files.not_regular.len()) as u64;
+                if !summary.interrupted {
+                    // Searches right after see trained, current indexes (as the CLI does).
+                    if let Err(e) = db.refresh_indexes() {
+                        tracing::warn!("index refresh after ingest: {e}");
+                    }
+                }
+                summary
+            });
+            let _ = tx.send(Msg::Done(result));
+        });
+        Ok(IngestStream {
+            rx,
+            stop,
+            total,
+            worker: Mutex::new(Some(worker)),
+            summary: Mutex::new(None),
+        })
+    }
+
+    /// Stores one image given as encoded bytes (`key` names it) or as a file (`key` None: its
+    /// canonical path is the key); returns its id once it is durable.
+    #[pyo3(signature = (data, key, attrs))]
+    fn insert(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        key: Option<String>,
+        attrs: BTreeMap<String, String>,
+    ) -> PyResult<u64> {
+        let db = self.db()?;
+        let source = match (data.downcast::<PyBytes>(), key) {
+            (Ok(bytes), Some(key)) => Source::Bytes {
+                key,
+                bytes: Arc::from(bytes.as_bytes()),
+            },
+            (Ok(_), None) => return Err(invalid("inserting bytes needs a key")),
+            (Err(_), _) => {
+                let path: PathBuf = data.extract()?;
+                let canonical = std::fs::canonicalize(&path).map_err(|e| {
+                    py_error(
+                        "ImageError",
+                        format!("{}: {e}", path.display()),
+                        Some(path.display().to_string()),
+                    )
+                })?;
+                Source::File(canonical)
+            }
+        };
+        let opts = IngestOptions {
+            attributes: attrs,
+            ..IngestOptions::default()
+        };
+        let event = py.allow_threads(|| {
+            let got = Mutex::new(None);
+            db.ingest(vec![source], &opts, &|e| *got.lock() = Some(e.clone()))
+                .map(|_| got.into_inner())
+        });
+        match event.map_err(to_py)? {
+            Some(IngestEvent {
+                error: Some(reason),
+                path,
+                ..
+            }) => Err(py_error(
+                "ImageError",
+                format!("{path}: {reason}"),
+                Some(path),
+            )),
+            Some(IngestEvent { id: Some(id), .. }) => Ok(id),
+            _ => Err(py_error("Error", "the insert was interrupted".into(), None)),
+        }
+    }
+
+    /// Runs `queries` as one batch; each query's result is a list of hit dicts or the
+    /// exception it failed with.
+    fn search<'py>(
+        &self,
+        py: Python<'py>,
+        queries: &Bound<'py, PyList>,
+        options: SearchArgs,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let db = self.db()?;
+        let queries: Vec<Query> = queries
+            .iter()
+            .map(|q| query_of(&q))
+            .collect::<PyResult<_>>()?;
+        let opts = options.options()?;
+        let results = py.allow_threads(|| db.search_batch(queries, &opts));
+        let out = PyList::empty(py);
+        for result in results {
+            match result {
+                Ok(hits) => {
+                    let list = PyList::empty(py);
+                    for hit in &hits {
+                        list.append(hit_dict(py, &db, hit)?)?;
+                    }
+                    out.append(list)?;
+                }
+                Err(e) => out.append(to_py(e).into_value(py))?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The pipeline's global vectors of `queries` (ids give their stored vectors), one row
+    /// each, without storing anything.
+    fn extract<'py>(
+        &self,
+        py: Python<'py>,
+        queries: &Bound<'py, PyList>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let db = self.db()?;
+        let queries: Vec<Query> = queries
+            .iter()
+            .map(|q| query_of(&q))
+            .collect::<PyResult<_>>()?;
+        let n = queries.len();
+        let vectors = py.allow_threads(|| db.extract(queries));
+        let mut flat = Vec::new();
+        let mut dims = 0;
+        for v in vectors {
+            let v = v.map_err(to_py)?;
+            dims = v.len();
+            flat.extend(v);
+        }
+        matrix(py, flat, n, dims)
+    }
+
+    /// The stored vectors of `ids` (every live row when None), in that order, with the ids.
+    #[pyo3(signature = (ids=None))]
+    fn vectors<'py>(&self, py: Python<'py>, ids: Option<Vec<u64>>) -> PyResult<IdsAndVectors<'py>> {
+        let db = self.db()?;
+        let (ids, flat, dims) = py
+            .allow_threads(|| -> Result<_, Error> {
+                let ids = match ids {
+                    Some(ids) => ids,
+                    None => db.records()?.iter().map(|r| r.id).collect(),
+                };
+                let mut flat = Vec::new();
+                let mut dims = 0;
+                for &id in &ids {
+                    let v = db.vector(id)?.ok_or(Error::NoSuchId(id))?;
+                    dims = v.len();
+                    flat.extend(v);
+                }
+                Ok((ids, flat, dims))
+            })
+            .map_err(to_py)?;
+        let n = ids.len();
+        Ok((PyArray1::from_vec(py, ids), matrix(py, flat, n, dims)?))
+    }
+
+    fn get<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let db = self.db()?;
+        let rec = py.allow_threads(|| db.get(id)).map_err(to_py)?;
+        rec.map(|r| record_dict(py, &r)).transpose()
+    }
+
+    /// The record of a file as named (relative or absolute, through links, or since removed).
+    fn get_by_file<'py>(
+        &self,
+        py: Python<'py>,
+        path: PathBuf,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let db = self.db()?;
+        let rec = py.allow_threads(|| db.get_by_file(&path)).map_err(to_py)?;
+        rec.map(|r| record_dict(py, &r)).transpose()
+    }
+
+    fn records<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let db = self.db()?;
+        let recs = py.allow_threads(|| db.records()).map_err(to_py)?;
+        let out = PyList::empty(py);
+        for r in &recs {
+            out.append(record_dict(py, r)?)?;
+        }
+        Ok(out)
+    }
+
+    fn thumbnail<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let db = self.db()?;
+        let bytes = py.allow_threads(|| db.thumbnail(id)).map_err(to_py)?;
+        Ok(bytes.map(|b| PyBytes::new(py, &b)))
+    }
+
+    /// Deletes rows; returns the ids that were live.
+    fn delete(&self, py: Python<'_>, ids: Vec<u64>) -> PyResult<Vec<u64>> {
+        let db = self.db()?;
+        py.allow_threads(|| db.delete(&ids)).map_err(to_py)
+    }
+
+    /// Seals pending rows and merges segments without deleted rows (JSON report).
+    fn compact(&self, py: Python<'_>) -> PyResult<String> {
+        let db = self.db()?;
+        let report = py.allow_threads(|| db.compact()).map_err(to_py)?;
+        json(&report)
+    }
+
+    /// What the database holds (JSON, as `imgvec info --json`).
+    fn info(&self, py: Python<'_>) -> PyResult<String> {
+        let db = self.db()?;
+        let info = py.allow_threads(|| db.info()).map_err(to_py)?;
+        json(&info)
+    }
+}
+
+enum Msg {
+    Event(IngestEvent),
+    Done(Result<IngestSummary, Error>),
+}
+
+/// A running ingest: iterate it for its events (JSON text); `summary` is set once it ends.
+/// Ctrl-C while waiting stops the ingest after the images in flight are durable, then raises
+/// `KeyboardInterrupt`.
+#[pyclass(module = "imgvec._imgvec", frozen)]
+struct IngestStream {
+    rx: Receiver<Msg>,
+    stop: Arc<AtomicBool>,
+    total: usize,
+    worker: Mutex<Option<JoinHandle<()>>>,
+    summary: Mutex<Option<String>>,
+}
+
+impl IngestStream {
+    /// Waits for the worker's last message, discarding events (after a stop).
+    fn finish(&self, py: Python<'_>) -> PyResult<()> {
+        loop {
+            match py.allow_threads(|| self.rx.recv()) {
+                Ok(Msg::Event(_)) => {}
+                Ok(Msg::Done(result)) => return self.done(py, result),
+                Err(_) => return self.join(py),
+            }
+        }
+    }
+
+    fn done(&self, py: Python<'_>, result: Result<IngestSummary, Error>) -> PyResult<()> {
+        let summary = result.map_err(to_py)?;
+        *self.summary.lock() = Some(json(&summary)?);
+        self.join(py)
+    }
+
+    fn join(&self, py: Python<'_>) -> PyResult<()> {
+        if let Some(worker) = self.worker.lock().take() {
+            py.allow_threads(|| worker.join())
+                .map_err(|_| PyRuntimeError::new_err("the ingest thread panicked"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for IngestStream {
+    /// A stream dropped while its ingest runs stops it, after the images in flight are durable.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(worker) = self.worker.get_mut().take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+#[pymethods]
+impl IngestStream {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        loop {
+            let got = py.allow_threads(|| self.rx.recv_timeout(Duration::from_millis(100)));
+            match got {
+                Ok(Msg::Event(e)) => return json(&e).map(Some),
+                Ok(Msg::Done(result)) => return self.done(py, result).map(|()| None),
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(interrupt) = py.check_signals() {
+                        self.stop.store(true, Ordering::SeqCst);
+                        self.finish(py)?;
+                        return Err(interrupt);
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return self.join(py).map(|()| None),
+            }
+        }
+    }
+
+    /// Images (and unreadable paths) the walk found.
+    #[getter]
+    fn total(&self) -> usize {
+        self.total
+    }
+
+    /// The summary (JSON) once the stream is exhausted.
+    #[getter]
+    fn summary(&self) -> Option<String> {
+        self.summary.lock().clone()
+    }
+
+    /// Stops after the images in flight are durable, and waits for that.
+    fn stop(&self, py: Python<'_>) -> PyResult<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.finish(py)
+    }
+}
+
+/// Encodes an image array (H×W×3, H×W×4 or H×W, uint8) as PNG bytes (lossless).
+#[pyfunction]
+fn encode_array<'py>(
+    py: Python<'py>,
+    array: PyReadonlyArrayDyn<'py, u8>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let shape = array.shape().to_vec();
+    let (h, w, channels) = match shape[..] {
+        [h, w] => (h, w, 1),
+        [h, w, c @ (1 | 3 | 4)] => (h, w, c),
+        _ => {
+            return Err(invalid(format!(
+                "an image array is H×W, H×W×3 or H×W×4 uint8, not shape {shape:?}"
+            )))
+        }
+    };
+    let pixels: Vec<u8> = array.as_array().iter().copied().collect();
+    let color = match channels {
+        1 => image::ExtendedColorType::L8,
+        3 => image::ExtendedColorType::Rgb8,
+        _ => image::ExtendedColorType::Rgba8,
+    };
+    let (w32, h32) = match (u32::try_from(w), u32::try_from(h)) {
+        (Ok(w), Ok(h)) if w > 0 && h > 0 => (w, h),
+        _ => return Err(invalid(format!("an image array of {w}×{h} pixels"))),
+    };
+    let mut png = Vec::new();
+    py.allow_threads(|| {
+        use image::ImageEncoder;
+        image::codecs::png::PngEncoder::new(&mut png).write_image(&pixels, w32, h32, color)
+    })
+    .map_err(|e| invalid(format!("encoding the array: {e}")))?;
+    Ok(PyBytes::new(py, &png))
+}
+
+#[pymodule]
+fn _imgvec(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    imgvec::tune_allocator();
+    m.add_class::<NativeDatabase>()?;
+    m.add_class::<IngestStream>()?;
+    m.add_function(wrap_pyfunction!(encode_array, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
