@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use imgvec_ingest::{decode, set_torch_threads};
+use imgvec_ingest::{decode, set_torch_threads, FileList};
 use imgvec_storage::lock::FolderLock;
 use imgvec_storage::{
     CompactionPolicy, CompactionReport, ImageRecord, OpenMode, Store, StoreOptions,
@@ -112,6 +112,28 @@ impl Database {
         ingestor.run(sources, opts, on_event)
     }
 
+    /// Ingests what a walk ([`collect_files`](crate::collect_files)) found: paths it could not
+    /// read become error events first, then the images are ingested; the summary counts both,
+    /// and the files it skipped (not images, not regular files).
+    pub fn ingest_files(
+        &self,
+        files: FileList,
+        opts: &IngestOptions,
+        on_event: &(dyn Fn(&IngestEvent) + Sync),
+    ) -> Result<IngestSummary> {
+        for (path, reason) in &files.errors {
+            on_event(&IngestEvent::error(
+                path.display().to_string(),
+                reason.clone(),
+            ));
+        }
+        let sources = files.images.into_iter().map(Source::File).collect();
+        let mut summary = self.ingest(sources, opts, on_event)?;
+        summary.errors += files.errors.len() as u64;
+        summary.skipped = (files.skipped.len() + files.not_regular.len()) as u64;
+        Ok(summary)
+    }
+
     /// Inserts one file (its canonical path is its key). Returns once it is durable.
     pub fn insert_path(&self, path: impl AsRef<Path>) -> Result<IngestEvent> {
         let path = path.as_ref();
@@ -119,7 +141,7 @@ impl Database {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        self.insert_one(Source::File(canonical), BTreeMap::new())
+        self.insert(Source::File(canonical), BTreeMap::new())
     }
 
     /// Inserts encoded image bytes under `key`, with user attributes. Returns once durable.
@@ -133,10 +155,12 @@ impl Database {
             key: key.to_string(),
             bytes: Arc::from(bytes),
         };
-        self.insert_one(source, attributes)
+        self.insert(source, attributes)
     }
 
-    fn insert_one(
+    /// Inserts one image with user attributes. Returns once it is durable; an image that cannot
+    /// be read is an [`Error::Image`] naming it.
+    pub fn insert(
         &self,
         source: Source,
         attributes: BTreeMap<String, String>,

@@ -281,6 +281,42 @@ impl Reducer {
         }
     }
 
+    /// Learns the projection on `live` rows of `snap`: the whitening on a sample of the raw
+    /// vectors, and the VLAD codebook on a sample of the local features when the spec has one.
+    fn learn(
+        &self,
+        store: &Store,
+        snap: &Snapshot,
+        dims_in: usize,
+        live: usize,
+    ) -> Result<Projection, IndexError> {
+        let (_, vectors) = snap.vectors_above(0, dims_in)?;
+        let sample = strided_sample(&vectors, dims_in, SAMPLE_ROWS);
+        let w = Whitening::learn(&sample, dims_in, self.spec.dims, live as u64)?;
+        let vlad = match self.spec.vlad {
+            Some(spec) => {
+                let images = vlad_sample(snap)?;
+                Vlad::learn(
+                    &spec,
+                    images.len(),
+                    |i| descriptors_of(images[i]),
+                    live as u64,
+                )
+                .map_err(|e| tracing::warn!("{}: no VLAD yet: {e}", store.dir().display()))
+                .ok()
+            }
+            None => None,
+        };
+        tracing::info!(
+            "{}: whitening learned on {live} rows ({dims_in} → {} dims{})",
+            store.dir().display(),
+            self.spec.dims,
+            vlad.as_ref()
+                .map_or(String::new(), |v| format!(" + VLAD {}", v.dims()))
+        );
+        Ok(Projection { whitening: w, vlad })
+    }
+
     /// The whitened view of `snap`, learning or relearning the whitening when due (and `learn`
     /// allows); `None` while there is none (callers then search the raw vectors).
     pub fn view(
@@ -301,35 +337,11 @@ impl Reducer {
                 Some(s) => grown(live as u64, s.projection.whitening.learned_on.max(1)),
             };
         if due {
-            let (_, vectors) = snap.vectors_above(0, dims_in)?;
-            let sample = strided_sample(&vectors, dims_in, SAMPLE_ROWS);
-            let w = Whitening::learn(&sample, dims_in, self.spec.dims, live as u64)?;
-            let vlad = match self.spec.vlad {
-                Some(spec) => {
-                    let images = vlad_sample(snap)?;
-                    Vlad::learn(
-                        &spec,
-                        images.len(),
-                        |i| descriptors_of(images[i]),
-                        live as u64,
-                    )
-                    .map_err(|e| tracing::warn!("{}: no VLAD yet: {e}", store.dir().display()))
-                    .ok()
-                }
-                None => None,
-            };
+            let projection = self.learn(store, snap, dims_in, live)?;
             let published = self
                 .published_generation
                 .load(std::sync::atomic::Ordering::Acquire);
             let generation = guard.as_ref().map_or(published, |s| s.generation) + 1;
-            tracing::info!(
-                "{}: whitening learned on {live} rows ({dims_in} → {} dims{})",
-                store.dir().display(),
-                self.spec.dims,
-                vlad.as_ref()
-                    .map_or(String::new(), |v| format!(" + VLAD {}", v.dims()))
-            );
-            let projection = Projection { whitening: w, vlad };
             *guard = Some(self.make_state(store, generation, projection, false));
         }
         let Some(st) = guard.as_mut() else {

@@ -262,26 +262,16 @@ impl NativeDatabase {
         };
         let total = files.images.len() + files.errors.len();
         let worker = std::thread::spawn(move || {
-            for (path, reason) in &files.errors {
-                let _ = tx.send(Msg::Event(IngestEvent::error(
-                    path.display().to_string(),
-                    reason.clone(),
-                )));
-            }
-            let sources = files.images.into_iter().map(Source::File).collect();
             let on_event = |e: &IngestEvent| {
                 let _ = tx.send(Msg::Event(e.clone()));
             };
-            let result = db.ingest(sources, &opts, &on_event).map(|mut summary| {
-                summary.errors += files.errors.len() as u64;
-                summary.skipped = (files.skipped.len() + files.not_regular.len()) as u64;
+            let result = db.ingest_files(files, &opts, &on_event).inspect(|summary| {
+                // Searches right after see trained, current indexes (as the CLI does).
                 if !summary.interrupted {
-                    // Searches right after see trained, current indexes (as the CLI does).
                     if let Err(e) = db.refresh_indexes() {
                         tracing::warn!("index refresh after ingest: {e}");
                     }
                 }
-                summary
             });
             let _ = tx.send(Msg::Done(result));
         });
@@ -323,28 +313,12 @@ impl NativeDatabase {
                 Source::File(canonical)
             }
         };
-        let opts = IngestOptions {
-            attributes: attrs,
-            ..IngestOptions::default()
-        };
-        let event = py.allow_threads(|| {
-            let got = Mutex::new(None);
-            db.ingest(vec![source], &opts, &|e| *got.lock() = Some(e.clone()))
-                .map(|_| got.into_inner())
-        });
-        match event.map_err(to_py)? {
-            Some(IngestEvent {
-                error: Some(reason),
-                path,
-                ..
-            }) => Err(py_error(
-                "ImageError",
-                format!("{path}: {reason}"),
-                Some(path),
-            )),
-            Some(IngestEvent { id: Some(id), .. }) => Ok(id),
-            _ => Err(py_error("Error", "the insert was interrupted".into(), None)),
-        }
+        let event = py
+            .allow_threads(|| db.insert(source, attrs))
+            .map_err(to_py)?;
+        event
+            .id
+            .ok_or_else(|| py_error("Error", "the insert stored no row".into(), None))
     }
 
     /// Runs `queries` as one batch; each query's result is a list of hit dicts or the

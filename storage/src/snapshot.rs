@@ -265,24 +265,12 @@ impl Snapshot {
         )
     }
 
-    /// Ids of the live rows above `above`, ascending (no row's bytes are read).
+    /// Ids of the live rows above `above`, ascending (no row's bytes are read, so the walk
+    /// cannot fail).
     pub fn live_ids_above(&self, above: u64) -> Vec<u64> {
-        let ids = |all: &[u64]| -> Vec<u64> {
-            let start = all.partition_point(|&id| id <= above);
-            all[start..]
-                .iter()
-                .copied()
-                .filter(|id| !self.tombstones.contains(id))
-                .collect()
-        };
-        let mut out: Vec<u64> = self
-            .segments
-            .iter()
-            .flat_map(|(_, s)| ids(s.ids()))
-            .collect();
-        out.extend(self.pending.iter().flat_map(|c| ids(&c.ids)));
-        out.sort_unstable();
-        out
+        self.live_rows_above(above, |_, _| Ok(Some(())), |_, _| Some(()))
+            .map(|rows| rows.into_iter().map(|(id, ())| id).collect())
+            .unwrap_or_default()
     }
 
     /// Every block of rows with `dims`-long vectors (deleted rows included): (ids, vectors);

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use imgvec::{
     collect_files, printable, Database, IngestEvent, IngestOptions, IngestSummary, OpenOptions,
-    Source,
 };
 
 use crate::args::IngestArgs;
@@ -49,20 +48,11 @@ pub(crate) fn run(args: IngestArgs, mut open: OpenOptions) -> CliResult {
             say(&bar, format!("skipped: {path}: {reason}"));
         }
     }
-    for (path, reason) in &files.errors {
-        report(&IngestEvent::error(
-            path.display().to_string(),
-            reason.clone(),
-        ));
-    }
-    let sources = files.images.into_iter().map(Source::File).collect();
-    let mut summary = db.ingest(sources, &opts, &report)?;
+    let summary = db.ingest_files(files, &opts, &report)?;
     bar.finish_and_clear();
     if !summary.interrupted {
         refresh_indexes(&db, &args.db, json);
     }
-    summary.errors += files.errors.len() as u64;
-    summary.skipped = (files.skipped.len() + files.not_regular.len()) as u64;
     if json {
         print_json(&serde_json::json!({ "summary": summary }));
     } else {

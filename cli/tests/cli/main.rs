@@ -30,6 +30,24 @@ pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Flips one bit in the middle of `db`'s first segment, written as a new file (so a hard-linked
+/// copy of it elsewhere keeps its bytes); returns the segment's path.
+pub(crate) fn damage_first_segment(db: &Path) -> PathBuf {
+    let seg = std::fs::read_dir(db.join("segments"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    let damaged = seg.with_extension("tmp");
+    std::fs::write(&damaged, bytes).unwrap();
+    std::fs::rename(&damaged, &seg).unwrap();
+    seg
+}
+
 pub(crate) fn json_lines(out: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()

@@ -240,19 +240,8 @@ fn verify_and_backup() {
         "{text}"
     );
     // A damaged segment: opening reads no vector, verify reads them all and names the file.
-    let seg = std::fs::read_dir(copy.join("segments"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let at = bytes.len() / 2;
-    bytes[at] ^= 0x10;
-    // A new file in its place: the copy's segment is a hard link of the original's.
-    let damaged = seg.with_extension("tmp");
-    std::fs::write(&damaged, bytes).unwrap();
-    std::fs::rename(&damaged, &seg).unwrap();
+    // (The copy's segment is a hard link of the original's: the damage is a new file.)
+    let seg = damage_first_segment(&copy);
     let out = run(&["verify", s(&copy)]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);

@@ -183,16 +183,7 @@ fn search_modes_from_the_cli() {
 fn corrupted_segment_is_reported_with_its_file() {
     let tmp = tempfile::tempdir().unwrap();
     let (imgs, db) = compacted_db(tmp.path(), 4);
-    let seg = std::fs::read_dir(db.join("segments"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x10;
-    std::fs::write(&seg, bytes).unwrap();
+    let seg = damage_first_segment(&db);
     let deleted = run(&["delete", s(&db), "--id", "2"]);
     assert_eq!(deleted.status.code(), Some(0), "{}", stderr(&deleted));
     // With --json, the query's error is its JSON line.

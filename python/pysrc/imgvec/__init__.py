@@ -18,6 +18,7 @@ import os
 # keeps idle worker threads off the CPU (the CLI sets it the same way).
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import warnings  # noqa: E402
@@ -411,7 +412,7 @@ class Database:
             for i, h in enumerate(answer)
         ]
         if matches_only:
-            hits = [Hit(**{**h.__dict__, "rank": i + 1}) for i, h in enumerate(x for x in hits if x.is_match)]
+            hits = [dataclasses.replace(h, rank=i + 1) for i, h in enumerate(x for x in hits if x.is_match)]
         return Results(label, hits, thumbnail=self.thumbnail, query_image=query_image)
 
     def _query_image(self, native: Union[int, str, bytes]) -> Callable[[], Optional[bytes]]:

@@ -43,13 +43,13 @@ impl Store {
         Ok(report)
     }
 
-    fn compact_segments(&self, policy: CompactionPolicy) -> Result<CompactionReport> {
-        self.require_writable()?;
-        let _compacting = self.compaction_lock.lock();
-        if policy == CompactionPolicy::Full {
-            self.flush()?;
-        }
-        let snap = self.snapshot();
+    /// The segments `policy` merges now, each checked whole: damaged bytes must fail the merge,
+    /// not be copied into a file with fresh checksums.
+    fn victims(
+        &self,
+        snap: &Snapshot,
+        policy: CompactionPolicy,
+    ) -> Result<Vec<(u64, Arc<Segment>)>> {
         let stats: Vec<SegmentStat> = snap
             .segments
             .iter()
@@ -60,18 +60,27 @@ impl Store {
                 checked_whole_at_open: !seg.has_block_checks(),
             })
             .collect();
-        let tuning = MergeTuning::of(&self.opts);
-        let chosen = choose_victims(&stats, policy, &tuning);
+        let chosen = choose_victims(&stats, policy, &MergeTuning::of(&self.opts));
         let victims: Vec<(u64, Arc<Segment>)> = chosen
             .iter()
             .filter_map(|v| snap.segments.iter().find(|(id, _)| id == v).cloned())
             .collect();
-        if victims.is_empty() {
-            return Ok(CompactionReport::default());
-        }
-        // Damaged bytes must fail the merge, not be copied into a file with fresh checksums.
         for (_, seg) in &victims {
             seg.verify_all()?;
+        }
+        Ok(victims)
+    }
+
+    fn compact_segments(&self, policy: CompactionPolicy) -> Result<CompactionReport> {
+        self.require_writable()?;
+        let _compacting = self.compaction_lock.lock();
+        if policy == CompactionPolicy::Full {
+            self.flush()?;
+        }
+        let snap = self.snapshot();
+        let victims = self.victims(&snap, policy)?;
+        if victims.is_empty() {
+            return Ok(CompactionReport::default());
         }
         // The merged rows are streamed from the mapped victims into the new file: memory holds
         // their ids and where each is (16 bytes a row), never their vectors or features.
