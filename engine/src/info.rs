@@ -26,6 +26,9 @@ pub struct Hit {
     /// What verification concluded, when this search verified this result.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdict: Option<crate::search::Verdict>,
+    /// The row's user attributes (from the record the path is read from).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -147,8 +147,8 @@ impl SearchArgs {
     }
 }
 
-/// A hit as a dict: the engine's fields plus the row's attributes.
-fn hit_dict<'py>(py: Python<'py>, db: &Database, hit: &Hit) -> PyResult<Bound<'py, PyDict>> {
+/// A hit as a dict.
+fn hit_dict<'py>(py: Python<'py>, hit: &Hit) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("id", hit.id)?;
     d.set_item("path", &hit.path)?;
@@ -156,8 +156,7 @@ fn hit_dict<'py>(py: Python<'py>, db: &Database, hit: &Hit) -> PyResult<Bound<'p
     d.set_item("inliers", hit.inliers)?;
     d.set_item("alignment", hit.alignment)?;
     d.set_item("verdict", hit.verdict.map(|v| v.name()))?;
-    let attrs = db.get(hit.id).map_err(to_py)?.map(|r| r.attributes);
-    d.set_item("attrs", attrs.unwrap_or_default())?;
+    d.set_item("attrs", &hit.attributes)?;
     Ok(d)
 }
 
@@ -342,7 +341,7 @@ impl NativeDatabase {
                 Ok(hits) => {
                     let list = PyList::empty(py);
                     for hit in &hits {
-                        list.append(hit_dict(py, &db, hit)?)?;
+                        list.append(hit_dict(py, hit)?)?;
                     }
                     out.append(list)?;
                 }

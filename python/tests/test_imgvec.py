@@ -146,7 +146,7 @@ def test_vectors_and_extract(fast_db, subset):
             db.vectors([10**9])
 
 
-def test_errors_are_typed(fast_db, tmp_path):
+def test_errors_are_typed(fast_db, subset, tmp_path):
     with pytest.raises(imgvec.InvalidArgument):
         imgvec.Database(tmp_path / "x", pipeline="turbo")
     with pytest.raises(imgvec.InvalidArgument) as e:
@@ -174,6 +174,10 @@ def test_errors_are_typed(fast_db, tmp_path):
         with pytest.raises(imgvec.CorruptionError) as bad:
             db.search(1, k=3)
         assert bad.value.path == str(seg)
+        # An exact scan of a batch reads the damaged block once for all: each query reports it.
+        images = sorted(subset[0].iterdir())[:2]
+        batch = db.search(images, k=3)
+        assert [type(r.error) for r in batch] == [imgvec.CorruptionError] * 2
     closed = imgvec.Database(fast_db, read_only=True)
     closed.close()
     with pytest.raises(imgvec.Error):

@@ -44,6 +44,37 @@ impl StorageError {
     }
 }
 
+/// The same error again (an `io::Error` is rebuilt from its kind and message): a failure several
+/// callers met at once (a batch of queries reading one damaged segment) is reported to each.
+impl Clone for StorageError {
+    fn clone(&self) -> Self {
+        match self {
+            StorageError::Io { path, source } => StorageError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            StorageError::DataCorruption { path, reason } => StorageError::DataCorruption {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            StorageError::NotADatabase { path, reason } => StorageError::NotADatabase {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            StorageError::Locked { path } => StorageError::Locked { path: path.clone() },
+            StorageError::Metadata { path, message } => StorageError::Metadata {
+                path: path.clone(),
+                message: message.clone(),
+            },
+            StorageError::Invalid { path, message } => StorageError::Invalid {
+                path: path.clone(),
+                message: message.clone(),
+            },
+            StorageError::ReadOnly { path } => StorageError::ReadOnly { path: path.clone() },
+        }
+    }
+}
+
 /// Adds the file name to an `io::Result`.
 pub(crate) trait IoContext<T> {
     fn at(self, path: &Path) -> Result<T>;

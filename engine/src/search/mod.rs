@@ -188,13 +188,10 @@ impl Searcher<'_> {
                 );
                 match found {
                     Ok(all) => all.into_iter().map(Ok).collect(),
-                    Err(e) => {
-                        // Every query of the batch read the damaged rows.
-                        let message = e.to_string();
-                        let rest = (1..flat.len() / dims.max(1))
-                            .map(|_| Err(Error::Invalid(message.clone())));
-                        std::iter::once(Err(e.into())).chain(rest).collect()
-                    }
+                    // Every query of the batch read the damaged rows: each gets the error.
+                    Err(e) => (0..flat.len() / dims.max(1))
+                        .map(|_| Err(e.clone().into()))
+                        .collect(),
                 }
             }
             Some(mode) => flat
@@ -351,6 +348,7 @@ impl Searcher<'_> {
                     inliers: c.inliers,
                     alignment: c.alignment,
                     verdict: c.verdict,
+                    attributes: rec.attributes,
                 });
             }
         }
