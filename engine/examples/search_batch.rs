@@ -29,7 +29,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         k,
         ..SearchOptions::default()
     };
-    let batch = || queries.iter().map(|q| Query::Path(q.into())).collect::<Vec<_>>();
+    let batch = || {
+        queries
+            .iter()
+            .map(|q| Query::Path(q.into()))
+            .collect::<Vec<_>>()
+    };
     let mut ms = Vec::with_capacity(repeats);
     for i in 0..=repeats {
         let t = Instant::now();
