@@ -182,6 +182,12 @@ impl Database {
         }
     }
 
+    /// What readers see now: the sealed segments (memory-mapped), pending rows and deleted ids.
+    /// Holding it keeps those segments mapped, even after a compaction replaced them.
+    pub fn snapshot(&self) -> Arc<imgvec_storage::Snapshot> {
+        self.store.snapshot()
+    }
+
     /// Every live row's record (one pass over the records column family).
     pub fn records(&self) -> Result<Vec<ImageRecord>> {
         Ok(self.store.records()?)

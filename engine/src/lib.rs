@@ -66,7 +66,7 @@ pub use imgvec_ingest::{
     Pooling, MAX_FILE_BYTES,
 };
 pub use imgvec_storage::key::printable;
-pub use imgvec_storage::{CompactionReport, ImageRecord, StorageError};
+pub use imgvec_storage::{CompactionReport, ImageRecord, Snapshot, StorageError};
 pub use index::{IndexInfo, IndexOptions};
 pub use info::{DatabaseInfo, Hit, LocalInfo, VladInfo, WhiteningInfo};
 pub use ingest::{IngestEvent, IngestOptions, IngestStatus, IngestSummary, Source};

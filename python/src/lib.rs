@@ -14,9 +14,10 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use imgvec::{
     collect_files, Augment, Database, Error, Filter, Hit, ImageRecord, IngestEvent, IngestOptions,
-    IngestSummary, OpenOptions, PipelineChoice, Preset, Query, SearchMode, SearchOptions, Source,
-    StorageError, VerifyOverrides,
+    IngestSummary, OpenOptions, PipelineChoice, Preset, Query, SearchMode, SearchOptions, Snapshot,
+    Source, StorageError, VerifyOverrides,
 };
+use numpy::ndarray::ArrayView2;
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use parking_lot::Mutex;
 use pyo3::exceptions::PyRuntimeError;
@@ -176,6 +177,41 @@ fn record_dict<'py>(py: Python<'py>, rec: &ImageRecord) -> PyResult<Bound<'py, P
 
 /// Row ids and their vectors (one row each).
 type IdsAndVectors<'py> = (Bound<'py, PyArray1<u64>>, Bound<'py, PyArray2<f32>>);
+
+/// Keeps a snapshot (and so its segments' memory maps) alive while numpy arrays borrow from it.
+#[pyclass(module = "imgvec._imgvec", frozen)]
+struct MappedRows {
+    _snapshot: Arc<Snapshot>,
+}
+
+/// Every row of `snap` as a read-only array over its one segment's memory map (ids ascending),
+/// when the snapshot is exactly that: one segment, nothing pending, nothing deleted.
+fn mapped_vectors(py: Python<'_>, snap: Arc<Snapshot>) -> PyResult<Option<IdsAndVectors<'_>>> {
+    let [(_, seg)] = snap.segments() else {
+        return Ok(None);
+    };
+    if !snap.pending().is_empty() || !snap.tombstones().is_empty() {
+        return Ok(None);
+    }
+    // Reading the whole column checks every block of it once.
+    let vectors = py
+        .allow_threads(|| seg.vectors())
+        .map_err(|e| to_py(e.into()))?;
+    let view = ArrayView2::from_shape((seg.rows(), seg.dims()), vectors)
+        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    let owner = Bound::new(
+        py,
+        MappedRows {
+            _snapshot: snap.clone(),
+        },
+    )?
+    .into_any();
+    // SAFETY: `owner` holds the snapshot, whose `Arc<Segment>` owns the memory map `view`
+    // points into; the map is never modified, and the array is made read-only below.
+    let array = unsafe { PyArray2::borrow_from_array(&view, owner) };
+    array.call_method1("setflags", (false,))?;
+    Ok(Some((PyArray1::from_slice(py, seg.ids()), array)))
+}
 
 /// `rows` vectors of `dims` floats as one (rows × dims) array.
 fn matrix<'py>(
@@ -376,9 +412,16 @@ impl NativeDatabase {
     }
 
     /// The stored vectors of `ids` (every live row when None), in that order, with the ids.
+    /// Every live row of a database whose rows all sit in one segment (after a compaction, with
+    /// nothing pending or deleted) is a read-only view of the memory map, not a copy.
     #[pyo3(signature = (ids=None))]
     fn vectors<'py>(&self, py: Python<'py>, ids: Option<Vec<u64>>) -> PyResult<IdsAndVectors<'py>> {
         let db = self.db()?;
+        if ids.is_none() {
+            if let Some(mapped) = mapped_vectors(py, db.snapshot())? {
+                return Ok(mapped);
+            }
+        }
         let (ids, flat, dims) = py
             .allow_threads(|| -> Result<_, Error> {
                 let ids = match ids {

@@ -146,6 +146,27 @@ def test_vectors_and_extract(fast_db, subset):
             db.vectors([10**9])
 
 
+def test_vectors_are_a_zero_copy_view_of_a_compacted_database(fast_db, tmp_path):
+    db_path = copy_db(fast_db, tmp_path / "db")
+    with imgvec.Database(db_path) as db:
+        db.compact()  # every row in one segment, nothing pending
+    db = imgvec.Database(db_path, read_only=True)
+    ids, mapped = db.vectors(return_ids=True)
+    assert not mapped.flags.owndata and not mapped.flags.writeable  # a view of the memory map
+    with pytest.raises(ValueError):
+        mapped[0, 0] = 1.0
+    copied = db.vectors([int(i) for i in ids])  # row by row, through get()'s path
+    assert copied.flags.writeable and np.array_equal(mapped, copied)  # a copy of its own
+    first = mapped[0].copy()
+    db.close()
+    assert np.array_equal(mapped[0], first)  # the array keeps its segment mapped
+    with imgvec.Database(db_path) as writer:
+        writer.delete(int(ids[0]))
+        rest = writer.vectors()  # deleted rows still sit in the segment: a copy without them
+        assert rest.flags.writeable and len(rest) == len(ids) - 1
+        assert np.array_equal(rest, copied[1:])
+
+
 def test_errors_are_typed(fast_db, subset, tmp_path):
     with pytest.raises(imgvec.InvalidArgument):
         imgvec.Database(tmp_path / "x", pipeline="turbo")

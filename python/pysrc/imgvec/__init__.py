@@ -438,7 +438,9 @@ class Database:
 
     def vectors(self, ids: Optional[Iterable[int]] = None, *, return_ids: bool = False) -> Any:
         """The stored vectors of ``ids`` (every live row, by id, when None) as an n × dims
-        float32 array; with ``return_ids``, ``(ids, vectors)``."""
+        float32 array; with ``return_ids``, ``(ids, vectors)``. Every live row of a compacted
+        database (one segment, nothing pending or deleted) comes as a read-only view of the
+        memory-mapped segment, without a copy; otherwise the rows are copied."""
         got_ids, vectors = self._native.vectors(None if ids is None else [int(i) for i in ids])
         return (np.asarray(got_ids), np.asarray(vectors)) if return_ids else np.asarray(vectors)
 
