@@ -8,7 +8,9 @@
 #      ${IMGVEC_MODEL_DIR:-~/.local/share/imgvec/models}/mobilenet_v2.pt;
 #   3. sample photos (scikit-image's, from its PyPI wheel) in sample/ for the quickstart;
 #   4. .venv/ with numpy and OpenCV, for the tests that read segment files from Python and the
-#      SIFT oracle test.
+#      SIFT oracle test;
+#   5. the Python package built into .venv, with its test tools;
+#   6. cargo-deny, for the licence check of the tests.
 # Nothing downloaded is committed. Re-run it whenever a build or a run names it.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -127,5 +129,11 @@ if [ "${IMGVEC_SETUP_PYTHON:-1}" = 1 ]; then
     say "building the imgvec Python package into $VENV (maturin develop)"
     (cd "$ROOT/python" && VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" \
         "$VENV/bin/maturin" develop --quiet >&2)
+fi
+# 6. cargo-deny, which checks every dependency's licence in the tests (built once from crates.io).
+CARGO_DENY_VERSION=0.20.2
+if ! cargo deny --version 2>/dev/null | grep -q "$CARGO_DENY_VERSION"; then
+    say "installing cargo-deny $CARGO_DENY_VERSION (licence check; a few minutes, once)"
+    cargo install --locked --quiet --no-default-features cargo-deny --version "$CARGO_DENY_VERSION" >&2
 fi
 say "ready: default model $MODEL"

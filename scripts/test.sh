@@ -8,6 +8,8 @@ cd "$ROOT"
 cargo fmt --all -- --check
 cargo test --workspace --no-fail-fast
 cargo clippy --workspace --all-targets -- -D warnings
+# Every dependency's licence allows MIT OR Apache-2.0 and every crate comes from crates.io.
+cargo deny check licenses bans sources
 # The Python package (built into .venv by setup): pytest on the real engine, mypy, the notebook.
 IMGVEC_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/imgvec" "$ROOT/.venv/bin/python" -m pytest -q "$ROOT/python/tests"
 # The fuzz targets (their own workspace) must keep compiling against the crates they fuzz.

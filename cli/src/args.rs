@@ -1,49 +1,89 @@
 //! The command line: every clap type of the `imgvec` tool. Doc comments are the help texts.
+//! Shared by the `imgvec` launcher (help, version, usage errors, completions and the man page,
+//! without loading libtorch) and `imgvec-engine`, which runs the commands.
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
-use imgvec::{Augment, PipelineChoice, Preset, SearchMode, SearchOptions, VerifyOverrides};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use imgvec_options::{Augment, Preset, SearchMode, VerifyOverrides};
+
+/// What `--help` says after the options: exit status and environment, for every command.
+pub const AFTER_HELP: &str = "\
+Exit status: 0 success; 1 a runtime failure, or some items failed (each is reported); 2 a usage \
+error (bad flag or value); 130 interrupted by Ctrl-C (run the same command again to resume).
+
+Environment: IMGVEC_DB names the database when the first operand is not one; NO_COLOR turns \
+colour off; IMGVEC_LOG sets the log filter (tracing syntax, overrides -q/-v); IMGVEC_MODEL_DIR \
+holds the default model.";
 
 #[derive(Parser)]
 #[command(
     name = "imgvec",
     version,
-    about = "An embedded vector database for images"
+    about = "An embedded vector database for images: ingest photos, then ask which stored images \
+             look like a query",
+    after_help = AFTER_HELP,
+    propagate_version = true,
+    max_term_width = 100
 )]
-pub(crate) struct Cli {
-    /// Threads for decoding and inference (default: all cores).
-    #[arg(long, global = true)]
-    pub(crate) threads: Option<usize>,
-    /// Live rows before IVF-PQ, ITQ codes and the binary IVF are trained (default 10000;
-    /// `bench retrieval` defaults to 256 so small benchmarks exercise every index).
-    #[arg(long, global = true)]
-    pub(crate) index_min_rows: Option<usize>,
-    /// FAISS factory string for IVF-PQ (default from N and D, e.g. IVF4000,PQ32x8np at 1M×256).
-    #[arg(long, global = true)]
-    pub(crate) ivf_factory: Option<String>,
-    /// Bits per binary code (default min(256, dims); more than dims gives a wider
-    /// random-projection code, ITQ needs bits ≤ dims).
-    #[arg(long, global = true)]
-    pub(crate) bits: Option<usize>,
+pub struct Cli {
+    /// Threads for decoding and inference [default: all cores].
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub verbosity: clap_verbosity_flag::Verbosity<clap_verbosity_flag::WarnLevel>,
+    /// Colour in terminal output (NO_COLOR in the environment means never, unless `always`).
+    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto, value_name = "WHEN")]
+    pub color: ColorWhen,
+    #[command(flatten)]
+    pub index: IndexTuning,
     #[command(subcommand)]
-    pub(crate) command: Command,
+    pub command: Command,
+}
+
+/// `--color`: when to colour terminal output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    /// Colour when the output is a terminal and NO_COLOR is unset.
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+/// FAISS-level settings, given before the command (`imgvec --index-min-rows 256 ingest …`).
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Index tuning (before the command)")]
+pub struct IndexTuning {
+    /// Live rows before IVF-PQ, ITQ codes and the binary IVF are trained [default: 10000;
+    /// `bench retrieval`: 256, so small benchmarks exercise every index].
+    #[arg(long, value_name = "N")]
+    pub index_min_rows: Option<usize>,
+    /// FAISS factory string for IVF-PQ [default: from rows and dims, e.g. IVF4000,PQ32x8np at
+    /// 1M × 256].
+    #[arg(long, value_name = "FACTORY")]
+    pub ivf_factory: Option<String>,
+    /// Bits per binary code [default: min(256, dims)]; more than dims gives a wider
+    /// random-projection code, ITQ needs bits ≤ dims.
+    #[arg(long, value_name = "N")]
+    pub bits: Option<usize>,
 }
 
 #[derive(Subcommand)]
-pub(crate) enum Command {
+pub enum Command {
     /// Add images (files or folders, walked recursively) to DB, creating it if absent.
     Ingest(IngestArgs),
     /// Find the stored images most like each query image.
     Search(SearchArgs),
-    /// Rows, segments, pipeline and bytes on disk.
-    Info(InfoArgs),
+    /// Rows, segments, pipeline, indexes and bytes on disk.
+    Info(DbArgs),
     /// Rebuild DB with another pipeline, re-extracting every row from its stored file (rows
     /// inserted from bytes from their thumbnails; rows get new ids). Nothing changes when a
     /// row cannot be carried over, unless --drop-missing.
     Reindex(ReindexArgs),
     /// Seal pending rows and merge all segments into one, dropping deleted rows.
-    Compact(CompactArgs),
+    Compact(DbArgs),
     /// Benchmarks, each against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -54,74 +94,89 @@ pub(crate) enum Command {
     Delete(DeleteArgs),
     /// Check every checksum and cross-reference (segments, records, indexes, thumbnails, model,
     /// derived files); exit status 1 when anything is damaged.
-    Verify(VerifyArgs),
+    Verify(DbArgs),
     /// Write a consistent copy of DB to DEST (absent or empty) while DB stays in use, then
     /// verify the copy.
     Backup(BackupArgs),
+    /// Print a shell completion script (e.g. `imgvec completions bash >
+    /// ~/.local/share/bash-completion/completions/imgvec`).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff; e.g. `imgvec man > ~/.local/share/man/man1/imgvec.1`).
+    Man,
 }
+
+/// The database folder operand every database command starts with.
+pub const DB_HELP: &str = "The database folder (may be left out when IMGVEC_DB names it)";
 
 // The argument structs of the variants carry no doc comment of their own: the variant's doc
 // comment is the subcommand's help.
 
+/// Commands that take only the database and `--json`.
 #[derive(Args)]
-pub(crate) struct InfoArgs {
-    pub(crate) db: PathBuf,
+pub struct DbArgs {
+    #[arg(help = DB_HELP)]
+    pub db: PathBuf,
+    /// Print one JSON object instead of text (schema: docs/CLI.md).
     #[arg(long)]
-    pub(crate) json: bool,
+    pub json: bool,
 }
 
 #[derive(Args)]
-pub(crate) struct ReindexArgs {
-    pub(crate) db: PathBuf,
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args)]
+pub struct ReindexArgs {
+    #[arg(help = DB_HELP)]
+    pub db: PathBuf,
     #[command(flatten)]
-    pub(crate) pipeline: PipelineArgs,
+    pub pipeline: PipelineArgs,
     /// Leave out rows whose file has gone or no longer decodes (they are listed), instead of
     /// stopping with the database unchanged.
     #[arg(long)]
-    pub(crate) drop_missing: bool,
+    pub drop_missing: bool,
     /// Report what would be carried over and what could not, and change nothing.
     #[arg(long)]
-    pub(crate) dry_run: bool,
-    /// One JSON line per image, then the report.
+    pub dry_run: bool,
+    /// One JSON line per image, then the report (schema: docs/CLI.md).
     #[arg(long)]
-    pub(crate) json: bool,
+    pub json: bool,
 }
 
 #[derive(Args)]
-pub(crate) struct VerifyArgs {
-    pub(crate) db: PathBuf,
+pub struct BackupArgs {
+    #[arg(help = DB_HELP)]
+    pub db: PathBuf,
+    /// Where the copy goes: a folder that is absent or empty.
+    pub dest: PathBuf,
+    /// Print one JSON object instead of text (schema: docs/CLI.md).
     #[arg(long)]
-    pub(crate) json: bool,
+    pub json: bool,
 }
 
 #[derive(Args)]
-pub(crate) struct BackupArgs {
-    pub(crate) db: PathBuf,
-    pub(crate) dest: PathBuf,
+pub struct DeleteArgs {
+    #[arg(help = DB_HELP)]
+    pub db: PathBuf,
+    /// Delete the row with this id (repeatable).
+    #[arg(long = "id", value_name = "ID")]
+    pub ids: Vec<u64>,
+    /// Delete the row stored for this file, named as you would name it: relative or absolute,
+    /// through links, or a file since removed (repeatable).
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Print one JSON object instead of text (schema: docs/CLI.md).
     #[arg(long)]
-    pub(crate) json: bool,
-}
-
-#[derive(Args)]
-pub(crate) struct CompactArgs {
-    pub(crate) db: PathBuf,
-    #[arg(long)]
-    pub(crate) json: bool,
-}
-
-#[derive(Args)]
-pub(crate) struct DeleteArgs {
-    pub(crate) db: PathBuf,
-    #[arg(long = "id")]
-    pub(crate) ids: Vec<u64>,
-    #[arg(long = "path")]
-    pub(crate) paths: Vec<PathBuf>,
+    pub json: bool,
 }
 
 #[derive(Subcommand)]
-pub(crate) enum TrainCommand {
+pub enum TrainCommand {
     /// Convolutional autoencoder; its encoder is saved as an extractor for
-    /// `imgvec ingest DB PATH --model OUT --model-size SIZE`.
+    /// `imgvec ingest DB PATH --model OUT` (the model records its input size).
     Autoencoder(AutoencoderArgs),
     /// Semi-supervised GAN: a DCGAN generator against a K-class discriminator trained on all
     /// images with labels for the few listed in LABELS; the discriminator's feature layer is
@@ -129,72 +184,85 @@ pub(crate) enum TrainCommand {
     Sgan(SganArgs),
 }
 
+/// What both trainers take: images, output, schedule.
 #[derive(Args)]
-pub(crate) struct AutoencoderArgs {
+pub struct TrainCommon {
     /// Training images: files, folders (walked recursively) or imgvec databases.
-    #[arg(required = true)]
-    pub(crate) paths: Vec<PathBuf>,
-    #[arg(long)]
-    pub(crate) out: PathBuf,
-    /// Square input size (a multiple of 4).
-    #[arg(long, default_value_t = 28)]
-    pub(crate) size: u32,
-    #[arg(long, default_value_t = 32)]
-    pub(crate) code_dim: i64,
-    #[arg(long, default_value_t = 20)]
-    pub(crate) epochs: usize,
-    #[arg(long, default_value_t = 64)]
-    pub(crate) batch_size: i64,
-    #[arg(long, default_value_t = 2e-3)]
-    pub(crate) learning_rate: f64,
+    #[arg(required = true, value_name = "PATHS")]
+    pub paths: Vec<PathBuf>,
+    /// Where to save the TorchScript extractor.
+    #[arg(long, value_name = "FILE.pt")]
+    pub out: PathBuf,
+    /// Random seed (same seed and data, same model).
     #[arg(long, default_value_t = 0)]
-    pub(crate) seed: u64,
-    /// Augmentation: random rotation up to ± this many degrees.
-    #[arg(long, default_value_t = 0.0)]
-    pub(crate) rotate: f64,
-    /// Augmentation: random shift up to ± this fraction of the side.
-    #[arg(long, default_value_t = 0.0)]
-    pub(crate) shift: f64,
+    pub seed: u64,
+    /// One JSON line per epoch, then the report.
     #[arg(long)]
-    pub(crate) json: bool,
+    pub json: bool,
 }
 
 #[derive(Args)]
-pub(crate) struct SganArgs {
-    #[arg(required = true)]
-    pub(crate) paths: Vec<PathBuf>,
-    /// JSON lines `{"path": ..., "label": ...}`, paths absolute or relative to the file.
-    #[arg(long)]
-    pub(crate) labels: PathBuf,
-    #[arg(long)]
-    pub(crate) out: PathBuf,
+pub struct AutoencoderArgs {
+    #[command(flatten)]
+    pub common: TrainCommon,
+    /// Square input size in pixels (a multiple of 4).
     #[arg(long, default_value_t = 28)]
-    pub(crate) size: u32,
+    pub size: u32,
+    /// Dimensions of the code (the extractor's output).
+    #[arg(long, default_value_t = 32)]
+    pub code_dim: i64,
+    /// Passes over the training images.
+    #[arg(long, default_value_t = 20)]
+    pub epochs: usize,
+    /// Images per optimiser step.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: i64,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 2e-3)]
+    pub learning_rate: f64,
+    /// Augmentation: random rotation up to ± this many degrees.
+    #[arg(long, default_value_t = 0.0)]
+    pub rotate: f64,
+    /// Augmentation: random shift up to ± this fraction of the side.
+    #[arg(long, default_value_t = 0.0)]
+    pub shift: f64,
+}
+
+#[derive(Args)]
+pub struct SganArgs {
+    #[command(flatten)]
+    pub common: TrainCommon,
+    /// JSON lines `{"path": ..., "label": ...}`, paths absolute or relative to the file.
+    #[arg(long, value_name = "LABELS.jsonl")]
+    pub labels: PathBuf,
+    /// Square input size in pixels.
+    #[arg(long, default_value_t = 28)]
+    pub size: u32,
+    /// Passes over the training images.
     #[arg(long, default_value_t = 50)]
-    pub(crate) epochs: usize,
+    pub epochs: usize,
+    /// Images per optimiser step.
     #[arg(long, default_value_t = 100)]
-    pub(crate) batch_size: i64,
+    pub batch_size: i64,
+    /// Adam learning rate.
     #[arg(long, default_value_t = 3e-4)]
-    pub(crate) learning_rate: f64,
+    pub learning_rate: f64,
+    /// Dimensions of the discriminator's feature layer (the extractor's output).
     #[arg(long, default_value_t = 128)]
-    pub(crate) feature_dim: i64,
-    #[arg(long, default_value_t = 0)]
-    pub(crate) seed: u64,
+    pub feature_dim: i64,
     /// Augmentation: random rotation up to ± this many degrees (0 turns it off).
     #[arg(long, default_value_t = 12.0)]
-    pub(crate) rotate: f64,
+    pub rotate: f64,
     /// Augmentation: random shift up to ± this fraction of the side.
     #[arg(long, default_value_t = 0.08)]
-    pub(crate) shift: f64,
+    pub shift: f64,
     /// Baseline: the same network trained on the labelled images only.
     #[arg(long)]
-    pub(crate) supervised: bool,
-    #[arg(long)]
-    pub(crate) json: bool,
+    pub supervised: bool,
 }
 
 #[derive(Subcommand)]
-pub(crate) enum BenchCommand {
+pub enum BenchCommand {
     /// Ingest images/s end to end versus the bare model forward at the same batch size and
     /// thread count (ingests into a temporary database).
     Ingest(BenchIngestArgs),
@@ -207,73 +275,86 @@ pub(crate) enum BenchCommand {
 }
 
 #[derive(Args)]
-pub(crate) struct BenchIngestArgs {
-    #[arg(required = true)]
-    pub(crate) paths: Vec<PathBuf>,
-    /// TorchScript extractor (default: the default model).
-    #[arg(long)]
-    pub(crate) model: Option<PathBuf>,
-    #[arg(long, default_value_t = 224)]
-    pub(crate) model_size: u32,
+pub struct BenchIngestArgs {
+    /// Images to ingest: files or folders (walked recursively).
+    #[arg(required = true, value_name = "PATHS")]
+    pub paths: Vec<PathBuf>,
+    /// TorchScript extractor [default: the default model].
+    #[arg(long, value_name = "FILE.pt")]
+    pub model: Option<PathBuf>,
+    /// Square input size for --model [default: the size the model records, else 224].
+    #[arg(long, value_name = "PX")]
+    pub model_size: Option<u32>,
     /// Measure a named pipeline instead of a bare model (no forward baseline then).
     #[arg(long, conflicts_with = "model", value_enum)]
-    pub(crate) pipeline: Option<Preset>,
+    pub pipeline: Option<Preset>,
+    /// Images per model forward.
     #[arg(long, default_value_t = 16)]
-    pub(crate) batch_size: usize,
+    pub batch_size: usize,
+    /// Print one JSON object instead of text.
     #[arg(long)]
-    pub(crate) json: bool,
+    pub json: bool,
 }
 
 #[derive(Args)]
-pub(crate) struct RetrievalArgs {
-    pub(crate) bench: PathBuf,
+pub struct RetrievalArgs {
+    /// Benchmark folder: db/, queries/, db.jsonl and queries.jsonl.
+    pub bench: PathBuf,
     /// Search this existing database (read-only; it holds the benchmark's db images, e.g. among
     /// distractors) instead of ingesting the benchmark into a temporary one.
     #[arg(long, conflicts_with_all = ["model", "pipeline"])]
-    pub(crate) db: Option<PathBuf>,
-    /// Modes to measure (repeatable; default: all).
+    pub db: Option<PathBuf>,
+    /// Modes to measure (repeatable) [default: all].
     #[arg(long = "mode", value_enum)]
-    pub(crate) modes: Vec<SearchMode>,
+    pub modes: Vec<SearchMode>,
     /// TorchScript extractor to measure instead of the default pipeline.
-    #[arg(long)]
-    pub(crate) model: Option<PathBuf>,
-    #[arg(long, default_value_t = 224, requires = "model")]
-    pub(crate) model_size: u32,
-    /// Named pipeline to measure (default fast).
+    #[arg(long, value_name = "FILE.pt")]
+    pub model: Option<PathBuf>,
+    /// Square input size for --model [default: the size the model records, else 224].
+    #[arg(long, requires = "model", value_name = "PX")]
+    pub model_size: Option<u32>,
+    /// Named pipeline to measure [default: fast].
     #[arg(long, conflicts_with = "model", value_enum)]
-    pub(crate) pipeline: Option<Preset>,
+    pub pipeline: Option<Preset>,
     /// Approximate modes report the index's own order (no exact re-rank).
     #[arg(long)]
-    pub(crate) no_rerank: bool,
+    pub no_rerank: bool,
     #[command(flatten)]
-    pub(crate) query: QueryArgs,
+    pub query: QueryArgs,
+    /// Print one JSON object instead of text.
     #[arg(long)]
-    pub(crate) json: bool,
+    pub json: bool,
 }
 
 #[derive(Args)]
-pub(crate) struct AnnArgs {
+pub struct AnnArgs {
+    /// Stored vectors.
     #[arg(long, default_value_t = 100_000)]
-    pub(crate) n: usize,
+    pub n: usize,
+    /// Dimensions per vector.
     #[arg(long, default_value_t = 256)]
-    pub(crate) dim: usize,
+    pub dim: usize,
+    /// Queries measured.
     #[arg(long, default_value_t = 200)]
-    pub(crate) queries: usize,
+    pub queries: usize,
+    /// Results per query.
     #[arg(short, default_value_t = 10)]
-    pub(crate) k: usize,
+    pub k: usize,
+    /// Seed of the synthetic data.
     #[arg(long, default_value_t = 0)]
-    pub(crate) seed: u64,
-    /// Lists probed by ivfpq and hamming-ivf (default: the index's).
+    pub seed: u64,
+    /// Lists probed by ivfpq and hamming-ivf [default: the index's].
     #[arg(long)]
-    pub(crate) nprobe: Option<usize>,
-    /// Candidates re-ranked per query (default per mode).
+    pub nprobe: Option<usize>,
+    /// Candidates re-ranked per query [default: per mode].
     #[arg(long)]
-    pub(crate) rerank_depth: Option<usize>,
+    pub rerank_depth: Option<usize>,
     /// Extra IVF-PQ rows, NPROBE:DEPTH pairs (comma-separated), to chart recall vs speed.
-    #[arg(long, value_delimiter = ',', value_parser = parse_pair)]
-    pub(crate) sweep: Vec<(usize, usize)>,
+    #[arg(long, value_delimiter = ',', value_parser = parse_pair, value_name = "NPROBE:DEPTH")]
+    pub sweep: Vec<(usize, usize)>,
+    /// Print one JSON object instead of text.
     #[arg(long)]
-    pub(crate) json: bool,
+    pub json: bool,
 }
 
 fn parse_pair(s: &str) -> Result<(usize, usize), String> {
@@ -287,99 +368,99 @@ fn parse_pair(s: &str) -> Result<(usize, usize), String> {
 }
 
 #[derive(Args)]
-pub(crate) struct IngestArgs {
-    pub(crate) db: PathBuf,
-    #[arg(required = true)]
-    pub(crate) paths: Vec<PathBuf>,
-    /// One JSON line per image once it is durable, then a summary line.
+pub struct IngestArgs {
+    /// The database folder, created if absent (may be left out when IMGVEC_DB names it).
+    pub db: PathBuf,
+    /// Image files and folders (walked recursively; files that are not images by extension are
+    /// skipped inside folders, an error when named).
+    #[arg(required = true, value_name = "PATHS")]
+    pub paths: Vec<PathBuf>,
+    /// One JSON line per image once it is durable, then a summary line (schema: docs/CLI.md).
     #[arg(long)]
-    pub(crate) json: bool,
+    pub json: bool,
     #[command(flatten)]
-    pub(crate) pipeline: PipelineArgs,
-    /// Attach KEY=VALUE to every new row (repeatable).
-    #[arg(long = "attr", value_parser = parse_attr)]
-    pub(crate) attrs: Vec<(String, String)>,
+    pub pipeline: PipelineArgs,
+    /// Attach KEY=VALUE to every new or replaced row (repeatable; unchanged rows keep theirs).
+    #[arg(long = "attr", value_parser = parse_attr, value_name = "KEY=VALUE")]
+    pub attrs: Vec<(String, String)>,
     /// Images per model forward.
     #[arg(long, default_value_t = 16)]
-    pub(crate) batch_size: usize,
+    pub batch_size: usize,
     /// Most images per commit; each commit is one synced write that acknowledges its images
     /// (a commit also happens at least once a second).
     #[arg(long, default_value_t = 512)]
-    pub(crate) commit_rows: usize,
+    pub commit_rows: usize,
     /// Follow symbolic links inside the folders walked (by default a walk stays inside the
     /// folders given, and reports the links it leaves).
     #[arg(long)]
-    pub(crate) follow_links: bool,
+    pub follow_links: bool,
 }
 
 /// The pipeline a database gets (ingest into a new one, reindex).
 #[derive(Args)]
-pub(crate) struct PipelineArgs {
-    /// Named pipeline (default fast for a new database).
+pub struct PipelineArgs {
+    /// Named pipeline for a new database [default: fast]; the database remembers it.
     #[arg(long, conflicts_with = "model", value_enum)]
-    pub(crate) pipeline: Option<Preset>,
+    pub pipeline: Option<Preset>,
     /// Any TorchScript extractor (float RGB NCHW in [0,1] -> [N,D] or [N,C,H,W]).
-    #[arg(long)]
-    pub(crate) model: Option<PathBuf>,
-    /// Square input size for --model.
-    #[arg(long, default_value_t = 224, requires = "model")]
-    pub(crate) model_size: u32,
+    #[arg(long, value_name = "FILE.pt")]
+    pub model: Option<PathBuf>,
+    /// Square input size for --model [default: the size the model records, else 224].
+    #[arg(long, requires = "model", value_name = "PX")]
+    pub model_size: Option<u32>,
     /// Pooling of --model's feature-map outputs: gap, gem[:P], rmac[:LEVELS].
     #[arg(long, default_value = "gap", requires = "model")]
-    pub(crate) pooling: imgvec::Pooling,
-}
-
-impl PipelineArgs {
-    pub(crate) fn choice(self) -> PipelineChoice {
-        match (self.pipeline, self.model) {
-            (Some(preset), _) => PipelineChoice::Preset(preset),
-            (None, Some(path)) => PipelineChoice::Model {
-                path,
-                size: self.model_size,
-                pooling: self.pooling,
-            },
-            (None, None) => PipelineChoice::Default,
-        }
-    }
+    pub pooling: imgvec_options::Pooling,
 }
 
 #[derive(Args)]
-pub(crate) struct SearchArgs {
-    pub(crate) db: PathBuf,
-    pub(crate) images: Vec<PathBuf>,
+pub struct SearchArgs {
+    #[arg(help = DB_HELP)]
+    pub db: PathBuf,
+    /// Query images: files, folders (walked recursively) or `-` (one image read from stdin).
+    #[arg(value_name = "IMAGES")]
+    pub images: Vec<PathBuf>,
+    /// Also query the images listed in FILE, one path per line (`-`: stdin).
+    #[arg(long, value_name = "FILE")]
+    pub from_file: Option<PathBuf>,
     /// Search with a stored image ("more like this"); repeatable.
-    #[arg(long = "id")]
-    pub(crate) ids: Vec<u64>,
+    #[arg(long = "id", value_name = "ID")]
+    pub ids: Vec<u64>,
+    /// Results per query (1 to 10000).
     #[arg(short, default_value_t = 10)]
-    pub(crate) k: usize,
+    pub k: usize,
+    /// How candidates are found: exact cosine over every vector, or an approximate index
+    /// (re-ranked by exact cosine unless --no-rerank).
     #[arg(long, value_enum, default_value_t = SearchMode::Exact)]
-    pub(crate) mode: SearchMode,
+    pub mode: SearchMode,
     /// Show raw index results without exact re-ranking (ivfpq, hamming, hamming-ivf).
     #[arg(long)]
-    pub(crate) no_rerank: bool,
-    /// Inverted lists probed (ivfpq, hamming-ivf; default: the index's).
+    pub no_rerank: bool,
+    /// Inverted lists probed (ivfpq, hamming-ivf) [default: the index's].
     #[arg(long)]
-    pub(crate) nprobe: Option<usize>,
-    /// Candidates fetched from the index and re-ranked exactly (default: 400 ivfpq, 1000
-    /// hamming, or more for large k).
+    pub nprobe: Option<usize>,
+    /// Candidates fetched from the index and re-ranked exactly [default: 400 ivfpq, 1000
+    /// hamming, or more for large k].
     #[arg(long)]
-    pub(crate) rerank_depth: Option<usize>,
+    pub rerank_depth: Option<usize>,
     #[command(flatten)]
-    pub(crate) query: QueryArgs,
+    pub query: QueryArgs,
+    /// One JSON line per query, in input order (schema: docs/CLI.md).
     #[arg(long)]
-    pub(crate) json: bool,
+    pub json: bool,
     /// Write a self-contained HTML contact sheet of the results.
-    #[arg(long)]
-    pub(crate) html: Option<PathBuf>,
-    /// Only results whose path starts with this prefix.
-    #[arg(long)]
-    pub(crate) path_prefix: Option<String>,
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Only results whose stored path starts with this prefix (a relative prefix is taken from
+    /// the current folder, as stored paths are absolute).
+    #[arg(long, value_name = "PREFIX")]
+    pub path_prefix: Option<String>,
     /// Only results with this attribute (repeatable).
-    #[arg(long = "attr", value_parser = parse_attr)]
-    pub(crate) attrs: Vec<(String, String)>,
-    /// Only results with at least this score.
-    #[arg(long)]
-    pub(crate) threshold: Option<f32>,
+    #[arg(long = "attr", value_parser = parse_attr, value_name = "KEY=VALUE")]
+    pub attrs: Vec<(String, String)>,
+    /// Only results with at least this score (a cosine, -1 to 1).
+    #[arg(long, allow_hyphen_values = true)]
+    pub threshold: Option<f32>,
 }
 
 fn parse_attr(s: &str) -> Result<(String, String), String> {
@@ -391,23 +472,14 @@ fn parse_attr(s: &str) -> Result<(String, String), String> {
 
 /// Query-side options shared by `search` and `bench retrieval`; each defaults to the pipeline's.
 #[derive(Debug, Args)]
-pub(crate) struct QueryArgs {
+pub struct QueryArgs {
     /// Query augmentation: also search the query turned by 90°, 180° and 270° (rot4).
     #[arg(long, value_enum)]
-    pub(crate) augment: Option<Augment>,
-    /// Average query expansion over the top N results (0 = off).
-    #[arg(long)]
-    pub(crate) qe: Option<usize>,
+    pub augment: Option<Augment>,
+    /// Average query expansion over the top N results (0 = off); scores are then cosines to the
+    /// expanded query.
+    #[arg(long, value_name = "N")]
+    pub qe: Option<usize>,
     #[command(flatten)]
-    pub(crate) verify: VerifyOverrides,
-}
-
-impl QueryArgs {
-    pub(crate) fn apply(&self, opts: &mut SearchOptions) -> Result<(), imgvec::Error> {
-        self.verify.check()?;
-        opts.augment = self.augment;
-        opts.qe = self.qe;
-        opts.verify = self.verify;
-        Ok(())
-    }
+    pub verify: VerifyOverrides,
 }

@@ -87,6 +87,12 @@ impl Database {
         Store::exists(dir.as_ref())
     }
 
+    /// Whether a writable open would accept `dir` (a database, or an absent or empty folder to
+    /// create one in), with the error it would give otherwise; nothing is created.
+    pub fn check_writable_target(dir: impl AsRef<Path>) -> Result<()> {
+        Ok(Store::check_writable_target(dir.as_ref())?)
+    }
+
     pub fn dir(&self) -> &Path {
         self.store.dir()
     }

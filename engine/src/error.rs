@@ -21,6 +21,12 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+impl From<imgvec_options::InvalidOption> for Error {
+    fn from(e: imgvec_options::InvalidOption) -> Self {
+        Error::Invalid(e.0)
+    }
+}
+
 impl From<faiss::error::Error> for Error {
     fn from(e: faiss::error::Error) -> Self {
         Error::Index(e.into())

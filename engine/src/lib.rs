@@ -61,10 +61,17 @@ pub use database::{make_thumbnail, Database};
 pub use derived::slot::DerivedStatus;
 pub use error::{Error, Result};
 pub use image;
+/// The input size for a TorchScript model file: `requested`, else what the model records, else
+/// 224 (see `PipelineChoice::model`).
+pub fn model_input_size(path: &std::path::Path, requested: Option<u32>) -> Result<u32> {
+    Ok(imgvec_ingest::model_meta::input_size_for(path, requested)?)
+}
+
 pub use imgvec_ingest::{
     collect_files, default_model_path, read_image_file, set_torch_threads, FileList, FusionSpec,
     Pooling, MAX_FILE_BYTES,
 };
+pub use imgvec_options::InvalidOption;
 pub use imgvec_storage::key::printable;
 pub use imgvec_storage::{CompactionReport, ImageRecord, Snapshot, StorageError};
 pub use index::{IndexInfo, IndexOptions};

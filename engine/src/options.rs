@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use imgvec_ingest::Pooling;
+pub use imgvec_options::{Augment, Preset, SearchMode, VerifyOverrides};
 use imgvec_storage::ImageRecord;
-
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::index::{AnnMode, IndexOptions};
@@ -65,75 +64,6 @@ impl Default for OpenOptions {
     }
 }
 
-/// Implements `name()`, `ALL` and `FromStr` of a unit enum from one table of spellings.
-macro_rules! named_enum {
-    ($ty:ident, $what:literal, [$($variant:ident => $name:literal),+ $(,)?]) => {
-        impl $ty {
-            /// Every value, in the order the help lists them.
-            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
-
-            /// The one spelling of this value (CLI, JSON, `FromStr`).
-            pub fn name(self) -> &'static str {
-                match self {
-                    $($ty::$variant => $name),+
-                }
-            }
-        }
-
-        impl std::str::FromStr for $ty {
-            type Err = $crate::error::Error;
-            fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-                $ty::ALL.iter().copied().find(|v| v.name() == s).ok_or_else(|| {
-                    let names: Vec<&str> = $ty::ALL.iter().map(|v| v.name()).collect();
-                    $crate::error::Error::Invalid(format!(
-                        "unknown {} `{s}` ({})",
-                        $what,
-                        names.join(", ")
-                    ))
-                })
-            }
-        }
-
-        impl std::fmt::Display for $ty {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.name())
-            }
-        }
-    };
-}
-
-/// Named pipelines:
-/// - `fast`: MobileNetV2, global average pooling of the last layer at 224 px (1280 dims);
-/// - `balanced`: MobileNetV2 mid-level (160 ch) and top-level (1280 ch) maps, R-MAC pooled at
-///   320 and 224 px, + handcrafted colour and HOG blocks, fused and PCA-whitened to 256
-///   dimensions on the collection;
-/// - `robust`: `balanced`'s vectors plus up to 1000 SIFT keypoints per image (RootSIFT, packed
-///   in the segments); searches add the images found by descriptor voting and by dense-window
-///   search to the global shortlist, verify them spatially (see `local`) and align the ones
-///   SIFT cannot verify (see `dense`);
-/// - `robust-vlad`: `robust` with a VLAD of each image's RootSIFT descriptors (64 words,
-///   whitened to 128 dimensions) fused into the global vector at weight 0.3 (see `vlad`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-#[serde(rename_all = "kebab-case")]
-pub enum Preset {
-    /// MobileNetV2, global average pooling (the fastest ingest; the default).
-    Fast,
-    /// Mid- and top-level CNN maps R-MAC-pooled at two scales, colour and HOG, whitened.
-    Balanced,
-    /// `balanced` + SIFT keypoints: voting, spatial verification, dense alignment.
-    Robust,
-    /// `robust` with a VLAD of the SIFT descriptors fused into the global vector.
-    RobustVlad,
-}
-
-named_enum!(Preset, "pipeline", [
-    Fast => "fast",
-    Balanced => "balanced",
-    Robust => "robust",
-    RobustVlad => "robust-vlad",
-]);
-
 /// What the caller asks for when a database is created (ignored when it already exists,
 /// except that a conflicting explicit choice is an error).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -153,6 +83,18 @@ pub enum PipelineChoice {
 }
 
 impl PipelineChoice {
+    /// A custom TorchScript model at `path` with square input `size`; without one, the size the
+    /// model records (`imgvec_ingest::model_meta`), else 224. A size that contradicts the
+    /// model's record is refused, naming the size it expects.
+    pub fn model(path: PathBuf, size: Option<u32>, pooling: Pooling) -> Result<PipelineChoice> {
+        let size = imgvec_ingest::model_meta::input_size_for(&path, size)?;
+        Ok(PipelineChoice::Model {
+            path,
+            size,
+            pooling,
+        })
+    }
+
     /// The preset this choice names (`fast` for the default), `None` for a custom model.
     pub fn preset(&self) -> Option<Preset> {
         match self {
@@ -163,41 +105,13 @@ impl PipelineChoice {
     }
 }
 
-/// Search strategies, chosen per query.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-pub enum SearchMode {
-    /// Exact cosine over every stored vector.
-    #[default]
-    #[serde(rename = "exact")]
-    #[cfg_attr(feature = "clap", value(name = "exact"))]
-    Exact,
-    /// FAISS IVF-PQ; exact search answers while the collection is below
-    /// `IndexOptions::min_train_rows`.
-    #[serde(rename = "ivfpq")]
-    #[cfg_attr(feature = "clap", value(name = "ivfpq"))]
-    IvfPq,
-    /// Hamming distance over binary codes, every code scanned.
-    #[serde(rename = "hamming")]
-    #[cfg_attr(feature = "clap", value(name = "hamming"))]
-    Hamming,
-    /// Hamming distance over binary codes through a binary IVF (sub-linear); the full code scan
-    /// answers while the collection is too small to train it.
-    #[serde(rename = "hamming-ivf")]
-    #[cfg_attr(feature = "clap", value(name = "hamming-ivf"))]
-    HammingIvf,
+pub(crate) trait SearchModeExt {
+    /// The approximate index this mode searches; `None` for exact search.
+    fn ann(self) -> Option<AnnMode>;
 }
 
-named_enum!(SearchMode, "search mode", [
-    Exact => "exact",
-    IvfPq => "ivfpq",
-    Hamming => "hamming",
-    HammingIvf => "hamming-ivf",
-]);
-
-impl SearchMode {
-    /// The approximate index this mode searches; `None` for exact search.
-    pub(crate) fn ann(self) -> Option<AnnMode> {
+impl SearchModeExt for SearchMode {
+    fn ann(self) -> Option<AnnMode> {
         match self {
             SearchMode::Exact => None,
             SearchMode::IvfPq => Some(AnnMode::IvfPq),
@@ -207,24 +121,13 @@ impl SearchMode {
     }
 }
 
-/// Query augmentation: extra copies of an image query searched alongside it; each row keeps its
-/// best score over the copies.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-#[serde(rename_all = "lowercase")]
-pub enum Augment {
-    /// The query as given.
-    #[default]
-    None,
-    /// The query and its quarter, half and three-quarter turns.
-    Rot4,
+pub(crate) trait AugmentExt {
+    /// The copies of `img` to search (the image itself first).
+    fn variants(self, img: &image::RgbImage) -> Vec<image::RgbImage>;
 }
 
-named_enum!(Augment, "query augmentation", [None => "none", Rot4 => "rot4"]);
-
-impl Augment {
-    /// The copies of `img` to search (the image itself first).
-    pub(crate) fn variants(self, img: &image::RgbImage) -> Vec<image::RgbImage> {
+impl AugmentExt for Augment {
+    fn variants(self, img: &image::RgbImage) -> Vec<image::RgbImage> {
         match self {
             Augment::None => vec![img.clone()],
             Augment::Rot4 => vec![
@@ -237,54 +140,16 @@ impl Augment {
     }
 }
 
-/// Per-search overrides of the pipeline's spatial verification (pipelines with local
-/// features); each `None` keeps the pipeline's default. The one place these settings are
-/// spelled out: the CLI flattens this struct into its arguments.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-#[cfg_attr(feature = "clap", derive(clap::Args))]
-pub struct VerifyOverrides {
-    /// Spatial verification (pipelines with local features, e.g. robust): verify the top N
-    /// global results, the N images found by local-descriptor voting and the N found by
-    /// dense-window search (0 = off).
-    #[cfg_attr(feature = "clap", arg(long = "verify", value_name = "VERIFY"))]
-    pub shortlist: Option<usize>,
-    /// Images found by dense-window search that are also aligned (0 = no dense alignment).
-    #[cfg_attr(feature = "clap", arg(long))]
-    pub dense: Option<usize>,
-    /// Dense alignment (normalised cross-correlation, -1..1) above which a result gains rank.
-    #[cfg_attr(feature = "clap", arg(long, allow_hyphen_values = true))]
-    pub alignment_floor: Option<f32>,
-    /// Inliers a verified result needs.
-    #[cfg_attr(feature = "clap", arg(long))]
-    pub min_inliers: Option<usize>,
-    /// Inlier tolerance in pixels (of the stored image, at most 640 px a side).
-    #[cfg_attr(feature = "clap", arg(long))]
-    pub inlier_px: Option<f32>,
-}
-
-impl VerifyOverrides {
-    /// Refuses values no verification can use.
-    pub fn check(&self) -> Result<()> {
-        if let Some(a) = self.alignment_floor {
-            if !(-1.0..=1.0).contains(&a) {
-                return Err(Error::Invalid(format!(
-                    "--alignment-floor {a}: give a correlation between -1 and 1"
-                )));
-            }
-        }
-        if let Some(px) = self.inlier_px {
-            if !(px > 0.0 && px.is_finite()) {
-                return Err(Error::Invalid(format!(
-                    "--inlier-px {px}: give a positive number of pixels"
-                )));
-            }
-        }
-        Ok(())
-    }
-
+/// Engine-side behaviour of the option types (`imgvec_options` holds the types themselves, so
+/// the `imgvec` launcher can parse a command line without linking the engine).
+pub(crate) trait VerifyOverridesExt {
     /// The pipeline's verification `base` with these overrides; `None` when nothing is left to
     /// verify (no shortlist, no voting, no dense search).
-    pub(crate) fn apply(&self, base: VerifyParams) -> Option<VerifyParams> {
+    fn apply(&self, base: VerifyParams) -> Option<VerifyParams>;
+}
+
+impl VerifyOverridesExt for VerifyOverrides {
+    fn apply(&self, base: VerifyParams) -> Option<VerifyParams> {
         let mut p = base;
         if let Some(n) = self.shortlist {
             p.shortlist = n;
@@ -407,7 +272,7 @@ impl SearchOptions {
                 "threshold {t}: give a finite score"
             )));
         }
-        self.verify.check()
+        Ok(self.verify.check()?)
     }
 }
 
@@ -425,21 +290,6 @@ pub enum Query {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_parse_back_and_unknown_names_list_the_values() {
-        for &m in SearchMode::ALL {
-            assert_eq!(m.name().parse::<SearchMode>().unwrap(), m);
-            let json = serde_json::to_string(&m).unwrap();
-            assert_eq!(json, format!("\"{}\"", m.name()));
-        }
-        for &a in Augment::ALL {
-            assert_eq!(a.name().parse::<Augment>().unwrap(), a);
-            assert_eq!(serde_json::to_string(&a).unwrap(), format!("\"{a}\""));
-        }
-        let err = "ivf".parse::<SearchMode>().unwrap_err().to_string();
-        assert!(err.contains("exact, ivfpq, hamming, hamming-ivf"), "{err}");
-    }
 
     #[test]
     fn verify_overrides_table() {

@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use tch::{CModule, Kind, Tensor};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,44 +26,7 @@ pub trait Extractor: Send {
     fn extract(&mut self, pixels: &[f32], n: usize) -> Result<Vec<f32>, ExtractError>;
 }
 
-/// How `[N, C, H, W]` feature maps become one `C`-long descriptor (DESIGN.md's extractor
-/// contract). `[N, D]` outputs are used as they are.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Pooling {
-    /// Global average pooling.
-    #[default]
-    Gap,
-    /// Generalised mean: `(mean x^p)^(1/p)` over positions (activations clamped at 1e-6);
-    /// p = 1 is GAP, large p approaches max pooling.
-    Gem { p: f32 },
-    /// Regional maximum activations of convolutions (Tolias et al. 2016): max-pooled square
-    /// regions on a grid at `levels` scales, each L2-normalised, summed.
-    Rmac { levels: u32 },
-}
-
-impl std::str::FromStr for Pooling {
-    type Err = String;
-    /// `gap`, `gem` (p = 3), `gem:P`, `rmac` (3 levels), `rmac:L`.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (name, arg) = s.split_once(':').map_or((s, None), |(n, a)| (n, Some(a)));
-        let bad = || format!("bad pooling `{s}`: use gap, gem[:P] or rmac[:LEVELS]");
-        match (name, arg) {
-            ("gap", None) => Ok(Pooling::Gap),
-            ("gem", None) => Ok(Pooling::Gem { p: 3.0 }),
-            ("gem", Some(p)) => match p.parse::<f32>() {
-                Ok(p) if p >= 1.0 && p.is_finite() => Ok(Pooling::Gem { p }),
-                _ => Err(bad()),
-            },
-            ("rmac", None) => Ok(Pooling::Rmac { levels: 3 }),
-            ("rmac", Some(l)) => match l.parse::<u32>() {
-                Ok(levels) if (1..=6).contains(&levels) => Ok(Pooling::Rmac { levels }),
-                _ => Err(bad()),
-            },
-            _ => Err(bad()),
-        }
-    }
-}
+pub use imgvec_options::Pooling;
 
 /// R-MAC regions for an `h`×`w` map: squares of side `2·min(h,w)/(l+1)` at level `l`, spread
 /// evenly over each axis with at least 40% overlap. Returns (y, x, side) triples.
@@ -141,6 +103,11 @@ pub fn torch_message(e: &tch::TchError) -> String {
 }
 
 fn one_line(full: &str) -> String {
+    // An error inside a TorchScript module comes with the module's traceback; the cause is on
+    // the last `RuntimeError: ` line.
+    if let Some((_, cause)) = full.rsplit_once("RuntimeError: ") {
+        return cause.lines().next().unwrap_or(cause).trim().to_string();
+    }
     let head = full.split("Exception raised from").next().unwrap_or(full);
     let lines: Vec<&str> = head
         .lines()
@@ -184,7 +151,13 @@ impl TorchScriptExtractor {
             dims: 0,
         };
         let probe = vec![0.5f32; (3 * size * size) as usize];
-        let out = me.forward(&probe, 1)?;
+        let out = me.forward(&probe, 1).map_err(|e| match e {
+            ExtractError::Model { message, .. } => err(format!(
+                "does not take {size}×{size} input (give the size it was made for with \
+                 --model-size): {message}"
+            )),
+            other => other,
+        })?;
         me.dims = out.len();
         if me.dims == 0 {
             return Err(err("model produced an empty descriptor".into()));
@@ -280,6 +253,14 @@ mod tests {
     #[test]
     fn torch_errors_become_one_line() {
         let cases = [
+            (
+                "The following operation failed in the TorchScript interpreter.\nTraceback of \
+                 TorchScript, serialized code (most recent call last):\n  File \"code/x.py\", \
+                 line 10, in forward\n    input = torch.linear(x, w)\n    ~~~ <--- HERE\n\
+                 \nTraceback of TorchScript, original code:\nRuntimeError: mat1 and mat2 shapes \
+                 cannot be multiplied (1x200704 and 3136x32)\n",
+                "mat1 and mat2 shapes cannot be multiplied (1x200704 and 3136x32)",
+            ),
             (
                 "Internal torch error: PytorchStreamReader failed reading zip archive: failed \
                  finding central directory\nException raised from valid at \

@@ -11,7 +11,8 @@ use crate::extractor::ExtractError;
 pub struct FileList {
     /// Canonical absolute paths of image files, in walk order, each once.
     pub images: Vec<PathBuf>,
-    /// Files skipped because their extension is not an image format.
+    /// Files found in folders skipped because their extension is not an image format (a file
+    /// named by itself is always read, and is an error when it is not an image).
     pub skipped: Vec<PathBuf>,
     /// Entries skipped because they are not regular files (FIFOs, devices, sockets) or are
     /// symbolic links a walk does not follow, with the reason.
@@ -54,7 +55,9 @@ pub fn collect_files(paths: &[PathBuf], follow_links: bool) -> FileList {
                 list.not_regular.push((entry.path().to_path_buf(), reason));
                 continue;
             }
-            if !has_image_extension(entry.path()) {
+            // A file named by itself is read whatever its name; one found in a folder only with
+            // an image extension.
+            if entry.depth() > 0 && !has_image_extension(entry.path()) {
                 list.skipped.push(entry.path().to_path_buf());
                 continue;
             }

@@ -8,6 +8,7 @@ pub mod blocks;
 pub mod decode;
 pub mod extractor;
 pub mod files;
+pub mod model_meta;
 pub mod preprocess;
 pub mod sift;
 

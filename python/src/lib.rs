@@ -31,7 +31,7 @@ fn classify(e: &Error) -> (&'static str, Option<String>) {
         let shown = |p: &std::path::Path| Some(p.display().to_string());
         match s {
             StorageError::DataCorruption { path, .. } => ("CorruptionError", shown(path)),
-            StorageError::Locked { path } => ("LockedError", shown(path)),
+            StorageError::Locked { path, .. } => ("LockedError", shown(path)),
             StorageError::NotADatabase { path, .. } | StorageError::Invalid { path, .. } => {
                 ("InvalidArgument", shown(path))
             }
@@ -73,8 +73,10 @@ fn json<T: serde::Serialize>(value: &T) -> PyResult<String> {
     serde_json::to_string(value).map_err(|e| PyRuntimeError::new_err(e.to_string()))
 }
 
-fn parse<T: std::str::FromStr<Err = Error>>(value: &str) -> PyResult<T> {
-    value.parse().map_err(|e: Error| invalid(e.to_string()))
+fn parse<T: std::str::FromStr<Err = imgvec::InvalidOption>>(value: &str) -> PyResult<T> {
+    value
+        .parse()
+        .map_err(|e: imgvec::InvalidOption| invalid(e.to_string()))
 }
 
 /// A query as the Python layer hands it over: an id (int), a file (str) or encoded bytes.

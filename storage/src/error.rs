@@ -16,8 +16,15 @@ pub enum StorageError {
     /// The folder is missing, or is not an imgvec database (and may not become one).
     #[error("{path}: not an imgvec database ({reason})")]
     NotADatabase { path: PathBuf, reason: String },
-    #[error("database is locked by another process: {path}")]
-    Locked { path: PathBuf },
+    #[error(
+        "database is locked by another process: {path}{}",
+        holder.as_ref().map(|h| format!(" (held by {h})")).unwrap_or_default()
+    )]
+    Locked {
+        path: PathBuf,
+        /// Who holds the lock (`pid N: COMMAND`), when that can be told.
+        holder: Option<String>,
+    },
     #[error("metadata store {path}: {message}")]
     Metadata { path: PathBuf, message: String },
     #[error("{path}: {message}")]
@@ -61,7 +68,10 @@ impl Clone for StorageError {
                 path: path.clone(),
                 reason: reason.clone(),
             },
-            StorageError::Locked { path } => StorageError::Locked { path: path.clone() },
+            StorageError::Locked { path, holder } => StorageError::Locked {
+                path: path.clone(),
+                holder: holder.clone(),
+            },
             StorageError::Metadata { path, message } => StorageError::Metadata {
                 path: path.clone(),
                 message: message.clone(),

@@ -180,7 +180,7 @@ impl Autoencoder {
     }
 
     /// Saves the encoder as a TorchScript module (traced with a dynamic batch), which
-    /// `imgvec ingest --model FILE --model-size SIZE` loads like any other extractor.
+    /// `imgvec ingest --model FILE` loads like any other extractor (the file records its input size).
     pub fn save_encoder(&mut self, path: &Path) -> Result<(), TrainError> {
         self.vs.freeze();
         let example = Tensor::rand(&[2, 3, self.size, self.size], (Kind::Float, Device::Cpu));
@@ -191,7 +191,6 @@ impl Autoencoder {
             &[example],
             &mut |inputs| vec![enc.forward(&inputs[0])],
         )?;
-        module.save(path)?;
-        Ok(())
+        crate::data::save_extractor(&module, path, self.size)
     }
 }

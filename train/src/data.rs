@@ -14,6 +14,23 @@ pub enum TrainError {
     Invalid(String),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    Model(#[from] imgvec_ingest::ExtractError),
+}
+
+/// Saves `module` to `path` with the input `size` it takes recorded in it (`model_meta`), so
+/// `imgvec ingest --model` needs no `--model-size`.
+pub(crate) fn save_extractor(
+    module: &tch::CModule,
+    path: &std::path::Path,
+    size: i64,
+) -> Result<(), TrainError> {
+    module.save(path)?;
+    let meta = imgvec_ingest::model_meta::ModelMeta {
+        input_size: u32::try_from(size).ok(),
+    };
+    imgvec_ingest::model_meta::write_meta(path, &meta)?;
+    Ok(())
 }
 
 /// Training images as one `[N, 3, size, size]` tensor, with the files they came from.

@@ -104,8 +104,7 @@ impl Discriminator {
             &[example],
             &mut |inputs| vec![me.features(&inputs[0])],
         )?;
-        module.save(path)?;
-        Ok(())
+        crate::data::save_extractor(&module, path, self.size)
     }
 
     /// Trains on `images` (all of them unlabelled, `labels` the labelled subset), with a DCGAN

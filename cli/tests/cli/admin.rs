@@ -166,7 +166,7 @@ fn presets_and_reindex_from_the_cli() {
         assert_eq!(hits[0]["path"], s(&files[0]));
         // The image itself verifies with many inliers unless verification is off.
         if extra.contains(&"0") {
-            assert!(hits[0].get("inliers").is_none(), "{hits}");
+            assert!(hits[0]["inliers"].is_null(), "{hits}");
         } else {
             assert!(hits[0]["inliers"].as_u64().unwrap() >= 20, "{hits}");
         }

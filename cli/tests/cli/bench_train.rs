@@ -149,16 +149,28 @@ fn train_autoencoder_then_ingest_with_it_and_bad_labels_for_sgan() {
     assert_eq!(epochs.len(), 3);
     assert!(epochs[2]["loss"].as_f64().unwrap() < epochs[0]["loss"].as_f64().unwrap());
     assert_eq!(lines.last().unwrap()["images"], 80);
-    let db = tmp.path().join("db");
+    // The model records its input size: no --model-size needed, and a wrong one is one line
+    // naming the size it expects (nothing created).
+    let wrong = tmp.path().join("wrong");
     let out = run(&[
         "ingest",
-        s(&db),
+        s(&wrong),
         s(&imgs),
         "--model",
         s(&enc),
         "--model-size",
-        "28",
+        "224",
     ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("expects 28×28 input") && err.contains("--model-size 28"),
+        "{err}"
+    );
+    assert!(!wrong.exists());
+    let db = tmp.path().join("db");
+    let out = run(&["ingest", s(&db), s(&imgs), "--model", s(&enc)]);
     assert!(
         out.status.success(),
         "{}",
@@ -166,6 +178,7 @@ fn train_autoencoder_then_ingest_with_it_and_bad_labels_for_sgan() {
     );
     let out = run(&["info", s(&db), "--json"]);
     assert_eq!(json_lines(&out)[0]["dims"], 16);
+    assert_eq!(json_lines(&out)[0]["pipeline"]["input_size"], 28);
     // A database as the training input: its stored files.
     let enc2 = tmp.path().join("enc2.pt");
     let out = run(&[

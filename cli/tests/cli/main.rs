@@ -9,6 +9,7 @@ use serde_json::Value;
 mod admin;
 mod bench_train;
 mod concurrency;
+mod conventions;
 mod ingest;
 mod reliability;
 mod search;

@@ -77,7 +77,7 @@ fn broken_pipes_huge_k_and_bad_models_end_with_one_line() {
         );
     }
     let out = run(&["search", s(&db), s(&imgs[0]), "-k", "100000000000"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains("k 100000000000 is out of range"), "{err}");
     let bad = tmp.path().join("bad.pt");
@@ -144,7 +144,7 @@ fn odd_file_names_and_special_files() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("deleted 1 row(s)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("delete: 1 row"));
 }
 
 /// `delete --path` with a relative path of a file that has since been removed still finds it.
@@ -167,7 +167,7 @@ fn delete_by_the_relative_path_of_a_removed_file() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("deleted 1 row(s)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("delete: 1 row"));
 }
 
 /// `verify` passes on a whole database and names what is damaged; `backup` writes a copy that

@@ -13,8 +13,10 @@ fn second_writer_is_locked_out_and_readers_are_not() {
     let out = run(&["ingest", s(&db), s(&imgs[1])]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
+    // The error names who holds the lock: this test process.
+    let holder = format!("(held by pid {}: ", std::process::id());
     assert!(
-        err.contains("database is locked by another process"),
+        err.contains("database is locked by another process") && err.contains(&holder),
         "{err}"
     );
     // Searching is read-only and works beside the writer.

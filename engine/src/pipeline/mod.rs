@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::local::{LocalSpec, VerifyParams};
 use crate::options::Augment;
 use crate::reduce::WhiteningSpec;
+use presets::PresetExt;
 
 const META_PIPELINE: &str = "pipeline";
 pub(crate) const MODELS_DIR: &str = "models";

@@ -23,8 +23,13 @@ pub(crate) struct PresetSpec {
     pub local: Option<LocalSpec>,
 }
 
-impl Preset {
-    pub(crate) fn spec(self) -> PresetSpec {
+/// What each named pipeline is made of (the type itself lives in `imgvec_options`).
+pub(crate) trait PresetExt {
+    fn spec(self) -> PresetSpec;
+}
+
+impl PresetExt for Preset {
+    fn spec(self) -> PresetSpec {
         let whitening = Some(WhiteningSpec {
             dims: 256,
             min_rows: 512,

@@ -31,6 +31,7 @@ use crate::index::{AnnMode, AnnParams, Save};
 use crate::info::Hit;
 use crate::local::VerifyParams;
 use crate::options::{Augment, Query, SearchOptions};
+use crate::options::{SearchModeExt, VerifyOverridesExt};
 use crate::pipeline::Featurizer;
 use context::SearchContext;
 use query::PreparedQuery;

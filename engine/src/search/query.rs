@@ -7,6 +7,7 @@ use imgvec_storage::{Snapshot, Store};
 
 use crate::dense::DenseQuery;
 use crate::error::{Error, Result};
+use crate::options::AugmentExt;
 use crate::options::{Augment, Query};
 use crate::pipeline::{Featurizer, QueryLocal};
 

@@ -12,6 +12,8 @@ use super::*;
 /// What one compaction did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CompactionReport {
+    /// Pending rows a full compaction sealed into a segment first.
+    pub rows_sealed: u64,
     pub segments_merged: usize,
     pub rows_kept: u64,
     pub rows_dropped: u64,
@@ -74,13 +76,23 @@ impl Store {
     fn compact_segments(&self, policy: CompactionPolicy) -> Result<CompactionReport> {
         self.require_writable()?;
         let _compacting = self.compaction_lock.lock();
+        let mut rows_sealed = 0;
         if policy == CompactionPolicy::Full {
+            rows_sealed = self
+                .snapshot()
+                .pending
+                .iter()
+                .map(|c| c.ids.len() as u64)
+                .sum();
             self.flush()?;
         }
         let snap = self.snapshot();
         let victims = self.victims(&snap, policy)?;
         if victims.is_empty() {
-            return Ok(CompactionReport::default());
+            return Ok(CompactionReport {
+                rows_sealed,
+                ..CompactionReport::default()
+            });
         }
         // The merged rows are streamed from the mapped victims into the new file: memory holds
         // their ids and where each is (16 bytes a row), never their vectors or features.
@@ -150,6 +162,7 @@ impl Store {
         }
         self.opts.vfs.sync_dir(&self.segments_dir())?;
         Ok(CompactionReport {
+            rows_sealed,
             segments_merged: victims.len(),
             rows_kept: ids.len() as u64,
             rows_dropped: dropped.len() as u64,

@@ -129,6 +129,19 @@ impl Store {
         dir.join(META_DIR).join("CURRENT").is_file()
     }
 
+    /// Whether a writable open could use `dir`: a database, or a folder one may be created in
+    /// (absent or empty); otherwise the `NotADatabase` error that open would give. Touches
+    /// nothing.
+    pub fn check_writable_target(dir: &Path) -> Result<()> {
+        if Store::exists(dir) {
+            return Ok(());
+        }
+        creatable(dir).map_err(|reason| StorageError::NotADatabase {
+            path: dir.to_path_buf(),
+            reason,
+        })
+    }
+
     /// Opens the store. A read-only open that fails the way a concurrent writer can make it
     /// fail (RocksDB's read-only open racing the writer's file deletions; a compaction
     /// unlinking a segment between the manifest read and the segment's open) is retried on a
@@ -210,6 +223,7 @@ impl Store {
             if is_lock_conflict(&message) {
                 StorageError::Locked {
                     path: dir.to_path_buf(),
+                    holder: None,
                 }
             } else {
                 metadata_error(&meta_dir, message)

@@ -313,7 +313,7 @@ fn a_second_writer_is_told_the_database_is_locked() {
     let db = dir.path().join("db");
     let _first = Store::open(&db, OpenMode::ReadWrite).unwrap();
     match Store::open(&db, OpenMode::ReadWrite) {
-        Err(StorageError::Locked { path }) => assert_eq!(path, db),
+        Err(StorageError::Locked { path, .. }) => assert_eq!(path, db),
         other => panic!("{other:?}"),
     }
 }

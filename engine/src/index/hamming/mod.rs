@@ -30,6 +30,15 @@ pub enum EncoderKind {
     Itq = 2,
 }
 
+impl std::fmt::Display for EncoderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EncoderKind::Lsh => "random-projection (LSH)",
+            EncoderKind::Itq => "ITQ",
+        })
+    }
+}
+
 /// `bits` sign bits of `matrix · x + bias`.
 #[derive(Debug, Clone)]
 pub struct Encoder {

@@ -6,10 +6,11 @@ use std::path::Path;
 use base64::Engine as _;
 use imgvec::{Database, Hit, Query};
 
-pub struct QueryRow {
-    pub label: String,
-    pub query: Query,
-    pub hits: Result<Vec<Hit>, String>,
+use crate::commands::search::QueryItem;
+
+pub(crate) struct QueryRow {
+    pub(crate) item: QueryItem,
+    pub(crate) hits: Result<Vec<Hit>, String>,
 }
 
 fn escape(s: &str) -> String {
@@ -37,7 +38,7 @@ fn figure(out: &mut String, thumb: Option<Vec<u8>>, caption: &str, class: &str) 
     );
 }
 
-pub fn write(db: &Database, path: &Path, rows: &[QueryRow]) -> Result<(), imgvec::Error> {
+pub(crate) fn write(db: &Database, path: &Path, rows: &[QueryRow]) -> Result<(), imgvec::Error> {
     let mut out = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>imgvec results</title><style>\
          body{font-family:sans-serif;background:#fafafa;margin:1em}\
@@ -50,7 +51,7 @@ pub fn write(db: &Database, path: &Path, rows: &[QueryRow]) -> Result<(), imgvec
     );
     for row in rows {
         out.push_str("<section>");
-        let query_thumb = match &row.query {
+        let query_thumb = match &row.item.query {
             Query::Path(p) => imgvec::read_image_file(p)
                 .ok()
                 .and_then(|b| imgvec::make_thumbnail(&b).ok()),
@@ -60,7 +61,15 @@ pub fn write(db: &Database, path: &Path, rows: &[QueryRow]) -> Result<(), imgvec
         figure(
             &mut out,
             query_thumb,
-            &format!("<b>query</b><br>{}", escape(&row.label)),
+            &format!(
+                "<b>query</b><br>{}{}",
+                escape(&row.item.label),
+                row.item
+                    .stored_path
+                    .as_deref()
+                    .map(|p| format!("<br>{}", escape(p)))
+                    .unwrap_or_default()
+            ),
             "query",
         );
         match &row.hits {

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use imgvec::{OpenOptions, PipelineChoice, SearchMode, SearchOptions};
 
-use crate::args::{AnnArgs, BenchIngestArgs, RetrievalArgs};
-use crate::output::{print_json, CliResult};
+use crate::output::{print_versioned, to_json, CliError, CliResult};
+use imgvec_cli::args::{AnnArgs, BenchIngestArgs, RetrievalArgs};
 
 /// Runs a benchmark in a temporary folder (`imgvec-NAME-PID` under the system temp dir),
 /// removed afterwards whatever the outcome.
@@ -24,19 +24,20 @@ fn in_scratch<T>(
 pub(crate) fn ingest(args: BenchIngestArgs, open: OpenOptions) -> CliResult {
     let target = match (args.pipeline, args.model) {
         (Some(preset), _) => imgvec_benches::IngestTarget::Preset(preset),
-        (None, model) => imgvec_benches::IngestTarget::Model {
-            path: match model {
+        (None, model) => {
+            let path = match model {
                 Some(m) => m,
                 None => imgvec::default_model_path().map_err(imgvec::Error::from)?,
-            },
-            size: args.model_size,
-        },
+            };
+            let size = imgvec::model_input_size(&path, args.model_size)?;
+            imgvec_benches::IngestTarget::Model { path, size }
+        }
     };
     let r = in_scratch("bench", |scratch| {
         imgvec_benches::ingest(&target, &args.paths, scratch, args.batch_size, open.threads)
     })?;
     if args.json {
-        print_json(&r);
+        print_versioned(to_json(&r));
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -77,11 +78,7 @@ pub(crate) fn retrieval(
         open.index.min_train_rows = index_min_rows.unwrap_or(256);
     }
     if let Some(path) = args.model {
-        open.pipeline = PipelineChoice::Model {
-            path,
-            size: args.model_size,
-            pooling: imgvec::Pooling::Gap,
-        };
+        open.pipeline = PipelineChoice::model(path, args.model_size, imgvec::Pooling::Gap)?;
     }
     if let Some(preset) = args.pipeline {
         open.pipeline = PipelineChoice::Preset(preset);
@@ -90,7 +87,7 @@ pub(crate) fn retrieval(
         rerank: !args.no_rerank,
         ..SearchOptions::default()
     };
-    args.query.apply(&mut base)?;
+    super::apply_query(&args.query, &mut base).map_err(CliError::usage)?;
     run_retrieval(args.bench, args.db, args.modes, &base, args.json, open)
 }
 
@@ -118,7 +115,7 @@ fn run_retrieval(
         })?,
     };
     if json {
-        print_json(&r);
+        print_versioned(to_json(&r));
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -188,7 +185,7 @@ pub(crate) fn ann(args: AnnArgs, open: OpenOptions) -> CliResult {
 fn run_ann(opts: imgvec_benches::AnnBenchOptions, json: bool) -> CliResult {
     let r = in_scratch("ann", |scratch| imgvec_benches::ann(&opts, scratch))?;
     if json {
-        print_json(&r);
+        print_versioned(to_json(&r));
         return Ok(ExitCode::SUCCESS);
     }
     println!(

@@ -3,12 +3,14 @@
 use std::process::ExitCode;
 
 use imgvec::{printable, Database, IngestEvent, OpenOptions, ReindexOptions};
+use imgvec_cli::args::{BackupArgs, DbArgs, DeleteArgs, ReindexArgs};
 use indicatif::ProgressBar;
 
-use crate::args::{BackupArgs, CompactArgs, DeleteArgs, ReindexArgs, VerifyArgs};
-use crate::output::{print_json, say, CliResult};
+use crate::output::{
+    count, error, paint, print_versioned, say, to_json, CliError, CliResult, Ui, BOLD,
+};
 
-pub(crate) fn reindex(args: ReindexArgs, open: OpenOptions) -> CliResult {
+pub(crate) fn reindex(args: ReindexArgs, open: OpenOptions, ui: Ui) -> CliResult {
     let ReindexArgs {
         db,
         pipeline,
@@ -16,15 +18,15 @@ pub(crate) fn reindex(args: ReindexArgs, open: OpenOptions) -> CliResult {
         dry_run,
         json,
     } = args;
-    let choice = pipeline.choice();
-    let bar = if json {
+    let choice = super::pipeline_choice(pipeline)?;
+    let bar = if json || !ui.progress() {
         ProgressBar::hidden()
     } else {
         ProgressBar::new_spinner()
     };
     let on_event = |e: &IngestEvent| {
         if json {
-            print_json(e);
+            print_versioned(to_json(e));
         } else {
             bar.tick();
             if let Some(reason) = &e.error {
@@ -40,7 +42,7 @@ pub(crate) fn reindex(args: ReindexArgs, open: OpenOptions) -> CliResult {
     bar.finish_and_clear();
     let lost = report.gone.len() + report.errors.len();
     if json {
-        print_json(&report);
+        print_versioned(to_json(&report));
     } else {
         for path in &report.gone {
             eprintln!("gone: {}", printable(path));
@@ -52,9 +54,10 @@ pub(crate) fn reindex(args: ReindexArgs, open: OpenOptions) -> CliResult {
         } else {
             "unchanged:"
         };
-        println!(
-            "{verb} {} with pipeline {}: {} of {} rows {}, {} from thumbnails, {} gone, {} \
-             errors, {:.1} s",
+        anstream::println!(
+            "{} {verb} {} with pipeline {}: {} of {} rows {}, {} from thumbnails, {} gone, {} \
+             errors ({:.1} s)",
+            paint(BOLD, "reindex:"),
             printable(&db.display().to_string()),
             report.pipeline,
             if dry_run {
@@ -74,10 +77,11 @@ pub(crate) fn reindex(args: ReindexArgs, open: OpenOptions) -> CliResult {
             report.seconds
         );
         if !report.swapped && !dry_run && lost > 0 {
-            eprintln!(
-                "error: {lost} row(s) cannot be carried over; the database is unchanged (restore \
-                 the files, or give --drop-missing to leave them out)"
-            );
+            error(&format!(
+                "{} cannot be carried over; the database is unchanged (restore the files, or \
+                 give --drop-missing to leave them out)",
+                count(lost as u64, "row")
+            ));
         }
     }
     Ok(if lost == 0 {
@@ -87,26 +91,45 @@ pub(crate) fn reindex(args: ReindexArgs, open: OpenOptions) -> CliResult {
     })
 }
 
-pub(crate) fn compact(args: CompactArgs, mut open: OpenOptions) -> CliResult {
+pub(crate) fn compact(args: DbArgs, mut open: OpenOptions) -> CliResult {
     open.background_compaction = false;
     open.create = false;
     let db = Database::open(&args.db, open)?;
     let r = db.compact()?;
     if args.json {
-        print_json(&r);
+        print_versioned(to_json(&r));
+    } else if r.segments_merged == 0 {
+        anstream::println!(
+            "{} sealed {}; nothing to merge (one segment, no deleted rows)",
+            paint(BOLD, "compact:"),
+            count(r.rows_sealed, "pending row")
+        );
     } else {
-        println!(
-            "merged {} segment(s): kept {} rows, dropped {} deleted rows, {} -> {} bytes",
-            r.segments_merged, r.rows_kept, r.rows_dropped, r.bytes_before, r.bytes_after
+        anstream::println!(
+            "{} sealed {}, merged {} into one: kept {}, dropped {} ({} -> {} bytes)",
+            paint(BOLD, "compact:"),
+            count(r.rows_sealed, "pending row"),
+            count(r.segments_merged as u64, "segment"),
+            count(r.rows_kept, "row"),
+            count(r.rows_dropped, "deleted row"),
+            r.bytes_before,
+            r.bytes_after
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn delete(args: DeleteArgs, mut open: OpenOptions) -> CliResult {
-    let DeleteArgs { db, ids, paths } = args;
+    let DeleteArgs {
+        db,
+        ids,
+        paths,
+        json,
+    } = args;
     if ids.is_empty() && paths.is_empty() {
-        return Err(imgvec::Error::Invalid("give --id N or --path P".into()).into());
+        return Err(CliError::Usage(
+            "nothing to delete: give --id N or --path P".into(),
+        ));
     }
     open.create = false;
     let db = Database::open(&db, open)?;
@@ -125,9 +148,17 @@ pub(crate) fn delete(args: DeleteArgs, mut open: OpenOptions) -> CliResult {
             .filter(|id| !deleted.contains(id))
             .map(|id| format!("id {id}")),
     );
-    println!("deleted {} row(s)", deleted.len());
-    for m in &missing {
-        eprintln!("error: not found: {m}");
+    if json {
+        print_versioned(serde_json::json!({ "deleted": deleted, "not_found": missing }));
+    } else {
+        anstream::println!(
+            "{} {}",
+            paint(BOLD, "delete:"),
+            count(deleted.len() as u64, "row")
+        );
+        for m in &missing {
+            error(&format!("not found: {m}"));
+        }
     }
     Ok(if missing.is_empty() {
         ExitCode::SUCCESS
@@ -136,12 +167,12 @@ pub(crate) fn delete(args: DeleteArgs, mut open: OpenOptions) -> CliResult {
     })
 }
 
-pub(crate) fn verify(args: VerifyArgs, mut open: OpenOptions) -> CliResult {
+pub(crate) fn verify(args: DbArgs, mut open: OpenOptions) -> CliResult {
     open.read_only = true;
     let db = Database::open(&args.db, open)?;
     let report = db.verify()?;
     if args.json {
-        print_json(&report);
+        print_versioned(to_json(&report));
     } else {
         print_check(&report);
     }
@@ -184,7 +215,7 @@ pub(crate) fn backup(args: BackupArgs, mut open: OpenOptions) -> CliResult {
     let db = Database::open(&args.db, open)?;
     let report = db.backup(&args.dest)?;
     if args.json {
-        print_json(&report);
+        print_versioned(to_json(&report));
     } else {
         for key in &report.dropped {
             println!("note: {key} was superseded during the copy; the copy rebuilds it");

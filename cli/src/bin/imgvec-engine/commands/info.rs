@@ -2,21 +2,20 @@
 
 use std::process::ExitCode;
 
+use crate::output::{count, print_versioned, to_json, CliResult};
 use imgvec::{Database, DatabaseInfo, OpenOptions};
+use imgvec_cli::args::DbArgs;
 
-use crate::args::InfoArgs;
-use crate::output::{print_json, CliResult};
-
-pub(crate) fn run(args: InfoArgs, mut open: OpenOptions) -> CliResult {
+pub(crate) fn run(args: DbArgs, mut open: OpenOptions) -> CliResult {
     open.read_only = true;
     let db = Database::open(&args.db, open)?;
     let info = db.info()?;
     if args.json {
-        print_json(&info);
+        print_versioned(to_json(&info));
     } else {
         println!("database      {}", info.path);
         print_pipeline(&info);
-        print_storage(&info);
+        print_storage(&info, &db);
         print_indexes(&info);
     }
     Ok(ExitCode::SUCCESS)
@@ -26,14 +25,14 @@ pub(crate) fn run(args: InfoArgs, mut open: OpenOptions) -> CliResult {
 fn print_pipeline(info: &DatabaseInfo) {
     match &info.pipeline {
         Some(p) => println!(
-            "pipeline      {} (model {}, {}px, {} pooling, {} dims, fingerprint {})",
+            "pipeline      {} (model {}, {} px, {} pooling, {} dims, fingerprint {})",
             p.name,
             p.model_source,
             p.input_size,
             if p.fusion.is_some() {
                 "per-block".to_string()
             } else {
-                format!("{:?}", p.pooling)
+                p.pooling.to_string()
             },
             p.dims,
             &p.model_fingerprint[..16.min(p.model_fingerprint.len())]
@@ -76,8 +75,8 @@ fn print_pipeline(info: &DatabaseInfo) {
     }
 }
 
-/// The `local`, `rows`, `segments` and `bytes on disk` lines.
-fn print_storage(info: &DatabaseInfo) {
+/// The `local`, `rows`, `segments`, `model copy` and `bytes on disk` lines.
+fn print_storage(info: &DatabaseInfo, db: &Database) {
     if let Some(l) = &info.local {
         println!(
             "local         SIFT/RootSIFT on {} images: {} keypoints, {} bytes ({:.0} per image)",
@@ -97,9 +96,19 @@ fn print_storage(info: &DatabaseInfo) {
         s.live_rows, s.deleted_rows, s.pending_rows
     );
     println!(
-        "segments      {} ({} rows, {} bytes)",
-        s.segments, s.segment_rows, s.segment_bytes
+        "segments      {} ({}, {} bytes)",
+        s.segments,
+        count(s.segment_rows, "row"),
+        s.segment_bytes
     );
+    if let Some(p) = &info.pipeline {
+        let bytes = std::fs::metadata(p.model_path(db.dir())).map_or(0, |m| m.len());
+        println!(
+            "model copy    {bytes} bytes ({}: the database keeps its own copy of the model, so it \
+             stays self-contained; a small database is mostly this)",
+            p.model
+        );
+    }
     println!("bytes on disk {}", s.bytes_on_disk);
 }
 
@@ -108,8 +117,11 @@ fn print_indexes(info: &DatabaseInfo) {
     let ix = &info.indexes;
     match &ix.ivfpq {
         Some(i) => println!(
-            "ivfpq         {} rows, {} (nprobe {} by default), {:.1} bytes/vector",
-            i.rows, i.factory, i.default_nprobe, i.bytes_per_vector
+            "ivfpq         {}, {} (nprobe {} by default), {:.1} bytes/vector",
+            count(i.rows as u64, "row"),
+            i.factory,
+            i.default_nprobe,
+            i.bytes_per_vector
         ),
         None => println!(
             "ivfpq         not trained (below {} live rows: exact search answers)",
@@ -118,8 +130,8 @@ fn print_indexes(info: &DatabaseInfo) {
     }
     match &ix.hamming {
         Some(h) => println!(
-            "hamming       {} rows, {}-bit {:?} codes, {} kernel, {} bytes/vector{}",
-            h.rows,
+            "hamming       {}, {}-bit {} codes, {} kernel, {} bytes/vector{}",
+            count(h.rows as u64, "row"),
             h.bits,
             h.encoder,
             h.kernel,
