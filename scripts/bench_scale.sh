@@ -45,7 +45,7 @@ MODE=exact
 THREADS=""
 COMPACT=0
 DROP_CACHES=1
-BIN="${IMGVEC:-$ROOT/target/release/imgvec}"
+BIN="${IMGVEC:-${CARGO_TARGET_DIR:-$ROOT/target}/release/imgvec}"
 
 die() { echo "bench_scale: error: $*" >&2; exit 1; }
 say() { echo "bench_scale: $*" >&2; }

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 DIGITS=$(realpath "${1:-../shared/datasets/digits-dev}")
 WORK=${2:-$(mktemp -d)}
 mkdir -p "$WORK"
-IMGVEC=./target/release/imgvec
+IMGVEC="${CARGO_TARGET_DIR:-./target}/release/imgvec"
 [ -x "$IMGVEC" ] || cargo build --release -p imgvec-cli
 
 # Labels: the first 10 db images of each class.

@@ -16,7 +16,7 @@ for p in fast balanced robust robust-vlad; do
     echo "measuring $p ..." >&2
     modes=(--mode exact)
     [ "$p" = robust ] && modes+=(--mode hamming)
-    ./target/release/imgvec bench retrieval "$BENCH" --pipeline "$p" "${modes[@]}" \
+    "${CARGO_TARGET_DIR:-./target}/release/imgvec" bench retrieval "$BENCH" --pipeline "$p" "${modes[@]}" \
         --json >"$WORK/$p.json" 2>"$WORK/$p.log"
 done
 python3 - "$BENCH" "$WORK" "$OUT" <<'PY'

@@ -6,7 +6,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$ROOT/scripts/setup.sh"
 cd "$ROOT"
 cargo build --release -q -p imgvec-cli
-IMGVEC="$ROOT/target/release/imgvec"
+IMGVEC="${CARGO_TARGET_DIR:-$ROOT/target}/release/imgvec"
 DB="${1:-$ROOT/sample/photos.imgvec}"
 echo "== ingest sample/photos into $DB"
 "$IMGVEC" ingest "$DB" sample/photos

@@ -483,3 +483,30 @@ pub struct QueryArgs {
     #[command(flatten)]
     pub verify: VerifyOverrides,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument of every command says what it is for (`--help` lists no bare flags).
+    #[test]
+    fn every_argument_has_help() {
+        fn check(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let mut cli = super::Cli::command();
+        cli.build();
+        check(&cli, "imgvec", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+        cli.debug_assert();
+    }
+}

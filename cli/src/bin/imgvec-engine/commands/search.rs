@@ -58,7 +58,7 @@ pub(crate) fn run(args: SearchArgs, mut open: OpenOptions) -> CliResult {
                 hits: result.map_err(|e| e.to_string()),
             })
             .collect();
-        html::write(&db, path, &sheet)?;
+        html::write(&db, &opts, path, &sheet)?;
         if !args.json {
             println!("contact sheet written to {}", path.display());
         }
@@ -141,8 +141,14 @@ fn query_items(args: &SearchArgs) -> Result<Vec<QueryItem>, CliError> {
             if found.images.is_empty() {
                 warn(&format!("{}: no images in this folder", path.display()));
             }
+            // Each image is named as the folder was given (`photos/a.jpg`), not canonically.
+            let base = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
             for image in found.images {
-                items.push(item(image.display().to_string(), Query::Path(image)));
+                let label = match image.strip_prefix(&base) {
+                    Ok(rel) => path.join(rel),
+                    Err(_) => image.clone(),
+                };
+                items.push(item(label.display().to_string(), Query::Path(image)));
             }
         } else {
             items.push(item(path.display().to_string(), Query::Path(path)));
