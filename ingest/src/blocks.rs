@@ -147,9 +147,8 @@ impl FusedExtractor {
                 if !p.is_file() {
                     return Err(err("file not found".into()));
                 }
-                let mut m = CModule::load(p)
+                let m = crate::extractor::load_module(p)
                     .map_err(|e| err(format!("not a loadable TorchScript module: {e}")))?;
-                m.set_eval();
                 Some(m)
             }
         };
