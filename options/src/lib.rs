@@ -193,7 +193,10 @@ mod tests {
         }
         for &p in Preset::ALL {
             assert_eq!(p.name().parse::<Preset>().unwrap(), p);
+            assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{p}\""));
         }
+        let err = "nonsense".parse::<Preset>().unwrap_err().to_string();
+        assert!(err.contains("unknown pipeline `nonsense`"), "{err}");
         let err = "ivf".parse::<SearchMode>().unwrap_err().to_string();
         assert!(err.contains("exact, ivfpq, hamming, hamming-ivf"), "{err}");
     }

@@ -125,13 +125,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn presets_round_trip_their_names() {
-        for &p in Preset::ALL {
-            assert_eq!(p.name().parse::<Preset>().unwrap(), p);
-            assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{p}\""));
-        }
-        let err = "nonsense".parse::<Preset>().unwrap_err().to_string();
-        assert!(err.contains("unknown pipeline `nonsense`"), "{err}");
+    fn presets_are_made_of_what_their_names_promise() {
         assert!(Preset::RobustVlad.spec().whitening.unwrap().vlad.is_some());
         assert!(Preset::Robust.spec().local.is_some() && Preset::Balanced.spec().local.is_none());
     }

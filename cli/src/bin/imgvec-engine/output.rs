@@ -119,6 +119,13 @@ pub(crate) fn warn(message: &str) {
     }
 }
 
+/// `MESSAGE` on stderr, unless `-q` (what a command did besides its result).
+pub(crate) fn note(message: &str) {
+    if !QUIET.load(Ordering::Relaxed) {
+        anstream::eprintln!("{message}");
+    }
+}
+
 /// A line above the progress bar, or on stderr when the bar is hidden (a hidden indicatif bar
 /// drops its `println`s).
 pub(crate) fn say(bar: &ProgressBar, line: String) {
@@ -159,7 +166,8 @@ pub(crate) fn to_json(value: &impl serde::Serialize) -> serde_json::Value {
 
 /// A progress bar of `len` steps drawn with `template`, or a hidden one when `visible` is false.
 /// `{rate}` and `{eta}` are measured from the first step on (the steps done over the time since
-/// the first one), so the time before it (opening, loading the model) does not skew them.
+/// the first one), so the time before it (opening, loading the model) does not skew them; they
+/// show once a second has passed, as steps finish in batches.
 pub(crate) fn progress_bar(visible: bool, len: u64, template: &str) -> ProgressBar {
     let bar = if visible {
         ProgressBar::new(len)
@@ -174,7 +182,7 @@ pub(crate) fn progress_bar(visible: bool, len: u64, template: &str) -> ProgressB
         }
         let (t0, pos0) = *first.get_or_init(|| (Instant::now(), pos));
         let secs = t0.elapsed().as_secs_f64();
-        (pos > pos0 && secs > 0.0).then(|| (pos - pos0) as f64 / secs)
+        (pos > pos0 && secs >= 1.0).then(|| (pos - pos0) as f64 / secs)
     };
     let rate_for_eta = rate.clone();
     let style = ProgressStyle::with_template(template)

@@ -12,7 +12,8 @@ use imgvec::{
 use imgvec_cli::args::IngestArgs;
 
 use crate::output::{
-    error, paint, print_versioned, progress_bar, say, to_json, warn, CliError, CliResult, Ui, BOLD,
+    error, note, paint, print_versioned, progress_bar, say, to_json, warn, CliError, CliResult, Ui,
+    BOLD,
 };
 
 pub(crate) fn run(args: IngestArgs, mut open: OpenOptions, ui: Ui) -> CliResult {
@@ -143,10 +144,10 @@ fn refresh_indexes(db: &Database, path: &Path, json: bool) {
     if let Err(e) = db.refresh_indexes() {
         warn(&format!("{}: indexes not updated: {e}", path.display()));
     } else if !json && started.elapsed().as_secs_f64() > 1.0 {
-        eprintln!(
+        note(&format!(
             "indexes updated in {:.1} s",
             started.elapsed().as_secs_f64()
-        );
+        ));
     }
 }
 
