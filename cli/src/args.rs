@@ -98,6 +98,9 @@ pub enum Command {
     /// Write a consistent copy of DB to DEST (absent or empty) while DB stays in use, then
     /// verify the copy.
     Backup(BackupArgs),
+    /// Serve a web page and a JSON HTTP API over DB (read-only unless --allow-writes);
+    /// Ctrl-C stops it.
+    Serve(ServeArgs),
     /// Print a shell completion script (e.g. `imgvec completions bash >
     /// ~/.local/share/bash-completion/completions/imgvec`).
     Completions(CompletionsArgs),
@@ -119,6 +122,25 @@ pub struct DbArgs {
     /// Print one JSON object instead of text (schema: docs/CLI.md).
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[arg(help = DB_HELP)]
+    pub db: PathBuf,
+    /// Address to listen on; beyond loopback only with a token.
+    #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR:PORT")]
+    pub bind: std::net::SocketAddr,
+    /// Accept ingest (uploads) and delete requests; the server is then the database's writer.
+    #[arg(long)]
+    pub allow_writes: bool,
+    /// A secret every API request must carry (Bearer header or ?token=); required to bind
+    /// beyond loopback [default: IMGVEC_TOKEN from the environment].
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Largest upload in MiB.
+    #[arg(long, default_value_t = 32, value_name = "MIB")]
+    pub max_upload_mib: usize,
 }
 
 #[derive(Args)]

@@ -13,8 +13,8 @@ use clap::Parser;
 use crate::args::{BenchCommand, Cli, Command, TrainCommand};
 
 /// The subcommands whose first operand is a database.
-const DB_COMMANDS: [&str; 8] = [
-    "ingest", "search", "info", "reindex", "compact", "delete", "verify", "backup",
+const DB_COMMANDS: [&str; 9] = [
+    "ingest", "search", "info", "reindex", "compact", "delete", "verify", "backup", "serve",
 ];
 
 /// `argv` with `env_db` inserted as the database operand where the rule above says so;
@@ -60,6 +60,7 @@ fn db_operand(command: &Command) -> Option<&Path> {
         Command::Reindex(a) => &a.db,
         Command::Delete(a) => &a.db,
         Command::Backup(a) => &a.db,
+        Command::Serve(a) => &a.db,
         Command::Bench(
             BenchCommand::Ingest(_) | BenchCommand::Retrieval(_) | BenchCommand::Ann(_),
         )

@@ -103,13 +103,22 @@ impl Database {
 
     /// Ingests `sources` in parallel; `on_event` sees each image once it is durable or failed.
     /// Per-image failures are events; an `Err` means storage or the model failed, and everything
-    /// reported before it stays durable.
+    /// reported before it stays durable. A file is keyed by its canonical path, however it is
+    /// named (relative, through links, with `..`).
     pub fn ingest(
         &self,
         sources: Vec<Source>,
         opts: &IngestOptions,
         on_event: &(dyn Fn(&IngestEvent) + Sync),
     ) -> Result<IngestSummary> {
+        let sources = sources
+            .into_iter()
+            .map(|s| match s {
+                // A file that cannot be resolved keeps its name: reading it reports the error.
+                Source::File(p) => Source::File(std::fs::canonicalize(&p).unwrap_or(p)),
+                bytes => bytes,
+            })
+            .collect();
         let ingestor = Ingestor {
             store: &self.store,
             featurizer: &self.featurizer,

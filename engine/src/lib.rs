@@ -44,6 +44,7 @@ pub mod fuzzing;
 pub mod index;
 mod info;
 mod ingest;
+pub mod json;
 mod local;
 mod maintenance;
 mod options;

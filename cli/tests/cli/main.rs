@@ -13,6 +13,7 @@ mod conventions;
 mod ingest;
 mod reliability;
 mod search;
+mod serve;
 
 pub(crate) fn imgvec() -> Command {
     Command::new(env!("CARGO_BIN_EXE_imgvec"))

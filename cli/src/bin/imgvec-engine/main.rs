@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use imgvec::OpenOptions;
 use imgvec_cli::args::{BenchCommand, Command, TrainCommand};
 
-use commands::{admin, bench, info, ingest, search, train};
+use commands::{admin, bench, info, ingest, search, serve, train};
 use output::{error, Ui};
 
 /// OpenMP worker threads (libtorch's and FAISS's, through libgomp) spin by default between
@@ -68,6 +68,7 @@ fn main() -> ExitCode {
         Command::Reindex(args) => admin::reindex(args, open, ui),
         Command::Verify(args) => admin::verify(args, open),
         Command::Backup(args) => admin::backup(args, open),
+        Command::Serve(args) => serve::run(args, open),
         Command::Train(TrainCommand::Autoencoder(args)) => {
             train::autoencoder(args, open.threads, ui)
         }

@@ -11,10 +11,6 @@ use anstyle::{AnsiColor, Style};
 use imgvec_cli::args::ColorWhen;
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
-/// The version of every JSON object the commands print (docs/CLI.md); bumped when a field
-/// changes meaning or goes away (new fields do not bump it).
-pub(crate) const SCHEMA_VERSION: u32 = 1;
-
 /// Why a command failed: the engine's errors, training's, or a usage error found after parsing
 /// (a value no command can use), which exits 2 like clap's own.
 #[derive(Debug, thiserror::Error)]
@@ -145,18 +141,10 @@ pub(crate) fn print_json(value: &impl serde::Serialize) {
     let _ = out.flush();
 }
 
-/// `fields` (a JSON object) with `schema_version` first, as one JSON line: every top-level
-/// object a command prints goes through here.
+/// `fields` (a JSON object) with `schema_version`, as one JSON line: every top-level object a
+/// command prints goes through here.
 pub(crate) fn print_versioned(fields: serde_json::Value) {
-    let mut object = serde_json::Map::new();
-    object.insert("schema_version".into(), SCHEMA_VERSION.into());
-    match fields {
-        serde_json::Value::Object(map) => object.extend(map),
-        other => {
-            object.insert("value".into(), other);
-        }
-    }
-    print_json(&serde_json::Value::Object(object));
+    print_json(&imgvec::json::versioned(fields));
 }
 
 /// `value` serialised, for `print_versioned` (a serialisation failure becomes its message).

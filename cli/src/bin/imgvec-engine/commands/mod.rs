@@ -6,6 +6,7 @@ pub(crate) mod bench;
 pub(crate) mod info;
 pub(crate) mod ingest;
 pub(crate) mod search;
+pub(crate) mod serve;
 pub(crate) mod train;
 
 use imgvec::{PipelineChoice, SearchOptions};

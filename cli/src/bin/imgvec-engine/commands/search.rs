@@ -6,12 +6,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use imgvec::json::{search_answer, QueryName};
 use imgvec::{printable, Database, Filter, Hit, OpenOptions, Query, SearchOptions};
 use imgvec_cli::args::SearchArgs;
 
 use crate::html;
 use crate::output::{
-    error, paint, print_versioned, to_json, warn, CliError, CliResult, BOLD, DIM, GREEN, YELLOW,
+    error, paint, print_json, warn, CliError, CliResult, BOLD, DIM, GREEN, YELLOW,
 };
 
 /// One query as given: how it is named in the output, and what is searched.
@@ -37,12 +38,12 @@ pub(crate) fn run(args: SearchArgs, mut open: OpenOptions) -> CliResult {
     let mut failed = false;
     for (n, (item, result)) in items.iter().zip(&results).enumerate() {
         match result {
-            Ok(hits) if args.json => print_versioned(query_json(item, Ok(hits))),
+            Ok(hits) if args.json => print_json(&search_answer(&json_name(item), Ok(hits))),
             Ok(hits) => print_table(n, item, hits, &opts),
             Err(e) => {
                 failed = true;
                 if args.json {
-                    print_versioned(query_json(item, Err(&e.to_string())));
+                    print_json(&search_answer(&json_name(item), Err(&e.to_string())));
                 } else {
                     error(&format!("{}: {e}", item.label));
                 }
@@ -215,39 +216,15 @@ fn warn_no_ops(db: &Database, opts: &SearchOptions) {
     }
 }
 
-/// A hit as docs/CLI.md fixes it: every field present, `null` when it does not apply.
-pub(crate) fn hit_json(rank: usize, hit: &Hit) -> serde_json::Value {
-    serde_json::json!({
-        "rank": rank,
-        "id": hit.id,
-        "path": hit.path,
-        "score": hit.score,
-        "verdict": hit.verdict.map(|v| v.name()),
-        "inliers": hit.inliers,
-        "alignment": hit.alignment,
-        "attrs": hit.attributes,
-    })
-}
-
-/// One query's JSON line (without `schema_version`, which `print_versioned` adds).
-fn query_json(item: &QueryItem, result: Result<&[Hit], &str>) -> serde_json::Value {
-    let mut line = serde_json::json!({ "query": item.label });
-    if let Query::Id(id) = item.query {
-        line["query_id"] = id.into();
-        line["query_path"] = to_json(&item.stored_path);
+/// How `item` is named in its JSON answer.
+fn json_name(item: &QueryItem) -> QueryName {
+    match item.query {
+        Query::Id(id) => QueryName::Stored {
+            id,
+            path: item.stored_path.clone(),
+        },
+        _ => QueryName::Given(item.label.clone()),
     }
-    match result {
-        Ok(hits) => {
-            let hits: Vec<_> = hits
-                .iter()
-                .enumerate()
-                .map(|(i, h)| hit_json(i + 1, h))
-                .collect();
-            line["results"] = hits.into();
-        }
-        Err(e) => line["error"] = e.into(),
-    }
-    line
 }
 
 /// How a query is named in the text table: the path as given, or `id N  PATH`.

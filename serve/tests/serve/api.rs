@@ -1,0 +1,340 @@
+//! Every endpoint, and every kind of bad request, over plain HTTP.
+
+use std::io::Read;
+
+use imgvec::Preset;
+use imgvec_serve::ServeOptions;
+use serde_json::Value;
+
+use super::*;
+
+/// (status, JSON body) of a request; 4xx/5xx answers are returned, not failed.
+fn call(request: ureq::Request, body: Option<(&str, Vec<u8>)>) -> (u16, Value) {
+    let result = match body {
+        Some((content_type, bytes)) => request.set("Content-Type", content_type).send_bytes(&bytes),
+        None => request.call(),
+    };
+    let response = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    let status = response.status();
+    let json = response.into_json().unwrap_or(Value::Null);
+    (status, json)
+}
+
+/// A multipart body with one file part per (file name, bytes).
+fn multipart(files: &[(&str, Vec<u8>)]) -> (String, Vec<u8>) {
+    let boundary = "imgvec-test-boundary-7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    for (name, bytes) in files {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; \
+                 filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+fn upload(url: &str, files: &[(&str, Vec<u8>)]) -> (u16, Value) {
+    let (content_type, body) = multipart(files);
+    call(ureq::post(url), Some((&content_type, body)))
+}
+
+#[test]
+fn every_read_endpoint_answers_and_every_bad_request_is_a_clear_4xx() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = make_db(tmp.path(), Preset::Fast, 5);
+    let opts = ServeOptions {
+        max_upload_bytes: 1 << 20,
+        ..ServeOptions::default()
+    };
+    let base = serve(&db, opts);
+    let (query, source) = query_and_source();
+    let source_path = std::fs::canonicalize(&source).unwrap();
+
+    let (status, info) = call(ureq::get(&format!("{base}/api/info")), None);
+    assert_eq!((status, info["live_rows"].as_u64()), (200, Some(6)));
+    assert_eq!(
+        (
+            info["schema_version"].as_u64(),
+            info["writes_allowed"].as_bool()
+        ),
+        (Some(1), Some(false))
+    );
+
+    // Search by upload: the source of the re-encoded query comes first, as `search --json` says.
+    let (status, answer) = upload(
+        &format!("{base}/api/search?k=3"),
+        &[("g0017_jpeg.jpg", std::fs::read(&query).unwrap())],
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["query"], "g0017_jpeg.jpg");
+    let top = &answer["results"][0];
+    assert_eq!(
+        (top["rank"].as_u64(), top["path"].as_str()),
+        (Some(1), source_path.to_str())
+    );
+    assert_eq!(answer["results"].as_array().unwrap().len(), 3);
+    let id = top["id"].as_u64().unwrap();
+
+    // By id and by stored path ("more like this"): the image itself is left out.
+    for q in [
+        format!("id={id}"),
+        format!("path={}", source_path.display()),
+    ] {
+        let (status, answer) = call(ureq::get(&format!("{base}/api/search?{q}&k=2")), None);
+        assert_eq!(status, 200, "{q}: {answer}");
+        assert_eq!(
+            (answer["query_id"].as_u64(), answer["query_path"].as_str()),
+            (Some(id), source_path.to_str())
+        );
+        assert!(answer["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["id"] != id));
+    }
+    // Filters apply: a prefix nothing has.
+    let (_, answer) = call(
+        ureq::get(&format!("{base}/api/search?id={id}&path_prefix=/nowhere/")),
+        None,
+    );
+    assert_eq!(answer["results"].as_array().unwrap().len(), 0);
+
+    // Records, a page at a time.
+    let (status, page) = call(
+        ureq::get(&format!("{base}/api/records?offset=2&limit=3")),
+        None,
+    );
+    assert_eq!((status, page["total"].as_u64()), (200, Some(6)));
+    assert_eq!(page["records"].as_array().unwrap().len(), 3);
+    let (_, record) = call(ureq::get(&format!("{base}/api/records/{id}")), None);
+    assert_eq!(record["path"].as_str(), source_path.to_str());
+
+    // Thumbnails and the full image.
+    let thumb = ureq::get(&format!("{base}/api/thumbnails/{id}"))
+        .call()
+        .unwrap();
+    assert_eq!(thumb.content_type(), "image/jpeg");
+    let full = ureq::get(&format!("{base}/api/images/{id}"))
+        .call()
+        .unwrap();
+    let mut bytes = Vec::new();
+    full.into_reader().read_to_end(&mut bytes).unwrap();
+    assert_eq!(bytes, std::fs::read(&source).unwrap());
+
+    // Bad requests: each a 4xx with a JSON error that says what is wrong.
+    let big = vec![0u8; 2 << 20];
+    let cases: Vec<(u16, (u16, Value), &str)> = vec![
+        (
+            413,
+            upload(&format!("{base}/api/search"), &[("big.jpg", big)]),
+            "too large",
+        ),
+        (
+            400,
+            upload(
+                &format!("{base}/api/search"),
+                &[("notes.txt", b"plain text".to_vec())],
+            ),
+            "not a supported image",
+        ),
+        (
+            404,
+            call(ureq::get(&format!("{base}/api/search?id=999999")), None),
+            "no such stored image",
+        ),
+        (
+            404,
+            call(ureq::get(&format!("{base}/api/thumbnails/999999")), None),
+            "no stored image with id 999999",
+        ),
+        (
+            400,
+            call(ureq::get(&format!("{base}/api/search?id={id}&k=0")), None),
+            "k 0 is out of range",
+        ),
+        (
+            400,
+            call(
+                ureq::get(&format!("{base}/api/search?id={id}&mode=bogus")),
+                None,
+            ),
+            "unknown search mode",
+        ),
+        (
+            400,
+            call(
+                ureq::get(&format!("{base}/api/search?id={id}&colour=red")),
+                None,
+            ),
+            "unknown option `colour`",
+        ),
+        (
+            400,
+            call(ureq::get(&format!("{base}/api/search")), None),
+            "give id=N",
+        ),
+        (
+            400,
+            call(ureq::get(&format!("{base}/api/records?limit=0")), None),
+            "limit",
+        ),
+        (
+            403,
+            upload(
+                &format!("{base}/api/ingest"),
+                &[("a.jpg", std::fs::read(&query).unwrap())],
+            ),
+            "read-only",
+        ),
+        (
+            403,
+            call(ureq::delete(&format!("{base}/api/records/{id}")), None),
+            "read-only",
+        ),
+        (
+            404,
+            call(ureq::get(&format!("{base}/api/nothing")), None),
+            "no such API endpoint",
+        ),
+    ];
+    for (expected, (status, body), message) in cases {
+        assert_eq!(status, expected, "{message}: {body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(message), "{expected}: {error}");
+    }
+}
+
+#[test]
+fn writes_only_when_allowed_and_tokens_guard_the_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = make_db(tmp.path(), Preset::Fast, 2);
+    let opts = ServeOptions {
+        allow_writes: true,
+        token: Some("s3cret".into()),
+        ..ServeOptions::default()
+    };
+    let base = serve(&db, opts);
+    let auth = |r: ureq::Request| r.set("Authorization", "Bearer s3cret");
+    // No token, a wrong one: 401. The page itself needs none.
+    assert_eq!(call(ureq::get(&format!("{base}/api/info")), None).0, 401);
+    assert_eq!(
+        call(
+            ureq::get(&format!("{base}/api/info")).set("Authorization", "Bearer x"),
+            None
+        )
+        .0,
+        401
+    );
+    assert_eq!(ureq::get(&format!("{base}/")).call().unwrap().status(), 200);
+    assert_eq!(
+        call(ureq::get(&format!("{base}/api/info?token=s3cret")), None).0,
+        200
+    );
+
+    // Ingest two uploads (one not an image: reported, the other stored), search, delete.
+    let photo = std::fs::read(imgvec_testkit::db_images(4).pop().unwrap()).unwrap();
+    let (content_type, body) =
+        multipart(&[("new.jpg", photo.clone()), ("bad.jpg", b"nope".to_vec())]);
+    let (status, answer) = call(
+        auth(ureq::post(&format!("{base}/api/ingest?attr=from=web"))),
+        Some((&content_type, body)),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(
+        (results[0]["status"].as_str(), results[1]["status"].as_str()),
+        (Some("stored"), Some("error"))
+    );
+    let new_id = results[0]["id"].as_u64().unwrap();
+    let (content_type, body) = multipart(&[("q.jpg", photo)]);
+    let (_, found) = call(
+        auth(ureq::post(&format!("{base}/api/search?k=1"))),
+        Some((&content_type, body)),
+    );
+    assert_eq!(found["results"][0]["id"].as_u64(), Some(new_id));
+    assert_eq!(found["results"][0]["path"], "upload/new.jpg");
+    assert_eq!(found["results"][0]["attrs"]["from"], "web");
+    let (status, _) = call(
+        auth(ureq::delete(&format!("{base}/api/records/{new_id}"))),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        call(
+            auth(ureq::get(&format!("{base}/api/records/{new_id}"))),
+            None
+        )
+        .0,
+        404
+    );
+}
+
+#[test]
+fn concurrent_clients_are_answered_in_parallel_on_one_handle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = make_db(tmp.path(), Preset::Fast, 5);
+    let base = serve(&db, ServeOptions::default());
+    let (query, _) = query_and_source();
+    let bytes = std::fs::read(query).unwrap();
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (base, bytes) = (base.clone(), bytes.clone());
+            std::thread::spawn(move || {
+                (0..5)
+                    .map(|_| {
+                        upload(
+                            &format!("{base}/api/search?k=1"),
+                            &[("q.jpg", bytes.clone())],
+                        )
+                    })
+                    .map(|(status, answer)| (status, answer["results"][0]["id"].clone()))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let answers: Vec<(u16, Value)> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    assert_eq!(answers.len(), 20);
+    assert!(
+        answers.iter().all(|a| a.0 == 200 && a.1 == answers[0].1),
+        "{answers:?}"
+    );
+}
+
+/// docs/openapi.yaml describes every endpoint the router serves.
+#[test]
+fn the_openapi_description_covers_every_endpoint() {
+    let spec =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.yaml"))
+            .unwrap();
+    for path in [
+        "/",
+        "/api/info",
+        "/api/search",
+        "/api/records",
+        "/api/records/{id}",
+        "/api/thumbnails/{id}",
+        "/api/images/{id}",
+        "/api/ingest",
+    ] {
+        assert!(
+            spec.contains(&format!("\n  {path}:\n")),
+            "{path} is not in docs/openapi.yaml"
+        );
+    }
+    for method in ["get:", "post:", "delete:"] {
+        assert!(spec.contains(method));
+    }
+}
