@@ -98,6 +98,16 @@ pub enum Command {
     /// Write a consistent copy of DB to DEST (absent or empty) while DB stays in use, then
     /// verify the copy.
     Backup(BackupArgs),
+    /// List the stored images (id, size, format, path, attributes), by id.
+    List(ListArgs),
+    /// One stored image: its record, attributes and stored features; --thumbnail writes its
+    /// thumbnail to a file.
+    Show(ShowArgs),
+    /// Set (KEY=VALUE) or remove (--remove KEY) attributes of stored images after ingest.
+    Tag(TagArgs),
+    /// Export every stored image's metadata and vector as JSON lines or Parquet (pandas, DuckDB,
+    /// polars read both).
+    Export(ExportArgs),
     /// Serve a web page and a JSON HTTP API over DB (read-only unless --allow-writes);
     /// Ctrl-C stops it.
     Serve(ServeArgs),
@@ -122,6 +132,92 @@ pub struct DbArgs {
     /// Print one JSON object instead of text (schema: docs/CLI.md).
     #[arg(long)]
     pub json: bool,
+}
+
+/// Which stored rows a command acts on: `--id` and `--path`, each repeatable.
+#[derive(Args, Debug)]
+pub struct RowArgs {
+    /// A stored image by id (repeatable).
+    #[arg(long = "id", value_name = "ID")]
+    pub ids: Vec<u64>,
+    /// A stored image by its file, named as you would name it (relative, through links;
+    /// repeatable).
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    #[arg(help = DB_HELP)]
+    pub db: PathBuf,
+    /// Only images whose stored path starts with this prefix (a relative prefix is taken from
+    /// the current folder).
+    #[arg(long, value_name = "PREFIX")]
+    pub path_prefix: Option<String>,
+    /// Only images with this attribute (repeatable).
+    #[arg(long = "attr", value_parser = parse_attr, value_name = "KEY=VALUE")]
+    pub attrs: Vec<(String, String)>,
+    /// At most this many images.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// One JSON line per image (schema: docs/CLI.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ShowArgs {
+    #[arg(help = DB_HELP)]
+    pub db: PathBuf,
+    #[command(flatten)]
+    pub rows: RowArgs,
+    /// Write the image's stored thumbnail (JPEG) to this file (one image only).
+    #[arg(long, value_name = "FILE.jpg")]
+    pub thumbnail: Option<PathBuf>,
+    /// One JSON line per image (schema: docs/CLI.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct TagArgs {
+    #[arg(help = DB_HELP)]
+    pub db: PathBuf,
+    /// Attributes to set.
+    #[arg(value_parser = parse_attr, value_name = "KEY=VALUE")]
+    pub set: Vec<(String, String)>,
+    #[command(flatten)]
+    pub rows: RowArgs,
+    /// Attribute to remove (repeatable).
+    #[arg(long = "remove", value_name = "KEY")]
+    pub remove: Vec<String>,
+    /// One JSON line per image (schema: docs/CLI.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `imgvec export --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// An Apache Parquet file (vectors as lists of float32).
+    Parquet,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    #[arg(help = DB_HELP)]
+    pub db: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+    pub format: ExportFormat,
+    /// Output file [default: stdout for jsonl; required for parquet].
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Leave the vectors out (metadata only).
+    #[arg(long)]
+    pub no_vectors: bool,
 }
 
 #[derive(Args)]
@@ -183,13 +279,9 @@ pub struct BackupArgs {
 pub struct DeleteArgs {
     #[arg(help = DB_HELP)]
     pub db: PathBuf,
-    /// Delete the row with this id (repeatable).
-    #[arg(long = "id", value_name = "ID")]
-    pub ids: Vec<u64>,
-    /// Delete the row stored for this file, named as you would name it: relative or absolute,
-    /// through links, or a file since removed (repeatable).
-    #[arg(long = "path", value_name = "PATH")]
-    pub paths: Vec<PathBuf>,
+    /// The rows to delete (a file since removed is still found by its path).
+    #[command(flatten)]
+    pub rows: RowArgs,
     /// Print one JSON object instead of text (schema: docs/CLI.md).
     #[arg(long)]
     pub json: bool,

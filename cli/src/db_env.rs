@@ -13,8 +13,9 @@ use clap::Parser;
 use crate::args::{BenchCommand, Cli, Command, TrainCommand};
 
 /// The subcommands whose first operand is a database.
-const DB_COMMANDS: [&str; 9] = [
+const DB_COMMANDS: [&str; 13] = [
     "ingest", "search", "info", "reindex", "compact", "delete", "verify", "backup", "serve",
+    "list", "show", "tag", "export",
 ];
 
 /// `argv` with `env_db` inserted as the database operand where the rule above says so;
@@ -61,6 +62,10 @@ fn db_operand(command: &Command) -> Option<&Path> {
         Command::Delete(a) => &a.db,
         Command::Backup(a) => &a.db,
         Command::Serve(a) => &a.db,
+        Command::List(a) => &a.db,
+        Command::Show(a) => &a.db,
+        Command::Tag(a) => &a.db,
+        Command::Export(a) => &a.db,
         Command::Bench(
             BenchCommand::Ingest(_) | BenchCommand::Retrieval(_) | BenchCommand::Ann(_),
         )

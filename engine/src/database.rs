@@ -244,6 +244,39 @@ impl Database {
         Ok(self.store.delete(ids)?)
     }
 
+    /// What is stored for row `id` besides its record: vector, local features, thumbnail;
+    /// `None` for an unknown or deleted id.
+    pub fn stored_features(&self, id: u64) -> Result<Option<crate::info::StoredFeatures>> {
+        let snap = self.store.snapshot();
+        if snap.is_deleted(id) || self.store.get(id)?.is_none() {
+            return Ok(None);
+        }
+        let Some(vector) = snap.vector(id)? else {
+            return Ok(None);
+        };
+        let local = snap.local(id)?.unwrap_or_default();
+        let has_local = self.pipeline().is_some_and(|p| p.local.is_some());
+        Ok(Some(crate::info::StoredFeatures {
+            vector_dims: vector.len(),
+            keypoints: has_local
+                .then(|| imgvec_ingest::sift::keypoints_in(local.len()))
+                .flatten(),
+            local_bytes: local.len(),
+            thumbnail_bytes: self.store.thumbnail(id)?.map_or(0, |t| t.len()),
+        }))
+    }
+
+    /// Sets and removes user attributes of a stored row after ingest (`imgvec tag`); the record
+    /// as it is now, `None` for an unknown id. Durable when it returns.
+    pub fn set_attributes(
+        &self,
+        id: u64,
+        set: &BTreeMap<String, String>,
+        remove: &[String],
+    ) -> Result<Option<ImageRecord>> {
+        Ok(self.store.set_attributes(id, set, remove)?)
+    }
+
     /// Seals pending rows and rewrites every segment into one without deleted rows, in the
     /// foreground. Searches keep running on their snapshots meanwhile.
     /// The approximate indexes are purged of deleted rows (IVF-PQ rebuilt) and saved.

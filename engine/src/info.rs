@@ -31,6 +31,19 @@ pub struct Hit {
     pub attributes: std::collections::BTreeMap<String, String>,
 }
 
+/// What is stored for one row besides its record (`imgvec show`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredFeatures {
+    /// Length of the stored global vector.
+    pub vector_dims: usize,
+    /// SIFT keypoints stored for spatial verification (pipelines with local features).
+    pub keypoints: Option<usize>,
+    /// Bytes of those local features.
+    pub local_bytes: usize,
+    /// Bytes of the stored JPEG thumbnail.
+    pub thumbnail_bytes: usize,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DatabaseInfo {
     pub path: String,

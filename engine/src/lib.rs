@@ -76,7 +76,7 @@ pub use imgvec_options::InvalidOption;
 pub use imgvec_storage::key::printable;
 pub use imgvec_storage::{CompactionReport, ImageRecord, Snapshot, StorageError};
 pub use index::{IndexInfo, IndexOptions};
-pub use info::{DatabaseInfo, Hit, LocalInfo, VladInfo, WhiteningInfo};
+pub use info::{DatabaseInfo, Hit, LocalInfo, StoredFeatures, VladInfo, WhiteningInfo};
 pub use ingest::{IngestEvent, IngestOptions, IngestStatus, IngestSummary, Source};
 pub use local::{LocalSpec, VerifyParams};
 pub use options::{

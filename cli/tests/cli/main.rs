@@ -11,6 +11,7 @@ mod bench_train;
 mod concurrency;
 mod conventions;
 mod ingest;
+mod inspect;
 mod reliability;
 mod search;
 mod serve;

@@ -732,6 +732,34 @@ impl Store {
         Ok(())
     }
 
+    /// Sets (`set`) and removes (`remove`) user attributes of a live row, durably; the record as
+    /// it is now, or `None` for an unknown id.
+    pub fn set_attributes(
+        &self,
+        id: u64,
+        set: &BTreeMap<String, String>,
+        remove: &[String],
+    ) -> Result<Option<ImageRecord>> {
+        self.require_writable()?;
+        let _guard = self.write_lock.lock();
+        let Some(mut rec) = self.get(id)? else {
+            return Ok(None);
+        };
+        for key in remove {
+            rec.attributes.remove(key);
+        }
+        rec.attributes
+            .extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let json = serde_json::to_vec(&rec).map_err(|e| StorageError::Invalid {
+            path: self.dir.clone(),
+            message: e.to_string(),
+        })?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_IMAGES)?, be(id), json);
+        self.write(batch)?;
+        Ok(Some(rec))
+    }
+
     /// Deletes live rows durably. Returns the ids that were live (unknown ids are ignored).
     pub fn delete(&self, ids: &[u64]) -> Result<Vec<u64>> {
         self.require_writable()?;

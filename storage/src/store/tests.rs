@@ -520,3 +520,27 @@ fn a_failed_flush_leaves_no_orphan_segment() {
     store.flush().unwrap();
     assert_eq!(store.get_by_path("/a").unwrap().unwrap().id, 1);
 }
+
+#[test]
+fn attributes_set_after_ingest_are_durable_and_read_only_handles_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    {
+        let store = Store::open(&db, OpenMode::ReadWrite).unwrap();
+        let mut first = row("/a", 1, 0.1);
+        first.attributes.insert("old".into(), "x".into());
+        let id = store.commit(vec![first]).unwrap()[0].id;
+        let set = BTreeMap::from([("trip".to_string(), "2024".to_string())]);
+        let rec = store
+            .set_attributes(id, &set, &["old".to_string()])
+            .unwrap()
+            .unwrap();
+        assert_eq!(rec.attributes, set);
+        assert!(store.set_attributes(99, &set, &[]).unwrap().is_none());
+    }
+    let store = Store::open(&db, OpenMode::ReadOnly).unwrap();
+    let rec = store.get(1).unwrap().unwrap();
+    assert_eq!(rec.attributes.get("trip").map(String::as_str), Some("2024"));
+    assert!(!rec.attributes.contains_key("old"));
+    assert!(store.set_attributes(1, &BTreeMap::new(), &[]).is_err());
+}

@@ -120,27 +120,15 @@ pub(crate) fn compact(args: DbArgs, mut open: OpenOptions) -> CliResult {
 }
 
 pub(crate) fn delete(args: DeleteArgs, mut open: OpenOptions) -> CliResult {
-    let DeleteArgs {
-        db,
-        ids,
-        paths,
-        json,
-    } = args;
-    if ids.is_empty() && paths.is_empty() {
+    let DeleteArgs { db, rows, json } = args;
+    if rows.ids.is_empty() && rows.paths.is_empty() {
         return Err(CliError::Usage(
             "nothing to delete: give --id N or --path P".into(),
         ));
     }
     open.create = false;
     let db = Database::open(&db, open)?;
-    let mut wanted = ids;
-    let mut missing = Vec::new();
-    for p in &paths {
-        match db.get_by_file(p)? {
-            Some(rec) => wanted.push(rec.id),
-            None => missing.push(printable(&p.display().to_string()).into_owned()),
-        }
-    }
+    let (wanted, mut missing) = super::resolve_rows(&db, &rows)?;
     let deleted = db.delete(&wanted)?;
     missing.extend(
         wanted

@@ -5,12 +5,13 @@ pub(crate) mod admin;
 pub(crate) mod bench;
 pub(crate) mod info;
 pub(crate) mod ingest;
+pub(crate) mod inspect;
 pub(crate) mod search;
 pub(crate) mod serve;
 pub(crate) mod train;
 
-use imgvec::{PipelineChoice, SearchOptions};
-use imgvec_cli::args::{PipelineArgs, QueryArgs};
+use imgvec::{printable, Database, PipelineChoice, SearchOptions};
+use imgvec_cli::args::{PipelineArgs, QueryArgs, RowArgs};
 
 /// The pipeline `--pipeline` / `--model` ask for; `--model` without `--model-size` takes the
 /// size the model records (else 224), and a size that contradicts the record is refused.
@@ -29,4 +30,26 @@ pub(crate) fn apply_query(args: &QueryArgs, opts: &mut SearchOptions) -> Result<
     opts.qe = args.qe;
     opts.verify = args.verify;
     Ok(())
+}
+
+/// The ids `--id`/`--path` name, in order, each once; and the `--path`s that match no row.
+pub(crate) fn resolve_rows(
+    db: &Database,
+    rows: &RowArgs,
+) -> Result<(Vec<u64>, Vec<String>), imgvec::Error> {
+    let mut ids = Vec::new();
+    let mut missing = Vec::new();
+    for &id in &rows.ids {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    for p in &rows.paths {
+        match db.get_by_file(p)? {
+            Some(rec) if !ids.contains(&rec.id) => ids.push(rec.id),
+            Some(_) => {}
+            None => missing.push(printable(&p.display().to_string()).into_owned()),
+        }
+    }
+    Ok((ids, missing))
 }
