@@ -66,6 +66,7 @@ fn db_operand(command: &Command) -> Option<&Path> {
         Command::Show(a) => &a.db,
         Command::Tag(a) => &a.db,
         Command::Export(a) => &a.db,
+        Command::Dedupe(a) => &a.db,
         Command::Bench(
             BenchCommand::Ingest(_) | BenchCommand::Retrieval(_) | BenchCommand::Ann(_),
         )

@@ -35,6 +35,7 @@
 
 mod backup;
 mod database;
+mod dedupe;
 mod dense;
 mod derived;
 mod error;
@@ -68,6 +69,10 @@ pub fn model_input_size(path: &std::path::Path, requested: Option<u32>) -> Resul
     Ok(imgvec_ingest::model_meta::input_size_for(path, requested)?)
 }
 
+pub use dedupe::{
+    default_min_score, groups_from_pairs, keeper, DedupeGroup, DedupeMember, DedupeOptions,
+    DedupeReport, Keep,
+};
 pub use imgvec_ingest::{
     collect_files, default_model_path, read_image_file, set_torch_threads, FileList, FusionSpec,
     Pooling, MAX_FILE_BYTES,

@@ -110,3 +110,77 @@ fn list_show_tag_and_export() {
         Some(2)
     );
 }
+
+/// `dedupe`: a byte-identical copy and a re-encoded copy are grouped with their source (the
+/// largest kept), `--delete-others --dry-run` deletes nothing, `--delete-others` keeps only the
+/// keepers, and hostile file names are escaped in the HTML page.
+#[test]
+fn dedupe_groups_keeps_and_deletes_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = copy_db_images(&tmp.path().join("imgs"), 6);
+    let hostile = tmp.path().join("imgs/<img src=x onerror=alert(1)>.jpg");
+    std::fs::copy(&imgs[0], &hostile).unwrap();
+    let small = tmp.path().join("imgs/zz-small.png");
+    let source = imgvec::image::open(&imgs[0]).unwrap();
+    source.thumbnail(480, 480).save(&small).unwrap();
+    let db = tmp.path().join("db");
+    assert!(run(&["ingest", s(&db), s(&tmp.path().join("imgs"))])
+        .status
+        .success());
+    let html = tmp.path().join("groups.html");
+    let out = run(&[
+        "dedupe",
+        s(&db),
+        "--json",
+        "--html",
+        s(&html),
+        "--delete-others",
+        "--dry-run",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = &json_lines(&out)[0];
+    // The source's group (instances-dev holds other near-duplicates of its own, grouped too).
+    let groups = report["groups"].as_array().unwrap();
+    let group = groups
+        .iter()
+        .find(|g| {
+            g["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["path"] == s(&imgs[0]))
+        })
+        .unwrap_or_else(|| panic!("{report}"));
+    let members: Vec<&str> = group["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(
+        members.contains(&s(&hostile)) && members.contains(&s(&small)),
+        "{members:?}"
+    );
+    let keeper = group["keep"].as_u64().unwrap();
+    let kept_path = group["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == keeper)
+        .unwrap()["path"]
+        .clone();
+    assert_ne!(kept_path, s(&small), "the largest is kept");
+    let others = report["delete"]["others"].as_array().unwrap().len();
+    assert!(others >= 2, "{report}");
+    assert!(report["delete"]["deleted"].as_array().unwrap().is_empty());
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;") && !page.contains("<img src=x"));
+    let out = run(&["dedupe", s(&db), "--delete-others"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains(&format!("deleted {others} images")), "{text}");
+    let out = run(&["list", s(&db), "--json"]);
+    assert_eq!(json_lines(&out).len(), 8 - others);
+    let out = run(&["dedupe", s(&db), "--json"]);
+    assert!(json_lines(&out)[0]["groups"].as_array().unwrap().is_empty());
+}

@@ -190,6 +190,61 @@ pub(crate) fn write(
     })
 }
 
+/// `dedupe --html`: one section per group, its keeper first and marked.
+pub(crate) fn write_groups(
+    db: &Database,
+    path: &Path,
+    report: &imgvec::DedupeReport,
+) -> Result<(), imgvec::Error> {
+    let mut out = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
+         content=\"width=device-width\"><title>imgvec dedupe</title><style>{STYLE}</style>\
+         </head><body><header><h1>imgvec near-duplicate groups</h1><p>database {} · {} groups \
+         among {} images · score ≥ {:.2} (cosine) · the keeper is marked</p></header>",
+        escape(&db.dir().display().to_string()),
+        report.groups.len(),
+        report.rows,
+        report.min_score
+    );
+    if report.groups.is_empty() {
+        out.push_str("<p class=\"empty\">no near-duplicates found</p>");
+    }
+    for group in &report.groups {
+        out.push_str("<section>");
+        let mut members: Vec<&imgvec::DedupeMember> = group.members.iter().collect();
+        members.sort_by_key(|m| m.id != group.keep);
+        for m in members {
+            let keep = if m.id == group.keep {
+                "<span class=\"badge verified\">keep</span><br>"
+            } else {
+                ""
+            };
+            let caption = format!(
+                "{keep}id {} · {}×{} · {:.4}<br>{}",
+                m.id,
+                m.width,
+                m.height,
+                m.score,
+                escape(&m.path)
+            );
+            let class = if m.id == group.keep { "query" } else { "hit" };
+            figure(
+                &mut out,
+                db.thumbnail(m.id)?,
+                &caption,
+                class,
+                &file_url(&m.path),
+            );
+        }
+        out.push_str("</section>");
+    }
+    out.push_str("</body></html>\n");
+    std::fs::write(path, out).map_err(|e| imgvec::Error::Image {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

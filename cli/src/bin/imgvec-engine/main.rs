@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use imgvec::OpenOptions;
 use imgvec_cli::args::{BenchCommand, Command, TrainCommand};
 
-use commands::{admin, bench, info, ingest, inspect, search, serve, train};
+use commands::{admin, bench, dedupe, info, ingest, inspect, search, serve, train};
 use output::{error, Ui};
 
 /// OpenMP worker threads (libtorch's and FAISS's, through libgomp) spin by default between
@@ -70,6 +70,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => admin::verify(args, open),
         Command::Backup(args) => admin::backup(args, open),
         Command::Serve(args) => serve::run(args, open),
+        Command::Dedupe(args) => dedupe::run(args, open),
         Command::List(args) => inspect::list(args, open),
         Command::Show(args) => inspect::show(args, open),
         Command::Tag(args) => inspect::tag(args, open),

@@ -63,7 +63,11 @@ pub(crate) fn run(args: IngestArgs, mut open: OpenOptions, ui: Ui) -> CliResult 
             print_versioned(to_json(ev));
         } else if let Some(err) = &ev.error {
             say(&bar, format!("error: {}: {err}", printable(&ev.path)));
-        } else if let Some(original) = ev.duplicate_of {
+        } else if let (
+            Some(original),
+            imgvec::IngestStatus::Stored | imgvec::IngestStatus::Replaced,
+        ) = (ev.duplicate_of, ev.status)
+        {
             say(&bar, duplicate_line(&db, &ev.path, original));
         }
     };

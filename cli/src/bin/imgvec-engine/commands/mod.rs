@@ -3,6 +3,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod bench;
+pub(crate) mod dedupe;
 pub(crate) mod info;
 pub(crate) mod ingest;
 pub(crate) mod inspect;
