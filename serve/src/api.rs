@@ -367,6 +367,44 @@ pub(crate) async fn ingest(
     Ok(Json(body))
 }
 
+/// `GET /api/dedupe?min_score=S&k=K&keep=largest|earliest`: near-duplicate groups (as
+/// `imgvec dedupe --json`).
+pub(crate) async fn dedupe(
+    State(state): Shared,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let mut opts = imgvec::DedupeOptions::default();
+    for (name, value) in params(raw) {
+        match name.as_str() {
+            "min_score" => {
+                let s: f32 = number(&name, &value)?;
+                if !(-1.0..=1.0).contains(&s) {
+                    return Err(ApiError::bad_request(
+                        "min_score: give a cosine from -1 to 1",
+                    ));
+                }
+                opts.min_score = Some(s);
+            }
+            "k" => opts.k = number(&name, &value)?,
+            "keep" if value == "largest" => opts.keep = imgvec::Keep::Largest,
+            "keep" if value == "earliest" => opts.keep = imgvec::Keep::Earliest,
+            "token" => {}
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "bad option `{name}={value}`"
+                )))
+            }
+        }
+    }
+    if !(1..=100).contains(&opts.k) {
+        return Err(ApiError::bad_request("k: give 1 to 100"));
+    }
+    let report = blocking(move || state.db.dedupe(&opts)).await?;
+    let value = serde_json::to_value(report)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(versioned(value)))
+}
+
 /// `DELETE /api/records/{id}`.
 pub(crate) async fn delete_record(
     State(state): Shared,

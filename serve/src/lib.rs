@@ -72,6 +72,7 @@ pub fn router(db: Database, opts: ServeOptions) -> Router {
         .route("/thumbnails/{id}", get(api::thumbnail))
         .route("/images/{id}", get(api::image))
         .route("/ingest", post(api::ingest))
+        .route("/dedupe", get(api::dedupe))
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -131,6 +131,18 @@ fn every_read_endpoint_answers_and_every_bad_request_is_a_clear_4xx() {
     full.into_reader().read_to_end(&mut bytes).unwrap();
     assert_eq!(bytes, std::fs::read(&source).unwrap());
 
+    // Dedupe groups (none among these distinct photos at a strict threshold; the answer's shape).
+    let (status, groups) = call(
+        ureq::get(&format!("{base}/api/dedupe?min_score=0.99")),
+        None,
+    );
+    assert_eq!(
+        (status, groups["rows"].as_u64()),
+        (200, Some(6)),
+        "{groups}"
+    );
+    assert!(groups["groups"].as_array().is_some());
+
     // Bad requests: each a 4xx with a JSON error that says what is wrong.
     let big = vec![0u8; 2 << 20];
     let cases: Vec<(u16, (u16, Value), &str)> = vec![
@@ -328,6 +340,7 @@ fn the_openapi_description_covers_every_endpoint() {
         "/api/thumbnails/{id}",
         "/api/images/{id}",
         "/api/ingest",
+        "/api/dedupe",
     ] {
         assert!(
             spec.contains(&format!("\n  {path}:\n")),

@@ -168,6 +168,19 @@ async fn upload_verify_more_like_this_and_browse_in_a_real_browser() {
         .unwrap();
     wait_text(&client, "#page-label", |t| t.starts_with("page 2 of 2")).await;
 
+    // The duplicates view lists groups (or says there are none).
+    client
+        .find(Locator::Id("tab-dupes"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&client, "#dupe-status", |t| {
+        t.contains("groups among 8 images")
+    })
+    .await;
+
     // At a phone's width nothing overflows sideways.
     client.set_window_size(390, 844).await.unwrap();
     client

@@ -66,7 +66,8 @@ pub(crate) fn run(args: IngestArgs, mut open: OpenOptions, ui: Ui) -> CliResult 
         } else if let (
             Some(original),
             imgvec::IngestStatus::Stored | imgvec::IngestStatus::Replaced,
-        ) = (ev.duplicate_of, ev.status)
+            false,
+        ) = (ev.duplicate_of, ev.status, ui.quiet)
         {
             say(&bar, duplicate_line(&db, &ev.path, original));
         }
