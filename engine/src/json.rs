@@ -4,6 +4,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::info::Hit;
+use imgvec_storage::ImageRecord;
 
 /// The version of every top-level JSON object imgvec prints or serves; it changes only when a
 /// field changes meaning or goes away (new fields do not change it).
@@ -33,6 +34,15 @@ pub fn hit(rank: usize, hit: &Hit) -> Value {
         "inliers": hit.inliers,
         "alignment": hit.alignment,
         "attrs": hit.attributes,
+    })
+}
+
+/// A stored record as `list`, `show`, `export` and the HTTP API give it.
+pub fn record(r: &ImageRecord) -> Value {
+    json!({
+        "id": r.id, "path": r.path, "width": r.width, "height": r.height, "format": r.format,
+        "content_hash": r.content_hash.to_hex(), "ingested_at_ms": r.ingested_at_ms,
+        "attrs": r.attributes, "duplicate_of": r.duplicate_of,
     })
 }
 

@@ -258,18 +258,11 @@ pub(crate) async fn records(
         .iter()
         .skip(offset)
         .take(limit)
-        .map(record_json)
+        .map(imgvec::json::record)
         .collect();
     Ok(Json(versioned(json!({
         "total": total, "offset": offset, "limit": limit, "records": page
     }))))
-}
-
-fn record_json(r: &imgvec::ImageRecord) -> Value {
-    json!({
-        "id": r.id, "path": r.path, "width": r.width, "height": r.height, "format": r.format,
-        "ingested_at_ms": r.ingested_at_ms, "attrs": r.attributes, "duplicate_of": r.duplicate_of,
-    })
 }
 
 async fn stored(state: &Arc<AppState>, id: u64) -> ApiResult<imgvec::ImageRecord> {
@@ -280,7 +273,9 @@ async fn stored(state: &Arc<AppState>, id: u64) -> ApiResult<imgvec::ImageRecord
 }
 
 pub(crate) async fn record(State(state): Shared, Path(id): Path<u64>) -> ApiResult<Json<Value>> {
-    Ok(Json(versioned(record_json(&stored(&state, id).await?))))
+    Ok(Json(versioned(imgvec::json::record(
+        &stored(&state, id).await?,
+    ))))
 }
 
 pub(crate) async fn thumbnail(State(state): Shared, Path(id): Path<u64>) -> ApiResult<Response> {
@@ -331,7 +326,12 @@ pub(crate) async fn ingest(
     RawQuery(raw): RawQuery,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Json<Value>> {
-    require_writes(&state)?;
+    if let Err(refusal) = require_writes(&state) {
+        // Read the upload (bounded by the body limit) before refusing, so the client is not cut
+        // off mid-send and sees the answer.
+        let _ = uploaded_files(multipart).await;
+        return Err(refusal);
+    }
     let mut attrs = BTreeMap::new();
     for (name, value) in params(raw) {
         match (name.as_str(), value.split_once('=')) {

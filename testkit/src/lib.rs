@@ -9,11 +9,13 @@ pub fn datasets() -> PathBuf {
         Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets")),
         Some(PathBuf::from("/work/shared/datasets")),
     ];
-    candidates
+    let found = candidates
         .into_iter()
         .flatten()
         .find(|p| p.join("instances-dev/db").is_dir())
-        .expect("instances-dev not found: set IMGVEC_DATASETS to the folder holding it")
+        .expect("instances-dev not found: set IMGVEC_DATASETS to the folder holding it");
+    // Canonical, as stored paths are: tests compare them with the files they ingested.
+    std::fs::canonicalize(&found).unwrap_or(found)
 }
 
 /// The first `n` images of instances-dev's `db/` folder, in name order.

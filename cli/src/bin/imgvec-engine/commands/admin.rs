@@ -144,15 +144,8 @@ pub(crate) fn delete(args: DeleteArgs, mut open: OpenOptions) -> CliResult {
             paint(BOLD, "delete:"),
             count(deleted.len() as u64, "row")
         );
-        for m in &missing {
-            error(&format!("not found: {m}"));
-        }
     }
-    Ok(if missing.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(super::report_not_found(&missing, json))
 }
 
 pub(crate) fn verify(args: DbArgs, mut open: OpenOptions) -> CliResult {

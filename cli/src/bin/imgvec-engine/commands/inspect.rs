@@ -6,24 +6,15 @@ use std::process::ExitCode;
 
 use imgvec::{printable, Database, Filter, ImageRecord, OpenOptions};
 use imgvec_cli::args::{ExportArgs, ExportFormat, ListArgs, ShowArgs, TagArgs};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::resolve_rows;
 use crate::commands::search::absolute_prefix;
-use crate::output::{count, error, print_versioned, CliError, CliResult};
+use crate::output::{count, print_versioned, CliError, CliResult};
 
 fn open_read_only(db: &std::path::Path, mut open: OpenOptions) -> Result<Database, imgvec::Error> {
     open.read_only = true;
     Database::open(db, open)
-}
-
-/// A record as `list`, `show` and `export` print it.
-pub(crate) fn record_json(r: &ImageRecord) -> Value {
-    json!({
-        "id": r.id, "path": r.path, "width": r.width, "height": r.height, "format": r.format,
-        "content_hash": r.content_hash.to_hex(), "ingested_at_ms": r.ingested_at_ms,
-        "attrs": r.attributes, "duplicate_of": r.duplicate_of,
-    })
 }
 
 fn attrs_text(attrs: &BTreeMap<String, String>) -> String {
@@ -55,7 +46,7 @@ pub(crate) fn list(args: ListArgs, open: OpenOptions) -> CliResult {
     let shown = args.limit.unwrap_or(usize::MAX).min(rows.len());
     for r in &rows[..shown] {
         if args.json {
-            print_versioned(record_json(r));
+            print_versioned(imgvec::json::record(r));
         } else {
             println!(
                 "{:>8}  {:>5}×{:<5}  {:<4}  {}{}{}",
@@ -97,21 +88,14 @@ pub(crate) fn show(args: ShowArgs, open: OpenOptions) -> CliResult {
             })?;
         }
         if args.json {
-            let mut line = record_json(&rec);
+            let mut line = imgvec::json::record(&rec);
             line["features"] = serde_json::to_value(&features).unwrap_or_default();
             print_versioned(line);
         } else {
             print_record(&rec, &features);
         }
     }
-    for m in &missing {
-        error(&format!("not found: {m}"));
-    }
-    Ok(if missing.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(super::report_not_found(&missing, false))
 }
 
 fn print_record(r: &ImageRecord, f: &imgvec::StoredFeatures) {
@@ -158,7 +142,7 @@ pub(crate) fn tag(args: TagArgs, mut open: OpenOptions) -> CliResult {
     let mut tagged = 0u64;
     for id in ids {
         match db.set_attributes(id, &set, &args.remove)? {
-            Some(rec) if args.json => print_versioned(record_json(&rec)),
+            Some(rec) if args.json => print_versioned(imgvec::json::record(&rec)),
             Some(_) => tagged += 1,
             None => missing.push(format!("id {id}")),
         }
@@ -166,14 +150,7 @@ pub(crate) fn tag(args: TagArgs, mut open: OpenOptions) -> CliResult {
     if !args.json {
         println!("tag: {}", count(tagged, "image"));
     }
-    for m in &missing {
-        error(&format!("not found: {m}"));
-    }
-    Ok(if missing.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(super::report_not_found(&missing, false))
 }
 
 pub(crate) fn export(args: ExportArgs, open: OpenOptions) -> CliResult {
@@ -210,7 +187,7 @@ fn export_jsonl(
     mut out: Box<dyn Write>,
 ) -> Result<u64, imgvec::Error> {
     for r in rows {
-        let mut line = record_json(r);
+        let mut line = imgvec::json::record(r);
         if vectors {
             line["vector"] = json!(db.vector(r.id)?.unwrap_or_default());
         }

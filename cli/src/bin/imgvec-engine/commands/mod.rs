@@ -54,3 +54,18 @@ pub(crate) fn resolve_rows(
     }
     Ok((ids, missing))
 }
+
+/// Prints `not found: …` for each of `missing` (unless `listed`: a JSON answer that lists them)
+/// and gives the exit status: 1 when something was not found.
+pub(crate) fn report_not_found(missing: &[String], listed: bool) -> std::process::ExitCode {
+    if !listed {
+        for m in missing {
+            crate::output::error(&format!("not found: {m}"));
+        }
+    }
+    if missing.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
