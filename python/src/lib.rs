@@ -560,17 +560,19 @@ impl IngestStream {
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<String>> {
         loop {
+            // A Ctrl-C is looked for before each wait, not only after a wait that timed out: a
+            // fast ingest always has an event ready, and the interrupt must still stop it. No
+            // event is dropped: one already received has been returned.
+            if let Err(interrupt) = py.check_signals() {
+                self.stop.store(true, Ordering::SeqCst);
+                self.finish(py)?;
+                return Err(interrupt);
+            }
             let got = py.allow_threads(|| self.rx.recv_timeout(Duration::from_millis(100)));
             match got {
                 Ok(Msg::Event(e)) => return json(&e).map(Some),
                 Ok(Msg::Done(result)) => return self.done(py, result).map(|()| None),
-                Err(RecvTimeoutError::Timeout) => {
-                    if let Err(interrupt) = py.check_signals() {
-                        self.stop.store(true, Ordering::SeqCst);
-                        self.finish(py)?;
-                        return Err(interrupt);
-                    }
-                }
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return self.join(py).map(|()| None),
             }
         }
