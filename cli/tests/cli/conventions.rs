@@ -196,7 +196,12 @@ fn every_json_line_has_the_documented_schema() {
     assert_eq!(lines.len(), 4);
     assert!(lines.iter().all(|l| l["schema_version"] == 1), "{lines:?}");
     assert_eq!(lines[3]["summary"]["stored"], 3);
-    let id = lines[0]["id"].as_u64().unwrap();
+    // Lines come as images become durable, not in name order.
+    let id = lines
+        .iter()
+        .find(|l| l["path"] == s(&imgs[0]))
+        .and_then(|l| l["id"].as_u64())
+        .unwrap();
     let out = run(&[
         "search",
         s(&db),
