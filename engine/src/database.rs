@@ -248,7 +248,8 @@ impl Database {
     /// `None` for an unknown or deleted id.
     pub fn stored_features(&self, id: u64) -> Result<Option<crate::info::StoredFeatures>> {
         let snap = self.store.snapshot();
-        if snap.is_deleted(id) || self.store.get(id)?.is_none() {
+        // A live row is in the snapshot and not deleted; no need to read its record.
+        if snap.is_deleted(id) {
             return Ok(None);
         }
         let Some(vector) = snap.vector(id)? else {

@@ -71,6 +71,23 @@ fn figure(out: &mut String, thumb: Option<Vec<u8>>, caption: &str, class: &str, 
     );
 }
 
+/// A page's start, up to and including `<body>`: its title and the sheet's style.
+fn page_start(title: &str) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
+         content=\"width=device-width\"><title>{title}</title><style>{STYLE}</style></head><body>"
+    )
+}
+
+/// Ends the page `out` and writes it to `path`.
+fn save(path: &Path, mut out: String) -> Result<(), imgvec::Error> {
+    out.push_str("</body></html>\n");
+    std::fs::write(path, out).map_err(|e| imgvec::Error::Image {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
 /// The verdict badge of a hit: what verification found, or nothing when it did not check.
 fn badge(hit: &Hit) -> String {
     let (class, text) = match (hit.verdict, hit.inliers, hit.alignment) {
@@ -120,12 +137,8 @@ pub(crate) fn write(
     path: &Path,
     rows: &[QueryRow],
 ) -> Result<(), imgvec::Error> {
-    let mut out = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
-         content=\"width=device-width\"><title>imgvec results</title><style>{STYLE}</style>\
-         </head><body>{}",
-        header(db, opts)
-    );
+    let mut out = page_start("imgvec results");
+    out.push_str(&header(db, opts));
     for row in rows {
         out.push_str("<section>");
         let (query_thumb, link) = match &row.item.query {
@@ -183,11 +196,7 @@ pub(crate) fn write(
         }
         out.push_str("</section>");
     }
-    out.push_str("</body></html>\n");
-    std::fs::write(path, out).map_err(|e| imgvec::Error::Image {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })
+    save(path, out)
 }
 
 /// `dedupe --html`: one section per group, its keeper first and marked.
@@ -196,11 +205,11 @@ pub(crate) fn write_groups(
     path: &Path,
     report: &imgvec::DedupeReport,
 ) -> Result<(), imgvec::Error> {
-    let mut out = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
-         content=\"width=device-width\"><title>imgvec dedupe</title><style>{STYLE}</style>\
-         </head><body><header><h1>imgvec near-duplicate groups</h1><p>database {} · {} groups \
-         among {} images · score ≥ {:.2} (cosine) · the keeper is marked</p></header>",
+    let mut out = page_start("imgvec dedupe");
+    let _ = write!(
+        out,
+        "<header><h1>imgvec near-duplicate groups</h1><p>database {} · {} groups among {} \
+         images · score ≥ {:.2} (cosine) · the keeper is marked</p></header>",
         escape(&db.dir().display().to_string()),
         report.groups.len(),
         report.rows,
@@ -238,11 +247,7 @@ pub(crate) fn write_groups(
         }
         out.push_str("</section>");
     }
-    out.push_str("</body></html>\n");
-    std::fs::write(path, out).map_err(|e| imgvec::Error::Image {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })
+    save(path, out)
 }
 
 #[cfg(test)]
