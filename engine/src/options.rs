@@ -1,6 +1,6 @@
 //! What callers pass in: how to open a database, how to search, what to search with. Options
-//! are types, not strings: each enum has one spelling, shared by the CLI (clap `ValueEnum`,
-//! feature `clap`), JSON (serde) and `FromStr`.
+//! are types, not strings: each enum (defined in `imgvec-options`) has one spelling, shared by
+//! the CLI (clap `ValueEnum`, feature `clap`), JSON (serde) and `FromStr`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
