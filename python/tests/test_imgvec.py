@@ -245,7 +245,10 @@ def test_threads_share_one_database_and_run_in_parallel(fast_db, subset, tmp_pat
 
 
 INTERRUPTED = r"""
-import sys, imgvec
+import signal, sys, imgvec
+# A process started in the background by a non-interactive shell inherits SIGINT ignored, and
+# Python then leaves it ignored; a user's Ctrl-C is not, so the test restores Python's handler.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 db = imgvec.Database(sys.argv[1])
 run = db.ingest_events([sys.argv[2]])
 try:
