@@ -168,6 +168,9 @@ impl VerifyOverridesExt for VerifyOverrides {
         if let Some(px) = self.inlier_px {
             p.inlier_px = px;
         }
+        if let Some(n) = self.expand {
+            p.expand = n;
+        }
         (p.shortlist > 0 || p.voted > 0 || p.dense > 0).then_some(p)
     }
 }
@@ -287,6 +290,16 @@ pub enum Query {
     Id(u64),
 }
 
+impl Query {
+    /// The stored row a query by id is (left out of its results).
+    pub fn own_row(&self) -> Option<u64> {
+        match self {
+            Query::Id(id) => Some(*id),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,13 +350,19 @@ mod tests {
             min_inliers: Some(12),
             inlier_px: Some(4.0),
             alignment_floor: Some(0.8),
+            expand: Some(3),
             ..Default::default()
         }
         .apply(base)
         .unwrap();
         assert_eq!(
-            (tuned.min_inliers, tuned.inlier_px, tuned.alignment_floor),
-            (12, 4.0, 0.8)
+            (
+                tuned.min_inliers,
+                tuned.inlier_px,
+                tuned.alignment_floor,
+                tuned.expand
+            ),
+            (12, 4.0, 0.8, 3)
         );
         assert!(VerifyOverrides {
             alignment_floor: Some(1.5),

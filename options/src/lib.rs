@@ -153,6 +153,10 @@ pub struct VerifyOverrides {
     /// Inlier tolerance in pixels (of the stored image, at most 640 px a side).
     #[cfg_attr(feature = "clap", arg(long))]
     pub inlier_px: Option<f32>,
+    /// Verified query expansion: search again with the query plus its best N verified results
+    /// and rank what did not verify by that (0 = off).
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
+    pub expand: Option<usize>,
 }
 
 impl VerifyOverrides {

@@ -47,6 +47,14 @@ pub(crate) struct Searcher<'a> {
     pub spaces: &'a Spaces,
 }
 
+/// What verified query expansion changes: each query's ranking and what was checked of it.
+struct Expansion<'a> {
+    merged: &'a mut [Option<Ranked>],
+    checked: &'a mut [HashMap<u64, Checked>],
+    /// The stored row each query is, for queries by id: never part of its own expansion.
+    own_rows: Vec<Option<u64>>,
+}
+
 /// Every variant of every query, in the search space: one row each.
 struct Rows {
     flat: Vec<f32>,
@@ -153,7 +161,18 @@ impl Searcher<'_> {
             self.expand(&ctx, &rows, &mut merged, qe, k, opts);
         }
         let checked = match verify {
-            Some(params) => self.verify(&ctx, &rows, &prepared, &mut merged, &params),
+            Some(params) => {
+                let mut checked = self.verify(&ctx, &rows, &prepared, &mut merged, &params);
+                if params.expand > 0 {
+                    let mut stage = Expansion {
+                        merged: &mut merged,
+                        checked: &mut checked,
+                        own_rows: queries.iter().map(Query::own_row).collect(),
+                    };
+                    self.expand_verified(&ctx, &rows, &prepared, &mut stage, &params, opts);
+                }
+                checked
+            }
             None => vec![HashMap::new(); queries.len()],
         };
         queries
@@ -309,6 +328,80 @@ impl Searcher<'_> {
         checked
     }
 
+    /// Verified query expansion: each query that verified results is searched again with its
+    /// first variant plus its best `expand` verified results (not the query's own row), and
+    /// ranked again with what that search adds (see [`RerankIndexes::rerank_expanded`]).
+    fn expand_verified(
+        &self,
+        ctx: &SearchContext,
+        rows: &Rows,
+        prepared: &[PreparedQuery],
+        stage: &mut Expansion,
+        params: &VerifyParams,
+        opts: &SearchOptions,
+    ) {
+        let dims = rows.dims;
+        let (mut expanded, mut failed) = (Vec::new(), Vec::new());
+        for (qi, slot) in stage.merged.iter().enumerate() {
+            let (Some(Ok(hits)), Some(&first)) = (slot, rows.of(qi).first()) else {
+                continue;
+            };
+            let mut verified = hits
+                .iter()
+                .map(|h| h.0)
+                .filter(|&id| Some(id) != stage.own_rows[qi])
+                .filter(|id| {
+                    let verdict = stage.checked[qi].get(id).and_then(|c| c.verdict);
+                    verdict == Some(Verdict::Verified)
+                })
+                .take(params.expand);
+            let mut v = first.to_vec();
+            let mut added = 0;
+            let read = verified.try_for_each(|id| {
+                if let Some(x) = ctx.space.snapshot.vector(id)? {
+                    v.iter_mut().zip(x).for_each(|(e, x)| *e += x);
+                    added += 1;
+                }
+                Ok::<_, imgvec_storage::StorageError>(())
+            });
+            match read {
+                Err(e) => failed.push((qi, e)),
+                Ok(()) if added > 0 => {
+                    l2_normalize_rows(&mut v, dims);
+                    expanded.push((qi, v));
+                }
+                Ok(()) => {}
+            }
+        }
+        for (qi, e) in failed {
+            stage.merged[qi] = Some(Err(e.into()));
+        }
+        let batch: Vec<f32> = expanded.iter().flat_map(|(_, v)| v.clone()).collect();
+        let found = self.retrieve(ctx, &batch, dims, params.shortlist, opts);
+        for ((qi, v), found) in expanded.iter().zip(found) {
+            let (Some(Ok(hits)), Some(local)) = (&mut stage.merged[*qi], &prepared[*qi].local)
+            else {
+                continue;
+            };
+            let again = found.and_then(|found| {
+                self.spaces.rerank().rerank_expanded(
+                    self.store,
+                    ctx,
+                    hits,
+                    &mut stage.checked[*qi],
+                    local,
+                    &rows.of(*qi),
+                    v,
+                    &found,
+                    params,
+                )
+            });
+            if let Err(e) = again {
+                stage.merged[*qi] = Some(Err(e));
+            }
+        }
+    }
+
     /// Materialize: the hits of one query, with their paths, after the id query's own row,
     /// the score threshold and `k` are applied.
     fn materialize(
@@ -328,10 +421,7 @@ impl Searcher<'_> {
             )));
         }
         let hits = found.unwrap_or_else(|| Ok(Vec::new()))?;
-        let skip = match query {
-            Query::Id(id) => Some(*id),
-            _ => None,
-        };
+        let skip = query.own_row();
         let mut out = Vec::new();
         for (id, score) in hits {
             if Some(id) == skip || opts.threshold.is_some_and(|t| score < t) {

@@ -11,6 +11,10 @@
 //!   `chance_inliers` (weak but consistent geometry counts, never as precedence; only with the
 //!   coverage) + `alignment_weight`·(alignment − `alignment_floor`) when the dense alignment is
 //!   above the floor.
+//! - With verified query expansion, the rest are ordered by their cosine with the expanded
+//!   query (the query plus its best verified results) instead: a photo of the same scene that
+//!   does not verify against the query is often close to one that does. Verified candidates keep
+//!   their own key, and every score stays the cosine with the query itself.
 //! - Ties go to the smaller id.
 
 use crate::local::VerifyParams;
@@ -41,6 +45,8 @@ pub(crate) struct Evidence {
     pub alignment: Option<f32>,
     /// |mean grey of query − mean grey of candidate| / 255 (0 when unknown).
     pub brightness_gap: f32,
+    /// Cosine with the expanded query, when verified query expansion ran.
+    pub expanded: Option<f32>,
 }
 
 /// Whether a candidate is verified: enough inliers, covering enough of the query.
@@ -102,7 +108,8 @@ pub(crate) fn rank_key(e: &Evidence, p: &VerifyParams) -> (bool, f32) {
     let aligned = e.alignment.map_or(0.0, |a| {
         p.alignment_weight * (a - p.alignment_floor).max(0.0)
     });
-    (false, e.cosine + inlier_bonus(beyond_chance) + aligned)
+    let cosine = e.expanded.unwrap_or(e.cosine);
+    (false, cosine + inlier_bonus(beyond_chance) + aligned)
 }
 
 /// The candidates in rank order, as (id, cosine): scores stay cosines, so they need not
@@ -130,12 +137,14 @@ mod tests {
             coverage,
             alignment: None,
             brightness_gap: 0.0,
+            expanded: None,
         }
     }
 
     #[test]
     fn verdict_table() {
-        let p = VerifyParams::default(); // min_inliers 8, coverage 0.5, floor 0.9
+        let p = VerifyParams::default(); // min_inliers 8, coverage 0.5, floor 0.94
+        let floor = p.alignment_floor;
         let with = |inliers, coverage, alignment| Evidence {
             alignment,
             ..ev(1, 0.5, inliers, coverage)
@@ -159,12 +168,12 @@ mod tests {
             ),
             (
                 "aligned at the floor",
-                with(0, 0.0, Some(0.9)),
+                with(0, 0.0, Some(floor)),
                 Verdict::Aligned,
             ),
             (
                 "aligned below the floor",
-                with(3, 0.9, Some(0.89)),
+                with(3, 0.9, Some(floor - 0.01)),
                 Verdict::Unverified,
             ),
         ];
@@ -176,13 +185,17 @@ mod tests {
     /// Each case: candidates, and the order the ranking must give them (ids).
     #[test]
     fn ranking_table() {
-        let p = VerifyParams::default(); // min_inliers 8, coverage 0.5, chance 4, floor 0.9, ×7
+        let p = VerifyParams::default(); // min_inliers 8, coverage 0.5, chance 4, floor 0.94, ×14
         let aligned = |mut e: Evidence, a: f32| {
             e.alignment = Some(a);
             e
         };
         let darker = |mut e: Evidence, gap: f32| {
             e.brightness_gap = gap;
+            e
+        };
+        let expanded = |mut e: Evidence, cosine: f32| {
+            e.expanded = Some(cosine);
             e
         };
         let cases: Vec<(&str, Vec<Evidence>, Vec<u64>)> = vec![
@@ -248,6 +261,23 @@ mod tests {
                 "inliers past the cap add nothing: cosine decides",
                 vec![ev(1, 0.80, 200, 1.0), ev(2, 0.85, 20, 1.0)],
                 vec![2, 1],
+            ),
+            (
+                "expansion: the unverified follow the expanded query's cosine",
+                vec![
+                    expanded(ev(1, 0.70, 0, 0.0), 0.60),
+                    expanded(ev(2, 0.50, 0, 0.0), 0.80),
+                ],
+                vec![2, 1],
+            ),
+            (
+                "expansion: verified candidates keep their own key and precedence",
+                vec![
+                    expanded(ev(1, 0.30, 12, 0.8), 0.10),
+                    expanded(ev(2, 0.90, 12, 0.8), 0.99),
+                    expanded(ev(3, 0.95, 0, 0.0), 0.99),
+                ],
+                vec![2, 1, 3],
             ),
             (
                 "ties go to the smaller id",

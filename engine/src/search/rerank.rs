@@ -35,6 +35,8 @@ pub(crate) struct Checked {
     pub inliers: Option<usize>,
     pub alignment: Option<f32>,
     pub verdict: Option<ranking::Verdict>,
+    /// What the ranking weighed (verified query expansion ranks the same candidates again).
+    pub evidence: Option<Evidence>,
 }
 
 /// The candidate sources of verified searches: persisted derived structures, loaded on a
@@ -150,11 +152,7 @@ impl RerankIndexes {
                     let Some(v) = ctx.space.snapshot.vector(id)? else {
                         continue;
                     };
-                    let cosine = variants
-                        .iter()
-                        .map(|q| exact::dot(q, v))
-                        .fold(f32::MIN, f32::max);
-                    candidates.push((id, cosine));
+                    candidates.push((id, best_cosine(variants, v)));
                 }
                 Ok(())
             };
@@ -164,46 +162,17 @@ impl RerankIndexes {
         let mut checked = HashMap::new();
         let mut evidence = Vec::with_capacity(candidates.len());
         for (i, &(id, cosine)) in candidates.iter().enumerate() {
-            let packed = ctx.snapshot.local(id)?.unwrap_or(&[]);
-            let v = match PackedFeatures::parse(packed) {
-                Ok(Some(_)) if i >= sift_checked => local::Verification::default(),
-                Ok(Some(p)) => local::verify(&query.features, &p, params),
-                Ok(None) => local::Verification::default(),
-                Err(e) => {
-                    return Err(Error::Invalid(format!(
-                        "row {id}: stored local features: {e}"
-                    )))
-                }
-            };
-            let verified = ranking::is_verified(v.inliers, v.coverage, params);
-            let plane = planes.get(&id);
-            let alignment = match (&query.dense, plane) {
-                (Some(dq), Some((plane, angle))) if !verified => {
-                    Some(dense::align(dq, plane, *angle))
-                }
-                _ => None,
-            };
-            let brightness_gap = match (&query.dense, plane) {
-                (Some(dq), Some((plane, _))) if verified => (dq.mean - plane.mean()).abs() / 255.0,
-                _ => 0.0,
-            };
-            let e = Evidence {
+            let c = examine(
+                ctx,
+                query,
                 id,
                 cosine,
-                inliers: v.inliers,
-                coverage: v.coverage,
-                alignment,
-                brightness_gap,
-            };
-            checked.insert(
-                id,
-                Checked {
-                    inliers: (i < sift_checked).then_some(v.inliers),
-                    alignment,
-                    verdict: Some(ranking::verdict(&e, params)),
-                },
-            );
-            evidence.push(e);
+                i < sift_checked,
+                planes.get(&id),
+                params,
+            )?;
+            checked.insert(id, c);
+            evidence.extend(c.evidence);
         }
         let rest: Vec<(u64, f32)> = hits
             .iter()
@@ -215,4 +184,118 @@ impl RerankIndexes {
         hits.extend(rest);
         Ok(checked)
     }
+
+    /// Verified query expansion's second ranking of one query, after [`Self::rerank`]:
+    /// `expanded` is the query plus its best verified results, `found` its global results
+    /// (best first). The candidates are everything `checked` holds plus `found`'s top
+    /// `shortlist`; new ones are matched with SIFT and aligned (without a window's turn) as in
+    /// `rerank`, and the ranking orders the unverified by their cosine with `expanded`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rerank_expanded(
+        &self,
+        store: &Store,
+        ctx: &SearchContext,
+        hits: &mut Vec<(u64, f32)>,
+        checked: &mut HashMap<u64, Checked>,
+        query: &QueryLocal,
+        variants: &[&[f32]],
+        expanded: &[f32],
+        found: &[(u64, f32)],
+        params: &VerifyParams,
+    ) -> Result<()> {
+        let fresh: Vec<u64> = found
+            .iter()
+            .take(params.shortlist)
+            .map(|f| f.0)
+            .filter(|id| !checked.contains_key(id))
+            .collect();
+        let planes = match (&query.dense, fresh.is_empty()) {
+            (Some(_), false) => self.dense.with(store, &ctx.snapshot, |index| {
+                fresh
+                    .iter()
+                    .filter_map(|&id| index.plane(id).map(|p| (id, (p, None))))
+                    .collect::<Planes>()
+            })?,
+            _ => HashMap::new(),
+        };
+        for id in fresh {
+            let Some(v) = ctx.space.snapshot.vector(id)? else {
+                continue;
+            };
+            let cosine = best_cosine(variants, v);
+            let c = examine(ctx, query, id, cosine, true, planes.get(&id), params)?;
+            checked.insert(id, c);
+        }
+        let mut evidence = Vec::with_capacity(checked.len());
+        for c in checked.values() {
+            let Some(mut e) = c.evidence else { continue };
+            if let Some(v) = ctx.space.snapshot.vector(e.id)? {
+                e.expanded = Some(exact::dot(expanded, v));
+            }
+            evidence.push(e);
+        }
+        let rest: Vec<(u64, f32)> = hits
+            .iter()
+            .filter(|(id, _)| !checked.contains_key(id))
+            .copied()
+            .collect();
+        *hits = ranking::rank(&evidence, params);
+        hits.extend(rest);
+        Ok(())
+    }
+}
+
+/// The best cosine of a stored vector with any of the query's variants.
+fn best_cosine(variants: &[&[f32]], v: &[f32]) -> f32 {
+    variants
+        .iter()
+        .map(|q| exact::dot(q, v))
+        .fold(f32::MIN, f32::max)
+}
+
+/// Verifies one candidate with SIFT (when `sift`), aligns it densely when that did not verify
+/// it, and records the evidence and verdict.
+fn examine(
+    ctx: &SearchContext,
+    query: &QueryLocal,
+    id: u64,
+    cosine: f32,
+    sift: bool,
+    plane: Option<&(Plane, Option<f32>)>,
+    params: &VerifyParams,
+) -> Result<Checked> {
+    let packed = ctx.snapshot.local(id)?.unwrap_or(&[]);
+    let v = match PackedFeatures::parse(packed) {
+        Ok(Some(p)) if sift => local::verify(&query.features, &p, params),
+        Ok(_) => local::Verification::default(),
+        Err(e) => {
+            return Err(Error::Invalid(format!(
+                "row {id}: stored local features: {e}"
+            )))
+        }
+    };
+    let verified = ranking::is_verified(v.inliers, v.coverage, params);
+    let alignment = match (&query.dense, plane) {
+        (Some(dq), Some((plane, angle))) if !verified => Some(dense::align(dq, plane, *angle)),
+        _ => None,
+    };
+    let brightness_gap = match (&query.dense, plane) {
+        (Some(dq), Some((plane, _))) if verified => (dq.mean - plane.mean()).abs() / 255.0,
+        _ => 0.0,
+    };
+    let e = Evidence {
+        id,
+        cosine,
+        inliers: v.inliers,
+        coverage: v.coverage,
+        alignment,
+        brightness_gap,
+        expanded: None,
+    };
+    Ok(Checked {
+        inliers: sift.then_some(v.inliers),
+        alignment,
+        verdict: Some(ranking::verdict(&e, params)),
+        evidence: Some(e),
+    })
 }

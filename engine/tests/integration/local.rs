@@ -277,3 +277,92 @@ fn robust_verifies_and_finds_crops_occlusions_and_turns() {
         "{status:?}"
     );
 }
+
+/// Verified query expansion on real photos of the same scenes (holidays-dev): it is on in
+/// `robust`; it keeps every score the cosine with the query itself (the same id scores the same
+/// with and without it), keeps verified results ahead of the rest, and finds at least as many
+/// photos of the query's scene in the top 3 as the search without it.
+#[test]
+fn verified_expansion_keeps_scores_and_finds_the_scene() {
+    let data = datasets().join("holidays-dev");
+    let db_rows = jsonl(&data.join("db.jsonl"));
+    let label_of = |path: &str| -> String {
+        let name = std::path::Path::new(path).file_name().unwrap();
+        let row = db_rows
+            .iter()
+            .find(|r| std::path::Path::new(r["path"].as_str().unwrap()).file_name() == Some(name));
+        row.map_or(String::new(), |r| r["label"].as_str().unwrap().to_string())
+    };
+    // The first 40 db photos (scenes in name order, most with two or more photos).
+    let files: Vec<PathBuf> = db_rows
+        .iter()
+        .take(40)
+        .map(|r| data.join(r["path"].as_str().unwrap()))
+        .collect();
+    let labels: std::collections::HashSet<String> = db_rows
+        .iter()
+        .take(40)
+        .map(|r| r["label"].as_str().unwrap().to_string())
+        .collect();
+    let queries: Vec<(PathBuf, String)> = jsonl(&data.join("queries.jsonl"))
+        .iter()
+        .filter(|q| labels.contains(q["label"].as_str().unwrap()))
+        .map(|q| {
+            let path = data.join(q["path"].as_str().unwrap());
+            (path, q["label"].as_str().unwrap().to_string())
+        })
+        .collect();
+    assert!(queries.len() >= 15, "{}", queries.len());
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Database::open(tmp.path().join("db"), robust()).unwrap();
+    ingest(&db, &files);
+    let with_expand = |n: usize| SearchOptions {
+        verify: VerifyOverrides {
+            expand: Some(n),
+            ..VerifyOverrides::default()
+        },
+        ..SearchOptions::default()
+    };
+    let (mut found_plain, mut found_expanded) = (0, 0);
+    for (query, label) in &queries {
+        let plain = db
+            .search(Query::Path(query.clone()), &with_expand(0))
+            .unwrap();
+        let expanded = db
+            .search(Query::Path(query.clone()), &SearchOptions::default())
+            .unwrap();
+        let default = db.pipeline().unwrap().query.verify.unwrap().expand;
+        assert_eq!(
+            default, 3,
+            "robust expands with its 3 best verified results"
+        );
+        for hit in &expanded {
+            if let Some(same) = plain.iter().find(|h| h.id == hit.id) {
+                assert!((same.score - hit.score).abs() < 1e-5, "{}", query.display());
+            }
+        }
+        let verified = |hits: &[Hit]| -> Vec<bool> {
+            hits.iter()
+                .map(|h| h.verdict == Some(imgvec::Verdict::Verified))
+                .collect()
+        };
+        let v = verified(&expanded);
+        assert!(
+            v.windows(2).all(|w| w[0] || !w[1]),
+            "verified first: {}",
+            query.display()
+        );
+        let in_top3 = |hits: &[Hit]| {
+            hits.iter()
+                .take(3)
+                .filter(|h| label_of(&h.path) == *label)
+                .count()
+        };
+        found_plain += in_top3(&plain);
+        found_expanded += in_top3(&expanded);
+    }
+    assert!(
+        found_expanded >= found_plain && found_plain > queries.len() / 2,
+        "scene photos in the top 3: {found_expanded} expanded, {found_plain} plain"
+    );
+}
