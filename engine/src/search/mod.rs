@@ -376,6 +376,9 @@ impl Searcher<'_> {
         for (qi, e) in failed {
             stage.merged[qi] = Some(Err(e.into()));
         }
+        if expanded.is_empty() {
+            return;
+        }
         let batch: Vec<f32> = expanded.iter().flat_map(|(_, v)| v.clone()).collect();
         let found = self.retrieve(ctx, &batch, dims, params.shortlist, opts);
         for ((qi, v), found) in expanded.iter().zip(found) {

@@ -209,7 +209,8 @@ impl RerankIndexes {
             .map(|f| f.0)
             .filter(|id| !checked.contains_key(id))
             .collect();
-        let planes = match (&query.dense, fresh.is_empty()) {
+        // `dense` 0 turns alignment and the brightness term off, as in `rerank`.
+        let planes = match (&query.dense, fresh.is_empty() || params.dense == 0) {
             (Some(_), false) => self.dense.with(store, &ctx.snapshot, |index| {
                 fresh
                     .iter()
