@@ -381,9 +381,13 @@ PY
 
 helper() { "$PY" -c "$HELPER" "$@"; }
 
-# A private copy of the binary, so a concurrent rebuild cannot swap it mid-run.
+# A private copy of the binaries (the `imgvec` launcher runs the `imgvec-engine` installed beside
+# it), so a concurrent rebuild cannot swap them mid-run.
 mkdir -p "$WORK/bin"
 cp -f "$BIN" "$WORK/bin/imgvec"
+ENGINE="$(dirname "$BIN")/imgvec-engine"
+[ -x "$ENGINE" ] || die "imgvec-engine not found beside $BIN (build it: cargo build --release -p imgvec-cli)"
+cp -f "$ENGINE" "$WORK/bin/imgvec-engine"
 IMG="$WORK/bin/imgvec"
 VERSION=$("$IMG" --version 2>/dev/null || echo "imgvec (version unknown)")
 THREAD_ARGS=()
