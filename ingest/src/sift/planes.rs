@@ -1,0 +1,270 @@
+//! The images SIFT works on: grey planes in [0, 1] (contrast-stretched, halved, doubled,
+//! subtracted), their separable Gaussian blur with OpenCV's reflect-101 borders, and per-level
+//! gradient magnitudes and orientations (OpenCV's polynomial `fastAtan2`).
+
+use image::GrayImage;
+
+/// A single-channel f32 image, row-major.
+#[derive(Clone)]
+pub(super) struct Plane {
+    pub w: usize,
+    pub h: usize,
+    pub data: Vec<f32>,
+}
+
+impl Plane {
+    #[inline]
+    pub(super) fn at(&self, x: usize, y: usize) -> f32 {
+        self.data[y * self.w + x]
+    }
+
+    /// Every second pixel in both directions.
+    pub(super) fn half(&self) -> Plane {
+        let (w, h) = (self.w / 2, self.h / 2);
+        let mut data = Vec::with_capacity(w * h);
+        for y in 0..h {
+            let row = &self.data[2 * y * self.w..];
+            data.extend((0..w).map(|x| row[2 * x]));
+        }
+        Plane { w, h, data }
+    }
+
+    /// Bilinear doubling (pixel centres aligned as OpenCV's `resize` does).
+    pub(super) fn double(&self) -> Plane {
+        let (w, h) = (self.w * 2, self.h * 2);
+        let mut data = Vec::with_capacity(w * h);
+        for y in 0..h {
+            let sy = ((y as f32 + 0.5) / 2.0 - 0.5).clamp(0.0, (self.h - 1) as f32);
+            let y0 = sy.floor() as usize;
+            let y1 = (y0 + 1).min(self.h - 1);
+            let fy = sy - y0 as f32;
+            for x in 0..w {
+                let sx = ((x as f32 + 0.5) / 2.0 - 0.5).clamp(0.0, (self.w - 1) as f32);
+                let x0 = sx.floor() as usize;
+                let x1 = (x0 + 1).min(self.w - 1);
+                let fx = sx - x0 as f32;
+                let top = self.at(x0, y0) * (1.0 - fx) + self.at(x1, y0) * fx;
+                let bottom = self.at(x0, y1) * (1.0 - fx) + self.at(x1, y1) * fx;
+                data.push(top * (1.0 - fy) + bottom * fy);
+            }
+        }
+        Plane { w, h, data }
+    }
+
+    pub(super) fn sub(&self, other: &Plane) -> Plane {
+        Plane {
+            w: self.w,
+            h: self.h,
+            data: self
+                .data
+                .iter()
+                .zip(&other.data)
+                .map(|(a, b)| a - b)
+                .collect(),
+        }
+    }
+}
+
+/// Gradient magnitude and direction (radians, y up, in [0, 2π)) of every interior pixel of a
+/// level; computed once per level that has keypoints, shared by their orientation histograms and
+/// descriptors.
+pub(super) struct Gradients {
+    pub w: usize,
+    pub h: usize,
+    pub mag: Vec<f32>,
+    pub ori: Vec<f32>,
+}
+
+impl Gradients {
+    pub(super) fn of(img: &Plane) -> Gradients {
+        let (w, h) = (img.w, img.h);
+        let mut mag = vec![0f32; w * h];
+        let mut ori = vec![0f32; w * h];
+        for y in 1..h.saturating_sub(1) {
+            let (up, row, down) = (
+                &img.data[(y - 1) * w..y * w],
+                &img.data[y * w..(y + 1) * w],
+                &img.data[(y + 1) * w..(y + 2) * w],
+            );
+            let (mag, ori) = (&mut mag[y * w..(y + 1) * w], &mut ori[y * w..(y + 1) * w]);
+            for x in 1..w - 1 {
+                let gx = row[x + 1] - row[x - 1];
+                let gy = up[x] - down[x];
+                mag[x] = (gx * gx + gy * gy).sqrt();
+                ori[x] = fast_atan2(gy, gx);
+            }
+        }
+        Gradients { w, h, mag, ori }
+    }
+}
+
+/// atan2(y, x) in [0, 2π) by OpenCV's 7th-order polynomial (the `fastAtan2` its SIFT uses; error
+/// below 1e-4 rad), written without branches so that a row of gradients vectorises.
+#[inline]
+pub(super) fn fast_atan2(y: f32, x: f32) -> f32 {
+    use std::f32::consts::{FRAC_PI_2, PI, TAU};
+    const P1: f32 = 0.999_787_84;
+    const P3: f32 = -0.325_808_4;
+    const P5: f32 = 0.155_578_65;
+    const P7: f32 = -0.044_326_556;
+    let (ax, ay) = (x.abs(), y.abs());
+    let steep = ay > ax;
+    let c = if steep {
+        ax / (ay + f32::MIN_POSITIVE)
+    } else {
+        ay / (ax + f32::MIN_POSITIVE)
+    };
+    let c2 = c * c;
+    let a = (((P7 * c2 + P5) * c2 + P3) * c2 + P1) * c;
+    let a = if steep { FRAC_PI_2 - a } else { a };
+    let a = if x < 0.0 { PI - a } else { a };
+    if y < 0.0 {
+        TAU - a
+    } else {
+        a
+    }
+}
+
+/// Reflect-101 border (`gfedcb|abcdefgh|gfedcba`), as OpenCV's default.
+#[inline]
+pub(super) fn reflect(i: isize, n: usize) -> usize {
+    let n = n as isize;
+    if n == 1 {
+        return 0;
+    }
+    let mut i = i;
+    loop {
+        if i < 0 {
+            i = -i;
+        } else if i >= n {
+            i = 2 * n - 2 - i;
+        } else {
+            return i as usize;
+        }
+    }
+}
+
+pub(super) fn gaussian_kernel(sigma: f32) -> Vec<f32> {
+    let radius = ((sigma * 4.0).round() as usize).max(1);
+    let mut k: Vec<f32> = (0..=2 * radius)
+        .map(|i| {
+            let d = i as f32 - radius as f32;
+            (-d * d / (2.0 * sigma * sigma)).exp()
+        })
+        .collect();
+    let sum: f32 = k.iter().sum();
+    k.iter_mut().for_each(|v| *v /= sum);
+    k
+}
+
+/// `exp(scale · k²)` for k in 0..=radius: one axis of a separable Gaussian window.
+pub(super) fn gaussian_weights(radius: isize, scale: f32) -> Vec<f32> {
+    (0..=radius.max(0))
+        .map(|k| ((k * k) as f32 * scale).exp())
+        .collect()
+}
+
+/// Separable Gaussian blur with reflect-101 borders.
+pub(super) fn blur(src: &Plane, sigma: f32) -> Plane {
+    let k = gaussian_kernel(sigma);
+    let r = k.len() / 2;
+    let (w, h) = (src.w, src.h);
+    // Horizontal pass over a padded copy of each row.
+    let mut tmp = vec![0f32; w * h];
+    let mut padded = vec![0f32; w + 2 * r];
+    for y in 0..h {
+        let row = &src.data[y * w..(y + 1) * w];
+        for (i, p) in padded.iter_mut().enumerate() {
+            *p = row[reflect(i as isize - r as isize, w)];
+        }
+        let out = &mut tmp[y * w..(y + 1) * w];
+        for (t, &kt) in k.iter().enumerate() {
+            for (o, &p) in out.iter_mut().zip(&padded[t..t + w]) {
+                *o += kt * p;
+            }
+        }
+    }
+    // Vertical pass, row by row so the inner loop runs along contiguous memory.
+    let mut data = vec![0f32; w * h];
+    for y in 0..h {
+        let out = &mut data[y * w..(y + 1) * w];
+        for (t, &kt) in k.iter().enumerate() {
+            let sy = reflect(y as isize + t as isize - r as isize, h);
+            for (o, &p) in out.iter_mut().zip(&tmp[sy * w..(sy + 1) * w]) {
+                *o += kt * p;
+            }
+        }
+    }
+    Plane { w, h, data }
+}
+
+/// Grey levels in [0, 1], stretched so that the 1st and 99th percentiles of the pixels brighter
+/// than black padding map to 0 and 1.
+pub(super) fn stretched_grey(grey: &GrayImage) -> Plane {
+    let mut hist = [0u64; 256];
+    for p in grey.pixels() {
+        hist[p.0[0] as usize] += 1;
+    }
+    let content: u64 = hist[9..].iter().sum();
+    let (from, total) = if content > 100 {
+        (9, content)
+    } else {
+        (0, grey.len() as u64)
+    };
+    let percentile = |q: f64| {
+        let target = (q * total as f64).ceil() as u64;
+        let mut seen = 0;
+        for (v, &c) in hist.iter().enumerate().skip(from) {
+            seen += c;
+            if seen >= target.max(1) {
+                return v as f32;
+            }
+        }
+        255.0
+    };
+    let lo = percentile(0.01);
+    let hi = percentile(0.99);
+    let range = (hi - lo).max(16.0);
+    Plane {
+        w: grey.width() as usize,
+        h: grey.height() as usize,
+        data: grey
+            .pixels()
+            .map(|p| ((p.0[0] as f32 - lo) / range).clamp(0.0, 1.0))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_atan2_is_atan2_in_zero_to_two_pi() {
+        // Every octant, the axes and the origin (where OpenCV's version returns 0 too).
+        for (y, x) in [
+            (0.0f32, 1.0f32),
+            (1.0, 0.0),
+            (0.0, -1.0),
+            (-1.0, 0.0),
+            (0.3, 0.9),
+            (0.9, 0.3),
+            (0.9, -0.3),
+            (0.3, -0.9),
+            (-0.3, -0.9),
+            (-0.9, -0.3),
+            (-0.9, 0.3),
+            (-0.3, 0.9),
+            (1e-6, 2e-6),
+        ] {
+            let want = y.atan2(x).rem_euclid(std::f32::consts::TAU);
+            let got = fast_atan2(y, x);
+            assert!(
+                (0.0..std::f32::consts::TAU).contains(&got),
+                "{y} {x}: {got}"
+            );
+            assert!((got - want).abs() < 1e-4, "{y} {x}: {got} vs {want}");
+        }
+        assert_eq!(fast_atan2(0.0, 0.0), 0.0);
+    }
+}
