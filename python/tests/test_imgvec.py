@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -253,7 +254,10 @@ db = imgvec.Database(sys.argv[1])
 run = db.ingest_events([sys.argv[2]])
 try:
     for ev in run:
-        print(ev.status, ev.id, flush=True)
+        # one write per line: print() writes its pieces and the newline separately, and
+        # Ctrl-C between them would glue "stored " to the next line
+        sys.stdout.write(f"{ev.status} {ev.id}\n")
+        sys.stdout.flush()
 except KeyboardInterrupt:
     s = run.stop()  # waits for the images in flight (a no-op if the stream saw the interrupt)
     print("interrupted", s.interrupted if s else None, flush=True)
@@ -281,7 +285,7 @@ def test_ctrl_c_stops_ingest_and_keeps_what_was_acknowledged(tmp_path):
             break
     rest = proc.stdout.read()
     assert proc.wait(timeout=120) == 130, rest
-    acked += [int(l.split()[1]) for l in rest.splitlines() if l.startswith("stored ")]
+    acked += [int(l.split()[1]) for l in rest.splitlines() if re.fullmatch(r"stored \d+", l)]
     assert "interrupted True" in rest
     total = len(os.listdir(folder))
     with imgvec.Database(db_path) as db:
