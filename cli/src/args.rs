@@ -618,6 +618,14 @@ pub struct SearchArgs {
     /// Only results with at least this score (a cosine, -1 to 1).
     #[arg(long, allow_hyphen_values = true)]
     pub threshold: Option<f32>,
+    /// Only results that are the same image: match `verified` or `likely` (confidence >= 0.5,
+    /// calibrated per preset; docs/CALIBRATION.md).
+    #[arg(long)]
+    pub matches_only: bool,
+    /// With --json: give some inlier pairs of each verified result (`pairs`, fractions of each
+    /// image's sides), to draw the matches; --html draws them.
+    #[arg(long)]
+    pub pairs: bool,
 }
 
 fn parse_attr(s: &str) -> Result<(String, String), String> {

@@ -208,6 +208,37 @@ impl Database {
         Ok(self.store.records()?)
     }
 
+    /// Hands `visit` the live records with ids above `after` (all, without) in id order, one at
+    /// a time, until it returns false: listing a million rows never holds them all.
+    pub fn scan_records(
+        &self,
+        after: Option<u64>,
+        visit: &mut dyn FnMut(ImageRecord) -> bool,
+    ) -> Result<()> {
+        Ok(self.store.scan_records(after, visit)?)
+    }
+
+    /// One page of the records `filter` admits: up to `limit`, ids above `after`, in id order
+    /// (continue from the last one's id).
+    pub fn records_page(
+        &self,
+        filter: &crate::Filter,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<ImageRecord>> {
+        let mut page = Vec::new();
+        if limit == 0 {
+            return Ok(page);
+        }
+        self.scan_records(after, &mut |r| {
+            if filter.matches(&r) {
+                page.push(r);
+            }
+            page.len() < limit
+        })?;
+        Ok(page)
+    }
+
     pub fn get(&self, id: u64) -> Result<Option<ImageRecord>> {
         Ok(self.store.get(id)?)
     }

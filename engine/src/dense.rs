@@ -249,7 +249,14 @@ impl DenseQuery {
 /// The best NCC of the query's templates over `plane` (−1 when none fits or all is flat).
 /// With a `hint` (the rotation, degrees, of the query's best window match in this image) only
 /// the templates of the nearest rotations are tried.
+#[cfg(test)]
 pub fn align(query: &DenseQuery, plane: &Plane, hint: Option<f32>) -> f32 {
+    align_at(query, plane, hint).0
+}
+
+/// [`align`], and where in `plane` the best template lay: (left, top, right, bottom), each
+/// divided by the plane's width or height (`None` when no template fitted).
+pub fn align_at(query: &DenseQuery, plane: &Plane, hint: Option<f32>) -> (f32, Option<[f32; 4]>) {
     let (w, h) = (plane.w, plane.h);
     // Integral images of values and squares, (w+1)×(h+1), in f64: sums of squares of 0–255
     // values over thousands of pixels lose precision in f32.
@@ -271,6 +278,7 @@ pub fn align(query: &DenseQuery, plane: &Plane, hint: Option<f32>) -> f32 {
             + t[y * stride + x]
     };
     let mut best = -1f32;
+    let mut at = None;
     let step = TEMPLATE_ANGLES[1] - TEMPLATE_ANGLES[0];
     for t in &query.templates {
         if t.w > w || t.h > h || hint.is_some_and(|a| (t.angle - a).abs() > step) {
@@ -292,11 +300,23 @@ pub fn align(query: &DenseQuery, plane: &Plane, hint: Option<f32>) -> f32 {
                     dot += trow.iter().zip(row).map(|(a, b)| a * b).sum::<f32>();
                 }
                 let ncc = dot / (t.norm * var.sqrt() as f32);
-                best = best.max(ncc);
+                if ncc > best {
+                    best = ncc;
+                    at = Some((x, y, t.w, t.h));
+                }
             }
         }
     }
-    best
+    let region = at.map(|(x, y, tw, th)| {
+        let (w, h) = (w as f32, h as f32);
+        [
+            x as f32 / w,
+            y as f32 / h,
+            (x + tw) as f32 / w,
+            (y + th) as f32 / h,
+        ]
+    });
+    (best, region)
 }
 
 /// Windows nearest to each probe that are looked at.

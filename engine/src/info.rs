@@ -26,6 +26,22 @@ pub struct Hit {
     /// What verification concluded, when this search verified this result.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdict: Option<crate::search::Verdict>,
+    /// The answer to "is this the same image?" (docs/CALIBRATION.md).
+    #[serde(rename = "match")]
+    pub matched: crate::search::Match,
+    /// Estimated probability that this result shows the same source as the query, from the
+    /// pipeline's calibration; comparable across presets (`None` for custom models).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
+    /// Some inlier pairs of a verified result as (query x, y, result x, y), each a fraction of
+    /// its image's width or height, when the search was asked for them
+    /// ([`SearchOptions::pairs`](crate::SearchOptions::pairs)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pairs: Option<Vec<[f32; 4]>>,
+    /// Where dense alignment found the query in an aligned result: (left, top, right, bottom),
+    /// fractions of the result's width and height.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<[f32; 4]>,
     /// The row's user attributes (from the record the path is read from).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub attributes: std::collections::BTreeMap<String, String>,

@@ -30,9 +30,13 @@ pub fn hit(rank: usize, hit: &Hit) -> Value {
         "id": hit.id,
         "path": hit.path,
         "score": hit.score,
+        "match": hit.matched.name(),
+        "confidence": hit.confidence,
         "verdict": hit.verdict.map(|v| v.name()),
         "inliers": hit.inliers,
         "alignment": hit.alignment,
+        "region": hit.region,
+        "pairs": hit.pairs,
         "attrs": hit.attributes,
     })
 }
@@ -91,6 +95,10 @@ mod tests {
             inliers: None,
             alignment: Some(0.8),
             verdict: Some(crate::Verdict::Aligned),
+            matched: crate::Match::Verified,
+            confidence: Some(0.9),
+            pairs: None,
+            region: Some([0.1, 0.2, 0.5, 0.6]),
             attributes: [("k".to_string(), "v".to_string())].into(),
         };
         let by_id = QueryName::Stored {
@@ -109,7 +117,13 @@ mod tests {
             (r["rank"].as_u64(), r["verdict"].as_str()),
             (Some(1), Some("aligned"))
         );
+        assert_eq!(
+            (r["match"].as_str(), r["confidence"].as_f64()),
+            (Some("verified"), Some(0.9f32 as f64))
+        );
         assert!(r["inliers"].is_null() && r.get("inliers").is_some());
+        assert!(r["pairs"].is_null() && r.get("pairs").is_some());
+        assert_eq!(r["region"].as_array().map(Vec::len), Some(4));
         assert_eq!(r["attrs"]["k"], "v");
         let failed = search_answer(&QueryName::Given("q.jpg".into()), Err("no such file"));
         assert_eq!(

@@ -92,7 +92,7 @@ pub use options::{PipelineChoice, Preset};
 pub use pipeline::{PipelineConfig, QueryDefaults};
 pub use reduce::WhiteningSpec;
 pub use reindex::{reindex, ReindexOptions, ReindexReport};
-pub use search::{RerankStatus, Verdict};
+pub use search::{Calibration, Match, RerankStatus, Verdict};
 pub use stages::StageTimes;
 pub use verify::VerifyReport;
 pub use vlad::VladSpec;

@@ -385,12 +385,38 @@ fn apply(t: &Affine, x: f32, y: f32) -> (f32, f32) {
 }
 
 fn count_inliers(t: &Affine, pts: &[([f32; 2], [f32; 2])], tol2: f32) -> usize {
-    pts.iter()
-        .filter(|(q, c)| {
-            let (x, y) = apply(t, q[0], q[1]);
-            (x - c[0]).powi(2) + (y - c[1]).powi(2) < tol2
-        })
-        .count()
+    pts.iter().filter(|p| is_inlier(t, p, tol2)).count()
+}
+
+/// Whether `t` maps the query point of a match within `tol2` (squared pixels) of its match.
+fn is_inlier(t: &Affine, (q, c): &([f32; 2], [f32; 2]), tol2: f32) -> bool {
+    let (x, y) = apply(t, q[0], q[1]);
+    (x - c[0]).powi(2) + (y - c[1]).powi(2) < tol2
+}
+
+/// Inlier pairs a verification keeps for drawing, at most.
+pub const MAX_PAIRS: usize = 64;
+
+/// The inliers of `t` as (query x, y, candidate x, y), each divided by its frame's width or
+/// height (so they land on any rendering of either image); at most [`MAX_PAIRS`], spread evenly
+/// over the inliers.
+fn inlier_pairs(
+    t: &Affine,
+    pts: &[([f32; 2], [f32; 2])],
+    tol2: f32,
+    query: (u32, u32),
+    cand: (u32, u32),
+) -> Vec<[f32; 4]> {
+    let inliers: Vec<&([f32; 2], [f32; 2])> =
+        pts.iter().filter(|p| is_inlier(t, p, tol2)).collect();
+    let step = inliers.len().div_ceil(MAX_PAIRS).max(1);
+    let (qw, qh) = (query.0.max(1) as f32, query.1.max(1) as f32);
+    let (cw, ch) = (cand.0.max(1) as f32, cand.1.max(1) as f32);
+    inliers
+        .iter()
+        .step_by(step)
+        .map(|(q, c)| [q[0] / qw, q[1] / qh, c[0] / cw, c[1] / ch])
+        .collect()
 }
 
 /// Least-squares affine map of the inliers of `t` (normal equations, solved per output row).
@@ -452,7 +478,7 @@ fn invert3(m: [[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
 const MAX_HYPOTHESES: usize = 300;
 
 /// What spatial verification found for one candidate.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Verification {
     /// One-to-one ratio-test matches consistent with one affine map.
     pub inliers: usize,
@@ -460,6 +486,8 @@ pub struct Verification {
     /// a map). A query that shows the stored image (crop, rotation, occlusion of it) is
     /// covered wholly; another image pasted over part of the query covers only that part.
     pub coverage: f32,
+    /// Some of the inliers, for drawing (see [`MAX_PAIRS`]).
+    pub pairs: Vec<[f32; 4]>,
 }
 
 /// Spatially verifies `cand` against the query (see the module docs).
@@ -518,6 +546,13 @@ pub fn verify(query: &LocalFeatures, cand: &PackedFeatures, params: &VerifyParam
     Verification {
         inliers: best.0,
         coverage: coverage(&best.1, cand, query),
+        pairs: inlier_pairs(
+            &best.1,
+            &pts,
+            tol2,
+            (query.width, query.height),
+            (cand.width, cand.height),
+        ),
     }
 }
 

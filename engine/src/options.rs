@@ -209,6 +209,11 @@ pub struct SearchOptions {
     pub mode: SearchMode,
     /// Only results with at least this cosine score.
     pub threshold: Option<f32>,
+    /// Only results whose calibrated `match` is `verified` or `likely`.
+    pub matches_only: bool,
+    /// Return some inlier pairs of each verified result ([`Hit::pairs`](crate::Hit::pairs)),
+    /// for drawing the matches.
+    pub pairs: bool,
     /// Only rows whose path and attributes match (evaluated once per batch).
     pub filter: Filter,
     /// Inverted lists probed by `IvfPq` and `HammingIvf`; `None` = the index's default.
@@ -233,6 +238,8 @@ impl Default for SearchOptions {
             k: 10,
             mode: SearchMode::Exact,
             threshold: None,
+            matches_only: false,
+            pairs: false,
             filter: Filter::default(),
             nprobe: None,
             rerank: true,

@@ -118,6 +118,8 @@ struct SearchArgs {
     k: usize,
     mode: String,
     threshold: Option<f32>,
+    matches_only: bool,
+    pairs: bool,
     path_prefix: Option<String>,
     attrs: BTreeMap<String, String>,
     verify: Option<usize>,
@@ -132,6 +134,8 @@ impl SearchArgs {
             k: self.k,
             mode: parse::<SearchMode>(&self.mode)?,
             threshold: self.threshold,
+            matches_only: self.matches_only,
+            pairs: self.pairs,
             filter: Filter {
                 path_prefix: self.path_prefix.clone(),
                 attributes: self.attrs.clone(),
@@ -159,6 +163,15 @@ fn hit_dict<'py>(py: Python<'py>, hit: &Hit) -> PyResult<Bound<'py, PyDict>> {
     d.set_item("inliers", hit.inliers)?;
     d.set_item("alignment", hit.alignment)?;
     d.set_item("verdict", hit.verdict.map(|v| v.name()))?;
+    d.set_item("match", hit.matched.name())?;
+    d.set_item("confidence", hit.confidence)?;
+    d.set_item("region", hit.region.map(|r| r.to_vec()))?;
+    d.set_item(
+        "pairs",
+        hit.pairs
+            .as_ref()
+            .map(|p| p.iter().map(|q| q.to_vec()).collect::<Vec<_>>()),
+    )?;
     d.set_item("attrs", &hit.attributes)?;
     Ok(d)
 }

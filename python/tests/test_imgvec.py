@@ -71,6 +71,12 @@ def test_every_query_type_finds_the_stored_image(fast_db, subset):
         by_id = db.search(rec.id, k=3)
         assert rec.id not in by_id.ids and len(by_id) == 3  # "more like this" leaves itself out
         assert by_id.query == f"id:{rec.id}"
+        # The image itself is a confident match; matches_only keeps exactly the matches.
+        assert res[0].match == "likely" and res[0].confidence is not None and res[0].confidence > 0.9
+        every = db.search(str(path), k=10)
+        only = db.search(str(path), k=10, matches_only=True)
+        assert only.ids == [h.id for h in every.hits if h.is_match] and rec.id in only.ids
+        assert all(h.confidence is not None and 0 <= h.confidence <= 1 for h in every.hits)
 
 
 def test_path_bytes_array_and_pil_inputs_give_the_same_vector(fast_db, subset):

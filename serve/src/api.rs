@@ -78,6 +78,26 @@ fn params(raw: Option<String>) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// An `attr=KEY=VALUE` parameter's value split.
+fn attr(value: &str) -> ApiResult<(String, String)> {
+    value
+        .split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| ApiError::bad_request(format!("attr={value}: expected KEY=VALUE")))
+}
+
+/// A boolean query parameter: `true`/`1` or `false`/`0`.
+fn flag(name: &str, value: &str) -> ApiResult<bool> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(ApiError::bad_request(format!(
+            "{name}={value}: give true or false"
+        ))),
+    }
+}
+
 fn number<T: std::str::FromStr>(name: &str, value: &str) -> ApiResult<T> {
     value
         .parse()
@@ -85,7 +105,8 @@ fn number<T: std::str::FromStr>(name: &str, value: &str) -> ApiResult<T> {
 }
 
 /// The search options a query string asks for: `k`, `mode`, `path_prefix`, `attr=K=V`
-/// (repeatable), `threshold`, `verify`, `qe`, `nprobe`; anything else is refused.
+/// (repeatable), `threshold`, `matches_only`, `pairs`, `verify`, `qe`, `nprobe`; anything else is
+/// refused.
 pub(crate) fn search_options(params: &[(String, String)]) -> ApiResult<SearchOptions> {
     let mut opts = SearchOptions::default();
     let mut attributes = BTreeMap::new();
@@ -99,15 +120,12 @@ pub(crate) fn search_options(params: &[(String, String)]) -> ApiResult<SearchOpt
             }
             "path_prefix" if !value.is_empty() => opts.filter.path_prefix = Some(value.clone()),
             "attr" => {
-                let (k, v) = value
-                    .split_once('=')
-                    .filter(|(k, _)| !k.is_empty())
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!("attr={value}: expected KEY=VALUE"))
-                    })?;
-                attributes.insert(k.to_string(), v.to_string());
+                let (k, v) = attr(value)?;
+                attributes.insert(k, v);
             }
             "threshold" => opts.threshold = Some(number(name, value)?),
+            "matches_only" => opts.matches_only = flag(name, value)?,
+            "pairs" => opts.pairs = flag(name, value)?,
             "verify" => opts.verify.shortlist = Some(number(name, value)?),
             "qe" => opts.qe = Some(number(name, value)?),
             "nprobe" => opts.nprobe = Some(number(name, value)?),
@@ -230,17 +248,26 @@ pub(crate) async fn search_upload(
     .await
 }
 
-/// `GET /api/records?offset=0&limit=50&path_prefix=P`: stored rows by id, a page at a time.
+/// `GET /api/records?offset=0&limit=50&path_prefix=P&attr=K=V`: stored rows by id, a page at a
+/// time, with the number that pass the filter (one pass, holding one page). With `after=ID`
+/// instead of `offset`, the page starts after that id and costs only its own rows (`total` is
+/// then null); `next_after` continues either way.
 pub(crate) async fn records(
     State(state): Shared,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let (mut offset, mut limit, mut prefix) = (0usize, 50usize, None::<String>);
+    let (mut offset, mut limit, mut after) = (0usize, 50usize, None::<u64>);
+    let mut filter = imgvec::Filter::default();
     for (name, value) in params(raw) {
         match name.as_str() {
             "offset" => offset = number(&name, &value)?,
             "limit" => limit = number(&name, &value)?,
-            "path_prefix" if !value.is_empty() => prefix = Some(value),
+            "after" => after = Some(number(&name, &value)?),
+            "path_prefix" if !value.is_empty() => filter.path_prefix = Some(value),
+            "attr" => {
+                let (k, v) = attr(&value)?;
+                filter.attributes.insert(k, v);
+            }
             "token" | "path_prefix" => {}
             other => return Err(ApiError::bad_request(format!("unknown option `{other}`"))),
         }
@@ -248,20 +275,31 @@ pub(crate) async fn records(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("limit: give 1 to 1000"));
     }
-    let mut rows = blocking(move || state.db.records()).await?;
-    if let Some(p) = &prefix {
-        rows.retain(|r| r.path.starts_with(p.as_str()));
+    if after.is_some() && offset > 0 {
+        return Err(ApiError::bad_request("give offset or after, not both"));
     }
-    rows.sort_by_key(|r| r.id);
-    let total = rows.len();
-    let page: Vec<Value> = rows
-        .iter()
-        .skip(offset)
-        .take(limit)
-        .map(imgvec::json::record)
-        .collect();
+    let (total, page) = blocking(move || {
+        if after.is_some() {
+            return Ok((None, state.db.records_page(&filter, after, limit)?));
+        }
+        let (mut total, mut page) = (0usize, Vec::new());
+        state.db.scan_records(None, &mut |r| {
+            if filter.matches(&r) {
+                if total >= offset && page.len() < limit {
+                    page.push(r);
+                }
+                total += 1;
+            }
+            true
+        })?;
+        Ok((Some(total), page))
+    })
+    .await?;
+    let next_after = page.last().map(|r| r.id).filter(|_| page.len() == limit);
+    let page: Vec<Value> = page.iter().map(imgvec::json::record).collect();
     Ok(Json(versioned(json!({
-        "total": total, "offset": offset, "limit": limit, "records": page
+        "total": total, "offset": offset, "limit": limit, "next_after": next_after,
+        "records": page
     }))))
 }
 

@@ -169,8 +169,47 @@ fn presets_and_reindex_from_the_cli() {
             assert!(hits[0]["inliers"].is_null(), "{hits}");
         } else {
             assert!(hits[0]["inliers"].as_u64().unwrap() >= 20, "{hits}");
+            assert_eq!(hits[0]["match"], "verified", "{hits}");
         }
+        assert!(hits[0]["confidence"].as_f64().unwrap() > 0.5, "{hits}");
     }
+    // The reindexed database recorded robust's calibration; the contact sheet draws the
+    // verified hit's matched points, and --pairs gives them in the JSON.
+    assert!(info["pipeline"]["calibration"]["measured_on"].is_string());
+    let sheet = tmp.path().join("sheet.html");
+    let out = run(&[
+        "search",
+        s(&db),
+        s(&files[0]),
+        "-k",
+        "2",
+        "--pairs",
+        "--json",
+        "--html",
+        s(&sheet),
+    ]);
+    assert!(out.status.success());
+    let hits = json_lines(&out)[0]["results"].clone();
+    let hit = &hits[0];
+    let pairs = hit["pairs"].as_array().unwrap();
+    assert!(pairs.len() >= 20 && pairs.len() <= 64, "{hit}");
+    let in_frame = |p: &Value| {
+        p.as_array()
+            .unwrap()
+            .iter()
+            .all(|v| (0.0..=1.0).contains(&v.as_f64().unwrap()))
+    };
+    assert!(pairs.iter().all(in_frame));
+    let page = std::fs::read_to_string(&sheet).unwrap();
+    assert!(page.contains("<svg class=\"pairs\""), "no matches drawn");
+    // A line per pair of every verified hit.
+    let drawn: usize = hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["pairs"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(page.matches("<line ").count(), drawn);
     let out = run(&["search", s(&db), s(&files[0]), "--inlier-px", "0"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--inlier-px"));

@@ -61,6 +61,16 @@ fn search_by_id_and_html_contact_sheet() {
     let hits = lines[1]["results"].as_array().unwrap();
     assert_eq!(hits.len(), 3);
     assert!(hits.iter().all(|h| h["id"].as_u64() != Some(first_id)));
+    // The image itself is a confident match; --matches-only keeps it and drops the rest
+    // (unrelated photos).
+    let me = &lines[0]["results"][0];
+    assert_eq!(me["path"], s(&imgs[2]));
+    assert_eq!(me["match"], "likely");
+    assert!(me["confidence"].as_f64().unwrap() > 0.9, "{me}");
+    let only = run(&["search", s(&db), s(&imgs[2]), "--matches-only", "--json"]);
+    let kept = json_lines(&only)[0]["results"].as_array().unwrap().clone();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0]["path"], s(&imgs[2]));
     let page = std::fs::read_to_string(&html).unwrap();
     // The query and 3 results, for each of the 2 queries, all embedded.
     assert_eq!(page.matches("data:image/jpeg;base64,").count(), 8);

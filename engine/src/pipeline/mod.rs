@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::local::{LocalSpec, VerifyParams};
 use crate::options::Augment;
 use crate::reduce::WhiteningSpec;
+use crate::search::calibration::{self, Calibration};
 use presets::PresetExt;
 
 const META_PIPELINE: &str = "pipeline";
@@ -77,6 +78,10 @@ pub struct PipelineConfig {
     /// Local features stored per image (preset `robust`).
     #[serde(default)]
     pub local: Option<LocalSpec>,
+    /// How the preset's scores and verdicts translate into confidence (`None`: custom models).
+    /// Databases made before it was recorded get their preset's current one when opened.
+    #[serde(default)]
+    pub calibration: Option<Calibration>,
 }
 
 /// Search-time defaults a preset carries.
@@ -163,10 +168,18 @@ impl PipelineConfig {
 pub fn stored(store: &Store) -> Result<Option<PipelineConfig>> {
     match store.get_meta(META_PIPELINE)? {
         None => Ok(None),
-        Some(json) => serde_json::from_str(&json).map(Some).map_err(|e| {
-            imgvec_storage::StorageError::corruption(store.dir(), format!("pipeline record: {e}"))
-                .into()
-        }),
+        Some(json) => {
+            let mut config: PipelineConfig = serde_json::from_str(&json).map_err(|e| {
+                imgvec_storage::StorageError::corruption(
+                    store.dir(),
+                    format!("pipeline record: {e}"),
+                )
+            })?;
+            if config.calibration.is_none() {
+                config.calibration = calibration::for_preset(&config.name);
+            }
+            Ok(Some(config))
+        }
     }
 }
 
@@ -243,6 +256,9 @@ pub fn resolve(
         whitening,
         query,
         local,
+        calibration: choice
+            .preset()
+            .and_then(|p| calibration::for_preset(p.name())),
     };
     let json = serde_json::to_string(&config).map_err(|e| Error::Invalid(e.to_string()))?;
     store.put_meta(META_PIPELINE, &json)?;

@@ -8,6 +8,7 @@
 //! ```
 //! docs/SEARCH.md describes each stage and every knob.
 
+pub(crate) mod calibration;
 mod context;
 mod filter;
 mod query;
@@ -20,6 +21,7 @@ use std::collections::{HashMap, HashSet};
 use imgvec_ingest::l2_normalize_rows;
 use imgvec_storage::Store;
 
+pub use calibration::{Calibration, Match};
 pub use ranking::Verdict;
 pub(crate) use rerank::RerankIndexes;
 pub use rerank::RerankStatus;
@@ -45,6 +47,14 @@ pub(crate) struct Searcher<'a> {
     pub store: &'a Store,
     pub featurizer: &'a Featurizer,
     pub spaces: &'a Spaces,
+}
+
+/// What every answer of a batch is materialized with.
+struct Answer<'a> {
+    /// The database's vector length.
+    dims: usize,
+    /// The pipeline's calibration, when it has one.
+    calibration: Option<&'a Calibration>,
 }
 
 /// What verified query expansion changes: each query's ranking and what was checked of it.
@@ -175,13 +185,17 @@ impl Searcher<'_> {
             }
             None => vec![HashMap::new(); queries.len()],
         };
+        let answer = Answer {
+            dims,
+            calibration: pipeline.as_ref().and_then(|p| p.calibration.as_ref()),
+        };
         queries
             .iter()
             .zip(prepared)
             .zip(merged)
             .zip(checked)
             .map(|(((query, prepared), found), checked)| {
-                self.materialize(query, prepared, found, &checked, dims, opts)
+                self.materialize(query, prepared, found, &checked, &answer, opts)
             })
             .collect()
     }
@@ -405,17 +419,18 @@ impl Searcher<'_> {
         }
     }
 
-    /// Materialize: the hits of one query, with their paths, after the id query's own row,
-    /// the score threshold and `k` are applied.
+    /// Materialize: the hits of one query, with their paths and calibrated verdicts, after the
+    /// id query's own row, the score threshold, `matches_only` and `k` are applied.
     fn materialize(
         &self,
         query: &Query,
         prepared: PreparedQuery,
         found: Option<Ranked>,
         checked: &HashMap<u64, Checked>,
-        dims: usize,
+        answer: &Answer,
         opts: &SearchOptions,
     ) -> Result<Vec<Hit>> {
+        let dims = answer.dims;
         let vectors = prepared.vectors?;
         if let Some(bad) = vectors.iter().find(|var| var.len() != dims) {
             return Err(Error::Invalid(format!(
@@ -433,8 +448,15 @@ impl Searcher<'_> {
             if out.len() == opts.k {
                 break;
             }
+            let c = checked.get(&id).cloned().unwrap_or_default();
+            let confidence = answer
+                .calibration
+                .and_then(|cal| calibration::confidence(cal, c.verdict, score, c.alignment));
+            let matched = calibration::match_of(c.verdict, confidence);
+            if opts.matches_only && matched == Match::None {
+                continue;
+            }
             if let Some(rec) = self.store.get(id)? {
-                let c = checked.get(&id).copied().unwrap_or_default();
                 out.push(Hit {
                     id,
                     path: rec.path,
@@ -442,6 +464,10 @@ impl Searcher<'_> {
                     inliers: c.inliers,
                     alignment: c.alignment,
                     verdict: c.verdict,
+                    matched,
+                    confidence,
+                    pairs: opts.pairs.then_some(c.pairs).filter(|p| !p.is_empty()),
+                    region: c.region,
                     attributes: rec.attributes,
                 });
             }

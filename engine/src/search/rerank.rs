@@ -9,7 +9,7 @@ use imgvec_storage::{Snapshot, Store};
 use serde::Serialize;
 
 use super::context::SearchContext;
-use super::ranking::{self, Evidence};
+use super::ranking::{self, Evidence, Verdict};
 use crate::dense::{self, DenseIndex, Plane};
 use crate::derived::slot::{DerivedStatus, Slot};
 use crate::error::{Error, Result};
@@ -29,7 +29,7 @@ pub struct RerankStatus {
 }
 
 /// What a verified search checked of one result.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Checked {
     /// `None`: not matched with SIFT (found by dense-window search only).
     pub inliers: Option<usize>,
@@ -37,6 +37,10 @@ pub(crate) struct Checked {
     pub verdict: Option<ranking::Verdict>,
     /// What the ranking weighed (verified query expansion ranks the same candidates again).
     pub evidence: Option<Evidence>,
+    /// Some of a verified candidate's inlier pairs, for drawing (empty when not verified).
+    pub pairs: Vec<[f32; 4]>,
+    /// Where dense alignment placed the query in the candidate (fractions of its sides).
+    pub region: Option<[f32; 4]>,
 }
 
 /// The candidate sources of verified searches: persisted derived structures, loaded on a
@@ -171,8 +175,8 @@ impl RerankIndexes {
                 planes.get(&id),
                 params,
             )?;
-            checked.insert(id, c);
             evidence.extend(c.evidence);
+            checked.insert(id, c);
         }
         let rest: Vec<(u64, f32)> = hits
             .iter()
@@ -276,9 +280,12 @@ fn examine(
         }
     };
     let verified = ranking::is_verified(v.inliers, v.coverage, params);
-    let alignment = match (&query.dense, plane) {
-        (Some(dq), Some((plane, angle))) if !verified => Some(dense::align(dq, plane, *angle)),
-        _ => None,
+    let (alignment, region) = match (&query.dense, plane) {
+        (Some(dq), Some((plane, angle))) if !verified => {
+            let (ncc, region) = dense::align_at(dq, plane, *angle);
+            (Some(ncc), region)
+        }
+        _ => (None, None),
     };
     let brightness_gap = match (&query.dense, plane) {
         (Some(dq), Some((plane, _))) if verified => (dq.mean - plane.mean()).abs() / 255.0,
@@ -293,10 +300,17 @@ fn examine(
         brightness_gap,
         expanded: None,
     };
+    let verdict = ranking::verdict(&e, params);
     Ok(Checked {
         inliers: sift.then_some(v.inliers),
         alignment,
-        verdict: Some(ranking::verdict(&e, params)),
+        verdict: Some(verdict),
         evidence: Some(e),
+        pairs: if verdict == Verdict::Verified {
+            v.pairs
+        } else {
+            Vec::new()
+        },
+        region: region.filter(|_| verdict == Verdict::Aligned),
     })
 }

@@ -18,10 +18,8 @@ import os
 # keeps idle worker threads off the CPU (the CLI sets it the same way).
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
-import dataclasses  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
-import warnings  # noqa: E402
 import weakref  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import (  # noqa: E402
@@ -349,6 +347,7 @@ class Database:
         filter: Union[None, str, Mapping[str, Any]] = None,
         verify: Optional[int] = None,
         matches_only: bool = False,
+        pairs: bool = False,
         threshold: Optional[float] = None,
         qe: Optional[int] = None,
         augment: Optional[str] = None,
@@ -361,7 +360,8 @@ class Database:
         ``"ivfpq"``, ``"hamming"``, ``"hamming-ivf"``. ``filter``: a path prefix, or
         ``{"path_prefix": ..., "attrs": {...}}``. ``verify``: how many candidates spatial
         verification checks (pipelines with local features; 0 = off). ``matches_only``: only
-        hits verified or aligned.
+        hits whose ``match`` is ``"verified"`` or ``"likely"`` (calibrated per preset). ``pairs``: give
+        verified hits some inlier pairs to draw (``Hit.pairs``).
         """
         batch = isinstance(query, list)
         queries: List[Any] = list(query) if isinstance(query, list) else [query]
@@ -374,6 +374,8 @@ class Database:
             "k": k,
             "mode": mode,
             "threshold": threshold,
+            "matches_only": matches_only,
+            "pairs": pairs,
             "verify": verify,
             "qe": qe,
             "augment": augment,
@@ -381,19 +383,12 @@ class Database:
             **_filter(filter),
         }
         answers = self._native.search(natives, options)
-        results = [self._results(q, n, a, matches_only) for q, n, a in zip(queries, natives, answers)]
-        if matches_only and all(r.error is None and all(h.verdict is None for h in r.hits) for r in results):
-            if any(r.hits for r in results):
-                warnings.warn(
-                    "matches_only: this search verified nothing (the pipeline has no local "
-                    "features, or verify=0), so no hit is a match",
-                    stacklevel=2,
-                )
+        results = [self._results(q, n, a) for q, n, a in zip(queries, natives, answers)]
         if batch:
             return results
         return results[0].raise_for_error()
 
-    def _results(self, q: Any, native: Union[int, str, bytes], answer: Any, matches_only: bool) -> Results:
+    def _results(self, q: Any, native: Union[int, str, bytes], answer: Any) -> Results:
         label = _label(q, native)
         query_image = self._query_image(native)
         if isinstance(answer, BaseException):
@@ -408,11 +403,13 @@ class Database:
                 inliers=h["inliers"],
                 alignment=h["alignment"],
                 attrs=dict(h["attrs"]),
+                match=h["match"],
+                confidence=h["confidence"],
+                region=h["region"],
+                pairs=h["pairs"],
             )
             for i, h in enumerate(answer)
         ]
-        if matches_only:
-            hits = [dataclasses.replace(h, rank=i + 1) for i, h in enumerate(x for x in hits if x.is_match)]
         return Results(label, hits, thumbnail=self.thumbnail, query_image=query_image)
 
     def _query_image(self, native: Union[int, str, bytes]) -> Callable[[], Optional[bytes]]:

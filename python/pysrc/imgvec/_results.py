@@ -30,11 +30,22 @@ class Hit:
     #: Dense alignment (normalised cross-correlation, -1..1), when this hit was aligned.
     alignment: Optional[float]
     attrs: Dict[str, str] = field(default_factory=dict)
+    #: Is this the same image? ``"verified"`` (local evidence confirmed it), ``"likely"``
+    #: (calibrated confidence >= 0.5 without that evidence) or ``"none"`` (docs/CALIBRATION.md).
+    match: str = "none"
+    #: Estimated probability that this hit shows the same source as the query, calibrated per
+    #: preset so it compares across presets (None for custom models).
+    confidence: Optional[float] = None
+    #: Aligned hits: where the query lies in this image, (left, top, right, bottom) as fractions.
+    region: Optional[List[float]] = None
+    #: With ``search(..., pairs=True)``, verified hits: some inlier pairs (query x, y, hit x, y),
+    #: each a fraction of its image's width or height.
+    pairs: Optional[List[List[float]]] = None
 
     @property
     def is_match(self) -> bool:
-        """Verified or aligned: the search found evidence this is the same scene or object."""
-        return self.verdict in ("verified", "aligned")
+        """``match`` is ``"verified"`` or ``"likely"``: the same image, as far as imgvec can tell."""
+        return self.match != "none"
 
 
 @dataclass(frozen=True)
@@ -190,7 +201,10 @@ class Results(Sequence[Hit]):
             raise ImportError("Results.to_pandas() needs pandas: pip install pandas") from e
         self.raise_for_error()
         rows = [dict(asdict(h), query=self.query) for h in self.hits]
-        columns = ["query", "rank", "id", "path", "score", "verdict", "inliers", "alignment", "attrs"]
+        columns = [
+            "query", "rank", "id", "path", "score", "match", "confidence", "verdict", "inliers", "alignment",
+            "attrs",
+        ]
         return pandas.DataFrame(rows, columns=columns)
 
     def _repr_html_(self) -> str:
@@ -211,7 +225,9 @@ class Results(Sequence[Hit]):
                 evidence = f" · {h.inliers} inliers"
             elif h.alignment is not None:
                 evidence = f" · align {h.alignment:.2f}"
-            label = html.escape(h.verdict or "")
+            label = html.escape(h.verdict or h.match)
+            if h.confidence is not None:
+                label += f" · {h.confidence:.0%}"
             cells.append(
                 "<div style='display:inline-block;margin:4px;text-align:center;vertical-align:top;"
                 f"border:2px solid {colour};padding:2px'>"

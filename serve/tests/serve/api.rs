@@ -116,6 +116,25 @@ fn every_read_endpoint_answers_and_every_bad_request_is_a_clear_4xx() {
     );
     assert_eq!((status, page["total"].as_u64()), (200, Some(6)));
     assert_eq!(page["records"].as_array().unwrap().len(), 3);
+    // The same rows by cursor: after the page before them, in id order, with no total.
+    let ids = |p: &serde_json::Value| -> Vec<u64> {
+        let records = p["records"].as_array().unwrap();
+        records.iter().map(|r| r["id"].as_u64().unwrap()).collect()
+    };
+    let (_, first) = call(ureq::get(&format!("{base}/api/records?limit=2")), None);
+    let after = first["next_after"].as_u64().unwrap();
+    let (status, by_cursor) = call(
+        ureq::get(&format!("{base}/api/records?after={after}&limit=3")),
+        None,
+    );
+    assert_eq!(status, 200, "{by_cursor}");
+    assert_eq!(ids(&by_cursor), ids(&page));
+    assert!(by_cursor["total"].is_null());
+    let (_, last) = call(
+        ureq::get(&format!("{base}/api/records?offset=4&limit=3")),
+        None,
+    );
+    assert_eq!((ids(&last).len(), last["next_after"].as_u64()), (2, None));
     let (_, record) = call(ureq::get(&format!("{base}/api/records/{id}")), None);
     assert_eq!(record["path"].as_str(), source_path.to_str());
 
@@ -199,6 +218,22 @@ fn every_read_endpoint_answers_and_every_bad_request_is_a_clear_4xx() {
             400,
             call(ureq::get(&format!("{base}/api/records?limit=0")), None),
             "limit",
+        ),
+        (
+            400,
+            call(
+                ureq::get(&format!("{base}/api/records?offset=1&after=3")),
+                None,
+            ),
+            "not both",
+        ),
+        (
+            400,
+            call(
+                ureq::get(&format!("{base}/api/search?id=1&matches_only=maybe")),
+                None,
+            ),
+            "true or false",
         ),
         (
             403,

@@ -130,6 +130,37 @@ async fn upload_verify_more_like_this_and_browse_in_a_real_browser() {
         std::fs::write(file, client.screenshot().await.unwrap()).unwrap();
     }
 
+    // The verified hit's matched points: query and hit side by side, a line per inlier pair.
+    let text = badge.text().await.unwrap();
+    assert!(text.starts_with("verified · "), "{text}"); // with its confidence
+    first
+        .find(Locator::Css("button.pairs"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&client, "#pairs-label", |t| t.contains("inliers agree")).await;
+    let lines = client
+        .find_all(Locator::Css("#pairs-svg line"))
+        .await
+        .unwrap();
+    assert!(lines.len() >= 8, "{} lines drawn", lines.len());
+    let images = client
+        .find_all(Locator::Css("#pairs-svg image"))
+        .await
+        .unwrap();
+    assert_eq!(images.len(), 2);
+    client
+        .find(Locator::Id("pairs-close"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let view = client.find(Locator::Id("pairs-view")).await.unwrap();
+    assert!(!view.is_displayed().await.unwrap());
+
     // More like this: the page searches with the stored image.
     first
         .find(Locator::Css("button.more"))

@@ -601,16 +601,40 @@ impl Store {
     /// All live records, in id order.
     pub fn records(&self) -> Result<Vec<ImageRecord>> {
         let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_IMAGES)?, IteratorMode::Start)
-        {
-            let (_, value) = item.map_err(|e| self.meta_err(e))?;
-            out.push(serde_json::from_slice(&value).map_err(|e| {
-                StorageError::corruption(self.dir.join(META_DIR), format!("image record: {e}"))
-            })?);
-        }
+        self.scan_records(None, &mut |r| {
+            out.push(r);
+            true
+        })?;
         Ok(out)
+    }
+
+    /// Hands `visit` the live records with ids above `after` (all, without), in id order, one
+    /// at a time, until it returns false: a page of a large collection costs its own rows, not
+    /// the whole table.
+    pub fn scan_records(
+        &self,
+        after: Option<u64>,
+        visit: &mut dyn FnMut(ImageRecord) -> bool,
+    ) -> Result<()> {
+        let start = match after {
+            Some(u64::MAX) => return Ok(()),
+            Some(a) => Some(be(a + 1)),
+            None => None,
+        };
+        let mode = match &start {
+            Some(key) => IteratorMode::From(key, rocksdb::Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        for item in self.db.iterator_cf(self.cf(CF_IMAGES)?, mode) {
+            let (_, value) = item.map_err(|e| self.meta_err(e))?;
+            let record = serde_json::from_slice(&value).map_err(|e| {
+                StorageError::corruption(self.dir.join(META_DIR), format!("image record: {e}"))
+            })?;
+            if !visit(record) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     pub fn stats(&self) -> Result<StoreStats> {

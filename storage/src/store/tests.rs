@@ -544,3 +544,40 @@ fn attributes_set_after_ingest_are_durable_and_read_only_handles_refuse() {
     assert!(!rec.attributes.contains_key("old"));
     assert!(store.set_attributes(1, &BTreeMap::new(), &[]).is_err());
 }
+
+#[test]
+fn records_are_scanned_in_id_order_from_a_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db"), OpenMode::ReadWrite).unwrap();
+    let rows = (1..=6u8).map(|i| row(&format!("/{i}"), i, 0.1 * i as f32));
+    let ids: Vec<u64> = store
+        .commit(rows.collect())
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    store.delete(&[ids[3]]).unwrap();
+    let scan = |after: Option<u64>, limit: usize| {
+        let mut seen = Vec::new();
+        store
+            .scan_records(after, &mut |r| {
+                seen.push(r.id);
+                seen.len() < limit
+            })
+            .unwrap();
+        seen
+    };
+    let live: Vec<u64> = ids.iter().copied().filter(|&id| id != ids[3]).collect();
+    // (after, limit, want)
+    let table: [(Option<u64>, usize, &[u64]); 5] = [
+        (None, 100, &live),
+        (None, 2, &live[..2]),
+        (Some(ids[1]), 2, &live[2..4]), // a deleted row is skipped, not counted
+        (Some(ids[5]), 100, &[]),
+        (Some(u64::MAX), 100, &[]),
+    ];
+    for (after, limit, want) in table {
+        assert_eq!(scan(after, limit), want, "after {after:?}, limit {limit}");
+    }
+    assert_eq!(store.records().unwrap().len(), live.len());
+}

@@ -20,10 +20,13 @@ const STYLE: &str = "body{font-family:sans-serif;background:#fafafa;margin:1em;c
     section{display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start;border-bottom:1px solid #ccc;padding:8px 0}\
     figure{margin:0;width:180px;font-size:12px;overflow-wrap:anywhere}\
     figure img{max-width:180px;max-height:180px;display:block}\
+    .frame{position:relative;display:inline-block}\
+    .region{position:absolute;border:2px solid #f0b000;box-sizing:border-box}\
+    svg.pairs{width:100%;height:auto;margin-top:4px}svg.pairs line{stroke:#2ecc40;stroke-width:1}\
     figure.query{border-right:3px solid #36c;padding-right:8px}\
     .missing{width:180px;height:120px;background:#ddd}.error{color:#b00}.empty{color:#777}\
     .badge{display:inline-block;border-radius:3px;padding:0 4px;font-size:11px;color:#fff}\
-    .verified{background:#2a7d2a}.aligned{background:#b07800}.unverified{background:#888}\
+    .verified{background:#2a7d2a}.likely{background:#b07800}.none{background:#888}\
     a{color:inherit}";
 
 fn escape(s: &str) -> String {
@@ -55,10 +58,29 @@ fn file_url(path: &str) -> String {
     url
 }
 
-fn figure(out: &mut String, thumb: Option<Vec<u8>>, caption: &str, class: &str, link: &str) {
+/// One image with its caption; `region` (fractions of its sides) is outlined on it.
+fn figure(
+    out: &mut String,
+    thumb: Option<&[u8]>,
+    caption: &str,
+    class: &str,
+    link: &str,
+    region: Option<[f32; 4]>,
+) {
     let img = match thumb {
-        Some(t) if !t.is_empty() => format!("<img src=\"{}\" alt=\"\">", data_uri(&t)),
+        Some(t) if !t.is_empty() => format!("<img src=\"{}\" alt=\"\">", data_uri(t)),
         _ => "<div class=\"missing\">no preview</div>".into(),
+    };
+    let img = match region {
+        Some([l, t, r, b]) => format!(
+            "<span class=\"frame\">{img}<span class=\"region\" title=\"aligned region\" \
+             style=\"left:{:.1}%;top:{:.1}%;width:{:.1}%;height:{:.1}%\"></span></span>",
+            l * 100.0,
+            t * 100.0,
+            (r - l) * 100.0,
+            (b - t) * 100.0
+        ),
+        None => img,
     };
     let img = if link.is_empty() {
         img
@@ -88,15 +110,58 @@ fn save(path: &Path, mut out: String) -> Result<(), imgvec::Error> {
     })
 }
 
-/// The verdict badge of a hit: what verification found, or nothing when it did not check.
+/// The badge of a hit: its calibrated match and confidence, and what verification found.
 fn badge(hit: &Hit) -> String {
-    let (class, text) = match (hit.verdict, hit.inliers, hit.alignment) {
-        (Some(Verdict::Verified), Some(n), _) => ("verified", format!("verified · {n} inliers")),
-        (Some(Verdict::Aligned), _, Some(a)) => ("aligned", format!("aligned · {a:.2}")),
-        (Some(v), _, _) => ("unverified", v.name().to_string()),
-        (None, _, _) => return String::new(),
+    let evidence = match (hit.verdict, hit.inliers, hit.alignment) {
+        (Some(Verdict::Verified), Some(n), _) => format!(" · {n} inliers"),
+        (Some(Verdict::Aligned), _, Some(a)) => format!(" · aligned {a:.2}"),
+        _ => String::new(),
     };
-    format!("<span class=\"badge {class}\">{text}</span><br>")
+    let confidence = hit
+        .confidence
+        .map_or(String::new(), |c| format!(" · {:.0}%", c * 100.0));
+    let name = hit.matched.name();
+    format!("<span class=\"badge {name}\">{name}{confidence}{evidence}</span><br>")
+}
+
+/// A verified hit's matches drawn: the query's and the hit's thumbnails side by side at one
+/// height, a line per inlier pair, folded under a summary (empty when a thumbnail does not
+/// decode).
+fn pairs_svg(query: &[u8], hit: &[u8], pairs: &[[f32; 4]]) -> String {
+    let size = |b: &[u8]| {
+        imgvec::image::load_from_memory(b)
+            .ok()
+            .map(|i| (i.width() as f32, i.height() as f32))
+    };
+    let (Some((qw, qh)), Some((hw, hh))) = (size(query), size(hit)) else {
+        return String::new();
+    };
+    const HEIGHT: f32 = 160.0;
+    const GAP: f32 = 8.0;
+    let (qw, hw) = (qw * HEIGHT / qh.max(1.0), hw * HEIGHT / hh.max(1.0));
+    let mut svg = format!(
+        "<svg class=\"pairs\" viewBox=\"0 0 {:.0} {HEIGHT}\" xmlns=\"http://www.w3.org/2000/svg\">\
+         <image href=\"{}\" width=\"{qw:.1}\" height=\"{HEIGHT}\"/>\
+         <image href=\"{}\" x=\"{:.1}\" width=\"{hw:.1}\" height=\"{HEIGHT}\"/>",
+        qw + GAP + hw,
+        data_uri(query),
+        data_uri(hit),
+        qw + GAP
+    );
+    for [ax, ay, bx, by] in pairs {
+        let _ = write!(
+            svg,
+            "<line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\"/>",
+            ax * qw,
+            ay * HEIGHT,
+            qw + GAP + bx * hw,
+            by * HEIGHT
+        );
+    }
+    format!(
+        "<details><summary>{} matched points</summary>{svg}</svg></details>",
+        pairs.len()
+    )
 }
 
 /// The header: what was searched, and how.
@@ -121,9 +186,13 @@ fn header(db: &Database, opts: &SearchOptions) -> String {
     if let Some(t) = opts.threshold {
         let _ = write!(how, ", score ≥ {t}");
     }
+    if opts.matches_only {
+        how.push_str(", matches only");
+    }
     format!(
         "<header><h1>imgvec search results</h1><p>database {} · pipeline {} · {}</p><p>score: \
-         cosine similarity (higher is closer); a badge says what spatial verification found</p>\
+         cosine similarity (higher is closer); the badge answers \"the same image?\": verified (local \
+         evidence), likely or none, with the calibrated confidence (docs/CALIBRATION.md)</p>\
          </header>",
         escape(&db.dir().display().to_string()),
         escape(&pipeline),
@@ -169,7 +238,14 @@ pub(crate) fn write(
                 .map(|p| format!("<br>{}", escape(p)))
                 .unwrap_or_default()
         );
-        figure(&mut out, query_thumb, &caption, "query", &link);
+        figure(
+            &mut out,
+            query_thumb.as_deref(),
+            &caption,
+            "query",
+            &link,
+            None,
+        );
         match &row.hits {
             Ok(hits) if hits.is_empty() => {
                 out.push_str(
@@ -178,8 +254,13 @@ pub(crate) fn write(
             }
             Ok(hits) => {
                 for (rank, hit) in hits.iter().enumerate() {
+                    let thumb = db.thumbnail(hit.id)?;
+                    let drawn = match (&query_thumb, &thumb, &hit.pairs) {
+                        (Some(q), Some(t), Some(p)) => pairs_svg(q, t, p),
+                        _ => String::new(),
+                    };
                     let caption = format!(
-                        "{}#{} score {:.4} · id {}<br>{}",
+                        "{}#{} score {:.4} · id {}<br>{}{drawn}",
                         badge(hit),
                         rank + 1,
                         hit.score,
@@ -187,7 +268,14 @@ pub(crate) fn write(
                         escape(&hit.path)
                     );
                     let link = file_url(&hit.path);
-                    figure(&mut out, db.thumbnail(hit.id)?, &caption, "hit", &link);
+                    figure(
+                        &mut out,
+                        thumb.as_deref(),
+                        &caption,
+                        "hit",
+                        &link,
+                        hit.region,
+                    );
                 }
             }
             Err(e) => {
@@ -239,10 +327,11 @@ pub(crate) fn write_groups(
             let class = if m.id == group.keep { "query" } else { "hit" };
             figure(
                 &mut out,
-                db.thumbnail(m.id)?,
+                db.thumbnail(m.id)?.as_deref(),
                 &caption,
                 class,
                 &file_url(&m.path),
+                None,
             );
         }
         out.push_str("</section>");

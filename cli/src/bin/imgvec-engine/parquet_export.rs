@@ -11,9 +11,6 @@ use arrow_schema::{DataType, Field, Schema};
 use imgvec::{Database, ImageRecord};
 use parquet::arrow::ArrowWriter;
 
-/// Rows per record batch (and row group).
-const BATCH: usize = 4096;
-
 fn invalid(e: impl std::fmt::Display) -> imgvec::Error {
     imgvec::Error::Invalid(format!("parquet: {e}"))
 }
@@ -110,15 +107,16 @@ fn batch(
     RecordBatch::try_new(schema.clone(), columns).map_err(invalid)
 }
 
-/// Writes `rows` (and their vectors unless `vectors` is false) to `out`; how many were written.
+/// Writes every record (and its vector unless `vectors` is false) to `out`, a page of rows
+/// (`inspect::PAGE`) per record batch and row group; how many were written.
 pub(crate) fn write(
     db: &Database,
-    rows: &[ImageRecord],
     vectors: bool,
     out: std::fs::File,
 ) -> Result<u64, imgvec::Error> {
     let dims = if vectors {
-        match rows.first() {
+        let first = db.records_page(&imgvec::Filter::default(), None, 1)?;
+        match first.first() {
             Some(r) => Some(db.vector(r.id)?.map_or(0, |v| v.len()) as i32),
             None => db.pipeline().map(|p| p.dims as i32),
         }
@@ -127,11 +125,11 @@ pub(crate) fn write(
     };
     let schema = schema(dims);
     let mut writer = ArrowWriter::try_new(out, schema.clone(), None).map_err(invalid)?;
-    for chunk in rows.chunks(BATCH) {
+    let written = crate::commands::inspect::for_each_page(db, &mut |rows| {
         writer
-            .write(&batch(db, chunk, &schema, dims)?)
-            .map_err(invalid)?;
-    }
+            .write(&batch(db, rows, &schema, dims)?)
+            .map_err(invalid)
+    })?;
     writer.close().map_err(invalid)?;
-    Ok(rows.len() as u64)
+    Ok(written)
 }

@@ -25,15 +25,25 @@ fn attrs_text(attrs: &BTreeMap<String, String>) -> String {
         .join(" ")
 }
 
-/// The live records `filter` admits, by id.
-fn records(db: &Database, filter: &Filter) -> Result<Vec<ImageRecord>, imgvec::Error> {
-    let mut rows: Vec<ImageRecord> = db
-        .records()?
-        .into_iter()
-        .filter(|r| filter.matches(r))
-        .collect();
-    rows.sort_by_key(|r| r.id);
-    Ok(rows)
+/// Rows `export` reads and writes at a time.
+pub(crate) const PAGE: usize = 4096;
+
+/// Hands `visit` every live record, a page of up to [`PAGE`] at a time in id order (a million
+/// rows are never all in memory); how many there were.
+pub(crate) fn for_each_page(
+    db: &Database,
+    visit: &mut dyn FnMut(&[ImageRecord]) -> Result<(), imgvec::Error>,
+) -> Result<u64, imgvec::Error> {
+    let (mut after, mut seen) = (None, 0u64);
+    loop {
+        let page = db.records_page(&Filter::default(), after, PAGE)?;
+        if page.is_empty() {
+            return Ok(seen);
+        }
+        visit(&page)?;
+        seen += page.len() as u64;
+        after = page.last().map(|r| r.id);
+    }
 }
 
 pub(crate) fn list(args: ListArgs, open: OpenOptions) -> CliResult {
@@ -42,28 +52,43 @@ pub(crate) fn list(args: ListArgs, open: OpenOptions) -> CliResult {
         path_prefix: args.path_prefix.as_deref().map(absolute_prefix),
         attributes: args.attrs.into_iter().collect(),
     };
-    let rows = records(&db, &filter)?;
-    let shown = args.limit.unwrap_or(usize::MAX).min(rows.len());
-    for r in &rows[..shown] {
-        if args.json {
-            print_versioned(imgvec::json::record(r));
-        } else {
-            println!(
-                "{:>8}  {:>5}×{:<5}  {:<4}  {}{}{}",
-                r.id,
-                r.width,
-                r.height,
-                r.format,
-                printable(&r.path),
-                if r.attributes.is_empty() { "" } else { "  " },
-                attrs_text(&r.attributes)
-            );
+    // One pass, printing as it reads: the rows shown and the count of all that match.
+    let limit = args.limit.unwrap_or(usize::MAX);
+    let (mut shown, mut total) = (0usize, 0usize);
+    db.scan_records(None, &mut |r| {
+        if !filter.matches(&r) {
+            return true;
         }
-    }
+        total += 1;
+        if shown < limit {
+            shown += 1;
+            print_row(&r, args.json);
+        }
+        // Without a summary line to print (--json) there is no need to count past the limit.
+        !(args.json && shown == limit)
+    })?;
     if !args.json {
-        eprintln!("{} of {}", count(shown as u64, "image"), rows.len());
+        eprintln!("{} of {total}", count(shown as u64, "image"));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One `list` line.
+fn print_row(r: &ImageRecord, json: bool) {
+    if json {
+        print_versioned(imgvec::json::record(r));
+    } else {
+        println!(
+            "{:>8}  {:>5}×{:<5}  {:<4}  {}{}{}",
+            r.id,
+            r.width,
+            r.height,
+            r.format,
+            printable(&r.path),
+            if r.attributes.is_empty() { "" } else { "  " },
+            attrs_text(&r.attributes)
+        );
+    }
 }
 
 pub(crate) fn show(args: ShowArgs, open: OpenOptions) -> CliResult {
@@ -158,7 +183,6 @@ pub(crate) fn export(args: ExportArgs, open: OpenOptions) -> CliResult {
         return Err(CliError::Usage("--format parquet needs --out FILE".into()));
     }
     let db = open_read_only(&args.db, open)?;
-    let rows = records(&db, &Filter::default())?;
     let create = |path: &std::path::Path| {
         std::fs::File::create(path).map_err(|e| imgvec::Error::Image {
             path: path.display().to_string(),
@@ -168,10 +192,10 @@ pub(crate) fn export(args: ExportArgs, open: OpenOptions) -> CliResult {
     let vectors = !args.no_vectors;
     let written = match (args.format, &args.out) {
         (ExportFormat::Parquet, Some(path)) => {
-            crate::parquet_export::write(&db, &rows, vectors, create(path)?)?
+            crate::parquet_export::write(&db, vectors, create(path)?)?
         }
-        (_, Some(path)) => export_jsonl(&db, &rows, vectors, Box::new(create(path)?))?,
-        (_, None) => export_jsonl(&db, &rows, vectors, Box::new(std::io::stdout().lock()))?,
+        (_, Some(path)) => export_jsonl(&db, vectors, Box::new(create(path)?))?,
+        (_, None) => export_jsonl(&db, vectors, Box::new(std::io::stdout().lock()))?,
     };
     if let Some(path) = &args.out {
         eprintln!("export: {} to {}", count(written, "image"), path.display());
@@ -182,19 +206,21 @@ pub(crate) fn export(args: ExportArgs, open: OpenOptions) -> CliResult {
 /// One versioned JSON line per record, with `vector` unless left out; how many were written.
 fn export_jsonl(
     db: &Database,
-    rows: &[ImageRecord],
     vectors: bool,
     mut out: Box<dyn Write>,
 ) -> Result<u64, imgvec::Error> {
-    for r in rows {
-        let mut line = imgvec::json::record(r);
-        if vectors {
-            line["vector"] = json!(db.vector(r.id)?.unwrap_or_default());
+    let written = for_each_page(db, &mut |rows| {
+        for r in rows {
+            let mut line = imgvec::json::record(r);
+            if vectors {
+                line["vector"] = json!(db.vector(r.id)?.unwrap_or_default());
+            }
+            let text = serde_json::to_string(&imgvec::json::versioned(line))
+                .map_err(|e| imgvec::Error::Invalid(e.to_string()))?;
+            writeln!(out, "{text}")?;
         }
-        let text = serde_json::to_string(&imgvec::json::versioned(line))
-            .map_err(|e| imgvec::Error::Invalid(e.to_string()))?;
-        writeln!(out, "{text}")?;
-    }
+        Ok(())
+    })?;
     out.flush()?;
-    Ok(rows.len() as u64)
+    Ok(written)
 }

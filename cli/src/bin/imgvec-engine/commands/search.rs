@@ -83,6 +83,8 @@ fn options(args: &SearchArgs) -> Result<SearchOptions, CliError> {
         k: args.k,
         mode: args.mode,
         threshold: args.threshold,
+        matches_only: args.matches_only,
+        pairs: args.pairs || args.html.is_some(),
         filter: Filter {
             path_prefix: args.path_prefix.as_deref().map(absolute_prefix),
             attributes: args.attrs.iter().cloned().collect::<BTreeMap<_, _>>(),
@@ -264,23 +266,25 @@ fn print_table(n: usize, item: &QueryItem, hits: &[Hit], opts: &SearchOptions) {
         paint(
             BOLD,
             format!(
-                "{:>6}  {:<6}  {:>8}  {}{}",
+                "{:>6}  {:<6}  {:>8}  {:<14}{}{}",
                 "rank",
                 "score",
                 "id",
-                if verified { "match         " } else { "" },
+                "match",
+                if verified { "evidence      " } else { "" },
                 "path"
             )
         )
     );
     for (rank, hit) in hits.iter().enumerate() {
         anstream::println!(
-            "{:>6}  {:.4}  {:>8}  {}{}",
+            "{:>6}  {:.4}  {:>8}  {}{}{}",
             rank + 1,
             hit.score,
             hit.id,
+            match_cell(hit),
             if verified {
-                verdict_cell(hit)
+                evidence_cell(hit)
             } else {
                 String::new()
             },
@@ -289,13 +293,27 @@ fn print_table(n: usize, item: &QueryItem, hits: &[Hit], opts: &SearchOptions) {
     }
 }
 
-/// The `match` column: the verdict, coloured, with its evidence, padded to 14 columns.
-fn verdict_cell(hit: &Hit) -> String {
-    let (text, style) = match (hit.verdict, hit.inliers, hit.alignment) {
-        (Some(imgvec::Verdict::Verified), Some(n), _) => (format!("verified {n:<4}"), GREEN),
-        (Some(imgvec::Verdict::Aligned), _, Some(a)) => (format!("aligned {a:.2}"), YELLOW),
-        (Some(v), _, _) => (v.name().to_string(), DIM),
-        (None, _, _) => ("-".to_string(), DIM),
+/// The `match` column: the calibrated verdict, coloured, and its confidence, 14 columns.
+fn match_cell(hit: &Hit) -> String {
+    let style = match hit.matched {
+        imgvec::Match::Verified => GREEN,
+        imgvec::Match::Likely => YELLOW,
+        imgvec::Match::None => DIM,
     };
-    format!("{}{}", paint(style, format!("{text:<13}")), " ")
+    let confidence = hit
+        .confidence
+        .map_or("-".to_string(), |c| format!("{:.0}%", c * 100.0));
+    let text = format!("{:<8} {confidence:>4}", hit.matched.name());
+    format!("{} ", paint(style, format!("{text:<13}")))
+}
+
+/// The `evidence` column: what verification found, padded to 14 columns.
+fn evidence_cell(hit: &Hit) -> String {
+    let text = match (hit.verdict, hit.inliers, hit.alignment) {
+        (Some(imgvec::Verdict::Verified), Some(n), _) => format!("{n} inliers"),
+        (Some(imgvec::Verdict::Aligned), _, Some(a)) => format!("aligned {a:.2}"),
+        (Some(v), _, _) => v.name().to_string(),
+        (None, _, _) => "-".to_string(),
+    };
+    format!("{} ", paint(DIM, format!("{text:<13}")))
 }
