@@ -216,6 +216,10 @@ pub struct DedupeArgs {
     /// pipeline's, measured for 95 % precision: 0.85 fast, 0.45 balanced/robust].
     #[arg(long, value_name = "SCORE")]
     pub min_score: Option<f32>,
+    /// Calibrated confidence (0 to 1) from which two images are duplicates, the same meaning in
+    /// every preset (docs/CALIBRATION.md); replaces the default --min-score.
+    #[arg(long, value_name = "C")]
+    pub min_confidence: Option<f32>,
     /// Neighbours each image looks at.
     #[arg(short, default_value_t = 10)]
     pub k: usize,

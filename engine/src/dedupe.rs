@@ -30,6 +30,10 @@ pub struct DedupeOptions {
     /// Score (cosine of the global vectors) from which two rows are duplicates; `None`: the
     /// pipeline's default (`default_min_score`).
     pub min_score: Option<f32>,
+    /// Calibrated confidence (docs/CALIBRATION.md) from which two rows are duplicates, instead
+    /// of a score: the same meaning in every preset and score space. With it, `min_score` only
+    /// applies when also given.
+    pub min_confidence: Option<f32>,
     /// Index the neighbours come from; `None`: exact below 20,000 rows, IVF-PQ above.
     pub mode: Option<SearchMode>,
     pub keep: Keep,
@@ -42,6 +46,7 @@ impl Default for DedupeOptions {
         DedupeOptions {
             k: 10,
             min_score: None,
+            min_confidence: None,
             mode: None,
             keep: Keep::default(),
             batch: 256,
@@ -73,6 +78,8 @@ pub struct DedupeMember {
 pub struct DedupeReport {
     pub rows: usize,
     pub min_score: f32,
+    /// The confidence pairs needed, when asked for one.
+    pub min_confidence: Option<f32>,
     pub mode: SearchMode,
     pub k: usize,
     /// Pairs at or above `min_score`.
@@ -170,9 +177,13 @@ impl Database {
         let mut ids: Vec<u64> = records.keys().copied().collect();
         ids.sort_unstable();
         let pipeline = self.pipeline().map(|p| p.name).unwrap_or_default();
-        let min_score = opts
-            .min_score
-            .unwrap_or_else(|| default_min_score(&pipeline));
+        // A confidence replaces the default score threshold (a pipeline without calibration
+        // has no confidence, so it finds nothing then).
+        let min_score = match (opts.min_score, opts.min_confidence) {
+            (Some(s), _) => s,
+            (None, Some(_)) => -1.0,
+            (None, None) => default_min_score(&pipeline),
+        };
         let mode = opts.mode.unwrap_or(if ids.len() < 20_000 {
             SearchMode::Exact
         } else {
@@ -194,6 +205,12 @@ impl Database {
             let queries = chunk.iter().map(|&id| Query::Id(id)).collect();
             for (&id, hits) in chunk.iter().zip(self.search_batch(queries, &search)) {
                 for hit in hits? {
+                    let confident = opts
+                        .min_confidence
+                        .is_none_or(|c| hit.confidence.is_some_and(|h| h >= c));
+                    if !confident {
+                        continue;
+                    }
                     let pair = (id.min(hit.id), id.max(hit.id));
                     let score = best.entry(pair).or_insert(hit.score);
                     *score = score.max(hit.score);
@@ -230,6 +247,7 @@ impl Database {
         Ok(DedupeReport {
             rows: ids.len(),
             min_score,
+            min_confidence: opts.min_confidence,
             mode,
             k: search.k,
             pairs: pairs.len(),

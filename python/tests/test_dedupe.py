@@ -30,3 +30,14 @@ def test_dedupe_finds_the_copies_with_high_precision(tmp_path):
     assert result["copy_precision"] >= 0.93, result
     assert result["copy_recall"] >= 0.60, result
     assert abs(result["min_score"] - 0.85) < 1e-6
+    # By calibrated confidence instead of a score: 0.5 is fast's score 0.853, close to the
+    # default threshold, so the pairs are much the same and as precise.
+    with open(report, "w") as out:
+        subprocess.run([IMGVEC_BIN, "dedupe", str(db), "--json", "--min-confidence", "0.5"], check=True,
+                       stdout=out)
+    by_confidence = json.loads(report.read_text())
+    assert by_confidence["min_confidence"] == 0.5
+    scored = subprocess.run([sys.executable, str(EVAL), "score", str(tmp_path), str(report)],
+                            check=True, capture_output=True, text=True)
+    again = json.loads(scored.stdout)
+    assert again["copy_precision"] >= 0.93 and again["copy_recall"] >= 0.60, again

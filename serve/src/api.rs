@@ -405,8 +405,8 @@ pub(crate) async fn ingest(
     Ok(Json(body))
 }
 
-/// `GET /api/dedupe?min_score=S&k=K&keep=largest|earliest`: near-duplicate groups (as
-/// `imgvec dedupe --json`).
+/// `GET /api/dedupe?min_score=S&min_confidence=C&k=K&keep=largest|earliest`: near-duplicate
+/// groups (as `imgvec dedupe --json`).
 pub(crate) async fn dedupe(
     State(state): Shared,
     RawQuery(raw): RawQuery,
@@ -422,6 +422,13 @@ pub(crate) async fn dedupe(
                     ));
                 }
                 opts.min_score = Some(s);
+            }
+            "min_confidence" => {
+                let c: f32 = number(&name, &value)?;
+                if !(0.0..=1.0).contains(&c) {
+                    return Err(ApiError::bad_request("min_confidence: give 0 to 1"));
+                }
+                opts.min_confidence = Some(c);
             }
             "k" => opts.k = number(&name, &value)?,
             "keep" if value == "largest" => opts.keep = imgvec::Keep::Largest,

@@ -21,6 +21,19 @@ pub const LIKELY: f32 = 0.5;
 pub struct Calibration {
     /// What it was measured on.
     pub measured_on: String,
+    /// For searches in the stored vectors' own space (pipelines without a learned whitening,
+    /// and collections too small to have learned it yet).
+    #[serde(flatten)]
+    pub raw: Curves,
+    /// For searches in the learned (PCA-whitened) space, whose scores sit on another scale:
+    /// unrelated photos score about 0.2 there, about 0.77 in the raw space.
+    #[serde(default)]
+    pub whitened: Option<Curves>,
+}
+
+/// One score space's confidence curves.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Curves {
     /// Share of same-source hits among SIFT-verified hits.
     #[serde(default)]
     pub verified: Option<f32>,
@@ -67,14 +80,20 @@ pub fn for_preset(name: &str) -> Option<Calibration> {
     serde_json::from_value(all.remove(name)?).ok()
 }
 
-/// The confidence of a hit with this verdict, score and dense alignment, when the calibration
-/// covers it.
+/// The confidence of a hit with this verdict, score (in the whitened space when `whitened`) and
+/// dense alignment, when the calibration covers it.
 pub fn confidence(
     cal: &Calibration,
+    whitened: bool,
     verdict: Option<Verdict>,
     score: f32,
     alignment: Option<f32>,
 ) -> Option<f32> {
+    let cal = if whitened {
+        cal.whitened.as_ref()?
+    } else {
+        &cal.raw
+    };
     match verdict {
         Some(Verdict::Verified) => cal.verified,
         Some(Verdict::Aligned) => cal
@@ -123,10 +142,16 @@ mod tests {
     fn cal() -> Calibration {
         Calibration {
             measured_on: "test".into(),
-            verified: Some(0.99),
-            aligned: Some(vec![[0.94, 0.2], [0.98, 0.8]]),
-            unchecked: Some(vec![[0.5, 0.0], [0.8, 0.6], [0.9, 0.9]]),
-            unverified: None,
+            raw: Curves {
+                verified: Some(0.99),
+                aligned: Some(vec![[0.94, 0.2], [0.98, 0.8]]),
+                unchecked: Some(vec![[0.5, 0.0], [0.8, 0.6], [0.9, 0.9]]),
+                unverified: None,
+            },
+            whitened: Some(Curves {
+                unchecked: Some(vec![[0.1, 0.0], [0.5, 0.8]]),
+                ..Curves::default()
+            }),
         }
     }
 
@@ -148,13 +173,22 @@ mod tests {
             (None, 1.0, None, Some(0.9)), // held above the last knot
         ];
         for (verdict, score, alignment, want) in table {
-            let got = confidence(&c, verdict, score, alignment);
+            let got = confidence(&c, false, verdict, score, alignment);
             let close = match (got, want) {
                 (Some(g), Some(w)) => (g - w).abs() < 1e-5,
                 (g, w) => g == w,
             };
             assert!(close, "{verdict:?} {score}: {got:?}, want {want:?}");
         }
+        // The whitened space has its own curves (and only those).
+        let whitened = |v, s| confidence(&c, true, v, s, None);
+        assert!((whitened(None, 0.3).unwrap() - 0.4).abs() < 1e-5);
+        assert_eq!(whitened(Some(Verdict::Verified), 0.3), None);
+        let no_whitening = Calibration {
+            whitened: None,
+            ..cal()
+        };
+        assert_eq!(confidence(&no_whitening, true, None, 0.3, None), None);
     }
 
     #[test]
@@ -183,18 +217,20 @@ mod tests {
     fn every_named_preset_is_calibrated_with_increasing_knots() {
         for preset in ["fast", "balanced", "robust", "robust-vlad"] {
             let c = for_preset(preset).unwrap_or_else(|| panic!("{preset} has no calibration"));
-            assert!(c.unchecked.is_some(), "{preset}");
-            let local = preset.starts_with("robust");
-            assert_eq!(c.verified.is_some(), local, "{preset}");
-            assert_eq!(c.aligned.is_some(), local, "{preset}");
-            for knots in [&c.unchecked, &c.unverified, &c.aligned]
-                .into_iter()
-                .flatten()
-            {
-                assert!(knots
-                    .windows(2)
-                    .all(|w| w[0][0] < w[1][0] && w[0][1] < w[1][1]));
-                assert!(knots.iter().all(|k| (0.0..=1.0).contains(&k[1])));
+            // Every preset but fast learns a whitening, and is calibrated in both spaces.
+            assert_eq!(c.whitened.is_some(), preset != "fast", "{preset}");
+            for curves in std::iter::once(&c.raw).chain(&c.whitened) {
+                assert!(curves.unchecked.is_some(), "{preset}");
+                let local = preset.starts_with("robust");
+                assert_eq!(curves.verified.is_some(), local, "{preset}");
+                assert_eq!(curves.aligned.is_some(), local, "{preset}");
+                let all = [&curves.unchecked, &curves.unverified, &curves.aligned];
+                for knots in all.into_iter().flatten() {
+                    assert!(knots
+                        .windows(2)
+                        .all(|w| w[0][0] < w[1][0] && w[0][1] < w[1][1]));
+                    assert!(knots.iter().all(|k| (0.0..=1.0).contains(&k[1])));
+                }
             }
         }
         assert_eq!(for_preset("custom"), None);

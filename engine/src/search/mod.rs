@@ -55,6 +55,8 @@ struct Answer<'a> {
     dims: usize,
     /// The pipeline's calibration, when it has one.
     calibration: Option<&'a Calibration>,
+    /// Whether the scores are in a learned (whitened) space, which has its own calibration.
+    whitened: bool,
 }
 
 /// What verified query expansion changes: each query's ranking and what was checked of it.
@@ -188,6 +190,7 @@ impl Searcher<'_> {
         let answer = Answer {
             dims,
             calibration: pipeline.as_ref().and_then(|p| p.calibration.as_ref()),
+            whitened: ctx.space.projection.is_some(),
         };
         queries
             .iter()
@@ -449,9 +452,9 @@ impl Searcher<'_> {
                 break;
             }
             let c = checked.get(&id).cloned().unwrap_or_default();
-            let confidence = answer
-                .calibration
-                .and_then(|cal| calibration::confidence(cal, c.verdict, score, c.alignment));
+            let confidence = answer.calibration.and_then(|cal| {
+                calibration::confidence(cal, answer.whitened, c.verdict, score, c.alignment)
+            });
             let matched = calibration::match_of(c.verdict, confidence);
             if opts.matches_only && matched == Match::None {
                 continue;

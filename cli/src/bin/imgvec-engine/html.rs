@@ -297,11 +297,14 @@ pub(crate) fn write_groups(
     let _ = write!(
         out,
         "<header><h1>imgvec near-duplicate groups</h1><p>database {} · {} groups among {} \
-         images · score ≥ {:.2} (cosine) · the keeper is marked</p></header>",
+         images · {} · the keeper is marked</p></header>",
         escape(&db.dir().display().to_string()),
         report.groups.len(),
         report.rows,
-        report.min_score
+        match report.min_confidence {
+            Some(c) => format!("confidence ≥ {c:.2}"),
+            None => format!("score ≥ {:.2} (cosine)", report.min_score),
+        }
     );
     if report.groups.is_empty() {
         out.push_str("<p class=\"empty\">no near-duplicates found</p>");

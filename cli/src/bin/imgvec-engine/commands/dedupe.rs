@@ -15,6 +15,11 @@ pub(crate) fn run(args: DedupeArgs, mut open: OpenOptions) -> CliResult {
             "--min-score {s}: scores are cosines from -1 to 1"
         )));
     }
+    if let Some(c) = args.min_confidence.filter(|c| !(0.0..=1.0).contains(c)) {
+        return Err(CliError::Usage(format!(
+            "--min-confidence {c}: a confidence is from 0 to 1"
+        )));
+    }
     let deleting = args.delete_others && !args.dry_run;
     open.read_only = !deleting;
     open.create = false;
@@ -22,6 +27,7 @@ pub(crate) fn run(args: DedupeArgs, mut open: OpenOptions) -> CliResult {
     let opts = DedupeOptions {
         k: args.k,
         min_score: args.min_score,
+        min_confidence: args.min_confidence,
         mode: args.mode,
         keep: match args.keep {
             KeepWhich::Largest => Keep::Largest,
@@ -101,7 +107,7 @@ fn print_groups(report: &DedupeReport) {
         }
     }
     anstream::println!(
-        "{} {} in {} among {} ({} pairs ≥ {:.2}, k {}, {} mode, {:.1} s)",
+        "{} {} in {} among {} ({} pairs ≥ {}, k {}, {} mode, {:.1} s)",
         paint(BOLD, "dedupe:"),
         count(
             report
@@ -114,7 +120,10 @@ fn print_groups(report: &DedupeReport) {
         count(report.groups.len() as u64, "group"),
         count(report.rows as u64, "image"),
         report.pairs,
-        report.min_score,
+        match report.min_confidence {
+            Some(c) => format!("confidence {c:.2}"),
+            None => format!("{:.2}", report.min_score),
+        },
         report.k,
         report.mode,
         report.seconds
