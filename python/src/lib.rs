@@ -165,13 +165,8 @@ fn hit_dict<'py>(py: Python<'py>, hit: &Hit) -> PyResult<Bound<'py, PyDict>> {
     d.set_item("verdict", hit.verdict.map(|v| v.name()))?;
     d.set_item("match", hit.matched.name())?;
     d.set_item("confidence", hit.confidence)?;
-    d.set_item("region", hit.region.map(|r| r.to_vec()))?;
-    d.set_item(
-        "pairs",
-        hit.pairs
-            .as_ref()
-            .map(|p| p.iter().map(|q| q.to_vec()).collect::<Vec<_>>()),
-    )?;
+    d.set_item("region", hit.region)?;
+    d.set_item("pairs", &hit.pairs)?;
     d.set_item("attrs", &hit.attributes)?;
     Ok(d)
 }

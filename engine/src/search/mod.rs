@@ -443,6 +443,7 @@ impl Searcher<'_> {
         }
         let hits = found.unwrap_or_else(|| Ok(Vec::new()))?;
         let skip = query.own_row();
+        let unchecked = Checked::default();
         let mut out = Vec::new();
         for (id, score) in hits {
             if Some(id) == skip || opts.threshold.is_some_and(|t| score < t) {
@@ -451,7 +452,7 @@ impl Searcher<'_> {
             if out.len() == opts.k {
                 break;
             }
-            let c = checked.get(&id).cloned().unwrap_or_default();
+            let c = checked.get(&id).unwrap_or(&unchecked);
             let confidence = answer.calibration.and_then(|cal| {
                 calibration::confidence(cal, answer.whitened, c.verdict, score, c.alignment)
             });
@@ -469,7 +470,7 @@ impl Searcher<'_> {
                     verdict: c.verdict,
                     matched,
                     confidence,
-                    pairs: opts.pairs.then_some(c.pairs).filter(|p| !p.is_empty()),
+                    pairs: (opts.pairs && !c.pairs.is_empty()).then(|| c.pairs.clone()),
                     region: c.region,
                     attributes: rec.attributes,
                 });

@@ -124,16 +124,28 @@ fn badge(hit: &Hit) -> String {
     format!("<span class=\"badge {name}\">{name}{confidence}{evidence}</span><br>")
 }
 
-/// A verified hit's matches drawn: the query's and the hit's thumbnails side by side at one
-/// height, a line per inlier pair, folded under a summary (empty when a thumbnail does not
-/// decode).
-fn pairs_svg(query: &[u8], hit: &[u8], pairs: &[[f32; 4]]) -> String {
-    let size = |b: &[u8]| {
-        imgvec::image::load_from_memory(b)
+/// A thumbnail with its width and height, read from its header (`None` when it has none).
+struct Thumb<'a> {
+    jpeg: &'a [u8],
+    size: Option<(f32, f32)>,
+}
+
+impl Thumb<'_> {
+    fn new(jpeg: &[u8]) -> Thumb<'_> {
+        let size = imgvec::image::ImageReader::new(std::io::Cursor::new(jpeg))
+            .with_guessed_format()
             .ok()
-            .map(|i| (i.width() as f32, i.height() as f32))
-    };
-    let (Some((qw, qh)), Some((hw, hh))) = (size(query), size(hit)) else {
+            .and_then(|r| r.into_dimensions().ok())
+            .map(|(w, h)| (w as f32, h as f32));
+        Thumb { jpeg, size }
+    }
+}
+
+/// A verified hit's matches drawn: the query's and the hit's thumbnails side by side at one
+/// height, a line per inlier pair, folded under a summary (empty when a thumbnail has no
+/// readable size).
+fn pairs_svg(query: &Thumb, hit: &Thumb, pairs: &[[f32; 4]]) -> String {
+    let (Some((qw, qh)), Some((hw, hh))) = (query.size, hit.size) else {
         return String::new();
     };
     const HEIGHT: f32 = 160.0;
@@ -144,8 +156,8 @@ fn pairs_svg(query: &[u8], hit: &[u8], pairs: &[[f32; 4]]) -> String {
          <image href=\"{}\" width=\"{qw:.1}\" height=\"{HEIGHT}\"/>\
          <image href=\"{}\" x=\"{:.1}\" width=\"{hw:.1}\" height=\"{HEIGHT}\"/>",
         qw + GAP + hw,
-        data_uri(query),
-        data_uri(hit),
+        data_uri(query.jpeg),
+        data_uri(hit.jpeg),
         qw + GAP
     );
     for [ax, ay, bx, by] in pairs {
@@ -246,6 +258,8 @@ pub(crate) fn write(
             &link,
             None,
         );
+        // Its size is read once, for every verified hit's drawing.
+        let query_thumb = query_thumb.as_deref().map(Thumb::new);
         match &row.hits {
             Ok(hits) if hits.is_empty() => {
                 out.push_str(
@@ -256,7 +270,7 @@ pub(crate) fn write(
                 for (rank, hit) in hits.iter().enumerate() {
                     let thumb = db.thumbnail(hit.id)?;
                     let drawn = match (&query_thumb, &thumb, &hit.pairs) {
-                        (Some(q), Some(t), Some(p)) => pairs_svg(q, t, p),
+                        (Some(q), Some(t), Some(p)) => pairs_svg(q, &Thumb::new(t), p),
                         _ => String::new(),
                     };
                     let caption = format!(
