@@ -18,8 +18,9 @@ spaces: raw on instances-dev cut to 479 rows and holidays-dev (272), whitened on
   preset without local features; robust with `--verify 0`), fitted by isotonic regression;
 - `unverified`: the same for hits verification checked and did not confirm (robust).
 
-`robust` has `balanced`'s global vector, so it takes `balanced`'s `unchecked` curves (calibrate
-balanced first); `robust-vlad` takes `robust`'s calibration.
+`robust`'s `unchecked` curves come from the same searches run again with `--verify 0` (on its own
+databases, so they follow its global vector even where that differs from `balanced`'s);
+`robust-vlad` takes `robust`'s calibration.
 
 Fitted shares are shrunk towards 1/2 by one pseudo-observation (n hits with p same-source give
 (p + 0.5) / (n + 1)), so a small block never claims 0 or 1. The result is the JSON the engine
@@ -167,22 +168,18 @@ def curves(preset, names, work, whitened, verify_off):
     }
 
 
-def calibrate(preset, work, table):
+def calibrate(preset, work):
     """A preset's calibration: the raw space (fast always; the others below 512 rows) and, for
-    presets that learn a whitening, the whitened space. `robust` shares `balanced`'s global
-    vector, so its `unchecked` curves are `balanced`'s (which must be in `table`)."""
+    presets that learn a whitening, the whitened space. `robust` also searches without
+    verification, for its `unchecked` curves."""
     queries = f"their queries + {OUTSIDERS} outside photos, top {K}"
     if preset == "fast":
         out = curves(preset, ["instances-dev", "holidays-dev"], work, False, False)
         out["measured_on"] = f"instances-dev and holidays-dev ({queries})"
         return out
     local = preset == "robust"
-    out = curves(preset, ["instances-dev-479", "holidays-dev"], work, False, False)
-    out["whitened"] = curves(preset, ["instances-dev", "holidays-dev+300"], work, True, False)
-    if local:
-        for space in (out, out["whitened"]):
-            shared = table["balanced"] if space is out else table["balanced"]["whitened"]
-            space["unchecked"] = shared["unchecked"]
+    out = curves(preset, ["instances-dev-479", "holidays-dev"], work, False, local)
+    out["whitened"] = curves(preset, ["instances-dev", "holidays-dev+300"], work, True, local)
     out["measured_on"] = (f"raw: instances-dev (479 rows) and holidays-dev; whitened: instances-dev "
                           f"and holidays-dev + {PADDING} outside photos ({queries})")
     return out
@@ -241,7 +238,7 @@ def main():
             table[preset] = dict(table["robust"], measured_on="robust's calibration: "
                                  + table["robust"]["measured_on"])
         else:
-            table[preset] = calibrate(preset, a.work, table)
+            table[preset] = calibrate(preset, a.work)
         print(preset, json.dumps(table[preset]["hits"]), file=sys.stderr)
         with open(a.out, "w") as f:
             json.dump(table, f, indent=1, sort_keys=True)

@@ -159,11 +159,7 @@ pub type LocalIndex = KnnRows<u32>;
 
 /// A row's indexed descriptors (its strongest `VOTING_STORED`), as floats.
 fn voting_descriptors(p: &PackedFeatures) -> Vec<f32> {
-    let n = p.len().min(VOTING_STORED);
-    p.descriptors[..n * DESCRIPTOR_LEN]
-        .iter()
-        .map(|&v| v as f32 / imgvec_ingest::sift::QUANT)
-        .collect()
+    p.first_descriptors_f32(VOTING_STORED)
 }
 
 impl KnnRows<u32> {
@@ -186,10 +182,9 @@ impl KnnRows<u32> {
             let step = (total / want).max(1);
             let mut seen = 0usize;
             for p in rows.iter().filter_map(|(_, b)| parsed(b)) {
-                let n = p.len().min(VOTING_STORED);
-                for d in p.descriptors[..n * DESCRIPTOR_LEN].chunks_exact(DESCRIPTOR_LEN) {
+                for i in 0..p.len().min(VOTING_STORED) {
                     if seen.is_multiple_of(step) {
-                        sample.extend(d.iter().map(|&v| v as f32 / imgvec_ingest::sift::QUANT));
+                        p.push_descriptor(i, &mut sample);
                     }
                     seen += 1;
                 }

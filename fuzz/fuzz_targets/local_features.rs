@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Some(p)) = PackedFeatures::parse(data) {
-        assert_eq!(p.descriptors.len(), p.len() * DESCRIPTOR_LEN);
+        assert_eq!(p.descriptors_f32().len(), p.len() * DESCRIPTOR_LEN);
         let f = p.unpack();
         assert_eq!(f.keypoints.len(), p.len());
         assert!(f

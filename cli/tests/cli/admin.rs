@@ -126,7 +126,7 @@ fn presets_and_reindex_from_the_cli() {
     let info: Value = serde_json::from_slice(&info.stdout).unwrap();
     assert_eq!(info["pipeline"]["name"], "robust");
     assert_eq!(info["pipeline"]["query"]["verify"]["shortlist"], 30);
-    assert_eq!(info["pipeline"]["local"]["sift"]["max_keypoints"], 1000);
+    assert_eq!(info["pipeline"]["local"]["sift"]["max_keypoints"], 600);
     assert_eq!(info["local"]["images"], 7);
     assert!(info["local"]["keypoints"].as_u64().unwrap() > 7 * 50);
     assert!(

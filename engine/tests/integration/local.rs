@@ -55,7 +55,7 @@ fn robust_verifies_and_finds_crops_occlusions_and_turns() {
     let local = info.local.expect("robust stores local features");
     assert_eq!(local.images, 60);
     assert!(local.keypoints > 60 * 100, "{local:?}");
-    assert_eq!(local.bytes, 12 * 60 + 136 * local.keypoints);
+    assert_eq!(local.bytes, 16 * 60 + 72 * local.keypoints);
 
     let cases = ["crop", "occlusion", "rotate90", "viewpoint"];
     let sample: Vec<(PathBuf, String)> = queries

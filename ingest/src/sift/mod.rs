@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 mod packed;
 mod planes;
-pub use packed::{keypoints_in, pack, PackedFeatures, LOCAL_MAGIC, LOCAL_VERSION, QUANT};
+pub use packed::{keypoints_in, pack, PackedFeatures, LOCAL_MAGIC, LOCAL_VERSION, QUANT, QUANT4};
 use planes::{blur, gaussian_weights, stretched_grey, Gradients, Plane};
 
 /// Values in one descriptor.
@@ -437,10 +437,17 @@ fn describe(img: &Gradients, x: f32, y: f32, angle: f32, scl: f32) -> [f32; DESC
     let weights = gaussian_weights(radius, exp_scale / (hist_width * hist_width));
     let rows = (py - radius).max(1)..=(py + radius).min(img.h as isize - 2);
     let cols = (px - radius).max(1)..=(px + radius).min(img.w as isize - 2);
+    // Half of the square around the keypoint lies outside the rotated window: each row only
+    // visits the columns that can fall inside it (one spare column a side; the test below
+    // still decides).
+    let reach = d as f32 / 2.0 + 0.5;
     for r in rows {
         let i = r - py;
         let wi = weights[i.unsigned_abs()];
-        for c in cols.clone() {
+        let (lo, hi) = window_columns(i as f32, cos_t, sin_t, reach);
+        let from = (*cols.start()).max(px + lo);
+        let to = (*cols.end()).min(px + hi);
+        for c in from..=to {
             let j = c - px;
             let c_rot = j as f32 * cos_t - i as f32 * sin_t;
             let r_rot = j as f32 * sin_t + i as f32 * cos_t;
@@ -496,6 +503,29 @@ fn describe(img: &Gradients, x: f32, y: f32, angle: f32, scl: f32) -> [f32; DESC
     desc
 }
 
+/// The column offsets `j` (from the keypoint) of row offset `i` whose rotated position
+/// `(j·cos − i·sin, j·sin + i·cos)` can lie strictly inside `(-reach, reach)²`, widened by one
+/// column a side so rounding never drops one; an empty range when none can.
+fn window_columns(i: f32, cos_t: f32, sin_t: f32, reach: f32) -> (isize, isize) {
+    let (mut lo, mut hi) = (f32::NEG_INFINITY, f32::INFINITY);
+    // c_rot = j·cos − i·sin and r_rot = j·sin + i·cos, each within (−reach, reach).
+    for (a, b) in [(cos_t, -i * sin_t), (sin_t, i * cos_t)] {
+        if a.abs() < 1e-9 {
+            if b.abs() >= reach {
+                return (1, 0);
+            }
+            continue;
+        }
+        let (p, q) = ((-reach - b) / a, (reach - b) / a);
+        lo = lo.max(p.min(q));
+        hi = hi.min(p.max(q));
+    }
+    if lo > hi {
+        return (1, 0);
+    }
+    (lo.floor() as isize - 1, hi.ceil() as isize + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,6 +540,37 @@ mod tests {
             let v = (110 + a + b as i32 + c).clamp(0, 255) as u8;
             image::Rgb([v, v, v])
         })
+    }
+
+    #[test]
+    fn window_columns_hold_every_column_inside_the_rotated_window() {
+        // Angles on and off the axes, window widths of small and large keypoints.
+        for hist_width in [1.3f32, 4.8, 12.0] {
+            for step in 0..40 {
+                let angle = step as f32 * std::f32::consts::TAU / 40.0 + 0.013 * (step % 3) as f32;
+                let (cos_t, sin_t) = (angle.cos() / hist_width, angle.sin() / hist_width);
+                let radius = (hist_width * std::f32::consts::SQRT_2 * 2.5).round() as isize + 2;
+                let (mut visited, mut inside) = (0, 0);
+                for i in -radius..=radius {
+                    let (lo, hi) = window_columns(i as f32, cos_t, sin_t, 2.5);
+                    visited += (hi - lo + 1).max(0);
+                    for j in -radius..=radius {
+                        let c_rot = j as f32 * cos_t - i as f32 * sin_t;
+                        let r_rot = j as f32 * sin_t + i as f32 * cos_t;
+                        if c_rot.abs() < 2.5 && r_rot.abs() < 2.5 {
+                            assert!(lo <= j && j <= hi, "{hist_width} {angle} {i} {j}");
+                            inside += 1;
+                        }
+                    }
+                }
+                // And not many more: about two spare columns a row.
+                let rows = 2 * radius + 1;
+                assert!(
+                    visited <= inside + 5 * rows,
+                    "{hist_width} {angle}: {visited} {inside}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -536,7 +597,8 @@ mod tests {
     fn packing_round_trips_within_quantisation() {
         let f = extract(&textured(300, 200), &SiftParams::default());
         let bytes = pack(&f);
-        assert_eq!(bytes.len(), 12 + f.len() * 136);
+        assert_eq!(bytes.len(), 16 + f.len() * 72);
+        assert_eq!(keypoints_in(bytes.len()), Some(f.len()));
         let p = PackedFeatures::parse(&bytes).unwrap().unwrap();
         assert_eq!((p.width, p.height, p.len()), (300, 200, f.len()));
         let back = p.unpack();
@@ -547,11 +609,48 @@ mod tests {
             assert!(da.min(std::f32::consts::TAU - da) <= std::f32::consts::TAU / 512.0 + 1e-4);
         }
         for (a, b) in f.descriptors.iter().zip(&back.descriptors) {
-            assert!((a.min(255.0 / QUANT) - b).abs() <= 0.5 / QUANT + 1e-6);
+            assert!((a.min(15.0 / QUANT4) - b).abs() <= 0.5 / QUANT4 + 1e-6);
         }
         assert!(PackedFeatures::parse(&[]).unwrap().is_none());
         assert!(PackedFeatures::parse(&bytes[..bytes.len() - 1]).is_err());
         assert!(PackedFeatures::parse(b"XX\x01\0\0\0\0\0\0\0\0\0").is_err());
+    }
+
+    #[test]
+    fn version_1_rows_still_read() {
+        // Databases written before 4-bit descriptors hold version 1: 12 header bytes and a byte
+        // a value. Made here from a version-2 row: same geometry, values widened to 8 bits.
+        let f = extract(&textured(300, 200), &SiftParams::default());
+        let v2 = pack(&f);
+        let n = f.len();
+        let mut v1 = v2[..12].to_vec();
+        v1[2] = 1;
+        v1.extend_from_slice(&v2[16..16 + 8 * n]);
+        v1.extend(
+            f.descriptors
+                .iter()
+                .map(|v| (v * QUANT).round().min(255.0) as u8),
+        );
+        assert_eq!(keypoints_in(v1.len()), Some(n));
+        let p = PackedFeatures::parse(&v1).unwrap().unwrap();
+        assert_eq!((p.width, p.height, p.len()), (300, 200, n));
+        let p2 = PackedFeatures::parse(&v2).unwrap().unwrap();
+        assert_eq!(p.unpack().keypoints, p2.unpack().keypoints);
+        for (a, b) in f.descriptors.iter().zip(p.descriptors_f32()) {
+            assert!((a.min(255.0 / QUANT) - b).abs() <= 0.5 / QUANT + 1e-6);
+        }
+        assert_eq!(
+            p.first_descriptors_f32(3),
+            p.descriptors_f32()[..3 * DESCRIPTOR_LEN]
+        );
+        // A version-1 length is never read as a version-2 one, nor the other way round.
+        for k in 0..2000 {
+            assert_eq!(keypoints_in(12 + 136 * k), Some(k));
+            assert_eq!(keypoints_in(16 + 72 * k), Some(k));
+        }
+        let mut bad = v1.clone();
+        bad[2] = 3;
+        assert!(PackedFeatures::parse(&bad).is_err());
     }
 
     #[test]
