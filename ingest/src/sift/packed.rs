@@ -34,8 +34,14 @@ enum Coding {
     U4,
 }
 
+/// The coding `pack` writes: the one of `LOCAL_VERSION` (checked when compiling).
+const WRITTEN: Coding = match Coding::of(LOCAL_VERSION) {
+    Some(c) => c,
+    None => panic!("LOCAL_VERSION has no coding"),
+};
+
 impl Coding {
-    fn of(version: u8) -> Option<Coding> {
+    const fn of(version: u8) -> Option<Coding> {
         match version {
             1 => Some(Coding::U8),
             2 => Some(Coding::U4),
@@ -67,6 +73,25 @@ impl Coding {
         (len >= head && (len - head).is_multiple_of(per)).then(|| (len - head) / per)
     }
 
+    /// Appends the bytes of descriptor values (whole descriptors), the inverse of `decode`.
+    fn encode(self, values: &[f32], out: &mut Vec<u8>) {
+        match self {
+            Coding::U8 => out.extend(
+                values
+                    .iter()
+                    .map(|v| (v * QUANT).round().clamp(0.0, 255.0) as u8),
+            ),
+            Coding::U4 => {
+                let level = |v: f32| (v * QUANT4).round().clamp(0.0, 15.0) as u8;
+                out.extend(
+                    values
+                        .chunks_exact(2)
+                        .map(|pair| level(pair[0]) | (level(pair[1]) << 4)),
+                )
+            }
+        }
+    }
+
     /// Appends one descriptor's values, decoded from its bytes.
     fn decode(self, bytes: &[u8], out: &mut Vec<f32>) {
         match self {
@@ -84,7 +109,7 @@ impl Coding {
 /// 16383 px a side.
 pub fn pack(f: &LocalFeatures) -> Vec<u8> {
     let n = f.len();
-    let coding = Coding::U4;
+    let coding = WRITTEN;
     let mut out = Vec::with_capacity(coding.header() + n * coding.keypoint_bytes());
     out.extend_from_slice(&LOCAL_MAGIC);
     out.push(LOCAL_VERSION);
@@ -92,7 +117,8 @@ pub fn pack(f: &LocalFeatures) -> Vec<u8> {
     out.extend_from_slice(&(f.width.min(u16::MAX as u32) as u16).to_le_bytes());
     out.extend_from_slice(&(f.height.min(u16::MAX as u32) as u16).to_le_bytes());
     out.extend_from_slice(&(n as u32).to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
+    // Version 2's header ends in zero bytes.
+    out.resize(coding.header(), 0);
     let q16 = |v: f32, step: f32| ((v * step).round().clamp(0.0, u16::MAX as f32)) as u16;
     for k in &f.keypoints {
         out.extend_from_slice(&q16(k.x, 4.0).to_le_bytes());
@@ -102,12 +128,7 @@ pub fn pack(f: &LocalFeatures) -> Vec<u8> {
         out.push(turn as u8);
         out.push(0);
     }
-    let level = |v: f32| (v * QUANT4).round().clamp(0.0, 15.0) as u8;
-    out.extend(
-        f.descriptors
-            .chunks_exact(2)
-            .map(|pair| level(pair[0]) | (level(pair[1]) << 4)),
-    );
+    coding.encode(&f.descriptors, &mut out);
     out
 }
 
