@@ -9,8 +9,8 @@ use imgvec_ingest::{set_torch_threads, Extractor, Pooling, TorchScriptExtractor}
 use serde::Serialize;
 
 use imgvec::{
-    collect_files, Database, IngestOptions, OpenOptions, PipelineChoice, Preset, Result, Source,
-    StageTimes,
+    collect_files, Database, Error, IngestOptions, OpenOptions, PipelineChoice, Preset, Result,
+    Source, StageTimes,
 };
 
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +33,9 @@ pub struct IngestBench {
     pub ratio: Option<f64>,
     /// Every stage's time (summed over the threads that ran it) and share of all stages.
     pub stages: Vec<StageShare>,
+    /// Entries of the folders walked that were not measured (not images, links not followed,
+    /// unreadable), each with the reason.
+    pub left_out: Vec<(PathBuf, String)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -49,17 +52,38 @@ pub enum IngestTarget {
     Model { path: PathBuf, size: u32 },
 }
 
-/// Ingests `paths` into a fresh database at `scratch` with `target`, `batch_size` and
-/// `threads`, timing every stage; for a model, first times its bare forward over as many
-/// inputs.
+/// Ingests `paths` (following symbolic links inside folders with `follow_links`) into a fresh
+/// database at `scratch` with `target`, `batch_size` and `threads`, timing every stage; for a
+/// model, first times its bare forward over as many inputs. Finding no image is an error that
+/// says why.
 pub fn ingest(
     target: &IngestTarget,
     paths: &[PathBuf],
+    follow_links: bool,
     scratch: &Path,
     batch_size: usize,
     threads: usize,
 ) -> Result<IngestBench> {
-    let files = collect_files(paths, false);
+    let files = collect_files(paths, follow_links);
+    let left_out: Vec<(PathBuf, String)> = (files.not_regular.iter().cloned())
+        .chain(files.errors.iter().cloned())
+        .chain((files.skipped.iter()).map(|p| (p.clone(), "not an image file extension".into())))
+        .collect();
+    if files.images.is_empty() {
+        let why = match left_out.first() {
+            Some((path, reason)) => format!(
+                "; {} entries left out, the first {}: {reason}",
+                left_out.len(),
+                path.display()
+            ),
+            None => String::new(),
+        };
+        let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        return Err(Error::Invalid(format!(
+            "no image to measure in {}{why}",
+            paths.join(", ")
+        )));
+    }
     set_torch_threads(threads);
     let (pipeline, forward) = match target {
         IngestTarget::Preset(p) => (PipelineChoice::Preset(*p), None),
@@ -99,6 +123,7 @@ pub fn ingest(
         ingest_seconds: summary.seconds,
         ratio: forward.map(|f| summary.images_per_sec / f),
         stages: shares(&summary.stages),
+        left_out,
     })
 }
 

@@ -452,6 +452,9 @@ pub struct BenchIngestArgs {
     /// Images per model forward.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
+    /// Follow symbolic links inside the folders walked (as `ingest --follow-links`).
+    #[arg(long)]
+    pub follow_links: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,

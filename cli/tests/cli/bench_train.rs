@@ -65,6 +65,30 @@ fn bench_ingest_reports_ingest_against_bare_forward() {
     );
 }
 
+/// A folder of symbolic links (as scripts make for samples of a dataset) is measured with
+/// `--follow-links`; without it nothing is measured and the error says why, not "0 images".
+#[test]
+fn bench_ingest_follows_links_when_asked_and_says_why_it_found_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = copy_db_images(&tmp.path().join("imgs"), 3);
+    let links = tmp.path().join("links");
+    std::fs::create_dir_all(&links).unwrap();
+    for (i, img) in images.iter().enumerate() {
+        std::os::unix::fs::symlink(img, links.join(format!("{i}.jpg"))).unwrap();
+    }
+    let out = run(&["bench", "ingest", s(&links), "--json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("no image to measure") && err.contains("--follow-links"),
+        "{err}"
+    );
+    let out = run(&["bench", "ingest", s(&links), "--follow-links", "--json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(json_lines(&out)[0]["images"], 3);
+}
+
 /// `bench retrieval` on a tiny benchmark folder whose queries are copies of db images: every
 /// query finds its image first, and the per-case table and latencies are reported.
 #[test]

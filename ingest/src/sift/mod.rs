@@ -11,12 +11,13 @@
 //! `max_keypoints` strongest kept. Descriptors are RootSIFT: L1-normalised, square-rooted, so
 //! that dot products between them are Hellinger kernels and they are unit L2 vectors.
 //!
-//! `ingest/tests/sift_oracle.rs` checks it against OpenCV's SIFT on real photos warped by known
+//! `ingest/tests/integration/sift_oracle.rs` checks it against OpenCV's SIFT on real photos warped by known
 //! homographies.
 
 use image::{imageops, RgbImage};
 use serde::{Deserialize, Serialize};
 
+mod extrema;
 mod packed;
 mod planes;
 pub use packed::{keypoints_in, pack, PackedFeatures, LOCAL_MAGIC, LOCAL_VERSION, QUANT, QUANT4};
@@ -25,8 +26,6 @@ use planes::{blur, gaussian_weights, stretched_grey, Gradients, Plane};
 /// Values in one descriptor.
 pub const DESCRIPTOR_LEN: usize = 128;
 const HIST_BINS: usize = 36;
-const IMG_BORDER: usize = 5;
-const MAX_INTERP_STEPS: usize = 5;
 const ORI_PEAK_RATIO: f32 = 0.8;
 const ORI_SIG_FCTR: f32 = 1.5;
 const ORI_RADIUS: f32 = 3.0 * ORI_SIG_FCTR;
@@ -106,16 +105,6 @@ impl LocalFeatures {
     }
 }
 
-struct Candidate {
-    octave: usize,
-    layer: usize,
-    /// Refined position in octave pixels and refined layer.
-    x: f32,
-    y: f32,
-    layer_f: f32,
-    response: f32,
-}
-
 /// Detects SIFT keypoints in `rgb` and describes them with RootSIFT.
 pub fn extract(rgb: &RgbImage, params: &SiftParams) -> LocalFeatures {
     let (w0, h0) = rgb.dimensions();
@@ -176,13 +165,7 @@ pub fn extract(rgb: &RgbImage, params: &SiftParams) -> LocalFeatures {
         .map(|level| level.windows(2).map(|p| p[1].sub(&p[0])).collect())
         .collect();
 
-    let mut candidates = Vec::new();
-    let threshold = 0.5 * params.contrast_threshold / layers as f32;
-    for (o, d) in dog.iter().enumerate() {
-        for layer in 1..=layers {
-            find_extrema(d, o, layer, threshold, params, &mut candidates);
-        }
-    }
+    let mut candidates = extrema::candidates(&dog, params);
     // Strongest first; orientations can add keypoints, so trim after them too.
     candidates.sort_by(|a, b| b.response.total_cmp(&a.response));
     candidates.truncate(params.max_keypoints);
@@ -214,157 +197,6 @@ pub fn extract(rgb: &RgbImage, params: &SiftParams) -> LocalFeatures {
         }
     }
     out
-}
-
-fn find_extrema(
-    dog: &[Plane],
-    octave: usize,
-    layer: usize,
-    threshold: f32,
-    params: &SiftParams,
-    out: &mut Vec<Candidate>,
-) {
-    let cur = &dog[layer];
-    let (w, h) = (cur.w, cur.h);
-    if w <= 2 * IMG_BORDER || h <= 2 * IMG_BORDER {
-        return;
-    }
-    let (prev, next) = (&dog[layer - 1], &dog[layer + 1]);
-    for y in IMG_BORDER..h - IMG_BORDER {
-        for x in IMG_BORDER..w - IMG_BORDER {
-            let v = cur.at(x, y);
-            if v.abs() <= threshold {
-                continue;
-            }
-            let mut is_max = v > 0.0;
-            let mut is_min = v < 0.0;
-            'scan: for plane in [prev, cur, next] {
-                for yy in y - 1..=y + 1 {
-                    let row = &plane.data[yy * w + x - 1..yy * w + x + 2];
-                    for &n in row {
-                        is_max &= v >= n;
-                        is_min &= v <= n;
-                        if !is_max && !is_min {
-                            break 'scan;
-                        }
-                    }
-                }
-            }
-            if is_max || is_min {
-                if let Some(c) = refine(dog, octave, layer, x, y, params) {
-                    out.push(c);
-                }
-            }
-        }
-    }
-}
-
-/// Quadratic refinement of an extremum in (x, y, layer); rejects low contrast and edges.
-fn refine(
-    dog: &[Plane],
-    octave: usize,
-    layer: usize,
-    x: usize,
-    y: usize,
-    params: &SiftParams,
-) -> Option<Candidate> {
-    let layers = params.octave_layers;
-    let (mut x, mut y, mut l) = (x as isize, y as isize, layer as isize);
-    let (w, h) = (dog[0].w as isize, dog[0].h as isize);
-    let border = IMG_BORDER as isize;
-    let mut offset = [0f32; 3];
-    let mut grad = [0f32; 3];
-    let mut converged = false;
-    for _ in 0..MAX_INTERP_STEPS {
-        let (c, p, n) = (&dog[l as usize], &dog[l as usize - 1], &dog[l as usize + 1]);
-        let at = |img: &Plane, dx: isize, dy: isize| img.at((x + dx) as usize, (y + dy) as usize);
-        let v2 = at(c, 0, 0) * 2.0;
-        grad = [
-            (at(c, 1, 0) - at(c, -1, 0)) * 0.5,
-            (at(c, 0, 1) - at(c, 0, -1)) * 0.5,
-            (at(n, 0, 0) - at(p, 0, 0)) * 0.5,
-        ];
-        let dxx = at(c, 1, 0) + at(c, -1, 0) - v2;
-        let dyy = at(c, 0, 1) + at(c, 0, -1) - v2;
-        let dss = at(n, 0, 0) + at(p, 0, 0) - v2;
-        let dxy = (at(c, 1, 1) - at(c, -1, 1) - at(c, 1, -1) + at(c, -1, -1)) * 0.25;
-        let dxs = (at(n, 1, 0) - at(n, -1, 0) - at(p, 1, 0) + at(p, -1, 0)) * 0.25;
-        let dys = (at(n, 0, 1) - at(n, 0, -1) - at(p, 0, 1) + at(p, 0, -1)) * 0.25;
-        let hess = [[dxx, dxy, dxs], [dxy, dyy, dys], [dxs, dys, dss]];
-        let sol = solve3(hess, grad)?;
-        offset = [-sol[0], -sol[1], -sol[2]];
-        if offset.iter().all(|v| v.abs() < 0.5) {
-            converged = true;
-            break;
-        }
-        if offset.iter().any(|v| v.abs() > 1e6) {
-            return None;
-        }
-        x += offset[0].round() as isize;
-        y += offset[1].round() as isize;
-        l += offset[2].round() as isize;
-        if l < 1
-            || l > layers as isize
-            || x < border
-            || x >= w - border
-            || y < border
-            || y >= h - border
-        {
-            return None;
-        }
-    }
-    if !converged {
-        return None;
-    }
-    let c = &dog[l as usize];
-    let (xu, yu) = (x as usize, y as usize);
-    let t = grad[0] * offset[0] + grad[1] * offset[1] + grad[2] * offset[2];
-    let contrast = c.at(xu, yu) + 0.5 * t;
-    if contrast.abs() * (layers as f32) < params.contrast_threshold {
-        return None;
-    }
-    let v2 = c.at(xu, yu) * 2.0;
-    let dxx = c.at(xu + 1, yu) + c.at(xu - 1, yu) - v2;
-    let dyy = c.at(xu, yu + 1) + c.at(xu, yu - 1) - v2;
-    let dxy = (c.at(xu + 1, yu + 1) - c.at(xu - 1, yu + 1) - c.at(xu + 1, yu - 1)
-        + c.at(xu - 1, yu - 1))
-        * 0.25;
-    let tr = dxx + dyy;
-    let det = dxx * dyy - dxy * dxy;
-    let e = params.edge_threshold;
-    if det <= 0.0 || tr * tr * e >= (e + 1.0) * (e + 1.0) * det {
-        return None;
-    }
-    Some(Candidate {
-        octave,
-        layer: l as usize,
-        x: x as f32 + offset[0],
-        y: y as f32 + offset[1],
-        layer_f: l as f32 + offset[2],
-        response: contrast.abs(),
-    })
-}
-
-/// Solves the symmetric 3×3 system `a · x = b` by Cramer's rule; `None` when singular.
-fn solve3(a: [[f32; 3]; 3], b: [f32; 3]) -> Option<[f32; 3]> {
-    let det3 = |m: [[f32; 3]; 3]| {
-        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
-            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
-            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
-    };
-    let d = det3(a);
-    if d.abs() < 1e-12 {
-        return None;
-    }
-    let mut x = [0f32; 3];
-    for (col, xi) in x.iter_mut().enumerate() {
-        let mut m = a;
-        for row in 0..3 {
-            m[row][col] = b[row];
-        }
-        *xi = det3(m) / d;
-    }
-    Some(x)
 }
 
 /// Peaks of the smoothed 36-bin gradient orientation histogram around (x, y), in radians.

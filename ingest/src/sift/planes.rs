@@ -164,7 +164,8 @@ pub(super) fn gaussian_weights(radius: isize, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-/// Separable Gaussian blur with reflect-101 borders.
+/// Separable Gaussian blur with reflect-101 borders. The kernel is symmetric, so each pass adds
+/// the two samples a tap apart first and multiplies once: `r + 1` products a pixel, not `2r + 1`.
 pub(super) fn blur(src: &Plane, sigma: f32) -> Plane {
     let k = gaussian_kernel(sigma);
     let r = k.len() / 2;
@@ -174,28 +175,40 @@ pub(super) fn blur(src: &Plane, sigma: f32) -> Plane {
     let mut padded = vec![0f32; w + 2 * r];
     for y in 0..h {
         let row = &src.data[y * w..(y + 1) * w];
-        for (i, p) in padded.iter_mut().enumerate() {
-            *p = row[reflect(i as isize - r as isize, w)];
+        padded[r..r + w].copy_from_slice(row);
+        for i in (0..r).chain(r + w..w + 2 * r) {
+            padded[i] = row[reflect(i as isize - r as isize, w)];
         }
         let out = &mut tmp[y * w..(y + 1) * w];
-        for (t, &kt) in k.iter().enumerate() {
-            for (o, &p) in out.iter_mut().zip(&padded[t..t + w]) {
-                *o += kt * p;
-            }
-        }
+        symmetric_taps(out, &k, |t| &padded[t..t + w]);
     }
     // Vertical pass, row by row so the inner loop runs along contiguous memory.
     let mut data = vec![0f32; w * h];
     for y in 0..h {
         let out = &mut data[y * w..(y + 1) * w];
-        for (t, &kt) in k.iter().enumerate() {
+        symmetric_taps(out, &k, |t| {
             let sy = reflect(y as isize + t as isize - r as isize, h);
-            for (o, &p) in out.iter_mut().zip(&tmp[sy * w..(sy + 1) * w]) {
-                *o += kt * p;
-            }
-        }
+            &tmp[sy * w..(sy + 1) * w]
+        });
     }
     Plane { w, h, data }
+}
+
+/// `out = Σ_t k[t] · tap(t)` for a symmetric kernel `k` (odd length, `k[t] = k[2r - t]`), where
+/// `tap(t)` is the input shifted by `t - r` (a row of the same length as `out`).
+#[inline(always)]
+fn symmetric_taps<'a>(out: &mut [f32], k: &[f32], tap: impl Fn(usize) -> &'a [f32]) {
+    let (r, n) = (k.len() / 2, out.len());
+    let centre = &tap(r)[..n];
+    for i in 0..n {
+        out[i] = k[r] * centre[i];
+    }
+    for (t, &kt) in k.iter().enumerate().take(r) {
+        let (a, b) = (&tap(t)[..n], &tap(2 * r - t)[..n]);
+        for i in 0..n {
+            out[i] += kt * (a[i] + b[i]);
+        }
+    }
 }
 
 /// Grey levels in [0, 1], stretched so that the 1st and 99th percentiles of the pixels brighter
@@ -266,5 +279,36 @@ mod tests {
             assert!((got - want).abs() < 1e-4, "{y} {x}: {got} vs {want}");
         }
         assert_eq!(fast_atan2(0.0, 0.0), 0.0);
+    }
+
+    #[test]
+    fn blur_is_the_direct_convolution_with_reflected_borders() {
+        // Planes narrower than the kernel reflect more than once; 1×1 has no neighbours at all.
+        for (w, h) in [(1, 1), (3, 5), (20, 7), (41, 30)] {
+            let src = Plane {
+                w,
+                h,
+                data: (0..w * h).map(|i| ((i * 37) % 11) as f32 / 10.0).collect(),
+            };
+            for sigma in [0.8f32, 1.6, 3.1] {
+                let k = gaussian_kernel(sigma);
+                let r = (k.len() / 2) as isize;
+                let got = blur(&src, sigma);
+                for y in 0..h {
+                    for x in 0..w {
+                        let mut want = 0f32;
+                        for (i, ki) in k.iter().enumerate() {
+                            for (j, kj) in k.iter().enumerate() {
+                                let sx = reflect(x as isize + j as isize - r, w);
+                                let sy = reflect(y as isize + i as isize - r, h);
+                                want += ki * kj * src.at(sx, sy);
+                            }
+                        }
+                        let d = (got.at(x, y) - want).abs();
+                        assert!(d < 1e-5, "{w}x{h} sigma {sigma} at ({x}, {y}): {d}");
+                    }
+                }
+            }
+        }
     }
 }

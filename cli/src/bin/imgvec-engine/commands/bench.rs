@@ -34,8 +34,17 @@ pub(crate) fn ingest(args: BenchIngestArgs, open: OpenOptions) -> CliResult {
         }
     };
     let r = in_scratch("bench", |scratch| {
-        imgvec_benches::ingest(&target, &args.paths, scratch, args.batch_size, open.threads)
+        let paths = &args.paths;
+        let (batch, threads) = (args.batch_size, open.threads);
+        imgvec_benches::ingest(&target, paths, args.follow_links, scratch, batch, threads)
     })?;
+    if let Some((path, reason)) = r.left_out.first() {
+        eprintln!(
+            "warning: {} entries left out, the first {}: {reason}",
+            r.left_out.len(),
+            path.display()
+        );
+    }
     if args.json {
         print_versioned(to_json(&r));
         return Ok(ExitCode::SUCCESS);
