@@ -12,7 +12,8 @@ layers must share their spatial size): the `balanced` preset's model uses --laye
 
 The module follows imgvec's extractor contract: float32 RGB NCHW in [0,1] -> [N, 1280]
 (ImageNet normalisation inside, then MobileNetV2's features and global average pooling).
-It is traced with a dynamic batch and checked against the eager model. With --check-image, the
+It is traced with a dynamic batch, frozen (batch norms folded into the convolutions, weights in
+the channels-last layout oneDNN runs fastest) and checked against the eager model. With --check-image, the
 full classifier must put a cat class (ImageNet 281-285) in its top 5 for that photo (setup passes
 scikit-image's chelsea), which proves the weights are the real ImageNet ones.
 """
@@ -38,16 +39,18 @@ class Extractor(torch.nn.Module):
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
 
     def forward(self, x):
-        x = (x - self.mean) / self.std
+        # Channels-last inside (oneDNN's fast layout on CPU, about 3x on MobileNetV2's depthwise
+        # convolutions); what goes in and comes out stays contiguous NCHW, as the contract says.
+        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
         if self.taps:
             out = []
             for i, layer in enumerate(self.features):
                 x = layer(x)
                 if i in self.taps:
                     out.append(x)
-            return torch.cat(out, dim=1)
+            return torch.cat(out, dim=1).contiguous()
         x = self.features(x)
-        return x if self.maps else x.mean(dim=(2, 3))
+        return x.contiguous() if self.maps else x.mean(dim=(2, 3))
 
 
 def main():
@@ -68,7 +71,7 @@ def main():
     state = torch.load(a.weights, map_location="cpu")
     net.load_state_dict(state, strict=True)
     net.eval()
-    model = Extractor(net, a.until, a.maps, layers).eval()
+    model = Extractor(net, a.until, a.maps, layers).eval().to(memory_format=torch.channels_last)
     if a.check_image:
         from PIL import Image
 
@@ -82,14 +85,15 @@ def main():
     example = torch.rand(2, 3, 224, 224)
     # Traced at 224; the trace is size-generic (convolutions only), checked at 320 below.
     with torch.no_grad():
-        traced = torch.jit.trace(model, example)
+        # Frozen: weights become constants and batch norms fold into the convolutions.
+        traced = torch.jit.freeze(torch.jit.trace(model, example))
         probe = torch.rand(5, 3, 224, 224)
         eager = model(probe)
         got = traced(probe)
         assert got.shape[0] == 5 and got.dim() == (4 if a.maps else 2), got.shape
-        assert torch.allclose(eager, got, atol=1e-5), "traced model differs from eager"
+        assert torch.allclose(eager, got, atol=1e-4), "traced model differs from eager"
         big = torch.rand(2, 3, 320, 320)
-        assert torch.allclose(model(big), traced(big), atol=1e-5), "trace is not size-generic"
+        assert torch.allclose(model(big), traced(big), atol=1e-4), "trace is not size-generic"
     tmp = a.out + ".tmp"
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     traced.save(tmp)
