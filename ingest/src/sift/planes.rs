@@ -171,7 +171,8 @@ pub(super) fn blur(src: &Plane, sigma: f32) -> Plane {
     let r = k.len() / 2;
     let (w, h) = (src.w, src.h);
     // Horizontal pass over a padded copy of each row.
-    let mut tmp = vec![0f32; w * h];
+    // Outputs grow row by row (no zero-filling of what every row overwrites).
+    let mut tmp = Vec::with_capacity(w * h);
     let mut padded = vec![0f32; w + 2 * r];
     for y in 0..h {
         let row = &src.data[y * w..(y + 1) * w];
@@ -179,14 +180,12 @@ pub(super) fn blur(src: &Plane, sigma: f32) -> Plane {
         for i in (0..r).chain(r + w..w + 2 * r) {
             padded[i] = row[reflect(i as isize - r as isize, w)];
         }
-        let out = &mut tmp[y * w..(y + 1) * w];
-        symmetric_taps(out, &k, |t| &padded[t..t + w]);
+        symmetric_taps(&mut tmp, w, &k, |t| &padded[t..t + w]);
     }
     // Vertical pass, row by row so the inner loop runs along contiguous memory.
-    let mut data = vec![0f32; w * h];
+    let mut data = Vec::with_capacity(w * h);
     for y in 0..h {
-        let out = &mut data[y * w..(y + 1) * w];
-        symmetric_taps(out, &k, |t| {
+        symmetric_taps(&mut data, w, &k, |t| {
             let sy = reflect(y as isize + t as isize - r as isize, h);
             &tmp[sy * w..(sy + 1) * w]
         });
@@ -194,15 +193,14 @@ pub(super) fn blur(src: &Plane, sigma: f32) -> Plane {
     Plane { w, h, data }
 }
 
-/// `out = Σ_t k[t] · tap(t)` for a symmetric kernel `k` (odd length, `k[t] = k[2r - t]`), where
-/// `tap(t)` is the input shifted by `t - r` (a row of the same length as `out`).
+/// Appends the `n` values `Σ_t k[t] · tap(t)` to `out`, for a symmetric kernel `k` (odd length,
+/// `k[t] = k[2r - t]`), where `tap(t)` is the input row shifted by `t - r` (at least `n` long).
 #[inline(always)]
-fn symmetric_taps<'a>(out: &mut [f32], k: &[f32], tap: impl Fn(usize) -> &'a [f32]) {
-    let (r, n) = (k.len() / 2, out.len());
-    let centre = &tap(r)[..n];
-    for i in 0..n {
-        out[i] = k[r] * centre[i];
-    }
+fn symmetric_taps<'a>(out: &mut Vec<f32>, n: usize, k: &[f32], tap: impl Fn(usize) -> &'a [f32]) {
+    let r = k.len() / 2;
+    let start = out.len();
+    out.extend(tap(r)[..n].iter().map(|&p| k[r] * p));
+    let out = &mut out[start..];
     for (t, &kt) in k.iter().enumerate().take(r) {
         let (a, b) = (&tap(t)[..n], &tap(2 * r - t)[..n]);
         for i in 0..n {
