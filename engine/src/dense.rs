@@ -297,7 +297,7 @@ pub fn align_at(query: &DenseQuery, plane: &Plane, hint: Option<f32>) -> (f32, O
                 for r in 0..t.h {
                     let row = &plane.data[(y + r) * w + x..(y + r) * w + x + t.w];
                     let trow = &t.data[r * t.w..(r + 1) * t.w];
-                    dot += trow.iter().zip(row).map(|(a, b)| a * b).sum::<f32>();
+                    dot += crate::exact::dot_lanes::<8>(trow, row);
                 }
                 let ncc = dot / (t.norm * var.sqrt() as f32);
                 if ncc > best {

@@ -11,11 +11,19 @@ use imgvec_storage::Snapshot;
 /// (two 8-wide registers with AVX2, four 4-wide with SSE2).
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    dot_lanes::<16>(a, b)
+}
+
+/// Inner product with `L` independent accumulators (a float sum in one accumulator is a chain
+/// the compiler may not reorder, so it is neither vectorised nor pipelined). Short rows want
+/// few lanes (less left over), long vectors many.
+#[inline(always)]
+pub fn dot_lanes<const L: usize>(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; L];
+    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
+        for i in 0..L {
             acc[i] += x[i] * y[i];
         }
     }
@@ -388,9 +396,13 @@ mod tests {
 
     #[test]
     fn dot_matches_naive() {
-        let a: Vec<f32> = (0..37).map(|i| i as f32 * 0.25).collect();
-        let b: Vec<f32> = (0..37).map(|i| 1.0 - i as f32 * 0.1).collect();
-        let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-        assert!((dot(&a, &b) - naive).abs() < 1e-3);
+        // Lengths below, at and between whole chunks of 8 and 16 lanes.
+        for n in [0, 1, 7, 8, 14, 16, 37, 48] {
+            let a: Vec<f32> = (0..n).map(|i| i as f32 * 0.25).collect();
+            let b: Vec<f32> = (0..n).map(|i| 1.0 - i as f32 * 0.1).collect();
+            let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!((dot(&a, &b) - naive).abs() < 1e-3, "{n}");
+            assert!((dot_lanes::<8>(&a, &b) - naive).abs() < 1e-3, "{n}");
+        }
     }
 }
