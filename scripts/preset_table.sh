@@ -82,7 +82,7 @@ lines += [
     "Latency is per query, one at a time, in-process (decode + model + search, no process start-up).",
     "`balanced`/`robust` search a 256-d PCA-whitening of the stored fused vector, learned on the collection",
     "(from 512 rows: holidays-dev's 272 are searched unwhitened);",
-    "`robust` also extracts up to 1000 SIFT keypoints per image (ingest and query), adds the images that",
+    "`robust` also extracts up to 600 SIFT keypoints per image (ingest and query), adds the images that",
     "local-descriptor voting and dense-window search find to the global top 30, spatially verifies them,",
     "aligns the ones SIFT cannot verify and expands the query with its verified results (see",
     "docs/SEARCH.md); its first search also loads the voting and dense indexes (not counted in the",

@@ -11,8 +11,8 @@
 //! `max_keypoints` strongest kept. Descriptors are RootSIFT: L1-normalised, square-rooted, so
 //! that dot products between them are Hellinger kernels and they are unit L2 vectors.
 //!
-//! `ingest/tests/integration/sift_oracle.rs` checks it against OpenCV's SIFT on real photos warped by known
-//! homographies.
+//! `ingest/tests/integration/sift_oracle.rs` checks it against OpenCV's SIFT on real photos
+//! warped by known homographies.
 
 use image::{imageops, RgbImage};
 use serde::{Deserialize, Serialize};
