@@ -70,14 +70,9 @@ pub fn ingest(
         .chain((files.skipped.iter()).map(|p| (p.clone(), "not an image file extension".into())))
         .collect();
     if files.images.is_empty() {
-        let why = match left_out.first() {
-            Some((path, reason)) => format!(
-                "; {} entries left out, the first {}: {reason}",
-                left_out.len(),
-                path.display()
-            ),
-            None => String::new(),
-        };
+        let why = left_out_summary(&left_out)
+            .map(|s| format!("; {s}"))
+            .unwrap_or_default();
         let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         return Err(Error::Invalid(format!(
             "no image to measure in {}{why}",
@@ -127,6 +122,17 @@ pub fn ingest(
     })
 }
 
+/// "N entries left out, the first PATH: REASON", or `None` when nothing was left out.
+pub fn left_out_summary(left_out: &[(PathBuf, String)]) -> Option<String> {
+    let (path, reason) = left_out.first()?;
+    let n = left_out.len();
+    let entries = if n == 1 { "entry" } else { "entries" };
+    Some(format!(
+        "{n} {entries} left out, the first {}: {reason}",
+        path.display()
+    ))
+}
+
 /// Images/s of the bare forward of `model` over `images` ready-made inputs.
 fn bare_forward(model: &Path, size: u32, images: usize, batch_size: usize) -> Result<f64> {
     let mut extractor = TorchScriptExtractor::load(model, size, Pooling::Gap)?;
@@ -153,4 +159,29 @@ fn shares(t: &StageTimes) -> Vec<StageShare> {
             share: seconds / total,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn left_out_summary_counts_and_names_the_first() {
+        let summary = |entries: &[(&str, &str)]| {
+            let left_out: Vec<(PathBuf, String)> = entries
+                .iter()
+                .map(|(p, why)| (PathBuf::from(p), why.to_string()))
+                .collect();
+            left_out_summary(&left_out)
+        };
+        assert_eq!(summary(&[]), None);
+        assert_eq!(
+            summary(&[("a/x.jpg", "symbolic link not followed")]).as_deref(),
+            Some("1 entry left out, the first a/x.jpg: symbolic link not followed")
+        );
+        assert_eq!(
+            summary(&[("b.txt", "not an image"), ("c", "a FIFO")]).as_deref(),
+            Some("2 entries left out, the first b.txt: not an image")
+        );
+    }
 }

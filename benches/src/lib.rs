@@ -11,7 +11,7 @@ pub mod mixture;
 pub mod retrieval;
 
 pub use ann::{ann, AnnBench, AnnBenchOptions, Baseline, ModeFigures};
-pub use ingest::{ingest, IngestBench, IngestTarget, StageShare};
+pub use ingest::{ingest, left_out_summary, IngestBench, IngestTarget, StageShare};
 pub use mixture::{normalized, GaussianMixture};
 pub use retrieval::{retrieval, BenchDb, CaseScore, ModeRetrieval, RetrievalBench};
 

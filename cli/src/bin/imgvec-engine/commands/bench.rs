@@ -38,12 +38,8 @@ pub(crate) fn ingest(args: BenchIngestArgs, open: OpenOptions) -> CliResult {
         let (batch, threads) = (args.batch_size, open.threads);
         imgvec_benches::ingest(&target, paths, args.follow_links, scratch, batch, threads)
     })?;
-    if let Some((path, reason)) = r.left_out.first() {
-        eprintln!(
-            "warning: {} entries left out, the first {}: {reason}",
-            r.left_out.len(),
-            path.display()
-        );
+    if let Some(summary) = imgvec_benches::left_out_summary(&r.left_out) {
+        eprintln!("warning: {summary}");
     }
     if args.json {
         print_versioned(to_json(&r));
