@@ -24,7 +24,7 @@ pub(super) struct Candidate {
     pub response: f32,
 }
 
-/// Every refined extremum of every octave's DoG planes (`octave_layers + 2` a octave).
+/// Every refined extremum of every octave's DoG planes (`octave_layers + 2` an octave).
 pub(super) fn candidates(dog: &[Vec<Plane>], params: &SiftParams) -> Vec<Candidate> {
     let layers = params.octave_layers;
     let threshold = 0.5 * params.contrast_threshold / layers as f32;
