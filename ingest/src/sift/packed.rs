@@ -162,7 +162,8 @@ impl<'a> PackedFeatures<'a> {
         if bytes.is_empty() {
             return Ok(None);
         }
-        if bytes.len() < 12 || bytes[..2] != LOCAL_MAGIC {
+        // Every version's header holds the fields read below; version 1's is the shortest.
+        if bytes.len() < Coding::U8.header() || bytes[..2] != LOCAL_MAGIC {
             return Err("not packed local features (bad magic)".into());
         }
         let coding = Coding::of(bytes[2])
