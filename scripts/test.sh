@@ -12,5 +12,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo deny check licenses bans sources
 # The Python package (built into .venv by setup): pytest on the real engine, mypy, the notebook.
 IMGVEC_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/imgvec" "$ROOT/.venv/bin/python" -m pytest -q "$ROOT/python/tests"
+# The model conversion script's other architectures (EfficientNet-Lite, a user's ResNet-50).
+/usr/bin/python3 "$ROOT/scripts/check_model_archs.py"
 # The fuzz targets (their own workspace) must keep compiling against the crates they fuzz.
 cargo check --manifest-path fuzz/Cargo.toml --bins

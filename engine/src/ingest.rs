@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use imgvec_ingest::sift::{self, SiftParams};
-use imgvec_ingest::{content_hash, decode, read_image_file, thumbnail_jpeg};
+use imgvec_ingest::{content_hash, decode, read_image_file, thumbnail_jpeg, ModelInput};
 use imgvec_storage::key::path_key;
 use imgvec_storage::{ContentHash, NewRow, Store};
 use serde::Serialize;
@@ -139,7 +139,7 @@ struct ReadyImage {
 /// How a worker turns one source into a row ready for the model.
 struct Preparer<'a> {
     store: &'a Store,
-    size: u32,
+    input: ModelInput,
     local: Option<&'a SiftParams>,
     clock: &'a StageClock,
 }
@@ -181,9 +181,10 @@ impl Preparer<'_> {
             Ok(img) => img,
             Err(e) => return Prepared::Done(IngestEvent::error(key, e.to_string())),
         };
-        let mut pixels = Vec::with_capacity((3 * self.size * self.size) as usize);
+        let side = self.input.size as usize;
+        let mut pixels = Vec::with_capacity(3 * side * side);
         clock.time(Stage::ModelInput, || {
-            Featurizer::pixels(&img.rgb, self.size, &mut pixels)
+            self.input.pixels(&img.rgb, &mut pixels)
         });
         let (width, height) = img.rgb.dimensions();
         let thumbnail = clock.time(Stage::Thumbnail, || thumbnail_jpeg(&img.rgb));
@@ -373,7 +374,8 @@ impl Ingestor<'_> {
         // loaded (on the inference thread) while the first batch is being prepared. Unchanged
         // files never need it. The extractor is locked per batch, not for the whole ingest, so
         // searches from other threads of the same process interleave with a long ingest.
-        let size = self.featurizer.planned_input_size();
+        let input = self.featurizer.planned_input();
+        let size = input.size;
         let local = self.featurizer.planned_local();
         let local = local.as_ref();
         let batch_size = opts.batch_size.max(1);
@@ -383,7 +385,7 @@ impl Ingestor<'_> {
         let clock = StageClock::default();
         let preparer = Preparer {
             store,
-            size,
+            input,
             local,
             clock: &clock,
         };

@@ -5,6 +5,7 @@
 //! or search; the engine drives it.
 
 pub mod blocks;
+pub mod borders;
 pub mod decode;
 pub mod extractor;
 pub mod files;
@@ -22,4 +23,4 @@ pub use files::{
     collect_files, content_hash, default_model_path, model_dir, read_image_file, FileList,
     MAX_FILE_BYTES,
 };
-pub use preprocess::{model_input, resize, thumbnail_jpeg};
+pub use preprocess::{model_input, resize, thumbnail_jpeg, ModelInput};

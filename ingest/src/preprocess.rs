@@ -45,6 +45,29 @@ pub fn model_input(rgb: &RgbImage, size: u32, out: &mut Vec<f32>) {
     }
 }
 
+/// How an image becomes a model input: its square side and whether uniform bars around the
+/// photo are trimmed first (`borders`). A database records both in its pipeline, so its rows
+/// and its queries are made alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelInput {
+    pub size: u32,
+    pub trim_borders: bool,
+}
+
+impl ModelInput {
+    /// The model input of `rgb` (`3 × size²` floats in [0, 1], CHW), appended to `out`.
+    pub fn pixels(&self, rgb: &RgbImage, out: &mut Vec<f32>) {
+        let content = self.trim_borders.then(|| crate::borders::content_box(rgb));
+        match content.flatten() {
+            Some((x, y, w, h)) => {
+                let inner = image::imageops::crop_imm(rgb, x, y, w, h).to_image();
+                model_input(&inner, self.size, out)
+            }
+            None => model_input(rgb, self.size, out),
+        }
+    }
+}
+
 /// A JPEG at most `THUMBNAIL_SIDE` px on its long side, aspect kept.
 pub fn thumbnail_jpeg(rgb: &RgbImage) -> Vec<u8> {
     let (w, h) = rgb.dimensions();
@@ -85,6 +108,27 @@ mod tests {
         assert!((out[0] - 1.0).abs() < 1e-6);
         assert!(out[64].abs() < 1e-6);
         assert!((out[128] - 0.2).abs() < 1e-6);
+    }
+
+    #[test]
+    fn trimming_makes_a_barred_copy_the_same_input_as_the_photo() {
+        let photo = RgbImage::from_fn(40, 60, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 4) as u8, 90])
+        });
+        let mut barred = RgbImage::from_pixel(80, 60, image::Rgb([255, 255, 255]));
+        image::imageops::replace(&mut barred, &photo, 20, 0);
+        let input = |trim_borders, img: &RgbImage| {
+            let mut out = vec![];
+            ModelInput {
+                size: 16,
+                trim_borders,
+            }
+            .pixels(img, &mut out);
+            out
+        };
+        assert_eq!(input(true, &barred), input(true, &photo));
+        assert_eq!(input(false, &photo), input(true, &photo));
+        assert_ne!(input(false, &barred), input(false, &photo));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use image::RgbImage;
 use imgvec_ingest::sift::{self, LocalFeatures, SiftParams};
-use imgvec_ingest::{l2_normalize_rows, model_input, Extractor};
+use imgvec_ingest::{l2_normalize_rows, Extractor, ModelInput};
 use imgvec_storage::{OpenMode, Store};
 use parking_lot::Mutex;
 
@@ -72,12 +72,15 @@ impl Featurizer {
         &self.requested
     }
 
-    /// The model input size ingest will use: the stored pipeline's, or the one a new database
-    /// is about to get. Known without loading the model.
-    pub fn planned_input_size(&self) -> u32 {
+    /// The model input ingest will make: the stored pipeline's, or the one a new database is
+    /// about to get. Known without loading the model.
+    pub fn planned_input(&self) -> ModelInput {
         match self.pipeline.lock().as_ref() {
-            Some(config) => config.input_size,
-            None => self.requested.input_size(),
+            Some(config) => config.model_input(),
+            None => ModelInput {
+                size: self.requested.input_size(),
+                trim_borders: self.requested.trim_borders(),
+            },
         }
     }
 
@@ -124,11 +127,6 @@ impl Featurizer {
         }
     }
 
-    /// The model input of one image (`3 × size²` floats, appended to `out`).
-    pub fn pixels(img: &RgbImage, size: u32, out: &mut Vec<f32>) {
-        model_input(img, size, out);
-    }
-
     /// Unit global vectors of `n` images given as model inputs of side `size` (`n × dims`
     /// values, and `dims`). Fails when the model wants another input size.
     pub fn embed(&self, pixels: &[f32], n: usize, size: u32) -> Result<(Vec<f32>, usize)> {
@@ -148,11 +146,13 @@ impl Featurizer {
     /// Unit global vectors of decoded images, a batch at a time.
     pub fn embed_images(&self, images: &[&RgbImage]) -> Result<Vec<Vec<f32>>> {
         let size = self.with_extractor(|e| Ok(e.input_size()))?;
+        // Loaded above: the pipeline is known (a new database's was just fixed).
+        let input = self.planned_input();
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(QUERY_BATCH) {
             let mut pixels = Vec::new();
             for img in chunk {
-                Self::pixels(img, size, &mut pixels);
+                input.pixels(img, &mut pixels);
             }
             let (v, dims) = self.embed(&pixels, chunk.len(), size)?;
             out.extend(v.chunks_exact(dims).map(|c| c.to_vec()));

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use imgvec_ingest::sift::SiftParams;
 use imgvec_ingest::{
-    default_model_path, model_dir, ExtractError, Extractor, FusedExtractor, FusionSpec, Pooling,
-    TorchScriptExtractor,
+    default_model_path, model_dir, ExtractError, Extractor, FusedExtractor, FusionSpec, ModelInput,
+    Pooling, TorchScriptExtractor,
 };
 use imgvec_storage::Store;
 use serde::{Deserialize, Serialize};
@@ -40,6 +40,12 @@ impl PipelineChoice {
         }
     }
 
+    /// Whether a new database with this choice trims uniform bars before the model (the named
+    /// pipelines, `fast` included; a custom model gets exactly the contract's input).
+    pub(crate) fn trim_borders(&self) -> bool {
+        !matches!(self, PipelineChoice::Model { .. })
+    }
+
     /// The local features a new database with this choice stores (an explicit preset only, as
     /// before: the default is `fast`, which has none).
     pub(crate) fn local(&self) -> Option<SiftParams> {
@@ -62,6 +68,10 @@ pub struct PipelineConfig {
     /// Name of the file the model was copied from.
     pub model_source: String,
     pub input_size: u32,
+    /// Uniform bars around a photo are trimmed before the model (`imgvec_ingest::borders`).
+    /// Databases made before it was recorded keep their untrimmed inputs.
+    #[serde(default)]
+    pub trim_borders: bool,
     /// Pooling of `[N, C, H, W]` outputs (unused for `[N, D]` models).
     #[serde(default)]
     pub pooling: Pooling,
@@ -126,6 +136,14 @@ fn extractor_for(
 }
 
 impl PipelineConfig {
+    /// How this pipeline's images become model inputs.
+    pub fn model_input(&self) -> ModelInput {
+        ModelInput {
+            size: self.input_size,
+            trim_borders: self.trim_borders,
+        }
+    }
+
     pub fn model_path(&self, db_dir: &Path) -> PathBuf {
         db_dir.join(&self.model)
     }
@@ -250,6 +268,7 @@ pub fn resolve(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
         input_size: size,
+        trim_borders: choice.trim_borders(),
         pooling,
         dims: extractor.dims(),
         fusion,
@@ -343,6 +362,32 @@ pub(crate) fn model_fingerprint(path: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_made_before_trimming_keep_untrimmed_inputs() {
+        let old = r#"{"name":"fast","model":"models/0123456789abcdef.pt","model_fingerprint":"ab",
+            "model_source":"mobilenet_v2.pt","input_size":224,"dims":1280}"#;
+        let config: PipelineConfig = serde_json::from_str(old).unwrap();
+        let untrimmed = ModelInput {
+            size: 224,
+            trim_borders: false,
+        };
+        assert_eq!(config.model_input(), untrimmed);
+        for (choice, trims) in [
+            (PipelineChoice::Default, true),
+            (PipelineChoice::Preset(crate::Preset::Robust), true),
+            (
+                PipelineChoice::Model {
+                    path: "m.pt".into(),
+                    size: 224,
+                    pooling: Pooling::Gap,
+                },
+                false,
+            ),
+        ] {
+            assert_eq!(choice.trim_borders(), trims, "{choice:?}");
+        }
+    }
 
     #[test]
     fn model_files_stay_inside_models() {

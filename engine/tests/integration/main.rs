@@ -2,6 +2,7 @@
 //! model) and real photos: one test binary, one module per area.
 
 mod api;
+mod borders;
 mod calibration;
 mod indexes;
 mod local;
