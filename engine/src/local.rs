@@ -84,6 +84,15 @@ pub struct VerifyParams {
     /// that expanded query (0: off).
     #[serde(default = "default_expand")]
     pub expand: usize,
+    /// Upright fallback: an image query none of whose results verified is searched again with
+    /// its quarter, half and three-quarter turns as well (`search::upright`).
+    #[serde(default = "default_upright")]
+    pub upright: bool,
+}
+
+/// Measured (docs/SEARCH.md): holidays-dev, whose sideways photos are stored turned.
+fn default_upright() -> bool {
+    true
 }
 
 /// Measured (docs/SEARCH.md): holidays-dev mAP@10 0.898 → 0.902 with 3, instances-dev unchanged.
@@ -129,6 +138,7 @@ impl Default for VerifyParams {
             alignment_floor: default_alignment_floor(),
             alignment_weight: default_alignment_weight(),
             expand: default_expand(),
+            upright: default_upright(),
         }
     }
 }

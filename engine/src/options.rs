@@ -171,6 +171,9 @@ impl VerifyOverridesExt for VerifyOverrides {
         if let Some(n) = self.expand {
             p.expand = n;
         }
+        if let Some(u) = self.upright {
+            p.upright = u;
+        }
         (p.shortlist > 0 || p.voted > 0 || p.dense > 0).then_some(p)
     }
 }

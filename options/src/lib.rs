@@ -157,6 +157,10 @@ pub struct VerifyOverrides {
     /// and rank what did not verify by that (0 = off).
     #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
     pub expand: Option<usize>,
+    /// Upright fallback: search an image query whose results did not verify again with its
+    /// 90°, 180° and 270° turns (true/false).
+    #[cfg_attr(feature = "clap", arg(long, value_name = "BOOL"))]
+    pub upright: Option<bool>,
 }
 
 impl VerifyOverrides {

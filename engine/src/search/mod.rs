@@ -15,6 +15,7 @@ mod query;
 pub(crate) mod ranking;
 mod rerank;
 mod space;
+mod upright;
 
 use std::collections::{HashMap, HashSet};
 
@@ -123,8 +124,40 @@ impl Searcher<'_> {
     }
 
     /// Answers several queries, running the model once per batch of image queries. Each query
-    /// gets its own result, so one unreadable image does not fail the others.
+    /// gets its own result, so one unreadable image does not fail the others. Image queries
+    /// that verify nothing are answered again with their turns (`upright`).
     pub fn search_batch(&self, queries: Vec<Query>, opts: &SearchOptions) -> Vec<Result<Vec<Hit>>> {
+        let mut answers = self.search_once(&queries, opts);
+        let pipeline = self.featurizer.pipeline();
+        let defaults = pipeline.as_ref().map(|p| p.query).unwrap_or_default();
+        let augment = opts.augment.unwrap_or(defaults.augment);
+        let upright = pipeline
+            .as_ref()
+            .and_then(|p| p.local)
+            .and_then(|_| opts.verify.apply(defaults.verify.unwrap_or_default()))
+            .is_some_and(|v| v.upright);
+        let again: Vec<usize> = (0..queries.len())
+            .filter(|&i| {
+                let verified = answers[i].as_ref().ok().map(|h| upright::any_verified(h));
+                upright::needs_turns(upright, augment, &queries[i], verified)
+            })
+            .collect();
+        if again.is_empty() {
+            return answers;
+        }
+        let turned = SearchOptions {
+            augment: Some(Augment::Rot4),
+            ..opts.clone()
+        };
+        let retry: Vec<Query> = again.iter().map(|&i| queries[i].clone()).collect();
+        for (i, answer) in again.into_iter().zip(self.search_once(&retry, &turned)) {
+            answers[i] = answer;
+        }
+        answers
+    }
+
+    /// One pass of `search_batch`, with the augmentation `opts` (or the pipeline) asks for.
+    fn search_once(&self, queries: &[Query], opts: &SearchOptions) -> Vec<Result<Vec<Hit>>> {
         let pipeline = self.featurizer.pipeline();
         let defaults = pipeline.as_ref().map(|p| p.query).unwrap_or_default();
         let augment = opts.augment.unwrap_or(defaults.augment);
@@ -158,7 +191,7 @@ impl Searcher<'_> {
             self.featurizer,
             self.store,
             &ctx.snapshot,
-            &queries,
+            queries,
             augment,
             local.as_ref(),
         );

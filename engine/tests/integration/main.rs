@@ -9,3 +9,4 @@ mod local;
 mod parsers;
 mod power_cut;
 mod presets;
+mod upright;
