@@ -7,7 +7,7 @@ use imgvec_testkit::*;
 use std::io::Cursor;
 
 use imgvec::image::{ImageFormat, Rgb, RgbImage};
-use imgvec::{Database, IngestOptions, OpenOptions, PipelineChoice, Query, SearchOptions, Source};
+use imgvec::{PipelineChoice, Query, SearchOptions};
 
 /// `photo` in the middle of a white canvas twice as wide (a pillarbox), as PNG bytes.
 fn pillarboxed(photo: &RgbImage) -> Vec<u8> {
@@ -27,17 +27,7 @@ fn barred_query(
     target: usize,
 ) -> (String, f32, bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let opts = OpenOptions {
-        pipeline,
-        background_compaction: false,
-        ..OpenOptions::default()
-    };
-    let db = Database::open(tmp.path().join("db"), opts).unwrap();
-    let sources = files.iter().cloned().map(Source::File).collect();
-    let summary = db
-        .ingest(sources, &IngestOptions::default(), &|_| {})
-        .unwrap();
-    assert_eq!(summary.errors, 0);
+    let db = super::database_of(&tmp.path().join("db"), pipeline, files);
     let photo = imgvec::image::open(&files[target]).unwrap().to_rgb8();
     let hits = db
         .search(Query::Bytes(pillarboxed(&photo)), &SearchOptions::default())

@@ -8,8 +8,7 @@ use std::io::Cursor;
 
 use imgvec::image::{ImageFormat, Rgb, RgbImage};
 use imgvec::{
-    Augment, Database, Hit, IngestOptions, OpenOptions, PipelineChoice, Preset, Query,
-    SearchOptions, Source, Verdict, VerifyOverrides,
+    Augment, Hit, PipelineChoice, Preset, Query, SearchOptions, Verdict, VerifyOverrides,
 };
 
 fn ranking(hits: &[Hit]) -> Vec<(u64, String)> {
@@ -22,17 +21,8 @@ fn ranking(hits: &[Hit]) -> Vec<(u64, String)> {
 fn queries_that_verify_nothing_are_searched_with_their_turns() {
     let files = db_images(16);
     let tmp = tempfile::tempdir().unwrap();
-    let opts = OpenOptions {
-        pipeline: PipelineChoice::Preset(Preset::Robust),
-        background_compaction: false,
-        ..OpenOptions::default()
-    };
-    let db = Database::open(tmp.path().join("db"), opts).unwrap();
-    let sources = files.iter().cloned().map(Source::File).collect();
-    let summary = db
-        .ingest(sources, &IngestOptions::default(), &|_| {})
-        .unwrap();
-    assert_eq!(summary.errors, 0);
+    let robust = PipelineChoice::Preset(Preset::Robust);
+    let db = super::database_of(&tmp.path().join("db"), robust, &files);
     let search = |query: &Query, opts: &SearchOptions| db.search(query.clone(), opts).unwrap();
     let default = SearchOptions::default();
     let turned = SearchOptions {
