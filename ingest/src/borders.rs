@@ -13,9 +13,9 @@
 //! wider, or [`MIN_BAR`] px), each at least [`MIN_BAR`] px wide, line by line from the edge
 //! while every line is flat. Bars made by fitting a photo into a frame are centred; an object
 //! on a studio background rarely is (instances-dev: 161 of its 684 stored photos have flat
-//! opposite edges, 48 of them centred), and its background is part of the picture. A line is flat when [`FLAT_SHARE`] of its pixels lie within
-//! [`TOLERANCE`] grey levels (every channel) of the bar's colour, which survives JPEG ringing
-//! next to the photo. At most a third of each side is trimmed from each edge, so a flat image
+//! opposite edges, 48 of them centred), and its background is part of the picture. A line is
+//! flat when [`FLAT_SHARE`] of its pixels lie within [`TOLERANCE`] grey levels (every channel)
+//! of the bar's colour, which survives JPEG ringing next to the photo. At most a third of each side is trimmed from each edge, so a flat image
 //! keeps its middle.
 
 use image::RgbImage;

@@ -35,7 +35,7 @@ use crate::info::Hit;
 use crate::local::VerifyParams;
 use crate::options::{Augment, Query, SearchOptions};
 use crate::options::{SearchModeExt, VerifyOverridesExt};
-use crate::pipeline::Featurizer;
+use crate::pipeline::{Featurizer, PipelineConfig};
 use context::SearchContext;
 use query::PreparedQuery;
 use rerank::Checked;
@@ -128,14 +128,8 @@ impl Searcher<'_> {
     /// that verify nothing are answered again with their turns (`upright`).
     pub fn search_batch(&self, queries: Vec<Query>, opts: &SearchOptions) -> Vec<Result<Vec<Hit>>> {
         let mut answers = self.search_once(&queries, opts);
-        let pipeline = self.featurizer.pipeline();
-        let defaults = pipeline.as_ref().map(|p| p.query).unwrap_or_default();
-        let augment = opts.augment.unwrap_or(defaults.augment);
-        let upright = pipeline
-            .as_ref()
-            .and_then(|p| p.local)
-            .and_then(|_| opts.verify.apply(defaults.verify.unwrap_or_default()))
-            .is_some_and(|v| v.upright);
+        let (_, augment, verify) = self.settings(opts);
+        let upright = verify.is_some_and(|v| v.upright);
         let again: Vec<usize> = (0..queries.len())
             .filter(|&i| {
                 let verified = answers[i].as_ref().ok().map(|h| upright::any_verified(h));
@@ -156,16 +150,28 @@ impl Searcher<'_> {
         answers
     }
 
-    /// One pass of `search_batch`, with the augmentation `opts` (or the pipeline) asks for.
-    fn search_once(&self, queries: &[Query], opts: &SearchOptions) -> Vec<Result<Vec<Hit>>> {
+    /// The pipeline, and the augmentation and verification a search with `opts` gets: the
+    /// options, else the pipeline's defaults; verification only where local features are stored.
+    fn settings(
+        &self,
+        opts: &SearchOptions,
+    ) -> (Option<PipelineConfig>, Augment, Option<VerifyParams>) {
         let pipeline = self.featurizer.pipeline();
         let defaults = pipeline.as_ref().map(|p| p.query).unwrap_or_default();
         let augment = opts.augment.unwrap_or(defaults.augment);
-        let qe = opts.qe.unwrap_or(defaults.qe);
         let verify = pipeline
             .as_ref()
             .and_then(|p| p.local)
             .and_then(|_| opts.verify.apply(defaults.verify.unwrap_or_default()));
+        (pipeline, augment, verify)
+    }
+
+    /// One pass of `search_batch`, with the augmentation `opts` (or the pipeline) asks for.
+    fn search_once(&self, queries: &[Query], opts: &SearchOptions) -> Vec<Result<Vec<Hit>>> {
+        let (pipeline, augment, verify) = self.settings(opts);
+        let qe = opts
+            .qe
+            .unwrap_or(pipeline.as_ref().map(|p| p.query).unwrap_or_default().qe);
         let fail_all = |msg: String| -> Vec<Result<Vec<Hit>>> {
             queries
                 .iter()
