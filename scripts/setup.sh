@@ -136,11 +136,12 @@ fi
 
 # 5. The Python package (python/, PyO3 + maturin) built into .venv, with what its tests use:
 #    pytest, mypy, Jupyter's notebook runner, Pillow, pandas, tqdm, pyarrow (for reading `imgvec
-#    export` Parquet files; all from PyPI, pinned).
+#    export` Parquet files), Ray with Ray Data (imgvec.ray, tested on a local cluster; all from
+#    PyPI, pinned).
 PY_TEST_DEPS=("maturin==1.7.4" "pytest==8.3.3" "mypy==1.13.0" "nbclient==0.10.0" "nbformat==5.10.4"
     "ipykernel==6.29.5" "pillow==11.0.0" "pandas==2.2.3" "pandas-stubs==2.2.3.241009" "tqdm==4.67.0"
-    "pyarrow==18.1.0")
-if ! "$VENV/bin/python" -c "import maturin, pytest, mypy, nbclient, ipykernel, PIL, pandas, tqdm, pyarrow" 2>/dev/null; then
+    "pyarrow==18.1.0" "ray[data]==2.60.0")
+if ! "$VENV/bin/python" -c "import maturin, pytest, mypy, nbclient, ipykernel, PIL, pandas, tqdm, pyarrow, ray.data" 2>/dev/null; then
     say "installing the Python package's build and test tools into $VENV"
     "$VENV/bin/pip" install -q "${PY_TEST_DEPS[@]}" >&2
 fi

@@ -15,11 +15,12 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::index::Save;
 use crate::info::{DatabaseInfo, Hit};
-use crate::ingest::{IngestEvent, IngestOptions, IngestSummary, Ingestor, Source};
+use crate::ingest::{IngestEvent, IngestOptions, IngestSummary, Ingestor, Sink, Source};
 use crate::local;
 use crate::maintenance::Maintenance;
 use crate::options::{OpenOptions, Query, SearchOptions};
 use crate::pipeline::{self, Featurizer, PipelineConfig};
+use crate::prepared::PreparedRow;
 use crate::search::{Searcher, Spaces};
 
 /// One image database (a folder). `Send + Sync`: share one handle across threads.
@@ -82,6 +83,62 @@ impl Database {
         })
     }
 
+    /// A new, empty database in `dir` (absent or empty) that makes and scores rows exactly as
+    /// this one does: the same pipeline and model, and this one's learned whitening (learned
+    /// first if it is due), adopted and frozen so it is never relearned there. The shards of one
+    /// collection are made like one database that learned on a sample of it, so their scores
+    /// compare (docs/RAY.md). A database too small to have learned a whitening gives shards that
+    /// never learn one either.
+    pub fn create_like(&self, dir: impl AsRef<Path>, opts: OpenOptions) -> Result<Database> {
+        let dir = dir.as_ref();
+        let Some(mut config) = self.pipeline() else {
+            return Err(Error::Invalid(format!(
+                "{}: has no pipeline yet (ingest a sample first)",
+                self.dir().display()
+            )));
+        };
+        let projection = self.spaces.learned(self.store.snapshot())?;
+        let model = pipeline::stored_model(self.dir(), &config)?;
+        if let Some(w) = &mut config.whitening {
+            w.frozen = true;
+        }
+        let opts = OpenOptions {
+            read_only: false,
+            create: true,
+            pipeline: Default::default(),
+            ..opts
+        };
+        {
+            let db = Database::open(dir, opts.clone())?;
+            if db.pipeline().is_some() || db.store.snapshot().max_id() > 0 {
+                return Err(Error::Invalid(format!(
+                    "{}: already holds a database",
+                    dir.display()
+                )));
+            }
+            pipeline::install(&db.store, &config, &model)?;
+        }
+        let db = Database::open(dir, opts)?;
+        if let Some(projection) = projection {
+            db.spaces.adopt(projection)?;
+        }
+        Ok(db)
+    }
+
+    /// Each row's vector in the space searches score in (the whitened view once there is one,
+    /// else the stored vector); `None` for an id with no live row. What
+    /// [`SearchOptions::expand_with`] sums.
+    pub fn space_vectors(&self, ids: &[u64]) -> Result<Vec<Option<Vec<f32>>>> {
+        let snap = self.store.snapshot();
+        let space = self.spaces.space(snap.clone())?;
+        ids.iter()
+            .map(|&id| match snap.is_live(id) {
+                true => Ok(space.snapshot.vector(id)?.map(<[f32]>::to_vec)),
+                false => Ok(None),
+            })
+            .collect()
+    }
+
     /// Whether `dir` holds an imgvec database (without opening it).
     pub fn exists(dir: impl AsRef<Path>) -> bool {
         Store::exists(dir.as_ref())
@@ -111,20 +168,64 @@ impl Database {
         opts: &IngestOptions,
         on_event: &(dyn Fn(&IngestEvent) + Sync),
     ) -> Result<IngestSummary> {
-        let sources = sources
-            .into_iter()
-            .map(|s| match s {
-                // A file that cannot be resolved keeps its name: reading it reports the error.
-                Source::File(p) => Source::File(std::fs::canonicalize(&p).unwrap_or(p)),
-                bytes => bytes,
-            })
-            .collect();
-        let ingestor = Ingestor {
+        let sources = canonical(sources);
+        self.ingestor().run(sources, opts, on_event, Sink::Store)
+    }
+
+    fn ingestor(&self) -> Ingestor<'_> {
+        Ingestor {
             store: &self.store,
             featurizer: &self.featurizer,
             threads: self.threads,
+        }
+    }
+
+    /// Makes `sources` into rows with this database's pipeline, as [`ingest`](Self::ingest)
+    /// would, and stores nothing: the rows (with `opts.attributes`) and the images that failed,
+    /// as error events. Another database made [like](Self::create_like) this one stores them
+    /// with [`commit_prepared`](Self::commit_prepared). The database needs its pipeline.
+    pub fn prepare(
+        &self,
+        sources: Vec<Source>,
+        opts: &IngestOptions,
+    ) -> Result<(Vec<PreparedRow>, Vec<IngestEvent>)> {
+        if self.pipeline().is_none() {
+            return Err(Error::Invalid(format!(
+                "{}: has no pipeline yet, so it cannot make rows",
+                self.dir().display()
+            )));
+        }
+        let rows = Mutex::new(Vec::new());
+        let failed = Mutex::new(Vec::new());
+        let take = |row| rows.lock().push(PreparedRow(row));
+        let on_event = |e: &IngestEvent| failed.lock().push(e.clone());
+        let sources = canonical(sources);
+        self.ingestor()
+            .run(sources, opts, &on_event, Sink::Collect(&take))?;
+        Ok((rows.into_inner(), failed.into_inner()))
+    }
+
+    /// Stores rows that [`prepare`](Self::prepare) made (here or in another process), with the
+    /// durability and events of [`ingest`](Self::ingest): a row whose key is stored with the
+    /// same content is unchanged, one that does not fit this database's pipeline is an error
+    /// event. The pipeline must be the one that made them, so this database must have one.
+    pub fn commit_prepared(
+        &self,
+        rows: Vec<PreparedRow>,
+        opts: &IngestOptions,
+        on_event: &(dyn Fn(&IngestEvent) + Sync),
+    ) -> Result<IngestSummary> {
+        let Some(config) = self.pipeline() else {
+            return Err(Error::Invalid(format!(
+                "{}: has no pipeline; make it like the database that prepared the rows",
+                self.dir().display()
+            )));
         };
-        ingestor.run(sources, opts, on_event)
+        let start = std::time::Instant::now();
+        let mut summary =
+            crate::prepared::commit(&self.store, &config, rows, opts.commit_rows, on_event)?;
+        summary.seconds = start.elapsed().as_secs_f64();
+        Ok(summary)
     }
 
     /// Ingests what a walk ([`collect_files`](crate::collect_files)) found: paths it could not
@@ -392,6 +493,17 @@ impl Database {
         self.searcher().search_batch(queries, opts)
     }
 
+    /// Featurizes image queries as a search with `opts` would (augmentation variants, and the
+    /// local features when it verifies), once: the answers search as [`Query::Features`] here or
+    /// in any database made [like](Self::create_like) this one, with the same `opts`.
+    pub fn featurize_query(
+        &self,
+        queries: &[Query],
+        opts: &SearchOptions,
+    ) -> Vec<Result<crate::search::QueryFeatures>> {
+        self.searcher().featurize(queries, opts)
+    }
+
     /// The pipeline's global vectors of `queries`, computed as ingest computes them, without
     /// storing anything (an id gives its stored vector). One result per query.
     pub fn extract(&self, queries: Vec<Query>) -> Vec<Result<Vec<f32>>> {
@@ -455,4 +567,16 @@ pub fn make_thumbnail(bytes: &[u8]) -> Result<Vec<u8>> {
         reason: e.to_string(),
     })?;
     Ok(imgvec_ingest::thumbnail_jpeg(&img.rgb))
+}
+
+/// Files named by their canonical paths, their keys (a file that cannot be resolved keeps its
+/// name: reading it reports the error).
+fn canonical(sources: Vec<Source>) -> Vec<Source> {
+    sources
+        .into_iter()
+        .map(|s| match s {
+            Source::File(p) => Source::File(std::fs::canonicalize(&p).unwrap_or(p)),
+            bytes => bytes,
+        })
+        .collect()
 }

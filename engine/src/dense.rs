@@ -162,7 +162,7 @@ fn unturned_size(w: f32, h: f32, angle: f32) -> Option<(f32, f32)> {
 }
 
 /// A zero-mean template and its norm.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Template {
     /// The rotation it undoes, degrees.
     angle: f32,
@@ -173,7 +173,7 @@ struct Template {
 }
 
 /// A query made ready for dense alignment.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DenseQuery {
     /// Probes, `CELL_DIMS` each, normalised, and the rotation (degrees) each undoes.
     probes: Vec<f32>,

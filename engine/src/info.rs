@@ -26,6 +26,12 @@ pub struct Hit {
     /// What verification concluded, when this search verified this result.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdict: Option<crate::search::Verdict>,
+    /// The key verification ordered this result by among the candidates it checked
+    /// (docs/SEARCH.md, Ranking: the cosine plus the evidence's bonuses); absent for results it
+    /// did not check. The answers of several databases of one collection (shards) merge by
+    /// (verified, checked, `rank_key` else `score`), which is the order one database gives.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rank_key: Option<f32>,
     /// The answer to "is this the same image?" (docs/CALIBRATION.md).
     #[serde(rename = "match")]
     pub matched: crate::search::Match,

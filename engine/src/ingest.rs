@@ -139,6 +139,9 @@ struct ReadyImage {
 /// How a worker turns one source into a row ready for the model.
 struct Preparer<'a> {
     store: &'a Store,
+    /// Report an image whose key is stored with the same content as unchanged (ingest), or
+    /// prepare every image (rows made for another database: [`Sink::Collect`]).
+    lookup: bool,
     input: ModelInput,
     local: Option<&'a SiftParams>,
     clock: &'a StageClock,
@@ -158,7 +161,10 @@ impl Preparer<'_> {
         let looked_up = clock.time(Stage::Hash, || {
             let hash = ContentHash(content_hash(&bytes));
             let key_bytes = imgvec_storage::key::key_bytes(&key, &raw_key);
-            (hash, self.store.get_by_key(key_bytes))
+            match self.lookup {
+                true => (hash, self.store.get_by_key(key_bytes)),
+                false => (hash, Ok(None)),
+            }
         });
         match looked_up {
             (hash, Ok(Some(rec))) if rec.content_hash == hash => Prepared::Done(IngestEvent {
@@ -289,8 +295,18 @@ impl Inference<'_> {
     }
 }
 
+/// Where an ingest's finished rows go.
+#[derive(Clone, Copy)]
+pub(crate) enum Sink<'a> {
+    /// Committed to the database, each reported once durable.
+    Store,
+    /// Handed to the caller, nothing stored (rows made for another database; no image is
+    /// looked up as unchanged).
+    Collect(&'a (dyn Fn(NewRow) + Sync)),
+}
+
 /// Commits rows as they arrive; emits their events after each synced commit.
-fn run_committer(
+pub(crate) fn run_committer(
     store: &Store,
     rows: Receiver<NewRow>,
     commit_rows: usize,
@@ -364,6 +380,7 @@ impl Ingestor<'_> {
         sources: Vec<Source>,
         opts: &IngestOptions,
         on_event: &(dyn Fn(&IngestEvent) + Sync),
+        sink: Sink<'_>,
     ) -> Result<IngestSummary> {
         let start = Instant::now();
         if let Some(existing) = self.featurizer.pipeline() {
@@ -385,6 +402,7 @@ impl Ingestor<'_> {
         let clock = StageClock::default();
         let preparer = Preparer {
             store,
+            lookup: matches!(sink, Sink::Store),
             input,
             local,
             clock: &clock,
@@ -419,8 +437,16 @@ impl Ingestor<'_> {
             let commit_rows = opts.commit_rows.max(1);
             let interval = opts.commit_interval;
             let clock = &clock;
-            let committer = s.spawn(move || {
-                run_committer(store, row_rx, commit_rows, interval, on_event, clock)
+            let committer = s.spawn(move || match sink {
+                Sink::Store => run_committer(store, row_rx, commit_rows, interval, on_event, clock),
+                Sink::Collect(take) => {
+                    let mut summary = IngestSummary::default();
+                    for row in row_rx {
+                        take(row);
+                        summary.stored += 1;
+                    }
+                    Ok(summary)
+                }
             });
 
             // Inference on this thread. Runs until the workers are done (or the committer died).

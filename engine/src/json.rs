@@ -33,6 +33,7 @@ pub fn hit(rank: usize, hit: &Hit) -> Value {
         "match": hit.matched.name(),
         "confidence": hit.confidence,
         "verdict": hit.verdict.map(|v| v.name()),
+        "rank_key": hit.rank_key,
         "inliers": hit.inliers,
         "alignment": hit.alignment,
         "region": hit.region,
@@ -95,6 +96,7 @@ mod tests {
             inliers: None,
             alignment: Some(0.8),
             verdict: Some(crate::Verdict::Aligned),
+            rank_key: Some(0.7),
             matched: crate::Match::Verified,
             confidence: Some(0.9),
             pairs: None,
@@ -124,6 +126,7 @@ mod tests {
         assert!(r["inliers"].is_null() && r.get("inliers").is_some());
         assert!(r["pairs"].is_null() && r.get("pairs").is_some());
         assert_eq!(r["region"].as_array().map(Vec::len), Some(4));
+        assert_eq!(r["rank_key"].as_f64(), Some(0.7f32 as f64));
         assert_eq!(r["attrs"]["k"], "v");
         let failed = search_answer(&QueryName::Given("q.jpg".into()), Err("no such file"));
         assert_eq!(

@@ -233,6 +233,13 @@ pub struct SearchOptions {
     pub qe: Option<usize>,
     /// Spatial verification and dense alignment, adjusted from the pipeline's defaults.
     pub verify: VerifyOverrides,
+    /// Verified query expansion with these results instead of the query's own verified ones:
+    /// the sum of their vectors in the search space ([`Database::space_vectors`]), for every
+    /// query of the batch, which is expanded even where it verified nothing here. The shards of
+    /// one collection expand with what verified anywhere in it (docs/RAY.md); needs `expand`.
+    ///
+    /// [`Database::space_vectors`]: crate::Database::space_vectors
+    pub expand_with: Option<Vec<f32>>,
 }
 
 impl Default for SearchOptions {
@@ -250,6 +257,7 @@ impl Default for SearchOptions {
             augment: None,
             qe: None,
             verify: VerifyOverrides::default(),
+            expand_with: None,
         }
     }
 }
@@ -298,6 +306,11 @@ pub enum Query {
     Bytes(Vec<u8>),
     /// A stored image ("more like this"); the image itself is left out of its results.
     Id(u64),
+    /// An image featurized already ([`Database::featurize_query`]), by this database or one
+    /// made like it: the shards of one collection are sent the query's features, made once.
+    ///
+    /// [`Database::featurize_query`]: crate::Database::featurize_query
+    Features(std::sync::Arc<crate::search::QueryFeatures>),
 }
 
 impl Query {

@@ -48,6 +48,11 @@ pub struct WhiteningSpec {
     /// whitened vector (`vlad`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlad: Option<VladSpec>,
+    /// Never learned or relearned here: the database was made with another's learned state
+    /// ([`Database::create_like`](crate::Database::create_like), the shards of one collection),
+    /// so scores stay comparable with theirs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub frozen: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -58,6 +63,10 @@ pub struct WhiteningInfo {
     /// Dimensions of the view (whitened global descriptor, plus the VLAD block if any).
     pub dims_out: usize,
     pub min_rows: usize,
+    /// The projection's fingerprint (hex): databases that share it score alike.
+    pub fingerprint: String,
+    /// Adopted from another database and never relearned here (`WhiteningSpec::frozen`).
+    pub frozen: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vlad: Option<VladInfo>,
     /// Rows of the view this handle projected itself (the rest it loaded as the writer saved
@@ -207,7 +216,7 @@ impl Reducer {
         self.spec
     }
 
-    fn make_state(&self, store: &Store, generation: u64, w: Projection, saved: bool) -> State {
+    fn make_state(&self, store: &Store, generation: u64, w: Arc<Projection>, saved: bool) -> State {
         // The index set is tied to this exact projection (not to its generation number, which
         // a reader relearning in memory or a crash mid-relearn could repeat).
         let indexes = Arc::new(Indexes::derived(
@@ -219,7 +228,7 @@ impl Reducer {
         ));
         State {
             generation,
-            projection: Arc::new(w),
+            projection: w,
             saved,
             chunks: Vec::new(),
             watermark: 0,
@@ -263,7 +272,8 @@ impl Reducer {
             match Whitening::load(&path) {
                 Ok(w) if w.dims_in == dims_in && w.dims_out == self.spec.dims => {
                     let projection = Projection { whitening: w, vlad };
-                    let mut state = self.make_state(store, p.generation, projection, true);
+                    let mut state =
+                        self.make_state(store, p.generation, Arc::new(projection), true);
                     // The rows projected with it, as saved; the rest are projected on demand.
                     let (space, dims) =
                         (state.projection.fingerprint(), state.projection.dims_out());
@@ -332,6 +342,7 @@ impl Reducer {
         self.load_once(store, &mut guard, dims_in);
         let live = snap.live_count();
         let due = learn == Learn::WhenDue
+            && !self.spec.frozen
             && match &*guard {
                 None => live >= self.spec.min_rows.max(self.spec.dims + 1),
                 Some(s) => grown(live as u64, s.projection.whitening.learned_on.max(1)),
@@ -342,7 +353,7 @@ impl Reducer {
                 .published_generation
                 .load(std::sync::atomic::Ordering::Acquire);
             let generation = guard.as_ref().map_or(published, |s| s.generation) + 1;
-            *guard = Some(self.make_state(store, generation, projection, false));
+            *guard = Some(self.make_state(store, generation, Arc::new(projection), false));
         }
         let Some(st) = guard.as_mut() else {
             return Ok(None);
@@ -395,6 +406,32 @@ impl Reducer {
             indexes: st.indexes.clone(),
         };
         Ok(Some(view))
+    }
+
+    /// The learned projection as published (loaded once; nothing is learned).
+    pub fn projection(&self, store: &Store) -> Result<Option<Arc<Projection>>, IndexError> {
+        let Some(dims_in) = stored_dims(store)? else {
+            return Ok(None);
+        };
+        let mut guard = self.state.lock();
+        self.load_once(store, &mut guard, dims_in);
+        Ok(guard.as_ref().map(|s| s.projection.clone()))
+    }
+
+    /// Makes `projection`, learned by another database, this one's and publishes it (a new,
+    /// empty database whose spec is `frozen`, so it is never relearned here).
+    pub fn adopt(&self, store: &Store, projection: Arc<Projection>) -> Result<(), IndexError> {
+        let mut guard = self.state.lock();
+        self.loaded
+            .store(true, std::sync::atomic::Ordering::Release);
+        let generation = self
+            .published_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+            + 1;
+        let mut state = self.make_state(store, generation, projection, false);
+        self.save_projection(store, &mut state)?;
+        *guard = Some(state);
+        Ok(())
     }
 
     /// Writes an unsaved whitening, and the projected rows when `save` says so (writers only).
@@ -463,6 +500,8 @@ impl Reducer {
                 dims_in: w.dims_in,
                 dims_out: s.projection.dims_out(),
                 min_rows: self.spec.min_rows,
+                fingerprint: format!("{:016x}", s.projection.fingerprint()),
+                frozen: self.spec.frozen,
                 vlad: s.projection.vlad.as_ref().map(|v| VladInfo {
                     words: v.words(),
                     dims: v.dims(),
@@ -596,6 +635,7 @@ mod tests {
             dims: 4,
             min_rows: 20,
             vlad: None,
+            frozen: false,
         };
         let reducer = Reducer::new(&store, spec, IndexOptions::default());
         let view = reducer

@@ -14,8 +14,8 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use imgvec::{
     collect_files, Augment, Database, Error, Filter, Hit, ImageRecord, IngestEvent, IngestOptions,
-    IngestSummary, OpenOptions, PipelineChoice, Preset, Query, SearchMode, SearchOptions, Snapshot,
-    Source, StorageError, VerifyOverrides,
+    IngestSummary, OpenOptions, PipelineChoice, PreparedRow, Preset, Query, QueryFeatures,
+    SearchMode, SearchOptions, Snapshot, Source, StorageError, VerifyOverrides,
 };
 use numpy::ndarray::ArrayView2;
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
@@ -81,6 +81,12 @@ fn parse<T: std::str::FromStr<Err = imgvec::InvalidOption>>(value: &str) -> PyRe
 
 /// A query as the Python layer hands it over: an id (int), a file (str) or encoded bytes.
 fn query_of(item: &Bound<'_, PyAny>) -> PyResult<Query> {
+    if let Ok((tag, data)) = item.extract::<(String, Vec<u8>)>() {
+        if tag == "features" {
+            let features = QueryFeatures::from_bytes(&data).map_err(to_py)?;
+            return Ok(Query::Features(Arc::new(features)));
+        }
+    }
     if let Ok(b) = item.downcast::<PyBytes>() {
         return Ok(Query::Bytes(b.as_bytes().to_vec()));
     }
@@ -95,6 +101,9 @@ fn query_of(item: &Bound<'_, PyAny>) -> PyResult<Query> {
         ))),
     }
 }
+
+/// A prepared row for Python: its key and its bytes.
+type KeyedRow = (String, Py<PyBytes>);
 
 /// One open database. The Python `imgvec.Database` wraps it.
 #[pyclass(module = "imgvec._imgvec", frozen)]
@@ -126,6 +135,9 @@ struct SearchArgs {
     qe: Option<usize>,
     augment: Option<String>,
     nprobe: Option<usize>,
+    expand: Option<usize>,
+    upright: Option<bool>,
+    expand_with: Option<Vec<f32>>,
 }
 
 impl SearchArgs {
@@ -145,8 +157,11 @@ impl SearchArgs {
             augment: self.augment.as_deref().map(parse::<Augment>).transpose()?,
             verify: VerifyOverrides {
                 shortlist: self.verify,
+                expand: self.expand,
+                upright: self.upright,
                 ..VerifyOverrides::default()
             },
+            expand_with: self.expand_with.clone(),
             ..SearchOptions::default()
         };
         opts.check().map_err(to_py)?;
@@ -163,6 +178,7 @@ fn hit_dict<'py>(py: Python<'py>, hit: &Hit) -> PyResult<Bound<'py, PyDict>> {
     d.set_item("inliers", hit.inliers)?;
     d.set_item("alignment", hit.alignment)?;
     d.set_item("verdict", hit.verdict.map(|v| v.name()))?;
+    d.set_item("rank_key", hit.rank_key)?;
     d.set_item("match", hit.matched.name())?;
     d.set_item("confidence", hit.confidence)?;
     d.set_item("region", hit.region)?;
@@ -267,6 +283,100 @@ impl NativeDatabase {
         Ok(NativeDatabase {
             inner: Mutex::new(Some(Arc::new(db))),
         })
+    }
+
+    /// A new, empty database at `path` that makes and scores rows as this one does (its
+    /// pipeline, model and learned whitening, frozen): a shard of one collection.
+    #[pyo3(signature = (path, threads=None))]
+    fn create_like(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        threads: Option<usize>,
+    ) -> PyResult<NativeDatabase> {
+        let db = self.db()?;
+        let mut opts = OpenOptions::default();
+        if let Some(t) = threads.filter(|&t| t > 0) {
+            opts.threads = t;
+        }
+        let shard = py
+            .allow_threads(|| db.create_like(&path, opts))
+            .map_err(to_py)?;
+        Ok(NativeDatabase {
+            inner: Mutex::new(Some(Arc::new(shard))),
+        })
+    }
+
+    /// Makes images into rows with this database's pipeline, storing nothing. `items` are
+    /// paths (str) or (key, bytes) pairs; returns each row as (its key, its bytes) and the
+    /// failures as event JSON.
+    fn prepare(
+        &self,
+        py: Python<'_>,
+        items: &Bound<'_, PyList>,
+        attrs: BTreeMap<String, String>,
+    ) -> PyResult<(Vec<KeyedRow>, Vec<String>)> {
+        let db = self.db()?;
+        let mut sources = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            if let Ok((key, bytes)) = item.extract::<(String, Vec<u8>)>() {
+                sources.push(Source::Bytes {
+                    key,
+                    bytes: Arc::from(bytes),
+                });
+            } else {
+                sources.push(Source::File(item.extract::<PathBuf>()?));
+            }
+        }
+        let opts = IngestOptions {
+            attributes: attrs,
+            ..IngestOptions::default()
+        };
+        let (rows, failed) = py
+            .allow_threads(|| db.prepare(sources, &opts))
+            .map_err(to_py)?;
+        let rows = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.path().to_string(),
+                    PyBytes::new(py, &r.to_bytes()).unbind(),
+                )
+            })
+            .collect();
+        let failed = failed.iter().map(json).collect::<PyResult<_>>()?;
+        Ok((rows, failed))
+    }
+
+    /// Stores rows `prepare` made; returns the summary and every event, as JSON, once durable.
+    fn commit_prepared(
+        &self,
+        py: Python<'_>,
+        rows: Vec<Vec<u8>>,
+    ) -> PyResult<(String, Vec<String>)> {
+        let db = self.db()?;
+        let rows = rows
+            .iter()
+            .map(|b| PreparedRow::from_bytes(b))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(to_py)?;
+        let events = Mutex::new(Vec::new());
+        let on_event = |e: &IngestEvent| events.lock().push(e.clone());
+        let summary = py
+            .allow_threads(|| db.commit_prepared(rows, &IngestOptions::default(), &on_event))
+            .map_err(to_py)?;
+        let events = events
+            .into_inner()
+            .iter()
+            .map(json)
+            .collect::<PyResult<_>>()?;
+        Ok((json(&summary)?, events))
+    }
+
+    /// Each id's vector in the space searches score in (None for an id with no live row).
+    fn space_vectors(&self, py: Python<'_>, ids: Vec<u64>) -> PyResult<Vec<Option<Vec<f32>>>> {
+        let db = self.db()?;
+        py.allow_threads(|| db.space_vectors(&ids)).map_err(to_py)
     }
 
     /// Closes the handle (a writer flushes and releases its lock once every call in flight
@@ -391,6 +501,31 @@ impl NativeDatabase {
                     }
                     out.append(list)?;
                 }
+                Err(e) => out.append(to_py(e).into_value(py))?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// What a search with `options` makes of each image query, as bytes (a query that fails:
+    /// its exception).
+    fn featurize<'py>(
+        &self,
+        py: Python<'py>,
+        queries: &Bound<'py, PyList>,
+        options: SearchArgs,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let db = self.db()?;
+        let queries: Vec<Query> = queries
+            .iter()
+            .map(|q| query_of(&q))
+            .collect::<PyResult<_>>()?;
+        let opts = options.options()?;
+        let features = py.allow_threads(|| db.featurize_query(&queries, &opts));
+        let out = PyList::empty(py);
+        for f in features {
+            match f {
+                Ok(f) => out.append(PyBytes::new(py, &f.to_bytes()))?,
                 Err(e) => out.append(to_py(e).into_value(py))?,
             }
         }
@@ -605,6 +740,12 @@ impl IngestStream {
     }
 }
 
+/// Whether `path` holds an imgvec database (without opening it).
+#[pyfunction]
+fn exists(path: PathBuf) -> bool {
+    Database::exists(path)
+}
+
 /// Encodes an image array (H×W×3, H×W×4 or H×W, uint8) as PNG bytes (lossless).
 #[pyfunction]
 fn encode_array<'py>(
@@ -646,6 +787,7 @@ fn _imgvec(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeDatabase>()?;
     m.add_class::<IngestStream>()?;
     m.add_function(wrap_pyfunction!(encode_array, m)?)?;
+    m.add_function(wrap_pyfunction!(exists, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

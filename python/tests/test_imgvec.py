@@ -341,3 +341,24 @@ def test_ingest_events_and_summary(subset, tmp_path):
         again = db.ingest(src, progress=True, on_event=seen.append)
         assert again.unchanged == 5 and len(seen) == 6
         assert db.records()[0].attrs == {"batch": "1"}
+
+
+def test_features_made_once_search_like_the_image(fast_db, subset):
+    _, queries, _ = subset
+    paths = [q["path"] for q in queries[:3]]
+    with imgvec.Database(fast_db, read_only=True) as db:
+        features = db.featurize(paths)
+        assert all(isinstance(f, imgvec.QueryFeatures) for f in features)
+        for path, f in zip(paths, features):
+            a, b = db.search(f, k=5), db.search(path, k=5)
+            assert [h.id for h in a] == [h.id for h in b]
+            # The model ran on a batch of three, not one: the same up to float rounding.
+            assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
+        turned = db.featurize(paths[0], augment="rot4")
+        assert len(turned.data) > len(features[0].data)  # four variants
+        with pytest.raises(imgvec.InvalidArgument, match="id query"):
+            db.featurize(1)
+        with pytest.raises(imgvec.ImageError):
+            db.featurize("/no/such/image.jpg")
+        with pytest.raises(imgvec.InvalidArgument, match="not imgvec query features"):
+            db.search(imgvec.QueryFeatures(b"nonsense"))

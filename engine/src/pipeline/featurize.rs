@@ -20,7 +20,7 @@ use crate::reduce::WhiteningSpec;
 const QUERY_BATCH: usize = 16;
 
 /// A query's local features, and the query made ready for dense alignment.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct QueryLocal {
     pub features: LocalFeatures,
     pub dense: Option<DenseQuery>,

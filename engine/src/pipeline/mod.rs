@@ -253,15 +253,9 @@ pub fn resolve(
     };
     let extractor = extractor_for(&source, size, pooling, fusion.as_ref())?;
     let (bytes, fingerprint) = read_model(&source)?;
-    let models_dir = store.dir().join(MODELS_DIR);
-    // The folder's own entry is durable only once the database folder is synced.
-    imgvec_storage::create_dirs(store.vfs().as_ref(), &models_dir)?;
-    let rel = format!("{MODELS_DIR}/{}.pt", &fingerprint[..16]);
-    let dest = store.dir().join(&rel);
-    imgvec_storage::write_atomic(store.vfs().as_ref(), &dest, &[&bytes])?;
     let config = PipelineConfig {
         name,
-        model: rel,
+        model: format!("{MODELS_DIR}/{}.pt", &fingerprint[..16]),
         model_fingerprint: fingerprint,
         model_source: source
             .file_name()
@@ -279,9 +273,30 @@ pub fn resolve(
             .preset()
             .and_then(|p| calibration::for_preset(p.name())),
     };
-    let json = serde_json::to_string(&config).map_err(|e| Error::Invalid(e.to_string()))?;
-    store.put_meta(META_PIPELINE, &json)?;
+    install(store, &config, &bytes)?;
     Ok((config, Some(extractor)))
+}
+
+/// Gives a database without a pipeline `config`: its copy of the model (`model`, the bytes of
+/// the file `config.model` names), then the record.
+pub(crate) fn install(store: &Store, config: &PipelineConfig, model: &[u8]) -> Result<()> {
+    // The folder's own entry is durable only once the database folder is synced.
+    imgvec_storage::create_dirs(store.vfs().as_ref(), &store.dir().join(MODELS_DIR))?;
+    let dest = store.dir().join(&config.model);
+    imgvec_storage::write_atomic(store.vfs().as_ref(), &dest, &[model])?;
+    let json = serde_json::to_string(config).map_err(|e| Error::Invalid(e.to_string()))?;
+    store.put_meta(META_PIPELINE, &json)?;
+    Ok(())
+}
+
+/// The database's own copy of its model, read (and checked against the fingerprint recorded).
+pub(crate) fn stored_model(dir: &Path, config: &PipelineConfig) -> Result<Vec<u8>> {
+    let (bytes, fingerprint) = read_stored_model(&config.model_path(dir))?;
+    if fingerprint != config.model_fingerprint {
+        let why = "the model file does not match the fingerprint the database recorded";
+        return Err(imgvec_storage::StorageError::corruption(config.model_path(dir), why).into());
+    }
+    Ok(bytes)
 }
 
 /// Fails when `choice` asks for another pipeline than the database's `existing` one.

@@ -34,6 +34,7 @@ impl PresetExt for Preset {
             dims: 256,
             min_rows: 512,
             vlad: None,
+            frozen: false,
         });
         match self {
             Preset::Fast => PresetSpec {

@@ -38,6 +38,7 @@ use crate::options::{SearchModeExt, VerifyOverridesExt};
 use crate::pipeline::{Featurizer, PipelineConfig};
 use context::SearchContext;
 use query::PreparedQuery;
+pub use query::QueryFeatures;
 use rerank::Checked;
 
 /// (id, score) pairs, best first, or why there are none.
@@ -58,6 +59,8 @@ struct Answer<'a> {
     calibration: Option<&'a Calibration>,
     /// Whether the scores are in a learned (whitened) space, which has its own calibration.
     whitened: bool,
+    /// The verification that ranked the candidates, when one ran.
+    verify: Option<VerifyParams>,
 }
 
 /// What verified query expansion changes: each query's ranking and what was checked of it.
@@ -150,6 +153,31 @@ impl Searcher<'_> {
         answers
     }
 
+    /// What a search with `opts` would make of each image query (its variants' vectors and, when
+    /// the search needs them, local features), to be searched as [`Query::Features`] here or in
+    /// a database made like this one. Id queries are refused: they name a row of this database.
+    pub fn featurize(&self, queries: &[Query], opts: &SearchOptions) -> Vec<Result<QueryFeatures>> {
+        let (pipeline, augment, verify) = self.settings(opts);
+        let sift = pipeline.as_ref().and_then(|p| p.local).map(|l| l.sift);
+        let local = sift.filter(|_| verify.is_some() || self.spaces.has_vlad());
+        let snap = self.store.snapshot();
+        query::featurize(
+            self.featurizer,
+            self.store,
+            &snap,
+            queries,
+            augment,
+            local.as_ref(),
+        )
+        .into_iter()
+        .zip(queries)
+        .map(|(prepared, q)| match q {
+            Query::Id(_) => Err(Error::Invalid("an id query has no features to send".into())),
+            _ => QueryFeatures::of(prepared),
+        })
+        .collect()
+    }
+
     /// The pipeline, and the augmentation and verification a search with `opts` gets: the
     /// options, else the pipeline's defaults; verification only where local features are stored.
     fn settings(
@@ -230,6 +258,7 @@ impl Searcher<'_> {
             dims,
             calibration: pipeline.as_ref().and_then(|p| p.calibration.as_ref()),
             whitened: ctx.space.projection.is_some(),
+            verify,
         };
         queries
             .iter()
@@ -397,11 +426,27 @@ impl Searcher<'_> {
         opts: &SearchOptions,
     ) {
         let dims = rows.dims;
+        if let Some(with) = opts.expand_with.as_ref().filter(|w| w.len() != dims) {
+            let why = format!(
+                "expand_with has {} values, the search space {dims}",
+                with.len()
+            );
+            for slot in stage.merged.iter_mut().filter(|s| matches!(s, Some(Ok(_)))) {
+                *slot = Some(Err(Error::Invalid(why.clone())));
+            }
+            return;
+        }
         let (mut expanded, mut failed) = (Vec::new(), Vec::new());
         for (qi, slot) in stage.merged.iter().enumerate() {
             let (Some(Ok(hits)), Some(&first)) = (slot, rows.of(qi).first()) else {
                 continue;
             };
+            if let Some(with) = &opts.expand_with {
+                let mut v: Vec<f32> = first.iter().zip(with).map(|(a, b)| a + b).collect();
+                l2_normalize_rows(&mut v, dims);
+                expanded.push((qi, v));
+                continue;
+            }
             let mut verified = hits
                 .iter()
                 .map(|h| h.0)
@@ -507,6 +552,10 @@ impl Searcher<'_> {
                     inliers: c.inliers,
                     alignment: c.alignment,
                     verdict: c.verdict,
+                    rank_key: c
+                        .evidence
+                        .zip(answer.verify.as_ref())
+                        .map(|(e, p)| ranking::rank_key(&e, p).1),
                     matched,
                     confidence,
                     pairs: (opts.pairs && !c.pairs.is_empty()).then(|| c.pairs.clone()),

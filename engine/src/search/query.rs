@@ -11,6 +11,43 @@ use crate::options::AugmentExt;
 use crate::options::{Augment, Query};
 use crate::pipeline::{Featurizer, QueryLocal};
 
+/// An image query's features, made once and searched in any database made like the one that
+/// made them: one vector per augmentation variant, and the local features when the search
+/// needs them. Crosses processes as bytes ([`to_bytes`](Self::to_bytes)).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct QueryFeatures {
+    vectors: Vec<Vec<f32>>,
+    local: Option<QueryLocal>,
+}
+
+/// Format tag of [`QueryFeatures::to_bytes`].
+const FEATURES_MAGIC: &[u8; 8] = b"IVQRY\0\0\x01";
+
+impl QueryFeatures {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = FEATURES_MAGIC.to_vec();
+        bincode::serialize_into(&mut out, self).expect("features always serialize");
+        out
+    }
+
+    /// Features from [`to_bytes`](Self::to_bytes); anything else is `InvalidArgument`.
+    pub fn from_bytes(bytes: &[u8]) -> Result<QueryFeatures> {
+        let body = bytes
+            .strip_prefix(FEATURES_MAGIC.as_slice())
+            .ok_or_else(|| Error::Invalid("not imgvec query features".into()))?;
+        bincode::deserialize(body)
+            .map_err(|e| Error::Invalid(format!("damaged query features: {e}")))
+    }
+
+    /// The features of one prepared query (its error when it has none).
+    pub(crate) fn of(prepared: PreparedQuery) -> Result<QueryFeatures> {
+        Ok(QueryFeatures {
+            vectors: prepared.vectors?,
+            local: prepared.local,
+        })
+    }
+}
+
 /// One query, ready to search.
 pub(crate) struct PreparedQuery {
     /// One unit vector per augmentation variant (the query itself first), or why there is none.
@@ -36,6 +73,13 @@ pub(crate) fn featurize(
         let decoded = match q {
             Query::Id(id) => {
                 out.push(by_id(store, snap, *id, local.is_some()));
+                continue;
+            }
+            Query::Features(f) => {
+                out.push(PreparedQuery {
+                    vectors: Ok(f.vectors.clone()),
+                    local: f.local.clone().filter(|_| local.is_some()),
+                });
                 continue;
             }
             Query::Path(p) => imgvec_ingest::read_image_file(p)

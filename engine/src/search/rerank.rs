@@ -232,12 +232,14 @@ impl RerankIndexes {
             checked.insert(id, c);
         }
         let mut evidence = Vec::with_capacity(checked.len());
-        for c in checked.values() {
-            let Some(mut e) = c.evidence else { continue };
+        for c in checked.values_mut() {
+            let Some(e) = c.evidence.as_mut() else {
+                continue;
+            };
             if let Some(v) = ctx.space.snapshot.vector(e.id)? {
                 e.expanded = Some(exact::dot(expanded, v));
             }
-            evidence.push(e);
+            evidence.push(*e);
         }
         let rest: Vec<(u64, f32)> = hits
             .iter()

@@ -139,6 +139,24 @@ impl Spaces {
         Ok(())
     }
 
+    /// The whitening learned on this database, learning it first when it is due (nothing when
+    /// the pipeline has none or the collection is still too small for one).
+    pub fn learned(&self, snap: Arc<Snapshot>) -> Result<Option<Arc<Projection>>> {
+        let Some(reducer) = self.reducer() else {
+            return Ok(None);
+        };
+        reducer.view(&self.store, &snap, Learn::WhenDue)?;
+        Ok(reducer.projection(&self.store)?)
+    }
+
+    /// Makes `projection` this (new, empty, frozen) database's whitening and publishes it.
+    pub fn adopt(&self, projection: Arc<Projection>) -> Result<()> {
+        if let Some(reducer) = self.reducer() {
+            reducer.adopt(&self.store, projection)?;
+        }
+        Ok(())
+    }
+
     /// The searched space's index set and the whitening, as published (loads them, learns or
     /// projects nothing): what `imgvec info` reports.
     pub fn info(&self) -> (IndexInfo, Option<WhiteningInfo>) {

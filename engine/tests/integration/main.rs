@@ -13,6 +13,7 @@ mod local;
 mod parsers;
 mod power_cut;
 mod presets;
+mod shards;
 mod upright;
 
 /// A new database at `dir` (no background compaction) with `pipeline`, holding `files`.

@@ -69,7 +69,7 @@ impl Default for SiftParams {
 }
 
 /// A keypoint in the coordinates of the frame SIFT ran on (`LocalFeatures::width/height`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Keypoint {
     pub x: f32,
     pub y: f32,
@@ -82,7 +82,7 @@ pub struct Keypoint {
 }
 
 /// Keypoints and their RootSIFT descriptors (`DESCRIPTOR_LEN` values each, unit L2).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LocalFeatures {
     /// Size of the frame the coordinates are in (the image after `max_side`).
     pub width: u32,

@@ -19,6 +19,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import json  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 import sys  # noqa: E402
 import weakref  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -33,6 +34,7 @@ from typing import (  # noqa: E402
     Mapping,
     Optional,
     Sequence,
+    Tuple,
     Union,
     overload,
 )
@@ -44,6 +46,7 @@ from ._errors import CorruptionError, Error, ImageError, InvalidArgument, Locked
 from ._results import Hit, IngestEvent, Record, Results, Summary  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy.typing as npt
     import PIL.Image
 
 __version__: str = _imgvec.__version__
@@ -51,19 +54,34 @@ __version__: str = _imgvec.__version__
 PathLike = Union[str, "os.PathLike[str]"]
 #: An image: a file path, encoded bytes, a uint8 array (H×W, H×W×3 or H×W×4) or a PIL image.
 ImageLike = Union[PathLike, bytes, np.ndarray, "PIL.Image.Image"]
-#: A query: an image, or the id of a stored image ("more like this").
-QueryLike = Union[ImageLike, int]
+#: A query: an image, the id of a stored image ("more like this"), or an image's features.
+QueryLike = Union[ImageLike, int, "QueryFeatures"]
 
 PRESETS = ("fast", "balanced", "robust", "robust-vlad")
 MODES = ("exact", "ivfpq", "hamming", "hamming-ivf")
+
+
+#: A query as the native module takes it: an id, a path, encoded bytes, or ("features", bytes).
+_Native = Union[int, str, bytes, Tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class QueryFeatures:
+    """An image query featurized once (:meth:`Database.featurize`): search it, with the same
+    options, in that database or any made :meth:`~Database.create_like` it — the shards of one
+    collection get the query's features instead of each running the model on it."""
+
+    data: bytes
 
 
 def _is_pil(x: object) -> bool:
     return type(x).__module__.startswith("PIL.") and hasattr(x, "convert")
 
 
-def _native(q: Any) -> Union[int, str, bytes]:
+def _native(q: Any) -> _Native:
     """A query or image as the native module takes it: an id, a path or encoded bytes."""
+    if isinstance(q, QueryFeatures):
+        return ("features", q.data)
     if isinstance(q, bool):
         raise InvalidArgument("a query is a path, bytes, an image array, a PIL image or an id, not a bool")
     if isinstance(q, (int, np.integer)):
@@ -85,9 +103,11 @@ def _native(q: Any) -> Union[int, str, bytes]:
     )
 
 
-def _label(q: Any, native: Union[int, str, bytes]) -> str:
+def _label(q: Any, native: _Native) -> str:
     if isinstance(native, int):
         return f"id:{native}"
+    if isinstance(native, tuple):
+        return "<features>"
     if isinstance(native, str):
         return native
     if isinstance(q, np.ndarray):
@@ -191,6 +211,45 @@ def _filter(filter: Union[None, str, Mapping[str, Any]]) -> Dict[str, Any]:
     return {"path_prefix": prefix, "attrs": attrs}
 
 
+def _search_options(
+    *,
+    k: int = 10,
+    mode: str = "exact",
+    filter: Union[None, str, Mapping[str, Any]] = None,
+    verify: Optional[int] = None,
+    matches_only: bool = False,
+    pairs: bool = False,
+    threshold: Optional[float] = None,
+    qe: Optional[int] = None,
+    augment: Optional[str] = None,
+    nprobe: Optional[int] = None,
+    expand: Optional[int] = None,
+    upright: Optional[bool] = None,
+    expand_with: Optional[Sequence[float]] = None,
+) -> Dict[str, Any]:
+    """The options of ``Database.search`` (and ``featurize``), checked, as the native module
+    takes them."""
+    if k < 1:
+        raise InvalidArgument(f"k must be at least 1, not {k}")
+    if threshold is not None and not -1.0 <= threshold <= 1.0:
+        raise InvalidArgument(f"threshold is a cosine score in -1..1, not {threshold}")
+    return {
+        "k": k,
+        "mode": mode,
+        "threshold": threshold,
+        "matches_only": matches_only,
+        "pairs": pairs,
+        "verify": verify,
+        "qe": qe,
+        "augment": augment,
+        "nprobe": nprobe,
+        "expand": expand,
+        "upright": upright,
+        "expand_with": None if expand_with is None else [float(x) for x in expand_with],
+        **_filter(filter),
+    }
+
+
 class Database:
     """An imgvec database folder, open in this process.
 
@@ -213,6 +272,11 @@ class Database:
             os.fspath(path), pipeline=pipeline, read_only=read_only, threads=threads, create=create
         )
         self.read_only = read_only
+
+    @staticmethod
+    def exists(path: PathLike) -> bool:
+        """Whether ``path`` holds an imgvec database (nothing is opened or created)."""
+        return bool(_imgvec.exists(os.fspath(path)))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -311,6 +375,46 @@ class Database:
             raise InvalidArgument("insert takes an image, not an id")
         return int(self._native.insert(data, key, attrs_))
 
+    # -- shards (imgvec.ray) --------------------------------------------------------------------
+
+    def create_like(self, path: PathLike, *, threads: Optional[int] = None) -> "Database":
+        """A new, empty database at ``path`` that makes and scores rows exactly as this one:
+        the same pipeline and model, and this database's learned whitening, frozen there. The
+        shards of one collection are made like one database that learned on a sample of it."""
+        db = Database.__new__(Database)
+        db._native = self._native.create_like(os.fspath(path), threads=threads)
+        db.read_only = False
+        return db
+
+    def prepare(
+        self,
+        images: Iterable[Union[PathLike, Tuple[str, bytes]]],
+        *,
+        attrs: Optional[Mapping[str, str]] = None,
+    ) -> Tuple[List[Tuple[str, bytes]], List[IngestEvent]]:
+        """Makes images (files, or ``(key, bytes)`` pairs) into rows with this database's
+        pipeline and stores nothing: each row as ``(key, bytes)`` (a file's key is its canonical
+        path), for :meth:`commit_prepared` of a database made :meth:`create_like` this one, and
+        the images that failed."""
+        items: List[Any] = [
+            (str(i[0]), bytes(i[1])) if isinstance(i, tuple) else os.fspath(i) for i in images
+        ]
+        attrs_ = {str(k): str(v) for k, v in (attrs or {}).items()}
+        rows, failed = self._native.prepare(items, attrs_)
+        return [(str(k), bytes(b)) for k, b in rows], [IngestEvent.from_json(json.loads(e)) for e in failed]
+
+    def commit_prepared(self, rows: Iterable[bytes]) -> Tuple[Summary, List[IngestEvent]]:
+        """Stores rows :meth:`prepare` made, durably, as ingest does; returns the summary and
+        each row's event (``unchanged`` when the same content is stored under its key)."""
+        summary, events = self._native.commit_prepared([bytes(r) for r in rows])
+        return Summary.from_json(json.loads(summary)), [IngestEvent.from_json(json.loads(e)) for e in events]
+
+    def space_vectors(self, ids: Iterable[int]) -> List[Optional["npt.NDArray[np.float32]"]]:
+        """Each row's vector in the space searches score in (the learned whitening's, once
+        there is one); None for an id with no live row."""
+        out = self._native.space_vectors([int(i) for i in ids])
+        return [None if v is None else np.asarray(v, dtype=np.float32) for v in out]
+
     def delete(self, ids: Union[int, Iterable[int], None] = None, *, paths: Optional[Iterable[PathLike]] = None) -> List[int]:
         """Deletes rows by id and/or by file (named as you would name it); returns the ids that
         were live. Deleted rows never appear in results again."""
@@ -352,6 +456,9 @@ class Database:
         qe: Optional[int] = None,
         augment: Optional[str] = None,
         nprobe: Optional[int] = None,
+        expand: Optional[int] = None,
+        upright: Optional[bool] = None,
+        expand_with: Optional[Sequence[float]] = None,
     ) -> Union[Results, List[Results]]:
         """The ``k`` stored images most like ``query`` (an image or a stored id), best first.
 
@@ -361,34 +468,27 @@ class Database:
         ``{"path_prefix": ..., "attrs": {...}}``. ``verify``: how many candidates spatial
         verification checks (pipelines with local features; 0 = off). ``matches_only``: only
         hits whose ``match`` is ``"verified"`` or ``"likely"`` (calibrated per preset). ``pairs``: give
-        verified hits some inlier pairs to draw (``Hit.pairs``).
+        verified hits some inlier pairs to draw (``Hit.pairs``). ``expand``: verified query
+        expansion with the best N verified hits (0 = off); ``upright``: search a query that
+        verified nothing again with its turns. ``expand_with``: expand with this sum of
+        :meth:`space_vectors` instead of the query's own verified hits (sharded search,
+        :mod:`imgvec.ray`).
         """
         batch = isinstance(query, list)
         queries: List[Any] = list(query) if isinstance(query, list) else [query]
-        if k < 1:
-            raise InvalidArgument(f"k must be at least 1, not {k}")
-        if threshold is not None and not -1.0 <= threshold <= 1.0:
-            raise InvalidArgument(f"threshold is a cosine score in -1..1, not {threshold}")
+        options = _search_options(
+            k=k, mode=mode, filter=filter, verify=verify, matches_only=matches_only, pairs=pairs,
+            threshold=threshold, qe=qe, augment=augment, nprobe=nprobe, expand=expand,
+            upright=upright, expand_with=expand_with,
+        )
         natives = [_native(q) for q in queries]
-        options = {
-            "k": k,
-            "mode": mode,
-            "threshold": threshold,
-            "matches_only": matches_only,
-            "pairs": pairs,
-            "verify": verify,
-            "qe": qe,
-            "augment": augment,
-            "nprobe": nprobe,
-            **_filter(filter),
-        }
         answers = self._native.search(natives, options)
         results = [self._results(q, n, a) for q, n, a in zip(queries, natives, answers)]
         if batch:
             return results
         return results[0].raise_for_error()
 
-    def _results(self, q: Any, native: Union[int, str, bytes], answer: Any) -> Results:
+    def _results(self, q: Any, native: _Native, answer: Any) -> Results:
         label = _label(q, native)
         query_image = self._query_image(native)
         if isinstance(answer, BaseException):
@@ -400,6 +500,7 @@ class Database:
                 path=h["path"],
                 score=float(h["score"]),
                 verdict=h["verdict"],
+                rank_key=h["rank_key"],
                 inliers=h["inliers"],
                 alignment=h["alignment"],
                 attrs=dict(h["attrs"]),
@@ -412,19 +513,38 @@ class Database:
         ]
         return Results(label, hits, thumbnail=self.thumbnail, query_image=query_image)
 
-    def _query_image(self, native: Union[int, str, bytes]) -> Callable[[], Optional[bytes]]:
+    def _query_image(self, native: _Native) -> Callable[[], Optional[bytes]]:
         if isinstance(native, int):
             return lambda: self.thumbnail(native)
         if isinstance(native, bytes):
             return lambda: native
+        if isinstance(native, tuple):
+            return lambda: None
+        path = native
 
         def read() -> Optional[bytes]:
             try:
-                return Path(native).read_bytes()
+                return Path(path).read_bytes()
             except OSError:
                 return None
 
         return read
+
+    def featurize(self, queries: Union[ImageLike, List[ImageLike]], **options: Any) -> Any:
+        """What a search with ``options`` makes of each image query (its augmentation variants'
+        vectors and, when the search verifies, its local features), as :class:`QueryFeatures`
+        (a list for a list). Search them with the same options here or in a database made
+        :meth:`create_like` this one; a query that cannot be read raises :class:`ImageError`."""
+        batch = isinstance(queries, list)
+        items = list(queries) if isinstance(queries, list) else [queries]
+        natives = [_native(q) for q in items]
+        answers = self._native.featurize(natives, _search_options(**options))
+        out = []
+        for a in answers:
+            if isinstance(a, BaseException):
+                raise a
+            out.append(QueryFeatures(bytes(a)))
+        return out if batch else out[0]
 
     def extract(self, images: Union[QueryLike, Sequence[QueryLike]]) -> np.ndarray:
         """The pipeline's global vectors of ``images`` (n × dims float32, one row each),
@@ -470,6 +590,7 @@ class Database:
 
 __all__ = [
     "Database",
+    "QueryFeatures",
     "IngestRun",
     "Results",
     "Hit",

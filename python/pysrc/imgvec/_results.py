@@ -41,6 +41,9 @@ class Hit:
     #: With ``search(..., pairs=True)``, verified hits: some inlier pairs (query x, y, hit x, y),
     #: each a fraction of its image's width or height.
     pairs: Optional[List[List[float]]] = None
+    #: The key verification ordered this hit by among the candidates it checked (None when it
+    #: checked none); sharded searches merge by it.
+    rank_key: Optional[float] = None
 
     @property
     def is_match(self) -> bool:

@@ -60,7 +60,7 @@ pub struct ImageRecord {
 }
 
 /// A row to store. Ids are assigned by the store.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewRow {
     /// The key as text (see [`crate::key`]).
     pub path: String,

@@ -232,6 +232,7 @@ pub(crate) fn write(
                     .unwrap_or_default(),
             ),
             Query::Bytes(b) => (imgvec::make_thumbnail(b).ok(), String::new()),
+            Query::Features(_) => (None, String::new()),
             Query::Id(id) => (
                 db.thumbnail(*id).ok().flatten(),
                 row.item

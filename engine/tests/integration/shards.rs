@@ -1,0 +1,193 @@
+//! The parts a sharded collection is made of: databases made like another (its pipeline, model
+//! and learned whitening, frozen), rows prepared by one database and committed to another, and
+//! verified expansion with vectors from elsewhere.
+
+use imgvec_testkit::*;
+
+use imgvec::{
+    Database, IngestOptions, IngestStatus, OpenOptions, PipelineChoice, PreparedRow, Preset, Query,
+    SearchOptions, Source, VerifyOverrides,
+};
+
+fn sources(files: &[std::path::PathBuf]) -> Vec<Source> {
+    files.iter().cloned().map(Source::File).collect()
+}
+
+#[test]
+fn rows_prepared_by_a_template_and_committed_to_a_database_made_like_it_search_alike() {
+    let files = db_images(24);
+    let tmp = tempfile::tempdir().unwrap();
+    let robust = PipelineChoice::Preset(Preset::Robust);
+    let template = super::database_of(&tmp.path().join("template"), robust, &files[..6]);
+    let shard = template
+        .create_like(tmp.path().join("shard"), OpenOptions::default())
+        .unwrap();
+    assert_eq!(
+        shard.pipeline().unwrap().model_fingerprint,
+        template.pipeline().unwrap().model_fingerprint
+    );
+    assert!(shard.pipeline().unwrap().whitening.unwrap().frozen);
+
+    // Prepared by the template (which stores nothing more), committed to the shard.
+    let (rows, failed) = template
+        .prepare(sources(&files), &IngestOptions::default())
+        .unwrap();
+    assert!(failed.is_empty());
+    assert_eq!(
+        template
+            .search(Query::Path(files[0].clone()), &SearchOptions::default())
+            .unwrap()
+            .len(),
+        6
+    );
+    let rows: Vec<PreparedRow> = rows
+        .iter()
+        .map(|r| PreparedRow::from_bytes(&r.to_bytes()).unwrap())
+        .collect();
+    let events = std::sync::Mutex::new(Vec::new());
+    let summary = shard
+        .commit_prepared(rows.clone(), &IngestOptions::default(), &|e| {
+            events.lock().unwrap().push(e.clone())
+        })
+        .unwrap();
+    assert_eq!((summary.stored, summary.errors), (24, 0));
+    // Committed again: unchanged, nothing stored twice.
+    let again = shard
+        .commit_prepared(rows, &IngestOptions::default(), &|_| {})
+        .unwrap();
+    assert_eq!((again.stored, again.unchanged), (0, 24));
+
+    // The same as ingesting the files into a database made like the template.
+    let one = template
+        .create_like(tmp.path().join("one"), OpenOptions::default())
+        .unwrap();
+    one.ingest(sources(&files), &IngestOptions::default(), &|_| {})
+        .unwrap();
+    for q in files.iter().step_by(6) {
+        let a = shard
+            .search(Query::Path(q.clone()), &SearchOptions::default())
+            .unwrap();
+        let b = one
+            .search(Query::Path(q.clone()), &SearchOptions::default())
+            .unwrap();
+        let key = |h: &imgvec::Hit| {
+            (
+                h.path.clone(),
+                format!("{:.4}", h.score),
+                h.verdict,
+                h.rank_key.map(|k| format!("{k:.4}")),
+            )
+        };
+        assert_eq!(
+            a.iter().map(key).collect::<Vec<_>>(),
+            b.iter().map(key).collect::<Vec<_>>()
+        );
+        assert!(
+            a.iter().any(|h| h.rank_key.is_some()),
+            "verification ranked the candidates"
+        );
+    }
+    drop(shard);
+    let err = template
+        .create_like(tmp.path().join("shard"), OpenOptions::default())
+        .err()
+        .expect("a folder that holds a database is refused");
+    assert!(
+        err.to_string().contains("already holds a database"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rows_that_do_not_fit_the_pipeline_are_errors_naming_the_image() {
+    let files = db_images(3);
+    let tmp = tempfile::tempdir().unwrap();
+    let balanced = super::database_of(
+        &tmp.path().join("b"),
+        PipelineChoice::Preset(Preset::Balanced),
+        &files[..1],
+    );
+    let fast = super::database_of(&tmp.path().join("f"), PipelineChoice::Default, &files[..1]);
+    let (rows, _) = balanced
+        .prepare(sources(&files), &IngestOptions::default())
+        .unwrap();
+    let events = std::sync::Mutex::new(Vec::new());
+    let summary = fast
+        .commit_prepared(rows, &IngestOptions::default(), &|e| {
+            events.lock().unwrap().push(e.clone())
+        })
+        .unwrap();
+    assert_eq!((summary.stored, summary.errors), (0, 3));
+    for e in events.into_inner().unwrap() {
+        assert_eq!(e.status, IngestStatus::Error);
+        assert!(e
+            .error
+            .unwrap()
+            .contains("3285 dimensions, the database's pipeline makes 1280"));
+        assert!(files
+            .iter()
+            .any(|f| std::fs::canonicalize(f).unwrap().display().to_string() == e.path));
+    }
+    let empty = Database::open(tmp.path().join("empty"), OpenOptions::default()).unwrap();
+    assert!(empty
+        .prepare(sources(&files), &IngestOptions::default())
+        .is_err());
+}
+
+#[test]
+fn expansion_with_given_vectors_replaces_the_querys_own_verified_results() {
+    let files = db_images(16);
+    let tmp = tempfile::tempdir().unwrap();
+    let db = super::database_of(
+        &tmp.path().join("db"),
+        PipelineChoice::Preset(Preset::Robust),
+        &files,
+    );
+    let q = Query::Path(files[0].clone());
+    let plain = db.search(q.clone(), &SearchOptions::default()).unwrap();
+    let verified: Vec<u64> = plain
+        .iter()
+        .filter(|h| h.verdict == Some(imgvec::Verdict::Verified))
+        .take(3)
+        .map(|h| h.id)
+        .collect();
+    assert!(!verified.is_empty(), "the query verifies its source");
+    let vectors = db.space_vectors(&verified).unwrap();
+    let mut sum = vec![0.0f32; vectors[0].as_ref().unwrap().len()];
+    for v in vectors.iter().flatten() {
+        sum.iter_mut().zip(v).for_each(|(s, x)| *s += x);
+    }
+    let with = |expand_with: Option<Vec<f32>>| SearchOptions {
+        expand_with,
+        verify: VerifyOverrides {
+            upright: Some(false),
+            ..VerifyOverrides::default()
+        },
+        ..SearchOptions::default()
+    };
+    // Its own verified results, given: the same answer.
+    let given = db.search(q.clone(), &with(Some(sum.clone()))).unwrap();
+    let ids = |hits: &[imgvec::Hit]| {
+        hits.iter()
+            .map(|h| (h.id, format!("{:.4}", h.rank_key.unwrap_or(h.score))))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(&given),
+        ids(&db.search(q.clone(), &with(None)).unwrap())
+    );
+    // Another row's vector instead: another expansion, so other keys.
+    let other = db.space_vectors(&[16]).unwrap().remove(0).unwrap();
+    assert_ne!(
+        ids(&db.search(q.clone(), &with(Some(other))).unwrap()),
+        ids(&given)
+    );
+    let err = db
+        .search(q, &with(Some(vec![1.0; 3])))
+        .expect_err("a wrong length is refused");
+    assert!(
+        err.to_string().contains("expand_with has 3 values"),
+        "{err}"
+    );
+    assert_eq!(db.space_vectors(&[999]).unwrap(), vec![None]);
+}

@@ -1,0 +1,590 @@
+"""imgvec on Ray: distributed ingest into shard databases, and search across them.
+
+``ingest(paths_or_dataset, out_dir, shards=N)`` learns the pipeline's whitening once, on a
+sample, in ``out_dir/template``; makes ``N`` shard databases like it (the same model and the
+same frozen whitening, so scores compare across shards); extracts features on Ray workers, each
+running imgvec's own featurizer; and hands each row to the one writer actor of its shard, which
+stores it durably before it is acknowledged. ``ShardedDatabase(out_dir)`` holds one read-only
+actor per shard, fans each query out and merges the answers into what one database holding
+every row would answer. docs/RAY.md has the layout, the guarantees and how to run it on a cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from . import Database, Error, Hit, IngestEvent, InvalidArgument, QueryFeatures, Results, _native, _search_options
+
+try:
+    import ray
+except ImportError as e:  # pragma: no cover - the message is the point
+    raise ImportError("imgvec.ray needs Ray: pip install 'ray[data]'") from e
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: The file naming a sharded collection's layout, in its folder.
+MANIFEST = "imgvec-shards.json"
+TEMPLATE = "template"
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+def shard_of(key: str, shards: int) -> int:
+    """The shard that stores the row with ``key`` (its canonical path): stable across runs and
+    machines, so a re-run finds each row where it was stored."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % shards
+
+
+def writer_name(shard: PathLike) -> str:
+    """The Ray actor name of the one writer of ``shard`` (one per shard in a cluster)."""
+    return "imgvec-writer:" + os.path.realpath(os.fspath(shard))
+
+
+def shard_dirs(out_dir: PathLike) -> List[Path]:
+    """The shard folders of the collection in ``out_dir``, from its manifest."""
+    root = Path(out_dir)
+    manifest = root / MANIFEST
+    try:
+        layout = json.loads(manifest.read_text())
+        return [root / name for name in layout["shards"]]
+    except FileNotFoundError:
+        raise Error(f"{manifest}: missing; {root} is not a sharded imgvec collection") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise Error(f"{manifest}: damaged ({e})") from None
+
+
+def _walk(paths: Iterable[PathLike]) -> List[str]:
+    """Canonical paths of the image files in ``paths`` (files, or folders walked), sorted."""
+    found: Set[str] = set()
+    for p in paths:
+        p = os.path.realpath(os.fspath(p))
+        if os.path.isdir(p):
+            for folder, _, files in os.walk(p):
+                found.update(
+                    os.path.join(folder, f) for f in files if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS
+                )
+        else:
+            found.add(p)  # a missing or unreadable file is reported by its worker
+    return sorted(found)
+
+
+# -- actors ------------------------------------------------------------------------------------
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class ShardWriter:
+    """The one writer of a shard: stores rows durably, then acknowledges them. Restarted by
+    Ray if its process dies; a retried commit finds its rows stored and reports them unchanged."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.db = Database(path, create=False, threads=1)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def stored_keys(self) -> List[str]:
+        return [r.path for r in self.db.records()]
+
+    def commit(self, rows: List[bytes]) -> List[Dict[str, Any]]:
+        _, events = self.db.commit_prepared(rows)
+        return [asdict(e) for e in events]
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class _Featurize:
+    """A Ray Data worker: makes a batch of images into rows with the template's pipeline; returns
+    each row with its shard, and each image that failed as its event."""
+
+    def __init__(self, template: str, shards: int, attrs: Dict[str, str]) -> None:
+        self.template = Database(template, read_only=True, threads=1)
+        self.shards = shards
+        self.attrs = attrs
+
+    def __call__(self, batch: Dict[str, Any]) -> Dict[str, List[Any]]:
+        keys = [str(k) for k in batch["path"]]
+        if "bytes" in batch:
+            items: List[Any] = [(k, bytes(b)) for k, b in zip(keys, batch["bytes"])]
+        else:
+            items = keys
+        rows, failed = self.template.prepare(items, attrs=self.attrs)
+        return {
+            "shard": [shard_of(key, self.shards) for key, _ in rows] + [-1] * len(failed),
+            "row": [row for _, row in rows] + [b""] * len(failed),
+            "failed": [""] * len(rows) + [json.dumps(asdict(e)) for e in failed],
+        }
+
+
+@ray.remote(num_cpus=0)
+class ShardReader:
+    """A read-only handle on one shard."""
+
+    def __init__(self, path: str, threads: int) -> None:
+        self.path = path
+        self.db = Database(path, read_only=True, create=False, threads=threads)
+
+    def describe(self) -> Dict[str, Any]:
+        info = self.db.info()
+        pipeline = info.get("pipeline") or {}
+        whitening = info.get("whitening") or {}
+        query = pipeline.get("query") or {}
+        return {
+            "rows": info.get("live_rows"),
+            "model": pipeline.get("model_fingerprint"),
+            "name": pipeline.get("name"),
+            "whitening": whitening.get("fingerprint"),
+            "local": pipeline.get("local") is not None,
+            "verify": query.get("verify") or {},
+            "augment": query.get("augment", "none"),
+        }
+
+    def search(self, queries: List[QueryFeatures], options: Dict[str, Any]) -> List[Any]:
+        out: List[Any] = []
+        for r in self.db.search(list(queries), **options):
+            out.append(str(r.error) if r.error is not None else [asdict(h) for h in r.hits])
+        return out
+
+    def space_vectors(self, ids: List[int]) -> List[Optional[npt.NDArray[np.float32]]]:
+        return self.db.space_vectors(ids)
+
+
+# -- ingest ------------------------------------------------------------------------------------
+
+
+@dataclass
+class IngestReport:
+    """What one distributed ingest did."""
+
+    stored: int = 0
+    unchanged: int = 0
+    replaced: int = 0
+    errors: int = 0
+    #: Images a previous run stored already (by key), not read again.
+    skipped: int = 0
+    seconds: float = 0.0
+    #: Of ``seconds``: learning the template on the sample and making the shards.
+    template_seconds: float = 0.0
+    images_per_sec: float = 0.0
+    shards: List[str] = field(default_factory=list)
+    #: Every image that failed, with its reason.
+    failed: List[IngestEvent] = field(default_factory=list)
+
+
+def _store_sample(template: Database, items: Sequence[Any]) -> None:
+    files = [i for i in items if not isinstance(i, tuple)]
+    if files:
+        template.ingest(files, progress=False)  # bad images: reported by the ingest proper
+    for key, data in (i for i in items if isinstance(i, tuple)):
+        try:
+            template.insert(data, key=key)
+        except Error:
+            pass
+
+
+def _prepare_layout(
+    root: Path, items: Sequence[Any], shards: int, pipeline: Optional[str], sample: int
+) -> Tuple[Path, List[Path]]:
+    """The template (learned once, on a strided sample of ``items``) and the shard databases
+    made like it; what a previous run made is reused, and must have as many shards."""
+    manifest = root / MANIFEST
+    if manifest.exists():
+        dirs = shard_dirs(root)
+        if len(dirs) != shards:
+            raise InvalidArgument(f"{root}: holds {len(dirs)} shards, not {shards}")
+    names = [f"shard-{i:03d}" for i in range(shards)]
+    template_dir = root / TEMPLATE
+    root.mkdir(parents=True, exist_ok=True)
+    with Database(template_dir, pipeline=pipeline) as template:
+        if len(template) == 0:
+            step = max(1, len(items) // max(1, sample))
+            chosen = list(items)[::step][:sample]
+            # One image gives the template its pipeline; the rest of the sample only matters to
+            # a pipeline that learns a whitening (balanced, robust), not to fast or a custom one.
+            _store_sample(template, chosen[:1])
+            if (template.info().get("pipeline") or {}).get("whitening"):
+                _store_sample(template, chosen[1:])
+        for name in names:
+            d = root / name
+            if not Database.exists(d):
+                template.create_like(d).close()
+    tmp = root / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps({"format": 1, "template": TEMPLATE, "shards": names}, indent=1))
+    os.replace(tmp, manifest)
+    return template_dir, [root / n for n in names]
+
+
+def ingest(
+    source: Union[PathLike, Iterable[PathLike], "ray.data.Dataset"],
+    out_dir: PathLike,
+    *,
+    shards: int = 2,
+    pipeline: Optional[str] = None,
+    workers: Optional[int] = None,
+    batch_size: int = 16,
+    sample: int = 2048,
+    attrs: Optional[Mapping[str, str]] = None,
+    journal: Optional[PathLike] = None,
+) -> IngestReport:
+    """Ingests ``source`` (files or folders, or a Ray Dataset with ``path`` and ``bytes``
+    columns, as ``ray.data.read_binary_files(..., include_paths=True)`` makes) into ``shards``
+    databases under ``out_dir``, extracting on ``workers`` Ray workers (one CPU each; default:
+    the cluster's CPUs). Each image's event is acknowledged once its shard stored it durably;
+    ``journal`` appends each acknowledged event as a JSON line. Re-running resumes: what is
+    stored is skipped, and a killed worker loses no acknowledged row."""
+    if shards < 1:
+        raise InvalidArgument(f"shards must be at least 1, not {shards}")
+    if not ray.is_initialized():
+        ray.init()
+    start = time.monotonic()
+    root = Path(out_dir)
+    dataset = source if isinstance(source, ray.data.Dataset) else None
+    if dataset is None:
+        paths = _walk([source] if isinstance(source, (str, os.PathLike)) else source)
+        sample_items: Sequence[Any] = paths
+    else:
+        sample_items = [(str(r["path"]), bytes(r["bytes"])) for r in dataset.limit(sample).take_all()]
+    template_dir, dirs = _prepare_layout(root, sample_items, shards, pipeline, sample)
+    template_seconds = time.monotonic() - start
+    writers = [
+        ShardWriter.options(name=writer_name(d), get_if_exists=True).remote(str(d))  # type: ignore[attr-defined]
+        for d in dirs
+    ]
+    try:
+        report = _run(dataset, paths if dataset is None else None, template_dir, writers, batch_size, workers, attrs, journal)
+    finally:
+        for w in writers:
+            try:
+                ray.get(w.close.remote())
+            except Exception:  # noqa: BLE001 - a dead writer has nothing left to close
+                pass
+            ray.kill(w)
+    report.shards = [str(d) for d in dirs]
+    report.template_seconds = template_seconds
+    report.seconds = time.monotonic() - start
+    done = report.stored + report.unchanged + report.replaced
+    report.images_per_sec = done / report.seconds if report.seconds > 0 else 0.0
+    return report
+
+
+def _run(
+    dataset: Optional["ray.data.Dataset"],
+    paths: Optional[List[str]],
+    template_dir: Path,
+    writers: List[Any],
+    batch_size: int,
+    workers: Optional[int],
+    attrs: Optional[Mapping[str, str]],
+    journal: Optional[PathLike],
+) -> IngestReport:
+    """Skips what the shards hold, then extracts and commits the rest; counts the events."""
+    shards = len(writers)
+    stored = [set(keys) for keys in ray.get([w.stored_keys.remote() for w in writers])]
+    report = IngestReport()
+
+    def todo(key: str) -> bool:
+        return key not in stored[shard_of(key, shards)]
+
+    if paths is not None:
+        left = [p for p in paths if todo(p)]
+        report.skipped = len(paths) - len(left)
+        dataset = ray.data.from_items([{"path": p} for p in left]) if left else None
+    elif dataset is not None:
+        before = dataset.count()
+        dataset = dataset.filter(lambda r: todo(str(r["path"])))
+        report.skipped = before - dataset.count()
+    if dataset is not None:
+        cpus = int(ray.available_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
+        prepared = dataset.map_batches(
+            _Featurize,
+            fn_constructor_kwargs={
+                "template": str(template_dir),
+                "shards": shards,
+                "attrs": {str(k): str(v) for k, v in (attrs or {}).items()},
+            },
+            batch_size=batch_size,
+            compute=ray.data.ActorPoolStrategy(size=max(1, workers or cpus)),
+            num_cpus=1,
+        )
+        log = open(journal, "a", encoding="utf-8") if journal is not None else None
+        try:
+            _commit_all(prepared, writers, report, log)
+        finally:
+            if log is not None:
+                log.close()
+    return report
+
+
+def _commit_all(prepared: "ray.data.Dataset", writers: List[Any], report: IngestReport, log: Any) -> None:
+    """Hands each prepared row to its shard's writer, a few commits in flight per shard so that
+    extraction never waits for a commit, and counts each event once it is acknowledged."""
+
+    def count(e: Dict[str, Any], shard: int) -> None:
+        if log is not None:
+            log.write(json.dumps(dict(e, shard=shard)) + "\n")
+            log.flush()
+        status = e["status"]
+        if status == "error":
+            report.errors += 1
+            report.failed.append(IngestEvent.from_json(e))
+        elif status in ("stored", "unchanged", "replaced"):
+            setattr(report, status, getattr(report, status) + 1)
+
+    in_flight: Dict[Any, int] = {}
+
+    def settle(most: int) -> None:
+        while len(in_flight) > most:
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in done:
+                shard = in_flight.pop(ref)
+                for e in ray.get(ref):
+                    count(e, shard)
+
+    for batch in prepared.iter_batches(batch_size=None):
+        by_shard: Dict[int, List[bytes]] = {}
+        for shard, row, failed in zip(batch["shard"], batch["row"], batch["failed"]):
+            if failed:
+                count(json.loads(failed), -1)
+            else:
+                by_shard.setdefault(int(shard), []).append(bytes(row))
+        for shard, rows in by_shard.items():
+            in_flight[writers[shard].commit.remote(rows)] = shard
+        settle(2 * len(writers))
+    settle(0)
+
+
+# -- search ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardHit(Hit):
+    """A hit of a sharded search: ``id`` is the row's id in shard number ``shard``."""
+
+    shard: int = 0
+
+
+class ShardedResults(Results):
+    """A sharded search's answer; ``answered`` lists the shards that answered (all of them
+    unless the collection was opened with ``allow_partial=True``), ``missing`` says why each
+    other one did not."""
+
+    answered: List[str]
+    missing: Dict[str, str]
+
+
+def merge_order(hit: Mapping[str, Any]) -> Tuple[bool, bool, float]:
+    """How hits of several shards interleave: the order one database gives its candidates —
+    verified first, then the others verification checked, each by its ranking key, then the
+    rest by score (larger first)."""
+    checked = hit.get("verdict") is not None
+    key = hit.get("rank_key")
+    return (hit.get("verdict") == "verified", checked, float(hit["score"] if key is None else key))
+
+
+def merge(answers: Sequence[Tuple[int, Sequence[Mapping[str, Any]]]], k: int) -> List[Dict[str, Any]]:
+    """The first ``k`` hits over every shard's answer, ``(shard, hits)``, in one database's
+    order; ties go to the smaller (shard, id)."""
+    pooled = [dict(h, shard=s) for s, hits in answers for h in hits]
+    pooled.sort(key=lambda h: (h["shard"], h["id"]))
+    pooled.sort(key=merge_order, reverse=True)
+    return pooled[:k]
+
+
+class ShardedDatabase:
+    """The shards of one collection (``ingest``'s ``out_dir``, or a list of shard folders),
+    searched as one database: one read-only Ray actor per shard. Every shard must open and be
+    made like the others, or it is an error naming it; with ``allow_partial=True`` a missing or
+    damaged shard is left out and each answer says which shards answered."""
+
+    def __init__(
+        self,
+        shards: Union[PathLike, Sequence[PathLike]],
+        *,
+        allow_partial: bool = False,
+        threads: int = 1,
+        featurize_threads: Optional[int] = None,
+    ) -> None:
+        if not ray.is_initialized():
+            ray.init()
+        dirs = shard_dirs(shards) if isinstance(shards, (str, os.PathLike)) else [Path(p) for p in shards]
+        self.allow_partial = allow_partial
+        self.missing: Dict[str, str] = {}
+        self._actors: List[Tuple[int, str, Any]] = []
+        described: List[Tuple[int, str, Any, Dict[str, Any]]] = []
+        for i, folder in enumerate(dirs):
+            try:
+                if not Database.exists(folder):
+                    raise Error(f"{folder}: no imgvec database there")
+                actor = ShardReader.remote(str(folder), threads)  # type: ignore[attr-defined]
+                described.append((i, str(folder), actor, ray.get(actor.describe.remote())))
+            except Exception as e:  # noqa: BLE001 - any failure to open names the shard
+                self._lost(str(folder), e)
+        if not described:
+            raise Error(f"no shard could be opened: {self.missing}")
+        first = described[0][3]
+        for i, d, actor, desc in described:
+            same = all(desc[f] == first[f] for f in ("model", "name", "whitening"))
+            if not same:
+                self._lost(d, Error(f"{d}: not made like {described[0][1]} (model or whitening differ)"))
+                continue
+            self._actors.append((i, d, actor))
+        # Each query is featurized once, here, and its features sent to every shard (the model
+        # is the first shard's copy; every shard's is the same).
+        self._featurizer = Database(described[0][1], read_only=True, threads=featurize_threads or os.cpu_count())
+        self._local = bool(first["local"])
+        self._verify_defaults = first["verify"]
+        self._augment_default = first["augment"]
+        self.rows = sum(int(desc["rows"] or 0) for _, _, _, desc in described)
+
+    def _lost(self, shard: str, why: BaseException) -> None:
+        if not self.allow_partial:
+            raise Error(f"shard {shard}: {why}") from why
+        self.missing[shard] = str(why)
+
+    def __len__(self) -> int:
+        return self.rows
+
+    @property
+    def shards(self) -> List[str]:
+        return [d for _, d, _ in self._actors]
+
+    def close(self) -> None:
+        for _, _, actor in self._actors:
+            ray.kill(actor)
+        self._actors = []
+        self._featurizer.close()
+
+    def __enter__(self) -> "ShardedDatabase":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _fan_out(self, queries: List[QueryFeatures], options: Dict[str, Any]) -> Tuple[List[Any], Dict[str, str]]:
+        """Every answering shard's answers to ``queries``: [(shard, answers)], and the shards
+        that failed (an error unless ``allow_partial``)."""
+        calls = [(i, d, actor.search.remote(queries, options)) for i, d, actor in self._actors]
+        answered, missing = [], dict(self.missing)
+        for i, d, call in calls:
+            try:
+                answered.append((i, ray.get(call)))
+            except Exception as e:  # noqa: BLE001 - a dead or failing shard names itself
+                if not self.allow_partial:
+                    raise Error(f"shard {d}: {e}") from e
+                missing[d] = str(e)
+        return answered, missing
+
+    def _merged(self, answered: List[Any], qi: int, k: int) -> Union[str, List[Dict[str, Any]]]:
+        per_shard = []
+        for shard, answers in answered:
+            if isinstance(answers[qi], str):
+                return str(answers[qi])  # the query itself failed (unreadable image)
+            per_shard.append((shard, answers[qi]))
+        return merge(per_shard, k)
+
+    def _expansion(self, hits: List[Dict[str, Any]], n: int) -> Optional[npt.NDArray[np.float32]]:
+        """The sum of the best ``n`` verified hits' vectors in the search space."""
+        best = [h for h in hits if h.get("verdict") == "verified"][:n]
+        if not best:
+            return None
+        actors = {i: actor for i, _, actor in self._actors}
+        total: Optional[npt.NDArray[np.float32]] = None
+        for h in best:
+            (v,) = ray.get(actors[h["shard"]].space_vectors.remote([h["id"]]))
+            if v is not None:
+                total = v.copy() if total is None else total + v
+        return total
+
+    def _pass(self, images: List[Any], options: Dict[str, Any], k: int) -> Tuple[List[Any], Dict[str, str]]:
+        """One pass of the engine's pipeline: each image featurized once, then searched on every
+        shard; an image that cannot be read is its error message."""
+        made = self._featurizer._native.featurize(images, _search_options(**options))
+        ok = [(i, QueryFeatures(f)) for i, f in enumerate(made) if isinstance(f, bytes)]
+        answers, missing = self._search_features([f for _, f in ok], options, k)
+        out: List[Any] = [str(f) for f in made]
+        for (i, _), a in zip(ok, answers):
+            out[i] = a
+        return out, missing
+
+    def _search_features(
+        self, queries: List[QueryFeatures], options: Dict[str, Any], k: int
+    ) -> Tuple[List[Any], Dict[str, str]]:
+        """Features searched on every shard: without verification a plain merge; with it, the
+        first ranking everywhere, then verified query expansion with what verified anywhere (as
+        one database would expand), each query again on every shard."""
+        if not queries:
+            return [], dict(self.missing)
+        expand = options.get("expand")
+        if expand is None:
+            expand = int(self._verify_defaults.get("expand", 0))
+        verifying = self._local and options.get("verify") != 0
+        if not verifying or expand == 0:
+            answered, missing = self._fan_out(queries, options)
+            return [self._merged(answered, qi, k) for qi in range(len(queries))], missing
+        first = dict(options, expand=0, k=max(k, expand))
+        answered, missing = self._fan_out(queries, first)
+        out: List[Any] = []
+        for qi, q in enumerate(queries):
+            merged = self._merged(answered, qi, max(k, expand))
+            with_ = None if isinstance(merged, str) else self._expansion(merged, expand)
+            if with_ is None:
+                out.append(merged if isinstance(merged, str) else merged[:k])
+                continue
+            again, lost = self._fan_out([q], dict(options, expand=expand, expand_with=with_.tolist()))
+            missing.update(lost)
+            out.append(self._merged(again, 0, k))
+        return out, missing
+
+    def search(self, query: Any, **options: Any) -> Union[ShardedResults, List[ShardedResults]]:
+        """``Database.search`` over every shard (images only: ids belong to one shard). Every
+        option works and is applied as one database applies it: results, scores and verdicts
+        equal those of one database holding every row (docs/RAY.md says where they may not)."""
+        batch = isinstance(query, list)
+        queries = list(query) if batch else [query]
+        natives: List[Any] = []
+        for q in queries:
+            n = _native(q)
+            if isinstance(n, int):
+                raise InvalidArgument("a sharded search takes images; an id names a row of one shard")
+            natives.append(n)
+        k = int(options.get("k", 10))
+        upright = options.pop("upright", None)
+        if upright is None:
+            upright = bool(self._verify_defaults.get("upright", False))
+        augment = options.get("augment") or self._augment_default
+        base = dict(options, upright=False)
+        answers, missing = self._pass(natives, base, k)
+        if self._local and upright and augment == "none" and options.get("verify") != 0:
+            again = [
+                i for i, a in enumerate(answers) if not isinstance(a, str) and not any(h["verdict"] == "verified" for h in a)
+            ]
+            if again:
+                turned, lost = self._pass([natives[i] for i in again], dict(base, augment="rot4"), k)
+                missing.update(lost)
+                for i, a in zip(again, turned):
+                    answers[i] = a
+        results = [self._results(q, a, missing) for q, a in zip(queries, answers)]
+        if batch:
+            return results
+        return results[0].raise_for_error()  # type: ignore[return-value]
+
+    def _results(self, q: Any, answer: Any, missing: Dict[str, str]) -> ShardedResults:
+        label = q if isinstance(q, str) else os.fspath(q) if isinstance(q, os.PathLike) else f"<{type(q).__name__}>"
+        if isinstance(answer, str):
+            r = ShardedResults(label, [], error=Error(answer))
+        else:
+            hits = [ShardHit(**dict(h, rank=i + 1)) for i, h in enumerate(answer)]
+            r = ShardedResults(label, hits)
+        r.answered = [d for _, d, _ in self._actors if d not in missing]
+        r.missing = missing
+        return r

@@ -1,0 +1,264 @@
+"""imgvec on a real local Ray cluster (two CPUs, loopback): distributed ingest into shards,
+sharded search equal to one database holding every row, acknowledged rows surviving a killed
+worker, and missing or damaged shards named."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import pytest
+
+import imgvec
+from conftest import INSTANCES, read_jsonl
+
+ray = pytest.importorskip("ray")
+import imgvec.ray as iray  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def answer(results: Any) -> List[Tuple[str, Any]]:
+    return [(os.path.basename(h.path), h.verdict) for h in results.hits]
+
+
+def assert_same(a: Any, b: Any, what: Any) -> None:
+    """The same hits in the same order with the same verdicts, and the same scores (up to the
+    float rounding of sums taken in another order over other blocks of rows)."""
+    assert answer(a) == answer(b), what
+    assert [h.score for h in a.hits] == pytest.approx([h.score for h in b.hits], abs=2e-4), what
+
+
+def one_database_like(out: Path, where: Path, images: List[str]) -> imgvec.Database:
+    """One database holding every row, made like the shards (the same learned state)."""
+    with imgvec.Database(out / "template", read_only=True) as template:
+        one = template.create_like(where)
+    summary = one.ingest(images, progress=False)
+    assert summary.errors == 0
+    return one
+
+
+def stored_paths(out: Path) -> Dict[str, int]:
+    """Every stored row's path, with the shard that holds it."""
+    found: Dict[str, int] = {}
+    for i, d in enumerate(iray.shard_dirs(out)):
+        with imgvec.Database(d, read_only=True) as db:
+            for r in db.records():
+                assert r.path not in found, f"{r.path} stored twice"
+                found[r.path] = i
+    return found
+
+
+def test_merge_orders_hits_as_one_database_does():
+    def hit(id: int, score: float, verdict: Any = None, key: Any = None) -> Dict[str, Any]:
+        return {"id": id, "score": score, "verdict": verdict, "rank_key": key}
+
+    for name, answers, k, want in [
+        ("scores alone", [(0, [hit(1, 0.9), hit(2, 0.5)]), (1, [hit(1, 0.7)])], 3, [(0, 1), (1, 1), (0, 2)]),
+        ("k cuts", [(0, [hit(1, 0.9), hit(2, 0.5)]), (1, [hit(1, 0.7)])], 1, [(0, 1)]),
+        (
+            "verified first, whatever its score",
+            [(0, [hit(1, 0.9, "unverified", 0.9)]), (1, [hit(4, 0.3, "verified", 1.8)])],
+            2,
+            [(1, 4), (0, 1)],
+        ),
+        (
+            "checked candidates by their key, not their score",
+            [(0, [hit(1, 0.9, "unverified", 0.9)]), (1, [hit(2, 0.8, "aligned", 1.3)])],
+            2,
+            [(1, 2), (0, 1)],
+        ),
+        (
+            "checked before unchecked",
+            [(0, [hit(1, 0.95)]), (1, [hit(2, 0.6, "unverified", 0.6)])],
+            2,
+            [(1, 2), (0, 1)],
+        ),
+        ("ties go to the smaller shard, then id", [(1, [hit(1, 0.5)]), (0, [hit(3, 0.5), hit(2, 0.5)])], 3, [(0, 2), (0, 3), (1, 1)]),
+        ("no shard answered", [], 5, []),
+    ]:
+        got = [(h["shard"], h["id"]) for h in iray.merge(answers, k)]
+        assert got == want, name
+
+
+def test_shard_of_is_stable_and_spreads():
+    keys = [f"/photos/{i:05d}.jpg" for i in range(1000)]
+    counts = [0, 0, 0, 0]
+    for key in keys:
+        s = iray.shard_of(key, 4)
+        assert s == iray.shard_of(key, 4)
+        counts[s] += 1
+    assert min(counts) > 200, counts
+
+
+def test_balanced_shards_share_one_frozen_whitening_and_search_as_one_database(tmp_path):
+    """Past 512 rows `balanced` searches in a learned whitening: learned once on the sample,
+    frozen in every shard, so three shards answer exactly as one database does."""
+    images = sorted(str(INSTANCES / r["path"]) for r in read_jsonl(INSTANCES / "db.jsonl"))
+    out = tmp_path / "sharded"
+    report = iray.ingest(images, out, shards=3, pipeline="balanced", sample=530)
+    assert (report.stored, report.errors, report.skipped) == (len(images), 0, 0)
+    infos = []
+    for d in iray.shard_dirs(out):
+        with imgvec.Database(d, read_only=True) as shard:
+            infos.append(shard.info())
+    with imgvec.Database(out / "template", read_only=True) as template:
+        learned = template.info()["whitening"]
+    assert learned is not None and learned["learned_on"] == 530
+    for info in infos:
+        assert info["live_rows"] > 100
+        assert info["whitening"]["fingerprint"] == learned["fingerprint"]
+        assert info["whitening"]["frozen"] is True
+    assert sum(i["live_rows"] for i in infos) == len(images)
+
+    one = one_database_like(out, tmp_path / "one", images)
+    queries = [str(INSTANCES / q["path"]) for q in read_jsonl(INSTANCES / "queries.jsonl")][::9]
+    with iray.ShardedDatabase(out) as sharded, one:
+        assert len(sharded) == len(images)
+        sharded_answers = sharded.search(queries, k=10)
+        one_answers = one.search(queries, k=10)
+        for q, a, b in zip(queries, sharded_answers, one_answers):
+            assert_same(a, b, q)
+        assert {h.shard for r in sharded_answers for h in r.hits} == {0, 1, 2}
+
+
+def test_robust_sharded_search_verifies_expands_and_turns_as_one_database(subset, tmp_path):
+    folder, queries, _ = subset
+    images = sorted(str(p) for p in folder.iterdir())
+    out = tmp_path / "sharded"
+    report = iray.ingest(folder, out, shards=2, pipeline="robust", sample=64)
+    assert (report.stored, report.errors) == (len(images), 0)
+    one = one_database_like(out, tmp_path / "one", images)
+    paths = [q["path"] for q in queries][::4]
+    with iray.ShardedDatabase(out) as sharded, one:
+        verdicts = set()
+        for options in [{}, {"expand": 0, "upright": False}, {"k": 3, "matches_only": True}]:
+            sharded_answers = sharded.search(paths, **options)
+            one_answers = one.search(paths, **options)
+            for q, a, b in zip(paths, sharded_answers, one_answers):
+                assert_same(a, b, (q, options))
+                verdicts.update(h.verdict for h in a.hits)
+        assert {"verified", "unverified"} <= verdicts
+        # An image given as bytes, and an id, which names a row of one shard only.
+        data = Path(paths[0]).read_bytes()
+        assert_same(sharded.search(data), one.search(data), "bytes")
+        with pytest.raises(imgvec.InvalidArgument, match="id"):
+            sharded.search(3)
+
+
+def test_a_killed_writer_loses_no_acknowledged_row_and_a_rerun_completes(subset, tmp_path):
+    folder, _, _ = subset
+    images = sorted(str(p) for p in folder.iterdir())
+    out, journal = tmp_path / "sharded", tmp_path / "acks.jsonl"
+    iray.ingest(images[:4], out, shards=2, pipeline="fast", sample=4)  # the layout, a first rows
+
+    def kill_a_writer_once_rows_are_acknowledged() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if journal.exists() and len(journal.read_text().splitlines()) >= 8:
+                ray.kill(ray.get_actor(iray.writer_name(iray.shard_dirs(out)[1])), no_restart=True)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_writer_once_rows_are_acknowledged)
+    killer.start()
+    with pytest.raises(Exception):
+        iray.ingest(images, out, shards=2, pipeline="fast", batch_size=2, workers=1, journal=journal)
+    killer.join()
+    acknowledged = [json.loads(line) for line in journal.read_text().splitlines()]
+    stored = stored_paths(out)
+    assert 8 <= len(acknowledged) < len(images)
+    for e in acknowledged:
+        assert e["status"] == "stored" and stored.get(e["path"]) == e["shard"], e
+    assert len(stored) < len(images)
+
+    rerun = iray.ingest(images, out, shards=2, pipeline="fast")
+    assert rerun.errors == 0 and rerun.stored + rerun.skipped == len(images)
+    assert rerun.skipped >= len(acknowledged) + 4
+    assert sorted(stored_paths(out)) == images
+
+
+def test_a_writer_killed_by_the_os_is_restarted_and_the_ingest_completes(subset, tmp_path):
+    folder, _, _ = subset
+    images = sorted(str(p) for p in folder.iterdir())
+    out, journal = tmp_path / "sharded", tmp_path / "acks.jsonl"
+    iray.ingest(images[:2], out, shards=2, pipeline="fast", sample=2)
+
+    killed: List[int] = []
+
+    def kill_9() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if journal.exists() and len(journal.read_text().splitlines()) >= 6:
+                writer = ray.get_actor(iray.writer_name(iray.shard_dirs(out)[0]))
+                killed.append(ray.get(writer.pid.remote()))
+                os.kill(killed[0], 9)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_9)
+    killer.start()
+    report = iray.ingest(images, out, shards=2, pipeline="fast", batch_size=2, workers=1, journal=journal)
+    killer.join()
+    assert killed, "the ingest ended before a writer could be killed"
+    assert report.errors == 0 and report.stored + report.unchanged + report.skipped == len(images)
+    assert sorted(stored_paths(out)) == images
+
+
+def test_a_missing_or_damaged_shard_is_named_and_never_silently_left_out(subset, tmp_path):
+    folder, queries, _ = subset
+    out = tmp_path / "sharded"
+    iray.ingest(folder, out, shards=3, pipeline="fast", sample=16)
+    dirs = iray.shard_dirs(out)
+    shutil.rmtree(dirs[1])
+    with pytest.raises(imgvec.Error, match="shard-001"):
+        iray.ShardedDatabase(out)
+    with iray.ShardedDatabase(out, allow_partial=True) as partial:
+        r = partial.search(queries[0]["path"])
+        assert r.answered == [str(dirs[0]), str(dirs[2])]
+        assert list(r.missing) == [str(dirs[1])] and r.missing[str(dirs[1])]
+        assert {h.shard for h in r.hits} <= {0, 2} and len(r.hits) == 10
+    # A shard made with another model is refused by name too.
+    with imgvec.Database(dirs[1], pipeline="balanced") as other:
+        other.ingest([next(folder.iterdir())], progress=False)
+    with pytest.raises(imgvec.Error, match="shard-001.*not made like"):
+        iray.ShardedDatabase(out)
+    # Damaged: its metadata store unreadable.
+    shutil.rmtree(dirs[2] / "meta")
+    (dirs[2] / "meta").write_bytes(b"not a database")
+    with pytest.raises(imgvec.Error, match="shard-002"):
+        iray.ShardedDatabase([dirs[0], dirs[2]])
+
+
+def test_the_command_line_ingests_and_searches_on_a_running_cluster(subset, tmp_path):
+    folder, queries, _ = subset
+    files = sorted(folder.iterdir())[:12]
+    address = ray.get_runtime_context().gcs_address
+    cli = [sys.executable, "-m", "imgvec._ray_cli", "--address", address]
+    out = tmp_path / "sharded"
+    done = subprocess.run(
+        cli + ["ingest", *map(str, files), "--out", str(out), "--shards", "2", "--sample", "4"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert (report["stored"], report["errors"]) == (12, 0) and len(report["shards"]) == 2
+    done = subprocess.run(cli + ["search", str(out), str(files[3]), "-k", "3"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    line = json.loads(done.stdout.splitlines()[-1])
+    assert line["results"][0]["path"] == str(files[3]) and line["missing"] == {}
+    assert len(line["answered"]) == 2
+    done = subprocess.run(cli + ["search", str(tmp_path / "nothing"), str(files[3])], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "imgvec-shards.json: missing" in done.stderr
