@@ -105,6 +105,11 @@ fn query_of(item: &Bound<'_, PyAny>) -> PyResult<Query> {
 /// A prepared row for Python: its key and its bytes.
 type KeyedRow = (String, Py<PyBytes>);
 
+/// Every query of a Python list (see `query_of`).
+fn queries_of(queries: &Bound<'_, PyList>) -> PyResult<Vec<Query>> {
+    queries.iter().map(|q| query_of(&q)).collect()
+}
+
 /// One open database. The Python `imgvec.Database` wraps it.
 #[pyclass(module = "imgvec._imgvec", frozen)]
 struct NativeDatabase {
@@ -485,10 +490,7 @@ impl NativeDatabase {
         options: SearchArgs,
     ) -> PyResult<Bound<'py, PyList>> {
         let db = self.db()?;
-        let queries: Vec<Query> = queries
-            .iter()
-            .map(|q| query_of(&q))
-            .collect::<PyResult<_>>()?;
+        let queries = queries_of(queries)?;
         let opts = options.options()?;
         let results = py.allow_threads(|| db.search_batch(queries, &opts));
         let out = PyList::empty(py);
@@ -516,10 +518,7 @@ impl NativeDatabase {
         options: SearchArgs,
     ) -> PyResult<Bound<'py, PyList>> {
         let db = self.db()?;
-        let queries: Vec<Query> = queries
-            .iter()
-            .map(|q| query_of(&q))
-            .collect::<PyResult<_>>()?;
+        let queries = queries_of(queries)?;
         let opts = options.options()?;
         let features = py.allow_threads(|| db.featurize_query(&queries, &opts));
         let out = PyList::empty(py);
@@ -540,10 +539,7 @@ impl NativeDatabase {
         queries: &Bound<'py, PyList>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let db = self.db()?;
-        let queries: Vec<Query> = queries
-            .iter()
-            .map(|q| query_of(&q))
-            .collect::<PyResult<_>>()?;
+        let queries = queries_of(queries)?;
         let n = queries.len();
         let vectors = py.allow_threads(|| db.extract(queries));
         let mut flat = Vec::new();
