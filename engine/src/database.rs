@@ -473,7 +473,10 @@ impl Database {
     /// from scratch (a handle opened after a writer closed loads them instead), and the rows
     /// they cover once a verified search used them.
     pub fn rerank_status(&self) -> crate::search::RerankStatus {
-        self.spaces.rerank().status()
+        crate::search::RerankStatus {
+            first_passes_reused: self.spaces.first_passes().reused(),
+            ..self.spaces.rerank().status()
+        }
     }
 
     pub fn search(&self, query: Query, opts: &SearchOptions) -> Result<Vec<Hit>> {

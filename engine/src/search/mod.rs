@@ -11,6 +11,7 @@
 pub(crate) mod calibration;
 mod context;
 mod filter;
+mod first_pass;
 mod query;
 pub(crate) mod ranking;
 mod rerank;
@@ -18,6 +19,7 @@ mod space;
 mod upright;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use imgvec_ingest::l2_normalize_rows;
 use imgvec_storage::Store;
@@ -241,7 +243,47 @@ impl Searcher<'_> {
         }
         let checked = match verify {
             Some(params) => {
+                // The first pass of a feature query searched just before is kept: reuse it.
+                let settings = VerifyParams {
+                    expand: 0,
+                    upright: false,
+                    ..params
+                };
+                let settings = format!(
+                    "{:?} {:?}",
+                    (opts.mode, &opts.filter, opts.nprobe, opts.rerank),
+                    (opts.rerank_depth, augment, qe, k, settings)
+                );
+                let keys: Vec<_> = queries
+                    .iter()
+                    .map(|q| match q {
+                        Query::Features(f) => Some(first_pass::key(f, &ctx, &settings)),
+                        _ => None,
+                    })
+                    .collect();
+                let kept: Vec<_> = keys
+                    .iter()
+                    .map(|k| k.and_then(|k| self.spaces.first_passes().get(&k)))
+                    .collect();
+                for (slot, kept) in merged.iter_mut().zip(&kept) {
+                    if kept.is_some() {
+                        *slot = None; // not verified again
+                    }
+                }
                 let mut checked = self.verify(&ctx, &rows, &prepared, &mut merged, &params);
+                for (qi, (key, kept)) in keys.iter().zip(kept).enumerate() {
+                    match (key, kept, &merged[qi]) {
+                        (_, Some(pass), _) => {
+                            merged[qi] = Some(Ok(pass.0.clone()));
+                            checked[qi] = pass.1.clone();
+                        }
+                        (Some(key), None, Some(Ok(list))) => {
+                            let pass = (list.clone(), checked[qi].clone());
+                            self.spaces.first_passes().put(*key, Arc::new(pass));
+                        }
+                        _ => {}
+                    }
+                }
                 if params.expand > 0 {
                     let mut stage = Expansion {
                         merged: &mut merged,

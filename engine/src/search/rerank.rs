@@ -26,6 +26,9 @@ type Planes = HashMap<u64, (Plane, Option<f32>)>;
 pub struct RerankStatus {
     pub voting: DerivedStatus,
     pub dense: DerivedStatus,
+    /// Searches of query features that started from a first pass kept from the call before
+    /// (the second round of a sharded search; search/first_pass.rs).
+    pub first_passes_reused: u64,
 }
 
 /// What a verified search checked of one result.
@@ -77,6 +80,7 @@ impl RerankIndexes {
         RerankStatus {
             voting: self.local.status(),
             dense: self.dense.status(),
+            first_passes_reused: 0,
         }
     }
 

@@ -14,6 +14,7 @@ use crate::index::{IndexInfo, IndexOptions, Indexes, Save};
 use crate::info::WhiteningInfo;
 use crate::pipeline::Featurizer;
 use crate::reduce::{Learn, Projection, Reducer};
+use crate::search::first_pass::FirstPasses;
 use crate::search::RerankIndexes;
 
 /// The space one search runs in.
@@ -35,6 +36,8 @@ pub(crate) struct Spaces {
     reducer: Mutex<Option<Arc<Reducer>>>,
     /// Candidate sources of verified searches (used by pipelines with local features).
     rerank: RerankIndexes,
+    /// Recent first rankings of verified searches of query features (first_pass.rs).
+    first_passes: FirstPasses,
 }
 
 impl Spaces {
@@ -48,11 +51,16 @@ impl Spaces {
             index_opts,
             reducer: Mutex::new(None),
             rerank,
+            first_passes: FirstPasses::default(),
         }
     }
 
     pub fn rerank(&self) -> &RerankIndexes {
         &self.rerank
+    }
+
+    pub fn first_passes(&self) -> &FirstPasses {
+        &self.first_passes
     }
 
     /// The pipeline's whitening, once the pipeline is known and asks for one.

@@ -191,3 +191,61 @@ fn expansion_with_given_vectors_replaces_the_querys_own_verified_results() {
     );
     assert_eq!(db.space_vectors(&[999]).unwrap(), vec![None]);
 }
+
+#[test]
+fn a_feature_query_searched_again_with_expansion_vectors_starts_from_its_first_pass() {
+    let files = db_images(16);
+    let tmp = tempfile::tempdir().unwrap();
+    let robust = PipelineChoice::Preset(Preset::Robust);
+    let db = super::database_of(&tmp.path().join("db"), robust, &files);
+    let opts = |expand: usize, expand_with: Option<Vec<f32>>| SearchOptions {
+        expand_with,
+        verify: VerifyOverrides {
+            expand: Some(expand),
+            upright: Some(false),
+            ..VerifyOverrides::default()
+        },
+        ..SearchOptions::default()
+    };
+    let image = Query::Path(files[3].clone());
+    let features = db
+        .featurize_query(std::slice::from_ref(&image), &opts(0, None))
+        .remove(0)
+        .unwrap();
+    let back = imgvec::QueryFeatures::from_bytes(&features.to_bytes()).unwrap();
+    let query = Query::Features(std::sync::Arc::new(back));
+    let key = |hits: &[imgvec::Hit]| {
+        hits.iter()
+            .map(|h| {
+                (
+                    h.id,
+                    h.verdict,
+                    format!("{:.4}", h.rank_key.unwrap_or(h.score)),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // The first round: as the image itself, and kept.
+    let first = db.search(query.clone(), &opts(0, None)).unwrap();
+    assert_eq!(
+        key(&first),
+        key(&db.search(image.clone(), &opts(0, None)).unwrap())
+    );
+    assert_eq!(db.rerank_status().first_passes_reused, 0);
+    // The second round, with expansion vectors: starts from the kept first pass, and answers
+    // what a search that verified everything again answers.
+    let verified: Vec<u64> = first
+        .iter()
+        .filter(|h| h.verdict == Some(imgvec::Verdict::Verified))
+        .map(|h| h.id)
+        .take(3)
+        .collect();
+    let mut sum = vec![0.0f32; db.space_vectors(&[1]).unwrap()[0].as_ref().unwrap().len()];
+    for v in db.space_vectors(&verified).unwrap().into_iter().flatten() {
+        sum.iter_mut().zip(v).for_each(|(s, x)| *s += x);
+    }
+    let again = db.search(query, &opts(3, Some(sum.clone()))).unwrap();
+    assert_eq!(db.rerank_status().first_passes_reused, 1);
+    let fresh = db.search(image, &opts(3, Some(sum))).unwrap();
+    assert_eq!(key(&again), key(&fresh));
+}
