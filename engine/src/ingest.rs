@@ -305,6 +305,32 @@ pub(crate) enum Sink<'a> {
     Collect(&'a (dyn Fn(NewRow) + Sync)),
 }
 
+impl Sink<'_> {
+    /// Takes every row the inference stage sends: commits them (`run_committer`), or hands
+    /// them to the caller, counting them as stored.
+    fn drain(
+        self,
+        store: &Store,
+        rows: Receiver<NewRow>,
+        commit_rows: usize,
+        interval: Duration,
+        on_event: &(dyn Fn(&IngestEvent) + Sync),
+        clock: &StageClock,
+    ) -> Result<IngestSummary> {
+        match self {
+            Sink::Store => run_committer(store, rows, commit_rows, interval, on_event, clock),
+            Sink::Collect(take) => {
+                let mut summary = IngestSummary::default();
+                for row in rows {
+                    take(row);
+                    summary.stored += 1;
+                }
+                Ok(summary)
+            }
+        }
+    }
+}
+
 /// Commits rows as they arrive; emits their events after each synced commit.
 pub(crate) fn run_committer(
     store: &Store,
@@ -434,20 +460,10 @@ impl Ingestor<'_> {
                 });
             }
             drop((src_rx, prep_tx));
-            let commit_rows = opts.commit_rows.max(1);
-            let interval = opts.commit_interval;
+            let (commit_rows, interval) = (opts.commit_rows.max(1), opts.commit_interval);
             let clock = &clock;
-            let committer = s.spawn(move || match sink {
-                Sink::Store => run_committer(store, row_rx, commit_rows, interval, on_event, clock),
-                Sink::Collect(take) => {
-                    let mut summary = IngestSummary::default();
-                    for row in row_rx {
-                        take(row);
-                        summary.stored += 1;
-                    }
-                    Ok(summary)
-                }
-            });
+            let committer =
+                s.spawn(move || sink.drain(store, row_rx, commit_rows, interval, on_event, clock));
 
             // Inference on this thread. Runs until the workers are done (or the committer died).
             let inference = Inference {

@@ -105,6 +105,22 @@ fn query_of(item: &Bound<'_, PyAny>) -> PyResult<Query> {
 /// A prepared row for Python: its key and its bytes.
 type KeyedRow = (String, Py<PyBytes>);
 
+/// One Python value per query of a batch: `value` of its answer, or the exception it failed with.
+fn answers<'py, T>(
+    py: Python<'py>,
+    results: Vec<Result<T, Error>>,
+    value: impl Fn(T) -> PyResult<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    for result in results {
+        match result {
+            Ok(answer) => out.append(value(answer)?)?,
+            Err(e) => out.append(to_py(e).into_value(py))?,
+        }
+    }
+    Ok(out)
+}
+
 /// Every query of a Python list (see `query_of`).
 fn queries_of(queries: &Bound<'_, PyList>) -> PyResult<Vec<Query>> {
     queries.iter().map(|q| query_of(&q)).collect()
@@ -493,20 +509,13 @@ impl NativeDatabase {
         let queries = queries_of(queries)?;
         let opts = options.options()?;
         let results = py.allow_threads(|| db.search_batch(queries, &opts));
-        let out = PyList::empty(py);
-        for result in results {
-            match result {
-                Ok(hits) => {
-                    let list = PyList::empty(py);
-                    for hit in &hits {
-                        list.append(hit_dict(py, hit)?)?;
-                    }
-                    out.append(list)?;
-                }
-                Err(e) => out.append(to_py(e).into_value(py))?,
+        answers(py, results, |hits| {
+            let list = PyList::empty(py);
+            for hit in &hits {
+                list.append(hit_dict(py, hit)?)?;
             }
-        }
-        Ok(out)
+            Ok(list.into_any())
+        })
     }
 
     /// What a search with `options` makes of each image query, as bytes (a query that fails:
@@ -521,14 +530,9 @@ impl NativeDatabase {
         let queries = queries_of(queries)?;
         let opts = options.options()?;
         let features = py.allow_threads(|| db.featurize_query(&queries, &opts));
-        let out = PyList::empty(py);
-        for f in features {
-            match f {
-                Ok(f) => out.append(PyBytes::new(py, &f.to_bytes()))?,
-                Err(e) => out.append(to_py(e).into_value(py))?,
-            }
-        }
-        Ok(out)
+        answers(py, features, |f| {
+            Ok(PyBytes::new(py, &f.to_bytes()).into_any())
+        })
     }
 
     /// The pipeline's global vectors of `queries` (ids give their stored vectors), one row

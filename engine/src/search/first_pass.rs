@@ -16,6 +16,8 @@ use parking_lot::Mutex;
 use super::context::SearchContext;
 use super::query::QueryFeatures;
 use super::rerank::Checked;
+use crate::local::VerifyParams;
+use crate::options::{Augment, SearchOptions};
 
 /// First passes one database handle keeps (the most recent).
 const KEEP: usize = 64;
@@ -54,6 +56,28 @@ impl FirstPasses {
         }
         kept.push_back((key, pass));
     }
+}
+
+/// The settings a first pass of a search with `opts` depends on (augmentation, αQE depth and
+/// the candidates fetched `k` as the search resolved them): everything before verified
+/// expansion, so not `expand`, `upright` or what only materializing reads.
+pub(crate) fn settings(
+    opts: &SearchOptions,
+    augment: Augment,
+    qe: usize,
+    k: usize,
+    params: &VerifyParams,
+) -> String {
+    let params = VerifyParams {
+        expand: 0,
+        upright: false,
+        ..*params
+    };
+    format!(
+        "{:?} {:?}",
+        (opts.mode, &opts.filter, opts.nprobe, opts.rerank),
+        (opts.rerank_depth, augment, qe, k, params)
+    )
 }
 
 /// What a first pass depends on: the query's features, the rows and space searched, and

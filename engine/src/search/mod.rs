@@ -243,47 +243,16 @@ impl Searcher<'_> {
         }
         let checked = match verify {
             Some(params) => {
-                // The first pass of a feature query searched just before is kept: reuse it.
-                let settings = VerifyParams {
-                    expand: 0,
-                    upright: false,
-                    ..params
-                };
-                let settings = format!(
-                    "{:?} {:?}",
-                    (opts.mode, &opts.filter, opts.nprobe, opts.rerank),
-                    (opts.rerank_depth, augment, qe, k, settings)
+                let settings = || first_pass::settings(opts, augment, qe, k, &params);
+                let mut checked = self.verify_keeping(
+                    &ctx,
+                    &rows,
+                    &prepared,
+                    queries,
+                    &mut merged,
+                    &params,
+                    &settings,
                 );
-                let keys: Vec<_> = queries
-                    .iter()
-                    .map(|q| match q {
-                        Query::Features(f) => Some(first_pass::key(f, &ctx, &settings)),
-                        _ => None,
-                    })
-                    .collect();
-                let kept: Vec<_> = keys
-                    .iter()
-                    .map(|k| k.and_then(|k| self.spaces.first_passes().get(&k)))
-                    .collect();
-                for (slot, kept) in merged.iter_mut().zip(&kept) {
-                    if kept.is_some() {
-                        *slot = None; // not verified again
-                    }
-                }
-                let mut checked = self.verify(&ctx, &rows, &prepared, &mut merged, &params);
-                for (qi, (key, kept)) in keys.iter().zip(kept).enumerate() {
-                    match (key, kept, &merged[qi]) {
-                        (_, Some(pass), _) => {
-                            merged[qi] = Some(Ok(pass.0.clone()));
-                            checked[qi] = pass.1.clone();
-                        }
-                        (Some(key), None, Some(Ok(list))) => {
-                            let pass = (list.clone(), checked[qi].clone());
-                            self.spaces.first_passes().put(*key, Arc::new(pass));
-                        }
-                        _ => {}
-                    }
-                }
                 if params.expand > 0 {
                     let mut stage = Expansion {
                         merged: &mut merged,
@@ -450,6 +419,58 @@ impl Searcher<'_> {
             {
                 Ok(found) => checked[qi] = found,
                 Err(e) => *slot = Some(Err(e)),
+            }
+        }
+        checked
+    }
+
+    /// [`verify`](Self::verify), except that a feature query whose first pass is kept
+    /// (first_pass.rs) starts from it instead of being verified again, and the first passes of
+    /// the others are kept. `settings`: what a first pass depends on besides the features and
+    /// the rows (made only when the batch holds a feature query).
+    #[allow(clippy::too_many_arguments)]
+    fn verify_keeping(
+        &self,
+        ctx: &SearchContext,
+        rows: &Rows,
+        prepared: &[PreparedQuery],
+        queries: &[Query],
+        merged: &mut [Option<Ranked>],
+        params: &VerifyParams,
+        settings: &dyn Fn() -> String,
+    ) -> Vec<HashMap<u64, Checked>> {
+        if !queries.iter().any(|q| matches!(q, Query::Features(_))) {
+            return self.verify(ctx, rows, prepared, merged, params);
+        }
+        let settings = settings();
+        let passes = self.spaces.first_passes();
+        let keys: Vec<_> = queries
+            .iter()
+            .map(|q| match q {
+                Query::Features(f) => Some(first_pass::key(f, ctx, &settings)),
+                _ => None,
+            })
+            .collect();
+        let kept: Vec<_> = keys
+            .iter()
+            .map(|k| k.and_then(|k| passes.get(&k)))
+            .collect();
+        for (slot, kept) in merged.iter_mut().zip(&kept) {
+            if kept.is_some() {
+                *slot = None; // not verified again
+            }
+        }
+        let mut checked = self.verify(ctx, rows, prepared, merged, params);
+        for (qi, (key, kept)) in keys.iter().zip(kept).enumerate() {
+            match (key, kept, &merged[qi]) {
+                (_, Some(pass), _) => {
+                    merged[qi] = Some(Ok(pass.0.clone()));
+                    checked[qi] = pass.1.clone();
+                }
+                (Some(key), None, Some(Ok(list))) => {
+                    passes.put(*key, Arc::new((list.clone(), checked[qi].clone())));
+                }
+                _ => {}
             }
         }
         checked
