@@ -262,3 +262,55 @@ def test_the_command_line_ingests_and_searches_on_a_running_cluster(subset, tmp_
     assert len(line["answered"]) == 2
     done = subprocess.run(cli + ["search", str(tmp_path / "nothing"), str(files[3])], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "imgvec-shards.json: missing" in done.stderr
+
+
+def within(seconds: float, work: Any) -> Any:
+    """``work()``'s result, or a failure (not a hung suite) when it takes longer than ``seconds``."""
+    done: Dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            done["value"] = work()
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            done["error"] = e
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"still running after {seconds} s"
+    if "error" in done:
+        raise done["error"]
+    return done["value"]
+
+
+def test_a_ray_dataset_of_bytes_is_ingested_resumed_and_stored_as_the_files_are(subset, tmp_path):
+    """A Dataset from ``read_binary_files`` (bytes read by Ray tasks, competing with the workers
+    for the same two CPUs): ingested with a damaged first file reported and the rest stored,
+    resumed by the workers skipping stored keys, and its rows search as the files' rows do."""
+    folder, queries, _ = subset
+    files = sorted(folder.iterdir())[:13]
+    source = tmp_path / "photos"
+    source.mkdir()
+    (source / "000-damaged.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    for f in files[:10]:
+        shutil.copy(f, source / f.name)
+    out = tmp_path / "sharded"
+
+    def ingest() -> Any:
+        dataset = ray.data.read_binary_files(str(source), include_paths=True)
+        return iray.ingest(dataset, out, shards=2, pipeline="fast", sample=8)
+
+    report = within(300, ingest)
+    assert (report.stored, report.errors, report.skipped) == (10, 1, 0)
+    assert "000-damaged.jpg" in report.failed[0].path and report.failed[0].error
+    for f in files[10:]:
+        shutil.copy(f, source / f.name)
+    rerun = within(300, ingest)
+    assert (rerun.stored, rerun.errors, rerun.skipped) == (3, 1, 10)
+    stored = stored_paths(out)
+    assert sorted(os.path.basename(p) for p in stored) == sorted(f.name for f in files)
+
+    one = one_database_like(out, tmp_path / "one", sorted(str(source / f.name) for f in files))
+    with iray.ShardedDatabase(out) as sharded, one:
+        for q in [str(f) for f in files[::4]] + [queries[0]["path"]]:
+            assert_same(sharded.search(q, k=5), one.search(q, k=5), q)

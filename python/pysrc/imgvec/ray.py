@@ -16,8 +16,9 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +35,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: The file naming a sharded collection's layout, in its folder.
 MANIFEST = "imgvec-shards.json"
 TEMPLATE = "template"
+#: Images tried, in order, for the first one that gives the template its pipeline.
+PIPELINE_PROBE = 64
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
@@ -105,24 +108,33 @@ class ShardWriter:
 
 class _Featurize:
     """A Ray Data worker: makes a batch of images into rows with the template's pipeline; returns
-    each row with its shard, and each image that failed as its event."""
+    each row with its shard, each image that failed as its event, and marks each image its shard
+    stores already (``stored``: a one-element list holding the reference of each shard's keys)
+    as skipped, without extracting it."""
 
-    def __init__(self, template: str, shards: int, attrs: Dict[str, str]) -> None:
+    def __init__(self, template: str, shards: int, attrs: Dict[str, str], stored: Optional[List[Any]] = None) -> None:
         self.template = Database(template, read_only=True, threads=1)
         self.shards = shards
         self.attrs = attrs
+        self.stored: Optional[List[Set[str]]] = ray.get(stored[0]) if stored else None
+
+    def _todo(self, key: str) -> bool:
+        return self.stored is None or key not in self.stored[shard_of(key, self.shards)]
 
     def __call__(self, batch: Dict[str, Any]) -> Dict[str, List[Any]]:
         keys = [str(k) for k in batch["path"]]
+        fresh = [i for i, k in enumerate(keys) if self._todo(k)]
+        skipped = len(keys) - len(fresh)
         if "bytes" in batch:
-            items: List[Any] = [(k, bytes(b)) for k, b in zip(keys, batch["bytes"])]
+            items: List[Any] = [(keys[i], bytes(batch["bytes"][i])) for i in fresh]
         else:
-            items = keys
-        rows, failed = self.template.prepare(items, attrs=self.attrs)
+            items = [keys[i] for i in fresh]
+        rows, failed = self.template.prepare(items, attrs=self.attrs) if items else ([], [])
         return {
-            "shard": [shard_of(key, self.shards) for key, _ in rows] + [-1] * len(failed),
-            "row": [row for _, row in rows] + [b""] * len(failed),
-            "failed": [""] * len(rows) + [json.dumps(asdict(e)) for e in failed],
+            "shard": [shard_of(key, self.shards) for key, _ in rows] + [-1] * (len(failed) + skipped),
+            "row": [row for _, row in rows] + [b""] * (len(failed) + skipped),
+            "failed": [""] * len(rows) + [json.dumps(asdict(e)) for e in failed] + [""] * skipped,
+            "skipped": [False] * (len(rows) + len(failed)) + [True] * skipped,
         }
 
 
@@ -181,22 +193,31 @@ class IngestReport:
     failed: List[IngestEvent] = field(default_factory=list)
 
 
-def _store_sample(template: Database, items: Sequence[Any]) -> None:
+def _store_sample(template: Database, items: Sequence[Any]) -> List[str]:
+    """Stores ``items`` (files, or (key, bytes)) in the template; returns why each failed (the
+    ingest proper reports them again, as its events)."""
+    failed: List[str] = []
     files = [i for i in items if not isinstance(i, tuple)]
     if files:
-        template.ingest(files, progress=False)  # bad images: reported by the ingest proper
+        def note(e: IngestEvent) -> None:
+            if e.status == "error":
+                failed.append(f"{e.path}: {e.error}")
+
+        template.ingest(files, progress=False, on_event=note)
     for key, data in (i for i in items if isinstance(i, tuple)):
         try:
             template.insert(data, key=key)
-        except Error:
-            pass
+        except Error as e:
+            failed.append(f"{key}: {e}")
+    return failed
 
 
 def _prepare_layout(
-    root: Path, items: Sequence[Any], shards: int, pipeline: Optional[str], sample: int
+    root: Path, sample_of: Callable[[int], Sequence[Any]], sample: int, shards: int, pipeline: Optional[str]
 ) -> Tuple[Path, List[Path]]:
-    """The template (learned once, on a strided sample of ``items``) and the shard databases
-    made like it; what a previous run made is reused, and must have as many shards."""
+    """The template (learned once, on the ``sample`` images ``sample_of(sample)`` gives, asked
+    for only when the template is new) and the shard databases made like it; what a previous run
+    made is reused, and must have as many shards."""
     manifest = root / MANIFEST
     if manifest.exists():
         dirs = shard_dirs(root)
@@ -207,13 +228,18 @@ def _prepare_layout(
     root.mkdir(parents=True, exist_ok=True)
     with Database(template_dir, pipeline=pipeline) as template:
         if len(template) == 0:
-            step = max(1, len(items) // max(1, sample))
-            chosen = list(items)[::step][:sample]
-            # One image gives the template its pipeline; the rest of the sample only matters to
-            # a pipeline that learns a whitening (balanced, robust), not to fast or a custom one.
-            _store_sample(template, chosen[:1])
+            # One image gives the template its pipeline (the first of the sample that reads);
+            # the sample only matters to a pipeline that learns a whitening (balanced, robust),
+            # not to fast or a custom one.
+            failed: List[str] = []
+            for item in sample_of(PIPELINE_PROBE):
+                failed += _store_sample(template, [item])
+                if len(template):
+                    break
+            if len(template) == 0:
+                raise Error(f"{root}: none of the first {len(failed)} images could be stored: " + "; ".join(failed[:3]))
             if (template.info().get("pipeline") or {}).get("whitening"):
-                _store_sample(template, chosen[1:])
+                _store_sample(template, sample_of(sample))
         for name in names:
             d = root / name
             if not Database.exists(d):
@@ -249,19 +275,17 @@ def ingest(
     start = time.monotonic()
     root = Path(out_dir)
     dataset = source if isinstance(source, ray.data.Dataset) else None
+    paths: Optional[List[str]] = None
     if dataset is None:
         paths = _walk([source] if isinstance(source, (str, os.PathLike)) else source)
-        sample_items: Sequence[Any] = paths
-    else:
-        sample_items = [(str(r["path"]), bytes(r["bytes"])) for r in dataset.limit(sample).take_all()]
-    template_dir, dirs = _prepare_layout(root, sample_items, shards, pipeline, sample)
+    template_dir, dirs = _prepare_layout(root, partial(_sample, dataset, paths), sample, shards, pipeline)
     template_seconds = time.monotonic() - start
     writers = [
         ShardWriter.options(name=writer_name(d), get_if_exists=True).remote(str(d))  # type: ignore[attr-defined]
         for d in dirs
     ]
     try:
-        report = _run(dataset, paths if dataset is None else None, template_dir, writers, batch_size, workers, attrs, journal)
+        report = _run(dataset, paths, template_dir, writers, batch_size, workers, attrs, journal)
     finally:
         for w in writers:
             try:
@@ -275,6 +299,14 @@ def ingest(
     done = report.stored + report.unchanged + report.replaced
     report.images_per_sec = done / report.seconds if report.seconds > 0 else 0.0
     return report
+
+
+def _sample(dataset: Optional["ray.data.Dataset"], paths: Optional[List[str]], n: int) -> Sequence[Any]:
+    """``n`` images to learn on: every m-th file of a file list, or a Dataset's first rows."""
+    if dataset is not None:
+        return [(str(r["path"]), bytes(r["bytes"])) for r in dataset.limit(n).take_all()]
+    files = paths or []
+    return files[:: max(1, len(files) // max(1, n))][:n]
 
 
 def _run(
@@ -291,18 +323,15 @@ def _run(
     shards = len(writers)
     stored = [set(keys) for keys in ray.get([w.stored_keys.remote() for w in writers])]
     report = IngestReport()
-
-    def todo(key: str) -> bool:
-        return key not in stored[shard_of(key, shards)]
-
+    # A file list is filtered here; a Dataset's rows by the workers, as they are read (each
+    # worker gets the shards' keys once, through the object store).
+    skip: Optional[List[Any]] = None
     if paths is not None:
-        left = [p for p in paths if todo(p)]
+        left = [p for p in paths if p not in stored[shard_of(p, shards)]]
         report.skipped = len(paths) - len(left)
         dataset = ray.data.from_items([{"path": p} for p in left]) if left else None
-    elif dataset is not None:
-        before = dataset.count()
-        dataset = dataset.filter(lambda r: todo(str(r["path"])))
-        report.skipped = before - dataset.count()
+    elif any(stored):
+        skip = [ray.put(stored)]
     if dataset is not None:
         cpus = int(ray.available_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
         prepared = dataset.map_batches(
@@ -311,9 +340,10 @@ def _run(
                 "template": str(template_dir),
                 "shards": shards,
                 "attrs": {str(k): str(v) for k, v in (attrs or {}).items()},
+                "stored": skip,
             },
             batch_size=batch_size,
-            compute=ray.data.ActorPoolStrategy(size=max(1, workers or cpus)),
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, workers or cpus)),
             num_cpus=1,
         )
         log = open(journal, "a", encoding="utf-8") if journal is not None else None
@@ -352,8 +382,10 @@ def _commit_all(prepared: "ray.data.Dataset", writers: List[Any], report: Ingest
 
     for batch in prepared.iter_batches(batch_size=None):
         by_shard: Dict[int, List[bytes]] = {}
-        for shard, row, failed in zip(batch["shard"], batch["row"], batch["failed"]):
-            if failed:
+        for shard, row, failed, skipped in zip(batch["shard"], batch["row"], batch["failed"], batch["skipped"]):
+            if skipped:
+                report.skipped += 1
+            elif failed:
                 count(json.loads(failed), -1)
             else:
                 by_shard.setdefault(int(shard), []).append(bytes(row))
