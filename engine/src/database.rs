@@ -518,6 +518,7 @@ impl Database {
             store: &self.store,
             featurizer: &self.featurizer,
             spaces: &self.spaces,
+            threads: self.threads,
         }
     }
 }

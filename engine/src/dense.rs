@@ -430,31 +430,9 @@ type MadeRows = Vec<(u64, Option<Made>)>;
 /// The rows `ids` made from their thumbnails on every core, in order.
 fn make_rows(store: &Store, ids: &[u64]) -> Result<MadeRows> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = ids.len().div_ceil(threads).max(1);
-    let parts: Vec<Result<MadeRows>> = std::thread::scope(|s| {
-        let handles: Vec<_> = ids
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|&id| Ok((id, row_of(store, id)?)))
-                        .collect()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::Invalid("dense index worker panicked".into())))
-            })
-            .collect()
-    });
-    let mut out = Vec::with_capacity(ids.len());
-    for part in parts {
-        out.extend(part?);
-    }
-    Ok(out)
+    crate::parallel::map(ids, threads, |&id| Ok((id, row_of(store, id)?)))
+        .into_iter()
+        .collect()
 }
 
 impl KnnRows<StoredPlane> {

@@ -49,6 +49,7 @@ pub mod json;
 mod local;
 mod maintenance;
 mod options;
+mod parallel;
 mod pipeline;
 mod prepared;
 mod reduce;

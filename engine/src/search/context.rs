@@ -17,10 +17,17 @@ pub(crate) struct SearchContext {
     pub space: Space,
     /// Ids the filter allows; `None` when there is no filter.
     allowed: Option<HashSet<u64>>,
+    /// Threads a stage may spread one query's independent work over (the handle's).
+    pub threads: usize,
 }
 
 impl SearchContext {
-    pub fn new(store: &Store, spaces: &Spaces, filter: &Filter) -> Result<SearchContext> {
+    pub fn new(
+        store: &Store,
+        spaces: &Spaces,
+        filter: &Filter,
+        threads: usize,
+    ) -> Result<SearchContext> {
         let snapshot = store.snapshot();
         let space = spaces.space(snapshot.clone())?;
         let allowed = filter.allowed(store)?;
@@ -28,6 +35,7 @@ impl SearchContext {
             snapshot,
             space,
             allowed,
+            threads: threads.max(1),
         })
     }
 

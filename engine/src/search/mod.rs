@@ -51,6 +51,8 @@ pub(crate) struct Searcher<'a> {
     pub store: &'a Store,
     pub featurizer: &'a Featurizer,
     pub spaces: &'a Spaces,
+    /// The handle's threads: verification spreads one query's candidates over them.
+    pub threads: usize,
 }
 
 /// What every answer of a batch is materialized with.
@@ -216,7 +218,7 @@ impl Searcher<'_> {
             Ok(None) => return queries.iter().map(|_| Ok(Vec::new())).collect(),
             Err(e) => return fail_all(e.to_string()),
         };
-        let ctx = match SearchContext::new(self.store, self.spaces, &opts.filter) {
+        let ctx = match SearchContext::new(self.store, self.spaces, &opts.filter, self.threads) {
             Ok(c) => c,
             Err(e) => return fail_all(e.to_string()),
         };

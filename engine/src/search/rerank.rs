@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::exact;
 use crate::index::Save;
 use crate::local::{self, LocalIndex, VerifyParams};
+use crate::parallel;
 use crate::pipeline::QueryLocal;
 
 /// Dense planes of candidates, each with the turn of its best window when one was found.
@@ -167,10 +168,9 @@ impl RerankIndexes {
         add(&mut candidates, &mut voted.iter().map(|v| v.0))?;
         let sift_checked = candidates.len();
         add(&mut candidates, &mut dense_found.into_iter())?;
-        let mut checked = HashMap::new();
-        let mut evidence = Vec::with_capacity(candidates.len());
-        for (i, &(id, cosine)) in candidates.iter().enumerate() {
-            let c = examine(
+        let numbered: Vec<(usize, (u64, f32))> = candidates.into_iter().enumerate().collect();
+        let examined = parallel::map(&numbered, ctx.threads, |&(i, (id, cosine))| {
+            examine(
                 ctx,
                 query,
                 id,
@@ -178,9 +178,14 @@ impl RerankIndexes {
                 i < sift_checked,
                 planes.get(&id),
                 params,
-            )?;
+            )
+        });
+        let mut checked = HashMap::new();
+        let mut evidence = Vec::with_capacity(numbered.len());
+        for ((_, (id, _)), c) in numbered.iter().zip(examined) {
+            let c = c?;
             evidence.extend(c.evidence);
-            checked.insert(id, c);
+            checked.insert(*id, c);
         }
         let rest: Vec<(u64, f32)> = hits
             .iter()
@@ -227,13 +232,17 @@ impl RerankIndexes {
             })?,
             _ => HashMap::new(),
         };
+        let mut cosines = Vec::with_capacity(fresh.len());
         for id in fresh {
-            let Some(v) = ctx.space.snapshot.vector(id)? else {
-                continue;
-            };
-            let cosine = best_cosine(variants, v);
-            let c = examine(ctx, query, id, cosine, true, planes.get(&id), params)?;
-            checked.insert(id, c);
+            if let Some(v) = ctx.space.snapshot.vector(id)? {
+                cosines.push((id, best_cosine(variants, v)));
+            }
+        }
+        let examined = parallel::map(&cosines, ctx.threads, |&(id, cosine)| {
+            examine(ctx, query, id, cosine, true, planes.get(&id), params)
+        });
+        for (&(id, _), c) in cosines.iter().zip(examined) {
+            checked.insert(id, c?);
         }
         let mut evidence = Vec::with_capacity(checked.len());
         for c in checked.values_mut() {
