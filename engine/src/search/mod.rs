@@ -12,6 +12,7 @@ pub(crate) mod calibration;
 mod context;
 mod filter;
 mod first_pass;
+mod observed;
 mod query;
 pub(crate) mod ranking;
 mod rerank;
@@ -39,6 +40,7 @@ use crate::options::{Augment, Query, SearchOptions};
 use crate::options::{SearchModeExt, VerifyOverridesExt};
 use crate::pipeline::{Featurizer, PipelineConfig};
 use context::SearchContext;
+use observed::Observations;
 use query::PreparedQuery;
 pub use query::QueryFeatures;
 use rerank::Checked;
@@ -118,6 +120,7 @@ impl Searcher<'_> {
             &queries,
             Augment::None,
             None,
+            &[],
         )
         .into_iter()
         .map(|p| {
@@ -134,7 +137,8 @@ impl Searcher<'_> {
     /// gets its own result, so one unreadable image does not fail the others. Image queries
     /// that verify nothing are answered again with their turns (`upright`).
     pub fn search_batch(&self, queries: Vec<Query>, opts: &SearchOptions) -> Vec<Result<Vec<Hit>>> {
-        let mut answers = self.search_once(&queries, opts);
+        let seen: Vec<Arc<Observations>> = queries.iter().map(|_| Arc::default()).collect();
+        let mut answers = self.search_once(&queries, opts, &seen);
         let (_, augment, verify) = self.settings(opts);
         let upright = verify.is_some_and(|v| v.upright);
         let again: Vec<usize> = (0..queries.len())
@@ -150,8 +154,14 @@ impl Searcher<'_> {
             augment: Some(Augment::Rot4),
             ..opts.clone()
         };
+        // The turns change the global vectors only: the retry starts from what verifying the
+        // upright query observed (observed.rs).
         let retry: Vec<Query> = again.iter().map(|&i| queries[i].clone()).collect();
-        for (i, answer) in again.into_iter().zip(self.search_once(&retry, &turned)) {
+        let retry_seen: Vec<_> = again.iter().map(|&i| seen[i].clone()).collect();
+        for (i, answer) in again
+            .into_iter()
+            .zip(self.search_once(&retry, &turned, &retry_seen))
+        {
             answers[i] = answer;
         }
         answers
@@ -172,6 +182,7 @@ impl Searcher<'_> {
             queries,
             augment,
             local.as_ref(),
+            &[],
         )
         .into_iter()
         .zip(queries)
@@ -198,8 +209,14 @@ impl Searcher<'_> {
         (pipeline, augment, verify)
     }
 
-    /// One pass of `search_batch`, with the augmentation `opts` (or the pipeline) asks for.
-    fn search_once(&self, queries: &[Query], opts: &SearchOptions) -> Vec<Result<Vec<Hit>>> {
+    /// One pass of `search_batch`, with the augmentation `opts` (or the pipeline) asks for;
+    /// `seen`: each query's observations, shared by the passes of the batch.
+    fn search_once(
+        &self,
+        queries: &[Query],
+        opts: &SearchOptions,
+        seen: &[Arc<Observations>],
+    ) -> Vec<Result<Vec<Hit>>> {
         let (pipeline, augment, verify) = self.settings(opts);
         let qe = opts
             .qe
@@ -232,6 +249,7 @@ impl Searcher<'_> {
             queries,
             augment,
             local.as_ref(),
+            seen,
         );
         let rows = project(&ctx, &prepared, dims);
         // Query-by-id leaves the query row out, so ask for one more; verification needs its
@@ -410,14 +428,14 @@ impl Searcher<'_> {
     ) -> Vec<HashMap<u64, Checked>> {
         let mut checked = vec![HashMap::new(); merged.len()];
         for (qi, slot) in merged.iter_mut().enumerate() {
-            let (Some(Ok(hits)), Some(local)) = (slot.as_mut(), prepared[qi].local.as_ref()) else {
+            let (Some(Ok(hits)), Some(probe)) = (slot.as_mut(), prepared[qi].probe()) else {
                 continue;
             };
             let variants = rows.of(qi);
             match self
                 .spaces
                 .rerank()
-                .rerank(self.store, ctx, hits, local, &variants, params)
+                .rerank(self.store, ctx, hits, probe, &variants, params)
             {
                 Ok(found) => checked[qi] = found,
                 Err(e) => *slot = Some(Err(e)),
@@ -548,7 +566,7 @@ impl Searcher<'_> {
         let batch: Vec<f32> = expanded.iter().flat_map(|(_, v)| v.clone()).collect();
         let found = self.retrieve(ctx, &batch, dims, params.shortlist, opts);
         for ((qi, v), found) in expanded.iter().zip(found) {
-            let (Some(Ok(hits)), Some(local)) = (&mut stage.merged[*qi], &prepared[*qi].local)
+            let (Some(Ok(hits)), Some(probe)) = (&mut stage.merged[*qi], prepared[*qi].probe())
             else {
                 continue;
             };
@@ -558,7 +576,7 @@ impl Searcher<'_> {
                     ctx,
                     hits,
                     &mut stage.checked[*qi],
-                    local,
+                    probe,
                     &rows.of(*qi),
                     v,
                     &found,

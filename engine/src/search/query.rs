@@ -5,6 +5,10 @@ use imgvec_ingest::decode;
 use imgvec_ingest::sift::{PackedFeatures, SiftParams};
 use imgvec_storage::{Snapshot, Store};
 
+use std::sync::Arc;
+
+use super::observed::Observations;
+use super::rerank::Probe;
 use crate::dense::DenseQuery;
 use crate::error::{Error, Result};
 use crate::options::AugmentExt;
@@ -54,11 +58,25 @@ pub(crate) struct PreparedQuery {
     pub vectors: Result<Vec<Vec<f32>>>,
     /// Local features, when the search verifies or the view fuses a VLAD.
     pub local: Option<QueryLocal>,
+    /// What verifying it observed, shared with the other passes of its batch.
+    pub seen: Arc<Observations>,
+}
+
+impl PreparedQuery {
+    /// The query as verification sees it, when it has local features.
+    pub fn probe(&self) -> Option<Probe<'_>> {
+        self.local.as_ref().map(|local| Probe {
+            local,
+            seen: &self.seen,
+        })
+    }
 }
 
 /// Featurizes a batch: decodes image queries, runs the model once over every variant of every
 /// image query, and reads id queries from `snap`. With `local` (the pipeline's SIFT settings,
-/// when the search needs local features), queries get their local features too.
+/// when the search needs local features), queries get their local features too. `seen`: each
+/// query's observations from an earlier pass of its batch (its local features are not
+/// extracted again, and verification starts from what it observed), or none.
 pub(crate) fn featurize(
     featurizer: &Featurizer,
     store: &Store,
@@ -66,6 +84,7 @@ pub(crate) fn featurize(
     queries: &[Query],
     augment: Augment,
     local: Option<&SiftParams>,
+    seen: &[Arc<Observations>],
 ) -> Vec<PreparedQuery> {
     let mut out: Vec<PreparedQuery> = Vec::with_capacity(queries.len());
     let mut images = Vec::new(); // (query index, variant)
@@ -79,6 +98,7 @@ pub(crate) fn featurize(
                 out.push(PreparedQuery {
                     vectors: Ok(f.vectors.clone()),
                     local: f.local.clone().filter(|_| local.is_some()),
+                    seen: Arc::default(),
                 });
                 continue;
             }
@@ -96,16 +116,21 @@ pub(crate) fn featurize(
         };
         match decoded {
             Ok(img) => {
-                let local = local.map(|p| Featurizer::query_local(&img.rgb, p));
+                let local = local.map(|p| match seen.get(i) {
+                    Some(seen) => seen.local(|| Featurizer::query_local(&img.rgb, p)),
+                    None => Featurizer::query_local(&img.rgb, p),
+                });
                 images.extend(augment.variants(&img.rgb).into_iter().map(|v| (i, v)));
                 out.push(PreparedQuery {
                     vectors: Ok(Vec::new()),
                     local,
+                    seen: Arc::default(),
                 });
             }
             Err(e) => out.push(PreparedQuery {
                 vectors: Err(e),
                 local: None,
+                seen: Arc::default(),
             }),
         }
     }
@@ -126,6 +151,9 @@ pub(crate) fn featurize(
                 }
             }
         }
+    }
+    for (prepared, seen) in out.iter_mut().zip(seen) {
+        prepared.seen = seen.clone();
     }
     out
 }
@@ -164,5 +192,9 @@ fn by_id(store: &Store, snap: &Snapshot, id: u64, local: bool) -> PreparedQuery 
             ))),
         },
     };
-    PreparedQuery { vectors, local }
+    PreparedQuery {
+        vectors,
+        local,
+        seen: Arc::default(),
+    }
 }

@@ -9,6 +9,7 @@ use imgvec_storage::{Snapshot, Store};
 use serde::Serialize;
 
 use super::context::SearchContext;
+use super::observed::{Observations, Observed};
 use super::ranking::{self, Evidence, Verdict};
 use crate::dense::{self, DenseIndex, Plane};
 use crate::derived::slot::{DerivedStatus, Slot};
@@ -21,6 +22,13 @@ use crate::pipeline::QueryLocal;
 
 /// Dense planes of candidates, each with the turn of its best window when one was found.
 type Planes = HashMap<u64, (Plane, Option<f32>)>;
+
+/// A query as verification sees it: its local features, and what its batch observed of them.
+#[derive(Clone, Copy)]
+pub(crate) struct Probe<'a> {
+    pub local: &'a QueryLocal,
+    pub seen: &'a Observations,
+}
 
 /// What a handle holds of the re-rank indexes (`imgvec info`, tests).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -85,20 +93,24 @@ impl RerankIndexes {
         }
     }
 
-    /// Images descriptor voting finds for `query`.
+    /// Images descriptor voting finds for `query` (once per batch; live ones only).
     fn voted(
         &self,
         store: &Store,
         ctx: &SearchContext,
-        query: &QueryLocal,
+        query: Probe,
         n: usize,
     ) -> Result<Vec<(u64, f32)>> {
         if n == 0 {
             return Ok(Vec::new());
         }
-        self.local.with(store, &ctx.snapshot, |index| {
-            index.vote(&query.features.descriptors, n, &|id| ctx.is_live(id))
-        })?
+        let mut found = query.seen.voted(n, || {
+            self.local.with(store, &ctx.snapshot, |index| {
+                index.vote(&query.local.features.descriptors, n, &|id| ctx.is_live(id))
+            })?
+        })?;
+        found.retain(|v| ctx.is_live(v.0));
+        Ok(found)
     }
 
     /// Images dense-window search finds for `query`, and the planes (with the best window's
@@ -138,7 +150,7 @@ impl RerankIndexes {
         store: &Store,
         ctx: &SearchContext,
         hits: &mut Vec<(u64, f32)>,
-        query: &QueryLocal,
+        query: Probe,
         variants: &[&[f32]],
         params: &VerifyParams,
     ) -> Result<HashMap<u64, Checked>> {
@@ -149,7 +161,8 @@ impl RerankIndexes {
             .map(|c| c.0)
             .chain(voted.iter().map(|v| v.0))
             .collect();
-        let (dense_found, planes) = self.dense_found(store, ctx, query, params.dense, &others)?;
+        let (dense_found, planes) =
+            self.dense_found(store, ctx, query.local, params.dense, &others)?;
         // Images only dense-window search found are aligned, not matched with SIFT: a textured
         // image would have been found by voting.
         let add =
@@ -210,7 +223,7 @@ impl RerankIndexes {
         ctx: &SearchContext,
         hits: &mut Vec<(u64, f32)>,
         checked: &mut HashMap<u64, Checked>,
-        query: &QueryLocal,
+        query: Probe,
         variants: &[&[f32]],
         expanded: &[f32],
         found: &[(u64, f32)],
@@ -223,7 +236,7 @@ impl RerankIndexes {
             .filter(|id| !checked.contains_key(id))
             .collect();
         // `dense` 0 turns alignment and the brightness term off, as in `rerank`.
-        let planes = match (&query.dense, fresh.is_empty() || params.dense == 0) {
+        let planes = match (&query.local.dense, fresh.is_empty() || params.dense == 0) {
             (Some(_), false) => self.dense.with(store, &ctx.snapshot, |index| {
                 fresh
                     .iter()
@@ -274,16 +287,60 @@ fn best_cosine(variants: &[&[f32]], v: &[f32]) -> f32 {
 }
 
 /// Verifies one candidate with SIFT (when `sift`), aligns it densely when that did not verify
-/// it, and records the evidence and verdict.
+/// it (both observed once per batch), and records the evidence and verdict.
 fn examine(
     ctx: &SearchContext,
-    query: &QueryLocal,
+    query: Probe,
     id: u64,
     cosine: f32,
     sift: bool,
     plane: Option<&(Plane, Option<f32>)>,
     params: &VerifyParams,
 ) -> Result<Checked> {
+    let seen = query.seen.examined(id, sift, || {
+        observe(ctx, query.local, id, sift, plane, params)
+    })?;
+    let Observed {
+        verification: v,
+        alignment,
+        brightness_gap,
+    } = seen;
+    let e = Evidence {
+        id,
+        cosine,
+        inliers: v.inliers,
+        coverage: v.coverage,
+        alignment: alignment.map(|a| a.0),
+        brightness_gap,
+        expanded: None,
+    };
+    let verdict = ranking::verdict(&e, params);
+    Ok(Checked {
+        inliers: sift.then_some(v.inliers),
+        alignment: e.alignment,
+        verdict: Some(verdict),
+        evidence: Some(e),
+        pairs: if verdict == Verdict::Verified {
+            v.pairs
+        } else {
+            Vec::new()
+        },
+        region: alignment
+            .and_then(|a| a.1)
+            .filter(|_| verdict == Verdict::Aligned),
+    })
+}
+
+/// What examining one candidate finds whatever the query's global vectors: its SIFT match
+/// (when `sift`), and its dense alignment when that did not verify it.
+fn observe(
+    ctx: &SearchContext,
+    query: &QueryLocal,
+    id: u64,
+    sift: bool,
+    plane: Option<&(Plane, Option<f32>)>,
+    params: &VerifyParams,
+) -> Result<Observed> {
     let packed = ctx.snapshot.local(id)?.unwrap_or(&[]);
     let v = match PackedFeatures::parse(packed) {
         Ok(Some(p)) if sift => local::verify(&query.features, &p, params),
@@ -295,37 +352,17 @@ fn examine(
         }
     };
     let verified = ranking::is_verified(v.inliers, v.coverage, params);
-    let (alignment, region) = match (&query.dense, plane) {
-        (Some(dq), Some((plane, angle))) if !verified => {
-            let (ncc, region) = dense::align_at(dq, plane, *angle);
-            (Some(ncc), region)
-        }
-        _ => (None, None),
+    let alignment = match (&query.dense, plane) {
+        (Some(dq), Some((plane, angle))) if !verified => Some(dense::align_at(dq, plane, *angle)),
+        _ => None,
     };
     let brightness_gap = match (&query.dense, plane) {
         (Some(dq), Some((plane, _))) if verified => (dq.mean - plane.mean()).abs() / 255.0,
         _ => 0.0,
     };
-    let e = Evidence {
-        id,
-        cosine,
-        inliers: v.inliers,
-        coverage: v.coverage,
+    Ok(Observed {
+        verification: v,
         alignment,
         brightness_gap,
-        expanded: None,
-    };
-    let verdict = ranking::verdict(&e, params);
-    Ok(Checked {
-        inliers: sift.then_some(v.inliers),
-        alignment,
-        verdict: Some(verdict),
-        evidence: Some(e),
-        pairs: if verdict == Verdict::Verified {
-            v.pairs
-        } else {
-            Vec::new()
-        },
-        region: region.filter(|_| verdict == Verdict::Aligned),
     })
 }

@@ -1,0 +1,134 @@
+//! What verifying one query observed that does not depend on its global vectors, kept for the
+//! rest of its search batch.
+//!
+//! The upright fallback (upright.rs) searches a query that verified nothing again with its
+//! turns. The turns change the query's global vectors, so the shortlist and every candidate's
+//! cosine, but not its local features: descriptor voting finds the same images, and a candidate
+//! examined before matches with SIFT and aligns densely exactly as it did. The second pass
+//! takes those from here and runs only the turned model forwards, the retrieval and the
+//! candidates it adds.
+//!
+//! Valid within one batch: a row's stored local features never change under its id (a
+//! replaced image gets a new id), and a row deleted meanwhile is left out by the caller.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use parking_lot::Mutex;
+
+use crate::local::Verification;
+use crate::pipeline::QueryLocal;
+
+/// Images found by voting, with their votes.
+type Voted = Vec<(u64, f32)>;
+
+/// What examining one candidate found before its cosine is weighed.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Observed {
+    /// The SIFT match (default when not matched with SIFT).
+    pub verification: Verification,
+    /// Dense alignment's score and where it placed the query, when it ran.
+    pub alignment: Option<(f32, Option<[f32; 4]>)>,
+    /// The brightness gap to a verified candidate's plane (0 when not measured).
+    pub brightness_gap: f32,
+}
+
+/// One query's observations (shared by the passes of its batch).
+#[derive(Default)]
+pub(crate) struct Observations {
+    /// The query's local features, extracted once.
+    local: OnceLock<QueryLocal>,
+    /// The images voting found, for the number asked.
+    voted: Mutex<Option<(usize, Voted)>>,
+    /// Each candidate examined, by (id, matched with SIFT).
+    examined: Mutex<HashMap<(u64, bool), Observed>>,
+}
+
+impl Observations {
+    /// The query's local features: made by `make` the first time.
+    pub fn local(&self, make: impl FnOnce() -> QueryLocal) -> QueryLocal {
+        self.local.get_or_init(make).clone()
+    }
+
+    /// The `n` images voting found: found by `vote` the first time `n` is asked for.
+    pub fn voted<E>(
+        &self,
+        n: usize,
+        vote: impl FnOnce() -> Result<Voted, E>,
+    ) -> Result<Voted, E> {
+        if let Some((asked, found)) = self.voted.lock().as_ref() {
+            if *asked == n {
+                return Ok(found.clone());
+            }
+        }
+        let found = vote()?;
+        *self.voted.lock() = Some((n, found.clone()));
+        Ok(found)
+    }
+
+    /// What examining candidate `id` (with SIFT or not) found: found by `examine` the first
+    /// time. Safe to call from several threads (for different candidates).
+    pub fn examined<E>(
+        &self,
+        id: u64,
+        sift: bool,
+        examine: impl FnOnce() -> Result<Observed, E>,
+    ) -> Result<Observed, E> {
+        if let Some(seen) = self.examined.lock().get(&(id, sift)) {
+            return Ok(seen.clone());
+        }
+        let seen = examine()?;
+        self.examined.lock().insert((id, sift), seen.clone());
+        Ok(seen)
+    }
+
+    /// How many candidates were examined (tests).
+    #[cfg(test)]
+    pub fn examined_count(&self) -> usize {
+        self.examined.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_observation_is_made_once() {
+        let seen = Observations::default();
+        let calls = std::cell::Cell::new(0);
+        let vote = |ids: Vec<(u64, f32)>| {
+            calls.set(calls.get() + 1);
+            Ok::<_, ()>(ids)
+        };
+        assert_eq!(seen.voted(2, || vote(vec![(1, 3.0)])), Ok(vec![(1, 3.0)]));
+        assert_eq!(seen.voted(2, || vote(vec![(9, 9.0)])), Ok(vec![(1, 3.0)]));
+        assert_eq!(calls.get(), 1);
+        // Another number asked for votes again.
+        assert_eq!(seen.voted(5, || vote(vec![(9, 9.0)])), Ok(vec![(9, 9.0)]));
+        assert_eq!(calls.get(), 2);
+
+        let observed = |inliers| Observed {
+            verification: Verification {
+                inliers,
+                ..Verification::default()
+            },
+            ..Observed::default()
+        };
+        let got = seen
+            .examined(7, true, || Ok::<_, ()>(observed(12)))
+            .unwrap();
+        assert_eq!(got.verification.inliers, 12);
+        let again = seen
+            .examined(7, true, || Ok::<_, ()>(observed(99)))
+            .unwrap();
+        assert_eq!(again.verification.inliers, 12);
+        // Without SIFT it is another observation; an error is not kept.
+        assert!(seen.examined(7, false, || Err(())).is_err());
+        let other = seen
+            .examined(7, false, || Ok::<_, ()>(observed(0)))
+            .unwrap();
+        assert_eq!(other.verification.inliers, 0);
+        assert_eq!(seen.examined_count(), 2);
+    }
+}
