@@ -22,6 +22,11 @@ use crate::pipeline::QueryLocal;
 /// Images found by voting, with their votes.
 type Voted = Vec<(u64, f32)>;
 
+/// How a candidate was examined: its id, whether it was matched with SIFT, and whether it had a
+/// dense plane to align on with which hint (the bits of its best window's turn, when found):
+/// verified expansion aligns without the hint, so the same candidate can be examined two ways.
+pub(crate) type Examination = (u64, bool, Option<Option<u32>>);
+
 /// What examining one candidate found before its cosine is weighed.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Observed {
@@ -40,8 +45,8 @@ pub(crate) struct Observations {
     local: OnceLock<QueryLocal>,
     /// The images voting found, for the number asked.
     voted: Mutex<Option<(usize, Voted)>>,
-    /// Each candidate examined, by (id, matched with SIFT).
-    examined: Mutex<HashMap<(u64, bool), Observed>>,
+    /// Each candidate examined, by how.
+    examined: Mutex<HashMap<Examination, Observed>>,
 }
 
 impl Observations {
@@ -51,11 +56,7 @@ impl Observations {
     }
 
     /// The `n` images voting found: found by `vote` the first time `n` is asked for.
-    pub fn voted<E>(
-        &self,
-        n: usize,
-        vote: impl FnOnce() -> Result<Voted, E>,
-    ) -> Result<Voted, E> {
+    pub fn voted<E>(&self, n: usize, vote: impl FnOnce() -> Result<Voted, E>) -> Result<Voted, E> {
         if let Some((asked, found)) = self.voted.lock().as_ref() {
             if *asked == n {
                 return Ok(found.clone());
@@ -66,19 +67,18 @@ impl Observations {
         Ok(found)
     }
 
-    /// What examining candidate `id` (with SIFT or not) found: found by `examine` the first
-    /// time. Safe to call from several threads (for different candidates).
+    /// What examining a candidate so (`how`) found: found by `examine` the first time. Safe to
+    /// call from several threads (for different candidates).
     pub fn examined<E>(
         &self,
-        id: u64,
-        sift: bool,
+        how: Examination,
         examine: impl FnOnce() -> Result<Observed, E>,
     ) -> Result<Observed, E> {
-        if let Some(seen) = self.examined.lock().get(&(id, sift)) {
+        if let Some(seen) = self.examined.lock().get(&how) {
             return Ok(seen.clone());
         }
         let seen = examine()?;
-        self.examined.lock().insert((id, sift), seen.clone());
+        self.examined.lock().insert(how, seen.clone());
         Ok(seen)
     }
 
@@ -115,20 +115,21 @@ mod tests {
             },
             ..Observed::default()
         };
-        let got = seen
-            .examined(7, true, || Ok::<_, ()>(observed(12)))
-            .unwrap();
+        let hinted = (7, true, Some(Some(3f32.to_bits())));
+        let got = seen.examined(hinted, || Ok::<_, ()>(observed(12))).unwrap();
         assert_eq!(got.verification.inliers, 12);
-        let again = seen
-            .examined(7, true, || Ok::<_, ()>(observed(99)))
-            .unwrap();
+        let again = seen.examined(hinted, || Ok::<_, ()>(observed(99))).unwrap();
         assert_eq!(again.verification.inliers, 12);
-        // Without SIFT it is another observation; an error is not kept.
-        assert!(seen.examined(7, false, || Err(())).is_err());
-        let other = seen
-            .examined(7, false, || Ok::<_, ()>(observed(0)))
-            .unwrap();
-        assert_eq!(other.verification.inliers, 0);
-        assert_eq!(seen.examined_count(), 2);
+        // Without SIFT, or aligned without the hint, it is another observation; an error is not
+        // kept.
+        assert!(seen.examined((7, false, None), || Err(())).is_err());
+        for (i, how) in [(7, false, None), (7, true, Some(None))]
+            .into_iter()
+            .enumerate()
+        {
+            let other = seen.examined(how, || Ok::<_, ()>(observed(i))).unwrap();
+            assert_eq!(other.verification.inliers, i);
+        }
+        assert_eq!(seen.examined_count(), 3);
     }
 }

@@ -297,9 +297,10 @@ fn examine(
     plane: Option<&(Plane, Option<f32>)>,
     params: &VerifyParams,
 ) -> Result<Checked> {
-    let seen = query.seen.examined(id, sift, || {
-        observe(ctx, query.local, id, sift, plane, params)
-    })?;
+    let how = (id, sift, plane.map(|p| p.1.map(f32::to_bits)));
+    let seen = query
+        .seen
+        .examined(how, || observe(ctx, query.local, id, sift, plane, params))?;
     let Observed {
         verification: v,
         alignment,
