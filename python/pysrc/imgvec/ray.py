@@ -257,7 +257,7 @@ def ingest(
     shards: int = 2,
     pipeline: Optional[str] = None,
     workers: Optional[int] = None,
-    batch_size: int = 16,
+    batch_size: int = 64,
     sample: int = 2048,
     attrs: Optional[Mapping[str, str]] = None,
     journal: Optional[PathLike] = None,
