@@ -174,6 +174,41 @@ pub(crate) fn matmul_nt(a: &[f32], m: usize, b: &[f32], n: usize, k: usize) -> V
     c
 }
 
+/// `a · bᵀ` as [`matmul_nt`] computes it, into `c` (m × n, row-major), on the calling thread
+/// (`matrixmultiply`'s kernels, AVX2/FMA chosen at run time). For the products each thread of
+/// a parallel stage makes on its own (verification's descriptor matching, the Hamming encoder):
+/// an OpenBLAS call there hands the work to OpenBLAS's threads, which serialise concurrent
+/// callers and spin between calls.
+pub(crate) fn matmul_nt_here(a: &[f32], m: usize, b: &[f32], n: usize, k: usize, c: &mut [f32]) {
+    assert!(
+        a.len() >= m * k && b.len() >= n * k && c.len() >= m * n,
+        "matmul_nt_here: shapes disagree"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: `a` holds m × k and `b` n × k floats, row-major (`b` read transposed), `c` m × n;
+    // the strides say so.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            1,
+            k as isize,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
 /// Threads OpenBLAS uses for batched exact search (and FAISS's own matrix products).
 pub fn set_blas_threads(n: usize) {
     // SAFETY: plain OpenBLAS runtime setting.
@@ -347,6 +382,28 @@ pub fn search(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_matrix_products_agree() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for (m, n, k) in [
+            (0, 5, 128),
+            (1, 1, 128),
+            (3, 70, 128),
+            (257, 129, 128),
+            (9, 4, 0),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let b: Vec<f32> = (0..n * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let blas = matmul_nt(&a, m, &b, n, k);
+            let mut here = vec![f32::NAN; m * n];
+            matmul_nt_here(&a, m, &b, n, k, &mut here);
+            for (i, (x, y)) in blas.iter().zip(&here).enumerate() {
+                assert!((x - y).abs() < 1e-3, "{m}x{n}x{k} at {i}: {x} vs {y}");
+            }
+        }
+    }
 
     #[test]
     fn top_k_keeps_best_in_order() {

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::derived::artifact::Kind;
 use crate::error::{Error, IndexError, Result};
+use crate::exact;
 use crate::index::knn::{knn_lists, Knn, KnnShape, EXACT_FACTORY};
 use crate::index::rows::KnnRows;
 
@@ -342,50 +343,16 @@ pub fn stats(snap: &Snapshot) -> LocalInfo {
     info
 }
 
-/// Every query descriptor's inner product with every candidate descriptor (query-major), on
-/// the calling thread (`matrixmultiply`'s kernels, AVX2/FMA where the CPU has them).
-/// Verification examines one candidate per search thread; an OpenBLAS product here would hand
-/// each to OpenBLAS's own threads, which serialise concurrent callers and spin between calls.
-fn similarities(query: &[f32], cand: &[f32]) -> Vec<f32> {
-    let (m, n, k) = (
-        query.len() / DESCRIPTOR_LEN,
-        cand.len() / DESCRIPTOR_LEN,
-        DESCRIPTOR_LEN,
-    );
-    let mut out = vec![0f32; m * n];
-    if m == 0 || n == 0 {
-        return out;
-    }
-    // SAFETY: `query` is m × k and `cand` n × k, row-major; `out` is m × n, row-major; the
-    // strides say so (the candidate matrix read transposed).
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            query.as_ptr(),
-            k as isize,
-            1,
-            cand.as_ptr(),
-            1,
-            k as isize,
-            0.0,
-            out.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
-    out
-}
-
 /// Tentative correspondences: (query keypoint, candidate keypoint).
 fn ratio_matches(query: &LocalFeatures, cand: &PackedFeatures, ratio: f32) -> Vec<(usize, usize)> {
     let (nq, nc) = (query.len(), cand.len());
     if nq == 0 || nc < 2 {
         return Vec::new();
     }
-    let sims = similarities(&query.descriptors, &cand.descriptors_f32());
+    // On this search thread: verification examines candidates on several (exact.rs).
+    let mut sims = vec![0f32; nq * nc];
+    let cand = cand.descriptors_f32();
+    exact::matmul_nt_here(&query.descriptors, nq, &cand, nc, DESCRIPTOR_LEN, &mut sims);
     // Each candidate keypoint keeps only its most similar query keypoint (one-to-one).
     let mut taken: HashMap<usize, (usize, f32)> = HashMap::new();
     let ratio2 = ratio * ratio;
@@ -661,31 +628,6 @@ fn coverage(t: &Affine, cand: &PackedFeatures, query: &LocalFeatures) -> f32 {
 mod tests {
     use super::*;
     use imgvec_ingest::sift::{extract, pack};
-
-    #[test]
-    fn similarities_are_the_matrix_product_of_the_descriptors() {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        for (m, n) in [(0, 5), (1, 1), (3, 70), (257, 129)] {
-            let q: Vec<f32> = (0..m * DESCRIPTOR_LEN)
-                .map(|_| rng.gen_range(-1.0..1.0))
-                .collect();
-            let c: Vec<f32> = (0..n * DESCRIPTOR_LEN)
-                .map(|_| rng.gen_range(-1.0..1.0))
-                .collect();
-            let got = similarities(&q, &c);
-            assert_eq!(got.len(), m * n);
-            for (i, qi) in q.chunks_exact(DESCRIPTOR_LEN).enumerate() {
-                for (j, cj) in c.chunks_exact(DESCRIPTOR_LEN).enumerate() {
-                    let want: f32 = qi.iter().zip(cj).map(|(a, b)| a * b).sum();
-                    assert!(
-                        (got[i * n + j] - want).abs() < 1e-3,
-                        "{m}x{n} at ({i}, {j})"
-                    );
-                }
-            }
-        }
-    }
 
     fn photo() -> image::RgbImage {
         image::RgbImage::from_fn(320, 240, |x, y| {

@@ -19,6 +19,7 @@ use rand_distr::{Distribution, Normal};
 use super::IndexError;
 use crate::derived::artifact::{self, Kind};
 use crate::derived::lifecycle::Derived;
+use crate::exact;
 
 /// Encoder kinds as stored in index files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -195,26 +196,7 @@ impl Encoder {
         let mut proj = vec![0f32; 256 * bits];
         for block in vectors.chunks(256 * dims) {
             let rows = block.len() / dims;
-            // SAFETY: block is rows × dims, matrix bits × dims (read transposed as dims × bits),
-            // proj rows × bits; all long enough for these strides.
-            unsafe {
-                matrixmultiply::sgemm(
-                    rows,
-                    dims,
-                    bits,
-                    1.0,
-                    block.as_ptr(),
-                    dims as isize,
-                    1,
-                    self.matrix.as_ptr(),
-                    1,
-                    dims as isize,
-                    0.0,
-                    proj.as_mut_ptr(),
-                    bits as isize,
-                    1,
-                );
-            }
+            exact::matmul_nt_here(block, rows, &self.matrix, bits, dims, &mut proj);
             for row in proj[..rows * bits].chunks_exact(bits) {
                 let start = out.len();
                 out.resize(start + words, 0);
