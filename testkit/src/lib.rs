@@ -2,11 +2,22 @@
 
 use std::path::{Path, PathBuf};
 
+/// The repository's root, found when the test runs: the tested crate's folder (cargo sets
+/// `CARGO_MANIFEST_DIR` for a test it runs) is one below it. Not `env!` at build time: CI and
+/// sessions share a cargo target folder, and a test binary reused from another checkout's build
+/// would look in that checkout (which may be gone, or hold another `.venv`).
+pub fn repo_root() -> PathBuf {
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    crate_dir.join("..")
+}
+
 /// ../shared/datasets (or $IMGVEC_DATASETS): the benchmark folders the project is measured on.
 pub fn datasets() -> PathBuf {
     let candidates = [
         std::env::var_os("IMGVEC_DATASETS").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets")),
+        Some(repo_root().join("../shared/datasets")),
         Some(PathBuf::from("/work/shared/datasets")),
     ];
     let found = candidates

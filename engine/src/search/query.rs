@@ -1,11 +1,11 @@
 //! The featurize stage: each query becomes its unit vectors (one per augmentation variant) and,
 //! when the search needs them, its local features — through the same featurizer as ingest.
 
+use std::sync::Arc;
+
 use imgvec_ingest::decode;
 use imgvec_ingest::sift::{PackedFeatures, SiftParams};
 use imgvec_storage::{Snapshot, Store};
-
-use std::sync::Arc;
 
 use super::observed::Observations;
 use super::rerank::Probe;

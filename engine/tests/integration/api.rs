@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use faiss::{Index, MetricType};
@@ -11,7 +11,7 @@ use imgvec::image::{ImageFormat, Rgb, RgbImage};
 use imgvec::{Database, IngestStatus, OpenOptions, Query, SearchOptions};
 
 fn sample_photos() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sample/photos");
+    let dir = imgvec_testkit::repo_root().join("sample/photos");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}; run ./scripts/setup.sh", dir.display()))
         .map(|e| e.unwrap().path())

@@ -4,7 +4,7 @@
 //! reproject within 3 px must reach at least 0.8× OpenCV's, and so must the number of such
 //! correct matches.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use imgvec_ingest::sift::{self, LocalFeatures, SiftParams};
@@ -52,7 +52,7 @@ fn project(h: &[[f64; 3]; 3], x: f32, y: f32) -> (f64, f64) {
 
 #[test]
 fn matches_at_least_four_fifths_as_well_as_opencv_on_warped_photos() {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let python = imgvec_testkit::repo_root().join(".venv/bin/python");
     assert!(
         python.exists(),
         "{} missing: run ./scripts/setup.sh (it installs opencv-python for this oracle)",
@@ -73,7 +73,7 @@ fn matches_at_least_four_fifths_as_well_as_opencv_on_warped_photos() {
     assert!(photos.len() >= 10, "too few photos in {}", db.display());
 
     let out = tempfile::tempdir().expect("tempdir");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/sift_oracle.py");
+    let script = imgvec_testkit::repo_root().join("scripts/sift_oracle.py");
     let status = Command::new(&python)
         .arg(&script)
         .arg(out.path())

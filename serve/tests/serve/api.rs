@@ -364,8 +364,7 @@ fn concurrent_clients_are_answered_in_parallel_on_one_handle() {
 #[test]
 fn the_openapi_description_covers_every_endpoint() {
     let spec =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.yaml"))
-            .unwrap();
+        std::fs::read_to_string(imgvec_testkit::repo_root().join("docs/openapi.yaml")).unwrap();
     for path in [
         "/",
         "/api/info",

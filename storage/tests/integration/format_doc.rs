@@ -2,14 +2,13 @@
 //! written in the doc, with the project venv's numpy (made by scripts/setup.sh) against a real
 //! segment and compares every id and float.
 
-use std::path::Path;
 use std::process::Command;
 
 use imgvec_storage::segment::{IDS_COLUMN, VECTORS_COLUMN};
 use imgvec_storage::{write_segment, ColumnData, StdFs};
 
 fn doc_snippet() -> String {
-    let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/FORMAT.md");
+    let doc_path = imgvec_testkit::repo_root().join("docs/FORMAT.md");
     let doc = std::fs::read_to_string(&doc_path).unwrap();
     let start = doc
         .find("```python\n")
@@ -21,7 +20,7 @@ fn doc_snippet() -> String {
 
 #[test]
 fn numpy_snippet_in_format_doc_reads_a_real_segment() {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let python = imgvec_testkit::repo_root().join(".venv/bin/python");
     assert!(
         python.exists(),
         "{} missing: run ./scripts/setup.sh",
