@@ -5,8 +5,8 @@
 //! turns. The turns change the query's global vectors, so the shortlist and every candidate's
 //! cosine, but not its local features: descriptor voting finds the same images, and a candidate
 //! examined before matches with SIFT and aligns densely exactly as it did. The second pass
-//! takes those from here and runs only the turned model forwards, the retrieval and the
-//! candidates it adds.
+//! takes those from here and runs only the decode, the model on the four orientations (the
+//! upright one again), the retrieval and the candidates it adds.
 //!
 //! Valid within one batch: a row's stored local features never change under its id (a
 //! replaced image gets a new id), and a row deleted meanwhile is left out by the caller.
