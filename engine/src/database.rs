@@ -507,6 +507,17 @@ impl Database {
         self.searcher().featurize(queries, opts)
     }
 
+    /// What verifying each of `queries` with `opts` would examine, gathered and not examined
+    /// (empty lists when the search does not verify): the shards of one collection merge theirs
+    /// and each examines its rows of the result ([`SearchOptions::candidates`], docs/RAY.md).
+    pub fn candidates(
+        &self,
+        queries: &[Query],
+        opts: &SearchOptions,
+    ) -> Vec<Result<crate::Candidates>> {
+        self.searcher().candidates(queries, opts)
+    }
+
     /// The pipeline's global vectors of `queries`, computed as ingest computes them, without
     /// storing anything (an id gives its stored vector). One result per query.
     pub fn extract(&self, queries: Vec<Query>) -> Vec<Result<Vec<f32>>> {

@@ -384,8 +384,9 @@ pub struct WindowScores {
 }
 
 impl WindowScores {
-    /// Up to `n` accepted images whose best window matches best, best first.
-    pub fn top(&self, n: usize, accept: &dyn Fn(u64) -> bool) -> Vec<u64> {
+    /// Up to `n` accepted images whose best window matches best, best first, with that
+    /// window's score.
+    pub fn top(&self, n: usize, accept: &dyn Fn(u64) -> bool) -> Vec<(u64, f32)> {
         let mut ranked: Vec<(f32, u64)> = self
             .best
             .iter()
@@ -393,7 +394,7 @@ impl WindowScores {
             .map(|(&id, s)| (s.0, id))
             .collect();
         ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        ranked.into_iter().take(n).map(|(_, id)| id).collect()
+        ranked.into_iter().take(n).map(|(s, id)| (id, s)).collect()
     }
 
     /// A row's best window match, when one of its windows was among the probes' nearest.
@@ -695,7 +696,7 @@ mod tests {
         let query = DenseQuery::new(&edited(&pictures[7], (50, 30, 220, 170), -6.0));
         let scores = index.scores(&query).unwrap();
         let found = scores.top(3, &|_| true);
-        assert_eq!(found[0], 107, "{found:?}");
+        assert_eq!(found[0].0, 107, "{found:?}");
         // The turn is recovered to within a probe step.
         let (best, angle) = scores.get(107).unwrap();
         assert!(
@@ -703,7 +704,7 @@ mod tests {
             "{best} at {angle}°"
         );
         // Filters apply; planes are found by id.
-        assert!(!scores.top(3, &|id| id != 107).contains(&107));
+        assert!(!scores.top(3, &|id| id != 107).iter().any(|f| f.0 == 107));
         assert_eq!(index.plane(107).map(|p| (p.w, p.h)), Some((48, 36)));
         assert!(index.plane(99).is_none());
         assert!(index.knn.len() > 12 * 100, "{} windows", index.knn.len());

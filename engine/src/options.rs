@@ -240,6 +240,13 @@ pub struct SearchOptions {
     ///
     /// [`Database::space_vectors`]: crate::Database::space_vectors
     pub expand_with: Option<Vec<f32>>,
+    /// Verification examines only these candidates (of every query of the batch) instead of
+    /// gathering its own: a shard's rows of its collection's candidates, merged from every
+    /// shard's [`Database::candidates`] (docs/RAY.md). Rows that are not live here are skipped.
+    /// Verified expansion still examines what the expanded query finds here.
+    ///
+    /// [`Database::candidates`]: crate::Database::candidates
+    pub candidates: Option<crate::Candidates>,
 }
 
 impl Default for SearchOptions {
@@ -258,6 +265,7 @@ impl Default for SearchOptions {
             qe: None,
             verify: VerifyOverrides::default(),
             expand_with: None,
+            candidates: None,
         }
     }
 }
@@ -273,8 +281,17 @@ impl SearchOptions {
     /// Refuses values no search can answer (`k` of 0 or above [`MAX_K`], depths above
     /// [`MAX_DEPTH`], ...) with an error naming the option, instead of trying to allocate them.
     pub fn check(&self) -> Result<()> {
-        let limits: [(&str, Option<usize>, usize, usize); 6] = [
+        let given = self.candidates.as_ref();
+        let listed = given.map(|c| c.shortlist.len().max(c.voted.len()).max(c.dense.len()));
+        let limits: [(&str, Option<usize>, usize, usize); 8] = [
             ("k", Some(self.k), 1, MAX_K),
+            ("a candidate list's length", listed, 0, MAX_SHORTLIST),
+            (
+                "candidate turns",
+                given.map(|c| c.turns.len()),
+                0,
+                3 * MAX_SHORTLIST,
+            ),
             ("nprobe", self.nprobe, 1, MAX_DEPTH),
             ("rerank depth", self.rerank_depth, 1, MAX_DEPTH),
             ("qe", self.qe, 0, MAX_SHORTLIST),
@@ -406,7 +423,7 @@ mod tests {
         let ok = SearchOptions::default();
         type Change = fn(&mut SearchOptions);
         // (change, accepted)
-        let cases: [(Change, bool); 9] = [
+        let cases: [(Change, bool); 11] = [
             (|_| {}, true),
             (|o| o.k = 0, false),
             (|o| o.k = MAX_K, true),
@@ -416,6 +433,17 @@ mod tests {
             (|o| o.qe = Some(0), true),
             (|o| o.verify.shortlist = Some(MAX_SHORTLIST + 1), false),
             (|o| o.threshold = Some(f32::NAN), false),
+            (|o| o.candidates = Some(crate::Candidates::default()), true),
+            (
+                |o| {
+                    let many = vec![(1, 0.5); MAX_SHORTLIST + 1];
+                    o.candidates = Some(crate::Candidates {
+                        voted: many,
+                        ..Default::default()
+                    })
+                },
+                false,
+            ),
         ];
         for (i, (change, accepted)) in cases.into_iter().enumerate() {
             let mut o = ok.clone();

@@ -159,6 +159,8 @@ struct SearchArgs {
     expand: Option<usize>,
     upright: Option<bool>,
     expand_with: Option<Vec<f32>>,
+    /// `SearchOptions::candidates` as JSON.
+    candidates: Option<String>,
 }
 
 impl SearchArgs {
@@ -183,6 +185,12 @@ impl SearchArgs {
                 ..VerifyOverrides::default()
             },
             expand_with: self.expand_with.clone(),
+            candidates: self
+                .candidates
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| invalid(format!("candidates: {e}")))?,
             ..SearchOptions::default()
         };
         opts.check().map_err(to_py)?;
@@ -533,6 +541,21 @@ impl NativeDatabase {
         answers(py, features, |f| {
             Ok(PyBytes::new(py, &f.to_bytes()).into_any())
         })
+    }
+
+    /// What verifying each query with `options` would examine, as JSON (a query that fails:
+    /// its exception).
+    fn candidates<'py>(
+        &self,
+        py: Python<'py>,
+        queries: &Bound<'py, PyList>,
+        options: SearchArgs,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let db = self.db()?;
+        let queries = queries_of(queries)?;
+        let opts = options.options()?;
+        let found = py.allow_threads(|| db.candidates(&queries, &opts));
+        answers(py, found, |c| Ok(PyString::new(py, &json(&c)?).into_any()))
     }
 
     /// The pipeline's global vectors of `queries` (ids give their stored vectors), one row

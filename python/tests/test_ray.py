@@ -93,6 +93,34 @@ def test_merge_orders_hits_as_one_database_does():
         assert got == want, name
 
 
+def test_merge_candidates_gives_each_shard_its_rows_of_the_collections_best():
+    def lists(shortlist: Any = (), voted: Any = (), dense: Any = (), turns: Any = (), asked: Any = (2, 2, 1)) -> Dict[str, Any]:
+        return {"shortlist": list(shortlist), "voted": list(voted), "dense": list(dense), "turns": list(turns),
+                "asked": list(asked)}
+
+    def ids(got: Dict[int, Dict[str, Any]], name: str) -> Dict[int, List[int]]:
+        return {s: [i for i, _ in c[name]] for s, c in got.items()}
+
+    for name, parts, list_name, want in [
+        ("the best of every shard, by score", [(0, lists([(1, 0.9), (2, 0.5)])), (1, lists([(7, 0.8), (8, 0.7)]))],
+         "shortlist", {0: [1], 1: [7]}),
+        ("one shard may hold them all", [(0, lists(voted=[(1, 9.0), (2, 8.0)])), (1, lists(voted=[(7, 1.0)]))],
+         "voted", {0: [1, 2], 1: []}),
+        ("each list has its own size", [(0, lists(dense=[(1, 0.5)])), (1, lists(dense=[(7, 0.6)]))],
+         "dense", {0: [], 1: [7]}),
+        ("ties go to the smaller shard, then id", [(1, lists([(1, 0.5)])), (0, lists([(3, 0.5), (2, 0.5)]))],
+         "shortlist", {0: [2, 3], 1: []}),
+        ("a shard that verifies nothing", [(0, lists(asked=(0, 0, 0))), (1, lists(asked=(0, 0, 0)))],
+         "shortlist", {0: [], 1: []}),
+    ]:
+        assert ids(iray.merge_candidates(parts), list_name) == want, name
+    # Each shard keeps the turns of its own rows that made a list, and the sizes asked.
+    got = iray.merge_candidates([(0, lists([(1, 0.9)], dense=[(2, 0.1)], turns=[(1, 5.0), (2, -3.0)])),
+                                 (1, lists(dense=[(7, 0.8)], turns=[(7, 1.0)]))])
+    assert got[0]["turns"] == [[1, 5.0]] and got[1]["turns"] == [[7, 1.0]]
+    assert got[0]["asked"] == got[1]["asked"] == [2, 2, 1]
+
+
 def test_shard_of_is_stable_and_spreads():
     keys = [f"/photos/{i:05d}.jpg" for i in range(1000)]
     counts = [0, 0, 0, 0]

@@ -1,11 +1,13 @@
-//! What one search batch runs against: one snapshot, the space it searches, and the filter
-//! already evaluated into the set of allowed ids.
+//! What one search batch runs against: one snapshot, the space it searches, the filter
+//! already evaluated into the set of allowed ids, and for a shard of a collection the
+//! candidates verification examines (candidates.rs).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use imgvec_storage::{Snapshot, Store};
 
+use super::candidates::Candidates;
 use super::space::{Space, Spaces};
 use crate::error::Result;
 use crate::options::Filter;
@@ -19,6 +21,9 @@ pub(crate) struct SearchContext {
     allowed: Option<HashSet<u64>>,
     /// Threads a stage may spread one query's independent work over (the handle's).
     pub threads: usize,
+    /// What verification examines instead of the candidates it gathers itself
+    /// (`SearchOptions::candidates`).
+    pub examine: Option<Candidates>,
 }
 
 impl SearchContext {
@@ -36,6 +41,7 @@ impl SearchContext {
             space,
             allowed,
             threads: threads.max(1),
+            examine: None,
         })
     }
 

@@ -59,8 +59,9 @@ impl FirstPasses {
 }
 
 /// The settings a first pass of a search with `opts` depends on (augmentation, αQE depth and
-/// the candidates fetched `k` as the search resolved them): everything before verified
-/// expansion, so not `expand`, `upright` or what only materializing reads.
+/// the candidates fetched `k` as the search resolved them, and the candidates it was given to
+/// examine): everything before verified expansion, so not `expand`, `upright` or what only
+/// materializing reads.
 pub(crate) fn settings(
     opts: &SearchOptions,
     augment: Augment,
@@ -74,9 +75,10 @@ pub(crate) fn settings(
         ..*params
     };
     format!(
-        "{:?} {:?}",
+        "{:?} {:?} {:?}",
         (opts.mode, &opts.filter, opts.nprobe, opts.rerank),
-        (opts.rerank_depth, augment, qe, k, params)
+        (opts.rerank_depth, augment, qe, k, params),
+        opts.candidates
     )
 }
 

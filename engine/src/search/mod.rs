@@ -9,6 +9,7 @@
 //! docs/SEARCH.md describes each stage and every knob.
 
 pub(crate) mod calibration;
+mod candidates;
 mod context;
 mod filter;
 mod first_pass;
@@ -26,6 +27,7 @@ use imgvec_ingest::l2_normalize_rows;
 use imgvec_storage::Store;
 
 pub use calibration::{Calibration, Match};
+pub use candidates::Candidates;
 pub use ranking::Verdict;
 pub(crate) use rerank::RerankIndexes;
 pub use rerank::RerankStatus;
@@ -55,6 +57,23 @@ pub(crate) struct Searcher<'a> {
     pub spaces: &'a Spaces,
     /// The handle's threads: verification spreads one query's candidates over them.
     pub threads: usize,
+}
+
+/// A batch after the stages before verification (`Searcher::first_ranking`).
+struct FirstRanking {
+    /// The database's vector length.
+    dims: usize,
+    ctx: SearchContext,
+    rows: Rows,
+    prepared: Vec<PreparedQuery>,
+    merged: Vec<Option<Ranked>>,
+    /// Candidates fetched per query.
+    k: usize,
+    /// αQE's depth as resolved.
+    qe: usize,
+    pipeline: Option<PipelineConfig>,
+    augment: Augment,
+    verify: Option<VerifyParams>,
 }
 
 /// What every answer of a batch is materialized with.
@@ -97,6 +116,11 @@ impl Rows {
             .map(|i| self.row(i))
             .collect()
     }
+}
+
+/// `n` answers that each fail with `e` (an error of the whole batch).
+fn fail_all<T>(n: usize, e: &Error) -> Vec<Result<T>> {
+    (0..n).map(|_| Err(Error::Invalid(e.to_string()))).collect()
 }
 
 /// The best `k` rows of a list that may name a row more than once, each with its best score.
@@ -209,36 +233,26 @@ impl Searcher<'_> {
         (pipeline, augment, verify)
     }
 
-    /// One pass of `search_batch`, with the augmentation `opts` (or the pipeline) asks for;
-    /// `seen`: each query's observations, shared by the passes of the batch.
-    fn search_once(
+    /// The stages before verification for every query of a batch: featurize, project,
+    /// retrieve, merge the variants and expand (αQE). `Ok(None)`: the database is empty; an
+    /// error is the whole batch's.
+    fn first_ranking(
         &self,
         queries: &[Query],
         opts: &SearchOptions,
         seen: &[Arc<Observations>],
-    ) -> Vec<Result<Vec<Hit>>> {
+    ) -> Result<Option<FirstRanking>> {
         let (pipeline, augment, verify) = self.settings(opts);
         let qe = opts
             .qe
             .unwrap_or(pipeline.as_ref().map(|p| p.query).unwrap_or_default().qe);
-        let fail_all = |msg: String| -> Vec<Result<Vec<Hit>>> {
-            queries
-                .iter()
-                .map(|_| Err(Error::Invalid(msg.clone())))
-                .collect()
+        opts.check()?;
+        let Some(dims) = self.store.dims()? else {
+            return Ok(None);
         };
-        if let Err(e) = opts.check() {
-            return fail_all(e.to_string());
-        }
-        let dims = match self.store.dims() {
-            Ok(Some(d)) => d as usize,
-            Ok(None) => return queries.iter().map(|_| Ok(Vec::new())).collect(),
-            Err(e) => return fail_all(e.to_string()),
-        };
-        let ctx = match SearchContext::new(self.store, self.spaces, &opts.filter, self.threads) {
-            Ok(c) => c,
-            Err(e) => return fail_all(e.to_string()),
-        };
+        let dims = dims as usize;
+        let mut ctx = SearchContext::new(self.store, self.spaces, &opts.filter, self.threads)?;
+        ctx.examine = opts.candidates.clone();
         // The query's local features: for verification, and for a VLAD block in the view.
         let sift = pipeline.as_ref().and_then(|p| p.local).map(|l| l.sift);
         let local = sift.filter(|_| verify.is_some() || self.spaces.has_vlad());
@@ -261,6 +275,45 @@ impl Searcher<'_> {
         if qe > 0 {
             self.expand(&ctx, &rows, &mut merged, qe, k, opts);
         }
+        Ok(Some(FirstRanking {
+            dims,
+            ctx,
+            rows,
+            prepared,
+            merged,
+            k,
+            qe,
+            pipeline,
+            augment,
+            verify,
+        }))
+    }
+
+    /// One pass of `search_batch`, with the augmentation `opts` (or the pipeline) asks for;
+    /// `seen`: each query's observations, shared by the passes of the batch.
+    fn search_once(
+        &self,
+        queries: &[Query],
+        opts: &SearchOptions,
+        seen: &[Arc<Observations>],
+    ) -> Vec<Result<Vec<Hit>>> {
+        let first = match self.first_ranking(queries, opts, seen) {
+            Ok(Some(first)) => first,
+            Ok(None) => return queries.iter().map(|_| Ok(Vec::new())).collect(),
+            Err(e) => return fail_all(queries.len(), &e),
+        };
+        let FirstRanking {
+            dims,
+            ctx,
+            rows,
+            prepared,
+            mut merged,
+            k,
+            qe,
+            pipeline,
+            augment,
+            verify,
+        } = first;
         let checked = match verify {
             Some(params) => {
                 let settings = || first_pass::settings(opts, augment, qe, k, &params);

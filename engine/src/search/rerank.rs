@@ -8,6 +8,7 @@ use imgvec_ingest::sift::PackedFeatures;
 use imgvec_storage::{Snapshot, Store};
 use serde::Serialize;
 
+use super::candidates::Candidates;
 use super::context::SearchContext;
 use super::observed::{Observations, Observed};
 use super::ranking::{self, Evidence, Verdict};
@@ -19,6 +20,9 @@ use crate::index::Save;
 use crate::local::{self, LocalIndex, VerifyParams};
 use crate::parallel;
 use crate::pipeline::QueryLocal;
+
+/// (id, score) pairs.
+type Scored = Vec<(u64, f32)>;
 
 /// Dense planes of candidates, each with the turn of its best window when one was found.
 type Planes = HashMap<u64, (Plane, Option<f32>)>;
@@ -113,8 +117,8 @@ impl RerankIndexes {
         Ok(found)
     }
 
-    /// Images dense-window search finds for `query`, and the planes (with the best window's
-    /// turn, when found) of those and of the `others`.
+    /// Images dense-window search finds for `query` (id, best window's score), and the turn of
+    /// the best window of those and of the `others` where one was found.
     fn dense_found(
         &self,
         store: &Store,
@@ -122,29 +126,74 @@ impl RerankIndexes {
         query: &QueryLocal,
         n: usize,
         others: &[u64],
-    ) -> Result<(Vec<u64>, Planes)> {
+    ) -> Result<(Scored, Scored)> {
         let Some(dq) = query.dense.as_ref().filter(|_| n > 0) else {
-            return Ok((Vec::new(), HashMap::new()));
+            return Ok((Vec::new(), Vec::new()));
         };
         self.dense.with(store, &ctx.snapshot, |index| {
             let scores = index.scores(dq)?;
             let found = scores.top(n, &|id| ctx.is_live(id));
-            let mut planes = HashMap::new();
-            for &id in others.iter().chain(&found) {
-                if planes.contains_key(&id) {
-                    continue;
-                }
-                if let Some(p) = index.plane(id) {
-                    planes.insert(id, (p, scores.get(id).map(|s| s.1)));
+            let mut turns = Vec::new();
+            for &id in others.iter().chain(found.iter().map(|f| &f.0)) {
+                match scores.get(id) {
+                    Some(s) if !turns.iter().any(|t: &(u64, f32)| t.0 == id) => {
+                        turns.push((id, s.1))
+                    }
+                    _ => {}
                 }
             }
-            Ok((found, planes))
+            Ok((found, turns))
         })?
     }
 
+    /// What verifying one query's global `hits` (best first) would examine: the top of the
+    /// hits, and what voting and dense-window search find.
+    pub fn gather(
+        &self,
+        store: &Store,
+        ctx: &SearchContext,
+        hits: &[(u64, f32)],
+        query: Probe,
+        params: &VerifyParams,
+    ) -> Result<Candidates> {
+        let voted = self.voted(store, ctx, query, params.voted)?;
+        let shortlist: Vec<(u64, f32)> = hits.iter().take(params.shortlist).copied().collect();
+        let others: Vec<u64> = shortlist.iter().chain(&voted).map(|c| c.0).collect();
+        let (dense, turns) = self.dense_found(store, ctx, query.local, params.dense, &others)?;
+        Ok(Candidates {
+            shortlist,
+            voted,
+            dense,
+            turns,
+            asked: [params.shortlist, params.voted, params.dense],
+        })
+    }
+
+    /// The dense planes of `ids`, each with its best window's turn where `candidates` has one
+    /// (none when the query has no dense probes or dense alignment is off).
+    fn planes(
+        &self,
+        store: &Store,
+        ctx: &SearchContext,
+        query: &QueryLocal,
+        ids: &[u64],
+        candidates: &Candidates,
+        params: &VerifyParams,
+    ) -> Result<Planes> {
+        if query.dense.is_none() || params.dense == 0 || ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        self.dense.with(store, &ctx.snapshot, |index| {
+            ids.iter()
+                .filter_map(|&id| index.plane(id).map(|p| (id, (p, candidates.turn(id)))))
+                .collect()
+        })
+    }
+
     /// Re-ranks one query's global `hits` (best first) with local features. Scores stay cosines
-    /// in the search space (`variants`: the query's vectors there). Returns what was checked per
-    /// row.
+    /// in the search space (`variants`: the query's vectors there). Examines what
+    /// [`Self::gather`] finds, or only the context's `examine` (a shard's rows of its
+    /// collection's candidates). Returns what was checked per row.
     pub fn rerank(
         &self,
         store: &Store,
@@ -154,21 +203,26 @@ impl RerankIndexes {
         variants: &[&[f32]],
         params: &VerifyParams,
     ) -> Result<HashMap<u64, Checked>> {
-        let voted = self.voted(store, ctx, query, params.voted)?;
-        let mut candidates: Vec<(u64, f32)> = hits.iter().take(params.shortlist).copied().collect();
-        let others: Vec<u64> = candidates
+        let gathered;
+        let lists = match &ctx.examine {
+            Some(given) => given,
+            None => {
+                gathered = self.gather(store, ctx, hits, query, params)?;
+                &gathered
+            }
+        };
+        let mut candidates: Vec<(u64, f32)> = hits
             .iter()
-            .map(|c| c.0)
-            .chain(voted.iter().map(|v| v.0))
+            .take(params.shortlist)
+            .filter(|h| lists.shortlist.iter().any(|s| s.0 == h.0))
+            .copied()
             .collect();
-        let (dense_found, planes) =
-            self.dense_found(store, ctx, query.local, params.dense, &others)?;
         // Images only dense-window search found are aligned, not matched with SIFT: a textured
         // image would have been found by voting.
         let add =
             |candidates: &mut Vec<(u64, f32)>, ids: &mut dyn Iterator<Item = u64>| -> Result<()> {
                 for id in ids {
-                    if candidates.iter().any(|(c, _)| *c == id) {
+                    if candidates.iter().any(|(c, _)| *c == id) || !ctx.is_live(id) {
                         continue;
                     }
                     let Some(v) = ctx.space.snapshot.vector(id)? else {
@@ -178,9 +232,11 @@ impl RerankIndexes {
                 }
                 Ok(())
             };
-        add(&mut candidates, &mut voted.iter().map(|v| v.0))?;
+        add(&mut candidates, &mut lists.voted.iter().map(|v| v.0))?;
         let sift_checked = candidates.len();
-        add(&mut candidates, &mut dense_found.into_iter())?;
+        add(&mut candidates, &mut lists.dense.iter().map(|d| d.0))?;
+        let ids: Vec<u64> = candidates.iter().map(|c| c.0).collect();
+        let planes = self.planes(store, ctx, query.local, &ids, lists, params)?;
         let numbered: Vec<(usize, (u64, f32))> = candidates.into_iter().enumerate().collect();
         let examined = parallel::map(&numbered, ctx.threads, |&(i, (id, cosine))| {
             examine(

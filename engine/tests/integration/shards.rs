@@ -249,3 +249,68 @@ fn a_feature_query_searched_again_with_expansion_vectors_starts_from_its_first_p
     let fresh = db.search(image, &opts(3, Some(sum))).unwrap();
     assert_eq!(key(&again), key(&fresh));
 }
+
+#[test]
+fn a_search_given_the_candidates_it_gathers_examines_those_and_only_those() {
+    let files = db_images(16);
+    let tmp = tempfile::tempdir().unwrap();
+    let db = super::database_of(
+        &tmp.path().join("db"),
+        PipelineChoice::Preset(Preset::Robust),
+        &files,
+    );
+    let with = |candidates: Option<imgvec::Candidates>, expand: Option<usize>| SearchOptions {
+        candidates,
+        verify: VerifyOverrides {
+            upright: Some(false),
+            expand,
+            ..VerifyOverrides::default()
+        },
+        ..SearchOptions::default()
+    };
+    let opts = |candidates| with(candidates, None);
+    let q = Query::Path(files[5].clone());
+    let gathered = db
+        .candidates(std::slice::from_ref(&q), &opts(None))
+        .remove(0)
+        .unwrap();
+    assert_eq!(gathered.asked, [30, 30, 30]);
+    assert!(!gathered.shortlist.is_empty() && !gathered.voted.is_empty());
+    let key = |hits: &[imgvec::Hit]| {
+        hits.iter()
+            .map(|h| {
+                (
+                    h.id,
+                    h.verdict,
+                    format!("{:.4}", h.rank_key.unwrap_or(h.score)),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // Given back, they answer as the search that gathered them.
+    let plain = db.search(q.clone(), &opts(None)).unwrap();
+    assert_eq!(
+        key(&db.search(q.clone(), &opts(Some(gathered.clone()))).unwrap()),
+        key(&plain)
+    );
+    // Given one row, only it is examined; the others keep their global order, unchecked.
+    // (Verified expansion examines what the expanded query finds here: off.)
+    let source = plain[0].id;
+    let one = imgvec::Candidates {
+        voted: vec![(source, 1.0)],
+        ..imgvec::Candidates::default()
+    };
+    let hits = db.search(q.clone(), &with(Some(one), Some(0))).unwrap();
+    let checked: Vec<u64> = hits
+        .iter()
+        .filter(|h| h.verdict.is_some())
+        .map(|h| h.id)
+        .collect();
+    assert_eq!(checked, vec![source]);
+    assert_eq!(hits[0].verdict, Some(imgvec::Verdict::Verified));
+    // None given: nothing is examined.
+    let none = db
+        .search(q, &with(Some(imgvec::Candidates::default()), Some(0)))
+        .unwrap();
+    assert!(none.iter().all(|h| h.verdict.is_none()), "{:?}", key(&none));
+}

@@ -226,6 +226,7 @@ def _search_options(
     expand: Optional[int] = None,
     upright: Optional[bool] = None,
     expand_with: Optional[Sequence[float]] = None,
+    candidates: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
     """The options of ``Database.search`` (and ``featurize``), checked, as the native module
     takes them."""
@@ -246,6 +247,7 @@ def _search_options(
         "expand": expand,
         "upright": upright,
         "expand_with": None if expand_with is None else [float(x) for x in expand_with],
+        "candidates": None if candidates is None else json.dumps(candidates),
         **_filter(filter),
     }
 
@@ -459,6 +461,7 @@ class Database:
         expand: Optional[int] = None,
         upright: Optional[bool] = None,
         expand_with: Optional[Sequence[float]] = None,
+        candidates: Optional[Mapping[str, Any]] = None,
     ) -> Union[Results, List[Results]]:
         """The ``k`` stored images most like ``query`` (an image or a stored id), best first.
 
@@ -472,14 +475,15 @@ class Database:
         expansion with the best N verified hits (0 = off); ``upright``: search a query that
         verified nothing again with its turns. ``expand_with``: expand with this sum of
         :meth:`space_vectors` instead of the query's own verified hits (sharded search,
-        :mod:`imgvec.ray`).
+        :mod:`imgvec.ray`). ``candidates``: verify only these (a shard's rows of its
+        collection's merged :meth:`candidates`).
         """
         batch = isinstance(query, list)
         queries: List[Any] = list(query) if isinstance(query, list) else [query]
         options = _search_options(
             k=k, mode=mode, filter=filter, verify=verify, matches_only=matches_only, pairs=pairs,
             threshold=threshold, qe=qe, augment=augment, nprobe=nprobe, expand=expand,
-            upright=upright, expand_with=expand_with,
+            upright=upright, expand_with=expand_with, candidates=candidates,
         )
         natives = [_native(q) for q in queries]
         answers = self._native.search(natives, options)
@@ -545,6 +549,16 @@ class Database:
                 raise a
             out.append(QueryFeatures(bytes(a)))
         return out if batch else out[0]
+
+    def candidates(self, queries: List[QueryLike], **options: Any) -> List[Union[Dict[str, Any], BaseException]]:
+        """What verifying each query with ``options`` would examine, without examining it: a dict
+        of lists, best first — ``shortlist`` (id, score), ``voted`` (id, votes), ``dense`` (id,
+        window score) — with ``turns`` (id, degrees) and ``asked`` (each list's size); empty
+        lists when the search does not verify. A query that fails is its exception. The shards
+        of one collection merge theirs, and each verifies its rows of the merge
+        (``search(..., candidates=...)``; :mod:`imgvec.ray`)."""
+        answers = self._native.candidates([_native(q) for q in queries], _search_options(**options))
+        return [a if isinstance(a, BaseException) else json.loads(a) for a in answers]
 
     def extract(self, images: Union[QueryLike, Sequence[QueryLike]]) -> np.ndarray:
         """The pipeline's global vectors of ``images`` (n × dims float32, one row each),

@@ -167,6 +167,9 @@ class ShardReader:
             out.append(str(r.error) if r.error is not None else [asdict(h) for h in r.hits])
         return out
 
+    def candidates(self, queries: List[QueryFeatures], options: Dict[str, Any]) -> List[Any]:
+        return [str(c) if isinstance(c, BaseException) else c for c in self.db.candidates(list(queries), **options)]
+
     def space_vectors(self, ids: List[int]) -> List[Optional[npt.NDArray[np.float32]]]:
         return self.db.space_vectors(ids)
 
@@ -432,6 +435,28 @@ def merge(answers: Sequence[Tuple[int, Sequence[Mapping[str, Any]]]], k: int) ->
     return pooled[:k]
 
 
+CANDIDATE_LISTS = ("shortlist", "voted", "dense")
+
+
+def merge_candidates(parts: Sequence[Tuple[int, Mapping[str, Any]]]) -> Dict[int, Dict[str, Any]]:
+    """The collection's verification candidates from each shard's (``Database.candidates``),
+    ``(shard, candidates)``: the best ``asked`` of each list over every shard, by score (ties to
+    the smaller (shard, id)), as one database holding every row would pick them; handed back
+    per shard, each shard's rows of them (and their turns), for it to verify."""
+    asked = [max((int(c["asked"][i]) for _, c in parts), default=0) for i in range(3)]
+    out: Dict[int, Dict[str, Any]] = {s: {n: [] for n in CANDIDATE_LISTS} for s, _ in parts}
+    for n, name in zip(asked, CANDIDATE_LISTS):
+        pooled = sorted(((float(score), s, int(i)) for s, c in parts for i, score in c[name]),
+                        key=lambda e: (-e[0], e[1], e[2]))
+        for score, s, i in pooled[:n]:
+            out[s][name].append([i, score])
+    for s, c in parts:
+        mine = {i for name in CANDIDATE_LISTS for i, _ in out[s][name]}
+        out[s]["turns"] = [[int(i), float(t)] for i, t in c["turns"] if int(i) in mine]
+        out[s]["asked"] = asked
+    return out
+
+
 class ShardedDatabase:
     """The shards of one collection (``ingest``'s ``out_dir``, or a list of shard folders),
     searched as one database: one read-only Ray actor per shard. Every shard must open and be
@@ -502,14 +527,27 @@ class ShardedDatabase:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _fan_out(self, queries: List[QueryFeatures], options: Dict[str, Any]) -> Tuple[List[Any], Dict[str, str]]:
-        """Every answering shard's answers to ``queries``: [(shard, answers)], and the shards
-        that failed (an error unless ``allow_partial``)."""
-        calls = [(i, d, actor.search.remote(queries, options)) for i, d, actor in self._actors]
+    def _fan_out(
+        self,
+        queries: List[QueryFeatures],
+        options: Dict[str, Any],
+        candidates: Optional[Dict[int, Dict[str, Any]]] = None,
+        call: str = "search",
+    ) -> Tuple[List[Any], Dict[str, str]]:
+        """Every answering shard's answers to ``queries`` (``call``: its ``search`` or its
+        ``candidates``): [(shard, answers)], and the shards that failed (an error unless
+        ``allow_partial``). ``candidates``: what each shard verifies (shards without are left
+        out: they failed before)."""
+        calls = []
+        for i, d, actor in self._actors:
+            if candidates is not None and i not in candidates:
+                continue
+            opts = options if candidates is None else dict(options, candidates=candidates[i])
+            calls.append((i, d, getattr(actor, call).remote(queries, opts)))
         answered, missing = [], dict(self.missing)
-        for i, d, call in calls:
+        for i, d, ref in calls:
             try:
-                answered.append((i, ray.get(call)))
+                answered.append((i, ray.get(ref)))
             except Exception as e:  # noqa: BLE001 - a dead or failing shard names itself
                 if not self.allow_partial:
                     raise Error(f"shard {d}: {e}") from e
@@ -530,9 +568,9 @@ class ShardedDatabase:
         if not best:
             return None
         actors = {i: actor for i, _, actor in self._actors}
+        asked = [actors[h["shard"]].space_vectors.remote([h["id"]]) for h in best]
         total: Optional[npt.NDArray[np.float32]] = None
-        for h in best:
-            (v,) = ray.get(actors[h["shard"]].space_vectors.remote([h["id"]]))
+        for (v,) in ray.get(asked):
             if v is not None:
                 total = v.copy() if total is None else total + v
         return total
@@ -551,28 +589,35 @@ class ShardedDatabase:
     def _search_features(
         self, queries: List[QueryFeatures], options: Dict[str, Any], k: int
     ) -> Tuple[List[Any], Dict[str, str]]:
-        """Features searched on every shard: without verification a plain merge; with it, the
-        first ranking everywhere, then verified query expansion with what verified anywhere (as
-        one database would expand), each query again on every shard."""
+        """Features searched on every shard: without verification a plain merge. With it, as one
+        database: every shard's candidates merged into the collection's, each shard verifying
+        its rows of them; then verified query expansion with what verified anywhere, each query
+        again on every shard."""
         if not queries:
             return [], dict(self.missing)
         expand = options.get("expand")
         if expand is None:
             expand = int(self._verify_defaults.get("expand", 0))
-        verifying = self._local and options.get("verify") != 0
-        if not verifying or expand == 0:
+        if not self._local or options.get("verify") == 0:
             answered, missing = self._fan_out(queries, options)
             return [self._merged(answered, qi, k) for qi in range(len(queries))], missing
+        gathered, missing = self._fan_out(queries, options, call="candidates")
         first = dict(options, expand=0, k=max(k, expand))
-        answered, missing = self._fan_out(queries, first)
         out: List[Any] = []
         for qi, q in enumerate(queries):
-            merged = self._merged(answered, qi, max(k, expand))
-            with_ = None if isinstance(merged, str) else self._expansion(merged, expand)
+            failed = next((a[qi] for _, a in gathered if isinstance(a[qi], str)), None)
+            if failed is not None:
+                out.append(failed)  # the query itself failed
+                continue
+            lists = merge_candidates([(s, a[qi]) for s, a in gathered])
+            answered, lost = self._fan_out([q], first, lists)
+            missing.update(lost)
+            merged = self._merged(answered, 0, max(k, expand))
+            with_ = None if isinstance(merged, str) or expand == 0 else self._expansion(merged, expand)
             if with_ is None:
                 out.append(merged if isinstance(merged, str) else merged[:k])
                 continue
-            again, lost = self._fan_out([q], dict(options, expand=expand, expand_with=with_.tolist()))
+            again, lost = self._fan_out([q], dict(options, expand=expand, expand_with=with_.tolist()), lists)
             missing.update(lost)
             out.append(self._merged(again, 0, k))
         return out, missing
