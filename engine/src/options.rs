@@ -243,7 +243,8 @@ pub struct SearchOptions {
     /// Verification examines only these candidates (of every query of the batch) instead of
     /// gathering its own: a shard's rows of its collection's candidates, merged from every
     /// shard's [`Database::candidates`] (docs/RAY.md). Rows that are not live here are skipped.
-    /// Verified expansion still examines what the expanded query finds here.
+    /// Verified expansion examines only the new rows of `expanded` (the collection's top of the
+    /// expanded ranking, from every shard's candidates with `expand_with`).
     ///
     /// [`Database::candidates`]: crate::Database::candidates
     pub candidates: Option<crate::Candidates>,
@@ -282,7 +283,10 @@ impl SearchOptions {
     /// [`MAX_DEPTH`], ...) with an error naming the option, instead of trying to allocate them.
     pub fn check(&self) -> Result<()> {
         let given = self.candidates.as_ref();
-        let listed = given.map(|c| c.shortlist.len().max(c.voted.len()).max(c.dense.len()));
+        let listed = given.map(|c| {
+            let lists = [&c.shortlist, &c.voted, &c.dense, &c.expanded];
+            lists.iter().map(|l| l.len()).max().unwrap_or(0)
+        });
         let limits: [(&str, Option<usize>, usize, usize); 8] = [
             ("k", Some(self.k), 1, MAX_K),
             ("a candidate list's length", listed, 0, MAX_SHORTLIST),

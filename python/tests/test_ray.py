@@ -110,6 +110,9 @@ def test_merge_candidates_gives_each_shard_its_rows_of_the_collections_best():
          "dense", {0: [], 1: [7]}),
         ("ties go to the smaller shard, then id", [(1, lists([(1, 0.5)])), (0, lists([(3, 0.5), (2, 0.5)]))],
          "shortlist", {0: [2, 3], 1: []}),
+        ("the expanded ranking is as long as the shortlist",
+         [(0, {**lists(), "expanded": [(1, 0.9), (2, 0.8), (3, 0.1)]}), (1, {**lists(), "expanded": [(5, 0.85)]})],
+         "expanded", {0: [1], 1: [5]}),
         ("a shard that verifies nothing", [(0, lists(asked=(0, 0, 0))), (1, lists(asked=(0, 0, 0)))],
          "shortlist", {0: [], 1: []}),
     ]:

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::observed::Observations;
-use super::{fail_all, Searcher};
+use super::{expanded_by, fail_all, Searcher};
 use crate::error::Result;
 use crate::options::{Query, SearchOptions};
 
@@ -34,6 +34,10 @@ pub struct Candidates {
     pub turns: Vec<(u64, f32)>,
     /// How many of each list the search asks for: shortlist, voted, dense.
     pub asked: [usize; 3],
+    /// Named with `SearchOptions::expand_with` (and then alone): the top `shortlist` of the
+    /// expanded query's ranking, of which verified expansion examines what is new.
+    #[serde(default)]
+    pub expanded: Vec<(u64, f32)>,
 }
 
 impl Candidates {
@@ -45,7 +49,8 @@ impl Candidates {
 
 impl Searcher<'_> {
     /// What verifying each query would examine (candidates.rs): the stages before verification,
-    /// then the candidates gathered, not examined. A search that does not verify has none.
+    /// then the candidates gathered, not examined. A search that does not verify has none. With
+    /// `expand_with`, only what verified expansion would add: the expanded query's top rows.
     pub fn candidates(&self, queries: &[Query], opts: &SearchOptions) -> Vec<Result<Candidates>> {
         let seen: Vec<Arc<Observations>> = queries.iter().map(|_| Arc::default()).collect();
         let first = match self.first_ranking(queries, opts, &seen) {
@@ -57,7 +62,8 @@ impl Searcher<'_> {
             .merged
             .into_iter()
             .zip(first.prepared)
-            .map(|(found, prepared)| {
+            .enumerate()
+            .map(|(qi, (found, prepared))| {
                 if prepared.vectors.is_err() {
                     return prepared.vectors.map(|_| Candidates::default());
                 }
@@ -65,6 +71,15 @@ impl Searcher<'_> {
                 let (Some(params), Some(probe)) = (&first.verify, prepared.probe()) else {
                     return Ok(Candidates::default());
                 };
+                if let Some(with) = &opts.expand_with {
+                    let v = expanded_by(first.rows.of(qi)[0], with)?;
+                    let found = self.retrieve(&first.ctx, &v, v.len(), params.shortlist, opts);
+                    return Ok(Candidates {
+                        expanded: found.into_iter().next().transpose()?.unwrap_or_default(),
+                        asked: [params.shortlist, params.voted, params.dense],
+                        ..Candidates::default()
+                    });
+                }
                 self.spaces
                     .rerank()
                     .gather(self.store, &first.ctx, &hits, probe, params)

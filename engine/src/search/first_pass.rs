@@ -60,8 +60,8 @@ impl FirstPasses {
 
 /// The settings a first pass of a search with `opts` depends on (augmentation, αQE depth and
 /// the candidates fetched `k` as the search resolved them, and the candidates it was given to
-/// examine): everything before verified expansion, so not `expand`, `upright` or what only
-/// materializing reads.
+/// examine): everything before verified expansion, so not `expand`, `upright`, the expansion's
+/// given candidates or what only materializing reads.
 pub(crate) fn settings(
     opts: &SearchOptions,
     augment: Augment,
@@ -79,6 +79,8 @@ pub(crate) fn settings(
         (opts.mode, &opts.filter, opts.nprobe, opts.rerank),
         (opts.rerank_depth, augment, qe, k, params),
         opts.candidates
+            .as_ref()
+            .map(|c| (&c.shortlist, &c.voted, &c.dense, &c.turns, c.asked))
     )
 }
 

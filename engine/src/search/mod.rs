@@ -13,6 +13,7 @@ mod candidates;
 mod context;
 mod filter;
 mod first_pass;
+mod first_ranking;
 mod observed;
 mod query;
 pub(crate) mod ranking;
@@ -42,6 +43,7 @@ use crate::options::{Augment, Query, SearchOptions};
 use crate::options::{SearchModeExt, VerifyOverridesExt};
 use crate::pipeline::{Featurizer, PipelineConfig};
 use context::SearchContext;
+use first_ranking::FirstRanking;
 use observed::Observations;
 use query::PreparedQuery;
 pub use query::QueryFeatures;
@@ -57,23 +59,6 @@ pub(crate) struct Searcher<'a> {
     pub spaces: &'a Spaces,
     /// The handle's threads: verification spreads one query's candidates over them.
     pub threads: usize,
-}
-
-/// A batch after the stages before verification (`Searcher::first_ranking`).
-struct FirstRanking {
-    /// The database's vector length.
-    dims: usize,
-    ctx: SearchContext,
-    rows: Rows,
-    prepared: Vec<PreparedQuery>,
-    merged: Vec<Option<Ranked>>,
-    /// Candidates fetched per query.
-    k: usize,
-    /// αQE's depth as resolved.
-    qe: usize,
-    pipeline: Option<PipelineConfig>,
-    augment: Augment,
-    verify: Option<VerifyParams>,
 }
 
 /// What every answer of a batch is materialized with.
@@ -116,6 +101,21 @@ impl Rows {
             .map(|i| self.row(i))
             .collect()
     }
+}
+
+/// A query's first variant in the search space expanded with `with` (a sum of stored vectors
+/// there), normalised.
+fn expanded_by(first: &[f32], with: &[f32]) -> Result<Vec<f32>> {
+    if with.len() != first.len() {
+        return Err(Error::Invalid(format!(
+            "expand_with has {} values, the search space {}",
+            with.len(),
+            first.len()
+        )));
+    }
+    let mut v: Vec<f32> = first.iter().zip(with).map(|(a, b)| a + b).collect();
+    l2_normalize_rows(&mut v, first.len());
+    Ok(v)
 }
 
 /// `n` answers that each fail with `e` (an error of the whole batch).
@@ -231,62 +231,6 @@ impl Searcher<'_> {
             .and_then(|p| p.local)
             .and_then(|_| opts.verify.apply(defaults.verify.unwrap_or_default()));
         (pipeline, augment, verify)
-    }
-
-    /// The stages before verification for every query of a batch: featurize, project,
-    /// retrieve, merge the variants and expand (αQE). `Ok(None)`: the database is empty; an
-    /// error is the whole batch's.
-    fn first_ranking(
-        &self,
-        queries: &[Query],
-        opts: &SearchOptions,
-        seen: &[Arc<Observations>],
-    ) -> Result<Option<FirstRanking>> {
-        let (pipeline, augment, verify) = self.settings(opts);
-        let qe = opts
-            .qe
-            .unwrap_or(pipeline.as_ref().map(|p| p.query).unwrap_or_default().qe);
-        opts.check()?;
-        let Some(dims) = self.store.dims()? else {
-            return Ok(None);
-        };
-        let dims = dims as usize;
-        let mut ctx = SearchContext::new(self.store, self.spaces, &opts.filter, self.threads)?;
-        ctx.examine = opts.candidates.clone();
-        // The query's local features: for verification, and for a VLAD block in the view.
-        let sift = pipeline.as_ref().and_then(|p| p.local).map(|l| l.sift);
-        let local = sift.filter(|_| verify.is_some() || self.spaces.has_vlad());
-        let prepared = query::featurize(
-            self.featurizer,
-            self.store,
-            &ctx.snapshot,
-            queries,
-            augment,
-            local.as_ref(),
-            seen,
-        );
-        let rows = project(&ctx, &prepared, dims);
-        // Query-by-id leaves the query row out, so ask for one more; verification needs its
-        // shortlist.
-        let k = (opts.k + queries.iter().any(|q| matches!(q, Query::Id(_))) as usize)
-            .max(verify.map_or(0, |v| v.shortlist));
-        let found = self.retrieve(&ctx, &rows.flat, rows.dims, k, opts);
-        let mut merged = merge_variants(&rows, found, queries.len(), k);
-        if qe > 0 {
-            self.expand(&ctx, &rows, &mut merged, qe, k, opts);
-        }
-        Ok(Some(FirstRanking {
-            dims,
-            ctx,
-            rows,
-            prepared,
-            merged,
-            k,
-            qe,
-            pipeline,
-            augment,
-            verify,
-        }))
     }
 
     /// One pass of `search_batch`, with the augmentation `opts` (or the pipeline) asks for;
@@ -578,9 +522,7 @@ impl Searcher<'_> {
                 continue;
             };
             if let Some(with) = &opts.expand_with {
-                let mut v: Vec<f32> = first.iter().zip(with).map(|(a, b)| a + b).collect();
-                l2_normalize_rows(&mut v, dims);
-                expanded.push((qi, v));
+                expanded.push((qi, expanded_by(first, with).unwrap_or_default()));
                 continue;
             }
             let mut verified = hits

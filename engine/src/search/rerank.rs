@@ -166,6 +166,7 @@ impl RerankIndexes {
             dense,
             turns,
             asked: [params.shortlist, params.voted, params.dense],
+            expanded: Vec::new(),
         })
     }
 
@@ -270,8 +271,10 @@ impl RerankIndexes {
     /// Verified query expansion's second ranking of one query, after [`Self::rerank`]:
     /// `expanded` is the query plus its best verified results, `found` its global results
     /// (best first). The candidates are everything `checked` holds plus `found`'s top
-    /// `shortlist`; new ones are matched with SIFT and aligned (without a window's turn) as in
-    /// `rerank`, and the ranking orders the unverified by their cosine with `expanded`.
+    /// `shortlist` (of those, only the context's `examine.expanded` when it is given: a shard's
+    /// rows of its collection's); new ones are matched with SIFT and aligned (without a window's
+    /// turn) as in `rerank`, and the ranking orders the unverified by their cosine with
+    /// `expanded`.
     #[allow(clippy::too_many_arguments)]
     pub fn rerank_expanded(
         &self,
@@ -290,6 +293,10 @@ impl RerankIndexes {
             .take(params.shortlist)
             .map(|f| f.0)
             .filter(|id| !checked.contains_key(id))
+            .filter(|id| {
+                let given = ctx.examine.as_ref();
+                given.is_none_or(|c| c.expanded.iter().any(|e| e.0 == *id))
+            })
             .collect();
         // `dense` 0 turns alignment and the brightness term off, as in `rerank`.
         let planes = match (&query.local.dense, fresh.is_empty() || params.dense == 0) {

@@ -293,6 +293,39 @@ fn a_search_given_the_candidates_it_gathers_examines_those_and_only_those() {
         key(&db.search(q.clone(), &opts(Some(gathered.clone()))).unwrap()),
         key(&plain)
     );
+    // With expansion vectors, the expanded query's top rows alone; given back with the first
+    // round's lists, the expanded search answers as the one that gathered them itself.
+    let verified: Vec<u64> = plain
+        .iter()
+        .filter(|h| h.verdict == Some(imgvec::Verdict::Verified))
+        .map(|h| h.id)
+        .collect();
+    let mut sum = vec![0.0f32; db.space_vectors(&[1]).unwrap()[0].as_ref().unwrap().len()];
+    for v in db.space_vectors(&verified).unwrap().into_iter().flatten() {
+        sum.iter_mut().zip(v).for_each(|(s, x)| *s += x);
+    }
+    let expanding = |candidates| SearchOptions {
+        expand_with: Some(sum.clone()),
+        ..opts(candidates)
+    };
+    let expanded = db
+        .candidates(std::slice::from_ref(&q), &expanding(None))
+        .remove(0)
+        .unwrap();
+    assert!(expanded.shortlist.is_empty() && expanded.voted.is_empty());
+    assert_eq!(
+        expanded.expanded.len(),
+        16,
+        "every row, up to the shortlist"
+    );
+    let both = imgvec::Candidates {
+        expanded: expanded.expanded,
+        ..gathered.clone()
+    };
+    assert_eq!(
+        key(&db.search(q.clone(), &expanding(Some(both))).unwrap()),
+        key(&db.search(q.clone(), &expanding(None)).unwrap())
+    );
     // Given one row, only it is examined; the others keep their global order, unchecked.
     // (Verified expansion examines what the expanded query finds here: off.)
     let source = plain[0].id;

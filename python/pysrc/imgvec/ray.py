@@ -435,18 +435,19 @@ def merge(answers: Sequence[Tuple[int, Sequence[Mapping[str, Any]]]], k: int) ->
     return pooled[:k]
 
 
-CANDIDATE_LISTS = ("shortlist", "voted", "dense")
+CANDIDATE_LISTS = ("shortlist", "voted", "dense", "expanded")
 
 
 def merge_candidates(parts: Sequence[Tuple[int, Mapping[str, Any]]]) -> Dict[int, Dict[str, Any]]:
     """The collection's verification candidates from each shard's (``Database.candidates``),
     ``(shard, candidates)``: the best ``asked`` of each list over every shard, by score (ties to
     the smaller (shard, id)), as one database holding every row would pick them; handed back
-    per shard, each shard's rows of them (and their turns), for it to verify."""
+    per shard, each shard's rows of them (and their turns), for it to verify. ``expanded`` (the
+    expanded query's top rows) is as long as the shortlist."""
     asked = [max((int(c["asked"][i]) for _, c in parts), default=0) for i in range(3)]
     out: Dict[int, Dict[str, Any]] = {s: {n: [] for n in CANDIDATE_LISTS} for s, _ in parts}
-    for n, name in zip(asked, CANDIDATE_LISTS):
-        pooled = sorted(((float(score), s, int(i)) for s, c in parts for i, score in c[name]),
+    for n, name in zip(asked + asked[:1], CANDIDATE_LISTS):
+        pooled = sorted(((float(score), s, int(i)) for s, c in parts for i, score in c.get(name, [])),
                         key=lambda e: (-e[0], e[1], e[2]))
         for score, s, i in pooled[:n]:
             out[s][name].append([i, score])
@@ -592,7 +593,7 @@ class ShardedDatabase:
         """Features searched on every shard: without verification a plain merge. With it, as one
         database: every shard's candidates merged into the collection's, each shard verifying
         its rows of them; then verified query expansion with what verified anywhere, each query
-        again on every shard."""
+        again on every shard, which verifies its rows of the collection's top expanded ranking."""
         if not queries:
             return [], dict(self.missing)
         expand = options.get("expand")
@@ -617,7 +618,13 @@ class ShardedDatabase:
             if with_ is None:
                 out.append(merged if isinstance(merged, str) else merged[:k])
                 continue
-            again, lost = self._fan_out([q], dict(options, expand=expand, expand_with=with_.tolist()), lists)
+            second = dict(options, expand=expand, expand_with=with_.tolist())
+            found, lost = self._fan_out([q], second, call="candidates")
+            missing.update(lost)
+            expanded = merge_candidates([(s, a[0]) for s, a in found if not isinstance(a[0], str)])
+            for s, c in lists.items():
+                c["expanded"] = expanded.get(s, {}).get("expanded", [])
+            again, lost = self._fan_out([q], second, lists)
             missing.update(lost)
             out.append(self._merged(again, 0, k))
         return out, missing
