@@ -9,6 +9,25 @@ use imgvec::{
     SearchOptions, Source, VerifyOverrides,
 };
 
+/// Each hit's id, verdict and ranking key (to 4 places): what a search's order rests on.
+fn ranked(hits: &[imgvec::Hit]) -> Vec<(u64, Option<imgvec::Verdict>, String)> {
+    hits.iter()
+        .map(|h| {
+            let key = format!("{:.4}", h.rank_key.unwrap_or(h.score));
+            (h.id, h.verdict, key)
+        })
+        .collect()
+}
+
+/// The sum of `ids`' vectors in `db`'s search space (an expansion's `expand_with`).
+fn sum_of(db: &Database, ids: &[u64]) -> Vec<f32> {
+    let mut sum = vec![0.0f32; db.space_vectors(&[1]).unwrap()[0].as_ref().unwrap().len()];
+    for v in db.space_vectors(ids).unwrap().into_iter().flatten() {
+        sum.iter_mut().zip(v).for_each(|(s, x)| *s += x);
+    }
+    sum
+}
+
 fn sources(files: &[std::path::PathBuf]) -> Vec<Source> {
     files.iter().cloned().map(Source::File).collect()
 }
@@ -214,22 +233,11 @@ fn a_feature_query_searched_again_with_expansion_vectors_starts_from_its_first_p
         .unwrap();
     let back = imgvec::QueryFeatures::from_bytes(&features.to_bytes()).unwrap();
     let query = Query::Features(std::sync::Arc::new(back));
-    let key = |hits: &[imgvec::Hit]| {
-        hits.iter()
-            .map(|h| {
-                (
-                    h.id,
-                    h.verdict,
-                    format!("{:.4}", h.rank_key.unwrap_or(h.score)),
-                )
-            })
-            .collect::<Vec<_>>()
-    };
     // The first round: as the image itself, and kept.
     let first = db.search(query.clone(), &opts(0, None)).unwrap();
     assert_eq!(
-        key(&first),
-        key(&db.search(image.clone(), &opts(0, None)).unwrap())
+        ranked(&first),
+        ranked(&db.search(image.clone(), &opts(0, None)).unwrap())
     );
     assert_eq!(db.rerank_status().first_passes_reused, 0);
     // The second round, with expansion vectors: starts from the kept first pass, and answers
@@ -240,14 +248,11 @@ fn a_feature_query_searched_again_with_expansion_vectors_starts_from_its_first_p
         .map(|h| h.id)
         .take(3)
         .collect();
-    let mut sum = vec![0.0f32; db.space_vectors(&[1]).unwrap()[0].as_ref().unwrap().len()];
-    for v in db.space_vectors(&verified).unwrap().into_iter().flatten() {
-        sum.iter_mut().zip(v).for_each(|(s, x)| *s += x);
-    }
+    let sum = sum_of(&db, &verified);
     let again = db.search(query, &opts(3, Some(sum.clone()))).unwrap();
     assert_eq!(db.rerank_status().first_passes_reused, 1);
     let fresh = db.search(image, &opts(3, Some(sum))).unwrap();
-    assert_eq!(key(&again), key(&fresh));
+    assert_eq!(ranked(&again), ranked(&fresh));
 }
 
 #[test]
@@ -276,22 +281,11 @@ fn a_search_given_the_candidates_it_gathers_examines_those_and_only_those() {
         .unwrap();
     assert_eq!(gathered.asked, [30, 30, 30]);
     assert!(!gathered.shortlist.is_empty() && !gathered.voted.is_empty());
-    let key = |hits: &[imgvec::Hit]| {
-        hits.iter()
-            .map(|h| {
-                (
-                    h.id,
-                    h.verdict,
-                    format!("{:.4}", h.rank_key.unwrap_or(h.score)),
-                )
-            })
-            .collect::<Vec<_>>()
-    };
     // Given back, they answer as the search that gathered them.
     let plain = db.search(q.clone(), &opts(None)).unwrap();
     assert_eq!(
-        key(&db.search(q.clone(), &opts(Some(gathered.clone()))).unwrap()),
-        key(&plain)
+        ranked(&db.search(q.clone(), &opts(Some(gathered.clone()))).unwrap()),
+        ranked(&plain)
     );
     // With expansion vectors, the expanded query's top rows alone; given back with the first
     // round's lists, the expanded search answers as the one that gathered them itself.
@@ -300,10 +294,7 @@ fn a_search_given_the_candidates_it_gathers_examines_those_and_only_those() {
         .filter(|h| h.verdict == Some(imgvec::Verdict::Verified))
         .map(|h| h.id)
         .collect();
-    let mut sum = vec![0.0f32; db.space_vectors(&[1]).unwrap()[0].as_ref().unwrap().len()];
-    for v in db.space_vectors(&verified).unwrap().into_iter().flatten() {
-        sum.iter_mut().zip(v).for_each(|(s, x)| *s += x);
-    }
+    let sum = sum_of(&db, &verified);
     let expanding = |candidates| SearchOptions {
         expand_with: Some(sum.clone()),
         ..opts(candidates)
@@ -323,8 +314,8 @@ fn a_search_given_the_candidates_it_gathers_examines_those_and_only_those() {
         ..gathered.clone()
     };
     assert_eq!(
-        key(&db.search(q.clone(), &expanding(Some(both))).unwrap()),
-        key(&db.search(q.clone(), &expanding(None)).unwrap())
+        ranked(&db.search(q.clone(), &expanding(Some(both))).unwrap()),
+        ranked(&db.search(q.clone(), &expanding(None)).unwrap())
     );
     // Given one row, only it is examined; the others keep their global order, unchecked.
     // (Verified expansion examines what the expanded query finds here: off.)
@@ -345,5 +336,9 @@ fn a_search_given_the_candidates_it_gathers_examines_those_and_only_those() {
     let none = db
         .search(q, &with(Some(imgvec::Candidates::default()), Some(0)))
         .unwrap();
-    assert!(none.iter().all(|h| h.verdict.is_none()), "{:?}", key(&none));
+    assert!(
+        none.iter().all(|h| h.verdict.is_none()),
+        "{:?}",
+        ranked(&none)
+    );
 }
