@@ -365,7 +365,7 @@ def test_features_made_once_search_like_the_image(fast_db, subset):
         # A pipeline without local features verifies nothing, so it has no candidates to name;
         # an unreadable query is its exception.
         none, bad = db.candidates([features[0], "/no/such/image.jpg"])
-        assert none == {"shortlist": [], "voted": [], "dense": [], "turns": [], "asked": [0, 0, 0]}
+        assert none == {"shortlist": [], "voted": [], "dense": [], "turns": [], "asked": [0, 0, 0], "expanded": []}
         assert isinstance(bad, imgvec.ImageError)
         with pytest.raises(imgvec.InvalidArgument, match="candidates"):
             db.search(features[0], candidates={"shortlist": "nonsense"})
