@@ -554,7 +554,8 @@ class Database:
         """What verifying each query with ``options`` would examine, without examining it: a dict
         of lists, best first — ``shortlist`` (id, score), ``voted`` (id, votes), ``dense`` (id,
         window score) — with ``turns`` (id, degrees) and ``asked`` (each list's size); empty
-        lists when the search does not verify. A query that fails is its exception. The shards
+        lists when the search does not verify. With ``expand_with``, only ``expanded``: the
+        expanded query's top rows (id, score). A query that fails is its exception. The shards
         of one collection merge theirs, and each verifies its rows of the merge
         (``search(..., candidates=...)``; :mod:`imgvec.ray`)."""
         answers = self._native.candidates([_native(q) for q in queries], _search_options(**options))
