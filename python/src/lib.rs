@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use imgvec::{
-    collect_files, Augment, Database, Error, Filter, Hit, ImageRecord, IngestEvent, IngestOptions,
-    IngestSummary, OpenOptions, PipelineChoice, PreparedRow, Preset, Query, QueryFeatures,
-    SearchMode, SearchOptions, Snapshot, Source, StorageError, VerifyOverrides,
+    collect_files, Database, Error, IngestEvent, IngestOptions, IngestSummary, OpenOptions,
+    PipelineChoice, PreparedRow, Preset, Query, QueryFeatures, SearchOptions, Snapshot, Source,
+    StorageError,
 };
 use numpy::ndarray::ArrayView2;
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
@@ -23,6 +23,9 @@ use parking_lot::Mutex;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+
+mod convert;
+use convert::{hit_dict, record_dict, SearchArgs};
 
 /// The Python exception class (defined in `imgvec/_errors.py`) an engine error maps to, and the
 /// file it names, if any.
@@ -139,95 +142,21 @@ impl NativeDatabase {
             .clone()
             .ok_or_else(|| py_error("Error", "the database is closed".into(), None))
     }
-}
 
-/// Search options as the Python layer passes them (a dict of `Database.search`'s keywords).
-#[derive(FromPyObject)]
-#[pyo3(from_item_all)]
-struct SearchArgs {
-    k: usize,
-    mode: String,
-    threshold: Option<f32>,
-    matches_only: bool,
-    pairs: bool,
-    path_prefix: Option<String>,
-    attrs: BTreeMap<String, String>,
-    verify: Option<usize>,
-    qe: Option<usize>,
-    augment: Option<String>,
-    nprobe: Option<usize>,
-    expand: Option<usize>,
-    upright: Option<bool>,
-    expand_with: Option<Vec<f32>>,
-    /// `SearchOptions::candidates` as JSON.
-    candidates: Option<String>,
-}
-
-impl SearchArgs {
-    fn options(&self) -> PyResult<SearchOptions> {
-        let opts = SearchOptions {
-            k: self.k,
-            mode: parse::<SearchMode>(&self.mode)?,
-            threshold: self.threshold,
-            matches_only: self.matches_only,
-            pairs: self.pairs,
-            filter: Filter {
-                path_prefix: self.path_prefix.clone(),
-                attributes: self.attrs.clone(),
-            },
-            nprobe: self.nprobe,
-            qe: self.qe,
-            augment: self.augment.as_deref().map(parse::<Augment>).transpose()?,
-            verify: VerifyOverrides {
-                shortlist: self.verify,
-                expand: self.expand,
-                upright: self.upright,
-                ..VerifyOverrides::default()
-            },
-            expand_with: self.expand_with.clone(),
-            candidates: self
-                .candidates
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|e| invalid(format!("candidates: {e}")))?,
-            ..SearchOptions::default()
-        };
-        opts.check().map_err(to_py)?;
-        Ok(opts)
+    /// `run` on the database with a Python batch of queries and `Database.search`'s options,
+    /// off the GIL: one result per query.
+    fn batch<T: Send>(
+        &self,
+        py: Python<'_>,
+        queries: &Bound<'_, PyList>,
+        options: SearchArgs,
+        run: impl FnOnce(&Database, Vec<Query>, &SearchOptions) -> Vec<Result<T, Error>> + Send,
+    ) -> PyResult<Vec<Result<T, Error>>> {
+        let db = self.db()?;
+        let queries = queries_of(queries)?;
+        let opts = options.options()?;
+        Ok(py.allow_threads(|| run(&db, queries, &opts)))
     }
-}
-
-/// A hit as a dict.
-fn hit_dict<'py>(py: Python<'py>, hit: &Hit) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("id", hit.id)?;
-    d.set_item("path", &hit.path)?;
-    d.set_item("score", hit.score)?;
-    d.set_item("inliers", hit.inliers)?;
-    d.set_item("alignment", hit.alignment)?;
-    d.set_item("verdict", hit.verdict.map(|v| v.name()))?;
-    d.set_item("rank_key", hit.rank_key)?;
-    d.set_item("match", hit.matched.name())?;
-    d.set_item("confidence", hit.confidence)?;
-    d.set_item("region", hit.region)?;
-    d.set_item("pairs", &hit.pairs)?;
-    d.set_item("attrs", &hit.attributes)?;
-    Ok(d)
-}
-
-fn record_dict<'py>(py: Python<'py>, rec: &ImageRecord) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("id", rec.id)?;
-    d.set_item("path", &rec.path)?;
-    d.set_item("content_hash", rec.content_hash.to_string())?;
-    d.set_item("width", rec.width)?;
-    d.set_item("height", rec.height)?;
-    d.set_item("format", &rec.format)?;
-    d.set_item("ingested_at_ms", rec.ingested_at_ms)?;
-    d.set_item("attrs", rec.attributes.clone())?;
-    d.set_item("duplicate_of", rec.duplicate_of)?;
-    Ok(d)
 }
 
 /// Row ids and their vectors (one row each).
@@ -513,10 +442,7 @@ impl NativeDatabase {
         queries: &Bound<'py, PyList>,
         options: SearchArgs,
     ) -> PyResult<Bound<'py, PyList>> {
-        let db = self.db()?;
-        let queries = queries_of(queries)?;
-        let opts = options.options()?;
-        let results = py.allow_threads(|| db.search_batch(queries, &opts));
+        let results = self.batch(py, queries, options, |db, q, opts| db.search_batch(q, opts))?;
         answers(py, results, |hits| {
             let list = PyList::empty(py);
             for hit in &hits {
@@ -534,10 +460,9 @@ impl NativeDatabase {
         queries: &Bound<'py, PyList>,
         options: SearchArgs,
     ) -> PyResult<Bound<'py, PyList>> {
-        let db = self.db()?;
-        let queries = queries_of(queries)?;
-        let opts = options.options()?;
-        let features = py.allow_threads(|| db.featurize_query(&queries, &opts));
+        let features = self.batch(py, queries, options, |db, q, opts| {
+            db.featurize_query(&q, opts)
+        })?;
         answers(py, features, |f| {
             Ok(PyBytes::new(py, &f.to_bytes()).into_any())
         })
@@ -551,10 +476,7 @@ impl NativeDatabase {
         queries: &Bound<'py, PyList>,
         options: SearchArgs,
     ) -> PyResult<Bound<'py, PyList>> {
-        let db = self.db()?;
-        let queries = queries_of(queries)?;
-        let opts = options.options()?;
-        let found = py.allow_threads(|| db.candidates(&queries, &opts));
+        let found = self.batch(py, queries, options, |db, q, opts| db.candidates(&q, opts))?;
         answers(py, found, |c| Ok(PyString::new(py, &json(&c)?).into_any()))
     }
 
