@@ -171,7 +171,8 @@ impl RerankIndexes {
     }
 
     /// The dense planes of `ids`, each with its best window's turn where `candidates` has one
-    /// (none when the query has no dense probes or dense alignment is off).
+    /// (none when the query has no dense probes or dense alignment is off): for `rerank`, and
+    /// for `rerank_expanded` without turns.
     fn planes(
         &self,
         store: &Store,
@@ -298,16 +299,10 @@ impl RerankIndexes {
                 given.is_none_or(|c| c.expanded.iter().any(|e| e.0 == *id))
             })
             .collect();
-        // `dense` 0 turns alignment and the brightness term off, as in `rerank`.
-        let planes = match (&query.local.dense, fresh.is_empty() || params.dense == 0) {
-            (Some(_), false) => self.dense.with(store, &ctx.snapshot, |index| {
-                fresh
-                    .iter()
-                    .filter_map(|&id| index.plane(id).map(|p| (id, (p, None))))
-                    .collect::<Planes>()
-            })?,
-            _ => HashMap::new(),
-        };
+        // Aligned without a window's turn; `dense` 0 turns alignment and the brightness term
+        // off, as in `rerank`.
+        let unturned = Candidates::default();
+        let planes = self.planes(store, ctx, query.local, &fresh, &unturned, params)?;
         let mut cosines = Vec::with_capacity(fresh.len());
         for id in fresh {
             if let Some(v) = ctx.space.snapshot.vector(id)? {

@@ -19,6 +19,15 @@ fn ranked(hits: &[imgvec::Hit]) -> Vec<(u64, Option<imgvec::Verdict>, String)> {
         .collect()
 }
 
+/// A robust database of 16 db images (keep the folder while the database is used).
+fn robust_of_16() -> (tempfile::TempDir, Vec<std::path::PathBuf>, Database) {
+    let files = db_images(16);
+    let tmp = tempfile::tempdir().unwrap();
+    let robust = PipelineChoice::Preset(Preset::Robust);
+    let db = super::database_of(&tmp.path().join("db"), robust, &files);
+    (tmp, files, db)
+}
+
 /// The sum of `ids`' vectors in `db`'s search space (an expansion's `expand_with`).
 fn sum_of(db: &Database, ids: &[u64]) -> Vec<f32> {
     let mut sum = vec![0.0f32; db.space_vectors(&[1]).unwrap()[0].as_ref().unwrap().len()];
@@ -155,13 +164,7 @@ fn rows_that_do_not_fit_the_pipeline_are_errors_naming_the_image() {
 
 #[test]
 fn expansion_with_given_vectors_replaces_the_querys_own_verified_results() {
-    let files = db_images(16);
-    let tmp = tempfile::tempdir().unwrap();
-    let db = super::database_of(
-        &tmp.path().join("db"),
-        PipelineChoice::Preset(Preset::Robust),
-        &files,
-    );
+    let (_tmp, files, db) = robust_of_16();
     let q = Query::Path(files[0].clone());
     let plain = db.search(q.clone(), &SearchOptions::default()).unwrap();
     let verified: Vec<u64> = plain
@@ -213,10 +216,7 @@ fn expansion_with_given_vectors_replaces_the_querys_own_verified_results() {
 
 #[test]
 fn a_feature_query_searched_again_with_expansion_vectors_starts_from_its_first_pass() {
-    let files = db_images(16);
-    let tmp = tempfile::tempdir().unwrap();
-    let robust = PipelineChoice::Preset(Preset::Robust);
-    let db = super::database_of(&tmp.path().join("db"), robust, &files);
+    let (_tmp, files, db) = robust_of_16();
     let opts = |expand: usize, expand_with: Option<Vec<f32>>| SearchOptions {
         expand_with,
         verify: VerifyOverrides {
@@ -257,13 +257,7 @@ fn a_feature_query_searched_again_with_expansion_vectors_starts_from_its_first_p
 
 #[test]
 fn a_search_given_the_candidates_it_gathers_examines_those_and_only_those() {
-    let files = db_images(16);
-    let tmp = tempfile::tempdir().unwrap();
-    let db = super::database_of(
-        &tmp.path().join("db"),
-        PipelineChoice::Preset(Preset::Robust),
-        &files,
-    );
+    let (_tmp, files, db) = robust_of_16();
     let with = |candidates: Option<imgvec::Candidates>, expand: Option<usize>| SearchOptions {
         candidates,
         verify: VerifyOverrides {
