@@ -81,7 +81,7 @@ def main() -> None:
                                    workers=args.workers, sample=args.sample)
         assert from_dataset.errors == 0, from_dataset.failed[:3]
     with imgvec.Database(work / "one", read_only=True, threads=cpus) as one, \
-            iray.ShardedDatabase(work / "sharded", threads=max(1, cpus // args.shards)) as sharded:
+            iray.ShardedDatabase(work / "sharded") as sharded:
         single_lat = latencies(lambda q: one.search(q, k=10), queries, args.rounds)
         sharded_lat = latencies(lambda q: sharded.search(q, k=10), queries, args.rounds)
 

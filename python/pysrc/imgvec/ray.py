@@ -107,19 +107,23 @@ class ShardWriter:
 
 
 class _Featurize:
-    """A Ray Data worker: makes a batch of images into rows with the template's pipeline; returns
-    each row with its shard, each image that failed as its event, and marks each image its shard
-    stores already (``stored``: a one-element list holding the reference of each shard's keys)
-    as skipped, without extracting it."""
+    """A Ray Data worker: makes a batch of images into rows with the template's pipeline and
+    hands each row to its shard's writer itself (the rows never pass through the driver);
+    returns one event per image — the writer's acknowledgement once the row is stored, the
+    failure of an image that could not be read, or a skip — with its shard (-1 for a failure).
+    Images their shard stores already (``stored``: a one-element list holding the reference of
+    each shard's keys) are skipped without being extracted."""
 
-    def __init__(self, template: str, shards: int, attrs: Dict[str, str], stored: Optional[List[Any]] = None) -> None:
+    def __init__(
+        self, template: str, writers: List[Any], attrs: Dict[str, str], stored: Optional[List[Any]] = None
+    ) -> None:
         self.template = Database(template, read_only=True, threads=1)
-        self.shards = shards
+        self.writers = writers
         self.attrs = attrs
         self.stored: Optional[List[Set[str]]] = ray.get(stored[0]) if stored else None
 
     def _todo(self, key: str) -> bool:
-        return self.stored is None or key not in self.stored[shard_of(key, self.shards)]
+        return self.stored is None or key not in self.stored[shard_of(key, len(self.writers))]
 
     def __call__(self, batch: Dict[str, Any]) -> Dict[str, List[Any]]:
         keys = [str(k) for k in batch["path"]]
@@ -130,11 +134,15 @@ class _Featurize:
         else:
             items = [keys[i] for i in fresh]
         rows, failed = self.template.prepare(items, attrs=self.attrs) if items else ([], [])
+        by_shard: Dict[int, List[bytes]] = {}
+        for key, row in rows:
+            by_shard.setdefault(shard_of(key, len(self.writers)), []).append(row)
+        shards = list(by_shard)
+        acks = ray.get([self.writers[s].commit.remote(by_shard[s]) for s in shards])
+        events = [(s, e) for s, acked in zip(shards, acks) for e in acked] + [(-1, asdict(e)) for e in failed]
         return {
-            "shard": [shard_of(key, self.shards) for key, _ in rows] + [-1] * (len(failed) + skipped),
-            "row": [row for _, row in rows] + [b""] * (len(failed) + skipped),
-            "failed": [""] * len(rows) + [json.dumps(asdict(e)) for e in failed] + [""] * skipped,
-            "skipped": [False] * (len(rows) + len(failed)) + [True] * skipped,
+            "shard": [s for s, _ in events] + [-1] * skipped,
+            "event": [json.dumps(e) for _, e in events] + [""] * skipped,
         }
 
 
@@ -142,9 +150,9 @@ class _Featurize:
 class ShardReader:
     """A read-only handle on one shard."""
 
-    def __init__(self, path: str, threads: int) -> None:
+    def __init__(self, path: str, threads: Optional[int]) -> None:
         self.path = path
-        self.db = Database(path, read_only=True, create=False, threads=threads)
+        self.db = Database(path, read_only=True, create=False, threads=threads or os.cpu_count())
 
     def describe(self) -> Dict[str, Any]:
         info = self.db.info()
@@ -162,16 +170,24 @@ class ShardReader:
         }
 
     def search(self, queries: List[QueryFeatures], options: Dict[str, Any]) -> List[Any]:
-        out: List[Any] = []
-        for r in self.db.search(list(queries), **options):
-            out.append(str(r.error) if r.error is not None else [asdict(h) for h in r.hits])
+        answers = self.db.search(list(queries), **options)
+        return [str(r.error) if r.error is not None else [asdict(h) for h in r.hits] for r in answers]
+
+    def verify(
+        self, queries: List[QueryFeatures], options: Dict[str, Any], vectors: int
+    ) -> List[Tuple[Any, Dict[int, npt.NDArray[np.float32]]]]:
+        """``search``, each answer with the search-space vectors of its first ``vectors``
+        verified hits: the collection's verified expansion sums the best of them without asking
+        the shards again."""
+        out: List[Tuple[Any, Dict[int, npt.NDArray[np.float32]]]] = []
+        for answer in self.search(queries, options):
+            ids = [] if isinstance(answer, str) else [h["id"] for h in answer if h["verdict"] == "verified"][:vectors]
+            found = self.db.space_vectors(ids) if ids else []
+            out.append((answer, {i: v for i, v in zip(ids, found) if v is not None}))
         return out
 
     def candidates(self, queries: List[QueryFeatures], options: Dict[str, Any]) -> List[Any]:
         return [str(c) if isinstance(c, BaseException) else c for c in self.db.candidates(list(queries), **options)]
-
-    def space_vectors(self, ids: List[int]) -> List[Optional[npt.NDArray[np.float32]]]:
-        return self.db.space_vectors(ids)
 
 
 # -- ingest ------------------------------------------------------------------------------------
@@ -337,11 +353,11 @@ def _run(
         skip = [ray.put(stored)]
     if dataset is not None:
         cpus = int(ray.available_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
-        prepared = dataset.map_batches(
+        events = dataset.map_batches(
             _Featurize,
             fn_constructor_kwargs={
                 "template": str(template_dir),
-                "shards": shards,
+                "writers": writers,
                 "attrs": {str(k): str(v) for k, v in (attrs or {}).items()},
                 "stored": skip,
             },
@@ -351,51 +367,31 @@ def _run(
         )
         log = open(journal, "a", encoding="utf-8") if journal is not None else None
         try:
-            _commit_all(prepared, writers, report, log)
+            _count_all(events, report, log)
         finally:
             if log is not None:
                 log.close()
     return report
 
 
-def _commit_all(prepared: "ray.data.Dataset", writers: List[Any], report: IngestReport, log: Any) -> None:
-    """Hands each prepared row to its shard's writer, a few commits in flight per shard so that
-    extraction never waits for a commit, and counts each event once it is acknowledged."""
-
-    def count(e: Dict[str, Any], shard: int) -> None:
-        if log is not None:
-            log.write(json.dumps(dict(e, shard=shard)) + "\n")
-            log.flush()
-        status = e["status"]
-        if status == "error":
-            report.errors += 1
-            report.failed.append(IngestEvent.from_json(e))
-        elif status in ("stored", "unchanged", "replaced"):
-            setattr(report, status, getattr(report, status) + 1)
-
-    in_flight: Dict[Any, int] = {}
-
-    def settle(most: int) -> None:
-        while len(in_flight) > most:
-            done, _ = ray.wait(list(in_flight), num_returns=1)
-            for ref in done:
-                shard = in_flight.pop(ref)
-                for e in ray.get(ref):
-                    count(e, shard)
-
-    for batch in prepared.iter_batches(batch_size=None):
-        by_shard: Dict[int, List[bytes]] = {}
-        for shard, row, failed, skipped in zip(batch["shard"], batch["row"], batch["failed"], batch["skipped"]):
-            if skipped:
+def _count_all(events: "ray.data.Dataset", report: IngestReport, log: Any) -> None:
+    """Counts each image's event as the workers return it (a row's once its writer stored it),
+    appending each to the journal; an empty event is an image skipped."""
+    for batch in events.iter_batches(batch_size=None):
+        for shard, line in zip(batch["shard"], batch["event"]):
+            if not line:
                 report.skipped += 1
-            elif failed:
-                count(json.loads(failed), -1)
-            else:
-                by_shard.setdefault(int(shard), []).append(bytes(row))
-        for shard, rows in by_shard.items():
-            in_flight[writers[shard].commit.remote(rows)] = shard
-        settle(2 * len(writers))
-    settle(0)
+                continue
+            e = json.loads(line)
+            if log is not None:
+                log.write(json.dumps(dict(e, shard=int(shard))) + "\n")
+                log.flush()
+            status = e["status"]
+            if status == "error":
+                report.errors += 1
+                report.failed.append(IngestEvent.from_json(e))
+            elif status in ("stored", "unchanged", "replaced"):
+                setattr(report, status, getattr(report, status) + 1)
 
 
 # -- search ------------------------------------------------------------------------------------
@@ -462,14 +458,16 @@ class ShardedDatabase:
     """The shards of one collection (``ingest``'s ``out_dir``, or a list of shard folders),
     searched as one database: one read-only Ray actor per shard. Every shard must open and be
     made like the others, or it is an error naming it; with ``allow_partial=True`` a missing or
-    damaged shard is left out and each answer says which shards answered."""
+    damaged shard is left out and each answer says which shards answered. ``threads``: each
+    shard reader's search threads (default: its node's CPUs — a shard whose part of a query is
+    larger then takes the cores the others leave idle)."""
 
     def __init__(
         self,
         shards: Union[PathLike, Sequence[PathLike]],
         *,
         allow_partial: bool = False,
-        threads: int = 1,
+        threads: Optional[int] = None,
         featurize_threads: Optional[int] = None,
     ) -> None:
         if not ray.is_initialized():
@@ -530,13 +528,15 @@ class ShardedDatabase:
 
     def _fan_out(
         self,
-        queries: List[QueryFeatures],
+        queries: "ray.ObjectRef[List[QueryFeatures]]",
         options: Dict[str, Any],
         candidates: Optional[Dict[int, Dict[str, Any]]] = None,
         call: str = "search",
+        *extra: Any,
     ) -> Tuple[List[Any], Dict[str, str]]:
-        """Every answering shard's answers to ``queries`` (``call``: its ``search`` or its
-        ``candidates``): [(shard, answers)], and the shards that failed (an error unless
+        """Every answering shard's answers to ``queries`` (put once, for every shard and round;
+        ``call``: the shard's ``search``, ``verify`` or ``candidates``, given ``extra`` after the
+        options): [(shard, answers)], and the shards that failed (an error unless
         ``allow_partial``). ``candidates``: what each shard verifies (shards without are left
         out: they failed before)."""
         calls = []
@@ -544,7 +544,7 @@ class ShardedDatabase:
             if candidates is not None and i not in candidates:
                 continue
             opts = options if candidates is None else dict(options, candidates=candidates[i])
-            calls.append((i, d, getattr(actor, call).remote(queries, opts)))
+            calls.append((i, d, getattr(actor, call).remote(queries, opts, *extra)))
         answered, missing = [], dict(self.missing)
         for i, d, ref in calls:
             try:
@@ -563,15 +563,15 @@ class ShardedDatabase:
             per_shard.append((shard, answers[qi]))
         return merge(per_shard, k)
 
-    def _expansion(self, hits: List[Dict[str, Any]], n: int) -> Optional[npt.NDArray[np.float32]]:
-        """The sum of the best ``n`` verified hits' vectors in the search space."""
-        best = [h for h in hits if h.get("verdict") == "verified"][:n]
-        if not best:
-            return None
-        actors = {i: actor for i, _, actor in self._actors}
-        asked = [actors[h["shard"]].space_vectors.remote([h["id"]]) for h in best]
+    @staticmethod
+    def _expansion(
+        hits: List[Dict[str, Any]], n: int, vectors: Mapping[Tuple[int, int], npt.NDArray[np.float32]]
+    ) -> Optional[npt.NDArray[np.float32]]:
+        """The sum of the best ``n`` verified hits' vectors in the search space (``vectors``:
+        by (shard, id), as the shards' ``verify`` returned them)."""
         total: Optional[npt.NDArray[np.float32]] = None
-        for (v,) in ray.get(asked):
+        for h in [h for h in hits if h.get("verdict") == "verified"][:n]:
+            v = vectors.get((h["shard"], h["id"]))
             if v is not None:
                 total = v.copy() if total is None else total + v
         return total
@@ -592,17 +592,19 @@ class ShardedDatabase:
     ) -> Tuple[List[Any], Dict[str, str]]:
         """Features searched on every shard: without verification a plain merge. With it, as one
         database: every shard's candidates merged into the collection's, each shard verifying
-        its rows of them; then verified query expansion with what verified anywhere, each query
-        again on every shard, which verifies its rows of the collection's top expanded ranking."""
+        its rows of them (returning the vectors of its best verified rows with its answer); then
+        verified query expansion with the best of what verified anywhere, each query again on
+        every shard, which verifies its rows of the collection's top expanded ranking."""
         if not queries:
             return [], dict(self.missing)
         expand = options.get("expand")
         if expand is None:
             expand = int(self._verify_defaults.get("expand", 0))
         if not self._local or options.get("verify") == 0:
-            answered, missing = self._fan_out(queries, options)
+            answered, missing = self._fan_out(ray.put(queries), options)
             return [self._merged(answered, qi, k) for qi in range(len(queries))], missing
-        gathered, missing = self._fan_out(queries, options, call="candidates")
+        whole = ray.put(queries)
+        gathered, missing = self._fan_out(whole, options, None, "candidates")
         first = dict(options, expand=0, k=max(k, expand))
         out: List[Any] = []
         for qi, q in enumerate(queries):
@@ -611,20 +613,22 @@ class ShardedDatabase:
                 out.append(failed)  # the query itself failed
                 continue
             lists = merge_candidates([(s, a[qi]) for s, a in gathered])
-            answered, lost = self._fan_out([q], first, lists)
+            one = whole if len(queries) == 1 else ray.put([q])
+            verified, lost = self._fan_out(one, first, lists, "verify", expand)
             missing.update(lost)
-            merged = self._merged(answered, 0, max(k, expand))
-            with_ = None if isinstance(merged, str) or expand == 0 else self._expansion(merged, expand)
+            vectors = {(s, i): v for s, a in verified for i, v in a[0][1].items()}
+            merged = self._merged([(s, [a[0][0]]) for s, a in verified], 0, max(k, expand))
+            with_ = None if isinstance(merged, str) or expand == 0 else self._expansion(merged, expand, vectors)
             if with_ is None:
                 out.append(merged if isinstance(merged, str) else merged[:k])
                 continue
             second = dict(options, expand=expand, expand_with=with_.tolist())
-            found, lost = self._fan_out([q], second, call="candidates")
+            found, lost = self._fan_out(one, second, None, "candidates")
             missing.update(lost)
             expanded = merge_candidates([(s, a[0]) for s, a in found if not isinstance(a[0], str)])
             for s, c in lists.items():
                 c["expanded"] = expanded.get(s, {}).get("expanded", [])
-            again, lost = self._fan_out([q], second, lists)
+            again, lost = self._fan_out(one, second, lists)
             missing.update(lost)
             out.append(self._merged(again, 0, k))
         return out, missing
