@@ -474,7 +474,8 @@ impl Database {
     /// they cover once a verified search used them.
     pub fn rerank_status(&self) -> crate::search::RerankStatus {
         crate::search::RerankStatus {
-            first_passes_reused: self.spaces.first_passes().reused(),
+            first_passes_reused: self.spaces.first_passes().found(),
+            observations_reused: self.spaces.examined().found(),
             ..self.spaces.rerank().status()
         }
     }

@@ -11,11 +11,8 @@
 //! [`Database::candidates`]: crate::Database::candidates
 //! [`SearchOptions::candidates`]: crate::SearchOptions::candidates
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
-use super::observed::Observations;
 use super::{expanded_by, fail_all, Searcher};
 use crate::error::Result;
 use crate::options::{Query, SearchOptions};
@@ -52,7 +49,7 @@ impl Searcher<'_> {
     /// then the candidates gathered, not examined. A search that does not verify has none. With
     /// `expand_with`, only what verified expansion would add: the expanded query's top rows.
     pub fn candidates(&self, queries: &[Query], opts: &SearchOptions) -> Vec<Result<Candidates>> {
-        let seen: Vec<Arc<Observations>> = queries.iter().map(|_| Arc::default()).collect();
+        let seen = self.observations(queries, opts);
         let first = match self.first_ranking(queries, opts, &seen) {
             Ok(Some(first)) => first,
             Ok(None) => return queries.iter().map(|_| Ok(Candidates::default())).collect(),

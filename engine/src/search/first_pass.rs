@@ -7,56 +7,18 @@
 //! candidates kept here instead of verifying them again. Only `Query::Features` queries are
 //! kept: their inputs are exactly known.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
-use parking_lot::Mutex;
+use std::collections::HashMap;
 
 use super::context::SearchContext;
 use super::query::QueryFeatures;
+use super::recent::Recent;
 use super::rerank::Checked;
 use crate::local::VerifyParams;
 use crate::options::{Augment, SearchOptions};
 
-/// First passes one database handle keeps (the most recent).
-const KEEP: usize = 64;
-
-/// One query's first ranking after verification, and what it checked.
-pub(crate) type FirstPass = Arc<(Vec<(u64, f32)>, HashMap<u64, Checked>)>;
-
-/// A database handle's recent first passes.
-#[derive(Default)]
-pub(crate) struct FirstPasses {
-    kept: Mutex<VecDeque<(blake3::Hash, FirstPass)>>,
-    reused: AtomicU64,
-}
-
-impl FirstPasses {
-    pub fn get(&self, key: &blake3::Hash) -> Option<FirstPass> {
-        let kept = self.kept.lock();
-        let found = kept.iter().find(|(k, _)| k == key).map(|(_, p)| p.clone());
-        self.reused
-            .fetch_add(found.is_some() as u64, Ordering::Relaxed);
-        found
-    }
-
-    /// How many first passes were found again.
-    pub fn reused(&self) -> u64 {
-        self.reused.load(Ordering::Relaxed)
-    }
-
-    pub fn put(&self, key: blake3::Hash, pass: FirstPass) {
-        let mut kept = self.kept.lock();
-        if kept.iter().any(|(k, _)| *k == key) {
-            return;
-        }
-        if kept.len() == KEEP {
-            kept.pop_front();
-        }
-        kept.push_back((key, pass));
-    }
-}
+/// A database handle's recent first passes: each query's first ranking after verification, and
+/// what it checked.
+pub(crate) type FirstPasses = Recent<(Vec<(u64, f32)>, HashMap<u64, Checked>)>;
 
 /// The settings a first pass of a search with `opts` depends on (augmentation, αQE depth and
 /// the candidates fetched `k` as the search resolved them, and the candidates it was given to
@@ -95,28 +57,4 @@ pub(crate) fn key(features: &QueryFeatures, ctx: &SearchContext, settings: &str)
     h.update(format!("{rows:?}").as_bytes());
     h.update(settings.as_bytes());
     h.finalize()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_most_recent_passes_are_kept_once_each() {
-        let passes = FirstPasses::default();
-        let key = |i: u32| blake3::hash(&i.to_le_bytes());
-        let pass = |id: u64| Arc::new((vec![(id, 0.5)], HashMap::new()));
-        for i in 0..KEEP as u32 + 2 {
-            passes.put(key(i), pass(i as u64));
-        }
-        passes.put(key(5), pass(99)); // kept already: not replaced
-        assert!(passes.get(&key(0)).is_none() && passes.get(&key(1)).is_none());
-        assert_eq!(passes.get(&key(5)).unwrap().0, vec![(5, 0.5)]);
-        assert_eq!(
-            passes.get(&key(KEEP as u32 + 1)).unwrap().0[0].0,
-            KEEP as u64 + 1
-        );
-        assert_eq!(passes.kept.lock().len(), KEEP);
-        assert_eq!(passes.reused(), 2);
-    }
 }

@@ -17,6 +17,7 @@ mod first_ranking;
 mod observed;
 mod query;
 pub(crate) mod ranking;
+mod recent;
 mod rerank;
 mod space;
 mod upright;
@@ -161,7 +162,7 @@ impl Searcher<'_> {
     /// gets its own result, so one unreadable image does not fail the others. Image queries
     /// that verify nothing are answered again with their turns (`upright`).
     pub fn search_batch(&self, queries: Vec<Query>, opts: &SearchOptions) -> Vec<Result<Vec<Hit>>> {
-        let seen: Vec<Arc<Observations>> = queries.iter().map(|_| Arc::default()).collect();
+        let seen = self.observations(&queries, opts);
         let mut answers = self.search_once(&queries, opts, &seen);
         let (_, augment, verify) = self.settings(opts);
         let upright = verify.is_some_and(|v| v.upright);

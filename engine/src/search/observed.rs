@@ -10,13 +10,24 @@
 //!
 //! Valid within one batch: a row's stored local features never change under its id (a
 //! replaced image gets a new id), and a row deleted meanwhile is left out by the caller.
+//!
+//! A query given as features (`Query::Features`, the shards of a sharded search, docs/RAY.md)
+//! is searched in several calls: its candidates, their verification, the expansion's
+//! candidates and verification, and the upright retry with its turns — the same local
+//! features each time. What examining each candidate found depends only on those features,
+//! the candidate's stored features and the verification settings, so the handle keeps it
+//! (recent.rs) under a key of the features and the settings, and each later call starts from
+//! what the earlier ones examined. Votes are not kept across calls: they depend on the rows,
+//! the filter (attributes can change under the same rows) and the voting index's state.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
-use crate::local::Verification;
+use super::Searcher;
+use crate::local::{Verification, VerifyParams};
+use crate::options::{Query, SearchOptions};
 use crate::pipeline::QueryLocal;
 
 /// Images found by voting, with their votes.
@@ -38,6 +49,9 @@ pub(crate) struct Observed {
     pub brightness_gap: f32,
 }
 
+/// Each candidate examined, by how.
+pub(crate) type Examined = Mutex<HashMap<Examination, Observed>>;
+
 /// One query's observations (shared by the passes of its batch).
 #[derive(Default)]
 pub(crate) struct Observations {
@@ -45,11 +59,20 @@ pub(crate) struct Observations {
     local: OnceLock<QueryLocal>,
     /// The images voting found, for the number asked.
     voted: Mutex<Option<(usize, Voted)>>,
-    /// Each candidate examined, by how.
-    examined: Mutex<HashMap<Examination, Observed>>,
+    /// Each candidate examined, by how (shared with the handle's other calls for a feature
+    /// query).
+    examined: Arc<Examined>,
 }
 
 impl Observations {
+    /// New observations that share what `examined` holds.
+    pub fn sharing(examined: Arc<Examined>) -> Observations {
+        Observations {
+            examined,
+            ..Observations::default()
+        }
+    }
+
     /// The query's local features: made by `make` the first time.
     pub fn local(&self, make: impl FnOnce() -> QueryLocal) -> QueryLocal {
         self.local.get_or_init(make).clone()
@@ -86,6 +109,48 @@ impl Observations {
     #[cfg(test)]
     pub fn examined_count(&self) -> usize {
         self.examined.lock().len()
+    }
+}
+
+/// What examining a feature query's candidates depends on besides the candidates' own stored
+/// features: the query's local features and the verification settings (not `expand` or
+/// `upright`, which decide only what is examined).
+pub(crate) fn key(local: &QueryLocal, params: &VerifyParams) -> blake3::Hash {
+    let params = VerifyParams {
+        expand: 0,
+        upright: false,
+        ..*params
+    };
+    let mut h = blake3::Hasher::new();
+    h.update(&bincode::serialize(local).expect("local features always serialize"));
+    h.update(format!("{params:?}").as_bytes());
+    h.finalize()
+}
+
+impl Searcher<'_> {
+    /// Each query's observations for a search with `opts`: new ones, except that a verified
+    /// feature query with local features shares what this handle's earlier calls examined of
+    /// the same features with the same settings.
+    pub(super) fn observations(
+        &self,
+        queries: &[Query],
+        opts: &SearchOptions,
+    ) -> Vec<Arc<Observations>> {
+        let (_, _, verify) = self.settings(opts);
+        queries
+            .iter()
+            .map(|q| match (q, &verify) {
+                (Query::Features(f), Some(params)) => match f.local() {
+                    Some(local) => {
+                        let kept = (self.spaces.examined())
+                            .get_or_insert(key(local, params), Examined::default);
+                        Arc::new(Observations::sharing(kept))
+                    }
+                    None => Arc::default(),
+                },
+                _ => Arc::default(),
+            })
+            .collect()
     }
 }
 

@@ -43,6 +43,11 @@ impl QueryFeatures {
             .map_err(|e| Error::Invalid(format!("damaged query features: {e}")))
     }
 
+    /// The query's local features, when it has them.
+    pub(crate) fn local(&self) -> Option<&QueryLocal> {
+        self.local.as_ref()
+    }
+
     /// The features of one prepared query (its error when it has none).
     pub(crate) fn of(prepared: PreparedQuery) -> Result<QueryFeatures> {
         Ok(QueryFeatures {

@@ -42,6 +42,10 @@ pub struct RerankStatus {
     /// Searches of query features that started from a first pass kept from the call before
     /// (the second round of a sharded search; search/first_pass.rs).
     pub first_passes_reused: u64,
+    /// Searches of query features that started from what an earlier call on this handle
+    /// examined for the same local features (the later rounds of a sharded search, its upright
+    /// retry; search/observed.rs).
+    pub observations_reused: u64,
 }
 
 /// What a verified search checked of one result.
@@ -94,6 +98,7 @@ impl RerankIndexes {
             voting: self.local.status(),
             dense: self.dense.status(),
             first_passes_reused: 0,
+            observations_reused: 0,
         }
     }
 
@@ -345,7 +350,8 @@ fn best_cosine(variants: &[&[f32]], v: &[f32]) -> f32 {
 }
 
 /// Verifies one candidate with SIFT (when `sift`), aligns it densely when that did not verify
-/// it (both observed once per batch), and records the evidence and verdict.
+/// it (both observed once per batch, or per handle for a feature query: observed.rs), and
+/// records the evidence and verdict.
 fn examine(
     ctx: &SearchContext,
     query: Probe,

@@ -15,6 +15,8 @@ use crate::info::WhiteningInfo;
 use crate::pipeline::Featurizer;
 use crate::reduce::{Learn, Projection, Reducer};
 use crate::search::first_pass::FirstPasses;
+use crate::search::observed::Examined;
+use crate::search::recent::Recent;
 use crate::search::RerankIndexes;
 
 /// The space one search runs in.
@@ -38,6 +40,8 @@ pub(crate) struct Spaces {
     rerank: RerankIndexes,
     /// Recent first rankings of verified searches of query features (first_pass.rs).
     first_passes: FirstPasses,
+    /// What recent verified searches of query features examined (observed.rs).
+    examined: Recent<Examined>,
 }
 
 impl Spaces {
@@ -52,6 +56,7 @@ impl Spaces {
             reducer: Mutex::new(None),
             rerank,
             first_passes: FirstPasses::default(),
+            examined: Recent::default(),
         }
     }
 
@@ -61,6 +66,10 @@ impl Spaces {
 
     pub fn first_passes(&self) -> &FirstPasses {
         &self.first_passes
+    }
+
+    pub fn examined(&self) -> &Recent<Examined> {
+        &self.examined
     }
 
     /// The pipeline's whitening, once the pipeline is known and asks for one.

@@ -5,8 +5,8 @@
 use imgvec_testkit::*;
 
 use imgvec::{
-    Database, IngestOptions, IngestStatus, OpenOptions, PipelineChoice, PreparedRow, Preset, Query,
-    SearchOptions, Source, VerifyOverrides,
+    Augment, Database, IngestOptions, IngestStatus, OpenOptions, PipelineChoice, PreparedRow,
+    Preset, Query, SearchOptions, Source, VerifyOverrides,
 };
 
 /// Each hit's id, verdict and ranking key (to 4 places): what a search's order rests on.
@@ -335,4 +335,68 @@ fn a_search_given_the_candidates_it_gathers_examines_those_and_only_those() {
         "{:?}",
         ranked(&none)
     );
+}
+
+#[test]
+fn a_feature_query_searched_in_several_calls_starts_each_from_what_the_ones_before_examined() {
+    let (_tmp, files, db) = robust_of_16();
+    let opts = |augment, candidates: Option<imgvec::Candidates>| SearchOptions {
+        augment: Some(augment),
+        candidates,
+        verify: VerifyOverrides {
+            upright: Some(false),
+            expand: Some(0),
+            ..VerifyOverrides::default()
+        },
+        ..SearchOptions::default()
+    };
+    let image = Query::Path(files[5].clone());
+    let features = |augment| {
+        let f = db.featurize_query(std::slice::from_ref(&image), &opts(augment, None));
+        Query::Features(std::sync::Arc::new(f.into_iter().next().unwrap().unwrap()))
+    };
+    let reused = || db.rerank_status().observations_reused;
+    // A sharded search's calls (docs/RAY.md): the candidates, then their verification.
+    let upright = features(Augment::None);
+    let gathered = db
+        .candidates(std::slice::from_ref(&upright), &opts(Augment::None, None))
+        .remove(0)
+        .unwrap();
+    assert_eq!(reused(), 0);
+    db.search(upright, &opts(Augment::None, Some(gathered)))
+        .unwrap();
+    assert_eq!(reused(), 1);
+    // The upright retry: the query's turns, the same local features — both calls start from
+    // what the first two examined, and answer as the image searched afresh (an image query
+    // keeps nothing).
+    let turned = features(Augment::Rot4);
+    let gathered = db
+        .candidates(std::slice::from_ref(&turned), &opts(Augment::Rot4, None))
+        .remove(0)
+        .unwrap();
+    let answer = db
+        .search(turned.clone(), &opts(Augment::Rot4, Some(gathered.clone())))
+        .unwrap();
+    assert_eq!(reused(), 3);
+    let fresh = db
+        .search(image, &opts(Augment::Rot4, Some(gathered)))
+        .unwrap();
+    assert_eq!(ranked(&answer), ranked(&fresh));
+    assert!(answer.iter().any(|h| h.verdict.is_some()));
+    assert_eq!(reused(), 3);
+    // Another filter examines alike (only votes depend on it); other verification settings
+    // examine afresh.
+    let filtered = SearchOptions {
+        filter: imgvec::Filter {
+            path_prefix: Some(files[0].parent().unwrap().display().to_string()),
+            ..imgvec::Filter::default()
+        },
+        ..opts(Augment::Rot4, None)
+    };
+    db.search(turned.clone(), &filtered).unwrap();
+    assert_eq!(reused(), 4);
+    let mut stricter = opts(Augment::Rot4, None);
+    stricter.verify.min_inliers = Some(40);
+    db.search(turned, &stricter).unwrap();
+    assert_eq!(reused(), 4);
 }
