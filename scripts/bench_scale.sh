@@ -20,12 +20,15 @@
 #
 #   ./scripts/bench_scale.sh [--n 10000] [--presets fast,balanced,robust] [--bench DIR] [--out FILE.md]
 #                            [--work DIR] [--keep] [--db-limit K] [--mode exact] [--threads T]
-#                            [--compact] [--no-drop-caches] [--bin PATH]
+#                            [--compact] [--no-drop-caches] [--bin PATH] [--reuse-dbs]
 #
 # --work DIR keeps everything there (distractors are cached as DIR/distractors-N and reused);
 # without it a temporary folder is used and removed at exit unless --keep. --db-limit K ingests
 # only the first K images of db.jsonl and scores only the queries whose label is among them.
-# --compact runs `imgvec compact DB` after ingest (timed separately). The binary is copied into
+# --compact runs `imgvec compact DB` after ingest (timed separately). --reuse-dbs keeps the databases
+# an earlier run in the same --work folder finished, with their ingest figures (marked ³ in the
+# report), and measures only the searches: a new search build measured at 100k without hours of
+# ingest. The binary is copied into
 # the work folder first, so a rebuild during the run does not change what is measured. Distractors
 # are made with the first python3 that has Pillow ($PYTHON, .venv, /usr/bin/python3, python3).
 set -euo pipefail
@@ -45,6 +48,7 @@ MODE=exact
 THREADS=""
 COMPACT=0
 DROP_CACHES=1
+REUSE_DBS=0
 BIN="${IMGVEC:-${CARGO_TARGET_DIR:-$ROOT/target}/release/imgvec}"
 
 die() { echo "bench_scale: error: $*" >&2; exit 1; }
@@ -66,6 +70,7 @@ while [ "$#" -gt 0 ]; do
         --compact) COMPACT=1; shift ;;
         --no-drop-caches) DROP_CACHES=0; shift ;;
         --bin) need_value "$@"; BIN=$2; shift 2 ;;
+        --reuse-dbs) REUSE_DBS=1; shift ;;
         -h|--help) usage 0 ;;
         *) echo "bench_scale: unknown argument: $1" >&2; usage ;;
     esac
@@ -308,7 +313,8 @@ def report(work, out_md, meta_path, json_final):
         def row(label, f):
             L.append(f"| {label} | " + " | ".join(f(r) for _, r in cols) + " |")
         row("rows", lambda r: str(r["rows"]))
-        row("ingest images/s (wall)", lambda r: fmt(r["ingest"]["images_per_s"]))
+        row("ingest images/s (wall)", lambda r: fmt(r["ingest"]["images_per_s"])
+            + (" ³" if r["settings"].get("reused_db") else ""))
         row("ingest wall s (of which refresh + start-up)", lambda r: f"{r['ingest']['wall_s']:.1f} ({fmt(r['ingest']['refresh_and_startup_s'])})")
         row("ingest peak RSS MB", lambda r: fmt((r["ingest"]["peak_rss_kb"] or 0) / 1024, ".0f"))
         if "compact" in s:
@@ -361,7 +367,11 @@ def report(work, out_md, meta_path, json_final):
           "Wall times are start to exit of one CLI process (/usr/bin/time -v, peak RSS from the same); "
           "ingest includes the index refresh the CLI runs before it exits. Disk: allocated bytes (as du) "
           "per live row; models/ is the database's copy of the model, a fixed cost. "
-          f"Raw figures, `imgvec info --json` included: {json_final or '(not kept: pass --work DIR, --keep or --out)'}.", ""]
+          f"Raw figures, `imgvec info --json` included: {json_final or '(not kept: pass --work DIR, --keep or --out)'}."]
+    if any(runs[p][k]["settings"].get("reused_db") for p in presets for k in runs[p]):
+        L += ["³ The database and its ingest figures are an earlier run's (`--reuse-dbs`); "
+              "everything else was measured in this run with this binary."]
+    L += [""]
     text = "\n".join(L)
     if out_md:
         with open(out_md, "w") as f:
@@ -453,12 +463,51 @@ timed() {
     ELAPSED=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.4f", b - a }')
 }
 
-# `measure PRESET LABEL FOLDER...`: a fresh database of FOLDERs, then every measurement into
-# WORK/runs/PRESET/LABEL.
+# `measure PRESET LABEL FOLDER...`: a fresh database of FOLDERs (or, with --reuse-dbs, the one
+# an earlier run left), then every measurement into WORK/runs/PRESET/LABEL.
 measure() {
     local preset=$1 label=$2
     shift 2
     local run="$WORK/runs/$preset/$label" db="$WORK/dbs/$preset-$label"
+    if [ "$REUSE_DBS" = 1 ] && [ -d "$db" ] && [ -f "$run/ingest.time" ] \
+        && grep -q '^ingest_s ' "$run/walls.txt" 2>/dev/null; then
+        reuse_db "$preset" "$label" "$run" "$db" "$@"
+    else
+        ingest_db "$preset" "$label" "$run" "$db" "$@"
+    fi
+    search_db "$preset" "$label" "$run" "$db"
+}
+
+# `reuse_db PRESET LABEL RUN DB FOLDER...`: keeps the database and ingest figures an earlier run
+# left (--reuse-dbs) and clears the rest of RUN for new search measurements.
+reuse_db() {
+    local preset=$1 label=$2 run=$3 db=$4
+    shift 4
+    say "$preset/$label: reusing $db and its ingest figures (--reuse-dbs)"
+    local kept
+    kept=$(mktemp -d "$WORK/kept.XXXXXX")
+    mv "$run"/ingest.* "$kept"/
+    if compgen -G "$run/compact.*" >/dev/null; then mv "$run"/compact.* "$kept"/; fi
+    grep -E '^(ingest|compact)_s ' "$run/walls.txt" >"$kept/walls"
+    rm -rf -- "$run"
+    mkdir -p "$run"
+    mv "$kept"/ingest.* "$run"/
+    if compgen -G "$kept/compact.*" >/dev/null; then mv "$kept"/compact.* "$run"/; fi
+    {
+        echo "db $db"
+        echo "preset $preset"
+        echo "folders $*"
+        echo "queries ${#QUERIES[@]}"
+        echo "reused_db yes"
+        cat "$kept/walls"
+    } >"$run/walls.txt"
+    rm -rf -- "$kept"
+}
+
+# `ingest_db PRESET LABEL RUN DB FOLDER...`: a fresh database of FOLDERs, timed.
+ingest_db() {
+    local preset=$1 label=$2 run=$3 db=$4
+    shift 4
     rm -rf -- "$run" "$db"
     mkdir -p "$run" "$WORK/dbs"
     {
@@ -486,7 +535,11 @@ measure() {
         [ "$RC" = 0 ] || die "$preset/$label: compact failed (exit $RC): $(tail -n 3 "$run/compact.err")"
         echo "compact_s $ELAPSED" >>"$run/walls.txt"
     fi
+}
 
+# `search_db PRESET LABEL RUN DB`: every search measurement of DB into RUN.
+search_db() {
+    local preset=$1 label=$2 run=$3 db=$4
     "$IMG" info "$db" --json >"$run/info.json" 2>"$run/info.err" \
         || die "$preset/$label: info failed: $(tail -n 3 "$run/info.err")"
 

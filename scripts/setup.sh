@@ -13,6 +13,7 @@
 #      SIFT oracle test;
 #   5. the Python package built into .venv, with its test tools;
 #   6. cargo-deny, for the licence check of the tests.
+# It also makes a target folder rebuild FAISS when .cargo/config.toml's flags for it change.
 # Nothing downloaded is committed. Re-run it whenever a build or a run names it.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -132,6 +133,21 @@ if ! "$VENV/bin/python" -c "import numpy, cv2" 2>/dev/null; then
     say "creating $VENV with numpy and opencv-python-headless"
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q "numpy==2.1.3" "opencv-python-headless==4.10.0.84" >&2
+fi
+
+# 4b. FAISS is compiled with the C++ flags .cargo/config.toml gives it (its AVX2 kernels), but
+#     faiss-sys's build script does not rerun when they change: a target folder whose FAISS was
+#     built with other flags has that build removed, so the next cargo build compiles it again.
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+FAISS_FLAGS=$(sed -n 's/^CXXFLAGS_x86_64_unknown_linux_gnu *= *"\(.*\)"$/\1/p' "$ROOT/.cargo/config.toml")
+FAISS_STAMP="$TARGET/.faiss-cxxflags"
+if [ "$(cat "$FAISS_STAMP" 2>/dev/null)" != "$FAISS_FLAGS" ]; then
+    if compgen -G "$TARGET/*/build/faiss-sys-*" >/dev/null; then
+        say "FAISS's compile flags changed to '$FAISS_FLAGS': its next build compiles it again (~5 min)"
+        (cd "$ROOT" && cargo clean -q -p faiss-sys --release && cargo clean -q -p faiss-sys) >&2
+    fi
+    mkdir -p "$TARGET"
+    echo "$FAISS_FLAGS" >"$FAISS_STAMP"
 fi
 
 # 5. The Python package (python/, PyO3 + maturin) built into .venv, with what its tests use:

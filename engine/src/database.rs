@@ -46,6 +46,7 @@ impl Database {
         opts: OpenOptions,
         folder_lock: Option<Arc<FolderLock>>,
     ) -> Result<Database> {
+        crate::index::check_cpu()?;
         match &opts.file_layer {
             Some(layer) => crate::reindex::recover_interrupted_swap(layer.0.as_ref(), dir)?,
             None => crate::reindex::recover_interrupted_swap(&imgvec_storage::StdFs, dir)?,

@@ -5,6 +5,46 @@
 
 use crate::error::IndexError;
 
+/// The compiler flags FAISS was built with on x86_64 (.cargo/config.toml): `-mavx2 -mfma
+/// -mf16c -mpopcnt` selects its AVX2 kernels (the PQ fast-scan that voting and IVF-PQ search
+/// run on is otherwise emulated with scalars, several times slower).
+const FAISS_X86_FLAGS: Option<&str> = option_env!("CXXFLAGS_x86_64_unknown_linux_gnu");
+
+/// The instruction sets named by `-m` flags in `flags` that `has` says are missing.
+fn missing_features(flags: &str, has: impl Fn(&str) -> bool) -> Vec<&str> {
+    flags
+        .split_whitespace()
+        .filter_map(|f| f.strip_prefix("-m"))
+        .filter(|f| !has(f))
+        .collect()
+}
+
+/// Whether this CPU runs the FAISS this build links: an error naming what it lacks, where
+/// searching would otherwise stop the process on an illegal instruction.
+pub(crate) fn check_cpu() -> Result<(), IndexError> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let has = |f: &str| match f {
+            "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+            "fma" => std::arch::is_x86_feature_detected!("fma"),
+            "f16c" => std::arch::is_x86_feature_detected!("f16c"),
+            "popcnt" => std::arch::is_x86_feature_detected!("popcnt"),
+            _ => true,
+        };
+        let missing = missing_features(FAISS_X86_FLAGS.unwrap_or(""), has);
+        if !missing.is_empty() {
+            return Err(IndexError::Invalid(format!(
+                "this build's FAISS uses {} instructions, which this CPU lacks: set \
+                 CXXFLAGS_x86_64_unknown_linux_gnu to \"\" in .cargo/config.toml (FAISS's \
+                 generic kernels), run scripts/setup.sh (it makes the next build recompile \
+                 FAISS) and rebuild",
+                missing.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn faiss_call(what: &'static str, code: i32) -> Result<(), IndexError> {
     if code == 0 {
         Ok(())
@@ -142,4 +182,25 @@ pub(crate) fn faiss_index_from_bytes(
         )));
     }
     Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_instruction_sets_the_cpu_lacks() {
+        let only_avx2 = |f: &str| f == "avx2";
+        let cases: [(&str, Vec<&str>); 4] = [
+            ("", vec![]),
+            ("-mavx2", vec![]),
+            ("-O2 -mavx2 -mfma -mf16c", vec!["fma", "f16c"]),
+            ("-mpopcnt", vec!["popcnt"]),
+        ];
+        for (flags, want) in cases {
+            assert_eq!(missing_features(flags, only_avx2), want, "{flags}");
+        }
+        // This machine runs what it built.
+        assert!(check_cpu().is_ok());
+    }
 }

@@ -33,8 +33,8 @@ use crate::derived::lifecycle::{
 use crate::derived::publish::{Manifest, Publisher};
 pub use crate::error::IndexError;
 pub(crate) use faiss_io::{
-    faiss_call, faiss_index_from_bytes, faiss_index_to_bytes, faiss_read_mem, faiss_search,
-    faiss_write_mem,
+    check_cpu, faiss_call, faiss_index_from_bytes, faiss_index_to_bytes, faiss_read_mem,
+    faiss_search, faiss_write_mem,
 };
 use hamming::{BinaryIvf, Encoder, EncoderKind, HammingIndex};
 use ivfpq::IvfPq;
