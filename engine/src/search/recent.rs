@@ -45,31 +45,34 @@ impl<T> Recent<T> {
         if kept.iter().any(|(k, _)| *k == key) {
             return;
         }
-        if kept.len() == KEEP {
-            kept.pop_front();
-        }
-        kept.push_back((key, value));
+        keep(&mut kept, key, value);
     }
 
-    /// The entry kept under `key`, else a new one made by `make` and kept.
+    /// The entry kept under `key`, else a new one made by `make` and kept (under one lock, so
+    /// concurrent callers share one entry).
     pub fn get_or_insert(&self, key: blake3::Hash, make: impl FnOnce() -> T) -> Arc<T> {
-        if let Some(found) = self.get(&key) {
-            return found;
+        let mut kept = self.kept.lock();
+        if let Some((_, found)) = kept.iter().find(|(k, _)| *k == key) {
+            self.found.fetch_add(1, Ordering::Relaxed);
+            return found.clone();
         }
         let value = Arc::new(make());
-        self.put(key, value.clone());
-        // Another caller may have kept one meanwhile: share that one.
-        self.kept
-            .lock()
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map_or(value, |(_, v)| v.clone())
+        keep(&mut kept, key, value.clone());
+        value
     }
 
     /// How many lookups found an entry.
     pub fn found(&self) -> u64 {
         self.found.load(Ordering::Relaxed)
     }
+}
+
+/// Appends an entry; the oldest makes room.
+fn keep<T>(kept: &mut VecDeque<(blake3::Hash, Arc<T>)>, key: blake3::Hash, value: Arc<T>) {
+    if kept.len() == KEEP {
+        kept.pop_front();
+    }
+    kept.push_back((key, value));
 }
 
 #[cfg(test)]
