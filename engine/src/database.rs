@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use imgvec_ingest::{decode, set_torch_threads, FileList};
 use imgvec_storage::lock::FolderLock;
@@ -31,6 +32,8 @@ pub struct Database {
     featurizer: Arc<Featurizer>,
     spaces: Arc<Spaces>,
     threads: usize,
+    /// Loads started by [`Database::preload`]; joined on drop.
+    preloads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Database {
@@ -81,7 +84,19 @@ impl Database {
             featurizer,
             spaces,
             threads,
+            preloads: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Starts loading, in the background, the derived files this handle's verified searches
+    /// read first (the voting and dense-window indexes of a pipeline with local features) and
+    /// returns at once. For a process that opens a database to search it: the loads overlap
+    /// each other and the queries' decoding and featurizing. Searches give the same results
+    /// with or without it; one that needs a structure still loading waits for it.
+    pub fn preload(&self) {
+        if let Some(t) = self.spaces.preload() {
+            self.preloads.lock().push(t);
+        }
     }
 
     /// A new, empty database in `dir` (absent or empty) that makes and scores rows exactly as
@@ -540,6 +555,9 @@ impl Drop for Database {
     /// A writer stops its background worker, then leaves the indexes current and saved, so the
     /// next handle (a read-only search, typically) loads them instead of rebuilding.
     fn drop(&mut self) {
+        for t in self.preloads.get_mut().drain(..) {
+            let _ = t.join();
+        }
         drop(self.maintenance.take());
         if self.store.mode() == OpenMode::ReadWrite {
             if let Err(e) = self

@@ -571,6 +571,12 @@ impl NativeDatabase {
         py.allow_threads(|| db.delete(&ids)).map_err(to_py)
     }
 
+    /// Starts loading the indexes verified searches read first, in the background.
+    fn preload(&self) -> PyResult<()> {
+        self.db()?.preload();
+        Ok(())
+    }
+
     /// Seals pending rows and merges segments without deleted rows (JSON report).
     fn compact(&self, py: Python<'_>) -> PyResult<String> {
         let db = self.db()?;

@@ -137,6 +137,15 @@ impl<T: Persisted> Slot<T> {
         T::build(store, snap)
     }
 
+    /// Loads the published file now if this handle has not yet, as a search's first use would
+    /// (without building or catching up, which stay with that use): run on another thread, it
+    /// moves the load off the search's path. A search that needs the structure meanwhile waits
+    /// for the load.
+    pub fn preload(&self, store: &Store) {
+        let mut st = self.state.write();
+        self.load_once(&mut st, store);
+    }
+
     /// Runs `f` on the structure brought up to `snap` for a search: loaded (or built, when
     /// there is none) and caught up with the rows above its watermark. Purging and retraining
     /// are left to [`Slot::refresh`]; deleted rows are the caller's to filter.

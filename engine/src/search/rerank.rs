@@ -92,6 +92,13 @@ impl RerankIndexes {
         self.dense.refresh(store, snap, save, purge_all)
     }
 
+    /// Loads the voting index's and then the dense-window index's published files, if this
+    /// handle has not yet (see [`Slot::preload`]).
+    pub fn preload(&self, store: &Store) {
+        self.local.preload(store);
+        self.dense.preload(store);
+    }
+
     /// What this handle holds of the voting and the dense-window index.
     pub fn status(&self) -> RerankStatus {
         RerankStatus {

@@ -72,6 +72,23 @@ impl Spaces {
         &self.examined
     }
 
+    /// Starts loading the re-rank indexes' published files (pipelines with local features) on a
+    /// thread and returns it: the files, the largest a verified search reads (about 2 GB at
+    /// 100,000 `robust` rows), then load beside the query's decoding and featurizing instead of
+    /// inside the first search. One after the other, as a search loads them: each load holds
+    /// its file's mapping and its copy at once, so two at a time would raise the peak memory.
+    pub fn preload(self: &Arc<Self>) -> Option<std::thread::JoinHandle<()>> {
+        self.featurizer.local()?;
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("imgvec-preload".into())
+            .spawn(move || me.rerank.preload(&me.store));
+        // Without a thread nothing is loaded ahead: the first search loads them, as always.
+        spawned
+            .inspect_err(|e| tracing::debug!("preloading: no thread: {e}"))
+            .ok()
+    }
+
     /// The pipeline's whitening, once the pipeline is known and asks for one.
     fn reducer(&self) -> Option<Arc<Reducer>> {
         let mut guard = self.reducer.lock();

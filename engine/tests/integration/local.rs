@@ -247,6 +247,34 @@ fn robust_verifies_and_finds_crops_occlusions_and_turns() {
     assert_eq!(status.voting.rows, Some(live + 1), "{status:?}");
     drop(ro);
 
+    // Preloading loads the same files before any search (in the background), builds nothing
+    // and changes no result.
+    let ro = read_only();
+    ro.preload();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while ro.rerank_status().dense.rows.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the preload never ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = ro.rerank_status();
+    assert_eq!(
+        (status.voting.builds, status.dense.builds),
+        (0, 0),
+        "{status:?}"
+    );
+    assert_eq!(status.voting.rows, Some(live + 1), "{status:?}");
+    assert_eq!(status.dense.rows, Some(live), "{status:?}");
+    let preloaded: Vec<_> = ro
+        .search_batch(probe.clone(), &opts)
+        .into_iter()
+        .map(|r| summary(&r.unwrap()))
+        .collect();
+    assert_eq!(before, preloaded);
+    drop(ro);
+
     // A damaged voting file and a missing dense file are rebuilt, not trusted.
     let published = |kind: &str| -> PathBuf {
         let folder = dir.join("indexes").join(kind);

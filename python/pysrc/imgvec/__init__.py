@@ -432,6 +432,12 @@ class Database:
             wanted.append(int(rec["id"]))
         return [int(i) for i in self._native.delete(wanted)]
 
+    def preload(self) -> None:
+        """Starts loading, in the background, the indexes that verified searches (``robust``)
+        read first, and returns at once: a process that opens a database to search it loads them
+        while it reads and featurizes its first queries. Results are the same without it."""
+        self._native.preload()
+
     def compact(self) -> Dict[str, Any]:
         """Seals pending rows and rewrites segments without deleted rows."""
         return dict(json.loads(self._native.compact()))

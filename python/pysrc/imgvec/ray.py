@@ -153,6 +153,7 @@ class ShardReader:
     def __init__(self, path: str, threads: Optional[int]) -> None:
         self.path = path
         self.db = Database(path, read_only=True, create=False, threads=threads or os.cpu_count())
+        self.db.preload()
 
     def describe(self) -> Dict[str, Any]:
         info = self.db.info()

@@ -28,6 +28,9 @@ pub(crate) fn run(args: SearchArgs, mut open: OpenOptions) -> CliResult {
     let mut items = query_items(&args)?;
     open.read_only = true;
     let db = Database::open(&args.db, open)?;
+    if opts.verify.shortlist != Some(0) {
+        db.preload();
+    }
     warn_no_ops(&db, &opts);
     for item in &mut items {
         if let Query::Id(id) = item.query {

@@ -15,6 +15,8 @@ pub(crate) fn run(args: ServeArgs, mut open: OpenOptions) -> CliResult {
     open.read_only = !args.allow_writes;
     open.create = false;
     let db = Database::open(&args.db, open)?;
+    // The first search from the page should not wait for the indexes' load.
+    db.preload();
     let opts = imgvec_serve::ServeOptions {
         bind: args.bind,
         allow_writes: args.allow_writes,
