@@ -91,7 +91,7 @@ impl Database {
     /// Starts loading, in the background, the derived files this handle's verified searches
     /// read first (the voting and dense-window indexes of a pipeline with local features) and
     /// returns at once. For a process that opens a database to search it: the loads overlap
-    /// each other and the queries' decoding and featurizing. Searches give the same results
+    /// the queries' decoding and featurizing. Searches give the same results
     /// with or without it; one that needs a structure still loading waits for it.
     pub fn preload(&self) {
         if let Some(t) = self.spaces.preload() {

@@ -10,6 +10,9 @@ use std::sync::Arc;
 
 use crate::error::{Result, StorageError};
 
+/// How long a taken lock is waited for before it counts as held by another process.
+const TRANSIENT_HOLD: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Held while alive; shared (`Arc`) between a reindex and the old store it opens.
 #[derive(Debug)]
 pub struct FolderLock {
@@ -18,20 +21,26 @@ pub struct FolderLock {
 }
 
 impl FolderLock {
-    /// Takes the lock on the existing folder `dir`, or reports `Locked` at once.
+    /// Takes the lock on the existing folder `dir`, or reports `Locked` once it has stayed
+    /// taken for [`TRANSIENT_HOLD`]: a process that forks while holding the lock (to run a
+    /// child program) shares the descriptor with the child until the child's `exec` closes it,
+    /// so a handle that closes and reopens can meet its own lock for that moment.
     pub fn acquire(dir: &Path) -> Result<Arc<FolderLock>> {
         let file = File::open(dir).map_err(|e| StorageError::io(dir, e))?;
+        let deadline = std::time::Instant::now() + TRANSIENT_HOLD;
         // SAFETY: `flock` on a descriptor this function owns.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let e = std::io::Error::last_os_error();
-            return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
-                StorageError::Locked {
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(StorageError::io(dir, e));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(StorageError::Locked {
                     path: dir.to_path_buf(),
                     holder: holder_of(&file),
-                }
-            } else {
-                StorageError::io(dir, e)
-            });
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
         Ok(Arc::new(FolderLock {
             _file: file,

@@ -119,6 +119,17 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// A writer flushes the metadata memtables as it closes: what they held is then in table files,
+/// so the next open, every search process's, has no RocksDB log to read and replay (60 MB at
+/// 100,000 `robust` rows, and as much memory).
+impl Drop for Store {
+    fn drop(&mut self) {
+        if self.opts.mode == OpenMode::ReadWrite {
+            self.flush_memtables();
+        }
+    }
+}
+
 impl Store {
     pub fn open(dir: &Path, mode: OpenMode) -> Result<Store> {
         Store::open_with(dir, StoreOptions::new(mode))
@@ -320,16 +331,23 @@ impl Store {
     /// Memtables are flushed first, so RocksDB's log files, which hold every write until
     /// then, are released too.
     fn reclaim_all(&self) {
+        self.flush_memtables();
+        self.db.compact_range(None::<&[u8]>, None::<&[u8]>);
+        for cf in COLUMN_FAMILIES {
+            self.reclaim(cf, None, None);
+        }
+    }
+
+    /// Writes every column family's memtable to table files (and waits), so RocksDB's log
+    /// files, which hold every write until then, are released. Failures are logged: the rows
+    /// are durable in the logs either way.
+    fn flush_memtables(&self) {
         let flushed = COLUMN_FAMILIES.iter().try_for_each(|name| {
             let cf = self.cf(name)?;
             self.db.flush_cf(cf).map_err(|e| self.meta_err(e))
         });
         if let Err(e) = flushed.and_then(|()| self.db.flush().map_err(|e| self.meta_err(e))) {
             tracing::warn!("flushing the metadata memtables: {e}");
-        }
-        self.db.compact_range(None::<&[u8]>, None::<&[u8]>);
-        for cf in COLUMN_FAMILIES {
-            self.reclaim(cf, None, None);
         }
     }
 

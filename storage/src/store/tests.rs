@@ -279,6 +279,33 @@ fn flush_and_compact_reclaim_deleted_metadata() {
     );
 }
 
+/// A writer's close flushes the metadata memtables: RocksDB's logs are left empty, so a later
+/// open (a search process's) has nothing to replay, and every row is still there.
+#[test]
+fn a_writers_close_leaves_no_log_to_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let logs = || -> u64 {
+        std::fs::read_dir(db.join(META_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum()
+    };
+    let store = Store::open_with(&db, small(OpenMode::ReadWrite)).unwrap();
+    let rows: Vec<NewRow> = (0..5).map(|i| row(&format!("/l{i}"), i, 0.5)).collect();
+    store.commit(rows).unwrap();
+    assert!(
+        logs() > 0,
+        "the commit is in RocksDB's log while the writer is open"
+    );
+    drop(store);
+    assert_eq!(logs(), 0, "log bytes left after the writer closed");
+    let ro = Store::open(&db, OpenMode::ReadOnly).unwrap();
+    assert_eq!(ro.records().unwrap().len(), 5);
+}
+
 #[test]
 fn lock_conflicts_are_told_from_other_failures() {
     // (RocksDB's message, a lock conflict)
