@@ -32,6 +32,18 @@ fn summary(hits: &[Hit]) -> Vec<(u64, Option<usize>)> {
     hits.iter().map(|h| (h.id, h.inliers)).collect()
 }
 
+/// Each query's [`summary`] from one batch search of `db`.
+fn summaries(
+    db: &Database,
+    queries: &[Query],
+    opts: &SearchOptions,
+) -> Vec<Vec<(u64, Option<usize>)>> {
+    db.search_batch(queries.to_vec(), opts)
+        .into_iter()
+        .map(|r| summary(&r.unwrap()))
+        .collect()
+}
+
 #[test]
 fn robust_verifies_and_finds_crops_occlusions_and_turns() {
     let data = datasets().join("instances-dev");
@@ -203,17 +215,9 @@ fn robust_verifies_and_finds_crops_occlusions_and_turns() {
 
     // Compaction moves the local features into the merged segment; results stay the same.
     let probe: Vec<Query> = queries.iter().take(8).cloned().collect();
-    let before: Vec<_> = db
-        .search_batch(probe.clone(), &opts)
-        .into_iter()
-        .map(|r| summary(&r.unwrap()))
-        .collect();
+    let before = summaries(&db, &probe, &opts);
     db.compact().unwrap();
-    let after: Vec<_> = db
-        .search_batch(probe.clone(), &opts)
-        .into_iter()
-        .map(|r| summary(&r.unwrap()))
-        .collect();
+    let after = summaries(&db, &probe, &opts);
     assert_eq!(before, after);
     drop(db);
 
@@ -227,11 +231,7 @@ fn robust_verifies_and_finds_crops_occlusions_and_turns() {
         Database::open(&dir, opts).unwrap()
     };
     let ro = read_only();
-    let again: Vec<_> = ro
-        .search_batch(probe.clone(), &opts)
-        .into_iter()
-        .map(|r| summary(&r.unwrap()))
-        .collect();
+    let again = summaries(&ro, &probe, &opts);
     assert_eq!(before, again);
     let status = ro.rerank_status();
     let live = ro.info().unwrap().stats.live_rows as usize;
@@ -267,11 +267,7 @@ fn robust_verifies_and_finds_crops_occlusions_and_turns() {
     );
     assert_eq!(status.voting.rows, Some(live + 1), "{status:?}");
     assert_eq!(status.dense.rows, Some(live), "{status:?}");
-    let preloaded: Vec<_> = ro
-        .search_batch(probe.clone(), &opts)
-        .into_iter()
-        .map(|r| summary(&r.unwrap()))
-        .collect();
+    let preloaded = summaries(&ro, &probe, &opts);
     assert_eq!(before, preloaded);
     drop(ro);
 
@@ -292,11 +288,7 @@ fn robust_verifies_and_finds_crops_occlusions_and_turns() {
     std::fs::write(&voting, bytes).unwrap();
     std::fs::remove_file(published("dense")).unwrap();
     let ro = read_only();
-    let rebuilt: Vec<_> = ro
-        .search_batch(probe, &opts)
-        .into_iter()
-        .map(|r| summary(&r.unwrap()))
-        .collect();
+    let rebuilt = summaries(&ro, &probe, &opts);
     assert_eq!(before, rebuilt);
     let status = ro.rerank_status();
     assert_eq!(
