@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use image::RgbImage;
 use imgvec_storage::{Snapshot, Store};
 
-use crate::derived::artifact::Kind;
+use crate::derived::artifact::{Body, Kind};
 use crate::error::{Error, IndexError, Result};
 use crate::index::knn::{Knn, KnnShape, EXACT_FACTORY};
 use crate::index::rows::KnnRows;
@@ -534,6 +534,14 @@ impl crate::derived::slot::Persisted for DenseIndex {
         KnnRows::purges_in_place(self)
     }
 
+    fn in_place(&self) -> bool {
+        KnnRows::in_place(self)
+    }
+
+    fn outdated(&self) -> bool {
+        KnnRows::outdated(self)
+    }
+
     fn purge(&mut self, snap: &Snapshot) -> Result<()> {
         Ok(KnnRows::purge(self, snap)?)
     }
@@ -548,8 +556,8 @@ impl crate::derived::slot::Persisted for DenseIndex {
         })
     }
 
-    fn from_bytes(body: &[u8]) -> std::result::Result<Self, IndexError> {
-        KnnRows::decode(body, CELL_DIMS, |r| {
+    fn from_body(body: Body) -> std::result::Result<Self, IndexError> {
+        KnnRows::decode(&body, CELL_DIMS, |r| {
             let dims = r.u32()?;
             let (w, h) = ((dims & 0xffff) as u16, (dims >> 16) as u16);
             let data = r.take(w as usize * h as usize)?.to_vec();
@@ -711,7 +719,7 @@ mod tests {
         assert!(index.knn.len() > 12 * 100, "{} windows", index.knn.len());
         // The persisted form reads back to the same answers.
         use crate::derived::slot::Persisted;
-        let back = DenseIndex::from_bytes(&index.to_bytes().unwrap()).unwrap();
+        let back = DenseIndex::from_body(Body::copied(&index.to_bytes().unwrap())).unwrap();
         assert_eq!(back.scores(&query).unwrap().top(3, &|_| true), found);
         assert_eq!(
             back.plane(107).map(|p| p.data),

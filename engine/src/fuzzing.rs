@@ -7,7 +7,7 @@
 use imgvec_storage::ImageRecord;
 
 use crate::dense::DenseIndex;
-use crate::derived::artifact::{self, Kind};
+use crate::derived::artifact::{self, Body, Kind};
 use crate::derived::slot::Persisted;
 use crate::derived::view_file;
 use crate::index::hamming::{BinaryIvf, HammingIndex};
@@ -55,8 +55,8 @@ pub fn derived_body(kind: u8, body: &[u8]) -> bool {
             .map(|w| w.apply(&vec![0.5; w.dims_in]))
             .is_some(),
         Kind::Vlad => Vlad::from_bytes(body).is_some(),
-        Kind::Voting => <LocalIndex as Persisted>::from_bytes(body).is_ok(),
-        Kind::Dense => <DenseIndex as Persisted>::from_bytes(body).is_ok(),
+        Kind::Voting => <LocalIndex as Persisted>::from_body(Body::copied(body)).is_ok(),
+        Kind::Dense => <DenseIndex as Persisted>::from_body(Body::copied(body)).is_ok(),
         Kind::View => {
             // The header's own projection and width, so the parser goes past its first check.
             let word = |at: usize| {

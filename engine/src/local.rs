@@ -22,7 +22,7 @@ use imgvec_ingest::sift::{LocalFeatures, PackedFeatures, SiftParams, DESCRIPTOR_
 use imgvec_storage::{Snapshot, Store};
 use serde::{Deserialize, Serialize};
 
-use crate::derived::artifact::Kind;
+use crate::derived::artifact::{Body, Kind};
 use crate::error::{Error, IndexError, Result};
 use crate::exact;
 use crate::index::knn::{knn_lists, Knn, KnnShape, EXACT_FACTORY};
@@ -310,6 +310,14 @@ impl crate::derived::slot::Persisted for LocalIndex {
         KnnRows::purges_in_place(self)
     }
 
+    fn in_place(&self) -> bool {
+        KnnRows::in_place(self)
+    }
+
+    fn outdated(&self) -> bool {
+        KnnRows::outdated(self)
+    }
+
     fn purge(&mut self, snap: &Snapshot) -> Result<()> {
         Ok(KnnRows::purge(self, snap)?)
     }
@@ -319,8 +327,8 @@ impl crate::derived::slot::Persisted for LocalIndex {
         KnnRows::encode(self, |n, out| out.extend_from_slice(&n.to_le_bytes()))
     }
 
-    fn from_bytes(body: &[u8]) -> std::result::Result<Self, IndexError> {
-        KnnRows::decode(body, DESCRIPTOR_LEN, |r| r.u32())
+    fn from_body(body: Body) -> std::result::Result<Self, IndexError> {
+        KnnRows::decode(&body, DESCRIPTOR_LEN, |r| r.u32())
     }
 }
 

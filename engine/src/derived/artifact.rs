@@ -15,6 +15,7 @@
 //! sees a whole file or none. Reading checks every header field and the CRC.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use imgvec_storage::{write_atomic, Vfs};
 
@@ -181,6 +182,112 @@ pub(crate) fn read_with<T>(
     let body = decode(kind, &bytes)
         .map_err(|e| IndexError::Invalid(format!("{}: {e}", path.display())))?;
     parse(body).map_err(|e| IndexError::Invalid(format!("{}: {e}", path.display())))
+}
+
+/// A derived file's body kept where it lies: the file's read-only mapping (or, for bodies made
+/// in memory, an aligned heap copy), shared by what is read from it. Structures whose bulk is
+/// searched in place (the voting and dense-window lists, `index::knn_lists`) hold one for as
+/// long as they use it; the rest parse [`Body::bytes`] and let it go.
+#[derive(Clone)]
+pub(crate) struct Body {
+    backing: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    start: usize,
+    end: usize,
+}
+
+impl Body {
+    /// `bytes` copied into memory aligned as a mapping is (page size), for bodies not read from
+    /// a file (tests, formats converted in memory).
+    pub fn copied(bytes: &[u8]) -> Body {
+        let backing = Arc::new(Aligned::copy_of(bytes));
+        Body {
+            backing,
+            start: 0,
+            end: bytes.len(),
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &(*self.backing).as_ref()[self.start..self.end]
+    }
+
+    /// The part `range` of this body (relative to its start), sharing its memory.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Body {
+        assert!(range.start <= range.end && range.end <= self.end - self.start);
+        Body {
+            backing: self.backing.clone(),
+            start: self.start + range.start,
+            end: self.start + range.end,
+        }
+    }
+}
+
+/// Heap bytes aligned to 4,096 (as a mapping's start is).
+struct Aligned {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: `Aligned` owns its allocation and only hands out shared slices of it.
+unsafe impl Send for Aligned {}
+// SAFETY: as above; nothing mutates the bytes after `copy_of`.
+unsafe impl Sync for Aligned {}
+
+impl Aligned {
+    const ALIGN: usize = 4096;
+
+    fn layout(len: usize) -> std::alloc::Layout {
+        std::alloc::Layout::from_size_align(len.max(1), Self::ALIGN).expect("valid layout")
+    }
+
+    fn copy_of(bytes: &[u8]) -> Aligned {
+        let layout = Self::layout(bytes.len());
+        // SAFETY: the layout has a nonzero size; the copy writes `bytes.len()` bytes into the
+        // new allocation of at least that size.
+        unsafe {
+            let raw = std::alloc::alloc(layout);
+            let Some(ptr) = std::ptr::NonNull::new(raw) else {
+                std::alloc::handle_alloc_error(layout)
+            };
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr.as_ptr(), bytes.len());
+            Aligned {
+                ptr,
+                len: bytes.len(),
+            }
+        }
+    }
+}
+
+impl AsRef<[u8]> for Aligned {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `ptr` holds `len` initialised bytes for as long as `self` lives.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `copy_of` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.len)) }
+    }
+}
+
+/// A derived file of `kind`, its header and CRC checked, its body mapped ([`Body`]).
+pub(crate) fn read_body(path: &Path, kind: Kind) -> Result<Body, IndexError> {
+    let file = std::fs::File::open(path)?;
+    // SAFETY: as in `read_with`; the mapping lives as long as the last `Body` holding it.
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    let _ = map.advise(memmap2::Advice::Sequential);
+    let len = decode(kind, &map)
+        .map_err(|e| IndexError::Invalid(format!("{}: {e}", path.display())))?
+        .len();
+    // What is kept is searched list by list, not read front to back.
+    let _ = map.advise(memmap2::Advice::Normal);
+    Ok(Body {
+        backing: Arc::new(map),
+        start: HEADER_LEN,
+        end: HEADER_LEN + len,
+    })
 }
 
 /// Reads a body's little-endian fields front to back.

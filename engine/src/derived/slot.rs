@@ -13,7 +13,7 @@ use imgvec_storage::{OpenMode, Snapshot, Store};
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use serde::{Deserialize, Serialize};
 
-use super::artifact::{self, Kind};
+use super::artifact::{self, Body, Kind};
 use super::lifecycle::{plan, Collection, Derived, Plan};
 use super::publish::{Manifest, Publisher};
 use crate::error::{IndexError, Result};
@@ -34,7 +34,12 @@ pub(crate) trait Persisted: Derived + Sized {
     /// Drops the rows `snap` no longer holds.
     fn purge(&mut self, snap: &Snapshot) -> Result<()>;
     fn to_bytes(&self) -> std::result::Result<Vec<u8>, IndexError>;
-    fn from_bytes(body: &[u8]) -> std::result::Result<Self, IndexError>;
+    /// Reads what `to_bytes` wrote, from the file's mapped body (which it may keep).
+    fn from_body(body: Body) -> std::result::Result<Self, IndexError>;
+    /// Whether its bulk is used where it lies in the mapped file (not copied into memory).
+    fn in_place(&self) -> bool;
+    /// Whether it was read from an older layout that a writer rewrites in the current one.
+    fn outdated(&self) -> bool;
 }
 
 /// What a handle holds of one persisted structure (`imgvec info`, tests).
@@ -48,6 +53,8 @@ pub struct DerivedStatus {
     pub watermark: Option<u64>,
     /// Bytes of its published file.
     pub bytes_on_disk: u64,
+    /// Whether it is searched where it lies in the mapped file, not in a copy.
+    pub in_place: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -109,6 +116,7 @@ impl<T: Persisted> Slot<T> {
             rows: st.value.as_ref().map(|v| v.rows()),
             watermark: st.value.as_ref().map(|v| v.watermark()),
             bytes_on_disk: self.publisher.bytes_on_disk(),
+            in_place: st.value.as_ref().is_some_and(|v| v.in_place()),
         }
     }
 
@@ -122,8 +130,16 @@ impl<T: Persisted> Slot<T> {
         if let Some(p) = published {
             if let Some(file) = &p.file {
                 let path = self.publisher.path(file);
-                match artifact::read_with(&path, T::KIND, T::from_bytes) {
-                    Ok(v) => st.value = Some(v),
+                let read = artifact::read_body(&path, T::KIND).and_then(|body| {
+                    T::from_body(body)
+                        .map_err(|e| IndexError::Invalid(format!("{}: {e}", path.display())))
+                });
+                match read {
+                    Ok(v) => {
+                        // A writer's next refresh saves it in the current layout.
+                        st.changed = v.outdated();
+                        st.value = Some(v);
+                    }
                     Err(e) => tracing::warn!("{e}; {} will be rebuilt", T::NAME),
                 }
             }

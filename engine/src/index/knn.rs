@@ -5,7 +5,8 @@
 
 use faiss::{Idx, Index, MetricType};
 
-use super::{faiss_index_from_bytes, faiss_index_to_bytes, faiss_search, IndexError};
+use super::{faiss_index_from_bytes, faiss_index_to_bytes, faiss_search, mapped_lists, IndexError};
+use crate::derived::artifact::Body;
 
 /// The exact layout, used while a structure is small.
 pub(crate) const EXACT_FACTORY: &str = "IDMap,Flat";
@@ -47,6 +48,11 @@ pub(crate) fn knn_lists(factory: &str) -> usize {
 
 pub(crate) struct Knn {
     index: faiss::index::IndexImpl,
+    /// The memory the index's inverted lists lie in when it was read from a file
+    /// (`mapped_lists`); declared after `index`, so it outlives it.
+    lists: Option<Body>,
+    /// Read from FAISS's whole serialisation of an IVF index ([`Knn::outdated`]).
+    read_whole: bool,
     pub factory: String,
     pub dims: usize,
     pub nlist: usize,
@@ -62,6 +68,8 @@ impl Knn {
         }
         Ok(Knn {
             index,
+            lists: None,
+            read_whole: false,
             factory: factory.to_string(),
             dims,
             nlist,
@@ -72,6 +80,10 @@ impl Knn {
     pub fn add(&mut self, ids: &[u64], vectors: &[f32]) -> Result<(), IndexError> {
         if ids.is_empty() {
             return Ok(());
+        }
+        if self.lists.is_some() {
+            mapped_lists::own_lists(&mut self.index)?;
+            self.lists = None;
         }
         let idx: Vec<Idx> = ids.iter().map(|&i| Idx::new(i)).collect();
         self.index.add_with_ids(vectors, &idx)?;
@@ -120,18 +132,37 @@ impl Knn {
             .collect())
     }
 
-    /// The index as bytes: factory length (u32 LE), factory, FAISS's serialisation.
-    pub fn to_bytes(&self) -> Result<Vec<u8>, IndexError> {
-        let faiss = faiss_index_to_bytes("write kNN index", &self.index)?;
-        let mut out = Vec::with_capacity(4 + self.factory.len() + faiss.len());
-        out.extend_from_slice(&(self.factory.len() as u32).to_le_bytes());
-        out.extend_from_slice(self.factory.as_bytes());
-        out.extend_from_slice(&faiss);
-        Ok(out)
+    /// Whether the index searches its lists where they lie in a mapped file (see
+    /// `mapped_lists`), not in copies of its own.
+    pub fn lists_in_place(&self) -> bool {
+        self.lists.is_some() && mapped_lists::borrowed(&self.index)
     }
 
-    /// Reads what [`Knn::to_bytes`] wrote (all of `bytes`).
-    pub fn from_bytes(bytes: &[u8], dims: usize) -> Result<Knn, IndexError> {
+    /// Whether this IVF index was read from FAISS's whole serialisation (files written before
+    /// the lists layout), so its lists were copied.
+    pub fn outdated(&self) -> bool {
+        self.read_whole
+    }
+
+    /// Appends the index to `out`, whose first byte (`out[0]`) will lie at file offset `at`: factory
+    /// length (u32 LE), factory, then the lists layout of `mapped_lists` for IVF layouts, FAISS's
+    /// serialisation for the exact one.
+    pub fn write(&self, out: &mut Vec<u8>, at: usize) -> Result<(), IndexError> {
+        out.extend_from_slice(&(self.factory.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.factory.as_bytes());
+        if mapped_lists::is_fast_scan_ivf(&self.index) {
+            mapped_lists::write(&self.index, out, at)
+        } else {
+            out.extend(faiss_index_to_bytes("write kNN index", &self.index)?);
+            Ok(())
+        }
+    }
+
+    /// Reads what [`Knn::write`] wrote (all of `body`); an IVF layout searches its lists in
+    /// `body`'s memory (held by the `Knn`). Files written before the lists layout (FAISS's whole
+    /// serialisation) are read too, into FAISS's own lists.
+    pub fn read(body: &Body, dims: usize) -> Result<Knn, IndexError> {
+        let bytes = body.bytes();
         let bad = |what: &str| IndexError::Invalid(format!("kNN index: {what}"));
         let flen = bytes
             .get(..4)
@@ -142,10 +173,20 @@ impl Knn {
             .and_then(|f| std::str::from_utf8(f).ok())
             .ok_or_else(|| bad("bad factory string"))?
             .to_string();
-        let index = faiss_index_from_bytes("read kNN index", &bytes[4 + flen..], Some(dims))?;
+        let rest = body.slice(4 + flen..bytes.len());
+        let (index, lists) = if rest.bytes().starts_with(mapped_lists::MAGIC) {
+            let (index, lists) = mapped_lists::read(&rest, dims)?;
+            (index, Some(lists))
+        } else {
+            let index = faiss_index_from_bytes("read kNN index", rest.bytes(), Some(dims))?;
+            (index, None)
+        };
+        let nlist = knn_lists(&factory);
         Ok(Knn {
             index,
-            nlist: knn_lists(&factory),
+            read_whole: lists.is_none() && nlist > 1,
+            lists,
+            nlist,
             factory,
             dims,
         })
@@ -170,6 +211,14 @@ mod tests {
             out.extend(row.iter().map(|v| v / norm));
         }
         out
+    }
+
+    /// `knn` written at a file offset that is not a multiple of 64 and read back (its lists
+    /// then copied into aligned memory).
+    fn round_trip(knn: &Knn, dims: usize) -> Result<Knn, IndexError> {
+        let mut out = vec![0u8; 5];
+        knn.write(&mut out, 32)?;
+        Knn::read(&Body::copied(&out).slice(5..out.len()), dims)
     }
 
     #[test]
@@ -204,13 +253,13 @@ mod tests {
                 .filter(|&q| found[q * 3].map(|f| f.0) == Some(ids[q]))
                 .count();
             assert!(own >= 95, "{factory}: {own} of 100 find their own row");
-            let back = Knn::from_bytes(&knn.to_bytes().unwrap(), dims).unwrap();
+            let back = round_trip(&knn, dims).unwrap();
             assert_eq!(
                 (back.len(), back.nlist, back.factory.clone()),
                 (n, knn.nlist, knn.factory.clone())
             );
             assert_eq!(back.search(queries, 3, 64).unwrap(), found);
-            assert!(Knn::from_bytes(&knn.to_bytes().unwrap(), dims + 1).is_err());
+            assert!(round_trip(&knn, dims + 1).is_err());
             // Removing a row drops all four of its vectors, where the layout can.
             assert_eq!(knn.removes_in_place(), factory == "IDMap,Flat");
             if knn.removes_in_place() {
@@ -219,5 +268,61 @@ mod tests {
                 assert!(again.iter().flatten().all(|(id, _)| *id != 10));
             }
         }
+    }
+
+    #[test]
+    fn ivf_lists_are_searched_where_they_lie_until_rows_are_added() {
+        let dims = 32;
+        let n = 12_000;
+        let data = unit_rows(n + 400, dims, 5);
+        let ids: Vec<u64> = (0..n as u64 + 400).map(|i| 1 + i / 4).collect();
+        let mut knn = Knn::train(dims, "IVF64,PQ16x4fs", &data[..n * dims]).unwrap();
+        knn.add(&ids[..n], &data[..n * dims]).unwrap();
+        assert!(!knn.lists_in_place());
+        let queries = &data[..dims * 50];
+        let found = knn.search(queries, 5, 8).unwrap();
+
+        // Written at a file offset the lists align to: read in place, same answers.
+        let mut out = Vec::new();
+        knn.write(&mut out, 0).unwrap();
+        let body = Body::copied(&out);
+        let mut back = Knn::read(&body, dims).unwrap();
+        assert!(back.lists_in_place());
+        assert_eq!(back.len(), n);
+        assert_eq!(back.search(queries, 5, 8).unwrap(), found);
+        // Read again and written again: the same bytes.
+        let mut again = Vec::new();
+        back.write(&mut again, 0).unwrap();
+        assert!(again == out, "a re-written index differs");
+
+        // Adding copies the lists first: the same answers as the index never written, and the
+        // new rows are found.
+        back.add(&ids[n..], &data[n * dims..]).unwrap();
+        assert!(!back.lists_in_place());
+        drop(body);
+        knn.add(&ids[n..], &data[n * dims..]).unwrap();
+        assert_eq!(back.len(), n + 400);
+        assert_eq!(
+            back.search(queries, 5, 8).unwrap(),
+            knn.search(queries, 5, 8).unwrap()
+        );
+        let added = back
+            .search(&data[n * dims..(n + 50) * dims], 1, 64)
+            .unwrap();
+        let own = (0..50)
+            .filter(|&q| added[q].map(|f| f.0) == Some(ids[n + q]))
+            .count();
+        assert!(own >= 45, "{own} of 50 added rows find themselves");
+
+        // Lists cut short or longer than their sizes say are refused.
+        for len in [out.len() - 1, out.len() - 9, out.len() / 2] {
+            assert!(
+                Knn::read(&Body::copied(&out[..len]), dims).is_err(),
+                "{len}"
+            );
+        }
+        let mut longer = out.clone();
+        longer.extend_from_slice(&[0; 8]);
+        assert!(Knn::read(&Body::copied(&longer), dims).is_err());
     }
 }

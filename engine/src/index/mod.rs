@@ -16,6 +16,7 @@ pub(crate) mod faiss_io;
 pub mod hamming;
 pub mod ivfpq;
 pub(crate) mod knn;
+pub(crate) mod mapped_lists;
 pub(crate) mod rows;
 
 use std::collections::HashSet;

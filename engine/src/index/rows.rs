@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use imgvec_storage::Snapshot;
 
 use super::knn::{knn_lists, Knn, KnnShape};
-use crate::derived::artifact::Reader;
+use crate::derived::artifact::{Body, Reader, HEADER_LEN};
 use crate::derived::lifecycle::Derived;
 use crate::error::IndexError;
 
@@ -49,6 +49,17 @@ impl<R> KnnRows<R> {
         }
     }
 
+    /// Whether its kNN lists are searched where they lie in the mapped file.
+    pub(crate) fn in_place(&self) -> bool {
+        self.knn.lists_in_place()
+    }
+
+    /// Whether its kNN index was read from FAISS's whole serialisation, which the lists layout
+    /// replaced for IVF indexes (see [`Knn::read`]).
+    pub(crate) fn outdated(&self) -> bool {
+        self.knn.outdated()
+    }
+
     /// Whether [`KnnRows::purge`] works (see [`Knn::removes_in_place`]).
     pub(crate) fn purges_in_place(&self) -> bool {
         self.knn.removes_in_place()
@@ -70,7 +81,8 @@ impl<R> KnnRows<R> {
     }
 
     /// Watermark, trained-on rows and the row count (u64 each), each row (its id, u64, then
-    /// what `write` gives; by id), then the kNN index ([`Knn::to_bytes`]).
+    /// what `write` gives; by id), then the kNN index ([`Knn::write`]; the body starts at file
+    /// offset `artifact::HEADER_LEN`).
     pub(crate) fn encode(&self, write: impl Fn(&R, &mut Vec<u8>)) -> Result<Vec<u8>, IndexError> {
         let mut out = Vec::new();
         for w in [self.watermark, self.trained_on, self.rows.len() as u64] {
@@ -80,25 +92,26 @@ impl<R> KnnRows<R> {
             out.extend_from_slice(&id.to_le_bytes());
             write(r, &mut out);
         }
-        out.extend(self.knn.to_bytes()?);
+        self.knn.write(&mut out, HEADER_LEN)?;
         Ok(out)
     }
 
     /// Reads what [`KnnRows::encode`] wrote; `read` reads one row's record.
     pub(crate) fn decode(
-        body: &[u8],
+        body: &Body,
         dims: usize,
         read: impl Fn(&mut Reader) -> Result<R, IndexError>,
     ) -> Result<KnnRows<R>, IndexError> {
-        let mut r = Reader::new(body);
+        let mut r = Reader::new(body.bytes());
         let (watermark, trained_on, n) = (r.u64()?, r.u64()?, r.u64()?);
         let mut rows = BTreeMap::new();
         for _ in 0..n {
             let id = r.u64()?;
             rows.insert(id, read(&mut r)?);
         }
+        let knn_at = body.bytes().len() - r.rest().len();
         Ok(KnnRows {
-            knn: Knn::from_bytes(r.rest(), dims)?,
+            knn: Knn::read(&body.slice(knn_at..body.bytes().len()), dims)?,
             rows,
             watermark,
             trained_on,

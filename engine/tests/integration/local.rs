@@ -245,6 +245,12 @@ fn robust_verifies_and_finds_crops_occlusions_and_turns() {
     // search, until deleted rows pass a quarter of it.
     assert_eq!(status.dense.rows, Some(live), "{status:?}");
     assert_eq!(status.voting.rows, Some(live + 1), "{status:?}");
+    // The voting lists are searched where they lie in the mapped file, not copied; the exact
+    // dense windows are read into memory.
+    assert!(
+        status.voting.in_place && !status.dense.in_place,
+        "{status:?}"
+    );
     drop(ro);
 
     // Preloading loads the same files before any search (in the background), builds nothing

@@ -1,0 +1,201 @@
+// The inverted lists of a FAISS fast-scan IVF index (the voting and dense-window indexes) kept
+// where they lie: in a mapped derived file, instead of FAISS's reader copying every list into
+// its own memory on each open (docs/FORMAT.md, "kNN lists"). Called from
+// engine/src/index/lists.rs; every function catches what FAISS throws and returns nonzero,
+// with the message left for imgvec_lists_last_error.
+
+#include <faiss/IndexIVFFastScan.h>
+#include <faiss/IndexIVFPQFastScan.h>
+#include <faiss/impl/CodePacker.h>
+#include <faiss/impl/FaissException.h>
+#include <faiss/index_io.h>
+#include <faiss/invlists/BlockInvertedLists.h>
+#include <faiss/invlists/InvertedLists.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace {
+
+thread_local std::string last_error;
+
+template <typename F>
+int guarded(F f) {
+    try {
+        f();
+        return 0;
+    } catch (const std::exception& e) {
+        last_error = e.what();
+    } catch (...) {
+        last_error = "unknown C++ exception";
+    }
+    return -1;
+}
+
+faiss::IndexIVFFastScan* fast_scan(const void* index) {
+    auto* ivf = dynamic_cast<faiss::IndexIVFFastScan*>(
+            reinterpret_cast<faiss::Index*>(const_cast<void*>(index)));
+    FAISS_THROW_IF_NOT_MSG(ivf, "not a fast-scan IVF index");
+    return ivf;
+}
+
+/// Lists whose ids and codes lie in memory the caller owns and keeps alive (a mapped file).
+/// Read-only: FAISS's add paths refuse them (imgvec_ivf_own_lists copies them first).
+struct BorrowedLists : faiss::ReadOnlyInvertedLists {
+    std::vector<size_t> sizes;
+    std::vector<const uint8_t*> codes;
+    std::vector<const faiss::idx_t*> ids;
+
+    explicit BorrowedLists(size_t nlist)
+            : ReadOnlyInvertedLists(nlist, faiss::InvertedLists::INVALID_CODE_SIZE),
+              sizes(nlist),
+              codes(nlist),
+              ids(nlist) {}
+
+    size_t list_size(size_t list_no) const override {
+        return sizes[list_no];
+    }
+    const uint8_t* get_codes(size_t list_no) const override {
+        return codes[list_no];
+    }
+    const faiss::idx_t* get_ids(size_t list_no) const override {
+        return ids[list_no];
+    }
+};
+
+struct Geometry {
+    size_t nlist, n_per_block, block_size;
+};
+
+Geometry geometry(const faiss::IndexIVFFastScan* ivf) {
+    std::unique_ptr<faiss::CodePacker> packer(ivf->get_CodePacker());
+    return {ivf->nlist, packer->nvec, packer->block_size};
+}
+
+size_t code_bytes(const Geometry& g, size_t n) {
+    return (n + g.n_per_block - 1) / g.n_per_block * g.block_size;
+}
+
+} // namespace
+
+extern "C" {
+
+const char* imgvec_lists_last_error() {
+    return last_error.c_str();
+}
+
+/// Lists, vectors a block and bytes a block of a fast-scan IVF index.
+int imgvec_ivf_geometry(
+        const void* index,
+        size_t* nlist,
+        size_t* n_per_block,
+        size_t* block_size) {
+    return guarded([&] {
+        Geometry g = geometry(fast_scan(index));
+        *nlist = g.nlist;
+        *n_per_block = g.n_per_block;
+        *block_size = g.block_size;
+    });
+}
+
+/// List `list_no`'s size and where its ids and (block-packed) codes lie.
+int imgvec_ivf_list(
+        const void* index,
+        size_t list_no,
+        size_t* n,
+        const int64_t** ids,
+        const uint8_t** codes) {
+    return guarded([&] {
+        const faiss::IndexIVFFastScan* ivf = fast_scan(index);
+        FAISS_THROW_IF_NOT(list_no < ivf->nlist);
+        *n = ivf->invlists->list_size(list_no);
+        *ids = ivf->invlists->get_ids(list_no);
+        *codes = ivf->invlists->get_codes(list_no);
+    });
+}
+
+/// Writes the index as FAISS does, with every list empty (quantisers, PQ tables, counts):
+/// a shallow copy is written, so searches running on `index` meanwhile are not disturbed.
+int imgvec_ivf_write_without_lists(const void* index, FILE* f) {
+    return guarded([&] {
+        auto* ivf = dynamic_cast<const faiss::IndexIVFPQFastScan*>(fast_scan(index));
+        FAISS_THROW_IF_NOT_MSG(ivf, "not an IVF-PQ fast-scan index");
+        Geometry g = geometry(ivf);
+        faiss::BlockInvertedLists empty(g.nlist, g.n_per_block, g.block_size);
+        faiss::IndexIVFPQFastScan copy(*ivf);
+        // The copy shares the quantiser and must not free it or the lists.
+        copy.own_fields = false;
+        copy.own_invlists = false;
+        copy.invlists = &empty;
+        faiss::write_index(&copy, f);
+    });
+}
+
+/// Makes `index` search lists that lie in the caller's memory: list i has sizes[i] vectors,
+/// their codes at codes[i] (32-byte aligned, block-packed, whole blocks) and ids at ids[i].
+/// The memory must outlive the index or the next imgvec_ivf_own_lists.
+int imgvec_ivf_borrow_lists(
+        void* index,
+        size_t nlist,
+        const size_t* sizes,
+        const uint8_t* const* codes,
+        const int64_t* const* ids) {
+    return guarded([&] {
+        faiss::IndexIVFFastScan* ivf = fast_scan(index);
+        FAISS_THROW_IF_NOT_MSG(nlist == ivf->nlist, "list count differs from the index's");
+        auto lists = std::make_unique<BorrowedLists>(nlist);
+        size_t total = 0;
+        for (size_t i = 0; i < nlist; i++) {
+            FAISS_THROW_IF_NOT_MSG(
+                    reinterpret_cast<uintptr_t>(codes[i]) % 32 == 0,
+                    "list codes not 32-byte aligned");
+            FAISS_THROW_IF_NOT_MSG(
+                    reinterpret_cast<uintptr_t>(ids[i]) % 8 == 0,
+                    "list ids not 8-byte aligned");
+            lists->sizes[i] = sizes[i];
+            lists->codes[i] = codes[i];
+            lists->ids[i] = ids[i];
+            total += sizes[i];
+        }
+        ivf->replace_invlists(lists.release(), true);
+        ivf->ntotal = total;
+    });
+}
+
+/// Whether the lists are borrowed (imgvec_ivf_borrow_lists): 1 yes, 0 no.
+int imgvec_ivf_lists_borrowed(const void* index, int* borrowed) {
+    return guarded([&] {
+        *borrowed = dynamic_cast<const BorrowedLists*>(fast_scan(index)->invlists) != nullptr;
+    });
+}
+
+/// Copies borrowed lists into FAISS's own block lists (which adding needs); does nothing to
+/// lists FAISS already owns.
+int imgvec_ivf_own_lists(void* index) {
+    return guarded([&] {
+        faiss::IndexIVFFastScan* ivf = fast_scan(index);
+        auto* borrowed = dynamic_cast<const BorrowedLists*>(ivf->invlists);
+        if (!borrowed) {
+            return;
+        }
+        Geometry g = geometry(ivf);
+        auto owned = std::make_unique<faiss::BlockInvertedLists>(
+                g.nlist, ivf->get_CodePacker());
+        for (size_t i = 0; i < g.nlist; i++) {
+            size_t n = borrowed->sizes[i];
+            owned->ids[i].assign(borrowed->ids[i], borrowed->ids[i] + n);
+            owned->codes[i].resize(code_bytes(g, n));
+            if (n > 0) {
+                std::memcpy(owned->codes[i].get(), borrowed->codes[i], code_bytes(g, n));
+            }
+        }
+        ivf->replace_invlists(owned.release(), true);
+    });
+}
+
+} // extern "C"

@@ -1,0 +1,250 @@
+//! A fast-scan IVF index stored so that its inverted lists are searched where they lie in the
+//! mapped derived file (docs/FORMAT.md, "kNN lists"): FAISS's own reader copies every list into
+//! its memory on each open — 1.9 GB of voting and dense-window lists at 100,000 robust rows, the
+//! bulk of a cold search. Here FAISS reads only the index without its lists (quantisers, PQ
+//! tables) and is handed the lists in place (engine/cpp/faiss_lists.cpp); a handle that adds
+//! rows copies them into FAISS's own lists first.
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  magic "IMGVLSTS"
+//!      8     8  h: bytes of the FAISS index written without its lists (u64 LE)
+//!     16     h  that index
+//!              nlist, vectors a block, bytes a block (u64 LE each)
+//!              nlist list sizes (u64 LE each)
+//!              p: padding bytes (u64 LE), then p zero bytes, so that what follows starts at a
+//!                 file offset that is a multiple of 64
+//!              codes: each list's blocks in list order (ceil(size / vectors a block) blocks)
+//!              ids: each list's row ids in list order (i64 LE, size each)
+//! ```
+
+use faiss::index::IndexImpl;
+
+use super::faiss_io::{faiss_index_from_bytes, faiss_write_mem};
+use crate::derived::artifact::{Body, Reader};
+use crate::error::IndexError;
+
+pub(crate) const MAGIC: &[u8; 8] = b"IMGVLSTS";
+/// The codes start at a file offset that is a multiple of this (FAISS loads them 32 at a time
+/// with aligned loads).
+const ALIGN: usize = 64;
+
+extern "C" {
+    fn imgvec_lists_last_error() -> *const libc::c_char;
+    fn imgvec_ivf_geometry(
+        index: *const libc::c_void,
+        nlist: *mut usize,
+        n_per_block: *mut usize,
+        block_size: *mut usize,
+    ) -> i32;
+    fn imgvec_ivf_list(
+        index: *const libc::c_void,
+        list_no: usize,
+        n: *mut usize,
+        ids: *mut *const i64,
+        codes: *mut *const u8,
+    ) -> i32;
+    fn imgvec_ivf_write_without_lists(index: *const libc::c_void, f: *mut faiss_sys::FILE) -> i32;
+    fn imgvec_ivf_borrow_lists(
+        index: *mut libc::c_void,
+        nlist: usize,
+        sizes: *const usize,
+        codes: *const *const u8,
+        ids: *const *const i64,
+    ) -> i32;
+    fn imgvec_ivf_lists_borrowed(index: *const libc::c_void, borrowed: *mut i32) -> i32;
+    fn imgvec_ivf_own_lists(index: *mut libc::c_void) -> i32;
+}
+
+/// `code` of a call into faiss_lists.cpp as a result, with its message.
+fn shim(what: &'static str, code: i32) -> Result<(), IndexError> {
+    if code == 0 {
+        return Ok(());
+    }
+    // SAFETY: the shim's last error is a NUL-terminated thread-local string.
+    let msg = unsafe { std::ffi::CStr::from_ptr(imgvec_lists_last_error()) };
+    Err(IndexError::Invalid(format!(
+        "{what}: {}",
+        msg.to_string_lossy()
+    )))
+}
+
+fn raw(index: &IndexImpl) -> *const libc::c_void {
+    index.inner_ptr() as *const libc::c_void
+}
+
+fn raw_mut(index: &mut IndexImpl) -> *mut libc::c_void {
+    index.inner_ptr() as *mut libc::c_void
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Geometry {
+    nlist: usize,
+    n_per_block: usize,
+    block_size: usize,
+}
+
+impl Geometry {
+    fn of(index: &IndexImpl) -> Result<Geometry, IndexError> {
+        let (mut nlist, mut n_per_block, mut block_size) = (0, 0, 0);
+        // SAFETY: a live index; the shim writes the three outputs.
+        shim("list geometry", unsafe {
+            imgvec_ivf_geometry(raw(index), &mut nlist, &mut n_per_block, &mut block_size)
+        })?;
+        Ok(Geometry {
+            nlist,
+            n_per_block,
+            block_size,
+        })
+    }
+
+    /// Bytes of the codes of a list of `n` vectors (whole blocks).
+    fn code_bytes(&self, n: usize) -> usize {
+        n.div_ceil(self.n_per_block) * self.block_size
+    }
+}
+
+/// Whether `index` is a fast-scan IVF index (whose lists this layout holds).
+pub(crate) fn is_fast_scan_ivf(index: &IndexImpl) -> bool {
+    Geometry::of(index).is_ok()
+}
+
+/// Appends `index` in this layout to `out`, whose first byte will lie at file offset `at`.
+pub(crate) fn write(index: &IndexImpl, out: &mut Vec<u8>, at: usize) -> Result<(), IndexError> {
+    let g = Geometry::of(index)?;
+    let ptr = raw(index);
+    // SAFETY: a live index; the shim writes a shallow copy of it to the stream.
+    let head = faiss_write_mem("write kNN index", |f| unsafe {
+        imgvec_ivf_write_without_lists(ptr, f)
+    })?;
+    let mut lists = Vec::with_capacity(g.nlist);
+    for l in 0..g.nlist {
+        let (mut n, mut ids, mut codes) = (0usize, std::ptr::null(), std::ptr::null());
+        // SAFETY: a live index and a list number below its count.
+        shim("read kNN list", unsafe {
+            imgvec_ivf_list(ptr, l, &mut n, &mut ids, &mut codes)
+        })?;
+        lists.push((n, ids, codes));
+    }
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    out.extend_from_slice(&head);
+    for w in [g.nlist, g.n_per_block, g.block_size] {
+        out.extend_from_slice(&(w as u64).to_le_bytes());
+    }
+    for &(n, _, _) in &lists {
+        out.extend_from_slice(&(n as u64).to_le_bytes());
+    }
+    let pad = (ALIGN - (at + out.len() + 8) % ALIGN) % ALIGN;
+    out.extend_from_slice(&(pad as u64).to_le_bytes());
+    out.resize(out.len() + pad, 0);
+    for &(n, _, codes) in &lists {
+        if n > 0 {
+            // SAFETY: FAISS holds whole blocks of codes for the list's `n` vectors.
+            out.extend_from_slice(unsafe { std::slice::from_raw_parts(codes, g.code_bytes(n)) });
+        }
+    }
+    for &(n, ids, _) in &lists {
+        if n > 0 {
+            // SAFETY: FAISS holds `n` ids for the list.
+            let ids = unsafe { std::slice::from_raw_parts(ids, n) };
+            for id in ids {
+                out.extend_from_slice(&id.to_le_bytes());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads what [`write`] wrote (all of `body`, which starts with [`MAGIC`]): the index searches
+/// its lists in `body`'s memory, which the caller keeps alive as long as the index (or until
+/// [`own_lists`]). A body whose lists are not aligned as [`write`] aligned them (made in memory)
+/// is copied once into aligned memory, which the returned `Body` then holds.
+pub(crate) fn read(body: &Body, dims: usize) -> Result<(IndexImpl, Body), IndexError> {
+    let bad = |what: String| IndexError::Invalid(format!("kNN lists: {what}"));
+    let bytes = body.bytes();
+    let mut r = Reader::new(bytes);
+    if r.take(MAGIC.len())? != MAGIC {
+        return Err(bad("bad magic".into()));
+    }
+    let head_len = usize::try_from(r.u64()?).map_err(|_| bad("header too long".into()))?;
+    let mut index = faiss_index_from_bytes("read kNN index", r.take(head_len)?, Some(dims))?;
+    let g = Geometry::of(&index)?;
+    let stored = Geometry {
+        nlist: r.u64()? as usize,
+        n_per_block: r.u64()? as usize,
+        block_size: r.u64()? as usize,
+    };
+    if stored != g {
+        return Err(bad(format!(
+            "lists laid out as {stored:?}, the index as {g:?}"
+        )));
+    }
+    let mut sizes = Vec::with_capacity(g.nlist);
+    for _ in 0..g.nlist {
+        sizes.push(usize::try_from(r.u64()?).map_err(|_| bad("list too long".into()))?);
+    }
+    let pad = r.u64()?;
+    if pad >= ALIGN as u64 {
+        return Err(bad(format!("padding of {pad} bytes")));
+    }
+    r.take(pad as usize)?;
+    let lists_at = bytes.len() - r.rest().len();
+    let code_total: usize = sizes.iter().map(|&n| g.code_bytes(n)).sum();
+    let id_total: usize = sizes.iter().sum::<usize>() * 8;
+    if lists_at + code_total + id_total != bytes.len() {
+        return Err(bad(format!(
+            "{} bytes of lists, their sizes say {}",
+            bytes.len().saturating_sub(lists_at),
+            code_total + id_total
+        )));
+    }
+    let mut lists = body.slice(lists_at..bytes.len());
+    if !(lists.bytes().as_ptr() as usize).is_multiple_of(ALIGN) {
+        lists = Body::copied(lists.bytes());
+    }
+    let base = lists.bytes().as_ptr();
+    let (mut codes, mut ids) = (Vec::with_capacity(g.nlist), Vec::with_capacity(g.nlist));
+    let (mut code_at, mut id_at) = (0, code_total);
+    for &n in &sizes {
+        // SAFETY: offsets within `lists`, whose length was checked above.
+        unsafe {
+            codes.push(base.add(code_at));
+            ids.push(base.add(id_at) as *const i64);
+        }
+        code_at += g.code_bytes(n);
+        id_at += n * 8;
+    }
+    // SAFETY: the arrays hold `nlist` entries each; the pointers lie in `lists`, which the
+    // caller keeps alive while the index uses them.
+    shim("map kNN lists", unsafe {
+        imgvec_ivf_borrow_lists(
+            raw_mut(&mut index),
+            g.nlist,
+            sizes.as_ptr(),
+            codes.as_ptr(),
+            ids.as_ptr(),
+        )
+    })?;
+    Ok((index, lists))
+}
+
+/// Whether the index searches lists that lie in a [`Body`] ([`read`]).
+pub(crate) fn borrowed(index: &IndexImpl) -> bool {
+    let mut b = 0;
+    // SAFETY: a live index; the shim writes the flag.
+    shim("kNN lists", unsafe {
+        imgvec_ivf_lists_borrowed(raw(index), &mut b)
+    })
+    .is_ok()
+        && b != 0
+}
+
+/// Copies lists the index borrows into FAISS's own (which adding to them needs); after this the
+/// index no longer uses the [`Body`] [`read`] gave it.
+pub(crate) fn own_lists(index: &mut IndexImpl) -> Result<(), IndexError> {
+    // SAFETY: a live index, exclusively borrowed; its borrowed lists are still alive.
+    shim("copy kNN lists", unsafe {
+        imgvec_ivf_own_lists(raw_mut(index))
+    })
+}
