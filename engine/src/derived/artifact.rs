@@ -363,5 +363,23 @@ mod tests {
         assert!(!path.with_extension("tmp").exists());
         let err = read(&path, Kind::Whitening).unwrap_err().to_string();
         assert!(err.contains("x.idx"), "{err}");
+
+        // Mapped: the body in place, at its file offset; slices share it.
+        let mapped = read_body(&path, Kind::Vlad).unwrap();
+        assert_eq!(mapped.bytes(), &body[..]);
+        assert_eq!(mapped.slice(5..9).bytes(), &body[5..9]);
+        assert_eq!(
+            mapped.bytes().as_ptr() as usize % 4096,
+            HEADER_LEN,
+            "not the file's mapping"
+        );
+        let copied = Body::copied(&body);
+        assert_eq!(copied.bytes(), &body[..]);
+        assert_eq!(copied.bytes().as_ptr() as usize % 4096, 0);
+        let mut bad = std::fs::read(&path).unwrap();
+        bad[HEADER_LEN + 2] ^= 1;
+        std::fs::write(&path, bad).unwrap();
+        let err = read_body(&path, Kind::Vlad).err().unwrap().to_string();
+        assert!(err.contains("checksum"), "{err}");
     }
 }
