@@ -12,11 +12,14 @@
 #include <faiss/invlists/BlockInvertedLists.h>
 #include <faiss/invlists/InvertedLists.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -24,11 +27,22 @@ namespace {
 
 thread_local std::string last_error;
 
+/// Thrown by BorrowedLists::check; reported as DAMAGED.
+struct Damaged : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+/// Return code of a call that found a list failing its checksum.
+const int DAMAGED = -2;
+
 template <typename F>
 int guarded(F f) {
     try {
         f();
         return 0;
+    } catch (const Damaged& e) {
+        last_error = e.what();
+        return DAMAGED;
     } catch (const std::exception& e) {
         last_error = e.what();
     } catch (...) {
@@ -44,18 +58,57 @@ faiss::IndexIVFFastScan* fast_scan(const void* index) {
     return ivf;
 }
 
+/// CRC-32 continued over `len` bytes (the engine's crc32fast).
+typedef uint32_t (*crc_fn)(uint32_t crc, const uint8_t* bytes, size_t len);
+
 /// Lists whose ids and codes lie in memory the caller owns and keeps alive (a mapped file).
-/// Read-only: FAISS's add paths refuse them (imgvec_ivf_own_lists copies them first).
+/// Read-only: FAISS's add paths refuse them (imgvec_ivf_own_lists copies them first). Each list
+/// is checked against its CRC the first time a search is about to read it (check), so an open
+/// reads none of them and a search only the lists it probes.
 struct BorrowedLists : faiss::ReadOnlyInvertedLists {
     std::vector<size_t> sizes;
     std::vector<const uint8_t*> codes;
     std::vector<const faiss::idx_t*> ids;
+    std::vector<uint32_t> crcs;
+    crc_fn crc = nullptr;
+    size_t n_per_block = 0, block_size = 0;
+    /// Per list: 0 not checked yet, 1 checked.
+    std::unique_ptr<std::atomic<uint8_t>[]> checked;
 
     explicit BorrowedLists(size_t nlist)
             : ReadOnlyInvertedLists(nlist, faiss::InvertedLists::INVALID_CODE_SIZE),
               sizes(nlist),
               codes(nlist),
-              ids(nlist) {}
+              ids(nlist),
+              crcs(nlist),
+              checked(new std::atomic<uint8_t>[nlist]) {
+        for (size_t i = 0; i < nlist; i++) {
+            checked[i].store(0, std::memory_order_relaxed);
+        }
+    }
+
+    /// Checks the `n` lists `list_nos` names (negative: none) not checked before; throws
+    /// Damaged at the first whose bytes do not match its CRC. Called before FAISS's search,
+    /// never inside its parallel regions.
+    void check(const faiss::idx_t* list_nos, size_t n) const {
+        for (size_t i = 0; i < n; i++) {
+            faiss::idx_t l = list_nos[i];
+            if (l < 0 || size_t(l) >= nlist ||
+                checked[l].load(std::memory_order_acquire)) {
+                continue;
+            }
+            size_t len = sizes[l];
+            size_t code_len = (len + n_per_block - 1) / n_per_block * block_size;
+            uint32_t c = crc(0, codes[l], code_len);
+            c = crc(c, reinterpret_cast<const uint8_t*>(ids[l]), len * sizeof(faiss::idx_t));
+            if (c != crcs[l]) {
+                throw Damaged(
+                        "inverted list " + std::to_string(l) + " of " +
+                        std::to_string(nlist) + " fails its checksum");
+            }
+            checked[l].store(1, std::memory_order_release);
+        }
+    }
 
     size_t list_size(size_t list_no) const override {
         return sizes[list_no];
@@ -137,18 +190,26 @@ int imgvec_ivf_write_without_lists(const void* index, FILE* f) {
 }
 
 /// Makes `index` search lists that lie in the caller's memory: list i has sizes[i] vectors,
-/// their codes at codes[i] (32-byte aligned, block-packed, whole blocks) and ids at ids[i].
+/// their codes at codes[i] (32-byte aligned, block-packed, whole blocks) and ids at ids[i],
+/// and `crc` of its codes then its ids is crcs[i] (checked when a search first probes it).
 /// The memory must outlive the index or the next imgvec_ivf_own_lists.
 int imgvec_ivf_borrow_lists(
         void* index,
         size_t nlist,
         const size_t* sizes,
         const uint8_t* const* codes,
-        const int64_t* const* ids) {
+        const int64_t* const* ids,
+        const uint32_t* crcs,
+        crc_fn crc) {
     return guarded([&] {
         faiss::IndexIVFFastScan* ivf = fast_scan(index);
         FAISS_THROW_IF_NOT_MSG(nlist == ivf->nlist, "list count differs from the index's");
+        Geometry g = geometry(ivf);
         auto lists = std::make_unique<BorrowedLists>(nlist);
+        lists->crc = crc;
+        lists->n_per_block = g.n_per_block;
+        lists->block_size = g.block_size;
+        lists->crcs.assign(crcs, crcs + nlist);
         size_t total = 0;
         for (size_t i = 0; i < nlist; i++) {
             FAISS_THROW_IF_NOT_MSG(
@@ -167,6 +228,34 @@ int imgvec_ivf_borrow_lists(
     });
 }
 
+/// FAISS's search of `n` queries `x` for their `k` nearest, probing `nprobe` lists each: the
+/// coarse quantiser first, then the probed lists that are borrowed and not yet checked are
+/// checked (DAMAGED if one fails), then the search of those lists.
+int imgvec_ivf_search(
+        const void* index,
+        int64_t n,
+        const float* x,
+        int64_t k,
+        size_t nprobe,
+        float* distances,
+        int64_t* labels) {
+    return guarded([&] {
+        const faiss::IndexIVFFastScan* ivf = fast_scan(index);
+        nprobe = std::max<size_t>(1, std::min(nprobe, ivf->nlist));
+        std::vector<faiss::idx_t> assign(n * nprobe);
+        std::vector<float> centroid_dis(n * nprobe);
+        ivf->quantizer->search(n, x, nprobe, centroid_dis.data(), assign.data());
+        if (auto* borrowed = dynamic_cast<const BorrowedLists*>(ivf->invlists)) {
+            borrowed->check(assign.data(), assign.size());
+        }
+        faiss::IVFSearchParameters params;
+        params.nprobe = nprobe;
+        ivf->search_preassigned(
+                n, x, k, assign.data(), centroid_dis.data(), distances, labels, false,
+                &params);
+    });
+}
+
 /// Whether the lists are borrowed (imgvec_ivf_borrow_lists): 1 yes, 0 no.
 int imgvec_ivf_lists_borrowed(const void* index, int* borrowed) {
     return guarded([&] {
@@ -174,8 +263,8 @@ int imgvec_ivf_lists_borrowed(const void* index, int* borrowed) {
     });
 }
 
-/// Copies borrowed lists into FAISS's own block lists (which adding needs); does nothing to
-/// lists FAISS already owns.
+/// Copies borrowed lists into FAISS's own block lists (which adding needs), checking each;
+/// does nothing to lists FAISS already owns.
 int imgvec_ivf_own_lists(void* index) {
     return guarded([&] {
         faiss::IndexIVFFastScan* ivf = fast_scan(index);
@@ -184,6 +273,11 @@ int imgvec_ivf_own_lists(void* index) {
             return;
         }
         Geometry g = geometry(ivf);
+        std::vector<faiss::idx_t> all(g.nlist);
+        for (size_t i = 0; i < g.nlist; i++) {
+            all[i] = i;
+        }
+        borrowed->check(all.data(), all.size());
         auto owned = std::make_unique<faiss::BlockInvertedLists>(
                 g.nlist, ivf->get_CodePacker());
         for (size_t i = 0; i < g.nlist; i++) {

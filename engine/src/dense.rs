@@ -542,6 +542,10 @@ impl crate::derived::slot::Persisted for DenseIndex {
         KnnRows::outdated(self)
     }
 
+    fn damaged(&self) -> bool {
+        KnnRows::damaged(self)
+    }
+
     fn purge(&mut self, snap: &Snapshot) -> Result<()> {
         Ok(KnnRows::purge(self, snap)?)
     }

@@ -42,6 +42,10 @@ pub enum IndexError {
     FaissCode { what: &'static str, code: i32 },
     #[error("{0}")]
     Invalid(String),
+    /// Bytes of a derived file that fail their checksum when a search reads them (the file is
+    /// then rebuilt, not trusted).
+    #[error("damaged derived file: {0}")]
+    Damaged(String),
     #[error("index file: {0}")]
     Io(#[from] std::io::Error),
     /// Stored rows the structure is built from could not be read.

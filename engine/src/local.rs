@@ -318,6 +318,10 @@ impl crate::derived::slot::Persisted for LocalIndex {
         KnnRows::outdated(self)
     }
 
+    fn damaged(&self) -> bool {
+        KnnRows::damaged(self)
+    }
+
     fn purge(&mut self, snap: &Snapshot) -> Result<()> {
         Ok(KnnRows::purge(self, snap)?)
     }

@@ -97,6 +97,18 @@ pub(crate) fn encode(kind: Kind, body: &[u8]) -> Vec<u8> {
 
 /// The body of a whole file of `kind`, or why it is not one.
 pub(crate) fn decode(kind: Kind, bytes: &[u8]) -> Result<&[u8], String> {
+    let len = check_header(kind, bytes)?;
+    let (whole, footer) = bytes.split_at(bytes.len() - FOOTER_LEN);
+    let crc = u32::from_le_bytes(footer.try_into().expect("4 bytes"));
+    if crc32fast::hash(whole) != crc {
+        return Err("checksum mismatch".into());
+    }
+    Ok(&whole[HEADER_LEN..HEADER_LEN + len])
+}
+
+/// The body length of a file of `kind` from its header, checked against the file's length (the
+/// CRC is not checked), or why it is not one.
+fn check_header(kind: Kind, bytes: &[u8]) -> Result<usize, String> {
     if bytes.len() < HEADER_LEN + FOOTER_LEN {
         return Err(format!("too short ({} bytes)", bytes.len()));
     }
@@ -126,12 +138,7 @@ pub(crate) fn decode(kind: Kind, bytes: &[u8]) -> Result<&[u8], String> {
             rest.len() - FOOTER_LEN
         ));
     }
-    let (whole, footer) = bytes.split_at(bytes.len() - FOOTER_LEN);
-    let crc = u32::from_le_bytes(footer.try_into().expect("4 bytes"));
-    if crc32fast::hash(whole) != crc {
-        return Err("checksum mismatch".into());
-    }
-    Ok(&whole[HEADER_LEN..])
+    Ok(rest.len() - FOOTER_LEN)
 }
 
 /// Writes a derived file atomically through `vfs`: temporary file, synced, renamed, folder
@@ -191,6 +198,8 @@ pub(crate) fn read_with<T>(
 #[derive(Clone)]
 pub(crate) struct Body {
     backing: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    /// Where the whole body starts in `backing` (slices keep it: [`Body::leading`]).
+    origin: usize,
     start: usize,
     end: usize,
 }
@@ -202,6 +211,7 @@ impl Body {
         let backing = Arc::new(Aligned::copy_of(bytes));
         Body {
             backing,
+            origin: 0,
             start: 0,
             end: bytes.len(),
         }
@@ -216,9 +226,22 @@ impl Body {
         assert!(range.start <= range.end && range.end <= self.end - self.start);
         Body {
             backing: self.backing.clone(),
+            origin: self.origin,
             start: self.start + range.start,
             end: self.start + range.end,
         }
+    }
+
+    /// The whole body's bytes before this slice's byte `upto` (the body's own when this is the
+    /// whole body): what a structure checking its own parts covers with a checksum.
+    pub fn leading(&self, upto: usize) -> &[u8] {
+        assert!(upto <= self.end - self.start);
+        &(*self.backing).as_ref()[self.origin..self.start + upto]
+    }
+
+    /// Checks the CRC of the whole file this body was mapped from ([`read_body_unchecked`]).
+    pub fn check_file(&self, kind: Kind) -> Result<(), String> {
+        decode(kind, (*self.backing).as_ref()).map(|_| ())
     }
 }
 
@@ -273,18 +296,27 @@ impl Drop for Aligned {
 }
 
 /// A derived file of `kind`, its header and CRC checked, its body mapped ([`Body`]).
+#[cfg(test)]
 pub(crate) fn read_body(path: &Path, kind: Kind) -> Result<Body, IndexError> {
+    let body = read_body_unchecked(path, kind)?;
+    body.check_file(kind)
+        .map_err(|e| IndexError::Invalid(format!("{}: {e}", path.display())))?;
+    Ok(body)
+}
+
+/// A derived file of `kind` mapped, its header fields and length checked but not its CRC, which
+/// reads every byte: the caller checks it ([`Body::check_file`]) unless the structure it reads
+/// checks its own parts as it uses them (the voting and dense-window lists,
+/// `index::mapped_lists`).
+pub(crate) fn read_body_unchecked(path: &Path, kind: Kind) -> Result<Body, IndexError> {
     let file = std::fs::File::open(path)?;
     // SAFETY: as in `read_with`; the mapping lives as long as the last `Body` holding it.
     let map = unsafe { memmap2::Mmap::map(&file)? };
-    let _ = map.advise(memmap2::Advice::Sequential);
-    let len = decode(kind, &map)
-        .map_err(|e| IndexError::Invalid(format!("{}: {e}", path.display())))?
-        .len();
-    // What is kept is searched list by list, not read front to back.
-    let _ = map.advise(memmap2::Advice::Normal);
+    let len = check_header(kind, &map)
+        .map_err(|e| IndexError::Invalid(format!("{}: {e}", path.display())))?;
     Ok(Body {
         backing: Arc::new(map),
+        origin: HEADER_LEN,
         start: HEADER_LEN,
         end: HEADER_LEN + len,
     })
@@ -322,6 +354,11 @@ impl<'a> Reader<'a> {
         Ok(u32::from_le_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
         ))
+    }
+
+    /// Bytes not yet taken.
+    pub fn remaining(&self) -> usize {
+        self.bytes.len()
     }
 
     /// What is left.

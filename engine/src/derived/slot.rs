@@ -40,6 +40,8 @@ pub(crate) trait Persisted: Derived + Sized {
     fn in_place(&self) -> bool;
     /// Whether it was read from an older layout that a writer rewrites in the current one.
     fn outdated(&self) -> bool;
+    /// Whether a use found its file damaged (that use failed): it is rebuilt, not used again.
+    fn damaged(&self) -> bool;
 }
 
 /// What a handle holds of one persisted structure (`imgvec info`, tests).
@@ -130,10 +132,18 @@ impl<T: Persisted> Slot<T> {
         if let Some(p) = published {
             if let Some(file) = &p.file {
                 let path = self.publisher.path(file);
-                let read = artifact::read_body(&path, T::KIND).and_then(|body| {
-                    T::from_body(body)
-                        .map_err(|e| IndexError::Invalid(format!("{}: {e}", path.display())))
+                // A structure used in place checks its own parts as they are read; any other
+                // is checked whole (the file's CRC) before it is used.
+                let read = artifact::read_body_unchecked(&path, T::KIND).and_then(|body| {
+                    let file = body.clone();
+                    let v = T::from_body(body)?;
+                    if !v.in_place() {
+                        file.check_file(T::KIND).map_err(IndexError::Damaged)?;
+                    }
+                    Ok(v)
                 });
+                let read =
+                    read.map_err(|e| IndexError::Invalid(format!("{}: {e}", path.display())));
                 match read {
                     Ok(v) => {
                         // A writer's next refresh saves it in the current layout.
@@ -164,8 +174,40 @@ impl<T: Persisted> Slot<T> {
 
     /// Runs `f` on the structure brought up to `snap` for a search: loaded (or built, when
     /// there is none) and caught up with the rows above its watermark. Purging and retraining
-    /// are left to [`Slot::refresh`]; deleted rows are the caller's to filter.
-    pub fn with<R>(&self, store: &Store, snap: &Snapshot, f: impl FnOnce(&T) -> R) -> Result<R> {
+    /// are left to [`Slot::refresh`]; deleted rows are the caller's to filter. When `f` found
+    /// the loaded file damaged (a part failing its checksum as it was read), the structure is
+    /// dropped, rebuilt from the rows, and `f` runs again.
+    pub fn with<R>(&self, store: &Store, snap: &Snapshot, f: impl Fn(&T) -> R) -> Result<R> {
+        let r = self.with_once(store, snap, &f);
+        if self.drop_damaged() {
+            return self.with_once(store, snap, &f);
+        }
+        r
+    }
+
+    /// Drops the structure if a use found its file damaged; returns whether it did.
+    fn drop_damaged(&self) -> bool {
+        if !self
+            .state
+            .read()
+            .value
+            .as_ref()
+            .is_some_and(|v| v.damaged())
+        {
+            return false;
+        }
+        let mut st = self.state.write();
+        if st.value.as_ref().is_some_and(|v| v.damaged()) {
+            tracing::warn!(
+                "{}: the published file is damaged; it will be rebuilt",
+                T::NAME
+            );
+            st.value = None;
+        }
+        true
+    }
+
+    fn with_once<R>(&self, store: &Store, snap: &Snapshot, f: &impl Fn(&T) -> R) -> Result<R> {
         {
             let st = self.state.read();
             if let Some(v) = st.value.as_ref().filter(|v| v.watermark() >= snap.max_id()) {
@@ -205,6 +247,7 @@ impl<T: Persisted> Slot<T> {
         purge_all: bool,
     ) -> Result<()> {
         let _one_builder = self.rebuilding.lock();
+        self.drop_damaged();
         let due = {
             let mut st = self.state.write();
             self.load_once(&mut st, store);
@@ -242,8 +285,12 @@ impl<T: Persisted> Slot<T> {
         }
         if let Some(v) = st.value.as_mut() {
             if v.watermark() < snap.max_id() {
-                let added = v.catch_up(store, snap)?;
-                st.unsaved_rows += added;
+                let caught_up = v.catch_up(store, snap);
+                if v.damaged() {
+                    // Rebuilt by the next refresh or search.
+                    st.value = None;
+                }
+                st.unsaved_rows += caught_up?;
             }
         }
         if save == Save::Never || store.mode() != OpenMode::ReadWrite {

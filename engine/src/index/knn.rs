@@ -3,6 +3,8 @@
 //! once there are enough vectors to train it. Searches are batched (one call for all of a
 //! query's vectors) and take `&self` (see `ivfpq` on why that is sound).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use faiss::{Idx, Index, MetricType};
 
 use super::{faiss_index_from_bytes, faiss_index_to_bytes, faiss_search, mapped_lists, IndexError};
@@ -53,6 +55,8 @@ pub(crate) struct Knn {
     lists: Option<Body>,
     /// Read from FAISS's whole serialisation of an IVF index ([`Knn::outdated`]).
     read_whole: bool,
+    /// A search found a list in the file failing its checksum ([`Knn::damaged`]).
+    damaged: AtomicBool,
     pub factory: String,
     pub dims: usize,
     pub nlist: usize,
@@ -70,6 +74,7 @@ impl Knn {
             index,
             lists: None,
             read_whole: false,
+            damaged: AtomicBool::new(false),
             factory: factory.to_string(),
             dims,
             nlist,
@@ -82,7 +87,11 @@ impl Knn {
             return Ok(());
         }
         if self.lists.is_some() {
-            mapped_lists::own_lists(&mut self.index)?;
+            mapped_lists::own_lists(&mut self.index).inspect_err(|e| {
+                if matches!(e, IndexError::Damaged(_)) {
+                    self.damaged.store(true, Ordering::Relaxed);
+                }
+            })?;
             self.lists = None;
         }
         let idx: Vec<Idx> = ids.iter().map(|&i| Idx::new(i)).collect();
@@ -123,7 +132,15 @@ impl Knn {
             return Ok(vec![None; nq * k]);
         }
         let nprobe = (self.nlist > 1).then(|| nprobe.clamp(1, self.nlist));
-        let (dis, lab) = faiss_search("kNN search", &self.index, queries, nq, k, nprobe)?;
+        let (dis, lab) = match (nprobe, self.lists.is_some()) {
+            (Some(nprobe), true) => mapped_lists::search(&self.index, queries, nq, k, nprobe)
+                .inspect_err(|e| {
+                    if matches!(e, IndexError::Damaged(_)) {
+                        self.damaged.store(true, Ordering::Relaxed);
+                    }
+                })?,
+            _ => faiss_search("kNN search", &self.index, queries, nq, k, nprobe)?,
+        };
         // Unit vectors: squared L2 = 2 − 2 cos.
         Ok(lab
             .into_iter()
@@ -136,6 +153,12 @@ impl Knn {
     /// `mapped_lists`), not in copies of its own.
     pub fn lists_in_place(&self) -> bool {
         self.lists.is_some() && mapped_lists::borrowed(&self.index)
+    }
+
+    /// Whether a search found part of the file its lists lie in damaged (its answer was an
+    /// error; the structure must be rebuilt, not used again).
+    pub fn damaged(&self) -> bool {
+        self.damaged.load(Ordering::Relaxed)
     }
 
     /// Whether this IVF index was read from FAISS's whole serialisation (files written before
@@ -185,6 +208,7 @@ impl Knn {
         Ok(Knn {
             index,
             read_whole: lists.is_none() && nlist > 1,
+            damaged: AtomicBool::new(false),
             lists,
             nlist,
             factory,
@@ -313,6 +337,22 @@ mod tests {
             .filter(|&q| added[q].map(|f| f.0) == Some(ids[n + q]))
             .count();
         assert!(own >= 45, "{own} of 50 added rows find themselves");
+
+        // A damaged list is found when a search first probes it (probing every list here): the
+        // search fails as damaged, and the index says so. Damage before the lists is found
+        // when the file is read.
+        let mut bad = out.clone();
+        let last = bad.len() - 3;
+        bad[last] ^= 0x40;
+        let damaged = Knn::read(&Body::copied(&bad), dims).unwrap();
+        assert!(!damaged.damaged());
+        let err = damaged.search(queries, 5, 64).unwrap_err();
+        assert!(matches!(err, IndexError::Damaged(_)), "{err}");
+        assert!(damaged.damaged());
+        let mut bad = out.clone();
+        bad[40] ^= 0x01;
+        let err = Knn::read(&Body::copied(&bad), dims).err().unwrap();
+        assert!(matches!(err, IndexError::Damaged(_)), "{err}");
 
         // Lists cut short or longer than their sizes say are refused.
         for len in [out.len() - 1, out.len() - 9, out.len() / 2] {

@@ -3,7 +3,9 @@
 //! its memory on each open — 1.9 GB of voting and dense-window lists at 100,000 robust rows, the
 //! bulk of a cold search. Here FAISS reads only the index without its lists (quantisers, PQ
 //! tables) and is handed the lists in place (engine/cpp/faiss_lists.cpp); a handle that adds
-//! rows copies them into FAISS's own lists first.
+//! rows copies them into FAISS's own lists first. Nothing is read whole to be checked: what
+//! precedes the lists has its own CRC, checked when read, and each list its own, checked the
+//! first time a search probes it (a failure is [`IndexError::Damaged`]: the file is rebuilt).
 //!
 //! ```text
 //! offset  size  field
@@ -12,6 +14,8 @@
 //!     16     h  that index
 //!              nlist, vectors a block, bytes a block (u64 LE each)
 //!              nlist list sizes (u64 LE each)
+//!              nlist list CRC-32s (u32 LE each): of the list's codes followed by its ids
+//!              CRC-32 (u32 LE) of the whole body up to here (what precedes the lists)
 //!              p: padding bytes (u64 LE), then p zero bytes, so that what follows starts at a
 //!                 file offset that is a multiple of 64
 //!              codes: each list's blocks in list order (ceil(size / vectors a block) blocks)
@@ -51,10 +55,24 @@ extern "C" {
         sizes: *const usize,
         codes: *const *const u8,
         ids: *const *const i64,
+        crcs: *const u32,
+        crc: extern "C" fn(u32, *const u8, usize) -> u32,
+    ) -> i32;
+    fn imgvec_ivf_search(
+        index: *const libc::c_void,
+        n: i64,
+        x: *const f32,
+        k: i64,
+        nprobe: usize,
+        distances: *mut f32,
+        labels: *mut i64,
     ) -> i32;
     fn imgvec_ivf_lists_borrowed(index: *const libc::c_void, borrowed: *mut i32) -> i32;
     fn imgvec_ivf_own_lists(index: *mut libc::c_void) -> i32;
 }
+
+/// The shim's return code for a list that fails its checksum.
+const DAMAGED: i32 = -2;
 
 /// `code` of a call into faiss_lists.cpp as a result, with its message.
 fn shim(what: &'static str, code: i32) -> Result<(), IndexError> {
@@ -63,10 +81,32 @@ fn shim(what: &'static str, code: i32) -> Result<(), IndexError> {
     }
     // SAFETY: the shim's last error is a NUL-terminated thread-local string.
     let msg = unsafe { std::ffi::CStr::from_ptr(imgvec_lists_last_error()) };
-    Err(IndexError::Invalid(format!(
-        "{what}: {}",
-        msg.to_string_lossy()
-    )))
+    let msg = format!("{what}: {}", msg.to_string_lossy());
+    Err(if code == DAMAGED {
+        IndexError::Damaged(msg)
+    } else {
+        IndexError::Invalid(msg)
+    })
+}
+
+/// CRC-32 (crc32fast) of `len` bytes at `bytes`, continuing `crc`: the shim's list check.
+extern "C" fn crc_continue(crc: u32, bytes: *const u8, len: usize) -> u32 {
+    if len == 0 {
+        return crc;
+    }
+    // SAFETY: the shim passes `len` readable bytes of a borrowed list.
+    let bytes = unsafe { std::slice::from_raw_parts(bytes, len) };
+    let mut h = crc32fast::Hasher::new_with_initial(crc);
+    h.update(bytes);
+    h.finalize()
+}
+
+/// What [`crc_continue`] gives for a list's codes followed by its ids.
+fn list_crc(codes: &[u8], ids: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(codes);
+    h.update(ids);
+    h.finalize()
 }
 
 fn raw(index: &IndexImpl) -> *const libc::c_void {
@@ -135,23 +175,36 @@ pub(crate) fn write(index: &IndexImpl, out: &mut Vec<u8>, at: usize) -> Result<(
     for &(n, _, _) in &lists {
         out.extend_from_slice(&(n as u64).to_le_bytes());
     }
+    let slices: Vec<(&[u8], &[u8])> = lists
+        .iter()
+        .map(|&(n, ids, codes)| {
+            if n == 0 {
+                return (&[][..], &[][..]);
+            }
+            // SAFETY: FAISS holds whole blocks of codes and `n` ids (8 bytes each, little-endian
+            // on the targets imgvec builds for) for the list.
+            unsafe {
+                (
+                    std::slice::from_raw_parts(codes, g.code_bytes(n)),
+                    std::slice::from_raw_parts(ids as *const u8, n * 8),
+                )
+            }
+        })
+        .collect();
+    for (codes, ids) in &slices {
+        out.extend_from_slice(&list_crc(codes, ids).to_le_bytes());
+    }
+    // Everything before the lists, from the body's first byte.
+    let head_crc = crc32fast::hash(out);
+    out.extend_from_slice(&head_crc.to_le_bytes());
     let pad = (ALIGN - (at + out.len() + 8) % ALIGN) % ALIGN;
     out.extend_from_slice(&(pad as u64).to_le_bytes());
     out.resize(out.len() + pad, 0);
-    for &(n, _, codes) in &lists {
-        if n > 0 {
-            // SAFETY: FAISS holds whole blocks of codes for the list's `n` vectors.
-            out.extend_from_slice(unsafe { std::slice::from_raw_parts(codes, g.code_bytes(n)) });
-        }
+    for (codes, _) in &slices {
+        out.extend_from_slice(codes);
     }
-    for &(n, ids, _) in &lists {
-        if n > 0 {
-            // SAFETY: FAISS holds `n` ids for the list.
-            let ids = unsafe { std::slice::from_raw_parts(ids, n) };
-            for id in ids {
-                out.extend_from_slice(&id.to_le_bytes());
-            }
-        }
+    for (_, ids) in &slices {
+        out.extend_from_slice(ids);
     }
     Ok(())
 }
@@ -168,21 +221,41 @@ pub(crate) fn read(body: &Body, dims: usize) -> Result<(IndexImpl, Body), IndexE
         return Err(bad("bad magic".into()));
     }
     let head_len = usize::try_from(r.u64()?).map_err(|_| bad("header too long".into()))?;
-    let mut index = faiss_index_from_bytes("read kNN index", r.take(head_len)?, Some(dims))?;
-    let g = Geometry::of(&index)?;
+    let head = r.take(head_len)?;
     let stored = Geometry {
         nlist: r.u64()? as usize,
         n_per_block: r.u64()? as usize,
         block_size: r.u64()? as usize,
     };
+    // Bounded by the bytes there are before anything is allocated for them.
+    if stored.nlist > r.remaining() / 12 {
+        return Err(bad(format!(
+            "{} lists in {} bytes",
+            stored.nlist,
+            r.remaining()
+        )));
+    }
+    let mut sizes = Vec::with_capacity(stored.nlist);
+    for _ in 0..stored.nlist {
+        sizes.push(usize::try_from(r.u64()?).map_err(|_| bad("list too long".into()))?);
+    }
+    let mut crcs = Vec::with_capacity(stored.nlist);
+    for _ in 0..stored.nlist {
+        crcs.push(r.u32()?);
+    }
+    // Nothing before the lists is parsed before its checksum matched.
+    let head_end = bytes.len() - r.remaining();
+    if crc32fast::hash(body.leading(head_end)) != r.u32()? {
+        return Err(IndexError::Damaged(
+            "kNN lists: what precedes the lists fails its checksum".into(),
+        ));
+    }
+    let mut index = faiss_index_from_bytes("read kNN index", head, Some(dims))?;
+    let g = Geometry::of(&index)?;
     if stored != g {
         return Err(bad(format!(
             "lists laid out as {stored:?}, the index as {g:?}"
         )));
-    }
-    let mut sizes = Vec::with_capacity(g.nlist);
-    for _ in 0..g.nlist {
-        sizes.push(usize::try_from(r.u64()?).map_err(|_| bad("list too long".into()))?);
     }
     let pad = r.u64()?;
     if pad >= ALIGN as u64 {
@@ -224,9 +297,40 @@ pub(crate) fn read(body: &Body, dims: usize) -> Result<(IndexImpl, Body), IndexE
             sizes.as_ptr(),
             codes.as_ptr(),
             ids.as_ptr(),
+            crcs.as_ptr(),
+            crc_continue,
         )
     })?;
     Ok((index, lists))
+}
+
+/// FAISS's search of the `nq` queries for their `k` nearest, probing `nprobe` lists each,
+/// checking each borrowed list the first time it is probed ([`IndexError::Damaged`] if one fails
+/// its checksum). Returns (distances, labels), `nq × k` each; label −1: none.
+pub(crate) fn search(
+    index: &IndexImpl,
+    queries: &[f32],
+    nq: usize,
+    k: usize,
+    nprobe: usize,
+) -> Result<(Vec<f32>, Vec<i64>), IndexError> {
+    let mut dis = vec![0f32; nq * k];
+    let mut lab = vec![-1i64; nq * k];
+    // SAFETY: a live index (FAISS's search is const and thread-safe; the list checks use
+    // atomics); `queries` holds `nq` vectors of the index's dimension (the caller's contract,
+    // as for `faiss_search`); the outputs hold `nq * k` entries each.
+    shim("kNN search", unsafe {
+        imgvec_ivf_search(
+            raw(index),
+            nq as i64,
+            queries.as_ptr(),
+            k as i64,
+            nprobe,
+            dis.as_mut_ptr(),
+            lab.as_mut_ptr(),
+        )
+    })?;
+    Ok((dis, lab))
 }
 
 /// Whether the index searches lists that lie in a [`Body`] ([`read`]).

@@ -54,6 +54,11 @@ impl<R> KnnRows<R> {
         self.knn.lists_in_place()
     }
 
+    /// Whether a search or catch-up found its file damaged ([`Knn::damaged`]).
+    pub(crate) fn damaged(&self) -> bool {
+        self.knn.damaged()
+    }
+
     /// Whether its kNN index was read from FAISS's whole serialisation, which the lists layout
     /// replaced for IVF indexes (see [`Knn::read`]).
     pub(crate) fn outdated(&self) -> bool {
