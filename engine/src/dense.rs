@@ -530,26 +530,6 @@ impl crate::derived::slot::Persisted for DenseIndex {
         DenseIndex::catch_up(self, store, snap)
     }
 
-    fn purges_in_place(&self) -> bool {
-        KnnRows::purges_in_place(self)
-    }
-
-    fn in_place(&self) -> bool {
-        KnnRows::in_place(self)
-    }
-
-    fn outdated(&self) -> bool {
-        KnnRows::outdated(self)
-    }
-
-    fn damaged(&self) -> bool {
-        KnnRows::damaged(self)
-    }
-
-    fn purge(&mut self, snap: &Snapshot) -> Result<()> {
-        Ok(KnnRows::purge(self, snap)?)
-    }
-
     /// The common layout (`index::rows`) with each row's plane: width and height (u16 each),
     /// then width × height grey bytes.
     fn to_bytes(&self) -> std::result::Result<Vec<u8>, IndexError> {

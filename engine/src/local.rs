@@ -306,26 +306,6 @@ impl crate::derived::slot::Persisted for LocalIndex {
         LocalIndex::catch_up(self, snap)
     }
 
-    fn purges_in_place(&self) -> bool {
-        KnnRows::purges_in_place(self)
-    }
-
-    fn in_place(&self) -> bool {
-        KnnRows::in_place(self)
-    }
-
-    fn outdated(&self) -> bool {
-        KnnRows::outdated(self)
-    }
-
-    fn damaged(&self) -> bool {
-        KnnRows::damaged(self)
-    }
-
-    fn purge(&mut self, snap: &Snapshot) -> Result<()> {
-        Ok(KnnRows::purge(self, snap)?)
-    }
-
     /// The common layout (`index::rows`) with each row's descriptor count (u32).
     fn to_bytes(&self) -> std::result::Result<Vec<u8>, IndexError> {
         KnnRows::encode(self, |n, out| out.extend_from_slice(&n.to_le_bytes()))

@@ -19,8 +19,24 @@ use super::publish::{Manifest, Publisher};
 use crate::error::{IndexError, Result};
 use crate::index::{Save, INDEX_DIR};
 
+/// What a [`Slot`] asks of a structure it keeps besides making and serialising it: purging, and
+/// what the file it was read from says of it (both re-rank indexes have it from `KnnRows`).
+pub(crate) trait Kept {
+    /// Whether [`Kept::purge`] works in place (else purging means rebuilding, done only once
+    /// deleted rows pass the lifecycle's share: until then searches filter them).
+    fn purges_in_place(&self) -> bool;
+    /// Drops the rows `snap` no longer holds.
+    fn purge(&mut self, snap: &Snapshot) -> Result<()>;
+    /// Whether its bulk is used where it lies in the mapped file (not copied into memory).
+    fn in_place(&self) -> bool;
+    /// Whether it was read from an older layout that a writer rewrites in the current one.
+    fn outdated(&self) -> bool;
+    /// Whether a use found its file damaged (that use failed): it is rebuilt, not used again.
+    fn damaged(&self) -> bool;
+}
+
 /// A structure a [`Slot`] keeps.
-pub(crate) trait Persisted: Derived + Sized {
+pub(crate) trait Persisted: Derived + Kept + Sized {
     const KIND: Kind;
     /// Its folder under `indexes/`, its file stem and its meta key.
     const NAME: &'static str;
@@ -28,20 +44,9 @@ pub(crate) trait Persisted: Derived + Sized {
     fn build(store: &Store, snap: &Snapshot) -> Result<Self>;
     /// Appends the live rows of `snap` above the watermark; returns the rows added.
     fn catch_up(&mut self, store: &Store, snap: &Snapshot) -> Result<usize>;
-    /// Whether [`Persisted::purge`] works in place (else purging means rebuilding, done only
-    /// once deleted rows pass the lifecycle's share: until then searches filter them).
-    fn purges_in_place(&self) -> bool;
-    /// Drops the rows `snap` no longer holds.
-    fn purge(&mut self, snap: &Snapshot) -> Result<()>;
     fn to_bytes(&self) -> std::result::Result<Vec<u8>, IndexError>;
     /// Reads what `to_bytes` wrote, from the file's mapped body (which it may keep).
     fn from_body(body: Body) -> std::result::Result<Self, IndexError>;
-    /// Whether its bulk is used where it lies in the mapped file (not copied into memory).
-    fn in_place(&self) -> bool;
-    /// Whether it was read from an older layout that a writer rewrites in the current one.
-    fn outdated(&self) -> bool;
-    /// Whether a use found its file damaged (that use failed): it is rebuilt, not used again.
-    fn damaged(&self) -> bool;
 }
 
 /// What a handle holds of one persisted structure (`imgvec info`, tests).

@@ -10,6 +10,7 @@ use imgvec_storage::Snapshot;
 use super::knn::{knn_lists, Knn, KnnShape};
 use crate::derived::artifact::{Body, Reader, HEADER_LEN};
 use crate::derived::lifecycle::Derived;
+use crate::derived::slot::Kept;
 use crate::error::IndexError;
 
 pub struct KnnRows<R> {
@@ -37,41 +38,14 @@ impl<R> Derived for KnnRows<R> {
     }
 }
 
-impl<R> KnnRows<R> {
-    /// An empty structure around `knn`, made with `shape` for a collection of `rows` rows.
-    pub(crate) fn new(knn: Knn, shape: &KnnShape, rows: usize) -> KnnRows<R> {
-        let settled = knn_lists(&knn.factory) >= shape.max_lists;
-        KnnRows {
-            knn,
-            rows: BTreeMap::new(),
-            watermark: 0,
-            trained_on: if settled { 0 } else { rows.max(1) as u64 },
-        }
-    }
-
-    /// Whether its kNN lists are searched where they lie in the mapped file.
-    pub(crate) fn in_place(&self) -> bool {
-        self.knn.lists_in_place()
-    }
-
-    /// Whether a search or catch-up found its file damaged ([`Knn::damaged`]).
-    pub(crate) fn damaged(&self) -> bool {
-        self.knn.damaged()
-    }
-
-    /// Whether its kNN index was read from FAISS's whole serialisation, which the lists layout
-    /// replaced for IVF indexes (see [`Knn::read`]).
-    pub(crate) fn outdated(&self) -> bool {
-        self.knn.outdated()
-    }
-
-    /// Whether [`KnnRows::purge`] works (see [`Knn::removes_in_place`]).
-    pub(crate) fn purges_in_place(&self) -> bool {
+impl<R> Kept for KnnRows<R> {
+    /// Whether [`Kept::purge`] works (see [`Knn::removes_in_place`]).
+    fn purges_in_place(&self) -> bool {
         self.knn.removes_in_place()
     }
 
     /// Drops the rows `snap` no longer holds (layouts that remove in place).
-    pub(crate) fn purge(&mut self, snap: &Snapshot) -> Result<(), IndexError> {
+    fn purge(&mut self, snap: &Snapshot) -> crate::error::Result<()> {
         let dead: Vec<u64> = self
             .rows
             .keys()
@@ -83,6 +57,35 @@ impl<R> KnnRows<R> {
             self.rows.remove(&id);
         }
         Ok(())
+    }
+
+    /// Whether its kNN lists are searched where they lie in the mapped file.
+    fn in_place(&self) -> bool {
+        self.knn.lists_in_place()
+    }
+
+    /// Whether its kNN index was read from FAISS's whole serialisation, which the lists layout
+    /// replaced for IVF indexes (see [`Knn::read`]).
+    fn outdated(&self) -> bool {
+        self.knn.outdated()
+    }
+
+    /// Whether a search or catch-up found its file damaged ([`Knn::damaged`]).
+    fn damaged(&self) -> bool {
+        self.knn.damaged()
+    }
+}
+
+impl<R> KnnRows<R> {
+    /// An empty structure around `knn`, made with `shape` for a collection of `rows` rows.
+    pub(crate) fn new(knn: Knn, shape: &KnnShape, rows: usize) -> KnnRows<R> {
+        let settled = knn_lists(&knn.factory) >= shape.max_lists;
+        KnnRows {
+            knn,
+            rows: BTreeMap::new(),
+            watermark: 0,
+            trained_on: if settled { 0 } else { rows.max(1) as u64 },
+        }
     }
 
     /// Watermark, trained-on rows and the row count (u64 each), each row (its id, u64, then
