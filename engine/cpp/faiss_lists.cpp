@@ -68,12 +68,17 @@ typedef uint32_t (*crc_fn)(uint32_t crc, const uint8_t* bytes, size_t len);
 struct BorrowedLists : faiss::ReadOnlyInvertedLists {
     std::vector<size_t> sizes;
     std::vector<const uint8_t*> codes;
-    std::vector<const faiss::idx_t*> ids;
+    /// Each list's row ids as stored: `id_bytes` (4 or 8) little-endian bytes each.
+    std::vector<const uint8_t*> ids;
+    size_t id_bytes = 8;
     std::vector<uint32_t> crcs;
     crc_fn crc = nullptr;
     size_t n_per_block = 0, block_size = 0;
     /// Per list: 0 not checked yet, 1 checked.
     std::unique_ptr<std::atomic<uint8_t>[]> checked;
+    /// Per list, for 4-byte ids: the ids widened to FAISS's 8 bytes, made when the list is
+    /// first probed (FAISS reads ids only as 8-byte arrays).
+    std::unique_ptr<std::atomic<faiss::idx_t*>[]> wide;
 
     explicit BorrowedLists(size_t nlist)
             : ReadOnlyInvertedLists(nlist, faiss::InvertedLists::INVALID_CODE_SIZE),
@@ -81,32 +86,54 @@ struct BorrowedLists : faiss::ReadOnlyInvertedLists {
               codes(nlist),
               ids(nlist),
               crcs(nlist),
-              checked(new std::atomic<uint8_t>[nlist]) {
+              checked(new std::atomic<uint8_t>[nlist]),
+              wide(new std::atomic<faiss::idx_t*>[nlist]) {
         for (size_t i = 0; i < nlist; i++) {
             checked[i].store(0, std::memory_order_relaxed);
+            wide[i].store(nullptr, std::memory_order_relaxed);
         }
     }
 
-    /// Checks the `n` lists `list_nos` names (negative: none) not checked before; throws
-    /// Damaged at the first whose bytes do not match its CRC. Called before FAISS's search,
-    /// never inside its parallel regions.
+    ~BorrowedLists() override {
+        for (size_t i = 0; i < nlist; i++) {
+            delete[] wide[i].load();
+        }
+    }
+
+    /// Makes the `n` lists `list_nos` names (negative: none) ready to search: each not
+    /// checked before is checked against its CRC (Damaged at the first that fails), and its
+    /// 4-byte ids are widened. Called before FAISS's search, never inside its parallel
+    /// regions; concurrent calls are safe (the atomics).
     void check(const faiss::idx_t* list_nos, size_t n) const {
         for (size_t i = 0; i < n; i++) {
             faiss::idx_t l = list_nos[i];
-            if (l < 0 || size_t(l) >= nlist ||
-                checked[l].load(std::memory_order_acquire)) {
+            if (l < 0 || size_t(l) >= nlist) {
                 continue;
             }
             size_t len = sizes[l];
-            size_t code_len = (len + n_per_block - 1) / n_per_block * block_size;
-            uint32_t c = crc(0, codes[l], code_len);
-            c = crc(c, reinterpret_cast<const uint8_t*>(ids[l]), len * sizeof(faiss::idx_t));
-            if (c != crcs[l]) {
-                throw Damaged(
-                        "inverted list " + std::to_string(l) + " of " +
-                        std::to_string(nlist) + " fails its checksum");
+            if (!checked[l].load(std::memory_order_acquire)) {
+                size_t code_len = (len + n_per_block - 1) / n_per_block * block_size;
+                uint32_t c = crc(0, codes[l], code_len);
+                c = crc(c, ids[l], len * id_bytes);
+                if (c != crcs[l]) {
+                    throw Damaged(
+                            "inverted list " + std::to_string(l) + " of " +
+                            std::to_string(nlist) + " fails its checksum");
+                }
+                checked[l].store(1, std::memory_order_release);
             }
-            checked[l].store(1, std::memory_order_release);
+            if (id_bytes == 4 && !wide[l].load(std::memory_order_acquire)) {
+                auto* w = new faiss::idx_t[len];
+                for (size_t j = 0; j < len; j++) {
+                    uint32_t v;
+                    std::memcpy(&v, ids[l] + 4 * j, 4);
+                    w[j] = v;
+                }
+                faiss::idx_t* none = nullptr;
+                if (!wide[l].compare_exchange_strong(none, w, std::memory_order_acq_rel)) {
+                    delete[] w;
+                }
+            }
         }
     }
 
@@ -116,8 +143,12 @@ struct BorrowedLists : faiss::ReadOnlyInvertedLists {
     const uint8_t* get_codes(size_t list_no) const override {
         return codes[list_no];
     }
+    /// Only for lists `check` made ready (the search path checks what it probes first).
     const faiss::idx_t* get_ids(size_t list_no) const override {
-        return ids[list_no];
+        if (id_bytes == 8) {
+            return reinterpret_cast<const faiss::idx_t*>(ids[list_no]);
+        }
+        return wide[list_no].load(std::memory_order_acquire);
     }
 };
 
@@ -166,6 +197,10 @@ int imgvec_ivf_list(
     return guarded([&] {
         const faiss::IndexIVFFastScan* ivf = fast_scan(index);
         FAISS_THROW_IF_NOT(list_no < ivf->nlist);
+        if (auto* borrowed = dynamic_cast<const BorrowedLists*>(ivf->invlists)) {
+            faiss::idx_t l = list_no;
+            borrowed->check(&l, 1);
+        }
         *n = ivf->invlists->list_size(list_no);
         *ids = ivf->invlists->get_ids(list_no);
         *codes = ivf->invlists->get_codes(list_no);
@@ -190,15 +225,17 @@ int imgvec_ivf_write_without_lists(const void* index, FILE* f) {
 }
 
 /// Makes `index` search lists that lie in the caller's memory: list i has sizes[i] vectors,
-/// their codes at codes[i] (32-byte aligned, block-packed, whole blocks) and ids at ids[i],
-/// and `crc` of its codes then its ids is crcs[i] (checked when a search first probes it).
+/// their codes at codes[i] (32-byte aligned, block-packed, whole blocks) and ids at ids[i]
+/// (`id_bytes` = 4 or 8 little-endian bytes each), and `crc` of its codes then its ids is
+/// crcs[i] (checked when a search first probes it).
 /// The memory must outlive the index or the next imgvec_ivf_own_lists.
 int imgvec_ivf_borrow_lists(
         void* index,
         size_t nlist,
         const size_t* sizes,
         const uint8_t* const* codes,
-        const int64_t* const* ids,
+        const uint8_t* const* ids,
+        size_t id_bytes,
         const uint32_t* crcs,
         crc_fn crc) {
     return guarded([&] {
@@ -210,14 +247,16 @@ int imgvec_ivf_borrow_lists(
         lists->n_per_block = g.n_per_block;
         lists->block_size = g.block_size;
         lists->crcs.assign(crcs, crcs + nlist);
+        FAISS_THROW_IF_NOT_MSG(id_bytes == 4 || id_bytes == 8, "ids of 4 or 8 bytes");
+        lists->id_bytes = id_bytes;
         size_t total = 0;
         for (size_t i = 0; i < nlist; i++) {
             FAISS_THROW_IF_NOT_MSG(
                     reinterpret_cast<uintptr_t>(codes[i]) % 32 == 0,
                     "list codes not 32-byte aligned");
             FAISS_THROW_IF_NOT_MSG(
-                    reinterpret_cast<uintptr_t>(ids[i]) % 8 == 0,
-                    "list ids not 8-byte aligned");
+                    reinterpret_cast<uintptr_t>(ids[i]) % id_bytes == 0,
+                    "list ids not aligned");
             lists->sizes[i] = sizes[i];
             lists->codes[i] = codes[i];
             lists->ids[i] = ids[i];
@@ -282,7 +321,8 @@ int imgvec_ivf_own_lists(void* index) {
                 g.nlist, ivf->get_CodePacker());
         for (size_t i = 0; i < g.nlist; i++) {
             size_t n = borrowed->sizes[i];
-            owned->ids[i].assign(borrowed->ids[i], borrowed->ids[i] + n);
+            const faiss::idx_t* ids = borrowed->get_ids(i);
+            owned->ids[i].assign(ids, ids + n);
             owned->codes[i].resize(code_bytes(g, n));
             if (n > 0) {
                 std::memcpy(owned->codes[i].get(), borrowed->codes[i], code_bytes(g, n));

@@ -296,10 +296,17 @@ mod tests {
 
     #[test]
     fn ivf_lists_are_searched_where_they_lie_until_rows_are_added() {
+        // Row ids that fit in 4 bytes (stored so) and ones that do not (stored in 8).
+        for base in [1, 1 << 33] {
+            lists_in_place(base);
+        }
+    }
+
+    fn lists_in_place(base: u64) {
         let dims = 32;
         let n = 12_000;
         let data = unit_rows(n + 400, dims, 5);
-        let ids: Vec<u64> = (0..n as u64 + 400).map(|i| 1 + i / 4).collect();
+        let ids: Vec<u64> = (0..n as u64 + 400).map(|i| base + i / 4).collect();
         let mut knn = Knn::train(dims, "IVF64,PQ16x4fs", &data[..n * dims]).unwrap();
         knn.add(&ids[..n], &data[..n * dims]).unwrap();
         assert!(!knn.lists_in_place());

@@ -12,14 +12,15 @@
 //!      0     8  magic "IMGVLSTS"
 //!      8     8  h: bytes of the FAISS index written without its lists (u64 LE)
 //!     16     h  that index
-//!              nlist, vectors a block, bytes a block (u64 LE each)
+//!              nlist, vectors a block, bytes a block, bytes a row id i (4 or 8) (u64 LE each)
 //!              nlist list sizes (u64 LE each)
 //!              nlist list CRC-32s (u32 LE each): of the list's codes followed by its ids
 //!              CRC-32 (u32 LE) of the whole body up to here (what precedes the lists)
 //!              p: padding bytes (u64 LE), then p zero bytes, so that what follows starts at a
 //!                 file offset that is a multiple of 64
 //!              codes: each list's blocks in list order (ceil(size / vectors a block) blocks)
-//!              ids: each list's row ids in list order (i64 LE, size each)
+//!              ids: each list's row ids in list order (i bytes LE each: 4 while every id
+//!                 fits, widened to FAISS's 8 when a search first probes the list)
 //! ```
 
 use faiss::index::IndexImpl;
@@ -54,7 +55,8 @@ extern "C" {
         nlist: usize,
         sizes: *const usize,
         codes: *const *const u8,
-        ids: *const *const i64,
+        ids: *const *const u8,
+        id_bytes: usize,
         crcs: *const u32,
         crc: extern "C" fn(u32, *const u8, usize) -> u32,
     ) -> i32;
@@ -169,29 +171,34 @@ pub(crate) fn write(index: &IndexImpl, out: &mut Vec<u8>, at: usize) -> Result<(
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(head.len() as u64).to_le_bytes());
     out.extend_from_slice(&head);
-    for w in [g.nlist, g.n_per_block, g.block_size] {
-        out.extend_from_slice(&(w as u64).to_le_bytes());
-    }
-    for &(n, _, _) in &lists {
-        out.extend_from_slice(&(n as u64).to_le_bytes());
-    }
-    let slices: Vec<(&[u8], &[u8])> = lists
+    let slices: Vec<(&[u8], &[i64])> = lists
         .iter()
         .map(|&(n, ids, codes)| {
             if n == 0 {
                 return (&[][..], &[][..]);
             }
-            // SAFETY: FAISS holds whole blocks of codes and `n` ids (8 bytes each, little-endian
-            // on the targets imgvec builds for) for the list.
+            // SAFETY: FAISS holds whole blocks of codes and `n` ids for the list.
             unsafe {
                 (
                     std::slice::from_raw_parts(codes, g.code_bytes(n)),
-                    std::slice::from_raw_parts(ids as *const u8, n * 8),
+                    std::slice::from_raw_parts(ids, n),
                 )
             }
         })
         .collect();
-    for (codes, ids) in &slices {
+    // Row ids in 4 bytes while every one fits (ids are a third of a descriptor's bytes).
+    let id_bytes = id_width(slices.iter().flat_map(|(_, ids)| ids.iter().copied()));
+    let ids: Vec<Vec<u8>> = slices
+        .iter()
+        .map(|(_, ids)| stored_ids(ids, id_bytes))
+        .collect();
+    for w in [g.nlist, g.n_per_block, g.block_size, id_bytes] {
+        out.extend_from_slice(&(w as u64).to_le_bytes());
+    }
+    for &(n, _, _) in &lists {
+        out.extend_from_slice(&(n as u64).to_le_bytes());
+    }
+    for ((codes, _), ids) in slices.iter().zip(&ids) {
         out.extend_from_slice(&list_crc(codes, ids).to_le_bytes());
     }
     // Everything before the lists, from the body's first byte.
@@ -203,10 +210,28 @@ pub(crate) fn write(index: &IndexImpl, out: &mut Vec<u8>, at: usize) -> Result<(
     for (codes, _) in &slices {
         out.extend_from_slice(codes);
     }
-    for (_, ids) in &slices {
+    for ids in &ids {
         out.extend_from_slice(ids);
     }
     Ok(())
+}
+
+/// Bytes a stored row id takes: 4 when every one of `ids` fits in a u32, else 8.
+fn id_width(mut ids: impl Iterator<Item = i64>) -> usize {
+    if ids.all(|id| u32::try_from(id).is_ok()) {
+        4
+    } else {
+        8
+    }
+}
+
+/// `ids` as stored: `id_bytes` little-endian bytes each (4 only when all fit, [`id_width`]).
+fn stored_ids(ids: &[i64], id_bytes: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ids.len() * id_bytes);
+    for &id in ids {
+        out.extend_from_slice(&id.to_le_bytes()[..id_bytes]);
+    }
+    out
 }
 
 /// Reads what [`write`] wrote (all of `body`, which starts with [`MAGIC`]): the index searches
@@ -227,6 +252,10 @@ pub(crate) fn read(body: &Body, dims: usize) -> Result<(IndexImpl, Body), IndexE
         n_per_block: r.u64()? as usize,
         block_size: r.u64()? as usize,
     };
+    let id_bytes = r.u64()? as usize;
+    if id_bytes != 4 && id_bytes != 8 {
+        return Err(bad(format!("row ids of {id_bytes} bytes")));
+    }
     // Bounded by the bytes there are before anything is allocated for them.
     if stored.nlist > r.remaining() / 12 {
         return Err(bad(format!(
@@ -264,7 +293,7 @@ pub(crate) fn read(body: &Body, dims: usize) -> Result<(IndexImpl, Body), IndexE
     r.take(pad as usize)?;
     let lists_at = bytes.len() - r.rest().len();
     let code_total: usize = sizes.iter().map(|&n| g.code_bytes(n)).sum();
-    let id_total: usize = sizes.iter().sum::<usize>() * 8;
+    let id_total: usize = sizes.iter().sum::<usize>() * id_bytes;
     if lists_at + code_total + id_total != bytes.len() {
         return Err(bad(format!(
             "{} bytes of lists, their sizes say {}",
@@ -283,10 +312,10 @@ pub(crate) fn read(body: &Body, dims: usize) -> Result<(IndexImpl, Body), IndexE
         // SAFETY: offsets within `lists`, whose length was checked above.
         unsafe {
             codes.push(base.add(code_at));
-            ids.push(base.add(id_at) as *const i64);
+            ids.push(base.add(id_at));
         }
         code_at += g.code_bytes(n);
-        id_at += n * 8;
+        id_at += n * id_bytes;
     }
     // SAFETY: the arrays hold `nlist` entries each; the pointers lie in `lists`, which the
     // caller keeps alive while the index uses them.
@@ -297,6 +326,7 @@ pub(crate) fn read(body: &Body, dims: usize) -> Result<(IndexImpl, Body), IndexE
             sizes.as_ptr(),
             codes.as_ptr(),
             ids.as_ptr(),
+            id_bytes,
             crcs.as_ptr(),
             crc_continue,
         )
@@ -351,4 +381,27 @@ pub(crate) fn own_lists(index: &mut IndexImpl) -> Result<(), IndexError> {
     shim("copy kNN lists", unsafe {
         imgvec_ivf_own_lists(raw_mut(index))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_ids_take_four_bytes_while_every_one_fits() {
+        let cases: [(&[i64], usize, &[u8]); 4] = [
+            (&[], 4, &[]),
+            (&[1, 258], 4, &[1, 0, 0, 0, 2, 1, 0, 0]),
+            (&[u32::MAX as i64], 4, &[255, 255, 255, 255]),
+            (
+                &[1, 1 << 32],
+                8,
+                &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0],
+            ),
+        ];
+        for (ids, width, stored) in cases {
+            assert_eq!(id_width(ids.iter().copied()), width, "{ids:?}");
+            assert_eq!(stored_ids(ids, width), stored, "{ids:?}");
+        }
+    }
 }
