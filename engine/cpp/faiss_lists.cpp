@@ -1,7 +1,7 @@
 // The inverted lists of a FAISS fast-scan IVF index (the voting and dense-window indexes) kept
 // where they lie: in a mapped derived file, instead of FAISS's reader copying every list into
 // its own memory on each open (docs/FORMAT.md, "kNN lists"). Called from
-// engine/src/index/lists.rs; every function catches what FAISS throws and returns nonzero,
+// engine/src/index/mapped_lists.rs; every function catches what FAISS throws and returns nonzero,
 // with the message left for imgvec_lists_last_error.
 
 #include <faiss/IndexIVFFastScan.h>
@@ -12,10 +12,10 @@
 #include <faiss/invlists/BlockInvertedLists.h>
 #include <faiss/invlists/InvertedLists.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
-#include <algorithm>
 #include <cstring>
 #include <exception>
 #include <memory>
