@@ -10,8 +10,11 @@ use crate::dense::DenseIndex;
 use crate::derived::artifact::{self, Body, Kind};
 use crate::derived::slot::Persisted;
 use crate::derived::view_file;
+use crate::error::IndexError;
 use crate::index::hamming::{BinaryIvf, HammingIndex};
 use crate::index::ivfpq::IvfPq;
+use crate::index::mapped_lists;
+use crate::index::rows::KnnRows;
 use crate::local::LocalIndex;
 use crate::pipeline::PipelineConfig;
 use crate::vlad::{Vlad, DESCRIPTOR_DIMS};
@@ -37,6 +40,25 @@ pub fn split_derived(bytes: &[u8]) -> Option<(u8, &[u8])> {
     })
 }
 
+/// A voting or dense-window body parsed as the loader parses it, the CRC its kNN lists layout
+/// keeps over what precedes the lists re-signed first (a fuzzer cannot forge it, and the parsing
+/// behind it is what is fuzzed); an accepted index is searched once, which checks the lists the
+/// search probes.
+fn knn_body<R>(body: &[u8], decode: impl Fn(Body) -> Result<KnnRows<R>, IndexError>) -> bool {
+    let mut bytes = body.to_vec();
+    if let Some(at) = bytes
+        .windows(mapped_lists::MAGIC.len())
+        .position(|w| w == mapped_lists::MAGIC)
+    {
+        mapped_lists::resign(&mut bytes, at);
+    }
+    decode(Body::copied(&bytes))
+        .map(|ix| {
+            let _ = ix.knn.search(&vec![0.0; ix.knn.dims], 3, 8);
+        })
+        .is_ok()
+}
+
 /// The body of a derived file of kind number `kind` (modulo [`DERIVED_KINDS`]), parsed as the
 /// loader parses it once the frame's CRC matched (the fuzzer reaches the parsers without having
 /// to forge CRCs).
@@ -55,8 +77,8 @@ pub fn derived_body(kind: u8, body: &[u8]) -> bool {
             .map(|w| w.apply(&vec![0.5; w.dims_in]))
             .is_some(),
         Kind::Vlad => Vlad::from_bytes(body).is_some(),
-        Kind::Voting => <LocalIndex as Persisted>::from_body(Body::copied(body)).is_ok(),
-        Kind::Dense => <DenseIndex as Persisted>::from_body(Body::copied(body)).is_ok(),
+        Kind::Voting => knn_body(body, <LocalIndex as Persisted>::from_body),
+        Kind::Dense => knn_body(body, <DenseIndex as Persisted>::from_body),
         Kind::View => {
             // The header's own projection and width, so the parser goes past its first check.
             let word = |at: usize| {

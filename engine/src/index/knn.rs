@@ -360,6 +360,14 @@ mod tests {
         bad[40] ^= 0x01;
         let err = Knn::read(&Body::copied(&bad), dims).err().unwrap();
         assert!(matches!(err, IndexError::Damaged(_)), "{err}");
+        // Re-signed (the fuzz entry's way past that check), the same bytes reach the parsers.
+        let at = bad
+            .windows(8)
+            .position(|w| w == mapped_lists::MAGIC)
+            .unwrap();
+        assert!(mapped_lists::resign(&mut bad, at));
+        let err = Knn::read(&Body::copied(&bad), dims).err().unwrap();
+        assert!(!matches!(err, IndexError::Damaged(_)), "{err}");
 
         // Lists cut short or longer than their sizes say are refused.
         for len in [out.len() - 1, out.len() - 9, out.len() / 2] {

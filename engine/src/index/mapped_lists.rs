@@ -234,19 +234,26 @@ fn stored_ids(ids: &[i64], id_bytes: usize) -> Vec<u8> {
     out
 }
 
-/// Reads what [`write`] wrote (all of `body`, which starts with [`MAGIC`]): the index searches
-/// its lists in `body`'s memory, which the caller keeps alive as long as the index (or until
-/// [`own_lists`]). A body whose lists are not aligned as [`write`] aligned them (made in memory)
-/// is copied once into aligned memory, which the returned `Body` then holds.
-pub(crate) fn read(body: &Body, dims: usize) -> Result<(IndexImpl, Body), IndexError> {
+/// The part of the layout before the lists' CRC-covered end, parsed but not yet trusted.
+struct Head<'a> {
+    /// The FAISS index written without its lists.
+    faiss: &'a [u8],
+    stored: Geometry,
+    id_bytes: usize,
+    sizes: Vec<usize>,
+    crcs: Vec<u32>,
+    /// Where the CRC of everything before it lies (relative to the layout's first byte).
+    crc_at: usize,
+}
+
+fn parse_head(bytes: &[u8]) -> Result<Head<'_>, IndexError> {
     let bad = |what: String| IndexError::Invalid(format!("kNN lists: {what}"));
-    let bytes = body.bytes();
     let mut r = Reader::new(bytes);
     if r.take(MAGIC.len())? != MAGIC {
         return Err(bad("bad magic".into()));
     }
     let head_len = usize::try_from(r.u64()?).map_err(|_| bad("header too long".into()))?;
-    let head = r.take(head_len)?;
+    let faiss = r.take(head_len)?;
     let stored = Geometry {
         nlist: r.u64()? as usize,
         n_per_block: r.u64()? as usize,
@@ -272,13 +279,57 @@ pub(crate) fn read(body: &Body, dims: usize) -> Result<(IndexImpl, Body), IndexE
     for _ in 0..stored.nlist {
         crcs.push(r.u32()?);
     }
+    let crc_at = bytes.len() - r.remaining();
+    r.u32()?;
+    Ok(Head {
+        faiss,
+        stored,
+        id_bytes,
+        sizes,
+        crcs,
+        crc_at,
+    })
+}
+
+/// For the fuzz targets: rewrites the CRC of what precedes the lists of the layout starting at
+/// `bytes[at]` (a body in which it lies), so mutated bodies reach the parsing behind that check.
+/// Returns whether a layout was found there.
+pub(crate) fn resign(bytes: &mut [u8], at: usize) -> bool {
+    let Some(crc_at) = bytes
+        .get(at..)
+        .and_then(|b| parse_head(b).ok())
+        .map(|h| at + h.crc_at)
+    else {
+        return false;
+    };
+    let crc = crc32fast::hash(&bytes[..crc_at]);
+    bytes[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+    true
+}
+
+/// Reads what [`write`] wrote (all of `body`, which starts with [`MAGIC`]): the index searches
+/// its lists in `body`'s memory, which the caller keeps alive as long as the index (or until
+/// [`own_lists`]). A body whose lists are not aligned as [`write`] aligned them (made in memory)
+/// is copied once into aligned memory, which the returned `Body` then holds.
+pub(crate) fn read(body: &Body, dims: usize) -> Result<(IndexImpl, Body), IndexError> {
+    let bad = |what: String| IndexError::Invalid(format!("kNN lists: {what}"));
+    let bytes = body.bytes();
+    let Head {
+        faiss: head,
+        stored,
+        id_bytes,
+        sizes,
+        crcs,
+        crc_at,
+    } = parse_head(bytes)?;
     // Nothing before the lists is parsed before its checksum matched.
-    let head_end = bytes.len() - r.remaining();
-    if crc32fast::hash(body.leading(head_end)) != r.u32()? {
+    let stored_crc = u32::from_le_bytes(bytes[crc_at..crc_at + 4].try_into().expect("4 bytes"));
+    if crc32fast::hash(body.leading(crc_at)) != stored_crc {
         return Err(IndexError::Damaged(
             "kNN lists: what precedes the lists fails its checksum".into(),
         ));
     }
+    let mut r = Reader::new(&bytes[crc_at + 4..]);
     let mut index = faiss_index_from_bytes("read kNN index", head, Some(dims))?;
     let g = Geometry::of(&index)?;
     if stored != g {
@@ -291,7 +342,7 @@ pub(crate) fn read(body: &Body, dims: usize) -> Result<(IndexImpl, Body), IndexE
         return Err(bad(format!("padding of {pad} bytes")));
     }
     r.take(pad as usize)?;
-    let lists_at = bytes.len() - r.rest().len();
+    let lists_at = bytes.len() - r.remaining();
     let code_total: usize = sizes.iter().map(|&n| g.code_bytes(n)).sum();
     let id_total: usize = sizes.iter().sum::<usize>() * id_bytes;
     if lists_at + code_total + id_total != bytes.len() {
