@@ -87,11 +87,7 @@ impl Knn {
             return Ok(());
         }
         if self.lists.is_some() {
-            mapped_lists::own_lists(&mut self.index).inspect_err(|e| {
-                if matches!(e, IndexError::Damaged(_)) {
-                    self.damaged.store(true, Ordering::Relaxed);
-                }
-            })?;
+            mapped_lists::own_lists(&mut self.index).inspect_err(|e| self.note(e))?;
             self.lists = None;
         }
         let idx: Vec<Idx> = ids.iter().map(|&i| Idx::new(i)).collect();
@@ -134,11 +130,7 @@ impl Knn {
         let nprobe = (self.nlist > 1).then(|| nprobe.clamp(1, self.nlist));
         let (dis, lab) = match (nprobe, self.lists.is_some()) {
             (Some(nprobe), true) => mapped_lists::search(&self.index, queries, nq, k, nprobe)
-                .inspect_err(|e| {
-                    if matches!(e, IndexError::Damaged(_)) {
-                        self.damaged.store(true, Ordering::Relaxed);
-                    }
-                })?,
+                .inspect_err(|e| self.note(e))?,
             _ => faiss_search("kNN search", &self.index, queries, nq, k, nprobe)?,
         };
         // Unit vectors: squared L2 = 2 − 2 cos.
@@ -153,6 +145,13 @@ impl Knn {
     /// `mapped_lists`), not in copies of its own.
     pub fn lists_in_place(&self) -> bool {
         self.lists.is_some() && mapped_lists::borrowed(&self.index)
+    }
+
+    /// Remembers that `e`, an error of reading the lists in place, found them damaged.
+    fn note(&self, e: &IndexError) {
+        if matches!(e, IndexError::Damaged(_)) {
+            self.damaged.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Whether a search found part of the file its lists lie in damaged (its answer was an
