@@ -295,13 +295,6 @@ int imgvec_ivf_search(
     });
 }
 
-/// Whether the lists are borrowed (imgvec_ivf_borrow_lists): 1 yes, 0 no.
-int imgvec_ivf_lists_borrowed(const void* index, int* borrowed) {
-    return guarded([&] {
-        *borrowed = dynamic_cast<const BorrowedLists*>(fast_scan(index)->invlists) != nullptr;
-    });
-}
-
 /// Copies borrowed lists into FAISS's own block lists (which adding needs), checking each;
 /// does nothing to lists FAISS already owns.
 int imgvec_ivf_own_lists(void* index) {

@@ -172,19 +172,23 @@ pub(crate) fn read(path: &Path, kind: Kind) -> Result<Vec<u8>, IndexError> {
     read_with(path, kind, |body| Ok(body.to_vec()))
 }
 
+/// Maps the derived file at `path` read-only.
+fn map_file(path: &Path) -> Result<memmap2::Mmap, IndexError> {
+    let file = std::fs::File::open(path)?;
+    // SAFETY: derived files are written whole under a new name and published by rename
+    // (derived/publish.rs); imgvec never truncates or rewrites one in place, and sweeping one
+    // unlinks it, which leaves a mapping intact.
+    Ok(unsafe { memmap2::Mmap::map(&file)? })
+}
+
 /// Reads a derived file of `kind`, checks its header and CRC, and hands `parse` the body in
-/// place: the file is mapped, not copied into memory (a 100,000-image voting index is 1.3 GB,
-/// which FAISS copies into its own lists anyway).
+/// place: the file is mapped, not copied into memory; the map lives only while `parse` reads it.
 pub(crate) fn read_with<T>(
     path: &Path,
     kind: Kind,
     parse: impl FnOnce(&[u8]) -> Result<T, IndexError>,
 ) -> Result<T, IndexError> {
-    let file = std::fs::File::open(path)?;
-    // SAFETY: derived files are written whole under a new name and published by rename
-    // (derived/publish.rs); imgvec never truncates or rewrites one in place, and sweeping one
-    // unlinks it, which leaves this mapping intact. The map lives only while `parse` reads it.
-    let bytes = unsafe { memmap2::Mmap::map(&file)? };
+    let bytes = map_file(path)?;
     let _ = bytes.advise(memmap2::Advice::Sequential);
     let body = decode(kind, &bytes)
         .map_err(|e| IndexError::Invalid(format!("{}: {e}", path.display())))?;
@@ -193,7 +197,7 @@ pub(crate) fn read_with<T>(
 
 /// A derived file's body kept where it lies: the file's read-only mapping (or, for bodies made
 /// in memory, an aligned heap copy), shared by what is read from it. Structures whose bulk is
-/// searched in place (the voting and dense-window lists, `index::knn_lists`) hold one for as
+/// searched in place (the voting and dense-window lists, `index::mapped_lists`) hold one for as
 /// long as they use it; the rest parse [`Body::bytes`] and let it go.
 #[derive(Clone)]
 pub(crate) struct Body {
@@ -295,23 +299,13 @@ impl Drop for Aligned {
     }
 }
 
-/// A derived file of `kind`, its header and CRC checked, its body mapped ([`Body`]).
-#[cfg(test)]
-pub(crate) fn read_body(path: &Path, kind: Kind) -> Result<Body, IndexError> {
-    let body = read_body_unchecked(path, kind)?;
-    body.check_file(kind)
-        .map_err(|e| IndexError::Invalid(format!("{}: {e}", path.display())))?;
-    Ok(body)
-}
-
 /// A derived file of `kind` mapped, its header fields and length checked but not its CRC, which
 /// reads every byte: the caller checks it ([`Body::check_file`]) unless the structure it reads
 /// checks its own parts as it uses them (the voting and dense-window lists,
 /// `index::mapped_lists`).
 pub(crate) fn read_body_unchecked(path: &Path, kind: Kind) -> Result<Body, IndexError> {
-    let file = std::fs::File::open(path)?;
-    // SAFETY: as in `read_with`; the mapping lives as long as the last `Body` holding it.
-    let map = unsafe { memmap2::Mmap::map(&file)? };
+    // The mapping lives as long as the last `Body` holding it.
+    let map = map_file(path)?;
     let len = check_header(kind, &map)
         .map_err(|e| IndexError::Invalid(format!("{}: {e}", path.display())))?;
     Ok(Body {
@@ -402,7 +396,8 @@ mod tests {
         assert!(err.contains("x.idx"), "{err}");
 
         // Mapped: the body in place, at its file offset; slices share it.
-        let mapped = read_body(&path, Kind::Vlad).unwrap();
+        let mapped = read_body_unchecked(&path, Kind::Vlad).unwrap();
+        mapped.check_file(Kind::Vlad).unwrap();
         assert_eq!(mapped.bytes(), &body[..]);
         assert_eq!(mapped.slice(5..9).bytes(), &body[5..9]);
         assert_eq!(
@@ -416,7 +411,10 @@ mod tests {
         let mut bad = std::fs::read(&path).unwrap();
         bad[HEADER_LEN + 2] ^= 1;
         std::fs::write(&path, bad).unwrap();
-        let err = read_body(&path, Kind::Vlad).err().unwrap().to_string();
+        let err = read_body_unchecked(&path, Kind::Vlad)
+            .unwrap()
+            .check_file(Kind::Vlad)
+            .unwrap_err();
         assert!(err.contains("checksum"), "{err}");
     }
 }

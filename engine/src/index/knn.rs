@@ -51,7 +51,8 @@ pub(crate) fn knn_lists(factory: &str) -> usize {
 pub(crate) struct Knn {
     index: faiss::index::IndexImpl,
     /// The memory the index's inverted lists lie in when it was read from a file
-    /// (`mapped_lists`); declared after `index`, so it outlives it.
+    /// (`mapped_lists`): `Some` exactly while the index borrows its lists from it (until
+    /// `add` copies them); declared after `index`, so it outlives it.
     lists: Option<Body>,
     /// Read from FAISS's whole serialisation of an IVF index ([`Knn::outdated`]).
     read_whole: bool,
@@ -144,7 +145,7 @@ impl Knn {
     /// Whether the index searches its lists where they lie in a mapped file (see
     /// `mapped_lists`), not in copies of its own.
     pub fn lists_in_place(&self) -> bool {
-        self.lists.is_some() && mapped_lists::borrowed(&self.index)
+        self.lists.is_some()
     }
 
     /// Remembers that `e`, an error of reading the lists in place, found them damaged.

@@ -69,7 +69,6 @@ extern "C" {
         distances: *mut f32,
         labels: *mut i64,
     ) -> i32;
-    fn imgvec_ivf_lists_borrowed(index: *const libc::c_void, borrowed: *mut i32) -> i32;
     fn imgvec_ivf_own_lists(index: *mut libc::c_void) -> i32;
 }
 
@@ -412,17 +411,6 @@ pub(crate) fn search(
         )
     })?;
     Ok((dis, lab))
-}
-
-/// Whether the index searches lists that lie in a [`Body`] ([`read`]).
-pub(crate) fn borrowed(index: &IndexImpl) -> bool {
-    let mut b = 0;
-    // SAFETY: a live index; the shim writes the flag.
-    shim("kNN lists", unsafe {
-        imgvec_ivf_lists_borrowed(raw(index), &mut b)
-    })
-    .is_ok()
-        && b != 0
 }
 
 /// Copies lists the index borrows into FAISS's own (which adding to them needs); after this the
