@@ -307,37 +307,20 @@ fn block_max(v: &[f32]) -> f32 {
         .fold(f32::NEG_INFINITY, |a, &b| a.max(b))
 }
 
-fn scan_one(
-    vectors: &[f32],
-    ids: &[u64],
-    dims: usize,
-    query: &[f32],
-    top: &mut TopK,
-    accept: Option<&dyn Fn(u64) -> bool>,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        unsafe { scan_one_avx2(vectors, ids, dims, query, top, accept) };
-        return;
+imgvec_ingest::with_avx2! {
+    fn scan_one(
+        vectors: &[f32],
+        ids: &[u64],
+        dims: usize,
+        query: &[f32],
+        top: &mut TopK,
+        accept: Option<&dyn Fn(u64) -> bool>,
+    ) {
+        scan_one_portable(vectors, ids, dims, query, top, accept);
     }
-    scan_one_portable(vectors, ids, dims, query, top, accept);
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn scan_one_avx2(
-    vectors: &[f32],
-    ids: &[u64],
-    dims: usize,
-    query: &[f32],
-    top: &mut TopK,
-    accept: Option<&dyn Fn(u64) -> bool>,
-) {
-    scan_one_portable(vectors, ids, dims, query, top, accept);
-}
-
-/// Inlined into the AVX2 wrapper above, where LLVM vectorises `dot` 8 lanes wide.
+/// Inlined into both builds of `scan_one`; in the AVX2 one LLVM vectorises `dot` 8 lanes wide.
 #[inline(always)]
 fn scan_one_portable(
     vectors: &[f32],

@@ -12,6 +12,7 @@ pub mod files;
 pub mod model_meta;
 pub mod preprocess;
 pub mod sift;
+mod simd;
 
 pub use blocks::{CnnBlock, FusedExtractor, FusionSpec, HandBlock, Handcrafted};
 pub use decode::{decode, has_image_extension, DecodeError, DecodedImage};

@@ -27,26 +27,17 @@ impl PaddedRows {
     }
 }
 
-/// The dot products of template `t` with the windows whose top row is `y`, for every left edge
-/// `0..out.len()` (at most the row's width − `t.w` + 1): [`LANES`] neighbouring edges at a time,
-/// each template value times a run of its row, summed in registers.
-pub(super) fn correlate_row(t: &Template, rows: &PaddedRows, y: usize, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        unsafe { correlate_row_avx2(t, rows, y, out) };
-        return;
+imgvec_ingest::with_avx2! {
+    /// The dot products of template `t` with the windows whose top row is `y`, for every left
+    /// edge `0..out.len()` (at most the row's width − `t.w` + 1): [`LANES`] neighbouring edges at
+    /// a time, each template value times a run of its row, summed in registers.
+    pub(super) fn correlate_row(t: &Template, rows: &PaddedRows, y: usize, out: &mut [f32]) {
+        correlate_row_portable(t, rows, y, out);
     }
-    correlate_row_portable(t, rows, y, out);
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn correlate_row_avx2(t: &Template, rows: &PaddedRows, y: usize, out: &mut [f32]) {
-    correlate_row_portable(t, rows, y, out);
-}
-
-/// Inlined into the AVX2 wrapper above, where LLVM keeps the `LANES` sums in one register.
+/// Inlined into both builds of `correlate_row`; in the AVX2 one LLVM keeps the `LANES` sums in
+/// one register.
 #[inline(always)]
 fn correlate_row_portable(t: &Template, rows: &PaddedRows, y: usize, out: &mut [f32]) {
     for (x0, chunk) in (0..).step_by(LANES).zip(out.chunks_mut(LANES)) {

@@ -23,6 +23,8 @@ mod planes;
 pub use packed::{keypoints_in, pack, PackedFeatures, LOCAL_MAGIC, LOCAL_VERSION, QUANT, QUANT4};
 use planes::{blur, gaussian_weights, stretched_grey, Gradients, Plane};
 
+use crate::with_avx2;
+
 /// Values in one descriptor.
 pub const DESCRIPTOR_LEN: usize = 128;
 const HIST_BINS: usize = 36;
@@ -251,88 +253,199 @@ fn orientation_peaks(
     peaks
 }
 
-/// The 4×4×8 SIFT descriptor at (x, y) with orientation `angle`, as RootSIFT.
-fn describe(img: &Gradients, x: f32, y: f32, angle: f32, scl: f32) -> [f32; DESCRIPTOR_LEN] {
-    let d = DESCR_WIDTH;
-    let n = DESCR_BINS;
-    let (px, py) = (x.round() as isize, y.round() as isize);
-    let hist_width = DESCR_SCL_FCTR * scl;
-    let radius = (hist_width * std::f32::consts::SQRT_2 * (d as f32 + 1.0) * 0.5).round() as isize;
-    let radius = radius.min(((img.w * img.w + img.h * img.h) as f32).sqrt() as isize);
-    let (cos_t, sin_t) = (angle.cos() / hist_width, angle.sin() / hist_width);
-    let bins_per_rad = n as f32 / std::f32::consts::TAU;
-    let exp_scale = -1.0 / (d as f32 * d as f32 * 0.5);
-    let stride_c = n + 2;
-    let stride_r = (d + 2) * stride_c;
-    let mut hist = vec![0f32; (d + 2) * stride_r];
-    // The rotation keeps lengths, so the Gaussian weight of (j, i) is separable in j and i.
-    let weights = gaussian_weights(radius, exp_scale / (hist_width * hist_width));
-    let rows = (py - radius).max(1)..=(py + radius).min(img.h as isize - 2);
-    let cols = (px - radius).max(1)..=(px + radius).min(img.w as isize - 2);
-    // Half of the square around the keypoint lies outside the rotated window: each row only
-    // visits the columns that can fall inside it (one spare column a side; the test below
-    // still decides).
-    let reach = d as f32 / 2.0 + 0.5;
-    for r in rows {
-        let i = r - py;
-        let wi = weights[i.unsigned_abs()];
-        let (lo, hi) = window_columns(i as f32, cos_t, sin_t, reach);
-        let from = (*cols.start()).max(px + lo);
-        let to = (*cols.end()).min(px + hi);
-        for c in from..=to {
-            let j = c - px;
-            let c_rot = j as f32 * cos_t - i as f32 * sin_t;
-            let r_rot = j as f32 * sin_t + i as f32 * cos_t;
-            let rbin = r_rot + d as f32 / 2.0 - 0.5;
-            let cbin = c_rot + d as f32 / 2.0 - 0.5;
-            if rbin <= -1.0 || rbin >= d as f32 || cbin <= -1.0 || cbin >= d as f32 {
+with_avx2! {
+    /// The 4×4×8 SIFT descriptor at (x, y) with orientation `angle`, as RootSIFT.
+    ///
+    /// Row by row of the window: first every pixel's place in the histogram and the eight
+    /// amounts it adds (trilinear in row, column and orientation), in a loop the compiler
+    /// vectorises; then the additions, pixel by pixel in the order the reference adds them.
+    fn describe(img: &Gradients, x: f32, y: f32, angle: f32, scl: f32) -> [f32; DESCRIPTOR_LEN] {
+        let d = DESCR_WIDTH;
+        let n = DESCR_BINS;
+        let (px, py) = (x.round() as isize, y.round() as isize);
+        let hist_width = DESCR_SCL_FCTR * scl;
+        let radius =
+            (hist_width * std::f32::consts::SQRT_2 * (d as f32 + 1.0) * 0.5).round() as isize;
+        let radius = radius.min(((img.w * img.w + img.h * img.h) as f32).sqrt() as isize);
+        let (cos_t, sin_t) = (angle.cos() / hist_width, angle.sin() / hist_width);
+        let exp_scale = -1.0 / (d as f32 * d as f32 * 0.5);
+        let mut hist = [0f32; HIST_LEN];
+        // The rotation keeps lengths, so the Gaussian weight of (j, i) is separable in j and i.
+        let weights = gaussian_weights(radius, exp_scale / (hist_width * hist_width));
+        // The column weights as one run from j = -radius to j = radius.
+        let across: Vec<f32> = (-radius..=radius).map(|j| weights[j.unsigned_abs()]).collect();
+        let rows = (py - radius).max(1)..=(py + radius).min(img.h as isize - 2);
+        let cols = (px - radius).max(1)..=(px + radius).min(img.w as isize - 2);
+        // Half of the square around the keypoint lies outside the rotated window: each row only
+        // visits the columns that can fall inside it (one spare column a side; `RowBins::fill`
+        // still decides).
+        let reach = d as f32 / 2.0 + 0.5;
+        let mut bins = RowBins::default();
+        for r in rows {
+            let i = r - py;
+            let (lo, hi) = window_columns(i as f32, cos_t, sin_t, reach);
+            let from = (*cols.start()).max(px + lo);
+            let to = (*cols.end()).min(px + hi);
+            if from > to {
                 continue;
             }
-            let at = r as usize * img.w + c as usize;
-            let mag = img.mag[at] * wi * weights[j.unsigned_abs()];
-            let mut ori = img.ori[at] - angle;
-            if ori < 0.0 {
-                ori += std::f32::consts::TAU;
-            }
-            let obin = (ori * bins_per_rad).max(0.0);
-            // rbin, cbin > -1 and obin >= 0: flooring is truncating (after a shift of one).
-            let (r0, c0, o0) = (
-                (rbin + 1.0) as usize as f32 - 1.0,
-                (cbin + 1.0) as usize as f32 - 1.0,
-                obin as usize as f32,
+            let len = (to - from + 1) as usize;
+            let at = r as usize * img.w + from as usize;
+            let window = Window {
+                first_j: (from - px) as f32,
+                i: i as f32,
+                cos_t,
+                sin_t,
+                angle,
+                row_weight: weights[i.unsigned_abs()],
+            };
+            let start = (from - px + radius) as usize;
+            bins.fill(
+                &window,
+                &img.mag[at..at + len],
+                &img.ori[at..at + len],
+                &across[start..start + len],
             );
-            let (fr, fc, fo) = (rbin - r0, cbin - c0, obin - o0);
-            let o0 = (o0 as usize) % n;
-            let base =
-                ((r0 as isize + 1) as usize) * stride_r + ((c0 as isize + 1) as usize) * stride_c;
-            for (dr, wr) in [(0, 1.0 - fr), (1, fr)] {
-                for (dc, wc) in [(0, 1.0 - fc), (1, fc)] {
-                    let cell = base + dr * stride_r + dc * stride_c;
-                    let v = mag * wr * wc;
-                    hist[cell + o0] += v * (1.0 - fo);
-                    hist[cell + o0 + 1] += v * fo;
-                }
+            bins.add_to(&mut hist);
+        }
+        let stride_c = n + 2;
+        let stride_r = (d + 2) * stride_c;
+        let mut desc = [0f32; DESCRIPTOR_LEN];
+        for i in 0..d {
+            for j in 0..d {
+                let cell = (i + 1) * stride_r + (j + 1) * stride_c;
+                hist[cell] += hist[cell + n];
+                hist[cell + 1] += hist[cell + n + 1];
+                desc[(i * d + j) * n..(i * d + j + 1) * n].copy_from_slice(&hist[cell..cell + n]);
+            }
+        }
+        // Lowe's normalisation: unit length, clip large gradients, renormalise; then RootSIFT.
+        let norm = desc.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let clip = DESCR_MAG_THR * norm;
+        desc.iter_mut().for_each(|v| *v = v.min(clip));
+        let l1: f32 = desc.iter().sum();
+        if l1 > 0.0 {
+            desc.iter_mut().for_each(|v| *v = (*v / l1).sqrt());
+        }
+        desc
+    }
+}
+
+/// The descriptor's histogram: (4 + 2) × (4 + 2) cells of 8 + 2 orientation bins, one spare a
+/// side in each direction so that trilinear spreading never needs a bounds test.
+const HIST_LEN: usize = (DESCR_WIDTH + 2) * (DESCR_WIDTH + 2) * (DESCR_BINS + 2);
+
+/// One row of a descriptor window: `i` rows from the keypoint, its first column `first_j`
+/// columns from it.
+struct Window {
+    first_j: f32,
+    i: f32,
+    /// The keypoint's orientation, and its cosine and sine over the histogram cell width.
+    cos_t: f32,
+    sin_t: f32,
+    angle: f32,
+    /// The Gaussian weight of the row.
+    row_weight: f32,
+}
+
+/// A window row's pixels made ready for the histogram: for each, whether it lies inside the
+/// window, the histogram index of its first bin and the eight amounts it adds there (pairs of
+/// orientation bins at cell offsets (0, 0), (0, 1), (1, 0), (1, 1) in rows and columns).
+#[derive(Default)]
+struct RowBins {
+    inside: Vec<bool>,
+    /// Whole numbers, as floats.
+    first: Vec<f32>,
+    amounts: [Vec<f32>; 8],
+}
+
+impl RowBins {
+    /// Computes every pixel of the row: gradient magnitudes `mag`, orientations `ori` and column
+    /// weights `across`, all of the row's length.
+    #[inline(always)]
+    fn fill(&mut self, win: &Window, mag: &[f32], ori: &[f32], across: &[f32]) {
+        let (d, n) = (DESCR_WIDTH as f32, DESCR_BINS);
+        let stride_c = (n + 2) as f32;
+        let stride_r = (DESCR_WIDTH + 2) as f32 * stride_c;
+        let bins_per_rad = n as f32 / std::f32::consts::TAU;
+        let len = mag.len();
+        self.inside.resize(len, false);
+        self.first.resize(len, 0.0);
+        for a in &mut self.amounts {
+            a.resize(len, 0.0);
+        }
+        let (inside, first) = (&mut self.inside[..len], &mut self.first[..len]);
+        let [a0, a1, a2, a3, a4, a5, a6, a7] = &mut self.amounts;
+        let (a0, a1, a2, a3) = (
+            &mut a0[..len],
+            &mut a1[..len],
+            &mut a2[..len],
+            &mut a3[..len],
+        );
+        let (a4, a5, a6, a7) = (
+            &mut a4[..len],
+            &mut a5[..len],
+            &mut a6[..len],
+            &mut a7[..len],
+        );
+        let (ori, across) = (&ori[..len], &across[..len]);
+        for k in 0..len {
+            let j = win.first_j + k as f32;
+            let c_rot = j * win.cos_t - win.i * win.sin_t;
+            let r_rot = j * win.sin_t + win.i * win.cos_t;
+            let rbin = r_rot + d / 2.0 - 0.5;
+            let cbin = c_rot + d / 2.0 - 0.5;
+            inside[k] = rbin > -1.0 && rbin < d && cbin > -1.0 && cbin < d;
+            let m = mag[k] * win.row_weight * across[k];
+            let o = ori[k] - win.angle;
+            let o = if o < 0.0 {
+                o + std::f32::consts::TAU
+            } else {
+                o
+            };
+            let obin = (o * bins_per_rad).max(0.0);
+            // Inside the window rbin, cbin > -1 and obin >= 0: flooring is truncating (after a
+            // shift of one). Outside, the values are never used. Whole numbers stay floats here
+            // (exact, and truncation is one instruction a lane where float-to-integer
+            // conversions with Rust's saturation are many); `add_to` converts the index.
+            let (r1, c1, o0) = ((rbin + 1.0).trunc(), (cbin + 1.0).trunc(), obin.trunc());
+            let (fr, fc, fo) = (rbin - (r1 - 1.0), cbin - (c1 - 1.0), obin - o0);
+            // obin reaches n only by rounding: that is bin 0 again.
+            let o0 = if o0 >= n as f32 { o0 - n as f32 } else { o0 };
+            first[k] = r1 * stride_r + c1 * stride_c + o0;
+            let (top, bottom) = (m * (1.0 - fr), m * fr);
+            let corners = [top * (1.0 - fc), top * fc, bottom * (1.0 - fc), bottom * fc];
+            a0[k] = corners[0] * (1.0 - fo);
+            a1[k] = corners[0] * fo;
+            a2[k] = corners[1] * (1.0 - fo);
+            a3[k] = corners[1] * fo;
+            a4[k] = corners[2] * (1.0 - fo);
+            a5[k] = corners[2] * fo;
+            a6[k] = corners[3] * (1.0 - fo);
+            a7[k] = corners[3] * fo;
+        }
+    }
+
+    /// Adds the row's pixels that lie inside the window to `hist`, in column order.
+    #[inline(always)]
+    fn add_to(&self, hist: &mut [f32; HIST_LEN]) {
+        let stride_c = DESCR_BINS + 2;
+        let stride_r = (DESCR_WIDTH + 2) * stride_c;
+        let a = &self.amounts;
+        for (k, (&inside, &first)) in self.inside.iter().zip(&self.first).enumerate() {
+            if !inside {
+                continue;
+            }
+            let b = first as usize;
+            for (corner, offset) in [0, stride_c, stride_r, stride_r + stride_c]
+                .into_iter()
+                .enumerate()
+            {
+                hist[b + offset] += a[2 * corner][k];
+                hist[b + offset + 1] += a[2 * corner + 1][k];
             }
         }
     }
-    let mut desc = [0f32; DESCRIPTOR_LEN];
-    for i in 0..d {
-        for j in 0..d {
-            let cell = (i + 1) * stride_r + (j + 1) * stride_c;
-            hist[cell] += hist[cell + n];
-            hist[cell + 1] += hist[cell + n + 1];
-            desc[(i * d + j) * n..(i * d + j + 1) * n].copy_from_slice(&hist[cell..cell + n]);
-        }
-    }
-    // Lowe's normalisation: unit length, clip large gradients, renormalise; then RootSIFT.
-    let norm = desc.iter().map(|v| v * v).sum::<f32>().sqrt();
-    let clip = DESCR_MAG_THR * norm;
-    desc.iter_mut().for_each(|v| *v = v.min(clip));
-    let l1: f32 = desc.iter().sum();
-    if l1 > 0.0 {
-        desc.iter_mut().for_each(|v| *v = (*v / l1).sqrt());
-    }
-    desc
 }
 
 /// The column offsets `j` (from the keypoint) of row offset `i` whose rotated position

@@ -4,6 +4,8 @@
 
 use image::GrayImage;
 
+use crate::with_avx2;
+
 /// A single-channel f32 image, row-major.
 #[derive(Clone)]
 pub(super) struct Plane {
@@ -76,31 +78,33 @@ pub(super) struct Gradients {
 }
 
 impl Gradients {
-    pub(super) fn of(img: &Plane) -> Gradients {
-        let (w, h) = (img.w, img.h);
-        let mut mag = vec![0f32; w * h];
-        let mut ori = vec![0f32; w * h];
-        for y in 1..h.saturating_sub(1) {
-            let (up, row, down) = (
-                &img.data[(y - 1) * w..y * w],
-                &img.data[y * w..(y + 1) * w],
-                &img.data[(y + 1) * w..(y + 2) * w],
-            );
-            let (mag, ori) = (&mut mag[y * w..(y + 1) * w], &mut ori[y * w..(y + 1) * w]);
-            for x in 1..w - 1 {
-                let gx = row[x + 1] - row[x - 1];
-                let gy = up[x] - down[x];
-                mag[x] = (gx * gx + gy * gy).sqrt();
-                ori[x] = fast_atan2(gy, gx);
+    with_avx2! {
+        pub(super) fn of(img: &Plane) -> Gradients {
+            let (w, h) = (img.w, img.h);
+            let mut mag = vec![0f32; w * h];
+            let mut ori = vec![0f32; w * h];
+            for y in 1..h.saturating_sub(1) {
+                let (up, row, down) = (
+                    &img.data[(y - 1) * w..y * w],
+                    &img.data[y * w..(y + 1) * w],
+                    &img.data[(y + 1) * w..(y + 2) * w],
+                );
+                let (mag, ori) = (&mut mag[y * w..(y + 1) * w], &mut ori[y * w..(y + 1) * w]);
+                for x in 1..w - 1 {
+                    let gx = row[x + 1] - row[x - 1];
+                    let gy = up[x] - down[x];
+                    mag[x] = (gx * gx + gy * gy).sqrt();
+                    ori[x] = fast_atan2(gy, gx);
+                }
             }
+            Gradients { w, h, mag, ori }
         }
-        Gradients { w, h, mag, ori }
     }
 }
 
 /// atan2(y, x) in [0, 2π) by OpenCV's 7th-order polynomial (the `fastAtan2` its SIFT uses; error
 /// below 1e-4 rad), written without branches so that a row of gradients vectorises.
-#[inline]
+#[inline(always)]
 pub(super) fn fast_atan2(y: f32, x: f32) -> f32 {
     use std::f32::consts::{FRAC_PI_2, PI, TAU};
     const P1: f32 = 0.999_787_84;
@@ -164,49 +168,80 @@ pub(super) fn gaussian_weights(radius: isize, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-/// Separable Gaussian blur with reflect-101 borders. The kernel is symmetric, so each pass adds
-/// the two samples a tap apart first and multiplies once: `r + 1` products a pixel, not `2r + 1`.
-pub(super) fn blur(src: &Plane, sigma: f32) -> Plane {
-    let k = gaussian_kernel(sigma);
-    let r = k.len() / 2;
-    let (w, h) = (src.w, src.h);
-    // Horizontal pass over a padded copy of each row.
-    // Outputs grow row by row (no zero-filling of what every row overwrites).
-    let mut tmp = Vec::with_capacity(w * h);
-    let mut padded = vec![0f32; w + 2 * r];
-    for y in 0..h {
-        let row = &src.data[y * w..(y + 1) * w];
-        padded[r..r + w].copy_from_slice(row);
-        for i in (0..r).chain(r + w..w + 2 * r) {
-            padded[i] = row[reflect(i as isize - r as isize, w)];
+with_avx2! {
+    /// Separable Gaussian blur with reflect-101 borders. The kernel is symmetric, so each pass
+    /// adds the two samples a tap apart first and multiplies once: `r + 1` products a pixel, not
+    /// `2r + 1`.
+    pub(super) fn blur(src: &Plane, sigma: f32) -> Plane {
+        let k = gaussian_kernel(sigma);
+        let r = k.len() / 2;
+        let (w, h) = (src.w, src.h);
+        // Horizontal pass over a padded copy of each row.
+        // Outputs grow row by row (no zero-filling of what every row overwrites).
+        let mut tmp = Vec::with_capacity(w * h);
+        let mut padded = vec![0f32; w + 2 * r];
+        for y in 0..h {
+            let row = &src.data[y * w..(y + 1) * w];
+            padded[r..r + w].copy_from_slice(row);
+            for i in (0..r).chain(r + w..w + 2 * r) {
+                padded[i] = row[reflect(i as isize - r as isize, w)];
+            }
+            symmetric_taps(&mut tmp, w, &k, |t| &padded[t..t + w]);
         }
-        symmetric_taps(&mut tmp, w, &k, |t| &padded[t..t + w]);
+        // Vertical pass, row by row so the inner loop runs along contiguous memory.
+        let mut data = Vec::with_capacity(w * h);
+        let mut rows = vec![0usize; k.len()];
+        for y in 0..h {
+            for (t, row) in rows.iter_mut().enumerate() {
+                *row = reflect(y as isize + t as isize - r as isize, h) * w;
+            }
+            symmetric_taps(&mut data, w, &k, |t| &tmp[rows[t]..rows[t] + w]);
+        }
+        Plane { w, h, data }
     }
-    // Vertical pass, row by row so the inner loop runs along contiguous memory.
-    let mut data = Vec::with_capacity(w * h);
-    for y in 0..h {
-        symmetric_taps(&mut data, w, &k, |t| {
-            let sy = reflect(y as isize + t as isize - r as isize, h);
-            &tmp[sy * w..(sy + 1) * w]
-        });
-    }
-    Plane { w, h, data }
 }
+
+/// Outputs `symmetric_taps` sums in registers before storing them: each tap then costs two
+/// loads a lane, not also a load and a store of the running sum.
+const BLOCK: usize = 32;
 
 /// Appends the `n` values `Σ_t k[t] · tap(t)` to `out`, for a symmetric kernel `k` (odd length,
 /// `k[t] = k[2r - t]`), where `tap(t)` is the input row shifted by `t - r` (at least `n` long).
+/// Each value is `k[r]·tap(r)` plus `k[t]·(tap(t) + tap(2r − t))` for t = 0, 1, …, added in that
+/// order.
 #[inline(always)]
 fn symmetric_taps<'a>(out: &mut Vec<f32>, n: usize, k: &[f32], tap: impl Fn(usize) -> &'a [f32]) {
     let r = k.len() / 2;
-    let start = out.len();
-    out.extend(tap(r)[..n].iter().map(|&p| k[r] * p));
-    let out = &mut out[start..];
+    let mut i = 0;
+    while i + BLOCK <= n {
+        out.extend_from_slice(&taps_block::<BLOCK>(i, k, r, &tap));
+        i += BLOCK;
+    }
+    for j in i..n {
+        out.push(taps_block::<1>(j, k, r, &tap)[0]);
+    }
+}
+
+/// `symmetric_taps`'s values `at..at + B`.
+#[inline(always)]
+fn taps_block<'a, const B: usize>(
+    at: usize,
+    k: &[f32],
+    r: usize,
+    tap: &impl Fn(usize) -> &'a [f32],
+) -> [f32; B] {
+    let centre = &tap(r)[at..at + B];
+    let mut acc = [0f32; B];
+    for (a, &c) in acc.iter_mut().zip(centre) {
+        *a = k[r] * c;
+    }
     for (t, &kt) in k.iter().enumerate().take(r) {
-        let (a, b) = (&tap(t)[..n], &tap(2 * r - t)[..n]);
-        for i in 0..n {
-            out[i] += kt * (a[i] + b[i]);
+        let (a, b) = (&tap(t)[at..at + B], &tap(2 * r - t)[at..at + B]);
+        for ((s, &x), &y) in acc.iter_mut().zip(a).zip(b) {
+            *s += kt * (x + y);
         }
     }
+    acc
 }
 
 /// Grey levels in [0, 1], stretched so that the 1st and 99th percentiles of the pixels brighter
