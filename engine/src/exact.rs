@@ -308,6 +308,8 @@ fn block_max(v: &[f32]) -> f32 {
 }
 
 imgvec_ingest::with_avx2! {
+    /// Scores every row of `vectors` against `query` into `top`; in the AVX2 build LLVM
+    /// vectorises `dot` 8 lanes wide.
     fn scan_one(
         vectors: &[f32],
         ids: &[u64],
@@ -316,24 +318,11 @@ imgvec_ingest::with_avx2! {
         top: &mut TopK,
         accept: Option<&dyn Fn(u64) -> bool>,
     ) {
-        scan_one_portable(vectors, ids, dims, query, top, accept);
-    }
-}
-
-/// Inlined into both builds of `scan_one`; in the AVX2 one LLVM vectorises `dot` 8 lanes wide.
-#[inline(always)]
-fn scan_one_portable(
-    vectors: &[f32],
-    ids: &[u64],
-    dims: usize,
-    query: &[f32],
-    top: &mut TopK,
-    accept: Option<&dyn Fn(u64) -> bool>,
-) {
-    for (v, &id) in vectors.chunks_exact(dims).zip(ids) {
-        let score = dot(query, v);
-        if top.admits(score) && accept.is_none_or(|f| f(id)) {
-            top.push(id, score);
+        for (v, &id) in vectors.chunks_exact(dims).zip(ids) {
+            let score = dot(query, v);
+            if top.admits(score) && accept.is_none_or(|f| f(id)) {
+                top.push(id, score);
+            }
         }
     }
 }

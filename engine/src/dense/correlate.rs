@@ -30,29 +30,23 @@ impl PaddedRows {
 imgvec_ingest::with_avx2! {
     /// The dot products of template `t` with the windows whose top row is `y`, for every left
     /// edge `0..out.len()` (at most the row's width − `t.w` + 1): [`LANES`] neighbouring edges at
-    /// a time, each template value times a run of its row, summed in registers.
+    /// a time, each template value times a run of its row, summed in registers (in the AVX2
+    /// build, the `LANES` sums are one register).
     pub(super) fn correlate_row(t: &Template, rows: &PaddedRows, y: usize, out: &mut [f32]) {
-        correlate_row_portable(t, rows, y, out);
-    }
-}
-
-/// Inlined into both builds of `correlate_row`; in the AVX2 one LLVM keeps the `LANES` sums in
-/// one register.
-#[inline(always)]
-fn correlate_row_portable(t: &Template, rows: &PaddedRows, y: usize, out: &mut [f32]) {
-    for (x0, chunk) in (0..).step_by(LANES).zip(out.chunks_mut(LANES)) {
-        let mut acc = [0f32; LANES];
-        for (r, trow) in t.data.chunks_exact(t.w).enumerate() {
-            // x0 + c + LANES <= (w − t.w) + (t.w − 1) + LANES < stride: inside the padded row.
-            let row = &rows.data[(y + r) * rows.stride + x0..(y + r + 1) * rows.stride];
-            for (c, &tv) in trow.iter().enumerate() {
-                let run: &[f32; LANES] = row[c..c + LANES].try_into().expect("LANES floats");
-                for i in 0..LANES {
-                    acc[i] += tv * run[i];
+        for (x0, chunk) in (0..).step_by(LANES).zip(out.chunks_mut(LANES)) {
+            let mut acc = [0f32; LANES];
+            for (r, trow) in t.data.chunks_exact(t.w).enumerate() {
+                // x0 + c + LANES <= (w − t.w) + (t.w − 1) + LANES < stride: inside the padded row.
+                let row = &rows.data[(y + r) * rows.stride + x0..(y + r + 1) * rows.stride];
+                for (c, &tv) in trow.iter().enumerate() {
+                    let run: &[f32; LANES] = row[c..c + LANES].try_into().expect("LANES floats");
+                    for i in 0..LANES {
+                        acc[i] += tv * run[i];
+                    }
                 }
             }
+            chunk.copy_from_slice(&acc[..chunk.len()]);
         }
-        chunk.copy_from_slice(&acc[..chunk.len()]);
     }
 }
 
