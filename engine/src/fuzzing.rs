@@ -46,12 +46,7 @@ pub fn split_derived(bytes: &[u8]) -> Option<(u8, &[u8])> {
 /// search probes.
 fn knn_body<R>(body: &[u8], decode: impl Fn(Body) -> Result<KnnRows<R>, IndexError>) -> bool {
     let mut bytes = body.to_vec();
-    if let Some(at) = bytes
-        .windows(mapped_lists::MAGIC.len())
-        .position(|w| w == mapped_lists::MAGIC)
-    {
-        mapped_lists::resign(&mut bytes, at);
-    }
+    mapped_lists::resign(&mut bytes);
     decode(Body::copied(&bytes))
         .map(|ix| {
             let _ = ix.knn.search(&vec![0.0; ix.knn.dims], 3, 8);

@@ -243,6 +243,8 @@ struct Head<'a> {
     crcs: Vec<u32>,
     /// Where the CRC of everything before it lies (relative to the layout's first byte).
     crc_at: usize,
+    /// That CRC, as stored.
+    crc: u32,
 }
 
 fn parse_head(bytes: &[u8]) -> Result<Head<'_>, IndexError> {
@@ -279,7 +281,7 @@ fn parse_head(bytes: &[u8]) -> Result<Head<'_>, IndexError> {
         crcs.push(r.u32()?);
     }
     let crc_at = bytes.len() - r.remaining();
-    r.u32()?;
+    let crc = r.u32()?;
     Ok(Head {
         faiss,
         stored,
@@ -287,17 +289,18 @@ fn parse_head(bytes: &[u8]) -> Result<Head<'_>, IndexError> {
         sizes,
         crcs,
         crc_at,
+        crc,
     })
 }
 
-/// For the fuzz targets: rewrites the CRC of what precedes the lists of the layout starting at
-/// `bytes[at]` (a body in which it lies), so mutated bodies reach the parsing behind that check.
-/// Returns whether a layout was found there.
-pub(crate) fn resign(bytes: &mut [u8], at: usize) -> bool {
+/// For the fuzz targets: rewrites the CRC of what precedes the lists of the first layout found in
+/// `bytes` (a body in which it lies, from its [`MAGIC`]), so mutated bodies reach the parsing
+/// behind that check. Returns whether a layout was found.
+pub(crate) fn resign(bytes: &mut [u8]) -> bool {
     let Some(crc_at) = bytes
-        .get(at..)
-        .and_then(|b| parse_head(b).ok())
-        .map(|h| at + h.crc_at)
+        .windows(MAGIC.len())
+        .position(|w| w == MAGIC)
+        .and_then(|at| parse_head(&bytes[at..]).ok().map(|h| at + h.crc_at))
     else {
         return false;
     };
@@ -320,10 +323,10 @@ pub(crate) fn read(body: &Body, dims: usize) -> Result<(IndexImpl, Body), IndexE
         sizes,
         crcs,
         crc_at,
+        crc,
     } = parse_head(bytes)?;
     // Nothing before the lists is parsed before its checksum matched.
-    let stored_crc = u32::from_le_bytes(bytes[crc_at..crc_at + 4].try_into().expect("4 bytes"));
-    if crc32fast::hash(body.leading(crc_at)) != stored_crc {
+    if crc32fast::hash(body.leading(crc_at)) != crc {
         return Err(IndexError::Damaged(
             "kNN lists: what precedes the lists fails its checksum".into(),
         ));
