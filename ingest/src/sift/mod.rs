@@ -173,6 +173,8 @@ pub fn extract(rgb: &RgbImage, params: &SiftParams) -> LocalFeatures {
     candidates.truncate(params.max_keypoints);
 
     let mut hist = [0f32; HIST_BINS];
+    // One descriptor row's scratch, reused by every keypoint.
+    let mut bins = RowBins::default();
     let mut gradients: std::collections::HashMap<(usize, usize), Gradients> =
         std::collections::HashMap::new();
     for c in &candidates {
@@ -187,7 +189,7 @@ pub fn extract(rgb: &RgbImage, params: &SiftParams) -> LocalFeatures {
             if out.keypoints.len() >= params.max_keypoints {
                 break;
             }
-            let desc = describe(img, c.x, c.y, angle, scl_octv);
+            let desc = describe(img, c.x, c.y, angle, scl_octv, &mut bins);
             out.keypoints.push(Keypoint {
                 x: c.x * unit,
                 y: c.y * unit,
@@ -259,7 +261,14 @@ with_avx2! {
     /// Row by row of the window: first every pixel's place in the histogram and the eight
     /// amounts it adds (trilinear in row, column and orientation), in a loop the compiler
     /// vectorises; then the additions, pixel by pixel in the order the reference adds them.
-    fn describe(img: &Gradients, x: f32, y: f32, angle: f32, scl: f32) -> [f32; DESCRIPTOR_LEN] {
+    fn describe(
+        img: &Gradients,
+        x: f32,
+        y: f32,
+        angle: f32,
+        scl: f32,
+        bins: &mut RowBins,
+    ) -> [f32; DESCRIPTOR_LEN] {
         let d = DESCR_WIDTH;
         let n = DESCR_BINS;
         let (px, py) = (x.round() as isize, y.round() as isize);
@@ -280,7 +289,6 @@ with_avx2! {
         // visits the columns that can fall inside it (one spare column a side; `RowBins::fill`
         // still decides).
         let reach = d as f32 / 2.0 + 0.5;
-        let mut bins = RowBins::default();
         for r in rows {
             let i = r - py;
             let (lo, hi) = window_columns(i as f32, cos_t, sin_t, reach);
@@ -308,12 +316,10 @@ with_avx2! {
             );
             bins.add_to(&mut hist);
         }
-        let stride_c = n + 2;
-        let stride_r = (d + 2) * stride_c;
         let mut desc = [0f32; DESCRIPTOR_LEN];
         for i in 0..d {
             for j in 0..d {
-                let cell = (i + 1) * stride_r + (j + 1) * stride_c;
+                let cell = (i + 1) * ROW_STRIDE + (j + 1) * CELL_STRIDE;
                 hist[cell] += hist[cell + n];
                 hist[cell + 1] += hist[cell + n + 1];
                 desc[(i * d + j) * n..(i * d + j + 1) * n].copy_from_slice(&hist[cell..cell + n]);
@@ -333,7 +339,10 @@ with_avx2! {
 
 /// The descriptor's histogram: (4 + 2) × (4 + 2) cells of 8 + 2 orientation bins, one spare a
 /// side in each direction so that trilinear spreading never needs a bounds test.
-const HIST_LEN: usize = (DESCR_WIDTH + 2) * (DESCR_WIDTH + 2) * (DESCR_BINS + 2);
+const HIST_LEN: usize = (DESCR_WIDTH + 2) * ROW_STRIDE;
+/// The histogram's step from one cell to the next in a row, and from one row to the next.
+const CELL_STRIDE: usize = DESCR_BINS + 2;
+const ROW_STRIDE: usize = (DESCR_WIDTH + 2) * CELL_STRIDE;
 
 /// One row of a descriptor window: `i` rows from the keypoint, its first column `first_j`
 /// columns from it.
@@ -365,8 +374,7 @@ impl RowBins {
     #[inline(always)]
     fn fill(&mut self, win: &Window, mag: &[f32], ori: &[f32], across: &[f32]) {
         let (d, n) = (DESCR_WIDTH as f32, DESCR_BINS);
-        let stride_c = (n + 2) as f32;
-        let stride_r = (DESCR_WIDTH + 2) as f32 * stride_c;
+        let (stride_c, stride_r) = (CELL_STRIDE as f32, ROW_STRIDE as f32);
         let bins_per_rad = n as f32 / std::f32::consts::TAU;
         let len = mag.len();
         self.inside.resize(len, false);
@@ -429,8 +437,7 @@ impl RowBins {
     /// Adds the row's pixels that lie inside the window to `hist`, in column order.
     #[inline(always)]
     fn add_to(&self, hist: &mut [f32; HIST_LEN]) {
-        let stride_c = DESCR_BINS + 2;
-        let stride_r = (DESCR_WIDTH + 2) * stride_c;
+        let (stride_c, stride_r) = (CELL_STRIDE, ROW_STRIDE);
         let a = &self.amounts;
         for (k, (&inside, &first)) in self.inside.iter().zip(&self.first).enumerate() {
             if !inside {
