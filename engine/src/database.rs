@@ -423,7 +423,11 @@ impl Database {
         set: &BTreeMap<String, String>,
         remove: &[String],
     ) -> Result<Option<ImageRecord>> {
-        Ok(self.store.set_attributes(id, set, remove)?)
+        let rec = self.store.set_attributes(id, set, remove)?;
+        if rec.is_some() {
+            self.spaces.attributes_written();
+        }
+        Ok(rec)
     }
 
     /// Seals pending rows and rewrites every segment into one without deleted rows, in the

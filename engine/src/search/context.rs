@@ -19,6 +19,8 @@ pub(crate) struct SearchContext {
     pub space: Space,
     /// Ids the filter allows; `None` when there is no filter.
     allowed: Option<HashSet<u64>>,
+    /// The handle's attribute writes before the filter was evaluated (`Spaces::attribute_writes`).
+    pub attribute_writes: u64,
     /// Threads a stage may spread one query's independent work over (the handle's).
     pub threads: usize,
     /// What verification examines instead of the candidates it gathers itself
@@ -35,11 +37,13 @@ impl SearchContext {
     ) -> Result<SearchContext> {
         let snapshot = store.snapshot();
         let space = spaces.space(snapshot.clone())?;
+        let attribute_writes = spaces.attribute_writes();
         let allowed = filter.allowed(store)?;
         Ok(SearchContext {
             snapshot,
             space,
             allowed,
+            attribute_writes,
             threads: threads.max(1),
             examine: None,
         })

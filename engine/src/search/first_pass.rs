@@ -46,14 +46,21 @@ pub(crate) fn settings(
     )
 }
 
-/// What a first pass depends on: the query's features, the rows and space searched, and
+/// What a first pass depends on: the query's features, the rows and space searched, the
+/// records a filter read (the handle's attribute writes before it was evaluated), and
 /// `settings` (every option the stages before expansion read; not the expansion, the upright
 /// fallback, or what only materializing reads).
 pub(crate) fn key(features: &QueryFeatures, ctx: &SearchContext, settings: &str) -> blake3::Hash {
     let mut h = blake3::Hasher::new();
     h.update(&features.to_bytes());
     let space = ctx.space.projection.as_ref().map(|p| p.fingerprint());
-    let rows = (ctx.snapshot.make_up(), ctx.snapshot.max_id(), space);
+    let records = ctx.filtered().then_some(ctx.attribute_writes);
+    let rows = (
+        ctx.snapshot.make_up(),
+        ctx.snapshot.max_id(),
+        space,
+        records,
+    );
     h.update(format!("{rows:?}").as_bytes());
     h.update(settings.as_bytes());
     h.finalize()

@@ -4,6 +4,7 @@
 //! for all of them, shared by searches and the background worker, so everything derived is
 //! maintained.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use imgvec_storage::{Snapshot, Store};
@@ -42,6 +43,10 @@ pub(crate) struct Spaces {
     first_passes: FirstPasses,
     /// What recent verified searches of query features examined (observed.rs).
     examined: Recent<Examined>,
+    /// Attribute writes through this handle: a filter evaluated before one may allow other
+    /// rows than after it, so the first passes of filtered searches are kept under this count
+    /// (a read-only handle sees its open's records and never counts).
+    attribute_writes: AtomicU64,
 }
 
 impl Spaces {
@@ -57,6 +62,7 @@ impl Spaces {
             rerank,
             first_passes: FirstPasses::default(),
             examined: Recent::default(),
+            attribute_writes: AtomicU64::new(0),
         }
     }
 
@@ -70,6 +76,16 @@ impl Spaces {
 
     pub fn examined(&self) -> &Recent<Examined> {
         &self.examined
+    }
+
+    /// Counts an attribute write, once it is stored.
+    pub fn attributes_written(&self) {
+        self.attribute_writes.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Attribute writes so far (read before a filter is evaluated).
+    pub fn attribute_writes(&self) -> u64 {
+        self.attribute_writes.load(Ordering::SeqCst)
     }
 
     /// Starts loading the re-rank indexes' published files (pipelines with local features) on a

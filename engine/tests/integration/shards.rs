@@ -256,6 +256,52 @@ fn a_feature_query_searched_again_with_expansion_vectors_starts_from_its_first_p
 }
 
 #[test]
+fn a_filtered_first_pass_is_not_reused_after_an_attribute_write_changes_what_the_filter_allows() {
+    let (_tmp, files, db) = robust_of_16();
+    let shown: std::collections::BTreeMap<String, String> =
+        [("shown".to_string(), "yes".to_string())].into();
+    for id in 1..=16 {
+        assert!(db.set_attributes(id, &shown, &[]).unwrap().is_some());
+    }
+    let opts = |expand_with: Option<Vec<f32>>| SearchOptions {
+        expand_with,
+        filter: imgvec::Filter {
+            attributes: shown.clone(),
+            ..imgvec::Filter::default()
+        },
+        verify: VerifyOverrides {
+            expand: Some(3),
+            upright: Some(false),
+            ..VerifyOverrides::default()
+        },
+        ..SearchOptions::default()
+    };
+    let image = Query::Path(files[3].clone());
+    let features = db
+        .featurize_query(std::slice::from_ref(&image), &opts(None))
+        .remove(0)
+        .unwrap();
+    let query = Query::Features(std::sync::Arc::new(features));
+    let first = db.search(query.clone(), &opts(None)).unwrap();
+    let top = first[0].id;
+    assert_eq!(first[0].verdict, Some(imgvec::Verdict::Verified));
+    // The row found first leaves the filter: a search repeated with expansion vectors must not
+    // start from the kept first pass, which holds it.
+    db.set_attributes(top, &Default::default(), &["shown".to_string()])
+        .unwrap()
+        .unwrap();
+    let others: Vec<u64> = first.iter().skip(1).map(|h| h.id).take(3).collect();
+    let sum = sum_of(&db, &others);
+    let again = db.search(query, &opts(Some(sum.clone()))).unwrap();
+    assert_eq!(db.rerank_status().first_passes_reused, 0);
+    assert!(again.iter().all(|h| h.id != top), "{:?}", ranked(&again));
+    assert_eq!(
+        ranked(&again),
+        ranked(&db.search(image, &opts(Some(sum))).unwrap())
+    );
+}
+
+#[test]
 fn a_search_given_the_candidates_it_gathers_examines_those_and_only_those() {
     let (_tmp, files, db) = robust_of_16();
     let with = |candidates: Option<imgvec::Candidates>, expand: Option<usize>| SearchOptions {
