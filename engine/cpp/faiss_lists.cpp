@@ -156,8 +156,30 @@ struct Geometry {
     size_t nlist, n_per_block, block_size;
 };
 
+/// The lists' geometry of an index as written or read, after checking that the fields FAISS's
+/// reader takes from a file unchecked agree with each other (a crafted file must not make a
+/// scan read past its lists): 4-bit PQ, whole 32-vector blocks, M rounded up to even, a
+/// quantiser with one centroid per list, no direct map.
 Geometry geometry(const faiss::IndexIVFFastScan* ivf) {
+    auto* pq = dynamic_cast<const faiss::IndexIVFPQFastScan*>(ivf);
+    FAISS_THROW_IF_NOT_MSG(pq, "not an IVF-PQ fast-scan index");
+    FAISS_THROW_IF_NOT_MSG(
+            pq->pq.nbits == 4 && pq->nbits == 4 && pq->ksub == 16 && pq->M == pq->pq.M &&
+                    pq->M > 0 && pq->code_size == pq->pq.code_size,
+            "PQ fields disagree");
+    FAISS_THROW_IF_NOT_MSG(
+            pq->bbs > 0 && pq->bbs % 32 == 0 && pq->M2 == (pq->M + 1) / 2 * 2,
+            "fast-scan block fields disagree");
+    FAISS_THROW_IF_NOT_MSG(
+            ivf->nlist > 0 && ivf->quantizer && size_t(ivf->quantizer->ntotal) == ivf->nlist &&
+                    ivf->quantizer->d == ivf->d,
+            "coarse quantiser disagrees with the lists");
+    FAISS_THROW_IF_NOT_MSG(
+            ivf->direct_map.type == faiss::DirectMap::NoMap, "a direct map is not expected");
     std::unique_ptr<faiss::CodePacker> packer(ivf->get_CodePacker());
+    FAISS_THROW_IF_NOT_MSG(
+            packer->nvec == size_t(pq->bbs) && packer->block_size == pq->bbs * pq->M2 / 2,
+            "code packer disagrees with the blocks");
     return {ivf->nlist, packer->nvec, packer->block_size};
 }
 
@@ -212,7 +234,6 @@ int imgvec_ivf_list(
 int imgvec_ivf_write_without_lists(const void* index, FILE* f) {
     return guarded([&] {
         auto* ivf = dynamic_cast<const faiss::IndexIVFPQFastScan*>(fast_scan(index));
-        FAISS_THROW_IF_NOT_MSG(ivf, "not an IVF-PQ fast-scan index");
         Geometry g = geometry(ivf);
         faiss::BlockInvertedLists empty(g.nlist, g.n_per_block, g.block_size);
         faiss::IndexIVFPQFastScan copy(*ivf);
@@ -257,6 +278,12 @@ int imgvec_ivf_borrow_lists(
             FAISS_THROW_IF_NOT_MSG(
                     reinterpret_cast<uintptr_t>(ids[i]) % id_bytes == 0,
                     "list ids not aligned");
+            // The caller checked that the lists fit its memory; no size may wrap here either.
+            FAISS_THROW_IF_NOT_MSG(
+                    sizes[i] <= SIZE_MAX / id_bytes &&
+                            sizes[i] / g.n_per_block + 1 <= SIZE_MAX / g.block_size &&
+                            total + sizes[i] >= total,
+                    "list size out of range");
             lists->sizes[i] = sizes[i];
             lists->codes[i] = codes[i];
             lists->ids[i] = ids[i];

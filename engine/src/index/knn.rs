@@ -107,6 +107,12 @@ impl Knn {
         if ids.is_empty() {
             return Ok(0);
         }
+        if self.lists.is_some() {
+            // FAISS removes from lists it owns only (and none read in place is exact).
+            return Err(IndexError::Invalid(
+                "kNN index: lists read in place do not remove vectors".into(),
+            ));
+        }
         let idx: Vec<Idx> = ids.iter().map(|&i| Idx::new(i)).collect();
         let sel = faiss::selector::IdSelector::batch(&idx)?;
         Ok(self.index.remove_ids(&sel)?)
@@ -128,11 +134,15 @@ impl Knn {
         if nq == 0 || k == 0 || self.len() == 0 {
             return Ok(vec![None; nq * k]);
         }
-        let nprobe = (self.nlist > 1).then(|| nprobe.clamp(1, self.nlist));
-        let (dis, lab) = match (nprobe, self.lists.is_some()) {
-            (Some(nprobe), true) => mapped_lists::search(&self.index, queries, nq, k, nprobe)
-                .inspect_err(|e| self.note(e))?,
-            _ => faiss_search("kNN search", &self.index, queries, nq, k, nprobe)?,
+        let nprobe = nprobe.clamp(1, self.nlist);
+        // Lists in place are only searched through the path that checks each probed list
+        // (`Knn::read` made sure such an index has lists).
+        let (dis, lab) = if self.lists.is_some() {
+            mapped_lists::search(&self.index, queries, nq, k, nprobe)
+                .inspect_err(|e| self.note(e))?
+        } else {
+            let nprobe = (self.nlist > 1).then_some(nprobe);
+            faiss_search("kNN search", &self.index, queries, nq, k, nprobe)?
         };
         // Unit vectors: squared L2 = 2 − 2 cos.
         Ok(lab
@@ -173,7 +183,7 @@ impl Knn {
     pub fn write(&self, out: &mut Vec<u8>, at: usize) -> Result<(), IndexError> {
         out.extend_from_slice(&(self.factory.len() as u32).to_le_bytes());
         out.extend_from_slice(self.factory.as_bytes());
-        if mapped_lists::is_fast_scan_ivf(&self.index) {
+        if mapped_lists::geometry_lists(&self.index).is_some() {
             mapped_lists::write(&self.index, out, at)
         } else {
             out.extend(faiss_index_to_bytes("write kNN index", &self.index)?);
@@ -205,6 +215,17 @@ impl Knn {
             (index, None)
         };
         let nlist = knn_lists(&factory);
+        // The factory string decides how the index is searched and purged: it must name the
+        // index that follows (lists for an IVF layout, which the lists layout always is).
+        let lists_there = match mapped_lists::geometry_lists(&index) {
+            Some(n) => n == nlist && nlist > 1,
+            None => nlist == 1 && lists.is_none(),
+        };
+        if !lists_there {
+            return Err(bad(&format!(
+                "the index does not match its factory {factory:?}"
+            )));
+        }
         Ok(Knn {
             index,
             read_whole: lists.is_none() && nlist > 1,
@@ -375,5 +396,37 @@ mod tests {
         let mut longer = out.clone();
         longer.extend_from_slice(&[0; 8]);
         assert!(Knn::read(&Body::copied(&longer), dims).is_err());
+
+        // A list size grown by an amount whose code and id bytes wrap to nothing (a crafted
+        // file, re-signed): the totals would still match; refused, not searched.
+        let magic_at = out
+            .windows(mapped_lists::MAGIC.len())
+            .position(|w| w == mapped_lists::MAGIC)
+            .unwrap();
+        let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+        let head_len = u64_at(&out, magic_at + 8) as usize;
+        let geometry_at = magic_at + 16 + head_len;
+        let id_bytes = u64_at(&out, geometry_at + 24);
+        let first_size_at = geometry_at + 32;
+        let mut wrapped = out.clone();
+        let grown = u64_at(&out, first_size_at) + (1u64 << if id_bytes == 4 { 62 } else { 61 });
+        wrapped[first_size_at..first_size_at + 8].copy_from_slice(&grown.to_le_bytes());
+        assert!(mapped_lists::resign(&mut wrapped));
+        let err = Knn::read(&Body::copied(&wrapped), dims).err().unwrap();
+        assert!(err.to_string().contains("out of range"), "{err}");
+
+        // Lists under a factory string that names an exact index (which would be searched
+        // and purged without checking them): refused.
+        let factory_len = u32::from_le_bytes(out[..4].try_into().unwrap()) as usize;
+        let exact = "IDMap,Flat";
+        let mut renamed = (exact.len() as u32).to_le_bytes().to_vec();
+        renamed.extend_from_slice(exact.as_bytes());
+        renamed.extend_from_slice(&out[4 + factory_len..]);
+        assert!(mapped_lists::resign(&mut renamed));
+        let err = Knn::read(&Body::copied(&renamed), dims).err().unwrap();
+        assert!(
+            err.to_string().contains("does not match its factory"),
+            "{err}"
+        );
     }
 }

@@ -139,15 +139,20 @@ impl Geometry {
         })
     }
 
-    /// Bytes of the codes of a list of `n` vectors (whole blocks).
-    fn code_bytes(&self, n: usize) -> usize {
-        n.div_ceil(self.n_per_block) * self.block_size
+    /// Bytes of the codes of a list of `n` vectors (whole blocks); `None` when that does not fit
+    /// a `usize` (sizes read from a file).
+    fn code_bytes(&self, n: usize) -> Option<usize> {
+        n.checked_div(self.n_per_block)?
+            .checked_add(!n.is_multiple_of(self.n_per_block) as usize)?
+            .checked_mul(self.block_size)
     }
 }
 
-/// Whether `index` is a fast-scan IVF index (whose lists this layout holds).
-pub(crate) fn is_fast_scan_ivf(index: &IndexImpl) -> bool {
-    Geometry::of(index).is_ok()
+/// The lists of `index` when it is a fast-scan IVF index (whose lists this layout holds) whose
+/// fields agree (see
+/// `faiss_lists.cpp`, `geometry`).
+pub(crate) fn geometry_lists(index: &IndexImpl) -> Option<usize> {
+    Geometry::of(index).ok().map(|g| g.nlist)
 }
 
 /// Appends `index` in this layout to `out`, whose first byte will lie at file offset `at`.
@@ -174,17 +179,20 @@ pub(crate) fn write(index: &IndexImpl, out: &mut Vec<u8>, at: usize) -> Result<(
         .iter()
         .map(|&(n, ids, codes)| {
             if n == 0 {
-                return (&[][..], &[][..]);
+                return Ok((&[][..], &[][..]));
             }
+            let len = g
+                .code_bytes(n)
+                .ok_or_else(|| IndexError::Invalid(format!("kNN lists: a list of {n} vectors")))?;
             // SAFETY: FAISS holds whole blocks of codes and `n` ids for the list.
-            unsafe {
+            Ok(unsafe {
                 (
-                    std::slice::from_raw_parts(codes, g.code_bytes(n)),
+                    std::slice::from_raw_parts(codes, len),
                     std::slice::from_raw_parts(ids, n),
                 )
-            }
+            })
         })
-        .collect();
+        .collect::<Result<_, IndexError>>()?;
     // Row ids in 4 bytes while every one fits (ids are a third of a descriptor's bytes).
     let id_bytes = id_width(slices.iter().flat_map(|(_, ids)| ids.iter().copied()));
     let ids: Vec<Vec<u8>> = slices
@@ -325,7 +333,8 @@ pub(crate) fn read(body: &Body, dims: usize) -> Result<(IndexImpl, Body), IndexE
         crc_at,
         crc,
     } = parse_head(bytes)?;
-    // Nothing before the lists is parsed before its checksum matched.
+    // The lists' sizes and checksums are used, and FAISS parses its part, only once the
+    // checksum of everything before the lists matched (parse_head only reads, bounds-checked).
     if crc32fast::hash(body.leading(crc_at)) != crc {
         return Err(IndexError::Damaged(
             "kNN lists: what precedes the lists fails its checksum".into(),
@@ -345,15 +354,21 @@ pub(crate) fn read(body: &Body, dims: usize) -> Result<(IndexImpl, Body), IndexE
     }
     r.take(pad as usize)?;
     let lists_at = bytes.len() - r.remaining();
-    let code_total: usize = sizes.iter().map(|&n| g.code_bytes(n)).sum();
-    let id_total: usize = sizes.iter().sum::<usize>() * id_bytes;
-    if lists_at + code_total + id_total != bytes.len() {
+    // Sizes come from the file: every sum is checked, so none can wrap into a length that fits.
+    let lists_len = sizes
+        .iter()
+        .try_fold(0usize, |sum, &n| {
+            sum.checked_add(g.code_bytes(n)?)?
+                .checked_add(n.checked_mul(id_bytes)?)
+        })
+        .ok_or_else(|| bad("list sizes out of range".into()))?;
+    if lists_len != r.remaining() {
         return Err(bad(format!(
-            "{} bytes of lists, their sizes say {}",
-            bytes.len().saturating_sub(lists_at),
-            code_total + id_total
+            "{} bytes of lists, their sizes say {lists_len}",
+            r.remaining()
         )));
     }
+    let code_total = lists_len - sizes.iter().sum::<usize>() * id_bytes;
     let mut lists = body.slice(lists_at..bytes.len());
     if !(lists.bytes().as_ptr() as usize).is_multiple_of(ALIGN) {
         lists = Body::copied(lists.bytes());
@@ -367,7 +382,8 @@ pub(crate) fn read(body: &Body, dims: usize) -> Result<(IndexImpl, Body), IndexE
             codes.push(base.add(code_at));
             ids.push(base.add(id_at));
         }
-        code_at += g.code_bytes(n);
+        // In range: their totals were checked above.
+        code_at += g.code_bytes(n).expect("checked above");
         id_at += n * id_bytes;
     }
     // SAFETY: the arrays hold `nlist` entries each; the pointers lie in `lists`, which the
