@@ -95,15 +95,15 @@ impl Plane {
 
     /// Bilinear sample at (x, y) in pixel units (pixel centres at +0.5), clamped to the edge.
     fn sample(&self, x: f32, y: f32) -> f32 {
-        let x = (x - 0.5).clamp(0.0, (self.w - 1) as f32);
-        let y = (y - 0.5).clamp(0.0, (self.h - 1) as f32);
-        let (x0, y0) = (x as usize, y as usize);
-        let (x1, y1) = ((x0 + 1).min(self.w - 1), (y0 + 1).min(self.h - 1));
-        let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+        self.sample_at(Tap::at(x, self.w), Tap::at(y, self.h))
+    }
+
+    /// The bilinear sample where the taps along x and y say.
+    fn sample_at(&self, x: Tap, y: Tap) -> f32 {
         let at = |xx: usize, yy: usize| self.data[yy * self.w + xx];
-        let top = at(x0, y0) * (1.0 - fx) + at(x1, y0) * fx;
-        let bottom = at(x0, y1) * (1.0 - fx) + at(x1, y1) * fx;
-        top * (1.0 - fy) + bottom * fy
+        let top = at(x.near, y.near) * (1.0 - x.far_weight) + at(x.far, y.near) * x.far_weight;
+        let bottom = at(x.near, y.far) * (1.0 - x.far_weight) + at(x.far, y.far) * x.far_weight;
+        top * (1.0 - y.far_weight) + bottom * y.far_weight
     }
 
     /// The rectangle of `out_w`×`out_h` cells centred at (cx, cy), `rw`×`rh` px, turned by
@@ -120,16 +120,42 @@ impl Plane {
         out_h: usize,
     ) -> Vec<f32> {
         const SUB: usize = 3;
-        let (sin, cos) = angle.sin_cos();
+        // A sample's offset from the centre along one axis, before turning.
+        let offset = |cell: usize, sub: usize, step: f32, len: f32| {
+            (cell as f32 + (sub as f32 + 0.5) / SUB as f32) * step - len / 2.0
+        };
         let (sx, sy) = (rw / out_w as f32, rh / out_h as f32);
         let mut out = Vec::with_capacity(out_w * out_h);
+        if angle == 0.0 {
+            // Unturned (every stored window): the taps of each sample column and row are
+            // worked out once; the same samples as the turned formula at angle 0 gives.
+            let xs: Vec<Tap> = (0..out_w * SUB)
+                .map(|k| Tap::at(cx + offset(k / SUB, k % SUB, sx, rw), self.w))
+                .collect();
+            let ys: Vec<Tap> = (0..out_h * SUB)
+                .map(|k| Tap::at(cy + offset(k / SUB, k % SUB, sy, rh), self.h))
+                .collect();
+            for row in ys.chunks_exact(SUB) {
+                for column in xs.chunks_exact(SUB) {
+                    let mut acc = 0.0;
+                    for &y in row {
+                        for &x in column {
+                            acc += self.sample_at(x, y);
+                        }
+                    }
+                    out.push(acc / (SUB * SUB) as f32);
+                }
+            }
+            return out;
+        }
+        let (sin, cos) = angle.sin_cos();
         for v in 0..out_h {
             for u in 0..out_w {
                 let mut acc = 0.0;
                 for j in 0..SUB {
                     for i in 0..SUB {
-                        let x = (u as f32 + (i as f32 + 0.5) / SUB as f32) * sx - rw / 2.0;
-                        let y = (v as f32 + (j as f32 + 0.5) / SUB as f32) * sy - rh / 2.0;
+                        let x = offset(u, i, sx, rw);
+                        let y = offset(v, j, sy, rh);
                         acc += self.sample(cx + x * cos - y * sin, cy + x * sin + y * cos);
                     }
                 }
@@ -137,6 +163,28 @@ impl Plane {
             }
         }
         out
+    }
+}
+
+/// Where a bilinear sample reads along one axis: the pixel at or before the coordinate, the
+/// next one (clamped to the edge) and the next one's weight.
+#[derive(Debug, Clone, Copy)]
+struct Tap {
+    near: usize,
+    far: usize,
+    far_weight: f32,
+}
+
+impl Tap {
+    /// The taps of coordinate `p` (pixel centres at +0.5) on an axis of `len` pixels.
+    fn at(p: f32, len: usize) -> Tap {
+        let p = (p - 0.5).clamp(0.0, (len - 1) as f32);
+        let near = p as usize;
+        Tap {
+            near,
+            far: (near + 1).min(len - 1),
+            far_weight: p - near as f32,
+        }
     }
 }
 
@@ -605,6 +653,36 @@ mod tests {
             Rgb([f(p[0]), f(p[1]), f(p[2])])
         });
         imgvec_ingest::resize(&turned, cw / 2, ch / 2)
+    }
+
+    #[test]
+    fn unturned_cells_are_the_samples_the_turning_formula_takes_at_angle_zero() {
+        let img = smooth(130, 90, &[(0.3, 0.4, 0.12), (0.7, 0.2, 0.25)]);
+        let plane = Plane::from_rgb(&img, WINDOW_SIDE);
+        // Inside, and reaching past the edges (clamped samples).
+        for (cx, cy, rw, rh) in [(40.3, 30.7, 33.1, 27.9), (5.0, 70.0, 60.0, 45.5)] {
+            let (sin, cos) = 0f32.sin_cos();
+            let (sx, sy) = (rw / CELL as f32, rh / CELL as f32);
+            let mut want = Vec::new();
+            for v in 0..CELL {
+                for u in 0..CELL {
+                    let mut acc = 0.0;
+                    for j in 0..3 {
+                        for i in 0..3 {
+                            let x = (u as f32 + (i as f32 + 0.5) / 3.0) * sx - rw / 2.0;
+                            let y = (v as f32 + (j as f32 + 0.5) / 3.0) * sy - rh / 2.0;
+                            acc += plane.sample(cx + x * cos - y * sin, cy + x * sin + y * cos);
+                        }
+                    }
+                    want.push(acc / 9.0);
+                }
+            }
+            let got = plane.resample(cx, cy, rw, rh, 0.0, CELL, CELL);
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+        }
     }
 
     #[test]
