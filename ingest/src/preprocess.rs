@@ -2,7 +2,7 @@
 
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-use image::RgbImage;
+use image::{GrayImage, ImageBuffer, RgbImage};
 
 /// Longest side of stored thumbnails.
 pub const THUMBNAIL_SIDE: u32 = 256;
@@ -10,24 +10,51 @@ const THUMBNAIL_QUALITY: u8 = 80;
 
 /// Resamples with an antialiased bilinear (triangle) filter, like PIL's `resize(BILINEAR)`.
 pub fn resize(rgb: &RgbImage, width: u32, height: u32) -> RgbImage {
-    let (w, h) = rgb.dimensions();
-    if (w, h) == (width, height) {
+    if rgb.dimensions() == (width, height) {
         return rgb.clone();
     }
-    let resized = ImageRef::new(w, h, rgb.as_raw(), PixelType::U8x3)
-        .ok()
-        .and_then(|src| {
-            let mut dst = Image::new(width, height, PixelType::U8x3);
-            let opts =
-                ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-            Resizer::new().resize(&src, &mut dst, &opts).ok()?;
-            RgbImage::from_raw(width, height, dst.into_vec())
-        });
-    // fast_image_resize only refuses buffers whose size disagrees with the dimensions, which an
-    // RgbImage rules out; keep a correct (slower) path rather than a panic all the same.
-    resized.unwrap_or_else(|| {
+    resample(rgb, PixelType::U8x3, width, height).unwrap_or_else(|| {
         image::imageops::resize(rgb, width, height, image::imageops::FilterType::Triangle)
     })
+}
+
+/// [`resize`] for a grey image.
+pub fn resize_grey(grey: &GrayImage, width: u32, height: u32) -> GrayImage {
+    if grey.dimensions() == (width, height) {
+        return grey.clone();
+    }
+    resample(grey, PixelType::U8, width, height).unwrap_or_else(|| {
+        image::imageops::resize(grey, width, height, image::imageops::FilterType::Triangle)
+    })
+}
+
+/// `img` (of `kind` pixels) resampled by fast_image_resize. It only refuses buffers whose size
+/// disagrees with the dimensions, which an `ImageBuffer` rules out; the callers keep a correct
+/// (slower) path rather than a panic all the same.
+fn resample<P: image::Pixel<Subpixel = u8>>(
+    img: &ImageBuffer<P, Vec<u8>>,
+    kind: PixelType,
+    width: u32,
+    height: u32,
+) -> Option<ImageBuffer<P, Vec<u8>>> {
+    let (w, h) = img.dimensions();
+    let src = ImageRef::new(w, h, img.as_raw(), kind).ok()?;
+    let mut dst = Image::new(width, height, kind);
+    let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    Resizer::new().resize(&src, &mut dst, &opts).ok()?;
+    ImageBuffer::from_raw(width, height, dst.into_vec())
+}
+
+/// Luma as the `image` crate's `grayscale` makes it (Rec. 709 weights in integers, rounded
+/// down), in one pass the compiler vectorises.
+pub fn luma(rgb: &RgbImage) -> GrayImage {
+    let (w, h) = rgb.dimensions();
+    let grey = rgb
+        .as_raw()
+        .chunks_exact(3)
+        .map(|p| ((2126 * p[0] as u32 + 7152 * p[1] as u32 + 722 * p[2] as u32) / 10_000) as u8)
+        .collect();
+    GrayImage::from_raw(w, h, grey).expect("one byte per pixel")
 }
 
 /// The image stretched to `size`×`size` (aspect not kept, per the extractor contract), as
@@ -97,6 +124,45 @@ pub fn thumbnail_jpeg(rgb: &RgbImage) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A deterministic image with every channel value and sharp edges.
+    fn varied(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            let v = (x * 7 + y * 13) as u8;
+            image::Rgb([
+                v,
+                v.wrapping_mul(3) ^ (y as u8),
+                if (x / 5 + y / 3) % 2 == 0 {
+                    255
+                } else {
+                    x as u8
+                },
+            ])
+        })
+    }
+
+    #[test]
+    fn luma_is_the_image_crates_grayscale() {
+        let img = varied(301, 97);
+        assert_eq!(luma(&img), image::imageops::grayscale(&img));
+    }
+
+    #[test]
+    fn grey_resize_agrees_with_a_triangle_filter() {
+        let grey = luma(&varied(700, 455));
+        let fast = resize_grey(&grey, 640, 416);
+        let slow = image::imageops::resize(&grey, 640, 416, image::imageops::FilterType::Triangle);
+        assert_eq!(fast.dimensions(), (640, 416));
+        let diffs: Vec<i32> = fast
+            .as_raw()
+            .iter()
+            .zip(slow.as_raw())
+            .map(|(&a, &b)| (a as i32 - b as i32).abs())
+            .collect();
+        let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+        assert!(mean < 1.0, "mean difference {mean}");
+        assert_eq!(resize_grey(&grey, 700, 455), grey);
+    }
 
     #[test]
     fn input_is_chw_in_unit_range() {

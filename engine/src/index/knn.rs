@@ -134,7 +134,7 @@ impl Knn {
         if nq == 0 || k == 0 || self.len() == 0 {
             return Ok(vec![None; nq * k]);
         }
-        let nprobe = nprobe.clamp(1, self.nlist);
+        let nprobe = nprobe.clamp(1, self.nlist.max(1));
         // Lists in place are only searched through the path that checks each probed list
         // (`Knn::read` made sure such an index has lists).
         let (dis, lab) = if self.lists.is_some() {

@@ -149,8 +149,7 @@ impl Geometry {
 }
 
 /// The lists of `index` when it is a fast-scan IVF index (whose lists this layout holds) whose
-/// fields agree (see
-/// `faiss_lists.cpp`, `geometry`).
+/// fields agree (see `faiss_lists.cpp`, `geometry`).
 pub(crate) fn geometry_lists(index: &IndexImpl) -> Option<usize> {
     Geometry::of(index).ok().map(|g| g.nlist)
 }

@@ -14,7 +14,7 @@
 //! `ingest/tests/integration/sift_oracle.rs` checks it against OpenCV's SIFT on real photos
 //! warped by known homographies.
 
-use image::{imageops, RgbImage};
+use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 mod extrema;
@@ -111,12 +111,12 @@ impl LocalFeatures {
 pub fn extract(rgb: &RgbImage, params: &SiftParams) -> LocalFeatures {
     let (w0, h0) = rgb.dimensions();
     let long = w0.max(h0).max(1);
-    let mut grey = imageops::grayscale(rgb);
+    let mut grey = crate::preprocess::luma(rgb);
     if long > params.max_side {
         let s = params.max_side as f32 / long as f32;
         let w = ((w0 as f32 * s).round() as u32).max(1);
         let h = ((h0 as f32 * s).round() as u32).max(1);
-        grey = imageops::resize(&grey, w, h, imageops::FilterType::Triangle);
+        grey = crate::preprocess::resize_grey(&grey, w, h);
     }
     let (width, height) = grey.dimensions();
     let mut out = LocalFeatures {
@@ -481,6 +481,7 @@ fn window_columns(i: f32, cos_t: f32, sin_t: f32, reach: f32) -> (isize, isize) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::imageops;
 
     fn textured(w: u32, h: u32) -> RgbImage {
         // Deterministic blobs and edges of several sizes.
