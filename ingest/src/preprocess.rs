@@ -10,39 +10,37 @@ const THUMBNAIL_QUALITY: u8 = 80;
 
 /// Resamples with an antialiased bilinear (triangle) filter, like PIL's `resize(BILINEAR)`.
 pub fn resize(rgb: &RgbImage, width: u32, height: u32) -> RgbImage {
-    if rgb.dimensions() == (width, height) {
-        return rgb.clone();
-    }
-    resample(rgb, PixelType::U8x3, width, height).unwrap_or_else(|| {
-        image::imageops::resize(rgb, width, height, image::imageops::FilterType::Triangle)
-    })
+    resized(rgb, PixelType::U8x3, width, height)
 }
 
 /// [`resize`] for a grey image.
 pub fn resize_grey(grey: &GrayImage, width: u32, height: u32) -> GrayImage {
-    if grey.dimensions() == (width, height) {
-        return grey.clone();
-    }
-    resample(grey, PixelType::U8, width, height).unwrap_or_else(|| {
-        image::imageops::resize(grey, width, height, image::imageops::FilterType::Triangle)
-    })
+    resized(grey, PixelType::U8, width, height)
 }
 
 /// `img` (of `kind` pixels) resampled by fast_image_resize. It only refuses buffers whose size
-/// disagrees with the dimensions, which an `ImageBuffer` rules out; the callers keep a correct
-/// (slower) path rather than a panic all the same.
-fn resample<P: image::Pixel<Subpixel = u8>>(
+/// disagrees with the dimensions, which an `ImageBuffer` rules out; keep a correct (slower)
+/// path rather than a panic all the same.
+fn resized<P: image::Pixel<Subpixel = u8> + 'static>(
     img: &ImageBuffer<P, Vec<u8>>,
     kind: PixelType,
     width: u32,
     height: u32,
-) -> Option<ImageBuffer<P, Vec<u8>>> {
+) -> ImageBuffer<P, Vec<u8>> {
     let (w, h) = img.dimensions();
-    let src = ImageRef::new(w, h, img.as_raw(), kind).ok()?;
-    let mut dst = Image::new(width, height, kind);
-    let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-    Resizer::new().resize(&src, &mut dst, &opts).ok()?;
-    ImageBuffer::from_raw(width, height, dst.into_vec())
+    if (w, h) == (width, height) {
+        return img.clone();
+    }
+    let fast = || {
+        let src = ImageRef::new(w, h, img.as_raw(), kind).ok()?;
+        let mut dst = Image::new(width, height, kind);
+        let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+        Resizer::new().resize(&src, &mut dst, &opts).ok()?;
+        ImageBuffer::from_raw(width, height, dst.into_vec())
+    };
+    fast().unwrap_or_else(|| {
+        image::imageops::resize(img, width, height, image::imageops::FilterType::Triangle)
+    })
 }
 
 /// Luma as the `image` crate's `grayscale` makes it (Rec. 709 weights in integers, rounded
