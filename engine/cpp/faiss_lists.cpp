@@ -12,6 +12,9 @@
 #include <faiss/invlists/BlockInvertedLists.h>
 #include <faiss/invlists/InvertedLists.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -61,6 +64,27 @@ faiss::IndexIVFFastScan* fast_scan(const void* index) {
 /// CRC-32 continued over `len` bytes (the engine's crc32fast).
 typedef uint32_t (*crc_fn)(uint32_t crc, const uint8_t* bytes, size_t len);
 
+/// Advises the kernel about the pages of [start, start + len): rounded inward (only pages wholly
+/// inside) or outward. Advice is a hint: failures are ignored, and on memory that is not a
+/// mapped file (a copy made in memory) it does nothing that matters.
+void advise(const uint8_t* start, size_t len, int advice, bool inward) {
+    static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+    uintptr_t a = reinterpret_cast<uintptr_t>(start), b = a + len;
+    if (len == 0 || page == 0) {
+        return;
+    }
+    if (inward) {
+        a = (a + page - 1) / page * page;
+        b = b / page * page;
+    } else {
+        a = a / page * page;
+        b = (b + page - 1) / page * page;
+    }
+    if (b > a) {
+        madvise(reinterpret_cast<void*>(a), b - a, advice);
+    }
+}
+
 /// Lists whose ids and codes lie in memory the caller owns and keeps alive (a mapped file).
 /// Read-only: FAISS's add paths refuse them (imgvec_ivf_own_lists copies them first). Each list
 /// is checked against its CRC the first time a search is about to read it (check), so an open
@@ -105,6 +129,22 @@ struct BorrowedLists : faiss::ReadOnlyInvertedLists {
     /// 4-byte ids are widened. Called before FAISS's search, never inside its parallel
     /// regions; concurrent calls are safe (the atomics).
     void check(const faiss::idx_t* list_nos, size_t n) const {
+        // The lists are mapped for random access (no read-around of their neighbours, which
+        // would read most of the file for a query): ask for exactly the unchecked ones probed,
+        // all at once, before the checksums read them.
+        std::vector<bool> asked(nlist, false);
+        for (size_t i = 0; i < n; i++) {
+            faiss::idx_t l = list_nos[i];
+            if (l < 0 || size_t(l) >= nlist || asked[l] ||
+                checked[l].load(std::memory_order_acquire)) {
+                continue;
+            }
+            asked[l] = true;
+            size_t len = sizes[l];
+            advise(codes[l], (len + n_per_block - 1) / n_per_block * block_size, MADV_WILLNEED,
+                   false);
+            advise(ids[l], len * id_bytes, MADV_WILLNEED, false);
+        }
         for (size_t i = 0; i < n; i++) {
             faiss::idx_t l = list_nos[i];
             if (l < 0 || size_t(l) >= nlist) {
@@ -288,6 +328,14 @@ int imgvec_ivf_borrow_lists(
             lists->codes[i] = codes[i];
             lists->ids[i] = ids[i];
             total += sizes[i];
+        }
+        // Read only what searches probe (see BorrowedLists::check): codes come first, then ids.
+        if (nlist > 0) {
+            const uint8_t* first = codes[0];
+            const uint8_t* end = ids[nlist - 1] + sizes[nlist - 1] * id_bytes;
+            if (end > first) {
+                advise(first, size_t(end - first), MADV_RANDOM, true);
+            }
         }
         ivf->replace_invlists(lists.release(), true);
         ivf->ntotal = total;
