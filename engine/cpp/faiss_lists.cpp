@@ -124,6 +124,11 @@ struct BorrowedLists : faiss::ReadOnlyInvertedLists {
         }
     }
 
+    /// Bytes of list `l`'s codes (whole blocks).
+    size_t code_len(size_t l) const {
+        return (sizes[l] + n_per_block - 1) / n_per_block * block_size;
+    }
+
     /// Makes the `n` lists `list_nos` names (negative: none) ready to search: each not
     /// checked before is checked against its CRC (Damaged at the first that fails), and its
     /// 4-byte ids are widened. Called before FAISS's search, never inside its parallel
@@ -140,10 +145,8 @@ struct BorrowedLists : faiss::ReadOnlyInvertedLists {
                 continue;
             }
             asked[l] = true;
-            size_t len = sizes[l];
-            advise(codes[l], (len + n_per_block - 1) / n_per_block * block_size, MADV_WILLNEED,
-                   false);
-            advise(ids[l], len * id_bytes, MADV_WILLNEED, false);
+            advise(codes[l], code_len(l), MADV_WILLNEED, false);
+            advise(ids[l], sizes[l] * id_bytes, MADV_WILLNEED, false);
         }
         for (size_t i = 0; i < n; i++) {
             faiss::idx_t l = list_nos[i];
@@ -152,8 +155,7 @@ struct BorrowedLists : faiss::ReadOnlyInvertedLists {
             }
             size_t len = sizes[l];
             if (!checked[l].load(std::memory_order_acquire)) {
-                size_t code_len = (len + n_per_block - 1) / n_per_block * block_size;
-                uint32_t c = crc(0, codes[l], code_len);
+                uint32_t c = crc(0, codes[l], code_len(l));
                 c = crc(c, ids[l], len * id_bytes);
                 if (c != crcs[l]) {
                     throw Damaged(

@@ -142,9 +142,10 @@ impl Geometry {
     /// Bytes of the codes of a list of `n` vectors (whole blocks); `None` when that does not fit
     /// a `usize` (sizes read from a file).
     fn code_bytes(&self, n: usize) -> Option<usize> {
-        n.checked_div(self.n_per_block)?
-            .checked_add(!n.is_multiple_of(self.n_per_block) as usize)?
-            .checked_mul(self.block_size)
+        if self.n_per_block == 0 {
+            return None;
+        }
+        n.div_ceil(self.n_per_block).checked_mul(self.block_size)
     }
 }
 
