@@ -520,12 +520,15 @@ impl Database {
     /// Featurizes image queries as a search with `opts` would (augmentation variants, and the
     /// local features when it verifies), once: the answers search as [`Query::Features`] here or
     /// in any database made [like](Self::create_like) this one, with the same `opts`.
+    /// `like[i]`, when given: query `i`'s image featurized before (any augmentation); its local
+    /// features are taken from there instead of extracted again.
     pub fn featurize_query(
         &self,
         queries: &[Query],
         opts: &SearchOptions,
+        like: &[Option<&crate::search::QueryFeatures>],
     ) -> Vec<Result<crate::search::QueryFeatures>> {
-        self.searcher().featurize(queries, opts)
+        self.searcher().featurize(queries, opts, like)
     }
 
     /// What verifying each of `queries` with `opts` would examine, gathered and not examined

@@ -456,15 +456,25 @@ impl NativeDatabase {
     }
 
     /// What a search with `options` makes of each image query, as bytes (a query that fails:
-    /// its exception).
+    /// its exception). `like[i]`, when given: features made of query `i`'s image before, whose
+    /// local features are taken instead of extracted again.
+    #[pyo3(signature = (queries, options, like=None))]
     fn featurize<'py>(
         &self,
         py: Python<'py>,
         queries: &Bound<'py, PyList>,
         options: SearchArgs,
+        like: Option<Vec<Option<PyBackedBytes>>>,
     ) -> PyResult<Bound<'py, PyList>> {
+        let like = like
+            .unwrap_or_default()
+            .iter()
+            .map(|b| b.as_deref().map(QueryFeatures::from_bytes).transpose())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(to_py)?;
         let features = self.batch(py, queries, options, |db, q, opts| {
-            db.featurize_query(&q, opts)
+            let like: Vec<_> = like.iter().map(Option::as_ref).collect();
+            db.featurize_query(&q, opts, &like)
         })?;
         answers(py, features, |f| {
             Ok(PyBytes::new(py, &f.to_bytes()).into_any())

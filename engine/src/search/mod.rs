@@ -195,7 +195,22 @@ impl Searcher<'_> {
     /// What a search with `opts` would make of each image query (its variants' vectors and, when
     /// the search needs them, local features), to be searched as [`Query::Features`] here or in
     /// a database made like this one. Id queries are refused: they name a row of this database.
-    pub fn featurize(&self, queries: &[Query], opts: &SearchOptions) -> Vec<Result<QueryFeatures>> {
+    /// `like[i]`, when given: features made of query `i`'s image before (with any augmentation),
+    /// whose local features are taken instead of extracted again — the upright fallback's turns
+    /// of a query a sharded search featurized upright (turning changes only the vectors).
+    pub fn featurize(
+        &self,
+        queries: &[Query],
+        opts: &SearchOptions,
+        like: &[Option<&QueryFeatures>],
+    ) -> Vec<Result<QueryFeatures>> {
+        let seen: Vec<Arc<Observations>> = like
+            .iter()
+            .map(|l| match l.and_then(|f| f.local()) {
+                Some(local) => Arc::new(Observations::knowing(local.clone())),
+                None => Arc::default(),
+            })
+            .collect();
         let (pipeline, augment, verify) = self.settings(opts);
         let sift = pipeline.as_ref().and_then(|p| p.local).map(|l| l.sift);
         let local = sift.filter(|_| verify.is_some() || self.spaces.has_vlad());
@@ -207,7 +222,7 @@ impl Searcher<'_> {
             queries,
             augment,
             local.as_ref(),
-            &[],
+            &seen,
         )
         .into_iter()
         .zip(queries)

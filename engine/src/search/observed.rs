@@ -73,6 +73,15 @@ impl Observations {
         }
     }
 
+    /// Observations of a query whose local features are known already (made of the same image
+    /// before).
+    pub fn knowing(local: QueryLocal) -> Observations {
+        Observations {
+            local: OnceLock::from(local),
+            ..Observations::default()
+        }
+    }
+
     /// The query's local features: made by `make` the first time.
     pub fn local(&self, make: impl FnOnce() -> QueryLocal) -> QueryLocal {
         self.local.get_or_init(make).clone()

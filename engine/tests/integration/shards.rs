@@ -228,7 +228,7 @@ fn a_feature_query_searched_again_with_expansion_vectors_starts_from_its_first_p
     };
     let image = Query::Path(files[3].clone());
     let features = db
-        .featurize_query(std::slice::from_ref(&image), &opts(0, None))
+        .featurize_query(std::slice::from_ref(&image), &opts(0, None), &[])
         .remove(0)
         .unwrap();
     let back = imgvec::QueryFeatures::from_bytes(&features.to_bytes()).unwrap();
@@ -278,7 +278,7 @@ fn a_filtered_first_pass_is_not_reused_after_an_attribute_write_changes_what_the
     };
     let image = Query::Path(files[3].clone());
     let features = db
-        .featurize_query(std::slice::from_ref(&image), &opts(None))
+        .featurize_query(std::slice::from_ref(&image), &opts(None), &[])
         .remove(0)
         .unwrap();
     let query = Query::Features(std::sync::Arc::new(features));
@@ -398,7 +398,7 @@ fn a_feature_query_searched_in_several_calls_starts_each_from_what_the_ones_befo
     };
     let image = Query::Path(files[5].clone());
     let features = |augment| {
-        let f = db.featurize_query(std::slice::from_ref(&image), &opts(augment, None));
+        let f = db.featurize_query(std::slice::from_ref(&image), &opts(augment, None), &[]);
         Query::Features(std::sync::Arc::new(f.into_iter().next().unwrap().unwrap()))
     };
     let reused = || db.rerank_status().observations_reused;
@@ -409,13 +409,47 @@ fn a_feature_query_searched_in_several_calls_starts_each_from_what_the_ones_befo
         .remove(0)
         .unwrap();
     assert_eq!(reused(), 0);
-    db.search(upright, &opts(Augment::None, Some(gathered)))
+    db.search(upright.clone(), &opts(Augment::None, Some(gathered)))
         .unwrap();
     assert_eq!(reused(), 1);
     // The upright retry: the query's turns, the same local features — both calls start from
     // what the first two examined, and answer as the image searched afresh (an image query
     // keeps nothing).
     let turned = features(Augment::Rot4);
+    // The turns featurized like the upright query take its local features and make the same
+    // features; another image featurized like it gets its vectors and this one's local features.
+    let made = |image: &Query, augment, like: Option<&Query>| {
+        let like = like.map(|q| match q {
+            Query::Features(f) => f.as_ref(),
+            _ => unreachable!("features"),
+        });
+        let f = db.featurize_query(std::slice::from_ref(image), &opts(augment, None), &[like]);
+        f.into_iter().next().unwrap().unwrap().to_bytes()
+    };
+    let Query::Features(turned_features) = &turned else {
+        unreachable!("features")
+    };
+    assert_eq!(
+        made(&image, Augment::Rot4, Some(&upright)),
+        turned_features.to_bytes()
+    );
+    let other = Query::Path(files[9].clone());
+    let (mixed, own) = (
+        made(&other, Augment::Rot4, Some(&upright)),
+        made(&other, Augment::Rot4, None),
+    );
+    let common = |a: &[u8], b: &[u8], back: bool| match back {
+        true => a
+            .iter()
+            .rev()
+            .zip(b.iter().rev())
+            .take_while(|(x, y)| x == y)
+            .count(),
+        false => a.iter().zip(b).take_while(|(x, y)| x == y).count(),
+    };
+    let theirs = turned_features.to_bytes();
+    assert!(common(&mixed, &theirs, true) > 10_000 && common(&own, &theirs, true) < 100);
+    assert!(common(&mixed, &own, false) > common(&own, &theirs, false) + 1_000);
     let gathered = db
         .candidates(std::slice::from_ref(&turned), &opts(Augment::Rot4, None))
         .remove(0)

@@ -577,16 +577,20 @@ class ShardedDatabase:
                 total = v.copy() if total is None else total + v
         return total
 
-    def _pass(self, images: List[Any], options: Dict[str, Any], k: int) -> Tuple[List[Any], Dict[str, str]]:
+    def _pass(
+        self, images: List[Any], options: Dict[str, Any], k: int, like: Optional[List[Optional[bytes]]] = None
+    ) -> Tuple[List[Any], Dict[str, str], List[Any]]:
         """One pass of the engine's pipeline: each image featurized once, then searched on every
-        shard; an image that cannot be read is its error message."""
-        made = self._featurizer._native.featurize(images, _search_options(**options))
+        shard; an image that cannot be read is its error message. Also returns what each image
+        was featurized into; ``like``: each image's features from an earlier pass, whose local
+        features are taken instead of extracted again."""
+        made = self._featurizer._native.featurize(images, _search_options(**options), like)
         ok = [(i, QueryFeatures(f)) for i, f in enumerate(made) if isinstance(f, bytes)]
         answers, missing = self._search_features([f for _, f in ok], options, k)
         out: List[Any] = [str(f) for f in made]
         for (i, _), a in zip(ok, answers):
             out[i] = a
-        return out, missing
+        return out, missing, made
 
     def _search_features(
         self, queries: List[QueryFeatures], options: Dict[str, Any], k: int
@@ -652,13 +656,15 @@ class ShardedDatabase:
             upright = bool(self._verify_defaults.get("upright", False))
         augment = options.get("augment") or self._augment_default
         base = dict(options, upright=False)
-        answers, missing = self._pass(natives, base, k)
+        answers, missing, made = self._pass(natives, base, k)
         if self._local and upright and augment == "none" and options.get("verify") != 0:
             again = [
                 i for i, a in enumerate(answers) if not isinstance(a, str) and not any(h["verdict"] == "verified" for h in a)
             ]
             if again:
-                turned, lost = self._pass([natives[i] for i in again], dict(base, augment="rot4"), k)
+                # The turns change only the vectors: the upright pass's local features are reused.
+                like = [made[i] for i in again]
+                turned, lost, _ = self._pass([natives[i] for i in again], dict(base, augment="rot4"), k, like)
                 missing.update(lost)
                 for i, a in zip(again, turned):
                     answers[i] = a
