@@ -710,6 +710,15 @@ fn exists(path: PathBuf) -> bool {
     Database::exists(path)
 }
 
+/// The threads OpenBLAS (FAISS's and the batched exact scan's matrix products) uses in this
+/// process. Its threads spin between products, taking cores from the handle's threads: a
+/// process that searches query features and runs no model (a shard reader of `imgvec.ray`)
+/// sets 1. The model wants them (single-image pointwise convolutions are OpenBLAS products).
+#[pyfunction]
+fn set_blas_threads(n: usize) {
+    imgvec::exact::set_blas_threads(n);
+}
+
 /// Encodes an image array (H×W×3, H×W×4 or H×W, uint8) as PNG bytes (lossless).
 #[pyfunction]
 fn encode_array<'py>(
@@ -752,6 +761,7 @@ fn _imgvec(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<IngestStream>()?;
     m.add_function(wrap_pyfunction!(encode_array, m)?)?;
     m.add_function(wrap_pyfunction!(exists, m)?)?;
+    m.add_function(wrap_pyfunction!(set_blas_threads, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

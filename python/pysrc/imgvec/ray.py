@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 import numpy.typing as npt
 
-from . import Database, Error, Hit, IngestEvent, InvalidArgument, QueryFeatures, Results, _native, _search_options
+from . import Database, Error, Hit, IngestEvent, InvalidArgument, QueryFeatures, Results, _imgvec, _native, _search_options
 
 try:
     import ray
@@ -90,6 +90,7 @@ class ShardWriter:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        _imgvec.set_blas_threads(1)  # runs no model: OpenBLAS's spinning threads only cost
         self.db = Database(path, create=False, threads=1)
 
     def pid(self) -> int:
@@ -152,6 +153,9 @@ class ShardReader:
 
     def __init__(self, path: str, threads: Optional[int]) -> None:
         self.path = path
+        # Query features come made: no model runs here, and OpenBLAS's threads, which spin
+        # between products, took the cores verification wants (it ran 2× slower on 2 cores).
+        _imgvec.set_blas_threads(1)
         self.db = Database(path, read_only=True, create=False, threads=threads or os.cpu_count())
         self.db.preload()
 
