@@ -64,10 +64,7 @@ pub struct Plane {
 impl Plane {
     /// `rgb` resampled (antialiased) to `long` px on its long side, as luma.
     pub fn from_rgb(rgb: &RgbImage, long: usize) -> Plane {
-        let (w0, h0) = rgb.dimensions();
-        let scale = long as f32 / w0.max(h0).max(1) as f32;
-        let w = ((w0 as f32 * scale).round() as u32).max(1);
-        let h = ((h0 as f32 * scale).round() as u32).max(1);
+        let (w, h) = imgvec_ingest::scaled_to_long_side(rgb.dimensions(), long as u32);
         let small = imgvec_ingest::resize(rgb, w, h);
         Plane {
             w: w as usize,

@@ -24,4 +24,6 @@ pub use files::{
     collect_files, content_hash, default_model_path, model_dir, read_image_file, FileList,
     MAX_FILE_BYTES,
 };
-pub use preprocess::{model_input, resize, thumbnail_jpeg, ModelInput};
+pub use preprocess::{
+    model_input, resize, scaled_to_long_side, thumbnail_jpeg, within_long_side, ModelInput,
+};

@@ -43,6 +43,22 @@ fn resized<P: image::Pixel<Subpixel = u8> + 'static>(
     })
 }
 
+/// The size of a `w`×`h` image scaled so its long side is `long` px, aspect kept: each side
+/// rounded, at least 1.
+pub fn scaled_to_long_side((w, h): (u32, u32), long: u32) -> (u32, u32) {
+    let scale = long as f32 / w.max(h).max(1) as f32;
+    let side = |x: u32| ((x as f32 * scale).round() as u32).max(1);
+    (side(w), side(h))
+}
+
+/// [`scaled_to_long_side`] for an image longer than `long` px; a smaller one keeps its size.
+pub fn within_long_side(dims: (u32, u32), long: u32) -> (u32, u32) {
+    match dims.0.max(dims.1) > long {
+        true => scaled_to_long_side(dims, long),
+        false => dims,
+    }
+}
+
 /// Luma as the `image` crate's `grayscale` makes it (Rec. 709 weights in integers, rounded
 /// down), in one pass the compiler vectorises.
 pub fn luma(rgb: &RgbImage) -> GrayImage {
@@ -95,10 +111,7 @@ impl ModelInput {
 
 /// A JPEG at most `THUMBNAIL_SIDE` px on its long side, aspect kept.
 pub fn thumbnail_jpeg(rgb: &RgbImage) -> Vec<u8> {
-    let (w, h) = rgb.dimensions();
-    let scale = (THUMBNAIL_SIDE as f32 / w.max(h) as f32).min(1.0);
-    let tw = ((w as f32 * scale).round() as u32).max(1);
-    let th = ((h as f32 * scale).round() as u32).max(1);
+    let (tw, th) = within_long_side(rgb.dimensions(), THUMBNAIL_SIDE);
     let small = resize(rgb, tw, th);
     let mut out = Vec::new();
     // jpeg-encoder (SIMD) rather than the image crate's encoder, which cost as much CPU per
@@ -122,6 +135,27 @@ pub fn thumbnail_jpeg(rgb: &RgbImage) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_side_sizes_keep_the_aspect() {
+        for (name, dims, long, scaled, within) in [
+            ("landscape shrunk", (1000, 500), 256, (256, 128), (256, 128)),
+            ("portrait shrunk", (480, 640), 320, (240, 320), (240, 320)),
+            ("odd sides round", (1001, 333), 100, (100, 33), (100, 33)),
+            (
+                "a thin strip keeps a pixel",
+                (4000, 3),
+                256,
+                (256, 1),
+                (256, 1),
+            ),
+            ("grown to the side", (100, 50), 256, (256, 128), (100, 50)),
+            ("already that long", (256, 200), 256, (256, 200), (256, 200)),
+        ] {
+            assert_eq!(scaled_to_long_side(dims, long), scaled, "{name}");
+            assert_eq!(within_long_side(dims, long), within, "{name}");
+        }
+    }
 
     /// A deterministic image with every channel value and sharp edges.
     fn varied(w: u32, h: u32) -> RgbImage {

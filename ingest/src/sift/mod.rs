@@ -109,15 +109,12 @@ impl LocalFeatures {
 
 /// Detects SIFT keypoints in `rgb` and describes them with RootSIFT.
 pub fn extract(rgb: &RgbImage, params: &SiftParams) -> LocalFeatures {
-    let (w0, h0) = rgb.dimensions();
-    let long = w0.max(h0).max(1);
-    let mut grey = crate::preprocess::luma(rgb);
-    if long > params.max_side {
-        let s = params.max_side as f32 / long as f32;
-        let w = ((w0 as f32 * s).round() as u32).max(1);
-        let h = ((h0 as f32 * s).round() as u32).max(1);
-        grey = crate::preprocess::resize_grey(&grey, w, h);
-    }
+    let (w, h) = crate::preprocess::within_long_side(rgb.dimensions(), params.max_side);
+    let grey = crate::preprocess::luma(rgb);
+    let grey = match grey.dimensions() == (w, h) {
+        true => grey,
+        false => crate::preprocess::resize_grey(&grey, w, h),
+    };
     let (width, height) = grey.dimensions();
     let mut out = LocalFeatures {
         width,
