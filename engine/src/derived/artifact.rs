@@ -206,6 +206,9 @@ pub(crate) struct Body {
     origin: usize,
     start: usize,
     end: usize,
+    /// The kind of the file `backing` maps, for a body read without its CRC checked
+    /// ([`read_body_unchecked`]); `None` for bodies made in memory.
+    file: Option<Kind>,
 }
 
 impl Body {
@@ -218,6 +221,7 @@ impl Body {
             origin: 0,
             start: 0,
             end: bytes.len(),
+            file: None,
         }
     }
 
@@ -233,6 +237,7 @@ impl Body {
             origin: self.origin,
             start: self.start + range.start,
             end: self.start + range.end,
+            file: self.file,
         }
     }
 
@@ -246,6 +251,13 @@ impl Body {
     /// Checks the CRC of the whole file this body was mapped from ([`read_body_unchecked`]).
     pub fn check_file(&self, kind: Kind) -> Result<(), String> {
         decode(kind, (*self.backing).as_ref()).map(|_| ())
+    }
+
+    /// The whole file's CRC checked, when this body (or the body it is part of) was read from a
+    /// file without it: what a part that does not check itself asks before a parser that
+    /// trusts its input (FAISS) reads it. Bodies made in memory have nothing to check.
+    pub fn check_whole(&self) -> Result<(), String> {
+        self.file.map_or(Ok(()), |kind| self.check_file(kind))
     }
 }
 
@@ -313,6 +325,7 @@ pub(crate) fn read_body_unchecked(path: &Path, kind: Kind) -> Result<Body, Index
         origin: HEADER_LEN,
         start: HEADER_LEN,
         end: HEADER_LEN + len,
+        file: Some(kind),
     })
 }
 

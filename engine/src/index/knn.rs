@@ -211,6 +211,9 @@ impl Knn {
             let (index, lists) = mapped_lists::read(&rest, dims)?;
             (index, Some(lists))
         } else {
+            // FAISS's own serialisation checks nothing: the file's CRC first, so damage is
+            // reported as such instead of parsed (a damaged count can ask for any allocation).
+            rest.check_whole().map_err(IndexError::Damaged)?;
             let index = faiss_index_from_bytes("read kNN index", rest.bytes(), Some(dims))?;
             (index, None)
         };
@@ -256,6 +259,41 @@ mod tests {
             out.extend(row.iter().map(|v| v / norm));
         }
         out
+    }
+
+    /// An index in FAISS's own serialisation (exact, below the lists layout's sizes) is read
+    /// from a file only after the file's CRC: damage FAISS would parse without noticing (a
+    /// vector's byte) is refused.
+    #[test]
+    fn faiss_serialisations_are_checked_before_faiss_reads_them() {
+        use crate::derived::artifact::{encode, read_body_unchecked, Kind, FOOTER_LEN};
+        let dims = 32;
+        let data = unit_rows(100, dims, 9);
+        let ids: Vec<u64> = (1..=100).collect();
+        let mut knn = Knn::train(dims, "IDMap,Flat", &data).unwrap();
+        knn.add(&ids, &data).unwrap();
+        let mut body = Vec::new();
+        knn.write(&mut body, 0).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("voting.idx");
+        let mut file = encode(Kind::Voting, &body);
+        std::fs::write(&path, &file).unwrap();
+        let read = |path: &std::path::Path| {
+            Knn::read(&read_body_unchecked(path, Kind::Voting).unwrap(), dims)
+        };
+        assert_eq!(read(&path).unwrap().len(), 100);
+        // A byte in the middle of the vectors: FAISS reads that as another float.
+        let at = file.len() / 2;
+        file[at] ^= 0x10;
+        std::fs::write(&path, &file).unwrap();
+        // Read in memory (no file, so no CRC), the damaged body parses.
+        let damaged = &file[file.len() - FOOTER_LEN - body.len()..file.len() - FOOTER_LEN];
+        assert_ne!(damaged, &body[..]);
+        assert!(Knn::read(&Body::copied(damaged), dims).is_ok());
+        match read(&path) {
+            Err(IndexError::Damaged(why)) => assert!(why.contains("checksum"), "{why}"),
+            other => panic!("expected damage, got {:?}", other.map(|k| k.len())),
+        }
     }
 
     /// `knn` written at a file offset that is not a multiple of 64 and read back (its lists
