@@ -15,6 +15,7 @@
 //! sees a whole file or none. Reading checks every header field and the CRC.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use imgvec_storage::{write_atomic, Vfs};
@@ -206,9 +207,16 @@ pub(crate) struct Body {
     origin: usize,
     start: usize,
     end: usize,
-    /// The kind of the file `backing` maps, for a body read without its CRC checked
+    /// The file `backing` maps, for a body read without its CRC checked
     /// ([`read_body_unchecked`]); `None` for bodies made in memory.
-    file: Option<Kind>,
+    file: Option<Arc<Unchecked>>,
+}
+
+/// A mapped file read without its CRC checked: its kind, and whether a check found the CRC to
+/// hold (shared by the body's slices, so the file is read for it once).
+struct Unchecked {
+    kind: Kind,
+    held: AtomicBool,
 }
 
 impl Body {
@@ -237,7 +245,7 @@ impl Body {
             origin: self.origin,
             start: self.start + range.start,
             end: self.start + range.end,
-            file: self.file,
+            file: self.file.clone(),
         }
     }
 
@@ -256,8 +264,16 @@ impl Body {
     /// The whole file's CRC checked, when this body (or the body it is part of) was read from a
     /// file without it: what a part that does not check itself asks before a parser that
     /// trusts its input (FAISS) reads it. Bodies made in memory have nothing to check.
+    /// Once it held, later calls (on the body or its slices) do not read the file again.
     pub fn check_whole(&self) -> Result<(), String> {
-        self.file.map_or(Ok(()), |kind| self.check_file(kind))
+        match &self.file {
+            Some(f) if !f.held.load(Ordering::Acquire) => {
+                self.check_file(f.kind)?;
+                f.held.store(true, Ordering::Release);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -312,7 +328,7 @@ impl Drop for Aligned {
 }
 
 /// A derived file of `kind` mapped, its header fields and length checked but not its CRC, which
-/// reads every byte: the caller checks it ([`Body::check_file`]) unless the structure it reads
+/// reads every byte: the caller checks it ([`Body::check_whole`]) unless the structure it reads
 /// checks its own parts as it uses them (the voting and dense-window lists,
 /// `index::mapped_lists`).
 pub(crate) fn read_body_unchecked(path: &Path, kind: Kind) -> Result<Body, IndexError> {
@@ -325,7 +341,10 @@ pub(crate) fn read_body_unchecked(path: &Path, kind: Kind) -> Result<Body, Index
         origin: HEADER_LEN,
         start: HEADER_LEN,
         end: HEADER_LEN + len,
-        file: Some(kind),
+        file: Some(Arc::new(Unchecked {
+            kind,
+            held: AtomicBool::new(false),
+        })),
     })
 }
 
@@ -429,5 +448,13 @@ mod tests {
             .check_file(Kind::Vlad)
             .unwrap_err();
         assert!(err.contains("checksum"), "{err}");
+        // The whole-file check, on the body or a slice of it, fails every time; a body made in
+        // memory has none.
+        let damaged = read_body_unchecked(&path, Kind::Vlad).unwrap();
+        for _ in 0..2 {
+            assert!(damaged.slice(5..9).check_whole().is_err());
+            assert!(damaged.check_whole().is_err());
+        }
+        assert!(copied.check_whole().is_ok());
     }
 }
