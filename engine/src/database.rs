@@ -517,6 +517,13 @@ impl Database {
         self.searcher().search_batch(queries, opts)
     }
 
+    /// The upright fallback a search with `opts` runs (docs/SEARCH.md 6c), `None` when it is
+    /// off, and what tells it that a query found its match. A sharded search runs it over the
+    /// merged answers (docs/RAY.md).
+    pub fn upright_fallback(&self, opts: &SearchOptions) -> Option<crate::search::Found> {
+        self.searcher().upright_fallback(opts)
+    }
+
     /// Featurizes image queries as a search with `opts` would (augmentation variants, and the
     /// local features when it verifies), once: the answers search as [`Query::Features`] here or
     /// in any database made [like](Self::create_like) this one, with the same `opts`.

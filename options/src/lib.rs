@@ -157,8 +157,9 @@ pub struct VerifyOverrides {
     /// and rank what did not verify by that (0 = off).
     #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
     pub expand: Option<usize>,
-    /// Upright fallback: search an image query whose results did not verify again with its
-    /// 90°, 180° and 270° turns (true/false).
+    /// Upright fallback: search an image query whose results hold no match (none verified;
+    /// without verification, none calibrated `likely`) again with its 90°, 180° and 270° turns
+    /// (true/false; on by default in `robust` and `balanced`).
     #[cfg_attr(feature = "clap", arg(long, value_name = "BOOL"))]
     pub upright: Option<bool>,
 }

@@ -493,6 +493,13 @@ impl NativeDatabase {
         answers(py, found, |c| Ok(PyString::new(py, &json(&c)?).into_any()))
     }
 
+    /// The upright fallback a search with `options` runs: `"verified"` or `"likely"` (what
+    /// tells that a query found its match, docs/SEARCH.md 6c), `None` when it is off.
+    fn upright_fallback(&self, options: SearchArgs) -> PyResult<Option<&'static str>> {
+        let opts = options.options()?;
+        Ok(self.db()?.upright_fallback(&opts).map(|f| f.name()))
+    }
+
     /// The pipeline's global vectors of `queries` (ids give their stored vectors), one row
     /// each, without storing anything.
     fn extract<'py>(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import pytest
+from PIL import Image
 
 import imgvec
 from conftest import INSTANCES, read_jsonl
@@ -204,6 +205,14 @@ def test_balanced_shards_share_one_frozen_whitening_and_search_as_one_database(t
         for q, a, b in zip(queries, sharded_answers, one_answers):
             assert_same(a, b, q)
         assert {h.shard for r in sharded_answers for h in r.hits} == {0, 1, 2}
+        # A stored photo saved sideways matches nothing likely upright; the upright fallback's
+        # turns find it (engine search/upright.rs), in the shards as in one database.
+        sideways = tmp_path / "sideways.png"
+        Image.open(images[7]).rotate(90, expand=True).save(sideways)
+        assert not any(h.is_match for h in one.search(str(sideways), k=10, upright=False).hits)
+        a, b = sharded.search(str(sideways), k=10), one.search(str(sideways), k=10)
+        assert_same(a, b, sideways)
+        assert Path(b.hits[0].path).resolve() == Path(images[7]).resolve() and b.hits[0].is_match
 
 
 def test_robust_sharded_search_verifies_expands_and_turns_as_one_database(subset, tmp_path):

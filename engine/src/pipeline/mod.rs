@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::local::{LocalSpec, VerifyParams};
-use crate::options::Augment;
+use crate::options::{Augment, Preset};
 use crate::reduce::WhiteningSpec;
 use crate::search::calibration::{self, Calibration};
 use presets::PresetExt;
@@ -107,6 +107,12 @@ pub struct QueryDefaults {
     /// Spatial verification with local features (pipelines that store them).
     #[serde(default)]
     pub verify: Option<VerifyParams>,
+    /// The upright fallback of searches that verify nothing (a verifying search's is
+    /// `verify.upright`): an image query whose answer holds no calibrated match is searched
+    /// again with its turns (`search::upright`). `None` in databases made before it was
+    /// recorded: [`stored`] gives them their preset's current setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upright: Option<bool>,
 }
 
 /// A preset's model file in the model folder, or an error naming the setup command.
@@ -195,6 +201,13 @@ pub fn stored(store: &Store) -> Result<Option<PipelineConfig>> {
             })?;
             if config.calibration.is_none() {
                 config.calibration = calibration::for_preset(&config.name);
+            }
+            if config.query.upright.is_none() {
+                config.query.upright = config
+                    .name
+                    .parse::<Preset>()
+                    .ok()
+                    .and_then(|p| p.spec().query.upright);
             }
             Ok(Some(config))
         }

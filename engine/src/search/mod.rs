@@ -21,6 +21,7 @@ mod recent;
 mod rerank;
 mod space;
 mod upright;
+pub use upright::Found;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -164,12 +165,14 @@ impl Searcher<'_> {
     pub fn search_batch(&self, queries: Vec<Query>, opts: &SearchOptions) -> Vec<Result<Vec<Hit>>> {
         let seen = self.observations(&queries, opts);
         let mut answers = self.search_once(&queries, opts, &seen);
-        let (_, augment, verify) = self.settings(opts);
-        let upright = verify.is_some_and(|v| v.upright);
+        let (_, augment, _) = self.settings(opts);
+        let Some(by) = self.upright_fallback(opts) else {
+            return answers;
+        };
         let again: Vec<usize> = (0..queries.len())
             .filter(|&i| {
-                let verified = answers[i].as_ref().ok().map(|h| upright::any_verified(h));
-                upright::needs_turns(upright, augment, &queries[i], verified)
+                let found = answers[i].as_ref().ok().map(|h| upright::found(h, by));
+                upright::needs_turns(true, augment, &queries[i], found)
             })
             .collect();
         if again.is_empty() {
@@ -187,9 +190,25 @@ impl Searcher<'_> {
             .into_iter()
             .zip(self.search_once(&retry, &turned, &retry_seen))
         {
-            answers[i] = answer;
+            // A turned answer that failed keeps the upright one.
+            if answer.as_ref().is_ok_and(|h| upright::keeps_turns(by, h)) {
+                answers[i] = answer;
+            }
         }
         answers
+    }
+
+    /// The upright fallback a search with `opts` runs (`None`: off), and what tells it that a
+    /// query found its match (search/upright.rs).
+    pub fn upright_fallback(&self, opts: &SearchOptions) -> Option<upright::Found> {
+        let (pipeline, _, verify) = self.settings(opts);
+        let pipeline = pipeline?;
+        upright::fallback(
+            verify.as_ref(),
+            opts.verify.upright,
+            pipeline.query.upright,
+            pipeline.calibration.is_some(),
+        )
     }
 
     /// What a search with `opts` would make of each image query (its variants' vectors and, when

@@ -478,8 +478,9 @@ class Database:
         verification checks (pipelines with local features; 0 = off). ``matches_only``: only
         hits whose ``match`` is ``"verified"`` or ``"likely"`` (calibrated per preset). ``pairs``: give
         verified hits some inlier pairs to draw (``Hit.pairs``). ``expand``: verified query
-        expansion with the best N verified hits (0 = off); ``upright``: search a query that
-        verified nothing again with its turns. ``expand_with``: expand with this sum of
+        expansion with the best N verified hits (0 = off); ``upright``: search a query whose
+        answer holds no match (nothing verified; without verification, nothing calibrated
+        ``likely``) again with its turns (on in ``robust`` and ``balanced``). ``expand_with``: expand with this sum of
         :meth:`space_vectors` instead of the query's own verified hits (sharded search,
         :mod:`imgvec.ray`). ``candidates``: verify only these (a shard's rows of its
         collection's merged :meth:`candidates`).

@@ -459,6 +459,14 @@ def merge_candidates(parts: Sequence[Tuple[int, Mapping[str, Any]]]) -> Dict[int
     return out
 
 
+def _found(hits: List[Dict[str, Any]], by: str) -> bool:
+    """Whether an answer holds what the upright fallback counts as the query's match (``by``:
+    ``"verified"`` or ``"likely"``, engine search/upright.rs ``found``)."""
+    if by == "verified":
+        return any(h["verdict"] == "verified" for h in hits)
+    return any(h["match"] != "none" for h in hits)
+
+
 class ShardedDatabase:
     """The shards of one collection (``ingest``'s ``out_dir``, or a list of shard folders),
     searched as one database: one read-only Ray actor per shard. Every shard must open and be
@@ -655,23 +663,22 @@ class ShardedDatabase:
                 raise InvalidArgument("a sharded search takes images; an id names a row of one shard")
             natives.append(n)
         k = int(options.get("k", 10))
-        upright = options.pop("upright", None)
-        if upright is None:
-            upright = bool(self._verify_defaults.get("upright", False))
+        # The upright fallback as one database runs it (engine search/upright.rs), over the
+        # merged answers: the engine says whether it is on and what counts as a match.
+        by = self._featurizer._native.upright_fallback(_search_options(**options))
         augment = options.get("augment") or self._augment_default
         base = dict(options, upright=False)
         answers, missing, made = self._pass(natives, base, k)
-        if self._local and upright and augment == "none" and options.get("verify") != 0:
-            again = [
-                i for i, a in enumerate(answers) if not isinstance(a, str) and not any(h["verdict"] == "verified" for h in a)
-            ]
+        if by is not None and augment == "none":
+            again = [i for i, a in enumerate(answers) if not isinstance(a, str) and not _found(a, by)]
             if again:
                 # The turns change only the vectors: the upright pass's local features are reused.
                 like = [made[i] for i in again]
                 turned, lost, _ = self._pass([natives[i] for i in again], dict(base, augment="rot4"), k, like)
                 missing.update(lost)
                 for i, a in zip(again, turned):
-                    answers[i] = a
+                    if not isinstance(a, str) and (by == "verified" or _found(a, by)):
+                        answers[i] = a
         results = [self._results(q, a, missing) for q, a in zip(queries, answers)]
         if batch:
             return results

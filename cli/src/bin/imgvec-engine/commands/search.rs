@@ -211,14 +211,20 @@ fn warn_no_ops(db: &Database, opts: &SearchOptions) {
         || v.min_inliers.is_some()
         || v.inlier_px.is_some()
         || v.alignment_floor.is_some()
-        || v.expand.is_some_and(|n| n > 0)
-        || v.upright == Some(true);
+        || v.expand.is_some_and(|n| n > 0);
     if asks_verification && pipeline.local.is_none() {
         warn(&format!(
-            "--verify, --dense, --min-inliers, --inlier-px, --alignment-floor, --expand and \
-             --upright do nothing here: \
+            "--verify, --dense, --min-inliers, --inlier-px, --alignment-floor and --expand \
+             do nothing here: \
              pipeline `{}` stores no local features (use --pipeline robust when creating the \
              database, or `imgvec reindex DB --pipeline robust`)",
+            pipeline.name
+        ));
+    }
+    if v.upright == Some(true) && db.upright_fallback(opts).is_none() {
+        warn(&format!(
+            "--upright does nothing here: pipeline `{}` has no calibration to tell whether a \
+             query found its match (a custom model)",
             pipeline.name
         ));
     }
