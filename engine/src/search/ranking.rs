@@ -4,9 +4,11 @@
 //!
 //! - **Verified** candidates (≥ `min_inliers` inliers, covering ≥ `min_coverage` of the query)
 //!   come first, by cosine + `INLIER_WEIGHT`·min(inliers, `INLIER_CAP`)/`INLIER_CAP` +
+//!   `EXTRA_INLIER_WEIGHT`·ln(max(inliers, `INLIER_CAP`)/`INLIER_CAP`) +
 //!   `COVERAGE_WEIGHT`·min(coverage, 1) − `BRIGHTNESS_WEIGHT`·brightness gap: near-identical
 //!   siblings all verify, and are told apart by how much of the query they explain, by their
-//!   brightness and by the global similarity.
+//!   brightness, by the global similarity and, when one explains many times more keypoints,
+//!   by that.
 //! - **The rest** follow, by cosine + the same inlier bonus for the inliers beyond
 //!   `chance_inliers` (weak but consistent geometry counts, never as precedence; only with the
 //!   coverage) + `alignment_weight`·(alignment − `alignment_floor`) when the dense alignment is
@@ -21,8 +23,15 @@ use crate::local::VerifyParams;
 
 /// Weight of the (capped) inlier count added to a candidate's cosine.
 pub const INLIER_WEIGHT: f32 = 1.0;
-/// Inliers beyond this add nothing more: two verified siblings are ordered by their cosine.
+/// Inliers beyond this add only `EXTRA_INLIER_WEIGHT`·ln(inliers / cap): two verified siblings
+/// are ordered by their cosine unless one explains many times more keypoints.
 pub const INLIER_CAP: usize = 20;
+/// Verified candidates gain this × ln(inliers / `INLIER_CAP`) for inliers beyond the cap: a
+/// light and a dark rendering of one wallpaper share its geometry and both verify against a
+/// query whose exposure was changed, which the brightness term then favours the wrong one for,
+/// but the source matches many times more keypoints (286 against 16); ten times the inliers
+/// outweighs a brightness gap of 0.23, twice as many one of 0.07.
+pub const EXTRA_INLIER_WEIGHT: f32 = 0.1;
 /// Verified candidates that explain more of the query rank higher by this × their coverage: a
 /// zoomed or shifted near-identical sibling covers less of the query than the original does.
 pub const COVERAGE_WEIGHT: f32 = 0.5;
@@ -96,7 +105,11 @@ pub(crate) fn verdict(e: &Evidence, p: &VerifyParams) -> Verdict {
 /// A candidate's rank: (verified, key), compared verified first, then key.
 pub(crate) fn rank_key(e: &Evidence, p: &VerifyParams) -> (bool, f32) {
     if is_verified(e.inliers, e.coverage, p) {
-        let key = e.cosine + inlier_bonus(e.inliers) + COVERAGE_WEIGHT * e.coverage.min(1.0)
+        let beyond_cap = e.inliers.max(INLIER_CAP) as f32 / INLIER_CAP as f32;
+        let key = e.cosine
+            + inlier_bonus(e.inliers)
+            + EXTRA_INLIER_WEIGHT * beyond_cap.ln()
+            + COVERAGE_WEIGHT * e.coverage.min(1.0)
             - BRIGHTNESS_WEIGHT * e.brightness_gap;
         return (true, key);
     }
@@ -229,6 +242,19 @@ mod tests {
                 vec![2, 1],
             ),
             (
+                "many times the inliers outweigh a brightness gap (an exposure-changed query)",
+                vec![
+                    darker(ev(1, 0.93, 290, 0.9), 0.44),
+                    darker(ev(2, 0.76, 16, 0.9), 0.03),
+                ],
+                vec![1, 2],
+            ),
+            (
+                "a few more inliers beyond the cap do not",
+                vec![darker(ev(1, 0.90, 36, 0.9), 0.2), ev(2, 0.89, 30, 0.9)],
+                vec![2, 1],
+            ),
+            (
                 "inliers beyond chance lift an unverified candidate",
                 vec![ev(1, 0.60, 0, 0.0), ev(2, 0.55, 7, 0.9)],
                 vec![2, 1],
@@ -258,9 +284,14 @@ mod tests {
                 vec![2, 1],
             ),
             (
-                "inliers past the cap add nothing: cosine decides",
-                vec![ev(1, 0.80, 200, 1.0), ev(2, 0.85, 20, 1.0)],
+                "inliers past the cap count little: cosine decides",
+                vec![ev(1, 0.80, 30, 1.0), ev(2, 0.85, 20, 1.0)],
                 vec![2, 1],
+            ),
+            (
+                "ten times the inliers past the cap outweigh a small cosine gap",
+                vec![ev(1, 0.80, 200, 1.0), ev(2, 0.85, 20, 1.0)],
+                vec![1, 2],
             ),
             (
                 "expansion: the unverified follow the expanded query's cosine",
