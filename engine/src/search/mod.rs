@@ -172,7 +172,7 @@ impl Searcher<'_> {
         let again: Vec<usize> = (0..queries.len())
             .filter(|&i| {
                 let found = answers[i].as_ref().ok().map(|h| upright::found(h, by));
-                upright::needs_turns(true, augment, &queries[i], found)
+                upright::needs_turns(augment, &queries[i], found)
             })
             .collect();
         if again.is_empty() {

@@ -72,16 +72,11 @@ pub(crate) fn keeps_turns(by: Found, turned: &[Hit]) -> bool {
 }
 
 /// Whether `query`, searched with augmentation `augment`, is searched again with its turns
-/// when the fallback is on (`upright`); `found`: whether its answer holds a match (`None`: the
-/// query failed).
-pub(crate) fn needs_turns(
-    upright: bool,
-    augment: Augment,
-    query: &Query,
-    found: Option<bool>,
-) -> bool {
+/// when the fallback is on; `found`: whether its answer holds a match (`None`: the query
+/// failed).
+pub(crate) fn needs_turns(augment: Augment, query: &Query, found: Option<bool>) -> bool {
     let image = matches!(query, Query::Path(_) | Query::Bytes(_));
-    upright && augment == Augment::None && image && found == Some(false)
+    augment == Augment::None && image && found == Some(false)
 }
 
 #[cfg(test)]
@@ -243,35 +238,13 @@ mod tests {
     #[test]
     fn only_unfound_image_queries_are_turned() {
         let path = Query::Path("q.jpg".into());
-        for (name, upright, augment, query, found, want) in [
-            (
-                "nothing found",
-                true,
-                Augment::None,
-                &path,
-                Some(false),
-                true,
-            ),
-            (
-                "bytes",
-                true,
-                Augment::None,
-                &Query::Bytes(vec![1]),
-                Some(false),
-                true,
-            ),
-            ("one found", true, Augment::None, &path, Some(true), false),
-            (
-                "fallback off",
-                false,
-                Augment::None,
-                &path,
-                Some(false),
-                false,
-            ),
+        let bytes = Query::Bytes(vec![1]);
+        for (name, augment, query, found, want) in [
+            ("nothing found", Augment::None, &path, Some(false), true),
+            ("bytes", Augment::None, &bytes, Some(false), true),
+            ("one found", Augment::None, &path, Some(true), false),
             (
                 "turns already searched",
-                true,
                 Augment::Rot4,
                 &path,
                 Some(false),
@@ -279,15 +252,14 @@ mod tests {
             ),
             (
                 "a stored row",
-                true,
                 Augment::None,
                 &Query::Id(3),
                 Some(false),
                 false,
             ),
-            ("a failed query", true, Augment::None, &path, None, false),
+            ("a failed query", Augment::None, &path, None, false),
         ] {
-            assert_eq!(needs_turns(upright, augment, query, found), want, "{name}");
+            assert_eq!(needs_turns(augment, query, found), want, "{name}");
         }
     }
 }

@@ -467,6 +467,13 @@ def _found(hits: List[Dict[str, Any]], by: str) -> bool:
     return any(h["match"] != "none" for h in hits)
 
 
+def _keeps_turns(turned: List[Dict[str, Any]], by: str) -> bool:
+    """Whether the upright fallback's turned answer replaces the upright one (engine
+    search/upright.rs ``keeps_turns``): always when verification decides, else when it holds a
+    match."""
+    return by == "verified" or _found(turned, by)
+
+
 class ShardedDatabase:
     """The shards of one collection (``ingest``'s ``out_dir``, or a list of shard folders),
     searched as one database: one read-only Ray actor per shard. Every shard must open and be
@@ -677,7 +684,7 @@ class ShardedDatabase:
                 turned, lost, _ = self._pass([natives[i] for i in again], dict(base, augment="rot4"), k, like)
                 missing.update(lost)
                 for i, a in zip(again, turned):
-                    if not isinstance(a, str) and (by == "verified" or _found(a, by)):
+                    if not isinstance(a, str) and _keeps_turns(a, by):
                         answers[i] = a
         results = [self._results(q, a, missing) for q, a in zip(queries, answers)]
         if batch:
