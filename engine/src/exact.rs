@@ -136,6 +136,7 @@ extern "C" {
         ldc: i32,
     );
     fn openblas_set_num_threads(n: i32);
+    fn blas_thread_shutdown_() -> i32;
 }
 
 const CBLAS_ROW_MAJOR: i32 = 101;
@@ -213,6 +214,21 @@ pub(crate) fn matmul_nt_here(a: &[f32], m: usize, b: &[f32], n: usize, k: usize,
 pub fn set_blas_threads(n: usize) {
     // SAFETY: plain OpenBLAS runtime setting.
     unsafe { openblas_set_num_threads(n.max(1) as i32) }
+}
+
+/// Stops OpenBLAS's worker threads now, instead of letting them spin (`sched_yield`, up to
+/// ~0.1 s) waiting for another product; the next product starts them again. For a process that
+/// runs the model and then waits while other processes on its cores work (the `imgvec.ray`
+/// driver between featurizing a query and its shards' answers).
+///
+/// # Safety
+/// No other thread of the process may be inside an OpenBLAS call (or start one) meanwhile.
+pub unsafe fn rest_blas_threads() {
+    // SAFETY: the caller guarantees no product is in flight; OpenBLAS joins its idle workers
+    // and starts them again on the next product (blas_server.c, `exec_blas`).
+    unsafe {
+        blas_thread_shutdown_();
+    }
 }
 
 /// Scores one block of rows against every query, pushing accepted rows into `tops` (one per

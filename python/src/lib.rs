@@ -25,7 +25,9 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
+mod blas;
 mod convert;
+use blas::{released, Handle};
 use convert::{hit_dict, record_dict, SearchArgs};
 
 /// The Python exception class (defined in `imgvec/_errors.py`) an engine error maps to, and the
@@ -135,11 +137,11 @@ fn queries_of(queries: &Bound<'_, PyList>) -> PyResult<Vec<Query>> {
 /// One open database. The Python `imgvec.Database` wraps it.
 #[pyclass(module = "imgvec._imgvec", frozen)]
 struct NativeDatabase {
-    inner: Mutex<Option<Arc<Database>>>,
+    inner: Mutex<Option<Arc<Handle>>>,
 }
 
 impl NativeDatabase {
-    fn db(&self) -> PyResult<Arc<Database>> {
+    fn db(&self) -> PyResult<Arc<Handle>> {
         self.inner
             .lock()
             .clone()
@@ -158,7 +160,7 @@ impl NativeDatabase {
         let db = self.db()?;
         let queries = queries_of(queries)?;
         let opts = options.options()?;
-        Ok(py.allow_threads(|| run(&db, queries, &opts)))
+        Ok(released(py, || run(&db, queries, &opts)))
     }
 }
 
@@ -181,9 +183,7 @@ fn mapped_vectors(py: Python<'_>, snap: Arc<Snapshot>) -> PyResult<Option<IdsAnd
         return Ok(None);
     }
     // Reading the whole column checks every block of it once.
-    let vectors = py
-        .allow_threads(|| seg.vectors())
-        .map_err(|e| to_py(e.into()))?;
+    let vectors = released(py, || seg.vectors()).map_err(|e| to_py(e.into()))?;
     let view = ArrayView2::from_shape((seg.rows(), seg.dims()), vectors)
         .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
     let owner = Bound::new(
@@ -238,11 +238,9 @@ impl NativeDatabase {
             }
             opts.threads = t;
         }
-        let db = py
-            .allow_threads(|| Database::open(&path, opts))
-            .map_err(to_py)?;
+        let db = released(py, || Database::open(&path, opts)).map_err(to_py)?;
         Ok(NativeDatabase {
-            inner: Mutex::new(Some(Arc::new(db))),
+            inner: Mutex::new(Some(Arc::new(Handle::new(db, read_only)))),
         })
     }
 
@@ -260,11 +258,9 @@ impl NativeDatabase {
         if let Some(t) = threads.filter(|&t| t > 0) {
             opts.threads = t;
         }
-        let shard = py
-            .allow_threads(|| db.create_like(&path, opts))
-            .map_err(to_py)?;
+        let shard = released(py, || db.create_like(&path, opts)).map_err(to_py)?;
         Ok(NativeDatabase {
-            inner: Mutex::new(Some(Arc::new(shard))),
+            inner: Mutex::new(Some(Arc::new(Handle::new(shard, false)))),
         })
     }
 
@@ -293,9 +289,7 @@ impl NativeDatabase {
             attributes: attrs,
             ..IngestOptions::default()
         };
-        let (rows, failed) = py
-            .allow_threads(|| db.prepare(sources, &opts))
-            .map_err(to_py)?;
+        let (rows, failed) = released(py, || db.prepare(sources, &opts)).map_err(to_py)?;
         let rows = rows
             .iter()
             .map(|r| {
@@ -323,9 +317,10 @@ impl NativeDatabase {
             .map_err(to_py)?;
         let events = Mutex::new(Vec::new());
         let on_event = |e: &IngestEvent| events.lock().push(e.clone());
-        let summary = py
-            .allow_threads(|| db.commit_prepared(rows, &IngestOptions::default(), &on_event))
-            .map_err(to_py)?;
+        let summary = released(py, || {
+            db.commit_prepared(rows, &IngestOptions::default(), &on_event)
+        })
+        .map_err(to_py)?;
         let events = events
             .into_inner()
             .iter()
@@ -337,14 +332,14 @@ impl NativeDatabase {
     /// Each id's vector in the space searches score in (None for an id with no live row).
     fn space_vectors(&self, py: Python<'_>, ids: Vec<u64>) -> PyResult<Vec<Option<Vec<f32>>>> {
         let db = self.db()?;
-        py.allow_threads(|| db.space_vectors(&ids)).map_err(to_py)
+        released(py, || db.space_vectors(&ids)).map_err(to_py)
     }
 
     /// Closes the handle (a writer flushes and releases its lock once every call in flight
     /// on it has returned).
     fn close(&self, py: Python<'_>) {
         let db = self.inner.lock().take();
-        py.allow_threads(move || drop(db));
+        released(py, move || drop(db));
     }
 
     #[getter]
@@ -368,7 +363,7 @@ impl NativeDatabase {
         follow_links: bool,
     ) -> PyResult<IngestStream> {
         let db = self.db()?;
-        let files = py.allow_threads(|| collect_files(&paths, follow_links));
+        let files = released(py, || collect_files(&paths, follow_links));
         let (tx, rx) = crossbeam_channel::unbounded();
         let stop = Arc::new(AtomicBool::new(false));
         let opts = IngestOptions {
@@ -429,9 +424,7 @@ impl NativeDatabase {
                 Source::File(canonical)
             }
         };
-        let event = py
-            .allow_threads(|| db.insert(source, attrs))
-            .map_err(to_py)?;
+        let event = released(py, || db.insert(source, attrs)).map_err(to_py)?;
         event
             .id
             .ok_or_else(|| py_error("Error", "the insert stored no row".into(), None))
@@ -510,7 +503,7 @@ impl NativeDatabase {
         let db = self.db()?;
         let queries = queries_of(queries)?;
         let n = queries.len();
-        let vectors = py.allow_threads(|| db.extract(queries));
+        let vectors = released(py, || db.extract(queries));
         let mut flat = Vec::new();
         let mut dims = 0;
         for v in vectors {
@@ -532,29 +525,28 @@ impl NativeDatabase {
                 return Ok(mapped);
             }
         }
-        let (ids, flat, dims) = py
-            .allow_threads(|| -> Result<_, Error> {
-                let ids = match ids {
-                    Some(ids) => ids,
-                    None => db.records()?.iter().map(|r| r.id).collect(),
-                };
-                let mut flat = Vec::new();
-                let mut dims = 0;
-                for &id in &ids {
-                    let v = db.vector(id)?.ok_or(Error::NoSuchId(id))?;
-                    dims = v.len();
-                    flat.extend(v);
-                }
-                Ok((ids, flat, dims))
-            })
-            .map_err(to_py)?;
+        let (ids, flat, dims) = released(py, || -> Result<_, Error> {
+            let ids = match ids {
+                Some(ids) => ids,
+                None => db.records()?.iter().map(|r| r.id).collect(),
+            };
+            let mut flat = Vec::new();
+            let mut dims = 0;
+            for &id in &ids {
+                let v = db.vector(id)?.ok_or(Error::NoSuchId(id))?;
+                dims = v.len();
+                flat.extend(v);
+            }
+            Ok((ids, flat, dims))
+        })
+        .map_err(to_py)?;
         let n = ids.len();
         Ok((PyArray1::from_vec(py, ids), matrix(py, flat, n, dims)?))
     }
 
     fn get<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Option<Bound<'py, PyDict>>> {
         let db = self.db()?;
-        let rec = py.allow_threads(|| db.get(id)).map_err(to_py)?;
+        let rec = released(py, || db.get(id)).map_err(to_py)?;
         rec.map(|r| record_dict(py, &r)).transpose()
     }
 
@@ -565,13 +557,13 @@ impl NativeDatabase {
         path: PathBuf,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
         let db = self.db()?;
-        let rec = py.allow_threads(|| db.get_by_file(&path)).map_err(to_py)?;
+        let rec = released(py, || db.get_by_file(&path)).map_err(to_py)?;
         rec.map(|r| record_dict(py, &r)).transpose()
     }
 
     fn records<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let db = self.db()?;
-        let recs = py.allow_threads(|| db.records()).map_err(to_py)?;
+        let recs = released(py, || db.records()).map_err(to_py)?;
         let out = PyList::empty(py);
         for r in &recs {
             out.append(record_dict(py, r)?)?;
@@ -581,14 +573,14 @@ impl NativeDatabase {
 
     fn thumbnail<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let db = self.db()?;
-        let bytes = py.allow_threads(|| db.thumbnail(id)).map_err(to_py)?;
+        let bytes = released(py, || db.thumbnail(id)).map_err(to_py)?;
         Ok(bytes.map(|b| PyBytes::new(py, &b)))
     }
 
     /// Deletes rows; returns the ids that were live.
     fn delete(&self, py: Python<'_>, ids: Vec<u64>) -> PyResult<Vec<u64>> {
         let db = self.db()?;
-        py.allow_threads(|| db.delete(&ids)).map_err(to_py)
+        released(py, || db.delete(&ids)).map_err(to_py)
     }
 
     /// Starts loading the indexes verified searches read first, in the background.
@@ -600,14 +592,14 @@ impl NativeDatabase {
     /// Seals pending rows and merges segments without deleted rows (JSON report).
     fn compact(&self, py: Python<'_>) -> PyResult<String> {
         let db = self.db()?;
-        let report = py.allow_threads(|| db.compact()).map_err(to_py)?;
+        let report = released(py, || db.compact()).map_err(to_py)?;
         json(&report)
     }
 
     /// What the database holds (JSON, as `imgvec info --json`).
     fn info(&self, py: Python<'_>) -> PyResult<String> {
         let db = self.db()?;
-        let info = py.allow_threads(|| db.info()).map_err(to_py)?;
+        let info = released(py, || db.info()).map_err(to_py)?;
         json(&info)
     }
 }
@@ -633,7 +625,7 @@ impl IngestStream {
     /// Waits for the worker's last message, discarding events (after a stop).
     fn finish(&self, py: Python<'_>) -> PyResult<()> {
         loop {
-            match py.allow_threads(|| self.rx.recv()) {
+            match released(py, || self.rx.recv()) {
                 Ok(Msg::Event(_)) => {}
                 Ok(Msg::Done(result)) => return self.done(py, result),
                 Err(_) => return self.join(py),
@@ -649,7 +641,7 @@ impl IngestStream {
 
     fn join(&self, py: Python<'_>) -> PyResult<()> {
         if let Some(worker) = self.worker.lock().take() {
-            py.allow_threads(|| worker.join())
+            released(py, || worker.join())
                 .map_err(|_| PyRuntimeError::new_err("the ingest thread panicked"))?;
         }
         Ok(())
@@ -682,7 +674,7 @@ impl IngestStream {
                 self.finish(py)?;
                 return Err(interrupt);
             }
-            let got = py.allow_threads(|| self.rx.recv_timeout(Duration::from_millis(100)));
+            let got = released(py, || self.rx.recv_timeout(Duration::from_millis(100)));
             match got {
                 Ok(Msg::Event(e)) => return json(&e).map(Some),
                 Ok(Msg::Done(result)) => return self.done(py, result).map(|()| None),
@@ -726,6 +718,14 @@ fn set_blas_threads(n: usize) {
     imgvec::exact::set_blas_threads(n);
 }
 
+/// Stops OpenBLAS's worker threads until the next product instead of letting them spin, when
+/// no other native call is running and no writable database is open (blas.rs); returns whether
+/// it did. The `imgvec.ray` driver calls it after featurizing, while its shards search.
+#[pyfunction]
+fn rest_blas_threads() -> bool {
+    blas::rest()
+}
+
 /// Encodes an image array (H×W×3, H×W×4 or H×W, uint8) as PNG bytes (lossless).
 #[pyfunction]
 fn encode_array<'py>(
@@ -753,7 +753,7 @@ fn encode_array<'py>(
         _ => return Err(invalid(format!("an image array of {w}×{h} pixels"))),
     };
     let mut png = Vec::new();
-    py.allow_threads(|| {
+    released(py, || {
         use image::ImageEncoder;
         image::codecs::png::PngEncoder::new(&mut png).write_image(&pixels, w32, h32, color)
     })
@@ -769,6 +769,7 @@ fn _imgvec(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_array, m)?)?;
     m.add_function(wrap_pyfunction!(exists, m)?)?;
     m.add_function(wrap_pyfunction!(set_blas_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(rest_blas_threads, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -604,6 +604,9 @@ class ShardedDatabase:
         was featurized into; ``like``: each image's features from an earlier pass, whose local
         features are taken instead of extracted again."""
         made = self._featurizer._native.featurize(images, _search_options(**options), like)
+        # The model is done until the next query: its OpenBLAS threads would spin on the cores
+        # the shards search on (blas.rs in the native module says when this is safe).
+        _imgvec.rest_blas_threads()
         ok = [(i, QueryFeatures(f)) for i, f in enumerate(made) if isinstance(f, bytes)]
         answers, missing = self._search_features([f for _, f in ok], options, k)
         out: List[Any] = [str(f) for f in made]
