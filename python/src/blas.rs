@@ -9,10 +9,12 @@
 //! - every native call that releases the GIL (and may run the model, FAISS or the exact scan)
 //!   holds [`GATE`] shared while it runs ([`released`]);
 //! - [`rest`] stops the pool only when it gets the gate alone (it never waits for it) and no
-//!   writable handle is open (a writer's background worker runs products on its own threads).
+//!   open database may run products on threads of its own: a writable one (its background
+//!   worker) or one asked to preload (its loading thread builds an index it finds no file for).
 
 use std::ops::Deref;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use imgvec::Database;
 use parking_lot::RwLock;
@@ -20,7 +22,7 @@ use pyo3::Python;
 
 static GATE: RwLock<()> = parking_lot::const_rwlock(());
 /// Open databases that may run products on threads of their own.
-static WRITABLE: AtomicUsize = AtomicUsize::new(0);
+static BACKGROUND: AtomicUsize = AtomicUsize::new(0);
 
 /// `py.allow_threads(f)`, holding the gate shared while `f` runs.
 pub(crate) fn released<T: Send>(py: Python<'_>, f: impl Send + FnOnce() -> T) -> T {
@@ -36,27 +38,35 @@ pub(crate) fn rest() -> bool {
     let Some(_alone) = GATE.try_write() else {
         return false;
     };
-    if WRITABLE.load(Ordering::SeqCst) > 0 {
+    if BACKGROUND.load(Ordering::SeqCst) > 0 {
         return false;
     }
     // SAFETY: with the gate held alone no native call is running, none can start until it is
-    // released, and no writable database (whose worker threads run on their own) is open.
+    // released, and no open database runs threads of its own.
     unsafe { imgvec::exact::rest_blas_threads() };
     true
 }
 
-/// An open database, counted while it lives when it is writable (its background worker).
+/// An open database, counted while it lives once it may run threads of its own: from the start
+/// when it is writable, from its first preload otherwise.
 pub(crate) struct Handle {
     db: Database,
-    _writable: Option<Writable>,
+    background: OnceLock<Background>,
 }
 
 impl Handle {
     pub(crate) fn new(db: Database, read_only: bool) -> Handle {
-        Handle {
-            db,
-            _writable: (!read_only).then(Writable::new),
+        let background = OnceLock::new();
+        if !read_only {
+            background.get_or_init(Background::new);
         }
+        Handle { db, background }
+    }
+
+    /// Starts loading the indexes verified searches read first, on a thread of its own.
+    pub(crate) fn preload(&self) {
+        self.background.get_or_init(Background::new);
+        self.db.preload();
     }
 }
 
@@ -67,20 +77,20 @@ impl Deref for Handle {
     }
 }
 
-/// One count of [`WRITABLE`], given back when dropped (after the database it counts: fields
-/// drop in order).
-struct Writable(());
+/// One count of [`BACKGROUND`], given back when dropped (after the database it counts: fields
+/// drop in order, and a database joins its threads when dropped).
+struct Background(());
 
-impl Writable {
-    fn new() -> Writable {
-        WRITABLE.fetch_add(1, Ordering::SeqCst);
-        Writable(())
+impl Background {
+    fn new() -> Background {
+        BACKGROUND.fetch_add(1, Ordering::SeqCst);
+        Background(())
     }
 }
 
-impl Drop for Writable {
+impl Drop for Background {
     fn drop(&mut self) {
-        WRITABLE.fetch_sub(1, Ordering::SeqCst);
+        BACKGROUND.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -93,8 +103,8 @@ mod tests {
         let shared = GATE.read_recursive();
         assert!(!rest(), "a call in flight");
         drop(shared);
-        let writer = Writable::new();
-        assert!(!rest(), "a writable database open");
+        let writer = Background::new();
+        assert!(!rest(), "a database with threads of its own open");
         drop(writer);
         assert!(rest());
     }

@@ -585,7 +585,8 @@ impl NativeDatabase {
 
     /// Starts loading the indexes verified searches read first, in the background.
     fn preload(&self) -> PyResult<()> {
-        self.db()?.preload();
+        let db = self.db()?;
+        Handle::preload(&db);
         Ok(())
     }
 
