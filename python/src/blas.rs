@@ -55,12 +55,20 @@ pub(crate) struct Handle {
 }
 
 impl Handle {
-    pub(crate) fn new(db: Database, read_only: bool) -> Handle {
+    /// Opens a database with `open`, counted from before it starts when `read_only` is false
+    /// (a writer starts its worker while opening).
+    pub(crate) fn open<E>(
+        read_only: bool,
+        open: impl FnOnce() -> Result<Database, E>,
+    ) -> Result<Handle, E> {
         let background = OnceLock::new();
         if !read_only {
             background.get_or_init(Background::new);
         }
-        Handle { db, background }
+        Ok(Handle {
+            db: open()?,
+            background,
+        })
     }
 
     /// Starts loading the indexes verified searches read first, on a thread of its own.

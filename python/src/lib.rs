@@ -238,9 +238,12 @@ impl NativeDatabase {
             }
             opts.threads = t;
         }
-        let db = released(py, || Database::open(&path, opts)).map_err(to_py)?;
+        let db = released(py, || {
+            Handle::open(read_only, || Database::open(&path, opts))
+        })
+        .map_err(to_py)?;
         Ok(NativeDatabase {
-            inner: Mutex::new(Some(Arc::new(Handle::new(db, read_only)))),
+            inner: Mutex::new(Some(Arc::new(db))),
         })
     }
 
@@ -258,9 +261,10 @@ impl NativeDatabase {
         if let Some(t) = threads.filter(|&t| t > 0) {
             opts.threads = t;
         }
-        let shard = released(py, || db.create_like(&path, opts)).map_err(to_py)?;
+        let shard =
+            released(py, || Handle::open(false, || db.create_like(&path, opts))).map_err(to_py)?;
         Ok(NativeDatabase {
-            inner: Mutex::new(Some(Arc::new(Handle::new(shard, false)))),
+            inner: Mutex::new(Some(Arc::new(shard))),
         })
     }
 
