@@ -61,6 +61,32 @@ fn exit_codes_tell_usage_errors_from_runtime_failures() {
 }
 
 #[test]
+fn upright_is_warned_about_only_where_no_calibration_can_tell_a_match() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (db, imgs) = small_db(tmp.path(), 3);
+    // `fast` has a calibration: the fallback runs when asked.
+    let out = run(&["search", s(&db), s(&imgs[0]), "--upright", "true"]);
+    assert_eq!(code(&out), 0);
+    assert!(!stderr(&out).contains("--upright"), "{}", stderr(&out));
+    // The same network given as a model file is a custom pipeline, without one.
+    let model = std::fs::read_dir(db.join("models"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "pt"))
+        .unwrap();
+    let custom = tmp.path().join("custom");
+    let out = run(&["ingest", s(&custom), s(&imgs[0]), "--model", s(&model)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["search", s(&custom), s(&imgs[1]), "--upright", "true"]);
+    assert_eq!(code(&out), 0);
+    assert!(
+        stderr(&out).contains("warning: --upright does nothing here"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn options_that_would_do_nothing_are_warned_about_and_relative_prefixes_resolve() {
     let tmp = tempfile::tempdir().unwrap();
     let (db, imgs) = small_db(tmp.path(), 3);
