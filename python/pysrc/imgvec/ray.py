@@ -211,6 +211,9 @@ class IngestReport:
     seconds: float = 0.0
     #: Of ``seconds``: learning the template on the sample and making the shards.
     template_seconds: float = 0.0
+    #: Of the rows counted: the sample's, made while learning the template (in
+    #: ``template_seconds``) and committed to their shards as they were.
+    from_sample: int = 0
     images_per_sec: float = 0.0
     shards: List[str] = field(default_factory=list)
     #: Every image that failed, with its reason.
@@ -236,12 +239,28 @@ def _store_sample(template: Database, items: Sequence[Any]) -> List[str]:
     return failed
 
 
+def _learn_on_sample(template: Database, items: Sequence[Any], attrs: Mapping[str, str]) -> List[Tuple[str, bytes]]:
+    """Stores ``items`` (files, or (key, bytes)) in the template, to learn its whitening on, and
+    returns their rows for the shards: a row is the pipeline's raw features (the whitening
+    applies to searches), so each shard stores exactly the bytes it would have made, and the
+    sample is not extracted twice. Failures are left to the ingest proper, which reports them."""
+    rows, _ = template.prepare(items, attrs=attrs)
+    template.commit_prepared(row for _, row in rows)
+    return rows
+
+
 def _prepare_layout(
-    root: Path, sample_of: Callable[[int], Sequence[Any]], sample: int, shards: int, pipeline: Optional[str]
-) -> Tuple[Path, List[Path]]:
+    root: Path,
+    sample_of: Callable[[int], Sequence[Any]],
+    sample: int,
+    shards: int,
+    pipeline: Optional[str],
+    attrs: Mapping[str, str],
+) -> Tuple[Path, List[Path], List[Tuple[str, bytes]]]:
     """The template (learned once, on the ``sample`` images ``sample_of(sample)`` gives, asked
     for only when the template is new) and the shard databases made like it; what a previous run
-    made is reused, and must have as many shards."""
+    made is reused, and must have as many shards. Also the rows of the sample the template
+    learned on in this call, for their shards (none when the template was there already)."""
     manifest = root / MANIFEST
     if manifest.exists():
         dirs = shard_dirs(root)
@@ -250,6 +269,7 @@ def _prepare_layout(
     names = [f"shard-{i:03d}" for i in range(shards)]
     template_dir = root / TEMPLATE
     root.mkdir(parents=True, exist_ok=True)
+    rows: List[Tuple[str, bytes]] = []
     with Database(template_dir, pipeline=pipeline) as template:
         if len(template) == 0:
             # One image gives the template its pipeline (the first of the sample that reads);
@@ -263,7 +283,7 @@ def _prepare_layout(
             if len(template) == 0:
                 raise Error(f"{root}: none of the first {len(failed)} images could be stored: " + "; ".join(failed[:3]))
             if (template.info().get("pipeline") or {}).get("whitening"):
-                _store_sample(template, sample_of(sample))
+                rows = _learn_on_sample(template, sample_of(sample), attrs)
         for name in names:
             d = root / name
             if not Database.exists(d):
@@ -271,7 +291,7 @@ def _prepare_layout(
     tmp = root / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps({"format": 1, "template": TEMPLATE, "shards": names}, indent=1))
     os.replace(tmp, manifest)
-    return template_dir, [root / n for n in names]
+    return template_dir, [root / n for n in names], rows
 
 
 def ingest(
@@ -302,14 +322,17 @@ def ingest(
     paths: Optional[List[str]] = None
     if dataset is None:
         paths = _walk([source] if isinstance(source, (str, os.PathLike)) else source)
-    template_dir, dirs = _prepare_layout(root, partial(_sample, dataset, paths), sample, shards, pipeline)
+    attrs_ = {str(k): str(v) for k, v in (attrs or {}).items()}
+    template_dir, dirs, sample_rows = _prepare_layout(
+        root, partial(_sample, dataset, paths), sample, shards, pipeline, attrs_
+    )
     template_seconds = time.monotonic() - start
     writers = [
         ShardWriter.options(name=writer_name(d), get_if_exists=True).remote(str(d))  # type: ignore[attr-defined]
         for d in dirs
     ]
     try:
-        report = _run(dataset, paths, template_dir, writers, batch_size, workers, attrs, journal)
+        report = _run(dataset, paths, template_dir, writers, batch_size, workers, attrs_, journal, sample_rows)
     finally:
         for w in writers:
             try:
@@ -340,19 +363,53 @@ def _run(
     writers: List[Any],
     batch_size: int,
     workers: Optional[int],
-    attrs: Optional[Mapping[str, str]],
+    attrs: Mapping[str, str],
     journal: Optional[PathLike],
+    sample_rows: List[Tuple[str, bytes]],
 ) -> IngestReport:
-    """Skips what the shards hold, then extracts and commits the rest; counts the events."""
-    shards = len(writers)
-    stored = [set(keys) for keys in ray.get([w.stored_keys.remote() for w in writers])]
+    """Commits the sample's rows to their shards, skips what the shards hold, then extracts and
+    commits the rest; counts the events."""
     report = IngestReport()
+    log = open(journal, "a", encoding="utf-8") if journal is not None else None
+    try:
+        _ingest(dataset, paths, template_dir, writers, batch_size, workers, attrs, sample_rows, report, log)
+    finally:
+        if log is not None:
+            log.close()
+    return report
+
+
+def _ingest(
+    dataset: Optional["ray.data.Dataset"],
+    paths: Optional[List[str]],
+    template_dir: Path,
+    writers: List[Any],
+    batch_size: int,
+    workers: Optional[int],
+    attrs: Mapping[str, str],
+    sample_rows: List[Tuple[str, bytes]],
+    report: IngestReport,
+    log: Any,
+) -> None:
+    """``_run``'s work, counting into ``report`` and appending to the journal ``log``."""
+    shards = len(writers)
+    by_shard: Dict[int, List[bytes]] = {}
+    for key, row in sample_rows:
+        by_shard.setdefault(shard_of(key, shards), []).append(row)
+    parts = list(by_shard)
+    report.from_sample = len(sample_rows)
+    for s, acked in zip(parts, ray.get([writers[s].commit.remote(by_shard[s]) for s in parts])):
+        for e in acked:
+            _count(report, s, e, log)
+    stored = [set(keys) for keys in ray.get([w.stored_keys.remote() for w in writers])]
     # A file list is filtered here; a Dataset's rows by the workers, as they are read (each
     # worker gets the shards' keys once, through the object store).
     skip: Optional[List[Any]] = None
+    sample = {key for key, _ in sample_rows}
     if paths is not None:
         left = [p for p in paths if p not in stored[shard_of(p, shards)]]
-        report.skipped = len(paths) - len(left)
+        # The sample's images were counted when their rows were committed, not as skipped.
+        report.skipped = len(paths) - len(left) - len(sample.intersection(paths))
         dataset = ray.data.from_items([{"path": p} for p in left]) if left else None
     elif any(stored):
         skip = [ray.put(stored)]
@@ -363,20 +420,17 @@ def _run(
             fn_constructor_kwargs={
                 "template": str(template_dir),
                 "writers": writers,
-                "attrs": {str(k): str(v) for k, v in (attrs or {}).items()},
+                "attrs": dict(attrs),
                 "stored": skip,
             },
             batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, workers or cpus)),
             num_cpus=1,
         )
-        log = open(journal, "a", encoding="utf-8") if journal is not None else None
-        try:
-            _count_all(events, report, log)
-        finally:
-            if log is not None:
-                log.close()
-    return report
+        _count_all(events, report, log)
+    if paths is None:
+        # The Dataset's rows the sample was read from are skipped by the workers.
+        report.skipped -= len(sample)
 
 
 def _count_all(events: "ray.data.Dataset", report: IngestReport, log: Any) -> None:
@@ -386,17 +440,21 @@ def _count_all(events: "ray.data.Dataset", report: IngestReport, log: Any) -> No
         for shard, line in zip(batch["shard"], batch["event"]):
             if not line:
                 report.skipped += 1
-                continue
-            e = json.loads(line)
-            if log is not None:
-                log.write(json.dumps(dict(e, shard=int(shard))) + "\n")
-                log.flush()
-            status = e["status"]
-            if status == "error":
-                report.errors += 1
-                report.failed.append(IngestEvent.from_json(e))
-            elif status in ("stored", "unchanged", "replaced"):
-                setattr(report, status, getattr(report, status) + 1)
+            else:
+                _count(report, int(shard), json.loads(line), log)
+
+
+def _count(report: IngestReport, shard: int, e: Dict[str, Any], log: Any) -> None:
+    """Counts one image's event, appending it to the journal."""
+    if log is not None:
+        log.write(json.dumps(dict(e, shard=shard)) + "\n")
+        log.flush()
+    status = e["status"]
+    if status == "error":
+        report.errors += 1
+        report.failed.append(IngestEvent.from_json(e))
+    elif status in ("stored", "unchanged", "replaced"):
+        setattr(report, status, getattr(report, status) + 1)
 
 
 # -- search ------------------------------------------------------------------------------------
