@@ -11,6 +11,7 @@ every row would answer. docs/RAY.md has the layout, the guarantees and how to ru
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -368,69 +369,49 @@ def _run(
     sample_rows: List[Tuple[str, bytes]],
 ) -> IngestReport:
     """Commits the sample's rows to their shards, skips what the shards hold, then extracts and
-    commits the rest; counts the events."""
+    commits the rest; counts the events (appending each to the ``journal``)."""
     report = IngestReport()
-    log = open(journal, "a", encoding="utf-8") if journal is not None else None
-    try:
-        _ingest(dataset, paths, template_dir, writers, batch_size, workers, attrs, sample_rows, report, log)
-    finally:
-        if log is not None:
-            log.close()
+    with open(journal, "a", encoding="utf-8") if journal is not None else contextlib.nullcontext() as log:
+        shards = len(writers)
+        by_shard: Dict[int, List[bytes]] = {}
+        for key, row in sample_rows:
+            by_shard.setdefault(shard_of(key, shards), []).append(row)
+        parts = list(by_shard)
+        report.from_sample = len(sample_rows)
+        for s, acked in zip(parts, ray.get([writers[s].commit.remote(by_shard[s]) for s in parts])):
+            for e in acked:
+                _count(report, s, e, log)
+        stored = [set(keys) for keys in ray.get([w.stored_keys.remote() for w in writers])]
+        # A file list is filtered here; a Dataset's rows by the workers, as they are read (each
+        # worker gets the shards' keys once, through the object store).
+        skip: Optional[List[Any]] = None
+        sample = {key for key, _ in sample_rows}
+        if paths is not None:
+            left = [p for p in paths if p not in stored[shard_of(p, shards)]]
+            # The sample's images were counted when their rows were committed, not as skipped.
+            report.skipped = len(paths) - len(left) - len(sample.intersection(paths))
+            dataset = ray.data.from_items([{"path": p} for p in left]) if left else None
+        elif any(stored):
+            skip = [ray.put(stored)]
+        if dataset is not None:
+            cpus = int(ray.available_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
+            events = dataset.map_batches(
+                _Featurize,
+                fn_constructor_kwargs={
+                    "template": str(template_dir),
+                    "writers": writers,
+                    "attrs": dict(attrs),
+                    "stored": skip,
+                },
+                batch_size=batch_size,
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, workers or cpus)),
+                num_cpus=1,
+            )
+            _count_all(events, report, log)
+        if paths is None:
+            # The Dataset's rows the sample was read from are skipped by the workers.
+            report.skipped -= len(sample)
     return report
-
-
-def _ingest(
-    dataset: Optional["ray.data.Dataset"],
-    paths: Optional[List[str]],
-    template_dir: Path,
-    writers: List[Any],
-    batch_size: int,
-    workers: Optional[int],
-    attrs: Mapping[str, str],
-    sample_rows: List[Tuple[str, bytes]],
-    report: IngestReport,
-    log: Any,
-) -> None:
-    """``_run``'s work, counting into ``report`` and appending to the journal ``log``."""
-    shards = len(writers)
-    by_shard: Dict[int, List[bytes]] = {}
-    for key, row in sample_rows:
-        by_shard.setdefault(shard_of(key, shards), []).append(row)
-    parts = list(by_shard)
-    report.from_sample = len(sample_rows)
-    for s, acked in zip(parts, ray.get([writers[s].commit.remote(by_shard[s]) for s in parts])):
-        for e in acked:
-            _count(report, s, e, log)
-    stored = [set(keys) for keys in ray.get([w.stored_keys.remote() for w in writers])]
-    # A file list is filtered here; a Dataset's rows by the workers, as they are read (each
-    # worker gets the shards' keys once, through the object store).
-    skip: Optional[List[Any]] = None
-    sample = {key for key, _ in sample_rows}
-    if paths is not None:
-        left = [p for p in paths if p not in stored[shard_of(p, shards)]]
-        # The sample's images were counted when their rows were committed, not as skipped.
-        report.skipped = len(paths) - len(left) - len(sample.intersection(paths))
-        dataset = ray.data.from_items([{"path": p} for p in left]) if left else None
-    elif any(stored):
-        skip = [ray.put(stored)]
-    if dataset is not None:
-        cpus = int(ray.available_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
-        events = dataset.map_batches(
-            _Featurize,
-            fn_constructor_kwargs={
-                "template": str(template_dir),
-                "writers": writers,
-                "attrs": dict(attrs),
-                "stored": skip,
-            },
-            batch_size=batch_size,
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, workers or cpus)),
-            num_cpus=1,
-        )
-        _count_all(events, report, log)
-    if paths is None:
-        # The Dataset's rows the sample was read from are skipped by the workers.
-        report.skipped -= len(sample)
 
 
 def _count_all(events: "ray.data.Dataset", report: IngestReport, log: Any) -> None:
