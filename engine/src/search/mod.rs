@@ -125,6 +125,22 @@ fn fail_all<T>(n: usize, e: &Error) -> Vec<Result<T>> {
     (0..n).map(|_| Err(Error::Invalid(e.to_string()))).collect()
 }
 
+/// The upright fallback of a search with `opts` in `pipeline`, verifying with `verify` (the
+/// search's settings, [`Searcher::settings`]).
+fn upright_fallback_of(
+    pipeline: Option<&PipelineConfig>,
+    verify: Option<&VerifyParams>,
+    opts: &SearchOptions,
+) -> Option<upright::Found> {
+    let pipeline = pipeline?;
+    upright::fallback(
+        verify,
+        opts.verify.upright,
+        pipeline.query.upright,
+        pipeline.calibration.is_some(),
+    )
+}
+
 /// The best `k` rows of a list that may name a row more than once, each with its best score.
 fn best_per_row(mut hits: Vec<(u64, f32)>, k: usize) -> Vec<(u64, f32)> {
     hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -165,8 +181,8 @@ impl Searcher<'_> {
     pub fn search_batch(&self, queries: Vec<Query>, opts: &SearchOptions) -> Vec<Result<Vec<Hit>>> {
         let seen = self.observations(&queries, opts);
         let mut answers = self.search_once(&queries, opts, &seen);
-        let (_, augment, _) = self.settings(opts);
-        let Some(by) = self.upright_fallback(opts) else {
+        let (pipeline, augment, verify) = self.settings(opts);
+        let Some(by) = upright_fallback_of(pipeline.as_ref(), verify.as_ref(), opts) else {
             return answers;
         };
         let again: Vec<usize> = (0..queries.len())
@@ -202,13 +218,7 @@ impl Searcher<'_> {
     /// query found its match (search/upright.rs).
     pub fn upright_fallback(&self, opts: &SearchOptions) -> Option<upright::Found> {
         let (pipeline, _, verify) = self.settings(opts);
-        let pipeline = pipeline?;
-        upright::fallback(
-            verify.as_ref(),
-            opts.verify.upright,
-            pipeline.query.upright,
-            pipeline.calibration.is_some(),
-        )
+        upright_fallback_of(pipeline.as_ref(), verify.as_ref(), opts)
     }
 
     /// What a search with `opts` would make of each image query (its variants' vectors and, when

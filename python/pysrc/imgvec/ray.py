@@ -108,6 +108,17 @@ class ShardWriter:
         self.db.close()
 
 
+def _commit(writers: List[Any], rows: Sequence[Tuple[str, bytes]]) -> List[Tuple[int, Dict[str, Any]]]:
+    """Hands each (key, row) to its shard's writer, one call per shard, and returns each row's
+    acknowledgement with its shard once every writer stored its rows."""
+    by_shard: Dict[int, List[bytes]] = {}
+    for key, row in rows:
+        by_shard.setdefault(shard_of(key, len(writers)), []).append(row)
+    shards = list(by_shard)
+    acks = ray.get([writers[s].commit.remote(by_shard[s]) for s in shards])
+    return [(s, e) for s, acked in zip(shards, acks) for e in acked]
+
+
 class _Featurize:
     """A Ray Data worker: makes a batch of images into rows with the template's pipeline and
     hands each row to its shard's writer itself (the rows never pass through the driver);
@@ -136,12 +147,7 @@ class _Featurize:
         else:
             items = [keys[i] for i in fresh]
         rows, failed = self.template.prepare(items, attrs=self.attrs) if items else ([], [])
-        by_shard: Dict[int, List[bytes]] = {}
-        for key, row in rows:
-            by_shard.setdefault(shard_of(key, len(self.writers)), []).append(row)
-        shards = list(by_shard)
-        acks = ray.get([self.writers[s].commit.remote(by_shard[s]) for s in shards])
-        events = [(s, e) for s, acked in zip(shards, acks) for e in acked] + [(-1, asdict(e)) for e in failed]
+        events = _commit(self.writers, rows) + [(-1, asdict(e)) for e in failed]
         return {
             "shard": [s for s, _ in events] + [-1] * skipped,
             "event": [json.dumps(e) for _, e in events] + [""] * skipped,
@@ -373,14 +379,9 @@ def _run(
     report = IngestReport()
     with open(journal, "a", encoding="utf-8") if journal is not None else contextlib.nullcontext() as log:
         shards = len(writers)
-        by_shard: Dict[int, List[bytes]] = {}
-        for key, row in sample_rows:
-            by_shard.setdefault(shard_of(key, shards), []).append(row)
-        parts = list(by_shard)
         report.from_sample = len(sample_rows)
-        for s, acked in zip(parts, ray.get([writers[s].commit.remote(by_shard[s]) for s in parts])):
-            for e in acked:
-                _count(report, s, e, log)
+        for s, e in _commit(writers, sample_rows):
+            _count(report, s, e, log)
         stored = [set(keys) for keys in ray.get([w.stored_keys.remote() for w in writers])]
         # A file list is filtered here; a Dataset's rows by the workers, as they are read (each
         # worker gets the shards' keys once, through the object store).
