@@ -16,9 +16,11 @@
 //!   a quarter-side stride) of its [`WINDOW_SIDE`] px grey image, each resampled to 8×8 and
 //!   normalised (zero mean, unit norm: a dot product is their NCC). Each of a query's probes
 //!   looks up its nearest windows (FAISS; exact below 100,000 windows, IVF-PQ with 8-byte codes
-//!   beyond); an image scores its best window found. The index and the images' fine planes (as
-//!   bytes) are a persisted derived structure under `indexes/dense/`, loaded by every handle
-//!   and kept current by the writer's worker.
+//!   beyond). The codes rate a window only roughly, so the images whose windows they rate best
+//!   are then measured: their windows cut again from their fine planes, the same way, and
+//!   correlated with the probes exactly. An image scores its best window measured. The index
+//!   and the images' fine planes (as bytes) are a persisted derived structure under
+//!   `indexes/dense/`, loaded by every handle and kept current by the writer's worker.
 //! - **Alignment** ([`align`]): every template at every position of the candidate's
 //!   [`FINE_SIDE`] px plane; the best NCC. Positions where the stored image is flat (variance
 //!   under 4 grey levels²) do not count: NCC is undefined there.
@@ -116,7 +118,6 @@ impl Plane {
         out_w: usize,
         out_h: usize,
     ) -> Vec<f32> {
-        const SUB: usize = 3;
         // A sample's offset from the centre along one axis, before turning.
         let offset = |cell: usize, sub: usize, step: f32, len: f32| {
             (cell as f32 + (sub as f32 + 0.5) / SUB as f32) * step - len / 2.0
@@ -124,26 +125,15 @@ impl Plane {
         let (sx, sy) = (rw / out_w as f32, rh / out_h as f32);
         let mut out = Vec::with_capacity(out_w * out_h);
         if angle == 0.0 {
-            // Unturned (every stored window): the taps of each sample column and row are
-            // worked out once; the same samples as the turned formula at angle 0 gives.
+            // Unturned: the taps of each sample column and row are worked out once; the same
+            // samples as the turned formula at angle 0 gives.
             let xs: Vec<Tap> = (0..out_w * SUB)
                 .map(|k| Tap::at(cx + offset(k / SUB, k % SUB, sx, rw), self.w))
                 .collect();
             let ys: Vec<Tap> = (0..out_h * SUB)
                 .map(|k| Tap::at(cy + offset(k / SUB, k % SUB, sy, rh), self.h))
                 .collect();
-            for row in ys.chunks_exact(SUB) {
-                for column in xs.chunks_exact(SUB) {
-                    let mut acc = 0.0;
-                    for &y in row {
-                        for &x in column {
-                            acc += self.sample_at(x, y);
-                        }
-                    }
-                    out.push(acc / (SUB * SUB) as f32);
-                }
-            }
-            return out;
+            return self.cells(&xs, &ys);
         }
         let (sin, cos) = angle.sin_cos();
         for v in 0..out_h {
@@ -161,7 +151,53 @@ impl Plane {
         }
         out
     }
+
+    /// Cells, row-major, each the mean of the `SUB`×`SUB` bilinear samples its taps say: `xs`
+    /// holds `SUB` taps per column of cells, `ys` `SUB` per row. Bilinear sampling is
+    /// separable: each row of cells first sums its `SUB` rows of samples down the plane, at
+    /// every x (whole plane rows at a time, which vectorises), then across, column by column.
+    fn cells(&self, xs: &[Tap], ys: &[Tap]) -> Vec<f32> {
+        let w = self.w;
+        let mut down = vec![0f32; w];
+        let mut out = Vec::with_capacity(xs.len() / SUB * (ys.len() / SUB));
+        for row in ys.chunks_exact(SUB) {
+            down.fill(0.0);
+            for y in row {
+                let near = &self.data[y.near * w..(y.near + 1) * w];
+                let far = &self.data[y.far * w..(y.far + 1) * w];
+                let (wn, wf) = (1.0 - y.far_weight, y.far_weight);
+                for ((d, &n), &f) in down.iter_mut().zip(near).zip(far) {
+                    *d += n * wn + f * wf;
+                }
+            }
+            for column in xs.chunks_exact(SUB) {
+                let mut sum = 0.0;
+                for x in column {
+                    sum += down[x.near] * (1.0 - x.far_weight) + down[x.far] * x.far_weight;
+                }
+                out.push(sum / (SUB * SUB) as f32);
+            }
+        }
+        out
+    }
+
+    /// A grid of `nx`×`ny` square cells `cell` px wide from the top left corner, as
+    /// [`Plane::resample`] makes them (row-major).
+    fn grid(&self, cell: f32, nx: usize, ny: usize) -> Vec<f32> {
+        let taps = |n: usize, len: usize| -> Vec<Tap> {
+            (0..n * SUB)
+                .map(|k| {
+                    let at = ((k / SUB) as f32 + ((k % SUB) as f32 + 0.5) / SUB as f32) * cell;
+                    Tap::at(at, len)
+                })
+                .collect()
+        };
+        self.cells(&taps(nx, self.w), &taps(ny, self.h))
+    }
 }
+
+/// Bilinear samples per cell along each axis (a cell is their mean).
+const SUB: usize = 3;
 
 /// Where a bilinear sample reads along one axis: the pixel at or before the coordinate, the
 /// next one (clamped to the edge) and the next one's weight.
@@ -187,16 +223,41 @@ impl Tap {
 
 /// Zero mean, unit norm; `None` for a flat patch.
 fn normalised(mut v: Vec<f32>) -> Option<Vec<f32>> {
-    let n = v.len() as f32;
-    let mean = v.iter().sum::<f32>() / n;
-    v.iter_mut().for_each(|x| *x -= mean);
-    let ss: f32 = v.iter().map(|x| x * x).sum();
-    if ss / n < MIN_VARIANCE {
+    let (mean, norm) = centred(&v);
+    if norm == 0.0 {
         return None;
     }
-    let norm = ss.sqrt();
-    v.iter_mut().for_each(|x| *x /= norm);
+    v.iter_mut().for_each(|x| *x = (*x - mean) / norm);
     Some(v)
+}
+
+/// The mean of `v` and its norm about the mean; the norm is 0 for a flat patch (variance
+/// under `MIN_VARIANCE`).
+fn centred(v: &[f32]) -> (f32, f32) {
+    let n = v.len() as f32;
+    let mean = lanes(v, |x| x) / n;
+    let ss = lanes(v, |x| (x - mean) * (x - mean));
+    (
+        mean,
+        if ss / n < MIN_VARIANCE {
+            0.0
+        } else {
+            ss.sqrt()
+        },
+    )
+}
+
+/// The sum of `f` over `v`, in eight running sums, so the loop vectorises.
+fn lanes(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let rest: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
+    for chunk in chunks {
+        for i in 0..8 {
+            acc[i] += f(chunk[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + rest
 }
 
 /// The largest rectangle of a `w`×`h` canvas that a picture turned by `angle` (and the canvas
@@ -366,7 +427,9 @@ pub fn align_at(query: &DenseQuery, plane: &Plane, hint: Option<f32>) -> (f32, O
 }
 
 /// Windows nearest to each probe that are looked at.
-const WINDOW_NEIGHBOURS: usize = 256;
+const WINDOW_NEIGHBOURS: usize = 1024;
+/// Rows the looked-at windows rate best that are measured exactly.
+const MEASURED_ROWS: usize = 512;
 /// The window index: exact below 100,000 windows (about 270 images), then IVF-PQ with 8-byte
 /// codes (16 bytes a window with its id, against 256 + 4 as floats).
 const WINDOW_SHAPE: KnnShape = KnnShape {
@@ -424,7 +487,7 @@ struct Made {
 /// and kept current by the writer.
 pub type DenseIndex = KnnRows<StoredPlane>;
 
-/// One query's best window match per stored row found: (NCC, rotation in degrees).
+/// One query's best window match per stored row measured: (NCC, rotation in degrees).
 pub struct WindowScores {
     best: HashMap<u64, (f32, f32)>,
 }
@@ -449,26 +512,54 @@ impl WindowScores {
     }
 }
 
-/// The normalised windows of a `WINDOW_SIDE` plane.
+/// The normalised windows of a `WINDOW_SIDE` plane, as stored (flat ones left out).
 fn windows_of(plane: &Plane) -> Vec<f32> {
-    let (w, h) = (plane.w as f32, plane.h as f32);
-    let short = w.min(h);
-    let mut out = Vec::new();
-    for f in FRACTIONS {
-        let side = f * short;
-        let step = side / 4.0;
-        let nx = ((w - side) / step + 1e-4).floor() as usize + 1;
-        let ny = ((h - side) / step + 1e-4).floor() as usize + 1;
-        for yi in 0..ny {
-            for xi in 0..nx {
-                let cx = xi as f32 * step + side / 2.0;
-                let cy = yi as f32 * step + side / 2.0;
-                let cells = plane.resample(cx, cy, side, side, 0.0, CELL, CELL);
-                out.extend(normalised(cells).unwrap_or_default());
-            }
+    let cut = Cut::of(plane);
+    let mut out = Vec::with_capacity(cut.cells.len());
+    for (cells, &(mean, norm)) in cut.cells.chunks_exact(CELL_DIMS).zip(&cut.centres) {
+        if norm > 0.0 {
+            out.extend(cells.iter().map(|v| (v - mean) / norm));
         }
     }
     out
+}
+
+/// Every window of a plane, as cut: `CELL_DIMS` cells each (not normalised), and each one's
+/// mean and norm about it (`centred`: norm 0 for a flat window). A window's stride is a quarter of its side, two
+/// of its cells, so the windows of one size are blocks of one grid of cells, made once.
+struct Cut {
+    cells: Vec<f32>,
+    centres: Vec<(f32, f32)>,
+}
+
+impl Cut {
+    fn of(plane: &Plane) -> Cut {
+        let (w, h) = (plane.w as f32, plane.h as f32);
+        let short = w.min(h);
+        let mut cut = Cut {
+            cells: Vec::new(),
+            centres: Vec::new(),
+        };
+        for f in FRACTIONS {
+            let side = f * short;
+            let step = side / 4.0;
+            let nx = ((w - side) / step + 1e-4).floor() as usize + 1;
+            let ny = ((h - side) / step + 1e-4).floor() as usize + 1;
+            let (gx, gy) = (2 * (nx - 1) + CELL, 2 * (ny - 1) + CELL);
+            let grid = plane.grid(side / CELL as f32, gx, gy);
+            for yi in 0..ny {
+                for xi in 0..nx {
+                    let at = cut.cells.len();
+                    for r in 0..CELL {
+                        let start = (2 * yi + r) * gx + 2 * xi;
+                        cut.cells.extend_from_slice(&grid[start..start + CELL]);
+                    }
+                    cut.centres.push(centred(&cut.cells[at..]));
+                }
+            }
+        }
+        cut
+    }
 }
 
 /// Rows made from their thumbnails, by id (`None`: no thumbnail).
@@ -536,22 +627,63 @@ impl KnnRows<StoredPlane> {
         Ok(ids.len())
     }
 
-    /// The rows whose windows best match the query's probes (each probe's nearest windows).
-    pub fn scores(&self, query: &DenseQuery) -> Result<WindowScores> {
-        let mut best: HashMap<u64, (f32, f32)> = HashMap::new();
+    /// The rows whose windows best match the query's probes. Each probe's nearest windows in
+    /// the index name rows; the `MEASURED_ROWS` rows they rate best, and those of `also` they
+    /// name, are then measured exactly ([`Self::measure`]): the index's 8-byte codes rate a
+    /// window only roughly, and among millions of windows the right one is often rated
+    /// below hundreds of others. Measured on `threads` threads.
+    pub fn scores(&self, query: &DenseQuery, also: &[u64], threads: usize) -> Result<WindowScores> {
+        let mut rated: HashMap<u64, (f32, f32)> = HashMap::new();
         let k = WINDOW_NEIGHBOURS.min(self.knn.len());
         if !query.probe_angles.is_empty() && k > 0 {
             let found = self.knn.search(&query.probes, k, WINDOW_NPROBE)?;
             for (row, &angle) in found.chunks_exact(k).zip(&query.probe_angles) {
                 for &(id, s) in row.iter().flatten() {
-                    let b = best.entry(id).or_insert((f32::MIN, 0.0));
+                    let b = rated.entry(id).or_insert((f32::MIN, 0.0));
                     if s > b.0 {
                         *b = (s, angle);
                     }
                 }
             }
         }
+        let mut ranked: Vec<(f32, u64)> = rated.iter().map(|(&id, s)| (s.0, id)).collect();
+        ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut picked: Vec<u64> = ranked.iter().take(MEASURED_ROWS).map(|r| r.1).collect();
+        let mut seen: std::collections::HashSet<u64> = picked.iter().copied().collect();
+        picked.extend(
+            also.iter()
+                .filter(|id| rated.contains_key(id) && seen.insert(**id)),
+        );
+        let measured = crate::parallel::map(&picked, threads, |&id| self.measure(query, id));
+        let best = picked
+            .into_iter()
+            .zip(measured)
+            .map(|(id, m)| (id, m.unwrap_or(rated[&id])))
+            .collect();
         Ok(WindowScores { best })
+    }
+
+    /// The best NCC of the query's probes with `id`'s windows cut from its fine plane, and the
+    /// turn of that probe (`None` without a plane or a window).
+    fn measure(&self, query: &DenseQuery, id: u64) -> Option<(f32, f32)> {
+        let cut = Cut::of(&self.plane(id)?);
+        let (n, p) = (cut.centres.len(), query.probe_angles.len());
+        let mut dots = vec![0f32; n * p];
+        // The probes have zero mean, so a window's mean drops out of the product.
+        crate::exact::matmul_nt_here(&cut.cells, n, &query.probes, p, CELL_DIMS, &mut dots);
+        let mut best: Option<(f32, f32)> = None;
+        for (row, &(_, norm)) in dots.chunks_exact(p.max(1)).zip(&cut.centres) {
+            if norm == 0.0 {
+                continue;
+            }
+            for (&dot, &angle) in row.iter().zip(&query.probe_angles) {
+                let ncc = dot / norm;
+                if best.is_none_or(|b| ncc > b.0) {
+                    best = Some((ncc, angle));
+                }
+            }
+        }
+        best
     }
 
     /// The fine plane of a stored row.
@@ -674,11 +806,50 @@ mod tests {
                     want.push(acc / 9.0);
                 }
             }
+            // The same samples, summed in another order (separably).
             let got = plane.resample(cx, cy, rw, rh, 0.0, CELL, CELL);
-            assert_eq!(
-                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-3, "{g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn windows_are_the_cells_each_window_would_resample_on_its_own() {
+        let img = smooth(
+            130,
+            90,
+            &[(0.3, 0.4, 0.12), (0.7, 0.2, 0.25), (0.5, 0.8, 0.1)],
+        );
+        for side in [WINDOW_SIDE, FINE_SIDE] {
+            let plane = Plane::from_rgb(&img, side);
+            let (w, h) = (plane.w as f32, plane.h as f32);
+            let mut want = Vec::new();
+            for f in FRACTIONS {
+                let side = f * w.min(h);
+                let step = side / 4.0;
+                let nx = ((w - side) / step + 1e-4).floor() as usize + 1;
+                let ny = ((h - side) / step + 1e-4).floor() as usize + 1;
+                for yi in 0..ny {
+                    for xi in 0..nx {
+                        let (cx, cy) =
+                            (xi as f32 * step + side / 2.0, yi as f32 * step + side / 2.0);
+                        let cells = plane.resample(cx, cy, side, side, 0.0, CELL, CELL);
+                        want.extend(normalised(cells).unwrap_or_default());
+                    }
+                }
+            }
+            let got = windows_of(&plane);
+            assert_eq!(got.len(), want.len(), "{side} px");
+            assert!(
+                got.len() / CELL_DIMS > 100,
+                "{} windows",
+                got.len() / CELL_DIMS
             );
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-4, "{side} px: {g} vs {w}");
+            }
         }
     }
 
@@ -731,24 +902,26 @@ mod tests {
         );
     }
 
-    #[test]
-    fn windows_find_the_source_among_others() {
-        // Blobs at scattered places (a fixed pseudo-random sequence).
+    /// Smooth pictures with blobs at scattered places (a fixed pseudo-random sequence).
+    fn blob_pictures(n: usize) -> Vec<RgbImage> {
         let mut seed = 7u32;
         let mut next = move || {
             seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
             (seed >> 16) as f32 / 65_536.0
         };
-        let pictures: Vec<RgbImage> = (0..12)
+        (0..n)
             .map(|_| {
                 let blobs: Vec<(f32, f32, f32)> = (0..6)
                     .map(|_| (next(), next(), 0.06 + 0.1 * next()))
                     .collect();
                 smooth(320, 240, &blobs)
             })
-            .collect();
-        let knn = Knn::train(CELL_DIMS, EXACT_FACTORY, &[]).unwrap();
-        let mut index = DenseIndex::new(knn, &WINDOW_SHAPE, 12);
+            .collect()
+    }
+
+    /// `pictures` indexed in `knn` as rows 100, 101, ...
+    fn indexed(pictures: &[RgbImage], knn: Knn) -> DenseIndex {
+        let mut index = DenseIndex::new(knn, &WINDOW_SHAPE, pictures.len());
         let rows = pictures
             .iter()
             .enumerate()
@@ -761,8 +934,18 @@ mod tests {
             })
             .collect();
         index.add_rows(rows).unwrap();
+        index
+    }
+
+    #[test]
+    fn windows_find_the_source_among_others() {
+        let pictures = blob_pictures(12);
+        let index = indexed(
+            &pictures,
+            Knn::train(CELL_DIMS, EXACT_FACTORY, &[]).unwrap(),
+        );
         let query = DenseQuery::new(&edited(&pictures[7], (50, 30, 220, 170), -6.0));
-        let scores = index.scores(&query).unwrap();
+        let scores = index.scores(&query, &[], 2).unwrap();
         let found = scores.top(3, &|_| true);
         assert_eq!(found[0].0, 107, "{found:?}");
         // The turn is recovered to within a probe step.
@@ -779,10 +962,53 @@ mod tests {
         // The persisted form reads back to the same answers.
         use crate::derived::slot::Persisted;
         let back = DenseIndex::from_body(Body::copied(&index.to_bytes().unwrap())).unwrap();
-        assert_eq!(back.scores(&query).unwrap().top(3, &|_| true), found);
+        assert_eq!(
+            back.scores(&query, &[], 1).unwrap().top(3, &|_| true),
+            found
+        );
         assert_eq!(
             back.plane(107).map(|p| p.data),
             index.plane(107).map(|p| p.data)
+        );
+    }
+
+    #[test]
+    fn rows_are_ranked_by_their_windows_measured_not_by_the_codes_that_found_them() {
+        // Codes of 2 bytes rate a window roughly; the rows they find are measured exactly.
+        let pictures = blob_pictures(12);
+        let sample: Vec<f32> = pictures
+            .iter()
+            .flat_map(|p| windows_of(&Plane::from_rgb(p, WINDOW_SIDE)))
+            .collect();
+        let knn = Knn::train(CELL_DIMS, "IVF4,PQ4x4fs", &sample).unwrap();
+        let index = indexed(&pictures, knn);
+        let query = DenseQuery::new(&edited(&pictures[3], (40, 50, 230, 160), 9.0));
+        let scores = index.scores(&query, &[], 2).unwrap();
+        let found = scores.top(12, &|_| true);
+        assert_eq!(found[0].0, 103, "{found:?}");
+        let mut rated_differently = 0;
+        for &(id, score) in &found {
+            let measured = index.measure(&query, id).unwrap();
+            assert_eq!(scores.get(id), Some(measured), "row {id}");
+            assert_eq!(score, measured.0);
+            // What the codes alone say of the row's best window.
+            let k = index.knn.len();
+            let rated = index
+                .knn
+                .search(&query.probes, k, WINDOW_NPROBE)
+                .unwrap()
+                .into_iter()
+                .flatten()
+                .filter(|f| f.0 == id)
+                .map(|f| f.1)
+                .fold(f32::MIN, f32::max);
+            rated_differently += usize::from((rated - measured.0).abs() > 1e-3);
+        }
+        assert!(rated_differently > 0, "the codes rated every row exactly");
+        let (best, angle) = scores.get(103).unwrap();
+        assert!(
+            best > 0.9 && (angle - 9.0).abs() <= 3.0,
+            "{best} at {angle}°"
         );
     }
 }

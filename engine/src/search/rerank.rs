@@ -143,7 +143,7 @@ impl RerankIndexes {
             return Ok((Vec::new(), Vec::new()));
         };
         self.dense.with(store, &ctx.snapshot, |index| {
-            let scores = index.scores(dq)?;
+            let scores = index.scores(dq, others, ctx.threads)?;
             let found = scores.top(n, &|id| ctx.is_live(id));
             let mut turns = Vec::new();
             for &id in others.iter().chain(found.iter().map(|f| &f.0)) {
