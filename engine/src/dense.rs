@@ -355,6 +355,33 @@ impl DenseQuery {
     }
 }
 
+impl DenseQuery {
+    /// Whether the query is shaped as [`DenseQuery::new`] makes one (for one received as
+    /// bytes): a probe per angle, each template as many values as its size, none empty.
+    pub(crate) fn check(&self) -> std::result::Result<(), String> {
+        if self.probes.len() != self.probe_angles.len() * CELL_DIMS {
+            return Err(format!(
+                "{} dense probe values for {} angles",
+                self.probes.len(),
+                self.probe_angles.len()
+            ));
+        }
+        match self
+            .templates
+            .iter()
+            .find(|t| t.w == 0 || t.h == 0 || t.data.len() != t.w * t.h || !t.norm.is_finite())
+        {
+            Some(t) => Err(format!(
+                "a {}×{} dense template holds {} values",
+                t.w,
+                t.h,
+                t.data.len()
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The best NCC of the query's templates over `plane` (−1 when none fits or all is flat).
 /// With a `hint` (the rotation, degrees, of the query's best window match in this image) only
 /// the templates of the nearest rotations are tried.
@@ -506,7 +533,7 @@ impl WindowScores {
         ranked.into_iter().take(n).map(|(s, id)| (id, s)).collect()
     }
 
-    /// A row's best window match, when one of its windows was among the probes' nearest.
+    /// A row's best window match, when it was scored (see [`DenseIndex::scores`]).
     pub fn get(&self, id: u64) -> Option<(f32, f32)> {
         self.best.get(&id).copied()
     }
@@ -525,8 +552,9 @@ fn windows_of(plane: &Plane) -> Vec<f32> {
 }
 
 /// Every window of a plane, as cut: `CELL_DIMS` cells each (not normalised), and each one's
-/// mean and norm about it (`centred`: norm 0 for a flat window). A window's stride is a quarter of its side, two
-/// of its cells, so the windows of one size are blocks of one grid of cells, made once.
+/// mean and norm about it (`centred`: norm 0 for a flat window). A window's stride is a
+/// quarter of its side, two of its cells, so the windows of one size are blocks of one grid of
+/// cells, made once.
 struct Cut {
     cells: Vec<f32>,
     centres: Vec<(f32, f32)>,
@@ -628,11 +656,32 @@ impl KnnRows<StoredPlane> {
     }
 
     /// The rows whose windows best match the query's probes. Each probe's nearest windows in
-    /// the index name rows; the `MEASURED_ROWS` rows they rate best, and those of `also` they
-    /// name, are then measured exactly ([`Self::measure`]): the index's 8-byte codes rate a
-    /// window only roughly, and among millions of windows the right one is often rated
-    /// below hundreds of others. Measured on `threads` threads.
-    pub fn scores(&self, query: &DenseQuery, also: &[u64], threads: usize) -> Result<WindowScores> {
+    /// the index name rows. An exact index's similarities are the rows' scores. An IVF-PQ
+    /// index's 8-byte codes rate a window only roughly (among millions of windows the right
+    /// one is often rated below hundreds of others), so the `accept`ed rows they rate best, at
+    /// least `wanted` of them and `MEASURED_ROWS`, and the rows of `also` they name are
+    /// measured exactly ([`Self::measure`], on `threads` threads); only those are scored.
+    pub fn scores(
+        &self,
+        query: &DenseQuery,
+        wanted: usize,
+        also: &[u64],
+        accept: &dyn Fn(u64) -> bool,
+        threads: usize,
+    ) -> Result<WindowScores> {
+        let rows = MEASURED_ROWS.max(wanted);
+        self.measured_scores(query, rows, also, accept, threads)
+    }
+
+    /// [`Self::scores`], measuring the best `rows` the codes rate.
+    fn measured_scores(
+        &self,
+        query: &DenseQuery,
+        rows: usize,
+        also: &[u64],
+        accept: &dyn Fn(u64) -> bool,
+        threads: usize,
+    ) -> Result<WindowScores> {
         let mut rated: HashMap<u64, (f32, f32)> = HashMap::new();
         let k = WINDOW_NEIGHBOURS.min(self.knn.len());
         if !query.probe_angles.is_empty() && k > 0 {
@@ -646,9 +695,16 @@ impl KnnRows<StoredPlane> {
                 }
             }
         }
-        let mut ranked: Vec<(f32, u64)> = rated.iter().map(|(&id, s)| (s.0, id)).collect();
+        if self.knn.is_exact() {
+            return Ok(WindowScores { best: rated });
+        }
+        let mut ranked: Vec<(f32, u64)> = rated
+            .iter()
+            .filter(|(&id, _)| accept(id))
+            .map(|(&id, s)| (s.0, id))
+            .collect();
         ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        let mut picked: Vec<u64> = ranked.iter().take(MEASURED_ROWS).map(|r| r.1).collect();
+        let mut picked: Vec<u64> = ranked.iter().take(rows).map(|r| r.1).collect();
         let mut seen: std::collections::HashSet<u64> = picked.iter().copied().collect();
         picked.extend(
             also.iter()
@@ -658,7 +714,7 @@ impl KnnRows<StoredPlane> {
         let best = picked
             .into_iter()
             .zip(measured)
-            .map(|(id, m)| (id, m.unwrap_or(rated[&id])))
+            .filter_map(|(id, m)| Some((id, m?)))
             .collect();
         Ok(WindowScores { best })
     }
@@ -668,11 +724,14 @@ impl KnnRows<StoredPlane> {
     fn measure(&self, query: &DenseQuery, id: u64) -> Option<(f32, f32)> {
         let cut = Cut::of(&self.plane(id)?);
         let (n, p) = (cut.centres.len(), query.probe_angles.len());
+        if p == 0 || query.probes.len() != p * CELL_DIMS {
+            return None;
+        }
         let mut dots = vec![0f32; n * p];
         // The probes have zero mean, so a window's mean drops out of the product.
         crate::exact::matmul_nt_here(&cut.cells, n, &query.probes, p, CELL_DIMS, &mut dots);
         let mut best: Option<(f32, f32)> = None;
-        for (row, &(_, norm)) in dots.chunks_exact(p.max(1)).zip(&cut.centres) {
+        for (row, &(_, norm)) in dots.chunks_exact(p).zip(&cut.centres) {
             if norm == 0.0 {
                 continue;
             }
@@ -945,7 +1004,7 @@ mod tests {
             Knn::train(CELL_DIMS, EXACT_FACTORY, &[]).unwrap(),
         );
         let query = DenseQuery::new(&edited(&pictures[7], (50, 30, 220, 170), -6.0));
-        let scores = index.scores(&query, &[], 2).unwrap();
+        let scores = index.scores(&query, 3, &[], &|_| true, 2).unwrap();
         let found = scores.top(3, &|_| true);
         assert_eq!(found[0].0, 107, "{found:?}");
         // The turn is recovered to within a probe step.
@@ -963,7 +1022,9 @@ mod tests {
         use crate::derived::slot::Persisted;
         let back = DenseIndex::from_body(Body::copied(&index.to_bytes().unwrap())).unwrap();
         assert_eq!(
-            back.scores(&query, &[], 1).unwrap().top(3, &|_| true),
+            back.scores(&query, 3, &[], &|_| true, 1)
+                .unwrap()
+                .top(3, &|_| true),
             found
         );
         assert_eq!(
@@ -983,7 +1044,7 @@ mod tests {
         let knn = Knn::train(CELL_DIMS, "IVF4,PQ4x4fs", &sample).unwrap();
         let index = indexed(&pictures, knn);
         let query = DenseQuery::new(&edited(&pictures[3], (40, 50, 230, 160), 9.0));
-        let scores = index.scores(&query, &[], 2).unwrap();
+        let scores = index.scores(&query, 3, &[], &|_| true, 2).unwrap();
         let found = scores.top(12, &|_| true);
         assert_eq!(found[0].0, 103, "{found:?}");
         let mut rated_differently = 0;
@@ -1005,10 +1066,44 @@ mod tests {
             rated_differently += usize::from((rated - measured.0).abs() > 1e-3);
         }
         assert!(rated_differently > 0, "the codes rated every row exactly");
+        // Filters apply before the best rated are cut; `also` rows the codes found are measured
+        // wherever they are rated.
+        let last = found.last().unwrap().0;
+        let cut = index
+            .measured_scores(&query, 2, &[], &|id| id != 103, 1)
+            .unwrap();
+        assert!(cut.get(103).is_none());
+        assert_eq!(cut.top(12, &|_| true).len(), 2);
+        let with = index
+            .measured_scores(&query, 2, &[103, last, 9999], &|id| id != 103, 1)
+            .unwrap();
+        assert_eq!(with.get(103), index.measure(&query, 103));
+        assert_eq!(with.get(last), index.measure(&query, last));
+        assert!(with.get(9999).is_none());
+        assert_eq!(
+            with.top(12, &|_| true).len(),
+            2 + 1 + usize::from(cut.get(last).is_none())
+        );
         let (best, angle) = scores.get(103).unwrap();
         assert!(
             best > 0.9 && (angle - 9.0).abs() <= 3.0,
             "{best} at {angle}°"
         );
+    }
+
+    #[test]
+    fn a_query_received_misshapen_is_refused() {
+        let img = smooth(200, 150, &[(0.3, 0.4, 0.15), (0.7, 0.7, 0.1)]);
+        let query = DenseQuery::new(&img);
+        assert_eq!(query.check(), Ok(()));
+        let mut short = query.clone();
+        short.probes.pop();
+        assert!(short.check().unwrap_err().contains("probe values"));
+        let mut template = query.clone();
+        template.templates[0].data.truncate(3);
+        assert!(template.check().unwrap_err().contains("template"));
+        let mut empty = query;
+        empty.templates[0].w = 0;
+        assert!(empty.check().is_err());
     }
 }

@@ -96,6 +96,12 @@ impl Knn {
         Ok(())
     }
 
+    /// Whether a search's similarities are exact: the exact layout keeps the vectors
+    /// themselves; an IVF-PQ index estimates them from its codes.
+    pub fn is_exact(&self) -> bool {
+        self.nlist == 1
+    }
+
     /// Whether [`Knn::remove`] works: the exact layout removes in place; FAISS's fast-scan
     /// inverted lists do not (they are rebuilt instead).
     pub fn removes_in_place(&self) -> bool {

@@ -39,8 +39,14 @@ impl QueryFeatures {
         let body = bytes
             .strip_prefix(FEATURES_MAGIC.as_slice())
             .ok_or_else(|| Error::Invalid("not imgvec query features".into()))?;
-        bincode::deserialize(body)
-            .map_err(|e| Error::Invalid(format!("damaged query features: {e}")))
+        let features: QueryFeatures = bincode::deserialize(body)
+            .map_err(|e| Error::Invalid(format!("damaged query features: {e}")))?;
+        if let Some(dense) = features.local.as_ref().and_then(|l| l.dense.as_ref()) {
+            dense
+                .check()
+                .map_err(|e| Error::Invalid(format!("damaged query features: {e}")))?;
+        }
+        Ok(features)
     }
 
     /// The query's local features, when it has them.

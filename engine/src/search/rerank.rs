@@ -143,8 +143,9 @@ impl RerankIndexes {
             return Ok((Vec::new(), Vec::new()));
         };
         self.dense.with(store, &ctx.snapshot, |index| {
-            let scores = index.scores(dq, others, ctx.threads)?;
-            let found = scores.top(n, &|id| ctx.is_live(id));
+            let live = |id| ctx.is_live(id);
+            let scores = index.scores(dq, n, others, &live, ctx.threads)?;
+            let found = scores.top(n, &live);
             let mut turns = Vec::new();
             for &id in others.iter().chain(found.iter().map(|f| &f.0)) {
                 match scores.get(id) {
