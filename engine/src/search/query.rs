@@ -41,10 +41,21 @@ impl QueryFeatures {
             .ok_or_else(|| Error::Invalid("not imgvec query features".into()))?;
         let features: QueryFeatures = bincode::deserialize(body)
             .map_err(|e| Error::Invalid(format!("damaged query features: {e}")))?;
-        if let Some(dense) = features.local.as_ref().and_then(|l| l.dense.as_ref()) {
-            dense
-                .check()
-                .map_err(|e| Error::Invalid(format!("damaged query features: {e}")))?;
+        if let Some(local) = &features.local {
+            let sift = &local.features;
+            let want = sift.keypoints.len() * imgvec_ingest::sift::DESCRIPTOR_LEN;
+            if sift.descriptors.len() != want {
+                return Err(Error::Invalid(format!(
+                    "damaged query features: {} descriptor values for {} keypoints",
+                    sift.descriptors.len(),
+                    sift.keypoints.len()
+                )));
+            }
+            if let Some(dense) = &local.dense {
+                dense
+                    .check()
+                    .map_err(|e| Error::Invalid(format!("damaged query features: {e}")))?;
+            }
         }
         Ok(features)
     }
@@ -207,5 +218,47 @@ fn by_id(store: &Store, snap: &Snapshot, id: u64, local: bool) -> PreparedQuery 
         vectors,
         local,
         seen: Arc::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imgvec_ingest::sift::{Keypoint, LocalFeatures, DESCRIPTOR_LEN};
+
+    fn features(keypoints: usize, descriptor_values: usize) -> QueryFeatures {
+        let kp = Keypoint {
+            x: 1.0,
+            y: 2.0,
+            scale: 1.5,
+            angle: 0.0,
+            response: 0.1,
+        };
+        QueryFeatures {
+            vectors: vec![vec![1.0, 0.0]],
+            local: Some(QueryLocal {
+                features: LocalFeatures {
+                    width: 64,
+                    height: 48,
+                    keypoints: vec![kp; keypoints],
+                    descriptors: vec![0.1; descriptor_values],
+                },
+                dense: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn features_received_misshapen_are_refused() {
+        let good = features(3, 3 * DESCRIPTOR_LEN);
+        assert!(QueryFeatures::from_bytes(&good.to_bytes()).is_ok());
+        let bad = features(3, 2 * DESCRIPTOR_LEN);
+        let err = QueryFeatures::from_bytes(&bad.to_bytes()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("descriptor values for 3 keypoints"),
+            "{err}"
+        );
+        assert!(QueryFeatures::from_bytes(b"IVQRY\0\0\x01garbage").is_err());
     }
 }
