@@ -174,6 +174,12 @@ impl Database {
         self.featurizer.pipeline()
     }
 
+    /// How many query images this handle's model ran on so far, each augmentation variant
+    /// counted (a search's cost in model passes; an upright retry runs only the turns).
+    pub fn query_images_embedded(&self) -> u64 {
+        self.featurizer.embedded()
+    }
+
     /// Ingests `sources` in parallel; `on_event` sees each image once it is durable or failed.
     /// Per-image failures are events; an `Err` means storage or the model failed, and everything
     /// reported before it stays durable. A file is keyed by its canonical path, however it is

@@ -33,6 +33,8 @@ pub(crate) struct Featurizer {
     /// What the caller asked for when opening (fixes the pipeline of a new database).
     requested: PipelineChoice,
     extractor: Mutex<Option<Box<dyn Extractor>>>,
+    /// Query images (each variant counted) the model ran on.
+    embedded: std::sync::atomic::AtomicU64,
 }
 
 impl Featurizer {
@@ -46,6 +48,7 @@ impl Featurizer {
             pipeline: Mutex::new(pipeline),
             requested,
             extractor: Mutex::new(None),
+            embedded: Default::default(),
         }
     }
 
@@ -149,6 +152,8 @@ impl Featurizer {
         // Loaded above: the pipeline is known (a new database's was just fixed).
         let input = self.planned_input();
         let mut out = Vec::with_capacity(images.len());
+        self.embedded
+            .fetch_add(images.len() as u64, std::sync::atomic::Ordering::Relaxed);
         for chunk in images.chunks(QUERY_BATCH) {
             let mut pixels = Vec::new();
             for img in chunk {
@@ -158,6 +163,11 @@ impl Featurizer {
             out.extend(v.chunks_exact(dims).map(|c| c.to_vec()));
         }
         Ok(out)
+    }
+
+    /// Query images (each augmentation variant counted) the model ran on so far.
+    pub fn embedded(&self) -> u64 {
+        self.embedded.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Local features of an image, as ingest stores them (unpacked).

@@ -5,8 +5,8 @@
 //! turns. The turns change the query's global vectors, so the shortlist and every candidate's
 //! cosine, but not its local features: descriptor voting finds the same images, and a candidate
 //! examined before matches with SIFT and aligns densely exactly as it did. The second pass
-//! takes those from here and runs only the decode, the model on the four orientations (the
-//! upright one again), the retrieval and the candidates it adds.
+//! takes those from here, and the upright query's global vector, and runs only the decode, the
+//! model on the three turns, the retrieval and the candidates it adds.
 //!
 //! Valid within one batch: a row's stored local features never change under its id (a
 //! replaced image gets a new id), and a row deleted meanwhile is left out by the caller.
@@ -57,6 +57,9 @@ pub(crate) type Examined = Mutex<HashMap<Examination, Observed>>;
 pub(crate) struct Observations {
     /// The query's local features, extracted once.
     local: OnceLock<QueryLocal>,
+    /// The query's own global vector (its unturned variant), made once: the turned pass
+    /// starts its variants from it.
+    upright: OnceLock<Vec<f32>>,
     /// The images voting found, for the number asked.
     voted: Mutex<Option<(usize, Voted)>>,
     /// Each candidate examined, by how (shared with the handle's other calls for a feature
@@ -85,6 +88,16 @@ impl Observations {
     /// The query's local features: made by `make` the first time.
     pub fn local(&self, make: impl FnOnce() -> QueryLocal) -> QueryLocal {
         self.local.get_or_init(make).clone()
+    }
+
+    /// The query's own global vector, when a pass made it.
+    pub fn upright(&self) -> Option<&[f32]> {
+        self.upright.get().map(Vec::as_slice)
+    }
+
+    /// Keeps the query's own global vector (the first pass's is kept).
+    pub fn keep_upright(&self, vector: &[f32]) {
+        let _ = self.upright.set(vector.to_vec());
     }
 
     /// The `n` images voting found: found by `vote` the first time `n` is asked for.

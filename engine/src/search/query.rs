@@ -142,9 +142,17 @@ pub(crate) fn featurize(
                     Some(seen) => seen.local(|| Featurizer::query_local(&img.rgb, p)),
                     None => Featurizer::query_local(&img.rgb, p),
                 });
-                images.extend(augment.variants(&img.rgb).into_iter().map(|v| (i, v)));
+                // A later pass of the batch has the unturned variant's vector already.
+                let known: Vec<Vec<f32>> = seen
+                    .get(i)
+                    .and_then(|s| s.upright())
+                    .map(<[f32]>::to_vec)
+                    .into_iter()
+                    .collect();
+                let variants = augment.variants(&img.rgb).into_iter().skip(known.len());
+                images.extend(variants.map(|v| (i, v)));
                 out.push(PreparedQuery {
-                    vectors: Ok(Vec::new()),
+                    vectors: Ok(known),
                     local,
                     seen: Arc::default(),
                 });
@@ -174,7 +182,12 @@ pub(crate) fn featurize(
             }
         }
     }
-    for (prepared, seen) in out.iter_mut().zip(seen) {
+    for ((prepared, seen), q) in out.iter_mut().zip(seen).zip(queries) {
+        if let (Query::Path(_) | Query::Bytes(_), Ok(vectors)) = (q, &prepared.vectors) {
+            if let Some(own) = vectors.first() {
+                seen.keep_upright(own);
+            }
+        }
         prepared.seen = seen.clone();
     }
     out

@@ -84,7 +84,11 @@ fn unverified_queries_with_no_likely_match_keep_the_turns_only_when_they_find_on
     let photo = imgvec::image::open(&files[5]).unwrap().to_rgb8();
     let sideways = png(&imgvec::image::imageops::rotate90(&photo));
     assert!(!matched(&search(&sideways, &upright_only())));
+    let before = db.query_images_embedded();
     let hits = search(&sideways, &default);
+    // The model ran on the query once and on its three turns: the retry reuses the upright
+    // vector.
+    assert_eq!(db.query_images_embedded() - before, 4);
     assert!(matched(&hits));
     assert_eq!(ranking(&hits), ranking(&search(&sideways, &turned)));
 
@@ -115,7 +119,13 @@ fn queries_that_verify_nothing_are_searched_with_their_turns() {
     };
     let upright_only = upright_only();
     let smooth = smooth();
+    let before = db.query_images_embedded();
     let hits = search(&smooth, &default);
+    assert_eq!(
+        db.query_images_embedded() - before,
+        4,
+        "upright once, then three turns"
+    );
     assert!(hits.iter().all(|h| h.verdict != Some(Verdict::Verified)));
     assert_eq!(ranking(&hits), ranking(&search(&smooth, &turned)));
     assert_ne!(ranking(&hits), ranking(&search(&smooth, &upright_only)));
