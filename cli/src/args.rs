@@ -343,6 +343,38 @@ pub enum TrainCommand {
     /// images with labels for the few listed in LABELS; the discriminator's feature layer is
     /// saved as an extractor. `--supervised` trains the same network on the labels alone.
     Sgan(SganArgs),
+    /// Contrastive fine-tune of the balanced/robust CNN's last stages on the images (SSCD-style:
+    /// edited views of one image pulled together, other images pushed apart); use the result
+    /// with `--pipeline balanced|robust --model OUT` (ingest, reindex, bench retrieval).
+    Contrastive(ContrastiveArgs),
+}
+
+#[derive(Args)]
+pub struct ContrastiveArgs {
+    #[command(flatten)]
+    pub common: TrainCommon,
+    /// The trainable split model [default: mobilenet_v2_maps_train.pt in the model folder,
+    /// made by scripts/setup.sh].
+    #[arg(long, value_name = "FILE.pt")]
+    pub base: Option<PathBuf>,
+    /// Edited views made of each image (besides the clean one); the trunk runs once per view.
+    #[arg(long, default_value_t = 10)]
+    pub views: usize,
+    /// Passes over the training images.
+    #[arg(long, default_value_t = 60)]
+    pub epochs: usize,
+    /// Images per optimiser step (each seen twice, as a pair of views).
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: i64,
+    /// AdamW learning rate.
+    #[arg(long, default_value_t = 1e-4)]
+    pub learning_rate: f64,
+    /// InfoNCE temperature.
+    #[arg(long, default_value_t = 0.05)]
+    pub temperature: f64,
+    /// Weight of staying near the base model's embeddings.
+    #[arg(long, default_value_t = 4.0)]
+    pub keep: f64,
 }
 
 /// What both trainers take: images, output, schedule.
@@ -475,10 +507,16 @@ pub struct RetrievalArgs {
     #[arg(long, value_name = "FILE.pt")]
     pub model: Option<PathBuf>,
     /// Square input size for --model [default: the size the model records, else 224].
-    #[arg(long, requires = "model", value_name = "PX")]
+    #[arg(
+        long,
+        requires = "model",
+        conflicts_with = "pipeline",
+        value_name = "PX"
+    )]
     pub model_size: Option<u32>,
-    /// Named pipeline to measure [default: fast].
-    #[arg(long, conflicts_with = "model", value_enum)]
+    /// Named pipeline to measure [default: fast]; with --model, that preset with its CNN
+    /// replaced (see `imgvec ingest --help`).
+    #[arg(long, value_enum)]
     pub pipeline: Option<Preset>,
     /// Approximate modes report the index's own order (no exact re-rank).
     #[arg(long)]
@@ -564,13 +602,20 @@ pub struct IngestArgs {
 #[derive(Args)]
 pub struct PipelineArgs {
     /// Named pipeline for a new database [default: fast]; the database remembers it.
-    #[arg(long, conflicts_with = "model", value_enum)]
+    #[arg(long, value_enum)]
     pub pipeline: Option<Preset>,
-    /// Any TorchScript extractor (float RGB NCHW in [0,1] -> [N,D] or [N,C,H,W]).
+    /// Any TorchScript extractor (float RGB NCHW in [0,1] -> [N,D] or [N,C,H,W]). With
+    /// --pipeline balanced|robust|robust-vlad: the preset with this model as its CNN, which
+    /// must give the preset model's maps (`imgvec train contrastive` makes one).
     #[arg(long, value_name = "FILE.pt")]
     pub model: Option<PathBuf>,
     /// Square input size for --model [default: the size the model records, else 224].
-    #[arg(long, requires = "model", value_name = "PX")]
+    #[arg(
+        long,
+        requires = "model",
+        conflicts_with = "pipeline",
+        value_name = "PX"
+    )]
     pub model_size: Option<u32>,
     /// Pooling of --model's feature-map outputs: gap, gem[:P], rmac[:LEVELS].
     #[arg(long, default_value = "gap", requires = "model")]

@@ -70,7 +70,9 @@ fn db_operand(command: &Command) -> Option<&Path> {
         Command::Bench(
             BenchCommand::Ingest(_) | BenchCommand::Retrieval(_) | BenchCommand::Ann(_),
         )
-        | Command::Train(TrainCommand::Autoencoder(_) | TrainCommand::Sgan(_))
+        | Command::Train(
+            TrainCommand::Autoencoder(_) | TrainCommand::Sgan(_) | TrainCommand::Contrastive(_),
+        )
         | Command::Completions(_)
         | Command::Man => return None,
     })

@@ -3,7 +3,7 @@
 //! the CLI (clap `ValueEnum`, feature `clap`), JSON (serde) and `FromStr`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use imgvec_ingest::Pooling;
 pub use imgvec_options::{Augment, Preset, SearchMode, VerifyOverrides};
@@ -80,6 +80,10 @@ pub enum PipelineChoice {
         size: u32,
         pooling: Pooling,
     },
+    /// A named preset built on the maps model (`balanced`, `robust`, `robust-vlad`) whose CNN is
+    /// another TorchScript model with the same outputs, e.g. one `imgvec train contrastive`
+    /// fine-tuned on the collection.
+    PresetModel { preset: Preset, path: PathBuf },
 }
 
 impl PipelineChoice {
@@ -95,12 +99,35 @@ impl PipelineChoice {
         })
     }
 
+    /// Preset `preset` with its CNN replaced by the model at `path`; only the presets whose
+    /// CNN is the maps model take one.
+    pub fn preset_model(preset: Preset, path: PathBuf) -> Result<PipelineChoice> {
+        if preset == Preset::Fast {
+            return Err(Error::Invalid(format!(
+                "{}: --model with --pipeline replaces the CNN of balanced, robust or \
+                 robust-vlad; `fast` takes a model as --model alone",
+                path.display()
+            )));
+        }
+        Ok(PipelineChoice::PresetModel { preset, path })
+    }
+
     /// The preset this choice names (`fast` for the default), `None` for a custom model.
     pub fn preset(&self) -> Option<Preset> {
         match self {
             PipelineChoice::Default => Some(Preset::Fast),
-            PipelineChoice::Preset(p) => Some(*p),
+            PipelineChoice::Preset(p) | PipelineChoice::PresetModel { preset: p, .. } => Some(*p),
             PipelineChoice::Model { .. } => None,
+        }
+    }
+
+    /// The model file this choice names, if it names one (else the preset's own).
+    pub fn model_path(&self) -> Option<&Path> {
+        match self {
+            PipelineChoice::Model { path, .. } | PipelineChoice::PresetModel { path, .. } => {
+                Some(path)
+            }
+            PipelineChoice::Default | PipelineChoice::Preset(_) => None,
         }
     }
 }

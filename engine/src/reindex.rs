@@ -119,8 +119,10 @@ pub fn reindex(
         ));
     }
     let pipeline_name = match &choice {
-        PipelineChoice::Preset(p) => p.name().to_string(),
-        _ => "custom".into(),
+        PipelineChoice::Preset(p) | PipelineChoice::PresetModel { preset: p, .. } => {
+            p.name().to_string()
+        }
+        PipelineChoice::Default | PipelineChoice::Model { .. } => "custom".into(),
     };
     // The folder lock keeps other writers out from here until the swap is done. It is this
     // function's, not the old handle's: RocksDB works by path, so the old handle is closed

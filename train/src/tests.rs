@@ -202,3 +202,60 @@ fn bad_sizes_are_refused() {
     assert!(Autoencoder::new(30, 32).is_err());
     assert!(Autoencoder::new(28, 0).is_err());
 }
+
+/// A contrastive fine-tune changes the head's maps and nothing else: the saved model's first
+/// (trunk) channels equal the base model's, the head's differ, and it records the presets'
+/// input size. Uses the trainable base model `scripts/setup.sh` makes.
+#[test]
+fn contrastive_fine_tune_changes_only_the_head() {
+    let _rng = rng_lock();
+    seed(5);
+    let base = default_base();
+    assert!(
+        base.is_file(),
+        "{}: run scripts/setup.sh (it makes the trainable base model)",
+        base.display()
+    );
+    let images = (Tensor::rand(&[12, 3, 96, 96], (tch::Kind::Float, tch::Device::Cpu)) * 255.0)
+        .to_kind(tch::Kind::Uint8);
+    let opts = ContrastiveOptions {
+        size: 64,
+        views: 2,
+        epochs: 2,
+        batch_size: 6,
+        learning_rate: 1e-3,
+        ..ContrastiveOptions::default()
+    };
+    let mut model = Contrastive::load(&base).unwrap();
+    let reports = model.train(&images, &opts, &mut |_| {}).unwrap();
+    assert_eq!(reports.len(), 2);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tuned.pt");
+    model.save(&out).unwrap();
+    assert_eq!(
+        imgvec_ingest::model_meta::read_meta(&out)
+            .unwrap()
+            .input_size,
+        Some(320)
+    );
+    let probe = Tensor::rand(&[2, 3, 96, 96], (tch::Kind::Float, tch::Device::Cpu));
+    let run = |path: &std::path::Path| {
+        let m = tch::CModule::load(path).unwrap();
+        tch::no_grad(|| m.forward_ts(&[&probe]).unwrap())
+    };
+    let (before, after) = (run(&base), run(&out));
+    assert_eq!(before.size(), after.size());
+    let trunk = before.size()[1] - 1280;
+    let diff = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
+    assert!(diff(&before.narrow(1, 0, trunk), &after.narrow(1, 0, trunk)) < 1e-5);
+    assert!(
+        diff(
+            &before.narrow(1, trunk, 1280),
+            &after.narrow(1, trunk, 1280)
+        ) > 1e-3
+    );
+    // Not a split model: refused, naming the file.
+    let frozen = base.with_file_name("mobilenet_v2_maps.pt");
+    let err = Contrastive::load(&frozen).err().unwrap().to_string();
+    assert!(err.contains("mobilenet_v2_maps.pt") && err.contains("not a trainable split"));
+}

@@ -246,3 +246,127 @@ fn train_autoencoder_then_ingest_with_it_and_bad_labels_for_sgan() {
         "{err}"
     );
 }
+
+/// `imgvec train contrastive` on a few real photos, then `--pipeline balanced --model OUT`: the
+/// database is `balanced` with the fine-tuned CNN (its fingerprint recorded, another model
+/// refused), and the flags that cannot go together are refused with one line.
+#[test]
+fn train_contrastive_then_ingest_balanced_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = tmp.path().join("imgs");
+    copy_db_images(&imgs, 24);
+    let tuned = tmp.path().join("tuned.pt");
+    let out = run(&[
+        "train",
+        "contrastive",
+        s(&imgs),
+        "--out",
+        s(&tuned),
+        "--views",
+        "3",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "12",
+        "--learning-rate",
+        "1e-3",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&out);
+    let epochs: Vec<&Value> = lines.iter().filter(|l| l.get("epoch").is_some()).collect();
+    assert_eq!(epochs.len(), 4);
+    assert!(epochs[3]["loss"].as_f64().unwrap() < epochs[0]["loss"].as_f64().unwrap());
+    assert_eq!(lines.last().unwrap()["images"], 24);
+
+    let db = tmp.path().join("db");
+    let out = run(&[
+        "ingest",
+        s(&db),
+        s(&imgs),
+        "--pipeline",
+        "balanced",
+        "--model",
+        s(&tuned),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let info = &json_lines(&run(&["info", s(&db), "--json"]))[0];
+    assert_eq!(info["pipeline"]["name"], "balanced");
+    assert_eq!(info["pipeline"]["model_source"], "tuned.pt");
+    assert_eq!(info["pipeline"]["input_size"], 320);
+    assert_eq!(info["live_rows"], 24);
+    // The stored image comes back first, searched with the tuned model.
+    let first = imgs.join(
+        std::fs::read_dir(&imgs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .min()
+            .unwrap(),
+    );
+    let out = run(&["search", s(&db), s(&first), "-k", "3", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let hit = &json_lines(&out)[0]["results"][0];
+    assert_eq!(
+        hit["path"].as_str().unwrap(),
+        std::fs::canonicalize(&first).unwrap().to_str().unwrap()
+    );
+    // The same preset with its own CNN, or another model, is another pipeline.
+    let base = tmp.path().join("base.pt");
+    std::fs::copy(imgvec_train::default_base(), &base).unwrap();
+    let out = run(&[
+        "ingest",
+        s(&db),
+        s(&imgs),
+        "--pipeline",
+        "balanced",
+        "--model",
+        s(&base),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot be changed by ingest"),
+        "{}",
+        stderr(&out)
+    );
+    // `fast` takes no replacement CNN; a model that is not a trainable split is named.
+    let out = run(&[
+        "ingest",
+        s(&tmp.path().join("f")),
+        s(&imgs),
+        "--pipeline",
+        "fast",
+        "--model",
+        s(&tuned),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("`fast` takes a model as --model alone"));
+    let out = run(&[
+        "train",
+        "contrastive",
+        s(&imgs),
+        "--out",
+        s(&tmp.path().join("x.pt")),
+        "--base",
+        s(&tuned.with_extension("missing")),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no trainable base model"));
+    let frozen = imgvec_train::default_base().with_file_name("mobilenet_v2_maps.pt");
+    let out = run(&[
+        "train",
+        "contrastive",
+        s(&imgs),
+        "--out",
+        s(&tmp.path().join("x.pt")),
+        "--base",
+        s(&frozen),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("mobilenet_v2_maps.pt") && err.contains("not a trainable split model"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("x.pt").exists());
+}

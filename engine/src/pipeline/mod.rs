@@ -50,8 +50,10 @@ impl PipelineChoice {
     /// before: the default is `fast`, which has none).
     pub(crate) fn local(&self) -> Option<SiftParams> {
         match self {
-            PipelineChoice::Preset(p) => p.spec().local.map(|l| l.sift),
-            _ => None,
+            PipelineChoice::Preset(p) | PipelineChoice::PresetModel { preset: p, .. } => {
+                p.spec().local.map(|l| l.sift)
+            }
+            PipelineChoice::Default | PipelineChoice::Model { .. } => None,
         }
     }
 }
@@ -225,7 +227,7 @@ pub fn resolve(
             let spec = p.spec();
             (
                 p.name().to_string(),
-                None,
+                choice.model_path().map(Path::to_path_buf),
                 spec.input_size,
                 Pooling::Gap,
                 spec.fusion,
@@ -317,6 +319,9 @@ pub fn check_choice(dir: &Path, existing: &PipelineConfig, choice: &PipelineChoi
     let conflict = match choice {
         PipelineChoice::Default => false,
         PipelineChoice::Preset(p) => p.name() != existing.name,
+        PipelineChoice::PresetModel { preset, path } => {
+            preset.name() != existing.name || read_model(path)?.1 != existing.model_fingerprint
+        }
         PipelineChoice::Model {
             path,
             size,

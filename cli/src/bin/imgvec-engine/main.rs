@@ -79,6 +79,9 @@ fn main() -> ExitCode {
             train::autoencoder(args, open.threads, ui)
         }
         Command::Train(TrainCommand::Sgan(args)) => train::sgan(args, open.threads, ui),
+        Command::Train(TrainCommand::Contrastive(args)) => {
+            train::contrastive(args, open.threads, ui)
+        }
         Command::Bench(BenchCommand::Ingest(args)) => bench::ingest(args, open),
         Command::Bench(BenchCommand::Retrieval(args)) => {
             bench::retrieval(args, index_min_rows, open)

@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use imgvec::{OpenOptions, PipelineChoice, SearchMode, SearchOptions};
+use imgvec::{OpenOptions, SearchMode, SearchOptions};
 
 use crate::output::{print_versioned, to_json, CliError, CliResult};
-use imgvec_cli::args::{AnnArgs, BenchIngestArgs, RetrievalArgs};
+use imgvec_cli::args::{AnnArgs, BenchIngestArgs, PipelineArgs, RetrievalArgs};
 
 /// Runs a benchmark in a temporary folder (`imgvec-NAME-PID` under the system temp dir),
 /// removed afterwards whatever the outcome.
@@ -82,12 +82,12 @@ pub(crate) fn retrieval(
     if args.db.is_none() || index_min_rows.is_some() {
         open.index.min_train_rows = index_min_rows.unwrap_or(256);
     }
-    if let Some(path) = args.model {
-        open.pipeline = PipelineChoice::model(path, args.model_size, imgvec::Pooling::Gap)?;
-    }
-    if let Some(preset) = args.pipeline {
-        open.pipeline = PipelineChoice::Preset(preset);
-    }
+    open.pipeline = super::pipeline_choice(PipelineArgs {
+        pipeline: args.pipeline,
+        model: args.model,
+        model_size: args.model_size,
+        pooling: imgvec::Pooling::Gap,
+    })?;
     let mut base = SearchOptions {
         rerank: !args.no_rerank,
         ..SearchOptions::default()

@@ -18,7 +18,8 @@ use imgvec_cli::args::{PipelineArgs, QueryArgs, RowArgs};
 /// size the model records (else 224), and a size that contradicts the record is refused.
 pub(crate) fn pipeline_choice(args: PipelineArgs) -> Result<PipelineChoice, imgvec::Error> {
     Ok(match (args.pipeline, args.model) {
-        (Some(preset), _) => PipelineChoice::Preset(preset),
+        (Some(preset), Some(path)) => PipelineChoice::preset_model(preset, path)?,
+        (Some(preset), None) => PipelineChoice::Preset(preset),
         (None, Some(path)) => PipelineChoice::model(path, args.model_size, args.pooling)?,
         (None, None) => PipelineChoice::Default,
     })

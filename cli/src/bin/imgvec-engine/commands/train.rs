@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use imgvec::{Database, OpenOptions};
-use imgvec_cli::args::{AutoencoderArgs, SganArgs, TrainCommon};
+use imgvec_cli::args::{AutoencoderArgs, ContrastiveArgs, SganArgs, TrainCommon};
 
 use crate::output::{print_versioned, progress_bar, say, to_json, CliError, CliResult, Ui};
 
@@ -23,16 +23,25 @@ pub(crate) fn autoencoder(args: AutoencoderArgs, threads: usize, ui: Ui) -> CliR
         },
     };
     let run = Run {
+        use_it: format!(
+            "imgvec ingest DB PATH --model {{out}} (it records its {} px input)",
+            opts.size
+        ),
         common: args.common,
         threads,
         ui,
     };
-    run.training(opts.size, opts.epochs, |set, report, out| {
-        let mut ae = imgvec_train::Autoencoder::new(opts.size, opts.code_dim)?;
-        ae.train(&set.images, &opts, report)?;
-        ae.save_encoder(out)?;
-        Ok(())
-    })
+    run.training(
+        opts.size,
+        opts.epochs,
+        Loader::Floats,
+        |set, report, out| {
+            let mut ae = imgvec_train::Autoencoder::new(opts.size, opts.code_dim)?;
+            ae.train(&set.images, &opts, report)?;
+            ae.save_encoder(out)?;
+            Ok(())
+        },
+    )
 }
 
 pub(crate) fn sgan(args: SganArgs, threads: usize, ui: Ui) -> CliResult {
@@ -50,21 +59,76 @@ pub(crate) fn sgan(args: SganArgs, threads: usize, ui: Ui) -> CliResult {
         supervised_only: args.supervised,
     };
     let run = Run {
+        use_it: format!(
+            "imgvec ingest DB PATH --model {{out}} (it records its {} px input)",
+            opts.size
+        ),
         common: args.common,
         threads,
         ui,
     };
-    run.training(opts.size, opts.epochs, |set, report, out| {
-        let labels = imgvec_train::read_labels(&args.labels, &set.files)?;
-        let mut d = imgvec_train::Discriminator::new(
-            opts.size,
-            opts.feature_dim,
-            labels.names.len() as i64,
-        )?;
-        d.train(&set.images, &labels, &opts, report)?;
-        d.save_extractor(out)?;
+    run.training(
+        opts.size,
+        opts.epochs,
+        Loader::Floats,
+        |set, report, out| {
+            let labels = imgvec_train::read_labels(&args.labels, &set.files)?;
+            let mut d = imgvec_train::Discriminator::new(
+                opts.size,
+                opts.feature_dim,
+                labels.names.len() as i64,
+            )?;
+            d.train(&set.images, &labels, &opts, report)?;
+            d.save_extractor(out)?;
+            Ok(())
+        },
+    )
+}
+
+/// `imgvec train contrastive`: fine-tunes the presets' CNN on the images; the model it saves
+/// replaces the CNN of `--pipeline balanced|robust` with `--model`.
+pub(crate) fn contrastive(args: ContrastiveArgs, threads: usize, ui: Ui) -> CliResult {
+    let opts = imgvec_train::ContrastiveOptions {
+        views: args.views,
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        learning_rate: args.learning_rate,
+        temperature: args.temperature,
+        keep: args.keep,
+        seed: args.common.seed,
+        ..imgvec_train::ContrastiveOptions::default()
+    };
+    let base = match args.base {
+        Some(path) => path,
+        None => imgvec_train::default_base(),
+    };
+    if !base.is_file() {
+        return Err(CliError::usage(format!(
+            "{}: no trainable base model (scripts/setup.sh makes it; or pass --base FILE)",
+            base.display()
+        )));
+    }
+    let run = Run {
+        use_it: "imgvec ingest DB PATH --pipeline balanced|robust --model {out} \
+                 (or imgvec reindex DB with the same flags)"
+            .into(),
+        common: args.common,
+        threads,
+        ui,
+    };
+    // Images are kept as bytes at 256 px: views are cut from them, then scaled to 224.
+    run.training(256, opts.epochs, Loader::Bytes, |set, report, out| {
+        let mut model = imgvec_train::Contrastive::load(&base)?;
+        model.train(&set.images, &opts, report)?;
+        model.save(out)?;
         Ok(())
     })
+}
+
+/// How a trainer wants its images: floats at the model's input ([0, 1]), or bytes.
+enum Loader {
+    Floats,
+    Bytes,
 }
 
 /// A training run's common flags and how to report it.
@@ -72,6 +136,8 @@ struct Run {
     common: TrainCommon,
     threads: usize,
     ui: Ui,
+    /// How to use the saved model (`{out}`: its path).
+    use_it: String,
 }
 
 /// Training inputs: files and folders as given, and for an imgvec database folder the stored
@@ -102,6 +168,7 @@ impl Run {
         self,
         size: u32,
         epochs: usize,
+        loader: Loader,
         train: impl FnOnce(
             &imgvec_train::TrainingSet,
             &mut dyn FnMut(&imgvec_train::EpochReport),
@@ -112,11 +179,16 @@ impl Run {
             common,
             threads,
             ui,
+            use_it,
         } = self;
         let json = common.json;
         imgvec::set_torch_threads(threads);
         imgvec_train::seed(common.seed);
-        let set = imgvec_train::load_images(&training_inputs(&common.paths, threads)?, size)?;
+        let inputs = training_inputs(&common.paths, threads)?;
+        let set = match loader {
+            Loader::Floats => imgvec_train::load_images(&inputs, size)?,
+            Loader::Bytes => imgvec_train::load_image_bytes(&inputs, size)?,
+        };
         for (path, reason) in &set.errors {
             if json {
                 print_versioned(serde_json::json!({ "path": path, "error": reason }));
@@ -160,10 +232,11 @@ impl Run {
         } else {
             println!(
                 "trained on {} images ({} skipped) in {:.1} s; saved {saved}\n\
-             use it: imgvec ingest DB PATH --model {saved} (it records its {size} px input)",
+             use it: {}",
                 set.files.len(),
                 set.errors.len(),
                 seconds,
+                use_it.replace("{out}", &saved),
             );
         }
         Ok(if set.errors.is_empty() {
