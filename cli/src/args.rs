@@ -389,6 +389,9 @@ pub struct TrainCommon {
     /// Random seed (same seed and data, same model).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Train on N of the images, drawn at random (with --seed) [default: all].
+    #[arg(long, value_name = "N")]
+    pub sample: Option<usize>,
     /// One JSON line per epoch, then the report.
     #[arg(long)]
     pub json: bool,

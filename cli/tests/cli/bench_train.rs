@@ -278,6 +278,23 @@ fn train_contrastive_then_ingest_balanced_with_it() {
     assert_eq!(epochs.len(), 4);
     assert!(epochs[3]["loss"].as_f64().unwrap() < epochs[0]["loss"].as_f64().unwrap());
     assert_eq!(lines.last().unwrap()["images"], 24);
+    // --sample trains on that many of the images.
+    let out = run(&[
+        "train",
+        "contrastive",
+        s(&imgs),
+        "--out",
+        s(&tmp.path().join("sampled.pt")),
+        "--views",
+        "1",
+        "--epochs",
+        "1",
+        "--sample",
+        "10",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_lines(&out).last().unwrap()["images"], 10);
 
     let db = tmp.path().join("db");
     let out = run(&[

@@ -160,6 +160,24 @@ fn training_inputs(paths: &[PathBuf], threads: usize) -> Result<Vec<PathBuf>, im
     Ok(out)
 }
 
+/// `n` of `inputs` (files, or folders expanded to their images), drawn at random with `seed`.
+fn sampled(inputs: Vec<PathBuf>, n: usize, seed: u64) -> Result<Vec<PathBuf>, CliError> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    if n == 0 {
+        return Err(CliError::usage("--sample must be at least 1".to_string()));
+    }
+    let list = imgvec::collect_files(&inputs, false);
+    let mut files = list.images;
+    files.sort();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    files.shuffle(&mut rng);
+    files.truncate(n);
+    // What could not be listed is listed again by the loader, which reports it.
+    files.extend(list.errors.into_iter().map(|(path, _)| path));
+    Ok(files)
+}
+
 impl Run {
     /// Loads the training images, reports the skipped ones, runs `train` (which saves the model
     /// to its last argument) with a progress bar and a line per epoch, and prints the summary.
@@ -184,7 +202,10 @@ impl Run {
         let json = common.json;
         imgvec::set_torch_threads(threads);
         imgvec_train::seed(common.seed);
-        let inputs = training_inputs(&common.paths, threads)?;
+        let mut inputs = training_inputs(&common.paths, threads)?;
+        if let Some(n) = common.sample {
+            inputs = sampled(inputs, n, common.seed)?;
+        }
         let set = match loader {
             Loader::Floats => imgvec_train::load_images(&inputs, size)?,
             Loader::Bytes => imgvec_train::load_image_bytes(&inputs, size)?,
