@@ -215,7 +215,7 @@ fn matrix<'py>(
 #[pymethods]
 impl NativeDatabase {
     #[new]
-    #[pyo3(signature = (path, pipeline=None, read_only=false, threads=None, create=true))]
+    #[pyo3(signature = (path, pipeline=None, read_only=false, threads=None, create=true, model=None))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -223,15 +223,22 @@ impl NativeDatabase {
         read_only: bool,
         threads: Option<usize>,
         create: bool,
+        model: Option<PathBuf>,
     ) -> PyResult<Self> {
         let mut opts = OpenOptions {
             read_only,
             create: create && !read_only,
             ..OpenOptions::default()
         };
-        if let Some(name) = pipeline {
-            opts.pipeline = PipelineChoice::Preset(parse::<Preset>(&name)?);
-        }
+        let preset = pipeline.map(|name| parse::<Preset>(&name)).transpose()?;
+        opts.pipeline = match (preset, model) {
+            (Some(p), Some(path)) => PipelineChoice::preset_model(p, path).map_err(to_py)?,
+            (Some(p), None) => PipelineChoice::Preset(p),
+            (None, Some(path)) => {
+                PipelineChoice::model(path, None, imgvec::Pooling::Gap).map_err(to_py)?
+            }
+            (None, None) => PipelineChoice::Default,
+        };
         if let Some(t) = threads {
             if t == 0 {
                 return Err(invalid("threads must be at least 1"));

@@ -369,3 +369,26 @@ def test_features_made_once_search_like_the_image(fast_db, subset):
         assert isinstance(bad, imgvec.ImageError)
         with pytest.raises(imgvec.InvalidArgument, match="candidates"):
             db.search(features[0], candidates={"shortlist": "nonsense"})
+
+
+def test_a_preset_with_its_cnn_replaced(tmp_path):
+    """``model=`` with a preset: the database is that preset with the given CNN (here the
+    trainable base model `imgvec train contrastive` starts from, whose maps equal the preset
+    model's), recorded and used; `fast` takes no replacement CNN."""
+    models = Path(os.environ.get("IMGVEC_MODEL_DIR") or Path.home() / ".local/share/imgvec/models")
+    base = models / "mobilenet_v2_maps_train.pt"
+    assert base.is_file(), f"{base}: made by scripts/setup.sh"
+    images = sorted((INSTANCES / "db").glob("*.jpg"))[:8]
+    with imgvec.Database(tmp_path / "tuned", pipeline="balanced", model=base) as db:
+        assert db.ingest(images, progress=False).stored == 8
+        info = db.info()
+        assert info["pipeline"]["name"] == "balanced"
+        assert info["pipeline"]["model_source"] == base.name
+        tuned = db.search(images[2], k=3)
+    with imgvec.Database(tmp_path / "plain", pipeline="balanced") as db:
+        db.ingest(images, progress=False)
+        plain = db.search(images[2], k=3)
+    assert [h.path for h in tuned.hits] == [h.path for h in plain.hits]
+    assert abs(tuned.hits[1].score - plain.hits[1].score) < 1e-3
+    with pytest.raises(imgvec.InvalidArgument, match="fast"):
+        imgvec.Database(tmp_path / "f", pipeline="fast", model=base)

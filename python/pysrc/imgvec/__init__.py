@@ -257,6 +257,9 @@ class Database:
 
     ``pipeline`` chooses the feature pipeline of a new database (``"fast"`` by default, or
     ``"balanced"``, ``"robust"``, ``"robust-vlad"``); an existing database keeps its own.
+    ``model`` (a TorchScript file) is a custom extractor on its own, or with ``"balanced"`` /
+    ``"robust"`` / ``"robust-vlad"`` that preset's CNN replaced, e.g. by a model
+    ``imgvec train contrastive`` fine-tuned on the collection.
     ``read_only`` handles take no lock and may run beside the one writer. Use it as a context
     manager, or call :meth:`close`.
     """
@@ -269,9 +272,15 @@ class Database:
         read_only: bool = False,
         threads: Optional[int] = None,
         create: bool = True,
+        model: Optional[PathLike] = None,
     ) -> None:
         self._native = _imgvec.NativeDatabase(
-            os.fspath(path), pipeline=pipeline, read_only=read_only, threads=threads, create=create
+            os.fspath(path),
+            pipeline=pipeline,
+            read_only=read_only,
+            threads=threads,
+            create=create,
+            model=None if model is None else os.fspath(model),
         )
         self.read_only = read_only
 

@@ -26,6 +26,7 @@ class NativeDatabase:
         read_only: bool = ...,
         threads: Optional[int] = ...,
         create: bool = ...,
+        model: Optional[str] = ...,
     ) -> None: ...
     def close(self) -> None: ...
     @property
