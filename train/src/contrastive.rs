@@ -157,6 +157,7 @@ impl Contrastive {
             let order = Tensor::randperm(n, (Kind::Int64, Device::Cpu));
             let (mut total, mut seen) = (0.0, 0i64);
             let mut start = 0;
+            // A last batch of one image has no negatives: it waits for the next epoch.
             while n - start >= 2 {
                 let b = opts.batch_size.min(n - start);
                 let idx = order.narrow(0, start, b);
@@ -182,9 +183,6 @@ impl Contrastive {
                 opt.step();
                 total += loss.double_value(&[]) * b as f64;
                 seen += b;
-                if n - start < 2 {
-                    break;
-                }
             }
             let r = EpochReport {
                 epoch,

@@ -255,23 +255,28 @@ fn train_contrastive_then_ingest_balanced_with_it() {
     let tmp = tempfile::tempdir().unwrap();
     let imgs = tmp.path().join("imgs");
     copy_db_images(&imgs, 24);
+    let train = |out: &Path, more: &[&str]| {
+        let mut args = vec!["train", "contrastive", s(&imgs), "--out", s(out)];
+        args.extend_from_slice(more);
+        run(&args)
+    };
+    let ingest = |db: &Path, preset: &str, model: &Path| {
+        run(&[
+            "ingest",
+            s(db),
+            s(&imgs),
+            "--pipeline",
+            preset,
+            "--model",
+            s(model),
+        ])
+    };
     let tuned = tmp.path().join("tuned.pt");
-    let out = run(&[
-        "train",
-        "contrastive",
-        s(&imgs),
-        "--out",
-        s(&tuned),
-        "--views",
-        "3",
-        "--epochs",
-        "4",
-        "--batch-size",
-        "12",
-        "--learning-rate",
-        "1e-3",
-        "--json",
-    ]);
+    let quick = ["--views", "3", "--epochs", "4", "--batch-size", "12"];
+    let out = train(
+        &tuned,
+        &[&quick[..], &["--learning-rate", "1e-3", "--json"]].concat(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let lines = json_lines(&out);
     let epochs: Vec<&Value> = lines.iter().filter(|l| l.get("epoch").is_some()).collect();
@@ -279,34 +284,16 @@ fn train_contrastive_then_ingest_balanced_with_it() {
     assert!(epochs[3]["loss"].as_f64().unwrap() < epochs[0]["loss"].as_f64().unwrap());
     assert_eq!(lines.last().unwrap()["images"], 24);
     // --sample trains on that many of the images.
-    let out = run(&[
-        "train",
-        "contrastive",
-        s(&imgs),
-        "--out",
-        s(&tmp.path().join("sampled.pt")),
-        "--views",
-        "1",
-        "--epochs",
-        "1",
-        "--sample",
-        "10",
-        "--json",
-    ]);
+    let sampled = tmp.path().join("sampled.pt");
+    let out = train(
+        &sampled,
+        &["--views", "1", "--epochs", "1", "--sample", "10", "--json"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json_lines(&out).last().unwrap()["images"], 10);
 
     let db = tmp.path().join("db");
-    let out = run(&[
-        "ingest",
-        s(&db),
-        s(&imgs),
-        "--pipeline",
-        "balanced",
-        "--model",
-        s(&tuned),
-        "--json",
-    ]);
+    let out = ingest(&db, "balanced", &tuned);
     assert!(out.status.success(), "{}", stderr(&out));
     let info = &json_lines(&run(&["info", s(&db), "--json"]))[0];
     assert_eq!(info["pipeline"]["name"], "balanced");
@@ -328,62 +315,32 @@ fn train_contrastive_then_ingest_balanced_with_it() {
         hit["path"].as_str().unwrap(),
         std::fs::canonicalize(&first).unwrap().to_str().unwrap()
     );
-    // The same preset with its own CNN, or another model, is another pipeline.
+    // The same preset with another model is another pipeline.
     let base = tmp.path().join("base.pt");
     std::fs::copy(imgvec_train::default_base(), &base).unwrap();
-    let out = run(&[
-        "ingest",
-        s(&db),
-        s(&imgs),
-        "--pipeline",
-        "balanced",
-        "--model",
-        s(&base),
-    ]);
+    let out = ingest(&db, "balanced", &base);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("cannot be changed by ingest"),
         "{}",
         stderr(&out)
     );
-    // `fast` takes no replacement CNN; a model that is not a trainable split is named.
-    let out = run(&[
-        "ingest",
-        s(&tmp.path().join("f")),
-        s(&imgs),
-        "--pipeline",
-        "fast",
-        "--model",
-        s(&tuned),
-    ]);
+    // `fast` takes no replacement CNN; a base that is missing, or not a trainable split, is
+    // named (and nothing is saved).
+    let out = ingest(&tmp.path().join("f"), "fast", &tuned);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("`fast` takes a model as --model alone"));
-    let out = run(&[
-        "train",
-        "contrastive",
-        s(&imgs),
-        "--out",
-        s(&tmp.path().join("x.pt")),
-        "--base",
-        s(&tuned.with_extension("missing")),
-    ]);
+    let x = tmp.path().join("x.pt");
+    let out = train(&x, &["--base", s(&tuned.with_extension("missing"))]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("no trainable base model"));
     let frozen = imgvec_train::default_base().with_file_name("mobilenet_v2_maps.pt");
-    let out = run(&[
-        "train",
-        "contrastive",
-        s(&imgs),
-        "--out",
-        s(&tmp.path().join("x.pt")),
-        "--base",
-        s(&frozen),
-    ]);
+    let out = train(&x, &["--base", s(&frozen)]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
         err.contains("mobilenet_v2_maps.pt") && err.contains("not a trainable split model"),
         "{err}"
     );
-    assert!(!tmp.path().join("x.pt").exists());
+    assert!(!x.exists());
 }
