@@ -5,6 +5,7 @@
 
 mod api;
 mod error;
+mod limit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,6 +75,10 @@ pub fn router(db: Database, opts: ServeOptions) -> Router {
         .route("/ingest", post(api::ingest))
         .route("/dedupe", get(api::dedupe))
         .fallback(api::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            limit as u64,
+            limit::refuse_oversized,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             api::require_token,

@@ -1,0 +1,104 @@
+//! Uploads over the size limit: which are refused how.
+//!
+//! A server that answers 413 as soon as it sees the length, and closes, leaves the client still
+//! sending into a closed socket: the kernel then resets the connection, and the client often
+//! reads a broken pipe instead of the answer. So a declared length over the limit is read and
+//! thrown away first (up to [`DRAIN_MAX`] bytes; loopback and LAN uploads cost little), then
+//! answered. Longer bodies are answered at once and the connection closed; bodies sent without a
+//! length are cut at the limit by the extractors (`DefaultBodyLimit`).
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+
+use crate::error::ApiError;
+
+/// The longest refused body that is read to its end before it is answered.
+pub(crate) const DRAIN_MAX: u64 = 256 << 20;
+
+/// What is done with a request body of the `declared` length (`Content-Length`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Within the limit, or of no declared length: the handler reads it.
+    Accept,
+    /// Over the limit: read to its end and thrown away, then answered 413.
+    DrainThenRefuse,
+    /// Too long to be worth reading: answered 413 at once, and the connection closed.
+    Refuse,
+}
+
+/// The policy: a pure function of the declared length and the limit.
+pub(crate) fn verdict(declared: Option<u64>, limit: u64) -> Verdict {
+    match declared {
+        Some(n) if n > limit && n <= DRAIN_MAX => Verdict::DrainThenRefuse,
+        Some(n) if n > limit => Verdict::Refuse,
+        _ => Verdict::Accept,
+    }
+}
+
+fn too_large(declared: u64, limit: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "the upload is too large: {declared} bytes, over the limit of {limit} bytes \
+             (imgvec serve --max-upload-mib)"
+        ),
+    )
+}
+
+/// The middleware: refuses bodies over `limit` bytes as [`verdict`] says.
+pub(crate) async fn refuse_oversized(
+    State(limit): State<u64>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match (verdict(declared, limit), declared) {
+        (Verdict::DrainThenRefuse, Some(n)) => {
+            let mut body = request.into_body();
+            // Read until the body ends or the client gives up; a failed read ends it too.
+            while let Some(Ok(_)) = body.frame().await {}
+            too_large(n, limit).into_response()
+        }
+        (Verdict::Refuse, Some(n)) => {
+            let mut response = too_large(n, limit).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+        _ => next.run(request).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_over_the_limit_are_read_then_refused_unless_far_too_long() {
+        let mib = 1u64 << 20;
+        let cases = [
+            (None, mib, Verdict::Accept),
+            (Some(0), mib, Verdict::Accept),
+            (Some(mib), mib, Verdict::Accept),
+            (Some(mib + 1), mib, Verdict::DrainThenRefuse),
+            (Some(4 * mib), mib, Verdict::DrainThenRefuse),
+            (Some(DRAIN_MAX), mib, Verdict::DrainThenRefuse),
+            (Some(DRAIN_MAX + 1), mib, Verdict::Refuse),
+            (Some(u64::MAX), mib, Verdict::Refuse),
+            // A limit past the bound: everything over it is refused at once.
+            (Some(2 * DRAIN_MAX), DRAIN_MAX + 1, Verdict::Refuse),
+            (Some(DRAIN_MAX + 1), DRAIN_MAX + 1, Verdict::Accept),
+        ];
+        for (declared, limit, want) in cases {
+            assert_eq!(verdict(declared, limit), want, "{declared:?} over {limit}");
+        }
+    }
+}
