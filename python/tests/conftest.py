@@ -14,6 +14,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DATASETS = Path(os.environ.get("IMGVEC_DATASETS", REPO.parent / "shared" / "datasets"))
 INSTANCES = DATASETS / "instances-dev"
+#: Where scripts/setup.sh puts the models (the engine looks there too).
+MODELS = Path(os.environ.get("IMGVEC_MODEL_DIR") or Path.home() / ".local/share/imgvec/models")
+#: The trainable base model `imgvec train contrastive` starts from: its maps equal the balanced
+#: and robust presets' model's, so a preset with its CNN replaced by it answers as the preset.
+BASE_MODEL = MODELS / "mobilenet_v2_maps_train.pt"
 #: Groups (an object and its near-identical siblings) in the subset, and unrelated images.
 GROUPS = 24
 DISTRACTORS = 40

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 import imgvec
-from conftest import INSTANCES, REPO, recall_at_1
+from conftest import BASE_MODEL, INSTANCES, REPO, recall_at_1
 
 IMGVEC_BIN = os.environ.get("IMGVEC_BIN", str(REPO / "target" / "debug" / "imgvec"))
 
@@ -375,8 +375,7 @@ def test_a_preset_with_its_cnn_replaced(tmp_path):
     """``model=`` with a preset: the database is that preset with the given CNN (here the
     trainable base model `imgvec train contrastive` starts from, whose maps equal the preset
     model's), recorded and used; `fast` takes no replacement CNN."""
-    models = Path(os.environ.get("IMGVEC_MODEL_DIR") or Path.home() / ".local/share/imgvec/models")
-    base = models / "mobilenet_v2_maps_train.pt"
+    base = BASE_MODEL
     assert base.is_file(), f"{base}: made by scripts/setup.sh"
     images = sorted((INSTANCES / "db").glob("*.jpg"))[:8]
     with imgvec.Database(tmp_path / "tuned", pipeline="balanced", model=base) as db:

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 import imgvec
-from conftest import INSTANCES, read_jsonl
+from conftest import BASE_MODEL, INSTANCES, read_jsonl
 
 ray = pytest.importorskip("ray")
 import imgvec.ray as iray  # noqa: E402
@@ -213,6 +213,26 @@ def test_balanced_shards_share_one_frozen_whitening_and_search_as_one_database(t
         a, b = sharded.search(str(sideways), k=10), one.search(str(sideways), k=10)
         assert_same(a, b, sideways)
         assert Path(b.hits[0].path).resolve() == Path(images[7]).resolve() and b.hits[0].is_match
+
+
+def test_a_preset_with_its_cnn_replaced_makes_every_shard_with_that_cnn(subset, tmp_path):
+    """``model=``: the template stores the given CNN, every shard is made with it, and the
+    sharded answers equal one database's made like the template."""
+    assert BASE_MODEL.is_file(), f"{BASE_MODEL}: made by scripts/setup.sh"
+    folder, queries, _ = subset
+    images = sorted(str(p) for p in folder.iterdir())
+    out = tmp_path / "sharded"
+    report = iray.ingest(folder, out, shards=2, pipeline="balanced", model=BASE_MODEL, sample=64)
+    assert (report.stored, report.errors) == (len(images), 0)
+    for d in [out / iray.TEMPLATE, *iray.shard_dirs(out)]:
+        with imgvec.Database(d, read_only=True) as db:
+            pipeline = db.info()["pipeline"]
+            assert (pipeline["name"], pipeline["model_source"]) == ("balanced", BASE_MODEL.name), d
+    one = one_database_like(out, tmp_path / "one", images)
+    paths = [q["path"] for q in queries][::4]
+    with iray.ShardedDatabase(out) as sharded, one:
+        for q, a, b in zip(paths, sharded.search(paths), one.search(paths)):
+            assert_same(a, b, q)
 
 
 def test_robust_sharded_search_verifies_expands_and_turns_as_one_database(subset, tmp_path):

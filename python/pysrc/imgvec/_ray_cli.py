@@ -32,6 +32,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     ing.add_argument("--out", required=True, help="the collection's folder (template, shards, manifest)")
     ing.add_argument("--shards", type=int, default=2)
     ing.add_argument("--pipeline", default=None, help="fast (default), balanced, robust, robust-vlad")
+    ing.add_argument(
+        "--model",
+        default=None,
+        help="a TorchScript extractor, or with --pipeline that preset's CNN replaced (imgvec train contrastive)",
+    )
     ing.add_argument("--workers", type=int, default=None, help="extraction workers (default: the cluster's CPUs)")
     ing.add_argument("--sample", type=int, default=2048, help="images the whitening is learned on, once")
     ing.add_argument("--journal", default=None, help="append each acknowledged image's event here (JSON lines)")
@@ -53,6 +58,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 args.out,
                 shards=args.shards,
                 pipeline=args.pipeline,
+                model=args.model,
                 workers=args.workers,
                 sample=args.sample,
                 journal=args.journal,

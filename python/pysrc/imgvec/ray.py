@@ -262,6 +262,7 @@ def _prepare_layout(
     sample: int,
     shards: int,
     pipeline: Optional[str],
+    model: Optional[PathLike],
     attrs: Mapping[str, str],
 ) -> Tuple[Path, List[Path], List[Tuple[str, bytes]]]:
     """The template (learned once, on the ``sample`` images ``sample_of(sample)`` gives, asked
@@ -277,7 +278,7 @@ def _prepare_layout(
     template_dir = root / TEMPLATE
     root.mkdir(parents=True, exist_ok=True)
     rows: List[Tuple[str, bytes]] = []
-    with Database(template_dir, pipeline=pipeline) as template:
+    with Database(template_dir, pipeline=pipeline, model=model) as template:
         if len(template) == 0:
             # One image gives the template its pipeline (the first of the sample that reads);
             # the sample only matters to a pipeline that learns a whitening (balanced, robust),
@@ -307,6 +308,7 @@ def ingest(
     *,
     shards: int = 2,
     pipeline: Optional[str] = None,
+    model: Optional[PathLike] = None,
     workers: Optional[int] = None,
     batch_size: int = 64,
     sample: int = 2048,
@@ -316,7 +318,9 @@ def ingest(
     """Ingests ``source`` (files or folders, or a Ray Dataset with ``path`` and ``bytes``
     columns, as ``ray.data.read_binary_files(..., include_paths=True)`` makes) into ``shards``
     databases under ``out_dir``, extracting on ``workers`` Ray workers (one CPU each; default:
-    the cluster's CPUs). Each image's event is acknowledged once its shard stored it durably;
+    the cluster's CPUs). ``model`` (a TorchScript file) is a custom extractor, or with
+    ``pipeline`` that preset's CNN replaced, as for :class:`imgvec.Database`; the template
+    stores a copy, which every worker and shard uses. Each image's event is acknowledged once its shard stored it durably;
     ``journal`` appends each acknowledged event as a JSON line. Re-running resumes: what is
     stored is skipped, and a killed worker loses no acknowledged row."""
     if shards < 1:
@@ -331,7 +335,7 @@ def ingest(
         paths = _walk([source] if isinstance(source, (str, os.PathLike)) else source)
     attrs_ = {str(k): str(v) for k, v in (attrs or {}).items()}
     template_dir, dirs, sample_rows = _prepare_layout(
-        root, partial(_sample, dataset, paths), sample, shards, pipeline, attrs_
+        root, partial(_sample, dataset, paths), sample, shards, pipeline, model, attrs_
     )
     template_seconds = time.monotonic() - start
     writers = [
