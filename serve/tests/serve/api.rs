@@ -171,7 +171,10 @@ fn every_read_endpoint_answers_and_every_bad_request_is_a_clear_4xx() {
         let (status, body) = upload(&format!("{base}/api/search"), &[("big.jpg", big.clone())]);
         let error = body["error"].as_str().unwrap_or_default();
         assert_eq!(status, 413, "{body}");
-        assert!(error.contains("too large") && error.contains("1048576"), "{error}");
+        assert!(
+            error.contains("too large") && error.contains("1048576"),
+            "{error}"
+        );
     }
     let cases: Vec<(u16, (u16, Value), &str)> = vec![
         (
