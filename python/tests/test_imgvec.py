@@ -375,14 +375,13 @@ def test_a_preset_with_its_cnn_replaced(tmp_path):
     """``model=`` with a preset: the database is that preset with the given CNN (here the
     trainable base model `imgvec train contrastive` starts from, whose maps equal the preset
     model's), recorded and used; `fast` takes no replacement CNN."""
-    base = BASE_MODEL
-    assert base.is_file(), f"{base}: made by scripts/setup.sh"
+    assert BASE_MODEL.is_file(), f"{BASE_MODEL}: made by scripts/setup.sh"
     images = sorted((INSTANCES / "db").glob("*.jpg"))[:8]
-    with imgvec.Database(tmp_path / "tuned", pipeline="balanced", model=base) as db:
+    with imgvec.Database(tmp_path / "tuned", pipeline="balanced", model=BASE_MODEL) as db:
         assert db.ingest(images, progress=False).stored == 8
         info = db.info()
         assert info["pipeline"]["name"] == "balanced"
-        assert info["pipeline"]["model_source"] == base.name
+        assert info["pipeline"]["model_source"] == BASE_MODEL.name
         tuned = db.search(images[2], k=3)
     with imgvec.Database(tmp_path / "plain", pipeline="balanced") as db:
         db.ingest(images, progress=False)
@@ -390,4 +389,4 @@ def test_a_preset_with_its_cnn_replaced(tmp_path):
     assert [h.path for h in tuned.hits] == [h.path for h in plain.hits]
     assert abs(tuned.hits[1].score - plain.hits[1].score) < 1e-3
     with pytest.raises(imgvec.InvalidArgument, match="fast"):
-        imgvec.Database(tmp_path / "f", pipeline="fast", model=base)
+        imgvec.Database(tmp_path / "f", pipeline="fast", model=BASE_MODEL)

@@ -18,22 +18,23 @@ use crate::error::ApiError;
 /// The longest refused body that is read to its end before it is answered.
 pub(crate) const DRAIN_MAX: u64 = 256 << 20;
 
-/// What is done with a request body of the `declared` length (`Content-Length`).
+/// What is done with a request body of the `declared` length (`Content-Length`); the refusals
+/// carry that length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
     /// Within the limit, or of no declared length: the handler reads it.
     Accept,
     /// Over the limit: read to its end and thrown away, then answered 413.
-    DrainThenRefuse,
+    DrainThenRefuse(u64),
     /// Too long to be worth reading: answered 413 at once, and the connection closed.
-    Refuse,
+    Refuse(u64),
 }
 
 /// The policy: a pure function of the declared length and the limit.
 pub(crate) fn verdict(declared: Option<u64>, limit: u64) -> Verdict {
     match declared {
-        Some(n) if n > limit && n <= DRAIN_MAX => Verdict::DrainThenRefuse,
-        Some(n) if n > limit => Verdict::Refuse,
+        Some(n) if n > limit && n <= DRAIN_MAX => Verdict::DrainThenRefuse(n),
+        Some(n) if n > limit => Verdict::Refuse(n),
         _ => Verdict::Accept,
     }
 }
@@ -59,21 +60,21 @@ pub(crate) async fn refuse_oversized(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    match (verdict(declared, limit), declared) {
-        (Verdict::DrainThenRefuse, Some(n)) => {
+    match verdict(declared, limit) {
+        Verdict::DrainThenRefuse(n) => {
             let mut body = request.into_body();
             // Read until the body ends or the client gives up; a failed read ends it too.
             while let Some(Ok(_)) = body.frame().await {}
             too_large(n, limit).into_response()
         }
-        (Verdict::Refuse, Some(n)) => {
+        Verdict::Refuse(n) => {
             let mut response = too_large(n, limit).into_response();
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             response
         }
-        _ => next.run(request).await,
+        Verdict::Accept => next.run(request).await,
     }
 }
 
@@ -88,13 +89,17 @@ mod tests {
             (None, mib, Verdict::Accept),
             (Some(0), mib, Verdict::Accept),
             (Some(mib), mib, Verdict::Accept),
-            (Some(mib + 1), mib, Verdict::DrainThenRefuse),
-            (Some(4 * mib), mib, Verdict::DrainThenRefuse),
-            (Some(DRAIN_MAX), mib, Verdict::DrainThenRefuse),
-            (Some(DRAIN_MAX + 1), mib, Verdict::Refuse),
-            (Some(u64::MAX), mib, Verdict::Refuse),
+            (Some(mib + 1), mib, Verdict::DrainThenRefuse(mib + 1)),
+            (Some(4 * mib), mib, Verdict::DrainThenRefuse(4 * mib)),
+            (Some(DRAIN_MAX), mib, Verdict::DrainThenRefuse(DRAIN_MAX)),
+            (Some(DRAIN_MAX + 1), mib, Verdict::Refuse(DRAIN_MAX + 1)),
+            (Some(u64::MAX), mib, Verdict::Refuse(u64::MAX)),
             // A limit past the bound: everything over it is refused at once.
-            (Some(2 * DRAIN_MAX), DRAIN_MAX + 1, Verdict::Refuse),
+            (
+                Some(2 * DRAIN_MAX),
+                DRAIN_MAX + 1,
+                Verdict::Refuse(2 * DRAIN_MAX),
+            ),
             (Some(DRAIN_MAX + 1), DRAIN_MAX + 1, Verdict::Accept),
         ];
         for (declared, limit, want) in cases {

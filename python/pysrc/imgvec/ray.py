@@ -320,9 +320,9 @@ def ingest(
     databases under ``out_dir``, extracting on ``workers`` Ray workers (one CPU each; default:
     the cluster's CPUs). ``model`` (a TorchScript file) is a custom extractor, or with
     ``pipeline`` that preset's CNN replaced, as for :class:`imgvec.Database`; the template
-    stores a copy, which every worker and shard uses. Each image's event is acknowledged once its shard stored it durably;
-    ``journal`` appends each acknowledged event as a JSON line. Re-running resumes: what is
-    stored is skipped, and a killed worker loses no acknowledged row."""
+    stores a copy, which every worker and shard uses. Each image's event is acknowledged once
+    its shard stored it durably; ``journal`` appends each acknowledged event as a JSON line.
+    Re-running resumes: what is stored is skipped, and a killed worker loses no acknowledged row."""
     if shards < 1:
         raise InvalidArgument(f"shards must be at least 1, not {shards}")
     if not ray.is_initialized():
