@@ -49,6 +49,8 @@ pub(crate) async fn require_token(State(state): Shared, request: Request, next: 
     if bearer == Some(token) || in_query {
         next.run(request).await
     } else {
+        // An upload is read before it is refused, or the client may see a reset, not the 401.
+        crate::limit::drain(request, state.opts.max_upload_bytes as u64).await;
         ApiError::new(StatusCode::UNAUTHORIZED, "a valid token is required").into_response()
     }
 }

@@ -75,13 +75,14 @@ pub fn router(db: Database, opts: ServeOptions) -> Router {
         .route("/ingest", post(api::ingest))
         .route("/dedupe", get(api::dedupe))
         .fallback(api::not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            limit as u64,
-            limit::refuse_oversized,
-        ))
+        // The last layer is the outermost: sizes are judged before tokens (src/limit.rs).
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             api::require_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            limit as u64,
+            limit::refuse_oversized,
         ));
     Router::new()
         .route("/", get(api::page))

@@ -5,7 +5,9 @@
 //! reads a broken pipe instead of the answer. So a declared length over the limit is read and
 //! thrown away first (up to [`DRAIN_MAX`] bytes; loopback and LAN uploads cost little), then
 //! answered. Longer bodies are answered at once and the connection closed; bodies sent without a
-//! length are cut at the limit by the extractors (`DefaultBodyLimit`).
+//! length are cut at the limit by the extractors (`DefaultBodyLimit`). This layer sits outside
+//! the token check, so an oversized upload without a token is answered 413 the same way, and a
+//! request the token check refuses has its body drained (up to the limit) before its 401.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -49,6 +51,20 @@ fn too_large(declared: u64, limit: u64) -> ApiError {
     )
 }
 
+/// Reads a refused request's body and throws it away, so that the client, still sending, reads
+/// the answer that follows: until the body ends, the client gives up (a failed read), or `max`
+/// bytes were read (a body sent without a length can be endless).
+pub(crate) async fn drain(request: Request, max: u64) {
+    let mut body = request.into_body();
+    let mut read = 0u64;
+    while read <= max {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len() as u64),
+            _ => break,
+        }
+    }
+}
+
 /// The middleware: refuses bodies over `limit` bytes as [`verdict`] says.
 pub(crate) async fn refuse_oversized(
     State(limit): State<u64>,
@@ -62,9 +78,7 @@ pub(crate) async fn refuse_oversized(
         .and_then(|v| v.parse::<u64>().ok());
     match verdict(declared, limit) {
         Verdict::DrainThenRefuse(n) => {
-            let mut body = request.into_body();
-            // Read until the body ends or the client gives up; a failed read ends it too.
-            while let Some(Ok(_)) = body.frame().await {}
+            drain(request, DRAIN_MAX).await;
             too_large(n, limit).into_response()
         }
         Verdict::Refuse(n) => {

@@ -275,10 +275,19 @@ fn writes_only_when_allowed_and_tokens_guard_the_api() {
     let opts = ServeOptions {
         allow_writes: true,
         token: Some("s3cret".into()),
+        max_upload_bytes: 1 << 20,
         ..ServeOptions::default()
     };
     let base = serve(&db, opts);
     let auth = |r: ureq::Request| r.set("Authorization", "Bearer s3cret");
+    // Uploads without the token: read before they are refused, so the client reads the answer
+    // (401 within the limit, 413 over it — sizes are judged first), three times over.
+    for (size, status) in [(900 << 10, 401), (4 << 20, 413)] {
+        for _ in 0..3 {
+            let answer = upload(&format!("{base}/api/ingest"), &[("big.jpg", vec![0; size])]);
+            assert_eq!(answer.0, status, "{}", answer.1);
+        }
+    }
     // No token, a wrong one: 401. The page itself needs none.
     assert_eq!(call(ureq::get(&format!("{base}/api/info")), None).0, 401);
     assert_eq!(
