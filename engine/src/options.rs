@@ -195,6 +195,9 @@ impl VerifyOverridesExt for VerifyOverrides {
         if let Some(px) = self.inlier_px {
             p.inlier_px = px;
         }
+        if let Some(c) = self.min_coverage {
+            p.min_coverage = c;
+        }
         if let Some(n) = self.expand {
             p.expand = n;
         }
@@ -420,6 +423,7 @@ mod tests {
         let tuned = VerifyOverrides {
             min_inliers: Some(12),
             inlier_px: Some(4.0),
+            min_coverage: Some(0.3),
             alignment_floor: Some(0.8),
             expand: Some(3),
             ..Default::default()
@@ -430,10 +434,11 @@ mod tests {
             (
                 tuned.min_inliers,
                 tuned.inlier_px,
+                tuned.min_coverage,
                 tuned.alignment_floor,
                 tuned.expand
             ),
-            (12, 4.0, 0.8, 3)
+            (12, 4.0, 0.3, 0.8, 3)
         );
         assert!(VerifyOverrides {
             alignment_floor: Some(1.5),
@@ -443,6 +448,12 @@ mod tests {
         .is_err());
         assert!(VerifyOverrides {
             inlier_px: Some(0.0),
+            ..Default::default()
+        }
+        .check()
+        .is_err());
+        assert!(VerifyOverrides {
+            min_coverage: Some(1.5),
             ..Default::default()
         }
         .check()

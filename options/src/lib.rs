@@ -153,6 +153,9 @@ pub struct VerifyOverrides {
     /// Inlier tolerance in pixels (of the stored image, at most 640 px a side).
     #[cfg_attr(feature = "clap", arg(long))]
     pub inlier_px: Option<f32>,
+    /// Share of the query (0..1) a result's matched frame must cover to count as verified.
+    #[cfg_attr(feature = "clap", arg(long, value_name = "SHARE"))]
+    pub min_coverage: Option<f32>,
     /// Verified query expansion: search again with the query plus its best N verified results
     /// and rank what did not verify by that (0 = off).
     #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
@@ -178,6 +181,13 @@ impl VerifyOverrides {
             if !(px > 0.0 && px.is_finite()) {
                 return Err(InvalidOption(format!(
                     "--inlier-px {px}: give a positive number of pixels"
+                )));
+            }
+        }
+        if let Some(c) = self.min_coverage {
+            if !(0.0..=1.0).contains(&c) {
+                return Err(InvalidOption(format!(
+                    "--min-coverage {c}: give a share of the query between 0 and 1"
                 )));
             }
         }

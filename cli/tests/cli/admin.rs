@@ -151,6 +151,8 @@ fn presets_and_reindex_from_the_cli() {
             "20",
             "--inlier-px",
             "5",
+            "--min-coverage",
+            "0.3",
         ][..],
         &["--verify", "0"][..],
     ] {
@@ -213,6 +215,9 @@ fn presets_and_reindex_from_the_cli() {
     let out = run(&["search", s(&db), s(&files[0]), "--inlier-px", "0"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--inlier-px"));
+    let out = run(&["search", s(&db), s(&files[0]), "--min-coverage", "2"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--min-coverage 2"));
     let out = run(&["search", s(&db), s(&files[0]), "--augment", "sideways"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);

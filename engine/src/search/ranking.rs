@@ -156,7 +156,7 @@ mod tests {
 
     #[test]
     fn verdict_table() {
-        let p = VerifyParams::default(); // min_inliers 8, coverage 0.5, floor 0.94
+        let p = VerifyParams::default(); // min_inliers 8, coverage 0.25, floor 0.94
         let floor = p.alignment_floor;
         let with = |inliers, coverage, alignment| Evidence {
             alignment,
@@ -174,6 +174,11 @@ mod tests {
                 Verdict::Verified,
             ),
             ("too few inliers", with(7, 0.9, None), Verdict::Unverified),
+            (
+                "the stored image is a third of the query (a reverse crop, another viewpoint)",
+                with(20, 0.3, None),
+                Verdict::Verified,
+            ),
             (
                 "inliers in a corner of the query",
                 with(40, 0.2, None),
@@ -198,7 +203,7 @@ mod tests {
     /// Each case: candidates, and the order the ranking must give them (ids).
     #[test]
     fn ranking_table() {
-        let p = VerifyParams::default(); // min_inliers 8, coverage 0.5, chance 4, floor 0.94, ×14
+        let p = VerifyParams::default(); // min_inliers 8, coverage 0.25, chance 4, floor 0.94, ×14
         let aligned = |mut e: Evidence, a: f32| {
             e.alignment = Some(a);
             e
@@ -266,7 +271,7 @@ mod tests {
             ),
             (
                 "inliers without coverage count for nothing",
-                vec![ev(1, 0.60, 0, 0.0), ev(2, 0.55, 7, 0.3)],
+                vec![ev(1, 0.60, 0, 0.0), ev(2, 0.55, 7, 0.2)],
                 vec![1, 2],
             ),
             (

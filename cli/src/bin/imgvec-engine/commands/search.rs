@@ -210,11 +210,13 @@ fn warn_no_ops(db: &Database, opts: &SearchOptions) {
         || v.dense.is_some_and(|n| n > 0)
         || v.min_inliers.is_some()
         || v.inlier_px.is_some()
+        || v.min_coverage.is_some()
         || v.alignment_floor.is_some()
         || v.expand.is_some_and(|n| n > 0);
     if asks_verification && pipeline.local.is_none() {
         warn(&format!(
-            "--verify, --dense, --min-inliers, --inlier-px, --alignment-floor and --expand \
+            "--verify, --dense, --min-inliers, --inlier-px, --min-coverage, --alignment-floor and \
+             --expand \
              do nothing here: \
              pipeline `{}` stores no local features (use --pipeline robust when creating the \
              database, or `imgvec reindex DB --pipeline robust`)",
