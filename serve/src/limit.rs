@@ -9,6 +9,8 @@
 //! the token check, so an oversized upload without a token is answered 413 the same way, and a
 //! request the token check refuses has its body drained (up to the limit) before its 401.
 
+use std::time::Duration;
+
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -51,18 +53,34 @@ fn too_large(declared: u64, limit: u64) -> ApiError {
     )
 }
 
+/// How long a refused body is read at most: a slow sender does not hold the server longer.
+pub(crate) const DRAIN_TIME: Duration = Duration::from_secs(60);
+
 /// Reads a refused request's body and throws it away, so that the client, still sending, reads
-/// the answer that follows: until the body ends, the client gives up (a failed read), or `max`
-/// bytes were read (a body sent without a length can be endless).
+/// the answer that follows: until the body ends, the client gives up (a failed read), `max`
+/// bytes were read (a body sent without a length can be endless) or [`DRAIN_TIME`] passed. A
+/// client that waits for `100 Continue` before it sends has sent nothing: it is answered at once
+/// (reading would ask it for the body).
 pub(crate) async fn drain(request: Request, max: u64) {
-    let mut body = request.into_body();
-    let mut read = 0u64;
-    while read <= max {
-        match body.frame().await {
-            Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len() as u64),
-            _ => break,
-        }
+    let waits_to_send = request
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if waits_to_send {
+        return;
     }
+    let mut body = request.into_body();
+    let read_to_end = async {
+        let mut read = 0u64;
+        while read <= max {
+            match body.frame().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len() as u64),
+                _ => break,
+            }
+        }
+    };
+    // Past the time the answer is sent anyway (and the connection closed).
+    let _ = tokio::time::timeout(DRAIN_TIME, read_to_end).await;
 }
 
 /// The middleware: refuses bodies over `limit` bytes as [`verdict`] says.

@@ -175,6 +175,11 @@ mod tests {
             ),
             ("too few inliers", with(7, 0.9, None), Verdict::Unverified),
             (
+                "enough inliers over a quarter of the query",
+                with(8, 0.25, None),
+                Verdict::Verified,
+            ),
+            (
                 "the stored image is a third of the query (a reverse crop, another viewpoint)",
                 with(20, 0.3, None),
                 Verdict::Verified,

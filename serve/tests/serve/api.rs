@@ -48,6 +48,26 @@ fn upload(url: &str, files: &[(&str, Vec<u8>)]) -> (u16, Value) {
     call(ureq::post(url), Some((&content_type, body)))
 }
 
+/// The status line the server answers an ingest upload of `length` bytes, without a token, that
+/// waits for `100 Continue` before sending (and sends nothing).
+fn first_line_before_body(base: &str, length: usize) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /api/ingest HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+    )
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    line.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
 #[test]
 fn every_read_endpoint_answers_and_every_bad_request_is_a_clear_4xx() {
     let tmp = tempfile::tempdir().unwrap();
@@ -287,6 +307,9 @@ fn writes_only_when_allowed_and_tokens_guard_the_api() {
             let answer = upload(&format!("{base}/api/ingest"), &[("big.jpg", vec![0; size])]);
             assert_eq!(answer.0, status, "{}", answer.1);
         }
+        // A client that waits for `100 Continue` is refused before it sends its body (reading
+        // the body would ask for it, and this client never sends it).
+        assert_eq!(first_line_before_body(&base, size), format!("HTTP/1.1 {status}"));
     }
     // No token, a wrong one: 401. The page itself needs none.
     assert_eq!(call(ureq::get(&format!("{base}/api/info")), None).0, 401);
