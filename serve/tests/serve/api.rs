@@ -65,7 +65,10 @@ fn first_line_before_body(base: &str, length: usize) -> String {
     .unwrap();
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).unwrap();
-    line.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    line.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[test]
@@ -309,7 +312,10 @@ fn writes_only_when_allowed_and_tokens_guard_the_api() {
         }
         // A client that waits for `100 Continue` is refused before it sends its body (reading
         // the body would ask for it, and this client never sends it).
-        assert_eq!(first_line_before_body(&base, size), format!("HTTP/1.1 {status}"));
+        assert_eq!(
+            first_line_before_body(&base, size),
+            format!("HTTP/1.1 {status}")
+        );
     }
     // No token, a wrong one: 401. The page itself needs none.
     assert_eq!(call(ureq::get(&format!("{base}/api/info")), None).0, 401);
