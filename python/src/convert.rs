@@ -24,6 +24,11 @@ pub(crate) struct SearchArgs {
     qe: Option<usize>,
     augment: Option<String>,
     nprobe: Option<usize>,
+    dense: Option<usize>,
+    alignment_floor: Option<f32>,
+    min_inliers: Option<usize>,
+    inlier_px: Option<f32>,
+    min_coverage: Option<f32>,
     expand: Option<usize>,
     upright: Option<bool>,
     expand_with: Option<Vec<f32>>,
@@ -48,9 +53,13 @@ impl SearchArgs {
             augment: self.augment.as_deref().map(parse::<Augment>).transpose()?,
             verify: VerifyOverrides {
                 shortlist: self.verify,
+                dense: self.dense,
+                alignment_floor: self.alignment_floor,
+                min_inliers: self.min_inliers,
+                inlier_px: self.inlier_px,
+                min_coverage: self.min_coverage,
                 expand: self.expand,
                 upright: self.upright,
-                ..VerifyOverrides::default()
             },
             expand_with: self.expand_with.clone(),
             candidates: self

@@ -245,7 +245,9 @@ def test_robust_sharded_search_verifies_expands_and_turns_as_one_database(subset
     paths = [q["path"] for q in queries][::4]
     with iray.ShardedDatabase(out) as sharded, one:
         verdicts = set()
-        for options in [{}, {"expand": 0, "upright": False}, {"k": 3, "matches_only": True}]:
+        tuned = {"min_inliers": 10, "inlier_px": 6.0, "min_coverage": 0.5, "dense": 10,
+                 "alignment_floor": 0.9}
+        for options in [{}, {"expand": 0, "upright": False}, {"k": 3, "matches_only": True}, tuned]:
             sharded_answers = sharded.search(paths, **options)
             one_answers = one.search(paths, **options)
             for q, a, b in zip(paths, sharded_answers, one_answers):
@@ -257,6 +259,8 @@ def test_robust_sharded_search_verifies_expands_and_turns_as_one_database(subset
         assert_same(sharded.search(data), one.search(data), "bytes")
         with pytest.raises(imgvec.InvalidArgument, match="id"):
             sharded.search(3)
+        with pytest.raises(imgvec.InvalidArgument, match="min-coverage 2"):
+            sharded.search(data, min_coverage=2.0)
 
 
 def test_a_killed_writer_loses_no_acknowledged_row_and_a_rerun_completes(subset, tmp_path):

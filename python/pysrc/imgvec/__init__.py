@@ -223,6 +223,11 @@ def _search_options(
     qe: Optional[int] = None,
     augment: Optional[str] = None,
     nprobe: Optional[int] = None,
+    dense: Optional[int] = None,
+    alignment_floor: Optional[float] = None,
+    min_inliers: Optional[int] = None,
+    inlier_px: Optional[float] = None,
+    min_coverage: Optional[float] = None,
     expand: Optional[int] = None,
     upright: Optional[bool] = None,
     expand_with: Optional[Sequence[float]] = None,
@@ -244,6 +249,11 @@ def _search_options(
         "qe": qe,
         "augment": augment,
         "nprobe": nprobe,
+        "dense": dense,
+        "alignment_floor": alignment_floor,
+        "min_inliers": min_inliers,
+        "inlier_px": inlier_px,
+        "min_coverage": min_coverage,
         "expand": expand,
         "upright": upright,
         "expand_with": None if expand_with is None else [float(x) for x in expand_with],
@@ -473,6 +483,11 @@ class Database:
         qe: Optional[int] = None,
         augment: Optional[str] = None,
         nprobe: Optional[int] = None,
+        dense: Optional[int] = None,
+        alignment_floor: Optional[float] = None,
+        min_inliers: Optional[int] = None,
+        inlier_px: Optional[float] = None,
+        min_coverage: Optional[float] = None,
         expand: Optional[int] = None,
         upright: Optional[bool] = None,
         expand_with: Optional[Sequence[float]] = None,
@@ -486,7 +501,9 @@ class Database:
         ``{"path_prefix": ..., "attrs": {...}}``. ``verify``: how many candidates spatial
         verification checks (pipelines with local features; 0 = off). ``matches_only``: only
         hits whose ``match`` is ``"verified"`` or ``"likely"`` (calibrated per preset). ``pairs``: give
-        verified hits some inlier pairs to draw (``Hit.pairs``). ``expand``: verified query
+        verified hits some inlier pairs to draw (``Hit.pairs``). ``dense``, ``alignment_floor``,
+        ``min_inliers``, ``inlier_px``, ``min_coverage``: the verification settings of the CLI's
+        flags of the same names (docs/SEARCH.md, "Options"). ``expand``: verified query
         expansion with the best N verified hits (0 = off); ``upright``: search a query whose
         answer holds no match (nothing verified; without verification, nothing calibrated
         ``likely``) again with its turns (on in ``robust`` and ``balanced``). ``expand_with``: expand with this sum of
@@ -498,8 +515,10 @@ class Database:
         queries: List[Any] = list(query) if isinstance(query, list) else [query]
         options = _search_options(
             k=k, mode=mode, filter=filter, verify=verify, matches_only=matches_only, pairs=pairs,
-            threshold=threshold, qe=qe, augment=augment, nprobe=nprobe, expand=expand,
-            upright=upright, expand_with=expand_with, candidates=candidates,
+            threshold=threshold, qe=qe, augment=augment, nprobe=nprobe, dense=dense,
+            alignment_floor=alignment_floor, min_inliers=min_inliers, inlier_px=inlier_px,
+            min_coverage=min_coverage, expand=expand, upright=upright, expand_with=expand_with,
+            candidates=candidates,
         )
         natives = [_native(q) for q in queries]
         answers = self._native.search(natives, options)
