@@ -79,7 +79,7 @@ pub(crate) async fn drain(request: Request, max: u64) {
             }
         }
     };
-    // Past the time the answer is sent anyway (and the connection closed).
+    // Past the time, the answer is sent anyway.
     let _ = tokio::time::timeout(DRAIN_TIME, read_to_end).await;
 }
 
