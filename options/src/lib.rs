@@ -170,28 +170,37 @@ pub struct VerifyOverrides {
 impl VerifyOverrides {
     /// Refuses values no verification can use.
     pub fn check(&self) -> Result<(), InvalidOption> {
-        if let Some(a) = self.alignment_floor {
-            if !(-1.0..=1.0).contains(&a) {
-                return Err(InvalidOption(format!(
-                    "--alignment-floor {a}: give a correlation between -1 and 1"
-                )));
-            }
-        }
-        if let Some(px) = self.inlier_px {
-            if !(px > 0.0 && px.is_finite()) {
-                return Err(InvalidOption(format!(
-                    "--inlier-px {px}: give a positive number of pixels"
-                )));
-            }
-        }
-        if let Some(c) = self.min_coverage {
-            if !(0.0..=1.0).contains(&c) {
-                return Err(InvalidOption(format!(
-                    "--min-coverage {c}: give a share of the query between 0 and 1"
-                )));
-            }
-        }
-        Ok(())
+        require(
+            self.alignment_floor,
+            |a| (-1.0..=1.0).contains(&a),
+            "--alignment-floor",
+            "a correlation between -1 and 1",
+        )?;
+        require(
+            self.inlier_px,
+            |px| px > 0.0 && px.is_finite(),
+            "--inlier-px",
+            "a positive number of pixels",
+        )?;
+        require(
+            self.min_coverage,
+            |c| (0.0..=1.0).contains(&c),
+            "--min-coverage",
+            "a share of the query between 0 and 1",
+        )
+    }
+}
+
+/// A set `value` must pass `ok`; otherwise the error names the flag, the value and what to give.
+fn require(
+    value: Option<f32>,
+    ok: impl Fn(f32) -> bool,
+    flag: &str,
+    give: &str,
+) -> Result<(), InvalidOption> {
+    match value {
+        Some(v) if !ok(v) => Err(InvalidOption(format!("{flag} {v}: give {give}"))),
+        _ => Ok(()),
     }
 }
 
