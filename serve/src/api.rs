@@ -366,12 +366,7 @@ pub(crate) async fn ingest(
     RawQuery(raw): RawQuery,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Json<Value>> {
-    if let Err(refusal) = require_writes(&state) {
-        // Read the upload (bounded by the body limit) before refusing, so the client is not cut
-        // off mid-send and sees the answer.
-        let _ = uploaded_files(multipart).await;
-        return Err(refusal);
-    }
+    require_writes(&state)?;
     let mut attrs = BTreeMap::new();
     for (name, value) in params(raw) {
         match (name.as_str(), value.split_once('=')) {

@@ -75,7 +75,12 @@ pub fn router(db: Database, opts: ServeOptions) -> Router {
         .route("/ingest", post(api::ingest))
         .route("/dedupe", get(api::dedupe))
         .fallback(api::not_found)
-        // The last layer is the outermost: sizes are judged before tokens (src/limit.rs).
+        // The last layer is the outermost: sizes are judged before tokens, and bodies are read
+        // whole before handlers (src/limit.rs).
+        .layer(axum::middleware::from_fn_with_state(
+            limit as u64,
+            limit::read_whole,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             api::require_token,

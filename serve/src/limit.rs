@@ -1,16 +1,24 @@
-//! Uploads over the size limit: which are refused how.
+//! Request bodies: which are refused how, and every answer comes after the body was read.
 //!
-//! A server that answers 413 as soon as it sees the length, and closes, leaves the client still
-//! sending into a closed socket: the kernel then resets the connection, and the client often
-//! reads a broken pipe instead of the answer. So a declared length over the limit is read and
-//! thrown away first (up to [`DRAIN_MAX`] bytes; loopback and LAN uploads cost little), then
-//! answered. Longer bodies are answered at once and the connection closed; bodies sent without a
-//! length are cut at the limit by the extractors (`DefaultBodyLimit`). This layer sits outside
-//! the token check, so an oversized upload without a token is answered 413 the same way, and a
-//! request the token check refuses has its body drained (up to the limit) before its 401.
+//! A server that answers as soon as it has decided, and closes, leaves the client still sending
+//! into a closed socket: the kernel then resets the connection, and the client often reads a
+//! broken pipe instead of the answer. So:
+//! - a declared length over the limit is read and thrown away first (up to [`DRAIN_MAX`] bytes;
+//!   loopback and LAN uploads cost little), then answered 413; longer bodies are answered at once
+//!   and the connection closed ([`refuse_oversized`], the outermost layer: an oversized upload
+//!   without a token is answered 413 the same way);
+//! - a request the token check refuses has its body drained (up to the limit) before its 401
+//!   ([`drain`]);
+//! - every other request's body is read whole (up to the limit) before its handler runs
+//!   ([`read_whole`], inside the token check): a handler that refuses early (an unknown endpoint
+//!   or method, a bad option, a read-only server) answers a client that has finished sending,
+//!   and a body sent without a length (chunked) that runs past the limit is read to its end
+//!   (bounded as above) and answered 413 like a declared one. An upload is held in memory twice
+//!   at most (the body, then its parts): 2 × `--max-upload-mib` per request being answered.
 
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -43,11 +51,13 @@ pub(crate) fn verdict(declared: Option<u64>, limit: u64) -> Verdict {
     }
 }
 
-fn too_large(declared: u64, limit: u64) -> ApiError {
+/// The 413 answer: of a `declared` length, or of a body sent without one.
+fn too_large(declared: Option<u64>, limit: u64) -> ApiError {
+    let size = declared.map_or_else(|| "sent without a length".into(), |n| format!("{n} bytes"));
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!(
-            "the upload is too large: {declared} bytes, over the limit of {limit} bytes \
+            "the upload is too large: {size}, over the limit of {limit} bytes \
              (imgvec serve --max-upload-mib)"
         ),
     )
@@ -57,19 +67,22 @@ fn too_large(declared: u64, limit: u64) -> ApiError {
 pub(crate) const DRAIN_TIME: Duration = Duration::from_secs(60);
 
 /// Reads a refused request's body and throws it away, so that the client, still sending, reads
-/// the answer that follows: until the body ends, the client gives up (a failed read), `max`
-/// bytes were read (a body sent without a length can be endless) or [`DRAIN_TIME`] passed. A
-/// client that waits for `100 Continue` before it sends has sent nothing: it is answered at once
-/// (reading would ask it for the body).
+/// the answer that follows (see [`discard`]). A client that waits for `100 Continue` before it
+/// sends has sent nothing: it is answered at once (reading would ask it for the body).
 pub(crate) async fn drain(request: Request, max: u64) {
     let waits_to_send = request
         .headers()
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if waits_to_send {
-        return;
+    if !waits_to_send {
+        discard(request.into_body(), max).await;
     }
-    let mut body = request.into_body();
+}
+
+/// Reads the rest of `body` and throws it away: until it ends, the client gives up (a failed
+/// read), `max` bytes were read (a body sent without a length can be endless) or
+/// [`DRAIN_TIME`] passed.
+async fn discard(mut body: Body, max: u64) {
     let read_to_end = async {
         let mut read = 0u64;
         while read <= max {
@@ -81,6 +94,52 @@ pub(crate) async fn drain(request: Request, max: u64) {
     };
     // Past the time, the answer is sent anyway.
     let _ = tokio::time::timeout(DRAIN_TIME, read_to_end).await;
+}
+
+/// What reading a body whole found.
+enum Whole {
+    Read(Bytes),
+    /// More than the limit (then read to its end, see [`discard`]).
+    TooLong,
+    /// The client stopped sending or sent a malformed body.
+    Failed(String),
+}
+
+/// Reads `body` whole, up to `limit` bytes.
+async fn read_up_to(mut body: Body, limit: u64) -> Whole {
+    let mut kept = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => return Whole::Failed(e.to_string()),
+        };
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        if (kept.len() + data.len()) as u64 > limit {
+            discard(body, DRAIN_MAX).await;
+            return Whole::TooLong;
+        }
+        kept.extend_from_slice(data);
+    }
+    Whole::Read(Bytes::from(kept))
+}
+
+/// The middleware inside the token check: the handler gets the body read whole (see the module
+/// docs), or the request is answered 413 (past `limit` bytes) or 400 (a failed read).
+pub(crate) async fn read_whole(State(limit): State<u64>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    match read_up_to(body, limit).await {
+        Whole::Read(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Whole::TooLong => too_large(None, limit).into_response(),
+        Whole::Failed(e) => {
+            ApiError::bad_request(format!("the request body could not be read: {e}"))
+                .into_response()
+        }
+    }
 }
 
 /// The middleware: refuses bodies over `limit` bytes as [`verdict`] says.
@@ -97,10 +156,10 @@ pub(crate) async fn refuse_oversized(
     match verdict(declared, limit) {
         Verdict::DrainThenRefuse(n) => {
             drain(request, DRAIN_MAX).await;
-            too_large(n, limit).into_response()
+            too_large(Some(n), limit).into_response()
         }
         Verdict::Refuse(n) => {
-            let mut response = too_large(n, limit).into_response();
+            let mut response = too_large(Some(n), limit).into_response();
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

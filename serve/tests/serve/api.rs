@@ -24,6 +24,17 @@ fn call(request: ureq::Request, body: Option<(&str, Vec<u8>)>) -> (u16, Value) {
     (status, json)
 }
 
+/// (status, JSON body) of a request whose body is sent without a length (chunked).
+fn call_with(request: ureq::Request, body: &[u8]) -> (u16, Value) {
+    let response = match request.send(body) {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    let status = response.status();
+    (status, response.into_json().unwrap_or(Value::Null))
+}
+
 /// A multipart body with one file part per (file name, bytes).
 fn multipart(files: &[(&str, Vec<u8>)]) -> (String, Vec<u8>) {
     let boundary = "imgvec-test-boundary-7MA4YWxkTrZu0gW";
@@ -63,6 +74,41 @@ fn first_line_before_body(base: &str, length: usize) -> String {
          Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
     )
     .unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    line.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The status line the server answers a `POST path` of `length` bytes with, checking that no
+/// answer comes while only half of the body has been sent: every request's body is read before
+/// it is answered, or a client still sending may read a reset instead (src/limit.rs).
+fn answered_after_the_body(base: &str, path: &str, length: usize) -> String {
+    use std::io::{BufRead, BufReader, ErrorKind, Write};
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {length}\r\n\r\n"
+    )
+    .unwrap();
+    let half = vec![0u8; length / 2];
+    stream.write_all(&half).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(1)))
+        .unwrap();
+    let mut early = [0u8; 1];
+    match std::io::Read::read(&mut stream, &mut early) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("{path} was answered before its body was sent: {other:?}"),
+    }
+    stream.write_all(&vec![0u8; length - half.len()]).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).unwrap();
     line.split_whitespace()
@@ -197,6 +243,32 @@ fn every_read_endpoint_answers_and_every_bad_request_is_a_clear_4xx() {
         assert!(
             error.contains("too large") && error.contains("1048576"),
             "{error}"
+        );
+    }
+    // The same sent without a length (chunked): read to its end, then the same 413.
+    let (content_type, body) = multipart(&[("big.jpg", big.clone())]);
+    let (status, answer) = call_with(
+        ureq::post(&format!("{base}/api/search")).set("Content-Type", &content_type),
+        &body,
+    );
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert_eq!(status, 413, "{answer}");
+    assert!(
+        error.contains("sent without a length") && error.contains("1048576"),
+        "{error}"
+    );
+    // Requests refused before a handler looks at the body (an unknown endpoint or method, a bad
+    // option, a read-only server) are answered only once the body is in.
+    for (path, status) in [
+        ("/api/nothing", 404),
+        ("/api/info", 405),
+        ("/api/search?colour=red", 400),
+        ("/api/ingest", 403),
+    ] {
+        assert_eq!(
+            answered_after_the_body(&base, path, 900 << 10),
+            format!("HTTP/1.1 {status}"),
+            "{path}"
         );
     }
     let cases: Vec<(u16, (u16, Value), &str)> = vec![
