@@ -18,6 +18,8 @@ import os
 # keeps idle worker threads off the CPU (the CLI sets it the same way).
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
+import functools  # noqa: E402
+import inspect  # noqa: E402
 import json  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 import sys  # noqa: E402
@@ -211,55 +213,33 @@ def _filter(filter: Union[None, str, Mapping[str, Any]]) -> Dict[str, Any]:
     return {"path_prefix": prefix, "attrs": attrs}
 
 
-def _search_options(
-    *,
-    k: int = 10,
-    mode: str = "exact",
-    filter: Union[None, str, Mapping[str, Any]] = None,
-    verify: Optional[int] = None,
-    matches_only: bool = False,
-    pairs: bool = False,
-    threshold: Optional[float] = None,
-    qe: Optional[int] = None,
-    augment: Optional[str] = None,
-    nprobe: Optional[int] = None,
-    dense: Optional[int] = None,
-    alignment_floor: Optional[float] = None,
-    min_inliers: Optional[int] = None,
-    inlier_px: Optional[float] = None,
-    min_coverage: Optional[float] = None,
-    expand: Optional[int] = None,
-    upright: Optional[bool] = None,
-    expand_with: Optional[Sequence[float]] = None,
-    candidates: Optional[Mapping[str, Any]] = None,
-) -> Dict[str, Any]:
-    """The options of ``Database.search`` (and ``featurize``), checked, as the native module
-    takes them."""
-    if k < 1:
-        raise InvalidArgument(f"k must be at least 1, not {k}")
+@functools.lru_cache(maxsize=None)
+def _search_defaults() -> Dict[str, Any]:
+    """``Database.search``'s keyword-only parameters and their defaults."""
+    params = inspect.signature(Database.search).parameters.values()
+    return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _search_options(**given: Any) -> Dict[str, Any]:
+    """The options of ``Database.search`` (and ``featurize``, ``candidates``), checked, as the
+    native module takes them. ``Database.search``'s keyword-only parameters are the one list of
+    options and their defaults; any other keyword is refused as Python refuses it."""
+    defaults = _search_defaults()
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise TypeError(f"unexpected search option {unknown[0]!r}")
+    o = {n: given.get(n, default) for n, default in defaults.items()}
+    if o["k"] < 1:
+        raise InvalidArgument(f"k must be at least 1, not {o['k']}")
+    threshold = o["threshold"]
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise InvalidArgument(f"threshold is a cosine score in -1..1, not {threshold}")
-    return {
-        "k": k,
-        "mode": mode,
-        "threshold": threshold,
-        "matches_only": matches_only,
-        "pairs": pairs,
-        "verify": verify,
-        "qe": qe,
-        "augment": augment,
-        "nprobe": nprobe,
-        "dense": dense,
-        "alignment_floor": alignment_floor,
-        "min_inliers": min_inliers,
-        "inlier_px": inlier_px,
-        "min_coverage": min_coverage,
-        "expand": expand,
-        "upright": upright,
-        "expand_with": None if expand_with is None else [float(x) for x in expand_with],
-        "candidates": None if candidates is None else json.dumps(candidates),
-        **_filter(filter),
-    }
+    if o["expand_with"] is not None:
+        o["expand_with"] = [float(x) for x in o["expand_with"]]
+    if o["candidates"] is not None:
+        o["candidates"] = json.dumps(o["candidates"])
+    where = _filter(o.pop("filter"))
+    return {**o, **where}
 
 
 class Database:
@@ -511,15 +491,10 @@ class Database:
         :mod:`imgvec.ray`). ``candidates``: verify only these (a shard's rows of its
         collection's merged :meth:`candidates`).
         """
+        # The keywords, by the names of this signature (the one list of search options).
+        options = _search_options(**{n: v for n, v in locals().items() if n not in ("self", "query")})
         batch = isinstance(query, list)
         queries: List[Any] = list(query) if isinstance(query, list) else [query]
-        options = _search_options(
-            k=k, mode=mode, filter=filter, verify=verify, matches_only=matches_only, pairs=pairs,
-            threshold=threshold, qe=qe, augment=augment, nprobe=nprobe, dense=dense,
-            alignment_floor=alignment_floor, min_inliers=min_inliers, inlier_px=inlier_px,
-            min_coverage=min_coverage, expand=expand, upright=upright, expand_with=expand_with,
-            candidates=candidates,
-        )
         natives = [_native(q) for q in queries]
         answers = self._native.search(natives, options)
         results = [self._results(q, n, a) for q, n, a in zip(queries, natives, answers)]
