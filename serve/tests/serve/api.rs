@@ -10,29 +10,42 @@ use super::*;
 
 /// (status, JSON body) of a request; 4xx/5xx answers are returned, not failed.
 fn call(request: ureq::Request, body: Option<(&str, Vec<u8>)>) -> (u16, Value) {
-    let result = match body {
+    answered(match body {
         Some((content_type, bytes)) => request.set("Content-Type", content_type).send_bytes(&bytes),
         None => request.call(),
-    };
+    })
+}
+
+/// (status, JSON body) of a request whose body is sent without a length (chunked).
+fn call_chunked(request: ureq::Request, body: &[u8]) -> (u16, Value) {
+    answered(request.send(body))
+}
+
+/// (status, JSON body) of an answer; a request that got none fails the test.
+fn answered(result: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
     let response = match result {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
         Err(e) => panic!("{e}"),
     };
     let status = response.status();
-    let json = response.into_json().unwrap_or(Value::Null);
-    (status, json)
+    (status, response.into_json().unwrap_or(Value::Null))
 }
 
-/// (status, JSON body) of a request whose body is sent without a length (chunked).
-fn call_with(request: ureq::Request, body: &[u8]) -> (u16, Value) {
-    let response = match request.send(body) {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{e}"),
-    };
-    let status = response.status();
-    (status, response.into_json().unwrap_or(Value::Null))
+/// The status line ("HTTP/1.1 404") the server answers on `stream`.
+fn status_line(stream: std::net::TcpStream) -> String {
+    use std::io::BufRead;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stream)
+        .read_line(&mut line)
+        .unwrap();
+    line.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A multipart body with one file part per (file name, bytes).
@@ -62,31 +75,23 @@ fn upload(url: &str, files: &[(&str, Vec<u8>)]) -> (u16, Value) {
 /// The status line the server answers an ingest upload of `length` bytes, without a token, that
 /// waits for `100 Continue` before sending (and sends nothing).
 fn first_line_before_body(base: &str, length: usize) -> String {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::Write;
     let address = base.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
-        .unwrap();
     write!(
         stream,
         "POST /api/ingest HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/octet-stream\r\n\
          Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
     )
     .unwrap();
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).unwrap();
-    line.split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
+    status_line(stream)
 }
 
 /// The status line the server answers a `POST path` of `length` bytes with, checking that no
 /// answer comes while only half of the body has been sent: every request's body is read before
 /// it is answered, or a client still sending may read a reset instead (src/limit.rs).
 fn answered_after_the_body(base: &str, path: &str, length: usize) -> String {
-    use std::io::{BufRead, BufReader, ErrorKind, Write};
+    use std::io::{ErrorKind, Write};
     let address = base.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     write!(
@@ -106,15 +111,7 @@ fn answered_after_the_body(base: &str, path: &str, length: usize) -> String {
         other => panic!("{path} was answered before its body was sent: {other:?}"),
     }
     stream.write_all(&vec![0u8; length - half.len()]).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).unwrap();
-    line.split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
+    status_line(stream)
 }
 
 #[test]
@@ -247,7 +244,7 @@ fn every_read_endpoint_answers_and_every_bad_request_is_a_clear_4xx() {
     }
     // The same sent without a length (chunked): read to its end, then the same 413.
     let (content_type, body) = multipart(&[("big.jpg", big.clone())]);
-    let (status, answer) = call_with(
+    let (status, answer) = call_chunked(
         ureq::post(&format!("{base}/api/search")).set("Content-Type", &content_type),
         &body,
     );
