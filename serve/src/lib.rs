@@ -75,8 +75,8 @@ pub fn router(db: Database, opts: ServeOptions) -> Router {
         .route("/ingest", post(api::ingest))
         .route("/dedupe", get(api::dedupe))
         .fallback(api::not_found)
-        // The last layer is the outermost: sizes are judged before tokens, and bodies are read
-        // whole before handlers (src/limit.rs).
+        // The last layer is the outermost: every failure answers JSON (src/error.rs), sizes are
+        // judged before tokens, and bodies are read whole before handlers (src/limit.rs).
         .layer(axum::middleware::from_fn_with_state(
             limit as u64,
             limit::read_whole,
@@ -88,7 +88,8 @@ pub fn router(db: Database, opts: ServeOptions) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             limit as u64,
             limit::refuse_oversized,
-        ));
+        ))
+        .layer(axum::middleware::from_fn(error::json_errors));
     Router::new()
         .route("/", get(api::page))
         .nest("/api", api)

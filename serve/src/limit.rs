@@ -7,15 +7,17 @@
 //!   loopback and LAN uploads cost little), then answered 413; longer bodies are answered at once
 //!   and the connection closed ([`refuse_oversized`], the outermost layer: an oversized upload
 //!   without a token is answered 413 the same way);
-//! - a request the token check refuses has its body drained (up to the limit) before its 401
+//! - a request the token check refuses has its body drained (on the same bounds) before its 401
 //!   ([`drain`]);
 //! - every other request's body is read whole (up to the limit) before its handler runs
 //!   ([`read_whole`], inside the token check): a handler that refuses early (an unknown endpoint
 //!   or method, a bad option, a read-only server) answers a client that has finished sending,
 //!   and a body sent without a length (chunked) that runs past the limit is read to its end
-//!   (bounded as above) and answered 413 like a declared one. An upload is held in memory twice
-//!   at most (the body, then its parts): 2 × `--max-upload-mib` per request being answered.
+//!   (bounded as above) and answered 413 like a declared one. The handler gets the frames as
+//!   they came (no copy): an upload is held once as its body and once as the files parsed from
+//!   it, 2 × `--max-upload-mib` per request being answered.
 
+use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -53,11 +55,14 @@ pub(crate) fn verdict(declared: Option<u64>, limit: u64) -> Verdict {
 
 /// The 413 answer: of a `declared` length, or of a body sent without one.
 fn too_large(declared: Option<u64>, limit: u64) -> ApiError {
-    let size = declared.map_or_else(|| "sent without a length".into(), |n| format!("{n} bytes"));
+    let (size, sent) = match declared {
+        Some(n) => (format!(" {n} bytes,"), ""),
+        None => (String::new(), " (sent without a length)"),
+    };
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!(
-            "the upload is too large: {size}, over the limit of {limit} bytes \
+            "the upload is too large:{size} over the limit of {limit} bytes{sent} \
              (imgvec serve --max-upload-mib)"
         ),
     )
@@ -80,7 +85,7 @@ pub(crate) async fn drain(request: Request, max: u64) {
 }
 
 /// Reads the rest of `body` and throws it away: until it ends, the client gives up (a failed
-/// read), `max` bytes were read (a body sent without a length can be endless) or
+/// read), `max` more bytes were read (a body sent without a length can be endless) or
 /// [`DRAIN_TIME`] passed.
 async fn discard(mut body: Body, max: u64) {
     let read_to_end = async {
@@ -98,7 +103,8 @@ async fn discard(mut body: Body, max: u64) {
 
 /// What reading a body whole found.
 enum Whole {
-    Read(Bytes),
+    /// The body's data, in the frames it came in.
+    Read(Vec<Bytes>),
     /// More than the limit (then read to its end, see [`discard`]).
     TooLong,
     /// The client stopped sending or sent a malformed body.
@@ -107,22 +113,33 @@ enum Whole {
 
 /// Reads `body` whole, up to `limit` bytes.
 async fn read_up_to(mut body: Body, limit: u64) -> Whole {
-    let mut kept = Vec::new();
+    let (mut frames, mut read) = (Vec::new(), 0u64);
     while let Some(frame) = body.frame().await {
-        let frame = match frame {
-            Ok(f) => f,
-            Err(e) => return Whole::Failed(e.to_string()),
+        let data = match frame.map(|f| f.into_data()) {
+            Ok(Ok(data)) => data,
+            Ok(Err(_trailers)) => continue,
+            Err(e) => return Whole::Failed(with_causes(&e)),
         };
-        let Some(data) = frame.data_ref() else {
-            continue;
-        };
-        if (kept.len() + data.len()) as u64 > limit {
-            discard(body, DRAIN_MAX).await;
+        read += data.len() as u64;
+        if read > limit {
+            discard(body, DRAIN_MAX.saturating_sub(read)).await;
             return Whole::TooLong;
         }
-        kept.extend_from_slice(data);
+        frames.push(data);
     }
-    Whole::Read(Bytes::from(kept))
+    Whole::Read(frames)
+}
+
+/// An error and its causes, as one line.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
 }
 
 /// The middleware inside the token check: the handler gets the body read whole (see the module
@@ -130,9 +147,10 @@ async fn read_up_to(mut body: Body, limit: u64) -> Whole {
 pub(crate) async fn read_whole(State(limit): State<u64>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
     match read_up_to(body, limit).await {
-        Whole::Read(bytes) => {
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
+        Whole::Read(frames) => {
+            let stream = futures_util::stream::iter(frames.into_iter().map(Ok::<_, Infallible>));
+            let body = Body::from_stream(stream);
+            next.run(Request::from_parts(parts, body)).await
         }
         Whole::TooLong => too_large(None, limit).into_response(),
         Whole::Failed(e) => {

@@ -352,6 +352,17 @@ fn every_read_endpoint_answers_and_every_bad_request_is_a_clear_4xx() {
             call(ureq::get(&format!("{base}/api/nothing")), None),
             "no such API endpoint",
         ),
+        // Failures axum answers itself are JSON errors too.
+        (
+            405,
+            call(ureq::post(&format!("{base}/api/info")), None),
+            "POST is not allowed on /api/info",
+        ),
+        (
+            400,
+            call(ureq::get(&format!("{base}/api/records/abc")), None),
+            "`abc`",
+        ),
     ];
     for (expected, (status, body), message) in cases {
         assert_eq!(status, expected, "{message}: {body}");
