@@ -24,6 +24,8 @@ pub(crate) struct SearchArgs {
     qe: Option<usize>,
     augment: Option<String>,
     nprobe: Option<usize>,
+    rerank: bool,
+    rerank_depth: Option<usize>,
     dense: Option<usize>,
     alignment_floor: Option<f32>,
     min_inliers: Option<usize>,
@@ -49,6 +51,8 @@ impl SearchArgs {
                 attributes: self.attrs.clone(),
             },
             nprobe: self.nprobe,
+            rerank: self.rerank,
+            rerank_depth: self.rerank_depth,
             qe: self.qe,
             augment: self.augment.as_deref().map(parse::<Augment>).transpose()?,
             verify: VerifyOverrides {
@@ -68,7 +72,6 @@ impl SearchArgs {
                 .map(serde_json::from_str)
                 .transpose()
                 .map_err(|e| invalid(format!("candidates: {e}")))?,
-            ..SearchOptions::default()
         };
         opts.check().map_err(to_py)?;
         Ok(opts)

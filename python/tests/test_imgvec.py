@@ -188,6 +188,8 @@ def test_errors_are_typed(fast_db, subset, tmp_path):
             writer.search(b"", k=0)
         with pytest.raises(imgvec.InvalidArgument):
             writer.search(1, mode="fastest")
+        with pytest.raises(imgvec.InvalidArgument, match="rerank depth"):
+            writer.search(1, mode="ivfpq", rerank_depth=0)
         # An option search does not have is refused by name by the entries that pass search
         # options on (search's own signature refuses it as Python does).
         with pytest.raises(TypeError, match="colour"):

@@ -107,8 +107,8 @@ fn number<T: std::str::FromStr>(name: &str, value: &str) -> ApiResult<T> {
 }
 
 /// The search options a query string asks for: `k`, `mode`, `path_prefix`, `attr=K=V`
-/// (repeatable), `threshold`, `matches_only`, `pairs`, `verify`, `qe`, `nprobe`; anything else is
-/// refused.
+/// (repeatable), `threshold`, `matches_only`, `pairs`, `verify`, `qe`, `nprobe`, `rerank`,
+/// `rerank_depth`; anything else is refused.
 pub(crate) fn search_options(params: &[(String, String)]) -> ApiResult<SearchOptions> {
     let mut opts = SearchOptions::default();
     let mut attributes = BTreeMap::new();
@@ -131,6 +131,8 @@ pub(crate) fn search_options(params: &[(String, String)]) -> ApiResult<SearchOpt
             "verify" => opts.verify.shortlist = Some(number(name, value)?),
             "qe" => opts.qe = Some(number(name, value)?),
             "nprobe" => opts.nprobe = Some(number(name, value)?),
+            "rerank" => opts.rerank = flag(name, value)?,
+            "rerank_depth" => opts.rerank_depth = Some(number(name, value)?),
             "id" | "path" | "token" | "path_prefix" => {}
             other => return Err(ApiError::bad_request(format!("unknown option `{other}`"))),
         }

@@ -463,6 +463,8 @@ class Database:
         qe: Optional[int] = None,
         augment: Optional[str] = None,
         nprobe: Optional[int] = None,
+        rerank: bool = True,
+        rerank_depth: Optional[int] = None,
         dense: Optional[int] = None,
         alignment_floor: Optional[float] = None,
         min_inliers: Optional[int] = None,
@@ -478,7 +480,10 @@ class Database:
         A list of queries runs as one batch and returns one :class:`Results` per query (a
         failed query's ``error`` is set; the others are answered). ``mode``: ``"exact"``,
         ``"ivfpq"``, ``"hamming"``, ``"hamming-ivf"``. ``filter``: a path prefix, or
-        ``{"path_prefix": ..., "attrs": {...}}``. ``verify``: how many candidates spatial
+        ``{"path_prefix": ..., "attrs": {...}}``. ``nprobe``, ``rerank``, ``rerank_depth``: the
+        approximate modes' lists probed, and whether (and from how many candidates per row)
+        their hits are re-ranked by exact distance (``--no-rerank``, ``--rerank-depth``).
+        ``verify``: how many candidates spatial
         verification checks (pipelines with local features; 0 = off). ``matches_only``: only
         hits whose ``match`` is ``"verified"`` or ``"likely"`` (calibrated per preset). ``pairs``: give
         verified hits some inlier pairs to draw (``Hit.pairs``). ``dense``, ``alignment_floor``,

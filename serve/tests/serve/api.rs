@@ -155,6 +155,7 @@ fn every_read_endpoint_answers_and_every_bad_request_is_a_clear_4xx() {
     for q in [
         format!("id={id}"),
         format!("path={}", source_path.display()),
+        format!("id={id}&mode=ivfpq&nprobe=4&rerank=false&rerank_depth=50"),
     ] {
         let (status, answer) = call(ureq::get(&format!("{base}/api/search?{q}&k=2")), None);
         assert_eq!(status, 200, "{q}: {answer}");
@@ -299,6 +300,14 @@ fn every_read_endpoint_answers_and_every_bad_request_is_a_clear_4xx() {
                 None,
             ),
             "unknown search mode",
+        ),
+        (
+            400,
+            call(
+                ureq::get(&format!("{base}/api/search?id={id}&rerank_depth=0")),
+                None,
+            ),
+            "rerank depth 0 is out of range",
         ),
         (
             400,
