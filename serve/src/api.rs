@@ -50,7 +50,7 @@ pub(crate) async fn require_token(State(state): Shared, request: Request, next: 
         next.run(request).await
     } else {
         // An upload is read before it is refused, or the client may see a reset, not the 401.
-        crate::limit::drain(request, crate::limit::DRAIN_MAX).await;
+        crate::limit::drain(request).await;
         ApiError::new(StatusCode::UNAUTHORIZED, "a valid token is required").into_response()
     }
 }

@@ -72,15 +72,16 @@ fn too_large(declared: Option<u64>, limit: u64) -> ApiError {
 pub(crate) const DRAIN_TIME: Duration = Duration::from_secs(60);
 
 /// Reads a refused request's body and throws it away, so that the client, still sending, reads
-/// the answer that follows (see [`discard`]). A client that waits for `100 Continue` before it
-/// sends has sent nothing: it is answered at once (reading would ask it for the body).
-pub(crate) async fn drain(request: Request, max: u64) {
+/// the answer that follows (up to [`DRAIN_MAX`] bytes, see [`discard`]). A client that waits for
+/// `100 Continue` before it sends has sent nothing: it is answered at once (reading would ask it
+/// for the body).
+pub(crate) async fn drain(request: Request) {
     let waits_to_send = request
         .headers()
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if !waits_to_send {
-        discard(request.into_body(), max).await;
+        discard(request.into_body(), DRAIN_MAX).await;
     }
 }
 
@@ -173,7 +174,7 @@ pub(crate) async fn refuse_oversized(
         .and_then(|v| v.parse::<u64>().ok());
     match verdict(declared, limit) {
         Verdict::DrainThenRefuse(n) => {
-            drain(request, DRAIN_MAX).await;
+            drain(request).await;
             too_large(Some(n), limit).into_response()
         }
         Verdict::Refuse(n) => {
