@@ -26,8 +26,17 @@ fastest) and checked against the eager model at 224 and 320 px (EfficientNet's T
 padding is fixed for sides that are multiples of 32, which the presets use). With --check-image,
 the full classifier must put a cat class (ImageNet 281-285) in its top 5 for that photo (setup
 passes scikit-image's chelsea), which proves the weights are the real ImageNet ones.
+
+Beside `forward`, the module has `forward_bf16`: the same contract (float32 in and out), computed
+by a copy whose batch norms are folded into the convolutions in float32 and whose weights and
+activations are then bfloat16. imgvec runs it instead of `forward` on CPUs with native bfloat16
+arithmetic (AVX512-BF16), where it is about twice as fast (docs/ARCHITECTURE.md, precision); it
+is checked against `forward` (pooled outputs within a cosine of 0.98) or left out with a note.
+`--no-bf16` leaves it out (setup does for `fast`'s model, whose unverified global ranking lost
+a few queries with it); `--trainable` modules have no such method.
 """
 import argparse
+import copy
 import os
 import sys
 
@@ -162,6 +171,80 @@ class Extractor(torch.nn.Module):
         return x.contiguous()
 
 
+def fold_batch_norms(module):
+    """Folds every BatchNorm2d into the Conv2d registered just before it (the order their
+    forwards run them in, for every network here), in place; the norm becomes an identity."""
+    names = list(module._modules)
+    for i, name in enumerate(names):
+        child = module._modules[name]
+        after = module._modules[names[i + 1]] if i + 1 < len(names) else None
+        if isinstance(child, torch.nn.Conv2d) and isinstance(after, torch.nn.BatchNorm2d):
+            module._modules[name] = torch.nn.utils.fusion.fuse_conv_bn_eval(child, after)
+            module._modules[names[i + 1]] = torch.nn.Identity()
+        elif child is not None:
+            fold_batch_norms(child)
+
+
+class Bfloat16(torch.nn.Module):
+    """The extractor computed in bfloat16 (normalised in float32 first, returned as float32)."""
+
+    def __init__(self, extractor):
+        super().__init__()
+        self.extractor = extractor
+
+    def forward(self, x):
+        e = self.extractor
+        x = ((x - e.mean) / e.std).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        out = []
+        for i, stage in enumerate(e.features):
+            x = stage(x)
+            if i in e.taps:
+                out.append(x)
+        if e.taps:
+            return torch.cat(out, dim=1).float().contiguous()
+        x = x.float()
+        return x.contiguous() if e.maps else x.mean(dim=(2, 3))
+
+
+class WithBfloat16(torch.nn.Module):
+    """`forward` as given, `forward_bf16` its bfloat16 copy (traced together)."""
+
+    def __init__(self, model, low):
+        super().__init__()
+        self.model = model
+        self.low = low
+
+    def forward(self, x):
+        return self.model(x)
+
+    def forward_bf16(self, x):
+        return self.low(x)
+
+
+def pooled_cosine(a, b):
+    """Smallest cosine between the rows of two outputs, feature maps average-pooled first."""
+    if a.dim() == 4:
+        a, b = a.mean(dim=(2, 3)), b.mean(dim=(2, 3))
+    return torch.nn.functional.cosine_similarity(a, b, dim=1).min().item()
+
+
+def bfloat16_copy(model, probe):
+    """`model`'s bfloat16 copy, or None (with the reason printed) when it does not check out."""
+    low = copy.deepcopy(model)
+    fold_batch_norms(low.features)
+    with torch.no_grad():
+        if not close(model(probe), low(probe)):
+            print("no forward_bf16: folding the batch norms changed the output", file=sys.stderr)
+            return None
+        low.features = low.features.to(torch.bfloat16)
+        low = Bfloat16(low).eval()
+        cosine = pooled_cosine(model(probe), low(probe))
+    if cosine < 0.98:
+        print(f"no forward_bf16: bfloat16 output too far off (cosine {cosine:.4f})", file=sys.stderr)
+        return None
+    return low
+
+
 def save_trainable(model, layers, example, out):
     if not layers or len(layers) != 2 or layers[1] != len(model.features):
         sys.exit("--trainable needs --layers A,B with B the last stage kept")
@@ -215,6 +298,8 @@ def main():
                     help="output [N, C, H, W] feature maps for the engine to pool (GeM, R-MAC)")
     ap.add_argument("--layers", help="comma-separated stage depths whose maps are concatenated")
     ap.add_argument("--list", action="store_true", help="print the stages and exit")
+    ap.add_argument("--no-bf16", action="store_true",
+                    help="leave out forward_bf16 (the module then always runs in float32)")
     ap.add_argument("--trainable", action="store_true",
                     help="with two --layers, the last one the last stage: save the traced module "
                          "unfrozen, with `trunk` and `head` methods, for `imgvec train contrastive`")
@@ -236,22 +321,31 @@ def main():
     if a.trainable:
         save_trainable(model, layers, example, a.out)
         return
+    probe = torch.rand(5, 3, 224, 224)
+    low = None if a.no_bf16 else bfloat16_copy(model, probe)
     # Traced at 224; the trace is size-generic (convolutions only), checked at 320 below.
     with torch.no_grad():
         # Frozen: weights become constants and batch norms fold into the convolutions.
-        traced = torch.jit.freeze(torch.jit.trace(model, example))
-        probe = torch.rand(5, 3, 224, 224)
+        if low is None:
+            traced = torch.jit.freeze(torch.jit.trace(model, example))
+        else:
+            both = torch.jit.trace_module(WithBfloat16(model, low).eval(),
+                                          {"forward": example, "forward_bf16": example})
+            traced = torch.jit.freeze(both, preserved_attrs=["forward_bf16"])
         eager = model(probe)
         got = traced(probe)
         assert got.shape[0] == 5 and got.dim() == (4 if a.maps else 2), got.shape
         assert close(eager, got), "traced model differs from eager"
         big = torch.rand(2, 3, 320, 320)
         assert close(model(big), traced(big)), "trace is not size-generic"
+        if low is not None:
+            assert close(low(big), traced.forward_bf16(big)), "traced forward_bf16 differs"
     tmp = a.out + ".tmp"
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     traced.save(tmp)
     os.replace(tmp, a.out)
-    print(f"wrote {a.out}: {a.arch} ImageNet features, [N,3,224,224] in [0,1] -> {list(got.shape[1:])}")
+    print(f"wrote {a.out}: {a.arch} ImageNet features, [N,3,224,224] in [0,1] -> {list(got.shape[1:])}"
+          + (", with forward_bf16" if low is not None else ""))
 
 
 if __name__ == "__main__":

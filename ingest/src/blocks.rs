@@ -12,9 +12,10 @@ use image::{GrayImage, Luma};
 use imageproc::hog::{hog, HogOptions};
 use imageproc::local_binary_patterns::{local_binary_pattern, UNIFORM_REPRESENTATIVE_2};
 use serde::{Deserialize, Serialize};
-use tch::{CModule, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::extractor::{l2_normalize_rows, pool, ExtractError, Extractor, Pooling};
+use crate::precision::Model;
 
 /// A channel range of the model's `[N, C, H, W]` output, pooled into one block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,7 +121,7 @@ impl FusionSpec {
 /// Runs a feature-map TorchScript model at several scales and the handcrafted blocks.
 pub struct FusedExtractor {
     path: Option<PathBuf>,
-    module: Option<CModule>,
+    module: Option<Model>,
     spec: FusionSpec,
     dims: usize,
 }
@@ -147,9 +148,7 @@ impl FusedExtractor {
                 if !p.is_file() {
                     return Err(err("file not found".into()));
                 }
-                let m = crate::extractor::load_module(p)
-                    .map_err(|e| err(format!("not a loadable TorchScript module: {e}")))?;
-                Some(m)
+                Some(crate::extractor::load_module(p)?)
             }
         };
         let dims = spec.dims();
@@ -203,7 +202,7 @@ impl FusedExtractor {
                         None,
                     )?
                 };
-                let maps = module.forward_ts(&[x])?.f_to_kind(Kind::Float)?;
+                let maps = module.forward(&x)?.f_to_kind(Kind::Float)?;
                 if maps.dim() != 4 {
                     return Err(tch::TchError::Shape(format!(
                         "fused blocks need [N, C, H, W] maps, the model gave {:?}",

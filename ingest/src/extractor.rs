@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use tch::{CModule, Kind, Tensor};
 
+use crate::precision::{Model, Setting};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
     #[error("model {path}: {message}")]
@@ -88,7 +90,7 @@ pub(crate) fn pool(maps: &Tensor, pooling: Pooling) -> Result<Tensor, tch::TchEr
 pub struct TorchScriptExtractor {
     path: PathBuf,
     name: String,
-    module: CModule,
+    module: Model,
     size: u32,
     pooling: Pooling,
     dims: usize,
@@ -99,13 +101,32 @@ pub struct TorchScriptExtractor {
 /// shapes, and records again whenever a batch size changes; the legacy executor optimises on the
 /// first call. Measured alternately in one run (fast, this 2-core machine type): one `imgvec
 /// search` process 0.80–0.86 → 0.71–0.73 s; ingest of 160 images unchanged within noise
-/// (59–72 vs 65–67 images/s).
-pub fn load_module(path: &Path) -> Result<CModule, tch::TchError> {
+/// (59–72 vs 65–67 images/s). The forward it runs is chosen by [`crate::precision`] under
+/// `IMGVEC_PRECISION`.
+pub fn load_module(path: &Path) -> Result<Model, ExtractError> {
+    let setting = Setting::from_env().map_err(|message| ExtractError::Model {
+        path: path.to_path_buf(),
+        message,
+    })?;
+    load_module_as(path, setting)
+}
+
+/// [`load_module`] under an explicit precision setting.
+pub fn load_module_as(path: &Path, setting: Setting) -> Result<Model, ExtractError> {
     static LEGACY_EXECUTOR: std::sync::Once = std::sync::Once::new();
     LEGACY_EXECUTOR.call_once(|| tch::jit::set_profiling_mode(false));
-    let mut module = CModule::load(path)?;
+    let err = |message: String| ExtractError::Model {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut module = CModule::load(path).map_err(|e| {
+        err(format!(
+            "not a loadable TorchScript module: {}",
+            torch_message(&e)
+        ))
+    })?;
     module.set_eval();
-    Ok(module)
+    Ok(Model::new(module, path, setting))
 }
 
 /// A libtorch error as one line: the C++ exception's message without the stack trace and
@@ -145,12 +166,7 @@ impl TorchScriptExtractor {
         if !(4..=4096).contains(&size) {
             return Err(err(format!("input size {size} is outside 4..=4096")));
         }
-        let module = load_module(path).map_err(|e| {
-            err(format!(
-                "not a loadable TorchScript module: {}",
-                torch_message(&e)
-            ))
-        })?;
+        let module = load_module(path)?;
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -193,7 +209,7 @@ impl TorchScriptExtractor {
         let pooling = self.pooling;
         let out = tch::no_grad(|| -> Result<Tensor, tch::TchError> {
             let input = Tensor::f_of_slice(pixels)?.f_view([n as i64, 3, s, s])?;
-            let out = self.module.forward_ts(&[input])?;
+            let out = self.module.forward(&input)?;
             let out = match out.dim() {
                 2 => out,
                 4 => pool(&out.f_to_kind(Kind::Float)?, pooling)?,

@@ -10,6 +10,7 @@ pub mod decode;
 pub mod extractor;
 pub mod files;
 pub mod model_meta;
+pub mod precision;
 pub mod preprocess;
 pub mod sift;
 mod simd;
