@@ -136,6 +136,7 @@ class Extractor(torch.nn.Module):
             stages = stages[:until]
         self.features = torch.nn.ModuleList(stages)
         self.maps = maps
+        self.bfloat16 = False
         # Indexes into `features` after which maps are taken (empty: only the last one).
         self.taps = [l - 1 for l in layers] if layers else []
         self.register_buffer("mean", torch.tensor(backbone.mean).view(1, 3, 1, 1))
@@ -145,15 +146,22 @@ class Extractor(torch.nn.Module):
         # Channels-last inside (oneDNN's fast layout on CPU: with the freeze below, the forward
         # is 1.7x as fast in imgvec); what goes in and comes out stays contiguous NCHW, as the
         # extractor contract says.
-        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        # A bfloat16 copy (`bfloat16_copy`) computes in bfloat16 between the float32 input
+        # normalisation and a float32 output.
+        x = (x - self.mean) / self.std
+        if self.bfloat16:
+            x = x.to(torch.bfloat16)
+        x = x.contiguous(memory_format=torch.channels_last)
         out = []
         for i, stage in enumerate(self.features):
             x = stage(x)
             if i in self.taps:
                 out.append(x)
         if self.taps:
-            return torch.cat(out, dim=1).contiguous()
-        return x.contiguous() if self.maps else x.mean(dim=(2, 3))
+            x = torch.cat(out, dim=1)
+        if self.bfloat16:
+            x = x.float()
+        return x.contiguous() if self.taps or self.maps else x.mean(dim=(2, 3))
 
     # The split `imgvec train contrastive` fine-tunes (`--trainable`, two taps, the second after
     # the last stage): the frozen trunk up to the first tap, and the head after it, so that
@@ -183,27 +191,6 @@ def fold_batch_norms(module):
             module._modules[names[i + 1]] = torch.nn.Identity()
         elif child is not None:
             fold_batch_norms(child)
-
-
-class Bfloat16(torch.nn.Module):
-    """The extractor computed in bfloat16 (normalised in float32 first, returned as float32)."""
-
-    def __init__(self, extractor):
-        super().__init__()
-        self.extractor = extractor
-
-    def forward(self, x):
-        e = self.extractor
-        x = ((x - e.mean) / e.std).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
-        out = []
-        for i, stage in enumerate(e.features):
-            x = stage(x)
-            if i in e.taps:
-                out.append(x)
-        if e.taps:
-            return torch.cat(out, dim=1).float().contiguous()
-        x = x.float()
-        return x.contiguous() if e.maps else x.mean(dim=(2, 3))
 
 
 class WithBfloat16(torch.nn.Module):
@@ -237,7 +224,7 @@ def bfloat16_copy(model, probe):
             print("no forward_bf16: folding the batch norms changed the output", file=sys.stderr)
             return None
         low.features = low.features.to(torch.bfloat16)
-        low = Bfloat16(low).eval()
+        low.bfloat16 = True
         cosine = pooled_cosine(model(probe), low(probe))
     if cosine < 0.98:
         print(f"no forward_bf16: bfloat16 output too far off (cosine {cosine:.4f})", file=sys.stderr)
