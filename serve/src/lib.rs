@@ -92,6 +92,16 @@ pub fn router(db: Database, opts: ServeOptions) -> Router {
         .layer(axum::middleware::from_fn(error::json_errors));
     Router::new()
         .route("/", get(api::page))
+        // The page and unknown paths outside /api also answer only once the body is in
+        // (src/limit.rs); /api has these layers of its own, inside its token check.
+        .layer(axum::middleware::from_fn_with_state(
+            limit as u64,
+            limit::read_whole,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            limit as u64,
+            limit::refuse_oversized,
+        ))
         .nest("/api", api)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

@@ -262,6 +262,8 @@ fn every_read_endpoint_answers_and_every_bad_request_is_a_clear_4xx() {
         ("/api/info", 405),
         ("/api/search?colour=red", 400),
         ("/api/ingest", 403),
+        ("/", 405),
+        ("/nothing", 404),
     ] {
         assert_eq!(
             answered_after_the_body(&base, path, 900 << 10),
