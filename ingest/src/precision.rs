@@ -6,9 +6,9 @@
 //! float32. On a CPU with native bfloat16 arithmetic (AVX512-BF16) its forward is about twice as
 //! fast, and its outputs stay within a cosine of 0.98 of `forward`'s (0.985–0.996 per photo
 //! after pooling; retrieval measured in docs/ARCHITECTURE.md). Elsewhere bfloat16 would be
-//! emulated, slower than float32, so `forward` runs. `IMGVEC_PRECISION` overrides the choice: `fp32`
-//! always runs `forward`, `bf16` runs `forward_bf16` wherever the model has it, `auto` (the
-//! default) decides by the CPU.
+//! emulated, slower than float32, so `forward` runs. `IMGVEC_PRECISION` overrides the choice:
+//! `fp32` always runs `forward`, `bf16` runs `forward_bf16` wherever the model has it, `auto`
+//! (the default) decides by the CPU.
 
 use std::path::Path;
 
@@ -81,6 +81,7 @@ pub struct Model {
 impl Model {
     /// Picks the forward for `module`, loaded from `path`, under `setting`.
     pub fn new(module: CModule, path: &Path, setting: Setting) -> Model {
+        // The method is looked for only where it would run: the probe is a forward of its own.
         let bf16 = use_bf16(setting, cpu_bf16(), true) && has_bf16(&module);
         tracing::debug!(
             "{}: {}",

@@ -4,19 +4,18 @@
 use imgvec_ingest::extractor::load_module_as;
 use imgvec_ingest::files::model_dir;
 use imgvec_ingest::precision::Setting;
+use imgvec_ingest::preprocess::model_input;
 use tch::{Kind, Tensor};
 
 const SIDE: u32 = 224;
 
-/// Four instances-dev photos as one float32 [4, 3, 224, 224] batch in [0, 1].
+/// Four instances-dev photos as one model-input batch [4, 3, 224, 224] (the extractor contract's
+/// float32 in [0, 1], made the way ingest makes it).
 fn photos() -> Tensor {
     let mut pixels = Vec::new();
     for path in imgvec_testkit::db_images(4) {
         let rgb = image::open(&path).unwrap().to_rgb8();
-        let rgb = image::imageops::resize(&rgb, SIDE, SIDE, image::imageops::FilterType::Triangle);
-        for c in 0..3 {
-            pixels.extend(rgb.pixels().map(|p| p[c] as f32 / 255.0));
-        }
+        model_input(&rgb, SIDE, &mut pixels);
     }
     Tensor::of_slice(&pixels).view([4, 3, SIDE as i64, SIDE as i64])
 }
