@@ -131,9 +131,8 @@ impl FusedExtractor {
     /// at least as many channels as the blocks name.
     pub fn load(model: Option<&Path>, spec: FusionSpec) -> Result<Self, ExtractError> {
         let path = model.map(Path::to_path_buf);
-        let err = |message: String| ExtractError::Model {
-            path: path.clone().unwrap_or_default(),
-            message,
+        let err = |message: String| {
+            ExtractError::model(path.as_deref().unwrap_or(Path::new("")), message)
         };
         if spec.scales.iter().any(|&s| s < 32 || s > spec.input_size) {
             return Err(err(format!(
@@ -174,10 +173,7 @@ impl FusedExtractor {
     }
 
     fn model_err(&self, message: String) -> ExtractError {
-        ExtractError::Model {
-            path: self.path.clone().unwrap_or_default(),
-            message,
-        }
+        ExtractError::model(self.path.as_deref().unwrap_or(Path::new("")), message)
     }
 
     /// The CNN blocks of `n` images, `n × Σ block dims`, each block L2-normalised after summing

@@ -15,6 +15,16 @@ pub enum ExtractError {
     MissingDefaultModel { path: PathBuf },
 }
 
+impl ExtractError {
+    /// What went wrong with the model file at `path`.
+    pub fn model(path: &Path, message: impl Into<String>) -> ExtractError {
+        ExtractError::Model {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Turns batches of preprocessed images into one global descriptor each.
 pub trait Extractor: Send {
     /// Identifies what produced a vector; stored with the database's pipeline.
@@ -104,10 +114,7 @@ pub struct TorchScriptExtractor {
 /// (59–72 vs 65–67 images/s). The forward it runs is chosen by [`crate::precision`] under
 /// `IMGVEC_PRECISION`.
 pub fn load_module(path: &Path) -> Result<Model, ExtractError> {
-    let setting = Setting::from_env().map_err(|message| ExtractError::Model {
-        path: path.to_path_buf(),
-        message,
-    })?;
+    let setting = Setting::from_env().map_err(|message| ExtractError::model(path, message))?;
     load_module_as(path, setting)
 }
 
@@ -115,10 +122,7 @@ pub fn load_module(path: &Path) -> Result<Model, ExtractError> {
 pub fn load_module_as(path: &Path, setting: Setting) -> Result<Model, ExtractError> {
     static LEGACY_EXECUTOR: std::sync::Once = std::sync::Once::new();
     LEGACY_EXECUTOR.call_once(|| tch::jit::set_profiling_mode(false));
-    let err = |message: String| ExtractError::Model {
-        path: path.to_path_buf(),
-        message,
-    };
+    let err = |message: String| ExtractError::model(path, message);
     let mut module = CModule::load(path).map_err(|e| {
         err(format!(
             "not a loadable TorchScript module: {}",
@@ -156,10 +160,7 @@ impl TorchScriptExtractor {
     /// Loads the module and runs one probe image through it to learn and check its output shape.
     /// `pooling` applies when the module returns feature maps.
     pub fn load(path: &Path, size: u32, pooling: Pooling) -> Result<Self, ExtractError> {
-        let err = |message: String| ExtractError::Model {
-            path: path.to_path_buf(),
-            message,
-        };
+        let err = |message: String| ExtractError::model(path, message);
         if !path.is_file() {
             return Err(err("file not found".into()));
         }
@@ -195,10 +196,7 @@ impl TorchScriptExtractor {
     }
 
     fn forward(&mut self, pixels: &[f32], n: usize) -> Result<Vec<f32>, ExtractError> {
-        let err = |message: String| ExtractError::Model {
-            path: self.path.clone(),
-            message,
-        };
+        let err = |message: String| ExtractError::model(&self.path, message);
         let s = self.size as i64;
         if pixels.len() != n * 3 * (s * s) as usize {
             return Err(err(format!(

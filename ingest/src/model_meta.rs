@@ -25,13 +25,6 @@ pub struct ModelMeta {
     pub input_size: Option<u32>,
 }
 
-fn model_error(path: &Path, message: String) -> ExtractError {
-    ExtractError::Model {
-        path: path.to_path_buf(),
-        message,
-    }
-}
-
 /// The record in the TorchScript archive at `path`; an empty one when the archive has none (a
 /// file that is not a zip archive at all is left for libtorch to refuse).
 pub fn read_meta(path: &Path) -> Result<ModelMeta, ExtractError> {
@@ -40,7 +33,7 @@ pub fn read_meta(path: &Path) -> Result<ModelMeta, ExtractError> {
             std::io::ErrorKind::NotFound => "file not found".to_string(),
             _ => e.to_string(),
         };
-        model_error(path, reason)
+        ExtractError::model(path, reason)
     })?;
     let Ok(mut archive) = zip::ZipArchive::new(file) else {
         return Ok(ModelMeta::default());
@@ -55,15 +48,17 @@ pub fn read_meta(path: &Path) -> Result<ModelMeta, ExtractError> {
     };
     let entry = archive
         .by_name(&name)
-        .map_err(|e| model_error(path, format!("{name}: {e}")))?;
+        .map_err(|e| ExtractError::model(path, format!("{name}: {e}")))?;
     serde_json::from_reader(entry.take(64 << 10))
-        .map_err(|e| model_error(path, format!("{name} is not valid: {e}")))
+        .map_err(|e| ExtractError::model(path, format!("{name} is not valid: {e}")))
 }
 
 /// Adds `meta` to the TorchScript archive at `path` (one written by `CModule::save`, which has
 /// no record yet), beside the archive's own records.
 pub fn write_meta(path: &Path, meta: &ModelMeta) -> Result<(), ExtractError> {
-    let err = |e: &dyn std::fmt::Display| model_error(path, format!("recording {META_FILE}: {e}"));
+    let err = |e: &dyn std::fmt::Display| {
+        ExtractError::model(path, format!("recording {META_FILE}: {e}"))
+    };
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -83,15 +78,15 @@ pub fn write_meta(path: &Path, meta: &ModelMeta) -> Result<(), ExtractError> {
 
 /// The folder every record of a TorchScript archive sits in (`archive`, or the module's name).
 fn archive_root(path: &Path) -> Result<String, ExtractError> {
-    let file = std::fs::File::open(path).map_err(|e| model_error(path, e.to_string()))?;
+    let file = std::fs::File::open(path).map_err(|e| ExtractError::model(path, e.to_string()))?;
     let archive = zip::ZipArchive::new(file)
-        .map_err(|e| model_error(path, format!("not a TorchScript archive: {e}")))?;
+        .map_err(|e| ExtractError::model(path, format!("not a TorchScript archive: {e}")))?;
     let root = archive
         .file_names()
         .next()
         .and_then(|n| n.split_once('/'))
         .map(|(root, _)| root.to_owned());
-    root.ok_or_else(|| model_error(path, "not a TorchScript archive: no records".into()))
+    root.ok_or_else(|| ExtractError::model(path, "not a TorchScript archive: no records"))
 }
 
 /// The input size to use: the one asked for, else the one the model records, else 224. Asking
@@ -111,7 +106,7 @@ pub fn choose_input_size(requested: Option<u32>, recorded: Option<u32>) -> Resul
 /// The input size for the model at `path` (see `choose_input_size`).
 pub fn input_size_for(path: &Path, requested: Option<u32>) -> Result<u32, ExtractError> {
     let recorded = read_meta(path)?.input_size;
-    choose_input_size(requested, recorded).map_err(|m| model_error(path, m))
+    choose_input_size(requested, recorded).map_err(|m| ExtractError::model(path, m))
 }
 
 #[cfg(test)]
