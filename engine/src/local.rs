@@ -483,6 +483,10 @@ pub struct Verification {
     /// a map). A query that shows the stored image (crop, rotation, occlusion of it) is
     /// covered wholly; another image pasted over part of the query covers only that part.
     pub coverage: f32,
+    /// The bounding box of that covered part of the query (left, top, right, bottom, each
+    /// divided by the query's width or height; `None` without a map): what of the query the
+    /// candidate explains (search::residual).
+    pub footprint: Option<[f32; 4]>,
     /// Some of the inliers, for drawing (see [`MAX_PAIRS`]).
     pub pairs: Vec<[f32; 4]>,
 }
@@ -540,9 +544,11 @@ pub fn verify(query: &LocalFeatures, cand: &PackedFeatures, params: &VerifyParam
     if best.0 < 3 {
         return Verification::default();
     }
+    let (coverage, footprint) = coverage(&best.1, cand, query);
     Verification {
         inliers: best.0,
-        coverage: coverage(&best.1, cand, query),
+        coverage,
+        footprint,
         pairs: inlier_pairs(
             &best.1,
             &pts,
@@ -555,11 +561,12 @@ pub fn verify(query: &LocalFeatures, cand: &PackedFeatures, params: &VerifyParam
 
 /// Share of the query frame covered by the candidate frame mapped through the inverse of `t`
 /// (query → candidate): the candidate rectangle's image in the query, clipped to the query
-/// rectangle (Sutherland–Hodgman), over the query's area.
-fn coverage(t: &Affine, cand: &PackedFeatures, query: &LocalFeatures) -> f32 {
+/// rectangle (Sutherland–Hodgman), over the query's area; and that clipped part's bounding box
+/// in fractions of the query's sides.
+fn coverage(t: &Affine, cand: &PackedFeatures, query: &LocalFeatures) -> (f32, Option<[f32; 4]>) {
     let det = t[0] * t[4] - t[1] * t[3];
     if det.abs() < 1e-9 || query.width == 0 || query.height == 0 {
-        return 0.0;
+        return (0.0, None);
     }
     // Inverse affine: candidate → query.
     let inv = [
@@ -607,7 +614,7 @@ fn coverage(t: &Affine, cand: &PackedFeatures, query: &LocalFeatures) -> f32 {
         }
         poly = out;
         if poly.is_empty() {
-            return 0.0;
+            return (0.0, None);
         }
     }
     let twice: f32 = (0..poly.len())
@@ -616,7 +623,13 @@ fn coverage(t: &Affine, cand: &PackedFeatures, query: &LocalFeatures) -> f32 {
             a.0 * b.1 - b.0 * a.1
         })
         .sum();
-    (twice.abs() / 2.0 / (qw * qh)).clamp(0.0, 1.0)
+    let (mut lo, mut hi) = ((qw, qh), (0f32, 0f32));
+    for &(x, y) in &poly {
+        lo = (lo.0.min(x), lo.1.min(y));
+        hi = (hi.0.max(x), hi.1.max(y));
+    }
+    let bbox = [lo.0 / qw, lo.1 / qh, hi.0 / qw, hi.1 / qh].map(|v| v.clamp(0.0, 1.0));
+    ((twice.abs() / 2.0 / (qw * qh)).clamp(0.0, 1.0), Some(bbox))
 }
 
 #[cfg(test)]

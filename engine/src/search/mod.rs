@@ -19,6 +19,7 @@ mod query;
 pub(crate) mod ranking;
 mod recent;
 mod rerank;
+mod residual;
 mod space;
 mod upright;
 pub use upright::Found;

@@ -2,8 +2,13 @@
 //! (global cosine, SIFT inliers and coverage, dense alignment, brightness gap) and the
 //! verification settings. docs/SEARCH.md explains each term with the case it exists for.
 //!
+//! - **Beneath**: when the verified candidates cover only parts of the query (pictures pasted
+//!   over a photo), the one candidate the rest of the query aligns with clearly best
+//!   (search::residual) comes first, if it aligns with the rest at or above the floor and
+//!   `BENEATH_GAIN` better than with the whole query: by cosine + `alignment_weight`·(that
+//!   alignment − floor).
 //! - **Verified** candidates (≥ `min_inliers` inliers, covering ≥ `min_coverage` of the query)
-//!   come first, by cosine + `INLIER_WEIGHT`·min(inliers, `INLIER_CAP`)/`INLIER_CAP` +
+//!   come next, by cosine + `INLIER_WEIGHT`·min(inliers, `INLIER_CAP`)/`INLIER_CAP` +
 //!   `EXTRA_INLIER_WEIGHT`·ln(max(inliers, `INLIER_CAP`)/`INLIER_CAP`) +
 //!   `COVERAGE_WEIGHT`·min(coverage, 1) − `BRIGHTNESS_WEIGHT`·brightness gap: near-identical
 //!   siblings all verify, and are told apart by how much of the query they explain, by their
@@ -56,6 +61,9 @@ pub(crate) struct Evidence {
     pub brightness_gap: f32,
     /// Cosine with the expanded query, when verified query expansion ran.
     pub expanded: Option<f32>,
+    /// Dense alignment with the part of the query the verified candidates leave unexplained,
+    /// when that was looked beneath (search::residual).
+    pub beneath: Option<f32>,
 }
 
 /// Whether a candidate is verified: enough inliers, covering enough of the query.
@@ -90,20 +98,44 @@ impl Verdict {
     }
 }
 
+/// How much better than with the whole query a candidate must align with what the verified
+/// candidates leave of it: the pictures pasted over it were what kept it from aligning.
+pub const BENEATH_GAIN: f32 = 0.05;
+
+/// Whether a candidate that did not verify aligns, at or above the floor and clearly better
+/// than with the whole query, with what the verified candidates leave of the query.
+fn is_beneath(e: &Evidence, p: &VerifyParams) -> bool {
+    e.beneath
+        .is_some_and(|a| a >= p.alignment_floor && a >= e.alignment.unwrap_or(-1.0) + BENEATH_GAIN)
+        && !is_verified(e.inliers, e.coverage, p)
+}
+
 /// The verdict on a candidate's evidence: the same test the ranking gives precedence to, then
-/// the alignment floor.
+/// the alignment floor (over the whole query or the part of it left unexplained).
 pub(crate) fn verdict(e: &Evidence, p: &VerifyParams) -> Verdict {
     if is_verified(e.inliers, e.coverage, p) {
         Verdict::Verified
-    } else if e.alignment.is_some_and(|a| a >= p.alignment_floor) {
+    } else if is_beneath(e, p) || e.alignment.is_some_and(|a| a >= p.alignment_floor) {
         Verdict::Aligned
     } else {
         Verdict::Unverified
     }
 }
 
-/// A candidate's rank: (verified, key), compared verified first, then key.
-pub(crate) fn rank_key(e: &Evidence, p: &VerifyParams) -> (bool, f32) {
+/// Ranking tiers, compared first: what the query shows beneath the pictures that verify, then
+/// the verified, then the rest.
+pub(crate) const BENEATH: u8 = 2;
+pub(crate) const VERIFIED: u8 = 1;
+pub(crate) const REST: u8 = 0;
+
+/// A candidate's rank: (tier, key), compared tier first, then key.
+pub(crate) fn rank_key(e: &Evidence, p: &VerifyParams) -> (u8, f32) {
+    if let Some(a) = e.beneath.filter(|_| is_beneath(e, p)) {
+        return (
+            BENEATH,
+            e.cosine + p.alignment_weight * (a - p.alignment_floor),
+        );
+    }
     if is_verified(e.inliers, e.coverage, p) {
         let beyond_cap = e.inliers.max(INLIER_CAP) as f32 / INLIER_CAP as f32;
         let key = e.cosine
@@ -111,7 +143,7 @@ pub(crate) fn rank_key(e: &Evidence, p: &VerifyParams) -> (bool, f32) {
             + EXTRA_INLIER_WEIGHT * beyond_cap.ln()
             + COVERAGE_WEIGHT * e.coverage.min(1.0)
             - BRIGHTNESS_WEIGHT * e.brightness_gap;
-        return (true, key);
+        return (VERIFIED, key);
     }
     let beyond_chance = if e.coverage >= p.min_coverage {
         e.inliers.saturating_sub(p.chance_inliers)
@@ -122,13 +154,13 @@ pub(crate) fn rank_key(e: &Evidence, p: &VerifyParams) -> (bool, f32) {
         p.alignment_weight * (a - p.alignment_floor).max(0.0)
     });
     let cosine = e.expanded.unwrap_or(e.cosine);
-    (false, cosine + inlier_bonus(beyond_chance) + aligned)
+    (REST, cosine + inlier_bonus(beyond_chance) + aligned)
 }
 
 /// The candidates in rank order, as (id, cosine): scores stay cosines, so they need not
 /// decrease down the list.
 pub(crate) fn rank(evidence: &[Evidence], p: &VerifyParams) -> Vec<(u64, f32)> {
-    let mut ranked: Vec<((bool, f32), &Evidence)> =
+    let mut ranked: Vec<((u8, f32), &Evidence)> =
         evidence.iter().map(|e| (rank_key(e, p), e)).collect();
     ranked.sort_by(|(a, ea), (b, eb)| {
         b.0.cmp(&a.0)
@@ -151,6 +183,7 @@ mod tests {
             alignment: None,
             brightness_gap: 0.0,
             expanded: None,
+            beneath: None,
         }
     }
 
@@ -199,6 +232,22 @@ mod tests {
                 with(3, 0.9, Some(floor - 0.01)),
                 Verdict::Unverified,
             ),
+            (
+                "aligned with what the verified leave of the query",
+                Evidence {
+                    beneath: Some(floor),
+                    ..with(0, 0.0, Some(0.7))
+                },
+                Verdict::Aligned,
+            ),
+            (
+                "verified, whatever it aligns with",
+                Evidence {
+                    beneath: Some(0.99),
+                    ..with(30, 0.3, None)
+                },
+                Verdict::Verified,
+            ),
         ];
         for (what, e, want) in cases {
             assert_eq!(verdict(&e, &p), want, "{what}");
@@ -219,6 +268,10 @@ mod tests {
         };
         let expanded = |mut e: Evidence, cosine: f32| {
             e.expanded = Some(cosine);
+            e
+        };
+        let beneath = |mut e: Evidence, a: f32| {
+            e.beneath = Some(a);
             e
         };
         let cases: Vec<(&str, Vec<Evidence>, Vec<u64>)> = vec![
@@ -321,6 +374,36 @@ mod tests {
                 vec![2, 1, 3],
             ),
             (
+                "what the query shows beneath the pasted pictures ranks before them",
+                vec![
+                    ev(1, 0.05, 40, 0.3),
+                    ev(2, 0.02, 12, 0.25),
+                    beneath(aligned(ev(3, 0.35, 0, 0.0), 0.80), 0.97),
+                ],
+                vec![3, 1, 2],
+            ),
+            (
+                "beneath: by cosine and alignment with the unexplained part",
+                vec![
+                    beneath(ev(1, 0.40, 0, 0.0), 0.95),
+                    beneath(ev(2, 0.30, 0, 0.0), 0.99),
+                ],
+                vec![2, 1],
+            ),
+            (
+                "aligning with the rest no better than with the whole is no precedence",
+                vec![
+                    ev(1, 0.05, 40, 0.3),
+                    beneath(aligned(ev(2, 0.35, 0, 0.0), 0.95), 0.97),
+                ],
+                vec![1, 2],
+            ),
+            (
+                "beneath below the floor is no precedence",
+                vec![ev(1, 0.05, 40, 0.3), beneath(ev(2, 0.35, 0, 0.0), 0.90)],
+                vec![1, 2],
+            ),
+            (
                 "ties go to the smaller id",
                 vec![ev(9, 0.5, 0, 0.0), ev(3, 0.5, 0, 0.0)],
                 vec![3, 9],
@@ -340,12 +423,12 @@ mod tests {
     #[test]
     fn verified_key_terms() {
         let p = VerifyParams::default();
-        let (verified, key) = rank_key(&ev(1, 0.5, 10, 2.0), &p);
-        assert!(verified);
+        let (tier, key) = rank_key(&ev(1, 0.5, 10, 2.0), &p);
+        assert_eq!(tier, VERIFIED);
         // cosine + 10/20 inliers + 0.5 × coverage capped at 1
         assert!((key - (0.5 + 0.5 + 0.5)).abs() < 1e-6, "{key}");
-        let (verified, key) = rank_key(&ev(1, 0.5, 6, 0.9), &p);
-        assert!(!verified);
+        let (tier, key) = rank_key(&ev(1, 0.5, 6, 0.9), &p);
+        assert_eq!(tier, REST);
         assert!((key - (0.5 + 2.0 / 20.0)).abs() < 1e-6, "{key}");
     }
 }

@@ -12,6 +12,7 @@ use super::candidates::Candidates;
 use super::context::SearchContext;
 use super::observed::{Observations, Observed};
 use super::ranking::{self, Evidence, Verdict};
+use super::residual;
 use crate::dense::{self, DenseIndex, Plane};
 use crate::derived::slot::{DerivedStatus, Slot};
 use crate::error::{Error, Result};
@@ -61,6 +62,8 @@ pub(crate) struct Checked {
     pub pairs: Vec<[f32; 4]>,
     /// Where dense alignment placed the query in the candidate (fractions of its sides).
     pub region: Option<[f32; 4]>,
+    /// What of the query a verified candidate covers (local::Verification::footprint).
+    pub footprint: Option<[f32; 4]>,
 }
 
 /// The candidate sources of verified searches: persisted derived structures, loaded on a
@@ -265,12 +268,11 @@ impl RerankIndexes {
             )
         });
         let mut checked = HashMap::new();
-        let mut evidence = Vec::with_capacity(numbered.len());
         for ((_, (id, _)), c) in numbered.iter().zip(examined) {
-            let c = c?;
-            evidence.extend(c.evidence);
-            checked.insert(*id, c);
+            checked.insert(*id, c?);
         }
+        self.look_beneath(store, ctx, query, &mut checked, params)?;
+        let evidence: Vec<Evidence> = checked.values().filter_map(|c| c.evidence).collect();
         let rest: Vec<(u64, f32)> = hits
             .iter()
             .skip(params.shortlist)
@@ -280,6 +282,69 @@ impl RerankIndexes {
         *hits = ranking::rank(&evidence, params);
         hits.extend(rest);
         Ok(checked)
+    }
+
+    /// Looking beneath pasted pictures (search::residual): when verified candidates in
+    /// `checked` cover only part of the query, every other candidate with a dense plane is
+    /// aligned again with those parts left out; the one [`residual::beneath`] picks records
+    /// that alignment as its `beneath`. A shard of a sharded search does not look: the pick
+    /// weighs the whole collection's candidates (docs/RAY.md).
+    fn look_beneath(
+        &self,
+        store: &Store,
+        ctx: &SearchContext,
+        query: Probe,
+        checked: &mut HashMap<u64, Checked>,
+        params: &VerifyParams,
+    ) -> Result<()> {
+        let dq = query.local.dense.as_ref();
+        let Some(dq) = dq.filter(|_| params.dense > 0 && ctx.examine.is_none()) else {
+            return Ok(());
+        };
+        let verified: Vec<(f32, residual::Part)> = checked
+            .values()
+            .filter(|c| c.verdict == Some(Verdict::Verified))
+            .filter_map(|c| Some((c.evidence?.coverage, c.footprint?)))
+            .collect();
+        let Some(masked) = residual::explained(&verified).and_then(|parts| dq.masked(&parts))
+        else {
+            return Ok(());
+        };
+        let mut ids: Vec<u64> = checked
+            .iter()
+            .filter(|(_, c)| c.verdict != Some(Verdict::Verified))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        let planes: Vec<(u64, Plane)> = self.dense.with(store, &ctx.snapshot, |index| {
+            ids.iter()
+                .filter_map(|&id| index.plane(id).map(|p| (id, p)))
+                .collect()
+        })?;
+        let aligned = parallel::map(&planes, ctx.threads, |(_, plane)| {
+            dense::align_masked(&masked, plane)
+        });
+        let scores: Vec<(u64, f32)> = planes
+            .iter()
+            .zip(&aligned)
+            .map(|(p, a)| (p.0, a.0))
+            .collect();
+        let picked = residual::beneath(&scores);
+        for ((id, _), (score, region)) in planes.iter().zip(aligned) {
+            let Some(c) = checked.get_mut(id).filter(|_| Some(*id) == picked) else {
+                continue;
+            };
+            let Some(e) = c.evidence.as_mut() else {
+                continue;
+            };
+            e.beneath = Some(score);
+            if ranking::rank_key(e, params).0 == ranking::BENEATH {
+                c.verdict = Some(ranking::verdict(e, params));
+                c.alignment = Some(score);
+                c.region = region;
+            }
+        }
+        Ok(())
     }
 
     /// Verified query expansion's second ranking of one query, after [`Self::rerank`]:
@@ -386,6 +451,7 @@ fn examine(
         alignment: alignment.map(|a| a.0),
         brightness_gap,
         expanded: None,
+        beneath: None,
     };
     let verdict = ranking::verdict(&e, params);
     Ok(Checked {
@@ -401,6 +467,7 @@ fn examine(
         region: alignment
             .and_then(|a| a.1)
             .filter(|_| verdict == Verdict::Aligned),
+        footprint: v.footprint.filter(|_| verdict == Verdict::Verified),
     })
 }
 
