@@ -89,8 +89,7 @@ pub struct DenseQuery {
     /// Mean grey level of the picture (pixels of the turn's black fill left out).
     pub mean: f32,
     /// The query's grey plane ([`WINDOW_SIDE`] px on its long side), which masked templates
-    /// are cut from ([`DenseQuery::masked`]); empty in a query made before it was kept.
-    #[serde(default)]
+    /// are cut from ([`DenseQuery::masked`]).
     source: StoredPlane,
 }
 
@@ -291,6 +290,14 @@ impl DenseQuery {
                 t.h,
                 t.data.len()
             )),
+            None if self.source.data.len() != self.source.w as usize * self.source.h as usize => {
+                Err(format!(
+                    "a {}×{} dense plane holds {} values",
+                    self.source.w,
+                    self.source.h,
+                    self.source.data.len()
+                ))
+            }
             None => Ok(()),
         }
     }
@@ -984,8 +991,11 @@ mod tests {
         let mut template = query.clone();
         template.templates[0].data.truncate(3);
         assert!(template.check().unwrap_err().contains("template"));
-        let mut empty = query;
+        let mut empty = query.clone();
         empty.templates[0].w = 0;
         assert!(empty.check().is_err());
+        let mut plane = query;
+        plane.source.data.pop();
+        assert!(plane.check().unwrap_err().contains("dense plane"));
     }
 }

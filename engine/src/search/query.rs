@@ -24,8 +24,8 @@ pub struct QueryFeatures {
     local: Option<QueryLocal>,
 }
 
-/// Format tag of [`QueryFeatures::to_bytes`].
-const FEATURES_MAGIC: &[u8; 8] = b"IVQRY\0\0\x01";
+/// Format tag of [`QueryFeatures::to_bytes`] (2: the dense query keeps its plane).
+const FEATURES_MAGIC: &[u8; 8] = b"IVQRY\0\0\x02";
 
 impl QueryFeatures {
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -272,6 +272,6 @@ mod tests {
                 .contains("descriptor values for 3 keypoints"),
             "{err}"
         );
-        assert!(QueryFeatures::from_bytes(b"IVQRY\0\0\x01garbage").is_err());
+        assert!(QueryFeatures::from_bytes(b"IVQRY\0\0\x02garbage").is_err());
     }
 }
