@@ -29,7 +29,7 @@ pub struct Hit {
     /// The key verification ordered this result by among the candidates it checked
     /// (docs/SEARCH.md, Ranking: the cosine plus the evidence's bonuses); absent for results it
     /// did not check. The answers of several databases of one collection (shards) merge by
-    /// (verified, checked, `rank_key` else `score`), which is the order one database gives.
+    /// (`tier`, `rank_key` else `score`), which is the order one database gives.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rank_key: Option<f32>,
     /// The answer to "is this the same image?" (docs/CALIBRATION.md).
@@ -48,6 +48,22 @@ pub struct Hit {
     /// fractions of the result's width and height.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<[f32; 4]>,
+    /// A verified result: the share of the query it covers under the fitted transform, and the
+    /// box of that part of the query (left, top, right, bottom, fractions of the query's width
+    /// and height).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub footprint: Option<[f32; 4]>,
+    /// Its alignment with the query with the verified results' footprints left out, when the
+    /// search looked beneath pictures pasted over the query (docs/SEARCH.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beneath: Option<f32>,
+    /// The ranking tier verification gave this result: 2 what the query shows beneath pictures
+    /// pasted over it, 1 verified, 0 checked otherwise; absent for results it did not check.
+    /// With `rank_key`, the order one database gives (shards merge by it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<u8>,
     /// The row's user attributes (from the record the path is read from).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub attributes: std::collections::BTreeMap<String, String>,

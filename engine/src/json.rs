@@ -37,6 +37,10 @@ pub fn hit(rank: usize, hit: &Hit) -> Value {
         "inliers": hit.inliers,
         "alignment": hit.alignment,
         "region": hit.region,
+        "coverage": hit.coverage,
+        "footprint": hit.footprint,
+        "beneath": hit.beneath,
+        "tier": hit.tier,
         "pairs": hit.pairs,
         "attrs": hit.attributes,
     })
@@ -101,6 +105,10 @@ mod tests {
             confidence: Some(0.9),
             pairs: None,
             region: Some([0.1, 0.2, 0.5, 0.6]),
+            coverage: None,
+            footprint: None,
+            beneath: Some(0.97),
+            tier: Some(2),
             attributes: [("k".to_string(), "v".to_string())].into(),
         };
         let by_id = QueryName::Stored {
@@ -127,6 +135,11 @@ mod tests {
         assert!(r["pairs"].is_null() && r.get("pairs").is_some());
         assert_eq!(r["region"].as_array().map(Vec::len), Some(4));
         assert_eq!(r["rank_key"].as_f64(), Some(0.7f32 as f64));
+        assert!(r["footprint"].is_null() && r.get("coverage").is_some());
+        assert_eq!(
+            (r["beneath"].as_f64(), r["tier"].as_u64()),
+            (Some(0.97f32 as f64), Some(2))
+        );
         assert_eq!(r["attrs"]["k"], "v");
         let failed = search_answer(&QueryName::Given("q.jpg".into()), Err("no such file"));
         assert_eq!(

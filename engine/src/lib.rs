@@ -95,7 +95,10 @@ pub use pipeline::{PipelineConfig, QueryDefaults};
 pub use prepared::PreparedRow;
 pub use reduce::WhiteningSpec;
 pub use reindex::{reindex, ReindexOptions, ReindexReport};
-pub use search::{Calibration, Candidates, Found, Match, QueryFeatures, RerankStatus, Verdict};
+pub use search::{
+    beneath_pick, looks_beneath, Calibration, Candidates, Found, Match, QueryFeatures,
+    RerankStatus, Verdict,
+};
 pub use stages::StageTimes;
 pub use verify::VerifyReport;
 pub use vlad::VladSpec;

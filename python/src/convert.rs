@@ -91,6 +91,10 @@ pub(crate) fn hit_dict<'py>(py: Python<'py>, hit: &Hit) -> PyResult<Bound<'py, P
     d.set_item("match", hit.matched.name())?;
     d.set_item("confidence", hit.confidence)?;
     d.set_item("region", hit.region)?;
+    d.set_item("coverage", hit.coverage)?;
+    d.set_item("footprint", hit.footprint)?;
+    d.set_item("beneath", hit.beneath)?;
+    d.set_item("tier", hit.tier)?;
     d.set_item("pairs", &hit.pairs)?;
     d.set_item("attrs", &hit.attributes)?;
     Ok(d)

@@ -104,8 +104,12 @@ def stored_paths(out: Path) -> Dict[str, int]:
 
 
 def test_merge_orders_hits_as_one_database_does():
+    tiers = {"beneath": 2, "verified": 1, "aligned": 0, "unverified": 0}
+
     def hit(id: int, score: float, verdict: Any = None, key: Any = None) -> Dict[str, Any]:
-        return {"id": id, "score": score, "verdict": verdict, "rank_key": key}
+        tier = tiers.get(verdict) if verdict is not None else None
+        return {"id": id, "score": score, "verdict": "aligned" if verdict == "beneath" else verdict,
+                "rank_key": key, "tier": tier}
 
     for name, answers, k, want in [
         ("scores alone", [(0, [hit(1, 0.9), hit(2, 0.5)]), (1, [hit(1, 0.7)])], 3, [(0, 1), (1, 1), (0, 2)]),
@@ -115,6 +119,12 @@ def test_merge_orders_hits_as_one_database_does():
             [(0, [hit(1, 0.9, "unverified", 0.9)]), (1, [hit(4, 0.3, "verified", 1.8)])],
             2,
             [(1, 4), (0, 1)],
+        ),
+        (
+            "what the query shows beneath pasted pictures before the verified",
+            [(0, [hit(1, 0.04, "verified", 1.2)]), (1, [hit(2, 0.36, "beneath", 1.0)])],
+            2,
+            [(1, 2), (0, 1)],
         ),
         (
             "checked candidates by their key, not their score",
@@ -213,6 +223,37 @@ def test_balanced_shards_share_one_frozen_whitening_and_search_as_one_database(t
         a, b = sharded.search(str(sideways), k=10), one.search(str(sideways), k=10)
         assert_same(a, b, sideways)
         assert Path(b.hits[0].path).resolve() == Path(images[7]).resolve() and b.hits[0].is_match
+
+
+def test_a_photo_beneath_pasted_pictures_is_found_across_shards_as_in_one_database(tmp_path):
+    """A smooth wallpaper with screenshots pasted over it (instances-dev's g0018 occlusion
+    query): the stored screenshots verify, the wallpaper gives SIFT nothing. One database looks
+    beneath the screenshots and ranks the wallpaper first; the shards decide it over the whole
+    collection's verified hits and alignments, and answer the same."""
+    rows = read_jsonl(INSTANCES / "db.jsonl")
+    pasted = ["d00032", "d00039", "d00042", "d00045"]
+    chosen = ["g0018", *pasted] + [Path(r["path"]).stem for r in rows[::23]]
+    images = sorted({str(INSTANCES / "db" / f"{n}.jpg") for n in chosen})
+    out = tmp_path / "sharded"
+    report = iray.ingest(images, out, shards=2, pipeline="robust", sample=64)
+    assert (report.stored, report.errors) == (len(images), 0)
+    one = one_database_like(out, tmp_path / "one", images)
+    query = str(INSTANCES / "queries" / "g0018_occlusion.jpg")
+    with iray.ShardedDatabase(out) as sharded, one:
+        for options in [{}, {"expand": 0}]:
+            b = one.search(query, k=10, **options)
+            top = b.hits[0]
+            assert Path(top.path).stem == "g0018", (options, [(h.path, h.verdict) for h in b.hits])
+            assert (top.verdict, top.tier) == ("aligned", 2) and top.beneath is not None
+            assert top.alignment == top.beneath and top.beneath >= 0.96
+            screenshots = [h for h in b.hits if h.verdict == "verified"]
+            assert screenshots and all(h.footprint is not None and h.coverage < 0.5 for h in screenshots)
+            a = sharded.search(query, k=10, **options)
+            assert_same(a, b, (query, options))
+            assert (a.hits[0].tier, a.hits[0].alignment) == (2, pytest.approx(top.alignment, abs=1e-5))
+        # The wallpaper and the screenshots that verify are not all in one shard.
+        shard_of = {Path(h.path).stem: h.shard for h in sharded.search(query, k=10).hits}
+        assert {shard_of["g0018"]} != {shard_of[n] for n in pasted if n in shard_of}, shard_of
 
 
 def test_a_preset_with_its_cnn_replaced_makes_every_shard_with_that_cnn(subset, tmp_path):

@@ -35,6 +35,16 @@ pub struct Candidates {
     /// expanded query's ranking, of which verified expansion examines what is new.
     #[serde(default)]
     pub expanded: Vec<(u64, f32)>,
+    /// The collection's verified candidates of this query as (coverage, footprint), from every
+    /// shard's verified hits (`Hit::coverage`, `Hit::footprint`). Given, the shard looks beneath
+    /// the pictures they cover (docs/SEARCH.md) and reports each candidate's alignment there
+    /// (`Hit::beneath`); not given, it does not look.
+    #[serde(default)]
+    pub verified: Option<Vec<(f32, [f32; 4])>>,
+    /// This shard's row that the collection's look beneath picked (`residual::beneath` over
+    /// every shard's `Hit::beneath`), when one is.
+    #[serde(default)]
+    pub beneath: Option<u64>,
 }
 
 impl Candidates {

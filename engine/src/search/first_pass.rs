@@ -22,7 +22,8 @@ pub(crate) type FirstPasses = Recent<(Vec<(u64, f32)>, HashMap<u64, Checked>)>;
 
 /// The settings a first pass of a search with `opts` depends on (augmentation, αQE depth and
 /// the candidates fetched `k` as the search resolved them, and the candidates it was given to
-/// examine): everything before verified expansion, so not `expand`, `upright`, the expansion's
+/// examine, with the collection's verified footprints and look-beneath pick, which change its
+/// ranking): everything before verified expansion, so not `expand`, `upright`, the expansion's
 /// given candidates or what only materializing reads.
 pub(crate) fn settings(
     opts: &SearchOptions,
@@ -40,9 +41,10 @@ pub(crate) fn settings(
         "{:?} {:?} {:?}",
         (opts.mode, &opts.filter, opts.nprobe, opts.rerank),
         (opts.rerank_depth, augment, qe, k, params),
-        opts.candidates
-            .as_ref()
-            .map(|c| (&c.shortlist, &c.voted, &c.dense, &c.turns, c.asked))
+        opts.candidates.as_ref().map(|c| (
+            (&c.shortlist, &c.voted, &c.dense, &c.turns, c.asked),
+            (&c.verified, c.beneath)
+        ))
     )
 }
 

@@ -52,6 +52,20 @@ use query::PreparedQuery;
 pub use query::QueryFeatures;
 use rerank::Checked;
 
+/// Whether one database would look beneath the pictures its verified results cover (docs/SEARCH.md,
+/// "Looking beneath"), given every verified result's (coverage, footprint): for the shards of a
+/// collection, which decide it over every shard's verified hits (docs/RAY.md).
+pub fn looks_beneath(verified: &[(f32, [f32; 4])]) -> bool {
+    residual::explained(verified).is_some()
+}
+
+/// Which candidate one database would rank first as what the query shows beneath the pictures
+/// pasted over it, given every candidate's alignment there (`Hit::beneath`), keyed by any
+/// distinct numbers; ties go to the smaller key.
+pub fn beneath_pick(aligned: &[(u64, f32)]) -> Option<u64> {
+    residual::beneath(aligned)
+}
+
 /// (id, score) pairs, best first, or why there are none.
 type Ranked = Result<Vec<(u64, f32)>>;
 
@@ -661,6 +675,10 @@ impl Searcher<'_> {
                 break;
             }
             let c = checked.get(&id).unwrap_or(&unchecked);
+            let ranked = c
+                .evidence
+                .zip(answer.verify.as_ref())
+                .map(|(e, p)| ranking::rank_key(&e, p));
             let confidence = answer.calibration.and_then(|cal| {
                 calibration::confidence(cal, answer.whitened, c.verdict, score, c.alignment)
             });
@@ -676,14 +694,15 @@ impl Searcher<'_> {
                     inliers: c.inliers,
                     alignment: c.alignment,
                     verdict: c.verdict,
-                    rank_key: c
-                        .evidence
-                        .zip(answer.verify.as_ref())
-                        .map(|(e, p)| ranking::rank_key(&e, p).1),
+                    rank_key: ranked.map(|r| r.1),
                     matched,
                     confidence,
                     pairs: (opts.pairs && !c.pairs.is_empty()).then(|| c.pairs.clone()),
                     region: c.region,
+                    coverage: c.footprint.and(c.evidence.map(|e| e.coverage)),
+                    footprint: c.footprint,
+                    beneath: c.masked,
+                    tier: ranked.map(|r| r.0),
                     attributes: rec.attributes,
                 });
             }

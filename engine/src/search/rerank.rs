@@ -64,6 +64,9 @@ pub(crate) struct Checked {
     pub region: Option<[f32; 4]>,
     /// What of the query a verified candidate covers (local::Verification::footprint).
     pub footprint: Option<[f32; 4]>,
+    /// Its alignment with the query with the verified candidates' footprints left out, when
+    /// the search looked beneath them.
+    pub masked: Option<f32>,
 }
 
 /// The candidate sources of verified searches: persisted derived structures, loaded on a
@@ -182,7 +185,7 @@ impl RerankIndexes {
             dense,
             turns,
             asked: [params.shortlist, params.voted, params.dense],
-            expanded: Vec::new(),
+            ..Candidates::default()
         })
     }
 
@@ -284,11 +287,12 @@ impl RerankIndexes {
         Ok(checked)
     }
 
-    /// Looking beneath pasted pictures (search::residual): when verified candidates in
-    /// `checked` cover only part of the query, every other candidate with a dense plane is
-    /// aligned again with those parts left out; the one [`residual::beneath`] picks records
-    /// that alignment as its `beneath`. A shard of a sharded search does not look: the pick
-    /// weighs the whole collection's candidates (docs/RAY.md).
+    /// Looking beneath pasted pictures (search::residual): when verified candidates cover only
+    /// part of the query, every other candidate with a dense plane is aligned again with those
+    /// parts left out (recorded as its `masked`), and the one [`residual::beneath`] picks gets
+    /// that alignment as its `beneath`. A shard of a sharded search looks beneath the
+    /// collection's verified candidates, when given them, and takes the collection's pick
+    /// (`Candidates::verified`, `Candidates::beneath`; docs/RAY.md).
     fn look_beneath(
         &self,
         store: &Store,
@@ -297,15 +301,20 @@ impl RerankIndexes {
         checked: &mut HashMap<u64, Checked>,
         params: &VerifyParams,
     ) -> Result<()> {
-        let dq = query.local.dense.as_ref();
-        let Some(dq) = dq.filter(|_| params.dense > 0 && ctx.examine.is_none()) else {
+        let Some(dq) = query.local.dense.as_ref().filter(|_| params.dense > 0) else {
             return Ok(());
         };
-        let verified: Vec<(f32, residual::Part)> = checked
-            .values()
-            .filter(|c| c.verdict == Some(Verdict::Verified))
-            .filter_map(|c| Some((c.evidence?.coverage, c.footprint?)))
-            .collect();
+        let verified: Vec<(f32, residual::Part)> = match &ctx.examine {
+            Some(given) => match &given.verified {
+                Some(v) => v.clone(),
+                None => return Ok(()),
+            },
+            None => checked
+                .values()
+                .filter(|c| c.verdict == Some(Verdict::Verified))
+                .filter_map(|c| Some((c.evidence?.coverage, c.footprint?)))
+                .collect(),
+        };
         let Some(masked) = residual::explained(&verified).and_then(|parts| dq.masked(&parts))
         else {
             return Ok(());
@@ -329,12 +338,16 @@ impl RerankIndexes {
             .zip(&aligned)
             .map(|(p, a)| (p.0, a.0))
             .collect();
-        let picked = residual::beneath(&scores);
+        let picked = match &ctx.examine {
+            Some(given) => given.beneath,
+            None => residual::beneath(&scores),
+        };
         for ((id, _), (score, region)) in planes.iter().zip(aligned) {
-            let Some(c) = checked.get_mut(id).filter(|_| Some(*id) == picked) else {
+            let Some(c) = checked.get_mut(id) else {
                 continue;
             };
-            let Some(e) = c.evidence.as_mut() else {
+            c.masked = Some(score);
+            let Some(e) = c.evidence.as_mut().filter(|_| Some(*id) == picked) else {
                 continue;
             };
             e.beneath = Some(score);
@@ -468,6 +481,7 @@ fn examine(
             .and_then(|a| a.1)
             .filter(|_| verdict == Verdict::Aligned),
         footprint: v.footprint.filter(|_| verdict == Verdict::Verified),
+        masked: None,
     })
 }
 

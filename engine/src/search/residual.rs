@@ -67,7 +67,17 @@ pub fn explained(verified: &[(f32, Part)]) -> Option<Vec<Part>> {
             ]
         })
         .collect();
-    parts.sort_by(|a, b| area(b).total_cmp(&area(a)));
+    // Widest first, then by position: the same parts whatever order they were listed in (the
+    // shards of a collection list them in their own order).
+    parts.sort_by(|a, b| {
+        area(b).total_cmp(&area(a)).then_with(|| {
+            a.iter()
+                .zip(b)
+                .fold(std::cmp::Ordering::Equal, |o, (x, y)| {
+                    o.then(x.total_cmp(y))
+                })
+        })
+    });
     parts.truncate(MAX_FOOTPRINTS);
     (!parts.is_empty() && 1.0 - covered(&parts) >= MIN_KEPT).then_some(parts)
 }

@@ -96,6 +96,10 @@ mod tests {
             confidence: None,
             pairs: None,
             region: None,
+            coverage: None,
+            footprint: None,
+            beneath: None,
+            tier: None,
             attributes: Default::default(),
         }
     }

@@ -527,6 +527,10 @@ class Database:
                 confidence=h["confidence"],
                 region=h["region"],
                 pairs=h["pairs"],
+                coverage=h["coverage"],
+                footprint=h["footprint"],
+                beneath=h["beneath"],
+                tier=h["tier"],
             )
             for i, h in enumerate(answer)
         ]

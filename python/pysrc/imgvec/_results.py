@@ -44,6 +44,17 @@ class Hit:
     #: The key verification ordered this hit by among the candidates it checked (None when it
     #: checked none); sharded searches merge by it.
     rank_key: Optional[float] = None
+    #: Verified hits: the share of the query this image covers under the fitted transform, and
+    #: the box of that part of the query, (left, top, right, bottom) as fractions.
+    coverage: Optional[float] = None
+    footprint: Optional[List[float]] = None
+    #: Its alignment with the query with the verified hits' footprints left out, when the
+    #: search looked beneath pictures pasted over the query (docs/SEARCH.md).
+    beneath: Optional[float] = None
+    #: The ranking tier verification gave it: 2 what the query shows beneath pictures pasted
+    #: over it, 1 verified, 0 checked otherwise (None: not checked); sharded searches merge by
+    #: (tier, rank_key).
+    tier: Optional[int] = None
 
     @property
     def is_match(self) -> bool:

@@ -462,13 +462,14 @@ class ShardedResults(Results):
     missing: Dict[str, str]
 
 
-def merge_order(hit: Mapping[str, Any]) -> Tuple[bool, bool, float]:
+def merge_order(hit: Mapping[str, Any]) -> Tuple[int, float]:
     """How hits of several shards interleave: the order one database gives its candidates —
-    verified first, then the others verification checked, each by its ranking key, then the
-    rest by score (larger first)."""
-    checked = hit.get("verdict") is not None
+    by ranking tier (what the query shows beneath pictures pasted over it, then the verified,
+    then the others verification checked), each by its ranking key, then the rest by score
+    (larger first)."""
+    tier = hit.get("tier")
     key = hit.get("rank_key")
-    return (hit.get("verdict") == "verified", checked, float(hit["score"] if key is None else key))
+    return (-1 if tier is None else int(tier), float(hit["score"] if key is None else key))
 
 
 def merge(answers: Sequence[Tuple[int, Sequence[Mapping[str, Any]]]], k: int) -> List[Dict[str, Any]]:
@@ -685,12 +686,20 @@ class ShardedDatabase:
                 continue
             lists = merge_candidates([(s, a[qi]) for s, a in gathered])
             one = whole if len(queries) == 1 else ray.put([q])
-            verified, lost = self._fan_out(one, first, lists, "verify", expand)
+            # Every candidate a shard checked comes back, whatever its score (the threshold is
+            # applied to the merge): looking beneath needs all the verified.
+            most = max((sum(c["asked"]) for c in lists.values()), default=0)
+            checked = dict(first, k=max(k, expand, most), threshold=None)
+            verified, lost = self._fan_out(one, checked, lists, "verify", expand)
             missing.update(lost)
             vectors = {(s, i): v for s, a in verified for i, v in a[0][1].items()}
-            merged = self._merged([(s, [a[0][0]]) for s, a in verified], 0, max(k, expand))
+            verified = self._look_beneath(one, checked, lists, verified, expand, missing)
+            merged = self._merged([(s, [a[0][0]]) for s, a in verified], 0, checked["k"])
             with_ = None if isinstance(merged, str) or expand == 0 else self._expansion(merged, expand, vectors)
             if with_ is None:
+                threshold = options.get("threshold")
+                if not isinstance(merged, str) and threshold is not None:
+                    merged = [h for h in merged if h["score"] >= threshold]
                 out.append(merged if isinstance(merged, str) else merged[:k])
                 continue
             second = dict(options, expand=expand, expand_with=with_.tolist())
@@ -703,6 +712,53 @@ class ShardedDatabase:
             missing.update(lost)
             out.append(self._merged(again, 0, k))
         return out, missing
+
+    def _look_beneath(
+        self,
+        one: Any,
+        options: Dict[str, Any],
+        lists: Dict[int, Dict[str, Any]],
+        verified: List[Any],
+        expand: int,
+        missing: Dict[str, str],
+    ) -> List[Any]:
+        """Looking beneath pasted pictures as one database does (docs/SEARCH.md): when the
+        collection's verified hits (``verified``: every shard's answer) cover only parts of the
+        query, every shard aligns its candidates with the rest of the query (``Hit.beneath``)
+        given all of them, the engine picks from every shard's alignments, and the shard holding
+        the pick ranks it first: in one more call without expansion, in expansion's call with
+        it. ``lists`` gains both for later rounds; returns the answers to merge (``verified``
+        when there is nothing to look beneath)."""
+        found = [
+            (h["coverage"], h["footprint"])
+            for _, a in verified
+            if not isinstance(a[0][0], str)
+            for h in a[0][0]
+            if h.get("footprint") is not None
+        ]
+        if not found or not _imgvec.looks_beneath(found):
+            return verified
+        for c in lists.values():
+            c["verified"] = found
+        looked, lost = self._fan_out(one, options, lists, "verify", expand)
+        missing.update(lost)
+        aligned = [
+            ((s, h["id"]), h["beneath"])
+            for s, a in looked
+            if not isinstance(a[0][0], str)
+            for h in a[0][0]
+            if h.get("beneath") is not None
+        ]
+        pick = _imgvec.beneath_pick([(i, float(v)) for i, (_, v) in enumerate(aligned)])
+        if pick is None:
+            return looked
+        shard, row = aligned[pick][0]
+        lists[shard]["beneath"] = row
+        if expand > 0:
+            return looked  # expansion's call ranks with the pick (its order before is the same)
+        again, lost = self._fan_out(one, options, lists, "verify", expand)
+        missing.update(lost)
+        return again
 
     def search(self, query: Any, **options: Any) -> Union[ShardedResults, List[ShardedResults]]:
         """``Database.search`` over every shard (images only: ids belong to one shard). Every
