@@ -82,15 +82,15 @@ struct Template {
 /// A query made ready for dense alignment.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DenseQuery {
+    /// The query's grey plane ([`WINDOW_SIDE`] px on its long side), which masked templates
+    /// are cut from ([`DenseQuery::masked`]).
+    source: StoredPlane,
     /// Probes, `CELL_DIMS` each, normalised, and the rotation (degrees) each undoes.
     probes: Vec<f32>,
     probe_angles: Vec<f32>,
     templates: Vec<Template>,
     /// Mean grey level of the picture (pixels of the turn's black fill left out).
     pub mean: f32,
-    /// The query's grey plane ([`WINDOW_SIDE`] px on its long side), which masked templates
-    /// are cut from ([`DenseQuery::masked`]).
-    source: StoredPlane,
 }
 
 /// Where one template is cut from a query's plane and at what size (see [`template_cuts`]).
