@@ -48,7 +48,9 @@ pub struct Hit {
     /// fractions of the result's width and height.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<[f32; 4]>,
-    /// A verified result: the share of the query it covers under the fitted transform, and the
+    /// A result SIFT matched with at least `min_inliers` inliers (verified, or a picture pasted
+    /// over too little of the query to verify): the share of the query it covers under the
+    /// fitted transform, and the
     /// box of that part of the query (left, top, right, bottom, fractions of the query's width
     /// and height).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -739,7 +739,7 @@ fn rest_blas_threads() -> bool {
 }
 
 /// Whether one database holding a collection's rows would look beneath the pictures its
-/// verified hits cover, given every shard's verified hits' (coverage, footprint) (`imgvec.ray`).
+/// matched hits cover, given every shard's hits' (coverage, footprint) (`imgvec.ray`).
 #[pyfunction]
 fn looks_beneath(verified: Vec<(f32, [f32; 4])>) -> bool {
     imgvec::looks_beneath(&verified)

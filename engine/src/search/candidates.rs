@@ -35,8 +35,8 @@ pub struct Candidates {
     /// expanded query's ranking, of which verified expansion examines what is new.
     #[serde(default)]
     pub expanded: Vec<(u64, f32)>,
-    /// The collection's verified candidates of this query as (coverage, footprint), from every
-    /// shard's verified hits (`Hit::coverage`, `Hit::footprint`). Given, the shard looks beneath
+    /// The collection's candidates of this query with `min_inliers` inliers as (coverage,
+    /// footprint), from every shard's hits (`Hit::coverage`, `Hit::footprint`). Given, the shard looks beneath
     /// the pictures they cover (docs/SEARCH.md) and reports each candidate's alignment there
     /// (`Hit::beneath`); not given, it does not look.
     #[serde(default)]

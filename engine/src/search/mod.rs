@@ -52,11 +52,11 @@ use query::PreparedQuery;
 pub use query::QueryFeatures;
 use rerank::Checked;
 
-/// Whether one database would look beneath the pictures its verified results cover (docs/SEARCH.md,
-/// "Looking beneath"), given every verified result's (coverage, footprint): for the shards of a
-/// collection, which decide it over every shard's verified hits (docs/RAY.md).
-pub fn looks_beneath(verified: &[(f32, [f32; 4])]) -> bool {
-    residual::explained(verified).is_some()
+/// Whether one database would look beneath the pictures its matched results cover
+/// (docs/SEARCH.md, "Looking beneath"), given every such result's (coverage, footprint): for the
+/// shards of a collection, which decide it over every shard's hits with a footprint (docs/RAY.md).
+pub fn looks_beneath(matched: &[(f32, [f32; 4])]) -> bool {
+    residual::explained(matched).is_some()
 }
 
 /// Which candidate one database would rank first as what the query shows beneath the pictures

@@ -62,9 +62,10 @@ pub(crate) struct Checked {
     pub pairs: Vec<[f32; 4]>,
     /// Where dense alignment placed the query in the candidate (fractions of its sides).
     pub region: Option<[f32; 4]>,
-    /// What of the query a verified candidate covers (local::Verification::footprint).
+    /// What of the query a candidate with `min_inliers` inliers covers
+    /// (local::Verification::footprint).
     pub footprint: Option<[f32; 4]>,
-    /// Its alignment with the query with the verified candidates' footprints left out, when
+    /// Its alignment with the query with the matched candidates' footprints left out, when
     /// the search looked beneath them.
     pub masked: Option<f32>,
 }
@@ -287,7 +288,7 @@ impl RerankIndexes {
         Ok(checked)
     }
 
-    /// Looking beneath pasted pictures (search::residual): when verified candidates cover only
+    /// Looking beneath pasted pictures (search::residual): when matched candidates cover only
     /// part of the query, every other candidate with a dense plane is aligned again with those
     /// parts left out (recorded as its `masked`), and the one [`residual::beneath`] picks gets
     /// that alignment as its `beneath`. A shard of a sharded search looks beneath the
@@ -311,7 +312,6 @@ impl RerankIndexes {
             },
             None => checked
                 .values()
-                .filter(|c| c.verdict == Some(Verdict::Verified))
                 .filter_map(|c| Some((c.evidence?.coverage, c.footprint?)))
                 .collect(),
         };
@@ -480,7 +480,9 @@ fn examine(
         region: alignment
             .and_then(|a| a.1)
             .filter(|_| verdict == Verdict::Aligned),
-        footprint: v.footprint.filter(|_| verdict == Verdict::Verified),
+        // Enough inliers explain a part of the query, however small (a pasted picture under
+        // `min_coverage` does not verify, but it is there).
+        footprint: v.footprint.filter(|_| v.inliers >= params.min_inliers),
         masked: None,
     })
 }

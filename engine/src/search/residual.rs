@@ -1,16 +1,17 @@
-//! What of a query the images that verify explain, and so what is left to look beneath.
+//! What of a query the images SIFT matched explain, and so what is left to look beneath.
 //!
 //! A query can show several stored images: a photo with pictures pasted over part of it
 //! (occlusion by other photos), a collage, a screenshot of a page. A pasted picture that is
 //! itself stored verifies richly — SIFT finds its texture — while the photo beneath it, if it is
 //! smooth (a wallpaper, a sky), gives SIFT nothing and aligns densely only where the pasted
 //! pictures are not: correlated over the whole query, they drag its alignment below the floor.
-//! So the footprints of the verified candidates that cover only part of the query
+//! So the footprints of the candidates with `min_inliers` inliers (verified, or pasted over too
+//! little of the query to verify) that cover only part of the query
 //! ([`explained`]) are left out of a second alignment of the other candidates (search::rerank,
 //! `dense::align_masked`), and one that aligns with the rest of the query clearly better than
 //! with the whole is what the query shows beneath them (search::ranking).
 
-/// A verified candidate that covers at least this share of the query is not pasted over it.
+/// A matched candidate that covers at least this share of the query is not pasted over it.
 pub const EXPLAINS: f32 = 0.5;
 /// What the footprints leave of the query must be at least this share of it.
 pub const MIN_KEPT: f32 = 0.5;
@@ -51,11 +52,11 @@ fn covered(parts: &[Part]) -> f32 {
     n as f32 / (GRID * GRID) as f32
 }
 
-/// The parts of the query to leave out when looking beneath, given each verified candidate's
+/// The parts of the query to leave out when looking beneath, given each matched candidate's
 /// coverage and footprint: the footprints, grown by [`MARGIN`], of those covering less than
 /// [`EXPLAINS`] of it; `None` when there are none or they leave less than [`MIN_KEPT`].
-pub fn explained(verified: &[(f32, Part)]) -> Option<Vec<Part>> {
-    let mut parts: Vec<Part> = verified
+pub fn explained(matched: &[(f32, Part)]) -> Option<Vec<Part>> {
+    let mut parts: Vec<Part> = matched
         .iter()
         .filter(|v| v.0 < EXPLAINS)
         .map(|(_, b)| {

@@ -44,7 +44,9 @@ class Hit:
     #: The key verification ordered this hit by among the candidates it checked (None when it
     #: checked none); sharded searches merge by it.
     rank_key: Optional[float] = None
-    #: Verified hits: the share of the query this image covers under the fitted transform, and
+    #: Hits SIFT matched with ``min_inliers`` inliers or more (verified, or a picture pasted over
+    #: too little of the query to verify): the share of the query this image covers under the
+    #: fitted transform, and
     #: the box of that part of the query, (left, top, right, bottom) as fractions.
     coverage: Optional[float] = None
     footprint: Optional[List[float]] = None

@@ -723,7 +723,7 @@ class ShardedDatabase:
         missing: Dict[str, str],
     ) -> List[Any]:
         """Looking beneath pasted pictures as one database does (docs/SEARCH.md): when the
-        collection's verified hits (``verified``: every shard's answer) cover only parts of the
+        collection's matched hits (those with a footprint in ``verified``, every shard's answer) cover only parts of the
         query, every shard aligns its candidates with the rest of the query (``Hit.beneath``)
         given all of them, the engine picks from every shard's alignments, and the shard holding
         the pick ranks it first: in one more call without expansion, in expansion's call with
