@@ -147,7 +147,8 @@ fn template_cuts(w: f32, h: f32) -> Vec<TemplateCut> {
 
 /// A query's templates with parts of it left out (see [`DenseQuery::masked`]).
 pub struct MaskedQuery {
-    /// (template, zero-mean over its kept cells and 0 elsewhere; its mask, 1 on kept cells).
+    /// (template, zero-mean over its kept cells and 0 elsewhere; its mask, 1 on kept cells, with
+    /// their count as its `norm`).
     templates: Vec<(Template, Template)>,
 }
 

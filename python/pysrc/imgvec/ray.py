@@ -472,6 +472,17 @@ def merge_order(hit: Mapping[str, Any]) -> Tuple[int, float]:
     return (-1 if tier is None else int(tier), float(hit["score"] if key is None else key))
 
 
+def _kept(hits: List[Dict[str, Any]], options: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """The hits a search with ``options`` answers with: at least its ``threshold``, and matches
+    only with ``matches_only``."""
+    threshold = options.get("threshold")
+    return [
+        h
+        for h in hits
+        if (threshold is None or h["score"] >= threshold) and not (options.get("matches_only") and h["match"] == "none")
+    ]
+
+
 def merge(answers: Sequence[Tuple[int, Sequence[Mapping[str, Any]]]], k: int) -> List[Dict[str, Any]]:
     """The first ``k`` hits over every shard's answer, ``(shard, hits)``, in one database's
     order; ties go to the smaller (shard, id)."""
@@ -686,21 +697,24 @@ class ShardedDatabase:
                 continue
             lists = merge_candidates([(s, a[qi]) for s, a in gathered])
             one = whole if len(queries) == 1 else ray.put([q])
-            # Every candidate a shard checked comes back, whatever its score (the threshold is
-            # applied to the merge): looking beneath needs all the verified.
+            # Every candidate a shard checked comes back, whatever its score or match (the
+            # threshold and matches_only apply to the merge): looking beneath needs all the
+            # matched ones.
             most = max((sum(c["asked"]) for c in lists.values()), default=0)
-            checked = dict(first, k=max(k, expand, most), threshold=None)
+            checked = dict(first, k=max(k, expand, most), threshold=None, matches_only=False)
             verified, lost = self._fan_out(one, checked, lists, "verify", expand)
             missing.update(lost)
             vectors = {(s, i): v for s, a in verified for i, v in a[0][1].items()}
-            verified = self._look_beneath(one, checked, lists, verified, expand, missing)
+            verified = self._look_beneath(one, checked, lists, verified, missing)
             merged = self._merged([(s, [a[0][0]]) for s, a in verified], 0, checked["k"])
             with_ = None if isinstance(merged, str) or expand == 0 else self._expansion(merged, expand, vectors)
+            if with_ is None and any("beneath" in c for c in lists.values()):
+                # No expansion call follows to rank with the pick: one more verification does.
+                again, lost = self._fan_out(one, checked, lists, "verify", 0)
+                missing.update(lost)
+                merged = self._merged([(s, [a[0][0]]) for s, a in again], 0, checked["k"])
             if with_ is None:
-                threshold = options.get("threshold")
-                if not isinstance(merged, str) and threshold is not None:
-                    merged = [h for h in merged if h["score"] >= threshold]
-                out.append(merged if isinstance(merged, str) else merged[:k])
+                out.append(merged if isinstance(merged, str) else _kept(merged, options)[:k])
                 continue
             second = dict(options, expand=expand, expand_with=with_.tolist())
             found, lost = self._fan_out(one, second, None, "candidates")
@@ -719,16 +733,16 @@ class ShardedDatabase:
         options: Dict[str, Any],
         lists: Dict[int, Dict[str, Any]],
         verified: List[Any],
-        expand: int,
         missing: Dict[str, str],
     ) -> List[Any]:
         """Looking beneath pasted pictures as one database does (docs/SEARCH.md): when the
-        collection's matched hits (those with a footprint in ``verified``, every shard's answer) cover only parts of the
-        query, every shard aligns its candidates with the rest of the query (``Hit.beneath``)
-        given all of them, the engine picks from every shard's alignments, and the shard holding
-        the pick ranks it first: in one more call without expansion, in expansion's call with
-        it. ``lists`` gains both for later rounds; returns the answers to merge (``verified``
-        when there is nothing to look beneath)."""
+        collection's matched hits (those with a footprint in ``verified``, every shard's
+        answer) cover only parts of the query, every shard aligns its candidates with the rest
+        of the query (``Hit.beneath``) given all of them, and the engine picks from every
+        shard's alignments. ``lists`` gains
+        both for the next call, in which the shard holding the pick ranks it first (the answers
+        returned, to merge, rank as before: only the pick changes the order); returns
+        ``verified`` when there is nothing to look beneath."""
         found = [
             (h["coverage"], h["footprint"])
             for _, a in verified
@@ -740,7 +754,7 @@ class ShardedDatabase:
             return verified
         for c in lists.values():
             c["verified"] = found
-        looked, lost = self._fan_out(one, options, lists, "verify", expand)
+        looked, lost = self._fan_out(one, options, lists, "verify", 0)
         missing.update(lost)
         aligned = [
             ((s, h["id"]), h["beneath"])
@@ -754,11 +768,7 @@ class ShardedDatabase:
             return looked
         shard, row = aligned[pick][0]
         lists[shard]["beneath"] = row
-        if expand > 0:
-            return looked  # expansion's call ranks with the pick (its order before is the same)
-        again, lost = self._fan_out(one, options, lists, "verify", expand)
-        missing.update(lost)
-        return again
+        return looked
 
     def search(self, query: Any, **options: Any) -> Union[ShardedResults, List[ShardedResults]]:
         """``Database.search`` over every shard (images only: ids belong to one shard). Every
