@@ -39,11 +39,11 @@ pub struct Candidates {
     /// footprint), from every shard's hits (`Hit::coverage`, `Hit::footprint`). Given, the shard looks beneath
     /// the pictures they cover (docs/SEARCH.md) and reports each candidate's alignment there
     /// (`Hit::beneath`); not given, it does not look.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<Vec<(f32, [f32; 4])>>,
     /// This shard's row that the collection's look beneath picked (`residual::beneath` over
     /// every shard's `Hit::beneath`), when one is.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beneath: Option<u64>,
 }
 
