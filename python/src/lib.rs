@@ -27,6 +27,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 mod blas;
 mod convert;
+mod sharding;
 use blas::{released, Handle};
 use convert::{hit_dict, record_dict, SearchArgs};
 
@@ -738,21 +739,6 @@ fn rest_blas_threads() -> bool {
     blas::rest()
 }
 
-/// Whether one database holding a collection's rows would look beneath the pictures its
-/// matched hits cover, given every shard's hits' (coverage, footprint) (`imgvec.ray`).
-#[pyfunction]
-fn looks_beneath(verified: Vec<(f32, [f32; 4])>) -> bool {
-    imgvec::looks_beneath(&verified)
-}
-
-/// The key of the candidate one database would rank first as what the query shows beneath the
-/// pictures pasted over it, given every shard's candidates' alignments there, keyed by distinct
-/// numbers (`imgvec.ray`).
-#[pyfunction]
-fn beneath_pick(aligned: Vec<(u64, f32)>) -> Option<u64> {
-    imgvec::beneath_pick(&aligned)
-}
-
 /// Encodes an image array (H×W×3, H×W×4 or H×W, uint8) as PNG bytes (lossless).
 #[pyfunction]
 fn encode_array<'py>(
@@ -797,8 +783,8 @@ fn _imgvec(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(exists, m)?)?;
     m.add_function(wrap_pyfunction!(set_blas_threads, m)?)?;
     m.add_function(wrap_pyfunction!(rest_blas_threads, m)?)?;
-    m.add_function(wrap_pyfunction!(looks_beneath, m)?)?;
-    m.add_function(wrap_pyfunction!(beneath_pick, m)?)?;
+    m.add_function(wrap_pyfunction!(sharding::looks_beneath, m)?)?;
+    m.add_function(wrap_pyfunction!(sharding::beneath_pick, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

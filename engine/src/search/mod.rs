@@ -20,6 +20,7 @@ pub(crate) mod ranking;
 mod recent;
 mod rerank;
 mod residual;
+pub use residual::{beneath as beneath_pick, looks_beneath};
 mod space;
 mod upright;
 pub use upright::Found;
@@ -51,20 +52,6 @@ use observed::Observations;
 use query::PreparedQuery;
 pub use query::QueryFeatures;
 use rerank::Checked;
-
-/// Whether one database would look beneath the pictures its matched results cover
-/// (docs/SEARCH.md, "Looking beneath"), given every such result's (coverage, footprint): for the
-/// shards of a collection, which decide it over every shard's hits with a footprint (docs/RAY.md).
-pub fn looks_beneath(matched: &[(f32, [f32; 4])]) -> bool {
-    residual::explained(matched).is_some()
-}
-
-/// Which candidate one database would rank first as what the query shows beneath the pictures
-/// pasted over it, given every candidate's alignment there (`Hit::beneath`), keyed by any
-/// distinct numbers; ties go to the smaller key.
-pub fn beneath_pick(aligned: &[(u64, f32)]) -> Option<u64> {
-    residual::beneath(aligned)
-}
 
 /// (id, score) pairs, best first, or why there are none.
 type Ranked = Result<Vec<(u64, f32)>>;

@@ -275,7 +275,7 @@ impl RerankIndexes {
         for ((_, (id, _)), c) in numbered.iter().zip(examined) {
             checked.insert(*id, c?);
         }
-        self.look_beneath(store, ctx, query, &mut checked, params)?;
+        look_beneath(ctx, query, &planes, &mut checked, params);
         let evidence: Vec<Evidence> = checked.values().filter_map(|c| c.evidence).collect();
         let rest: Vec<(u64, f32)> = hits
             .iter()
@@ -286,78 +286,6 @@ impl RerankIndexes {
         *hits = ranking::rank(&evidence, params);
         hits.extend(rest);
         Ok(checked)
-    }
-
-    /// Looking beneath pasted pictures (search::residual): when matched candidates cover only
-    /// part of the query, every other candidate with a dense plane is aligned again with those
-    /// parts left out (recorded as its `masked`), and the one [`residual::beneath`] picks gets
-    /// that alignment as its `beneath`. A shard of a sharded search looks beneath the
-    /// collection's verified candidates, when given them, and takes the collection's pick
-    /// (`Candidates::verified`, `Candidates::beneath`; docs/RAY.md).
-    fn look_beneath(
-        &self,
-        store: &Store,
-        ctx: &SearchContext,
-        query: Probe,
-        checked: &mut HashMap<u64, Checked>,
-        params: &VerifyParams,
-    ) -> Result<()> {
-        let Some(dq) = query.local.dense.as_ref().filter(|_| params.dense > 0) else {
-            return Ok(());
-        };
-        let verified: Vec<(f32, residual::Part)> = match &ctx.examine {
-            Some(given) => match &given.verified {
-                Some(v) => v.clone(),
-                None => return Ok(()),
-            },
-            None => checked
-                .values()
-                .filter_map(|c| Some((c.evidence?.coverage, c.footprint?)))
-                .collect(),
-        };
-        let Some(masked) = residual::explained(&verified).and_then(|parts| dq.masked(&parts))
-        else {
-            return Ok(());
-        };
-        let mut ids: Vec<u64> = checked
-            .iter()
-            .filter(|(_, c)| c.verdict != Some(Verdict::Verified))
-            .map(|(id, _)| *id)
-            .collect();
-        ids.sort_unstable();
-        let planes: Vec<(u64, Plane)> = self.dense.with(store, &ctx.snapshot, |index| {
-            ids.iter()
-                .filter_map(|&id| index.plane(id).map(|p| (id, p)))
-                .collect()
-        })?;
-        let aligned = parallel::map(&planes, ctx.threads, |(_, plane)| {
-            dense::align_masked(&masked, plane)
-        });
-        let scores: Vec<(u64, f32)> = planes
-            .iter()
-            .zip(&aligned)
-            .map(|(p, a)| (p.0, a.0))
-            .collect();
-        let picked = match &ctx.examine {
-            Some(given) => given.beneath,
-            None => residual::beneath(&scores),
-        };
-        for ((id, _), (score, region)) in planes.iter().zip(aligned) {
-            let Some(c) = checked.get_mut(id) else {
-                continue;
-            };
-            c.masked = Some(score);
-            let Some(e) = c.evidence.as_mut().filter(|_| Some(*id) == picked) else {
-                continue;
-            };
-            e.beneath = Some(score);
-            if ranking::rank_key(e, params).0 == ranking::BENEATH {
-                c.verdict = Some(ranking::verdict(e, params));
-                c.alignment = Some(score);
-                c.region = region;
-            }
-        }
-        Ok(())
     }
 
     /// Verified query expansion's second ranking of one query, after [`Self::rerank`]:
@@ -424,6 +352,75 @@ impl RerankIndexes {
         *hits = ranking::rank(&evidence, params);
         hits.extend(rest);
         Ok(())
+    }
+}
+
+/// Looking beneath pasted pictures (search::residual): when matched candidates cover only
+/// part of the query, every other candidate with a dense plane is aligned again with those
+/// parts left out (recorded as its `masked`), and the one [`residual::beneath`] picks gets
+/// that alignment as its `beneath` (`planes`: the candidates' dense planes). A shard of a sharded search looks beneath the
+/// collection's verified candidates, when given them, and takes the collection's pick
+/// (`Candidates::verified`, `Candidates::beneath`; docs/RAY.md).
+fn look_beneath(
+    ctx: &SearchContext,
+    query: Probe,
+    planes: &Planes,
+    checked: &mut HashMap<u64, Checked>,
+    params: &VerifyParams,
+) {
+    let Some(dq) = query.local.dense.as_ref().filter(|_| params.dense > 0) else {
+        return;
+    };
+    let verified: Vec<(f32, residual::Part)> = match &ctx.examine {
+        Some(given) => match &given.verified {
+            Some(v) => v.clone(),
+            None => return,
+        },
+        None => checked
+            .values()
+            .filter_map(|c| Some((c.evidence?.coverage, c.footprint?)))
+            .collect(),
+    };
+    let Some(masked) = residual::explained(&verified).and_then(|parts| dq.masked(&parts)) else {
+        return;
+    };
+    let mut ids: Vec<u64> = checked
+        .iter()
+        .filter(|(_, c)| c.verdict != Some(Verdict::Verified))
+        .map(|(id, _)| *id)
+        .collect();
+    ids.sort_unstable();
+    // The planes `rerank` fetched for examining the candidates.
+    let planes: Vec<(u64, &Plane)> = ids
+        .iter()
+        .filter_map(|id| planes.get(id).map(|p| (*id, &p.0)))
+        .collect();
+    let aligned = parallel::map(&planes, ctx.threads, |(_, plane)| {
+        dense::align_masked(&masked, plane)
+    });
+    let scores: Vec<(u64, f32)> = planes
+        .iter()
+        .zip(&aligned)
+        .map(|(p, a)| (p.0, a.0))
+        .collect();
+    let picked = match &ctx.examine {
+        Some(given) => given.beneath,
+        None => residual::beneath(&scores),
+    };
+    for ((id, _), (score, region)) in planes.iter().zip(aligned) {
+        let Some(c) = checked.get_mut(id) else {
+            continue;
+        };
+        c.masked = Some(score);
+        let Some(e) = c.evidence.as_mut().filter(|_| Some(*id) == picked) else {
+            continue;
+        };
+        e.beneath = Some(score);
+        if ranking::rank_key(e, params).0 == ranking::BENEATH {
+            c.verdict = Some(ranking::verdict(e, params));
+            c.alignment = Some(score);
+            c.region = region;
+        }
     }
 }
 

@@ -85,13 +85,21 @@ pub fn explained(matched: &[(f32, Part)]) -> Option<Vec<Part>> {
 
 /// Which candidate the query shows beneath the pictures pasted over it, given each candidate's
 /// alignment with the rest of the query: the best, when it reaches [`MIN_BENEATH`] and leads the
-/// next by [`LEAD`] (ties go to the smaller id).
+/// next by [`LEAD`] (ties go to the smaller id). The shards of a collection key their
+/// candidates by any distinct numbers (`imgvec::beneath_pick`, docs/RAY.md).
 pub fn beneath(aligned: &[(u64, f32)]) -> Option<u64> {
     let mut ranked: Vec<(u64, f32)> = aligned.to_vec();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     let (id, best) = *ranked.first()?;
     let next = ranked.get(1).map_or(-1.0, |r| r.1);
     (best >= MIN_BENEATH && best - next >= LEAD).then_some(id)
+}
+
+/// Whether one database would look beneath the pictures its matched results cover
+/// (docs/SEARCH.md, "Looking beneath"), given every such result's (coverage, footprint): for the
+/// shards of a collection, which decide it over every shard's hits with a footprint (docs/RAY.md).
+pub fn looks_beneath(matched: &[(f32, [f32; 4])]) -> bool {
+    explained(matched).is_some()
 }
 
 #[cfg(test)]
