@@ -50,14 +50,13 @@ pub struct Hit {
     pub region: Option<[f32; 4]>,
     /// A result SIFT matched with at least `min_inliers` inliers (verified, or a picture pasted
     /// over too little of the query to verify): the share of the query it covers under the
-    /// fitted transform, and the
-    /// box of that part of the query (left, top, right, bottom, fractions of the query's width
-    /// and height).
+    /// fitted transform, and the box of that part of the query (left, top, right, bottom,
+    /// fractions of the query's width and height).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub coverage: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub footprint: Option<[f32; 4]>,
-    /// Its alignment with the query with the verified results' footprints left out, when the
+    /// Its alignment with the query with the matched results' footprints left out, when the
     /// search looked beneath pictures pasted over the query (docs/SEARCH.md).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub beneath: Option<f32>,
