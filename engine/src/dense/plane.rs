@@ -262,6 +262,36 @@ impl Cut {
     }
 }
 
+/// A fine plane as stored: grey levels rounded to bytes.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct StoredPlane {
+    pub(super) w: u16,
+    pub(super) h: u16,
+    pub(super) data: Vec<u8>,
+}
+
+impl StoredPlane {
+    pub(super) fn of(p: &Plane) -> StoredPlane {
+        StoredPlane {
+            w: p.w as u16,
+            h: p.h as u16,
+            data: p
+                .data
+                .iter()
+                .map(|v| v.round().clamp(0.0, 255.0) as u8)
+                .collect(),
+        }
+    }
+
+    pub(super) fn plane(&self) -> Plane {
+        Plane {
+            w: self.w as usize,
+            h: self.h as usize,
+            data: self.data.iter().map(|&v| v as f32).collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
