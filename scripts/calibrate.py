@@ -12,6 +12,8 @@ spaces: raw on instances-dev cut to 479 rows and holidays-dev (272), whitened on
 (684) and holidays-dev with 300 outside photos added. From those labels, per space:
 
 - `verified`: the share of same-source hits among SIFT-verified hits;
+- `beneath`: the share of same-source hits among hits found beneath pictures pasted over the
+  query (robust's ranking tier 2; docs/SEARCH.md), which are left out of `aligned`;
 - `aligned`: confidence as a function of the dense alignment (NCC) for aligned hits, fitted by
   isotonic regression (unrelated real photos align well too, so one share would mislead);
 - `unchecked`: confidence as a function of the score for hits nobody verified (every hit of a
@@ -109,7 +111,9 @@ def labelled_hits(preset, name, work, extra):
         want = queries.get(line["query"])
         for hit in line["results"]:
             same = want is not None and label_of.get(os.path.basename(hit["path"])) == want
-            cls = hit["verdict"] or "unchecked"
+            # A find beneath pictures pasted over the query (ranking tier 2) is its own class:
+            # its alignment is measured with the pasted pictures masked out.
+            cls = "beneath" if hit.get("tier") == 2 else hit["verdict"] or "unchecked"
             rows.append((cls, hit["alignment"] if cls == "aligned" else hit["score"], same))
     return rows, whitened
 
@@ -162,6 +166,7 @@ def curves(preset, names, work, whitened, verify_off):
     return {
         "hits": {c: [len(v), sum(s for _, s in v)] for c, v in sorted(by_class.items())},
         "verified": share(by_class["verified"]),
+        "beneath": share(by_class["beneath"]),
         "aligned": knots(by_class["aligned"]),
         "unchecked": knots(by_class["unchecked"]),
         "unverified": knots(by_class["unverified"]),
@@ -200,9 +205,10 @@ def crossing(knots, level):
 def markdown(table):
     """The table docs/CALIBRATION.md shows: a row per preset and score space."""
     fmt = lambda v: "—" if v is None else f"{v:.3f}"
-    out = ["| preset | space | results (same source) | verified: confidence | unchecked: score "
-           "for 0.5 / 0.95 | unverified: score for 0.5 / 0.95 | aligned: NCC for 0.5 / 0.95 |",
-           "|---|---|---|---|---|---|---|"]
+    out = ["| preset | space | results (same source) | verified: confidence | beneath: confidence "
+           "| unchecked: score for 0.5 / 0.95 | unverified: score for 0.5 / 0.95 | aligned: NCC "
+           "for 0.5 / 0.95 |",
+           "|---|---|---|---|---|---|---|---|"]
     order = ["fast", "balanced", "robust", "robust-vlad"]
     for name, c in sorted(table.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 9):
         for space, cv in [("raw", c), ("whitened", c.get("whitened"))]:
@@ -211,7 +217,8 @@ def markdown(table):
             hits = ", ".join(f"{k} {n} ({p})" for k, (n, p) in cv["hits"].items())
             cells = [f"{fmt(crossing(cv[k], 0.5))} / {fmt(crossing(cv[k], 0.95))}" if cv[k] else "—"
                      for k in ("unchecked", "unverified", "aligned")]
-            out.append(f"| {name} | {space} | {hits} | {fmt(cv['verified'])} | " + " | ".join(cells) + " |")
+            shares = f"{fmt(cv['verified'])} | {fmt(cv.get('beneath'))}"
+            out.append(f"| {name} | {space} | {hits} | {shares} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 

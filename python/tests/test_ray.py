@@ -246,6 +246,10 @@ def test_a_photo_beneath_pasted_pictures_is_found_across_shards_as_in_one_databa
             assert Path(top.path).stem == "g0018", (options, [(h.path, h.verdict) for h in b.hits])
             assert (top.verdict, top.tier) == ("aligned", 2) and top.beneath is not None
             assert top.alignment == top.beneath and top.beneath >= 0.96
+            # It reads as the match it is: finds beneath have their own calibrated share.
+            assert (top.match, top.confidence >= 0.5) == ("verified", True), (top.match, top.confidence)
+            kept = one.search(query, k=10, matches_only=True, **options).hits
+            assert kept and Path(kept[0].path).stem == "g0018"
             screenshots = [h for h in b.hits if h.verdict == "verified"]
             assert screenshots and all(h.footprint is not None and h.coverage < 0.5 for h in screenshots)
             a = sharded.search(query, k=10, **options)

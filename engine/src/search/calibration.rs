@@ -37,6 +37,11 @@ pub struct Curves {
     /// Share of same-source hits among SIFT-verified hits.
     #[serde(default)]
     pub verified: Option<f32>,
+    /// Share of same-source hits among hits found beneath pictures pasted over the query
+    /// (ranking tier 2, docs/SEARCH.md "Looking beneath"). Without it they are read like other
+    /// aligned hits, by the `aligned` curve.
+    #[serde(default)]
+    pub beneath: Option<f32>,
     /// (alignment, confidence) knots for densely aligned hits, both increasing.
     #[serde(default)]
     pub aligned: Option<Vec<[f32; 2]>>,
@@ -81,19 +86,24 @@ pub fn for_preset(name: &str) -> Option<Calibration> {
 }
 
 /// The confidence of a hit with this verdict, score (in the whitened space when `whitened`) and
-/// dense alignment, when the calibration covers it.
+/// dense alignment, when the calibration covers it. A hit `found_beneath` pasted pictures has its
+/// own share when the calibration measured one.
 pub fn confidence(
     cal: &Calibration,
     whitened: bool,
     verdict: Option<Verdict>,
     score: f32,
     alignment: Option<f32>,
+    found_beneath: bool,
 ) -> Option<f32> {
     let cal = if whitened {
         cal.whitened.as_ref()?
     } else {
         &cal.raw
     };
+    if let Some(share) = cal.beneath.filter(|_| found_beneath) {
+        return Some(share);
+    }
     match verdict {
         Some(Verdict::Verified) => cal.verified,
         Some(Verdict::Aligned) => cal
@@ -144,6 +154,7 @@ mod tests {
             measured_on: "test".into(),
             raw: Curves {
                 verified: Some(0.99),
+                beneath: Some(0.9),
                 aligned: Some(vec![[0.94, 0.2], [0.98, 0.8]]),
                 unchecked: Some(vec![[0.5, 0.0], [0.8, 0.6], [0.9, 0.9]]),
                 unverified: None,
@@ -158,22 +169,23 @@ mod tests {
     #[test]
     fn confidence_table() {
         let c = cal();
-        // (verdict, score, alignment, confidence)
-        type Row = (Option<Verdict>, f32, Option<f32>, Option<f32>);
-        let table: [Row; 10] = [
-            (Some(Verdict::Verified), 0.1, None, Some(0.99)),
-            (Some(Verdict::Aligned), 0.9, Some(0.95), Some(0.35)), // by alignment, not score
-            (Some(Verdict::Aligned), 0.9, Some(0.99), Some(0.8)),
-            (Some(Verdict::Aligned), 0.9, None, None), // no alignment to look up
-            (Some(Verdict::Unverified), 0.9, None, None), // no table for it
-            (None, 0.2, None, Some(0.0)),              // held below the first knot
-            (None, 0.5, None, Some(0.0)),
-            (None, 0.65, None, Some(0.3)), // halfway between two knots
-            (None, 0.8, Some(0.9), Some(0.6)),
-            (None, 1.0, None, Some(0.9)), // held above the last knot
+        // (verdict, score, alignment, found beneath pasted pictures, confidence)
+        type Row = (Option<Verdict>, f32, Option<f32>, bool, Option<f32>);
+        let table: [Row; 11] = [
+            (Some(Verdict::Verified), 0.1, None, false, Some(0.99)),
+            (Some(Verdict::Aligned), 0.9, Some(0.95), false, Some(0.35)), // by alignment, not score
+            (Some(Verdict::Aligned), 0.9, Some(0.99), false, Some(0.8)),
+            (Some(Verdict::Aligned), 0.9, None, false, None), // no alignment to look up
+            (Some(Verdict::Aligned), 0.2, Some(0.95), true, Some(0.9)), // beneath: its own share
+            (Some(Verdict::Unverified), 0.9, None, false, None), // no table for it
+            (None, 0.2, None, false, Some(0.0)),              // held below the first knot
+            (None, 0.5, None, false, Some(0.0)),
+            (None, 0.65, None, false, Some(0.3)), // halfway between two knots
+            (None, 0.8, Some(0.9), false, Some(0.6)),
+            (None, 1.0, None, false, Some(0.9)), // held above the last knot
         ];
-        for (verdict, score, alignment, want) in table {
-            let got = confidence(&c, false, verdict, score, alignment);
+        for (verdict, score, alignment, beneath, want) in table {
+            let got = confidence(&c, false, verdict, score, alignment, beneath);
             let close = match (got, want) {
                 (Some(g), Some(w)) => (g - w).abs() < 1e-5,
                 (g, w) => g == w,
@@ -181,14 +193,30 @@ mod tests {
             assert!(close, "{verdict:?} {score}: {got:?}, want {want:?}");
         }
         // The whitened space has its own curves (and only those).
-        let whitened = |v, s| confidence(&c, true, v, s, None);
+        let whitened = |v, s| confidence(&c, true, v, s, None, false);
         assert!((whitened(None, 0.3).unwrap() - 0.4).abs() < 1e-5);
         assert_eq!(whitened(Some(Verdict::Verified), 0.3), None);
+        // A calibration that measured no share for finds beneath pasted pictures (one recorded
+        // before it existed) reads them by their verdict: aligned, by the alignment curve.
+        let mut no_share = cal();
+        no_share.raw.beneath = None;
+        let found = confidence(
+            &no_share,
+            false,
+            Some(Verdict::Aligned),
+            0.2,
+            Some(0.99),
+            true,
+        );
+        assert_eq!(found, Some(0.8));
         let no_whitening = Calibration {
             whitened: None,
             ..cal()
         };
-        assert_eq!(confidence(&no_whitening, true, None, 0.3, None), None);
+        assert_eq!(
+            confidence(&no_whitening, true, None, 0.3, None, false),
+            None
+        );
     }
 
     #[test]
@@ -223,6 +251,7 @@ mod tests {
                 assert!(curves.unchecked.is_some(), "{preset}");
                 let local = preset.starts_with("robust");
                 assert_eq!(curves.verified.is_some(), local, "{preset}");
+                assert_eq!(curves.beneath.is_some(), local, "{preset}");
                 assert_eq!(curves.aligned.is_some(), local, "{preset}");
                 let all = [&curves.unchecked, &curves.unverified, &curves.aligned];
                 for knots in all.into_iter().flatten() {

@@ -666,8 +666,17 @@ impl Searcher<'_> {
                 .evidence
                 .zip(answer.verify.as_ref())
                 .map(|(e, p)| ranking::rank_key(&e, p));
+            let found_beneath = ranked.is_some_and(|r| r.0 == ranking::BENEATH);
             let confidence = answer.calibration.and_then(|cal| {
-                calibration::confidence(cal, answer.whitened, c.verdict, score, c.alignment)
+                let (verdict, alignment) = (c.verdict, c.alignment);
+                calibration::confidence(
+                    cal,
+                    answer.whitened,
+                    verdict,
+                    score,
+                    alignment,
+                    found_beneath,
+                )
             });
             let matched = calibration::match_of(c.verdict, confidence);
             if opts.matches_only && matched == Match::None {
