@@ -666,16 +666,15 @@ impl Searcher<'_> {
                 .evidence
                 .zip(answer.verify.as_ref())
                 .map(|(e, p)| ranking::rank_key(&e, p));
-            let found_beneath = ranked.is_some_and(|r| r.0 == ranking::BENEATH);
+            let beneath = ranked.is_some_and(|r| r.0 == ranking::BENEATH);
             let confidence = answer.calibration.and_then(|cal| {
-                let (verdict, alignment) = (c.verdict, c.alignment);
                 calibration::confidence(
                     cal,
                     answer.whitened,
-                    verdict,
+                    c.verdict,
                     score,
-                    alignment,
-                    found_beneath,
+                    c.alignment,
+                    beneath,
                 )
             });
             let matched = calibration::match_of(c.verdict, confidence);
