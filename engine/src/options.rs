@@ -278,6 +278,12 @@ pub struct SearchOptions {
     ///
     /// [`Database::candidates`]: crate::Database::candidates
     pub candidates: Option<crate::Candidates>,
+    /// Set by the shards of one collection: the live rows of the whole collection. A stage
+    /// that spends a fixed budget per query on the rows it rates best (dense-window search
+    /// measures 512) spends this database's share of it instead, with a margin
+    /// (`search::context::shard_budget`), so the shards together measure about what one
+    /// database would, not each the whole budget (docs/RAY.md).
+    pub collection_rows: Option<u64>,
 }
 
 impl Default for SearchOptions {
@@ -297,6 +303,7 @@ impl Default for SearchOptions {
             verify: VerifyOverrides::default(),
             expand_with: None,
             candidates: None,
+            collection_rows: None,
         }
     }
 }
@@ -338,6 +345,11 @@ impl SearchOptions {
                     "{name} {v} is out of range: give {min} to {max}"
                 )));
             }
+        }
+        if self.collection_rows == Some(0) {
+            return Err(Error::Invalid(
+                "collection_rows 0 is out of range: give 1 or more".into(),
+            ));
         }
         if let Some(t) = self.threshold.filter(|t| !t.is_finite()) {
             return Err(Error::Invalid(format!(
@@ -465,7 +477,7 @@ mod tests {
         let ok = SearchOptions::default();
         type Change = fn(&mut SearchOptions);
         // (change, accepted)
-        let cases: [(Change, bool); 11] = [
+        let cases: [(Change, bool); 13] = [
             (|_| {}, true),
             (|o| o.k = 0, false),
             (|o| o.k = MAX_K, true),
@@ -476,6 +488,8 @@ mod tests {
             (|o| o.verify.shortlist = Some(MAX_SHORTLIST + 1), false),
             (|o| o.threshold = Some(f32::NAN), false),
             (|o| o.candidates = Some(crate::Candidates::default()), true),
+            (|o| o.collection_rows = Some(0), false),
+            (|o| o.collection_rows = Some(1), true),
             (
                 |o| {
                     let many = vec![(1, 0.5); MAX_SHORTLIST + 1];

@@ -36,6 +36,7 @@ pub(crate) struct SearchArgs {
     expand_with: Option<Vec<f32>>,
     /// `SearchOptions::candidates` as JSON.
     candidates: Option<String>,
+    collection_rows: Option<u64>,
 }
 
 impl SearchArgs {
@@ -72,6 +73,7 @@ impl SearchArgs {
                 .map(serde_json::from_str)
                 .transpose()
                 .map_err(|e| invalid(format!("candidates: {e}")))?,
+            collection_rows: self.collection_rows,
         };
         opts.check().map_err(to_py)?;
         Ok(opts)

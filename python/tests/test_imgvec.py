@@ -377,6 +377,8 @@ def test_features_made_once_search_like_the_image(fast_db, subset):
         assert isinstance(bad, imgvec.ImageError)
         with pytest.raises(imgvec.InvalidArgument, match="candidates"):
             db.search(features[0], candidates={"shortlist": "nonsense"})
+        with pytest.raises(imgvec.InvalidArgument, match="collection_rows"):
+            db.candidates([features[0]], collection_rows=0)
 
 
 def test_a_preset_with_its_cnn_replaced(tmp_path):

@@ -14,6 +14,7 @@ use crate::derived::artifact::{Body, Kind};
 use crate::error::{Error, IndexError, Result};
 use crate::index::knn::{Knn, KnnShape, EXACT_FACTORY};
 use crate::index::rows::KnnRows;
+use crate::search::context::shard_budget;
 
 /// Windows nearest to each probe that are looked at.
 const WINDOW_NEIGHBOURS: usize = 1024;
@@ -140,8 +141,9 @@ impl KnnRows<StoredPlane> {
     /// the index name rows. An exact index's similarities are the rows' scores. An IVF-PQ
     /// index's 8-byte codes rate a window only roughly (among millions of windows the right
     /// one is often rated below hundreds of others), so the `accept`ed rows they rate best, at
-    /// least `wanted` of them and `MEASURED_ROWS`, and the rows of `also` they name are
-    /// measured exactly ([`Self::measure`], on `threads` threads); only those are scored.
+    /// least `wanted` of them and `MEASURED_ROWS` (a shard holding `share` of its collection's
+    /// rows: its part of them, `shard_budget`), and the rows of `also` they name are measured
+    /// exactly ([`Self::measure`], on `threads` threads); only those are scored.
     pub fn scores(
         &self,
         query: &DenseQuery,
@@ -149,8 +151,9 @@ impl KnnRows<StoredPlane> {
         also: &[u64],
         accept: &dyn Fn(u64) -> bool,
         threads: usize,
+        share: f64,
     ) -> Result<WindowScores> {
-        let rows = MEASURED_ROWS.max(wanted);
+        let rows = shard_budget(MEASURED_ROWS, share).max(wanted);
         self.measured_scores(query, rows, also, accept, threads)
     }
 
@@ -329,7 +332,7 @@ mod tests {
             Knn::train(CELL_DIMS, EXACT_FACTORY, &[]).unwrap(),
         );
         let query = DenseQuery::new(&edited(&pictures[7], (50, 30, 220, 170), -6.0));
-        let scores = index.scores(&query, 3, &[], &|_| true, 2).unwrap();
+        let scores = index.scores(&query, 3, &[], &|_| true, 2, 1.0).unwrap();
         let found = scores.top(3, &|_| true);
         assert_eq!(found[0].0, 107, "{found:?}");
         // The turn is recovered to within a probe step.
@@ -347,7 +350,7 @@ mod tests {
         use crate::derived::slot::Persisted;
         let back = DenseIndex::from_body(Body::copied(&index.to_bytes().unwrap())).unwrap();
         assert_eq!(
-            back.scores(&query, 3, &[], &|_| true, 1)
+            back.scores(&query, 3, &[], &|_| true, 1, 1.0)
                 .unwrap()
                 .top(3, &|_| true),
             found
@@ -369,7 +372,7 @@ mod tests {
         let knn = Knn::train(CELL_DIMS, "IVF4,PQ4x4fs", &sample).unwrap();
         let index = indexed(&pictures, knn);
         let query = DenseQuery::new(&edited(&pictures[3], (40, 50, 230, 160), 9.0));
-        let scores = index.scores(&query, 3, &[], &|_| true, 2).unwrap();
+        let scores = index.scores(&query, 3, &[], &|_| true, 2, 1.0).unwrap();
         let found = scores.top(12, &|_| true);
         assert_eq!(found[0].0, 103, "{found:?}");
         let mut rated_differently = 0;
@@ -391,6 +394,17 @@ mod tests {
             rated_differently += usize::from((rated - measured.0).abs() > 1e-3);
         }
         assert!(rated_differently > 0, "the codes rated every row exactly");
+        // A shard holding a sliver of its collection measures its part of the budget: the rows
+        // it rates best, fewer than every row found; at share 1, as one database, all of them.
+        assert_eq!(found.len(), 12);
+        let part = shard_budget(MEASURED_ROWS, 1e-4);
+        assert!(part < 12, "{part}");
+        let sliver = index.scores(&query, 3, &[], &|_| true, 2, 1e-4).unwrap();
+        assert_eq!(sliver.top(12, &|_| true).len(), part);
+        let same = index
+            .measured_scores(&query, part, &[], &|_| true, 1)
+            .unwrap();
+        assert_eq!(sliver.top(12, &|_| true), same.top(12, &|_| true));
         // Filters apply before the best rated are cut; `also` rows the codes found are measured
         // wherever they are rated.
         let last = found.last().unwrap().0;

@@ -39,7 +39,13 @@ pub(crate) fn settings(
     };
     format!(
         "{:?} {:?} {:?}",
-        (opts.mode, &opts.filter, opts.nprobe, opts.rerank),
+        (
+            opts.mode,
+            &opts.filter,
+            opts.nprobe,
+            opts.rerank,
+            opts.collection_rows
+        ),
         (opts.rerank_depth, augment, qe, k, params),
         opts.candidates.as_ref().map(|c| (
             (&c.shortlist, &c.voted, &c.dense, &c.turns, c.asked),

@@ -52,6 +52,7 @@ impl Searcher<'_> {
         let dims = dims as usize;
         let mut ctx = SearchContext::new(self.store, self.spaces, &opts.filter, self.threads)?;
         ctx.examine = opts.candidates.clone();
+        ctx.share = super::context::share(ctx.snapshot.live_count(), opts.collection_rows);
         // The query's local features: for verification, and for a VLAD block in the view.
         let sift = pipeline.as_ref().and_then(|p| p.local).map(|l| l.sift);
         let local = sift.filter(|_| verify.is_some() || self.spaces.has_vlad());

@@ -10,7 +10,7 @@
 
 pub(crate) mod calibration;
 mod candidates;
-mod context;
+pub(crate) mod context;
 mod filter;
 mod first_pass;
 mod first_ranking;

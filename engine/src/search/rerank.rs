@@ -151,7 +151,7 @@ impl RerankIndexes {
         };
         self.dense.with(store, &ctx.snapshot, |index| {
             let live = |id| ctx.is_live(id);
-            let scores = index.scores(dq, n, others, &live, ctx.threads)?;
+            let scores = index.scores(dq, n, others, &live, ctx.threads, ctx.share)?;
             let found = scores.top(n, &live);
             let mut turns = Vec::new();
             for &id in others.iter().chain(found.iter().map(|f| &f.0)) {

@@ -234,6 +234,9 @@ def _search_options(**given: Any) -> Dict[str, Any]:
     threshold = o["threshold"]
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise InvalidArgument(f"threshold is a cosine score in -1..1, not {threshold}")
+    rows = o["collection_rows"]
+    if rows is not None and rows < 1:
+        raise InvalidArgument(f"collection_rows must be at least 1, not {rows}")
     if o["expand_with"] is not None:
         o["expand_with"] = [float(x) for x in o["expand_with"]]
     if o["candidates"] is not None:
@@ -474,6 +477,7 @@ class Database:
         upright: Optional[bool] = None,
         expand_with: Optional[Sequence[float]] = None,
         candidates: Optional[Mapping[str, Any]] = None,
+        collection_rows: Optional[int] = None,
     ) -> Union[Results, List[Results]]:
         """The ``k`` stored images most like ``query`` (an image or a stored id), best first.
 
@@ -494,7 +498,9 @@ class Database:
         ``likely``) again with its turns (on in ``robust`` and ``balanced``). ``expand_with``: expand with this sum of
         :meth:`space_vectors` instead of the query's own verified hits (sharded search,
         :mod:`imgvec.ray`). ``candidates``: verify only these (a shard's rows of its
-        collection's merged :meth:`candidates`).
+        collection's merged :meth:`candidates`). ``collection_rows``: this database is a shard
+        of a collection of that many rows; dense-window search measures its share of the rows it
+        rates best, not one database's whole budget (:mod:`imgvec.ray`, docs/RAY.md).
         """
         # The keywords, by the names of this signature (the one list of search options).
         options = _search_options(**{n: v for n, v in locals().items() if n not in ("self", "query")})
