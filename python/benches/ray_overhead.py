@@ -4,6 +4,9 @@ holding the same rows (same learned state, same queries; the two searches altern
 
     python python/benches/ray_overhead.py IMAGES QUERIES --pipeline fast --workers 2 --shards 2
 
+Measure on the extension as users get it: ``(cd python && maturin develop --release)`` first
+(``scripts/setup.sh`` builds it for the tests without ``--release``; the header says which ran).
+
 IMAGES: a folder of images to ingest; QUERIES: a folder of query images. Prints a Markdown table.
 """
 
@@ -111,8 +114,10 @@ def main() -> None:
         # The upright fallback's queries: nothing verified upright, so they are searched again
         # with their turns (one database's answer upright, without the fallback, says which).
         retried = [not any(h.verdict == "verified" for h in one.search(q, k=10, upright=False)) for q in queries]
+    build = "release build" if imgvec._imgvec.OPTIMIZED else (
+        "DEV BUILD (maturin develop without --release: about twice as slow as `pip install ./python`)")
     print(f"{len(files)} images, {len(queries)} queries, pipeline {args.pipeline}, {cpus} cores, "
-          f"Ray {ray.__version__}: {args.workers} workers, {args.shards} shards\n")
+          f"Ray {ray.__version__}: {args.workers} workers, {args.shards} shards; extension: {build}\n")
     print("| | single process | Ray | Ray / single |")
     print("|---|---|---|---|")
     for row in rows:

@@ -786,5 +786,9 @@ fn _imgvec(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sharding::looks_beneath, m)?)?;
     m.add_function(wrap_pyfunction!(sharding::beneath_pick, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // Whether this build is optimised as `pip install` builds it: `maturin develop` without
+    // `--release` (scripts/setup.sh, for the tests) compiles imgvec's own crates at opt-level 1,
+    // about twice as slow; benchmarks say which they ran on.
+    m.add("OPTIMIZED", !cfg!(debug_assertions))?;
     Ok(())
 }
