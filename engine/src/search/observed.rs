@@ -15,9 +15,10 @@
 //! is searched in several calls: its candidates, their verification, the expansion's
 //! candidates and verification, and the upright retry with its turns — the same local
 //! features each time. What examining each candidate found depends only on those features,
-//! the candidate's stored features and the verification settings, so the handle keeps it
-//! (recent.rs) under a key of the features and the settings, and each later call starts from
-//! what the earlier ones examined. Votes are not kept across calls: they depend on the rows,
+//! the candidate's stored features and the verification settings, and so does its alignment
+//! with the query with given parts left out (looking beneath pasted pictures, made in one call
+//! and needed again in the next), so the handle keeps both (recent.rs) under a key of the
+//! features and the settings, and each later call starts from what the earlier ones examined. Votes are not kept across calls: they depend on the rows,
 //! the filter (attributes can change under the same rows) and the voting index's state.
 
 use std::collections::HashMap;
@@ -49,8 +50,17 @@ pub(crate) struct Observed {
     pub brightness_gap: f32,
 }
 
-/// Each candidate examined, by how.
-pub(crate) type Examined = Mutex<HashMap<Examination, Observed>>;
+/// A candidate's alignment with the query with parts of it left out (looking beneath pasted
+/// pictures, rerank.rs): its score and where it placed the query.
+pub(crate) type MaskedAlignment = (f32, Option<[f32; 4]>);
+
+/// What examining candidates found: each candidate by how, and each candidate's alignment with
+/// the query with parts left out, by the candidate and those parts (their bits).
+#[derive(Default)]
+pub(crate) struct Examined {
+    by_how: Mutex<HashMap<Examination, Observed>>,
+    masked: Mutex<HashMap<(u64, Vec<u32>), MaskedAlignment>>,
+}
 
 /// One query's observations (shared by the passes of its batch).
 #[derive(Default)]
@@ -119,18 +129,37 @@ impl Observations {
         how: Examination,
         examine: impl FnOnce() -> Result<Observed, E>,
     ) -> Result<Observed, E> {
-        if let Some(seen) = self.examined.lock().get(&how) {
+        if let Some(seen) = self.examined.by_how.lock().get(&how) {
             return Ok(seen.clone());
         }
         let seen = examine()?;
-        self.examined.lock().insert(how, seen.clone());
+        self.examined.by_how.lock().insert(how, seen.clone());
         Ok(seen)
+    }
+
+    /// Candidate `id`'s alignment with the query with `parts` left out: made by `align` the
+    /// first time. A sharded search's shards align their candidates so in the call that looks
+    /// beneath and again in the call that ranks the pick (docs/RAY.md). Safe to call from several
+    /// threads (for different candidates).
+    pub fn masked(
+        &self,
+        id: u64,
+        parts: &[[f32; 4]],
+        align: impl FnOnce() -> MaskedAlignment,
+    ) -> MaskedAlignment {
+        let key = (id, parts.iter().flatten().map(|v| v.to_bits()).collect());
+        if let Some(found) = self.examined.masked.lock().get(&key) {
+            return *found;
+        }
+        let found = align();
+        self.examined.masked.lock().insert(key, found);
+        found
     }
 
     /// How many candidates were examined (tests).
     #[cfg(test)]
     pub fn examined_count(&self) -> usize {
-        self.examined.lock().len()
+        self.examined.by_how.lock().len()
     }
 }
 
@@ -218,5 +247,28 @@ mod tests {
             assert_eq!(other.verification.inliers, i);
         }
         assert_eq!(seen.examined_count(), 3);
+
+        // A masked alignment is made once for a candidate and the parts left out; other parts,
+        // or another candidate, are aligned anew.
+        let aligned = std::cell::Cell::new(0);
+        let align = |score: f32| {
+            aligned.set(aligned.get() + 1);
+            (score, None)
+        };
+        let parts = [[0.1, 0.1, 0.5, 0.5]];
+        let other = [[0.1, 0.1, 0.5, 0.6]];
+        assert_eq!(seen.masked(7, &parts, || align(0.9)).0, 0.9);
+        assert_eq!(seen.masked(7, &parts, || align(0.1)).0, 0.9);
+        assert_eq!(seen.masked(7, &other, || align(0.5)).0, 0.5);
+        assert_eq!(seen.masked(8, &parts, || align(0.7)).0, 0.7);
+        assert_eq!(aligned.get(), 3);
+        // Observations sharing the same examined set see them.
+        let shared = Arc::new(Examined::default());
+        let (a, b) = (
+            Observations::sharing(shared.clone()),
+            Observations::sharing(shared),
+        );
+        a.masked(7, &parts, || align(0.3));
+        assert_eq!(b.masked(7, &parts, || align(0.4)).0, 0.3);
     }
 }

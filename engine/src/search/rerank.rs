@@ -381,7 +381,10 @@ fn look_beneath(
             .filter_map(|c| Some((c.evidence?.coverage, c.footprint?)))
             .collect(),
     };
-    let Some(masked) = residual::explained(&verified).and_then(|parts| dq.masked(&parts)) else {
+    let Some(parts) = residual::explained(&verified) else {
+        return;
+    };
+    let Some(masked) = dq.masked(&parts) else {
         return;
     };
     let mut ids: Vec<u64> = checked
@@ -395,8 +398,12 @@ fn look_beneath(
         .iter()
         .filter_map(|id| planes.get(id).map(|p| (*id, &p.0)))
         .collect();
-    let aligned = parallel::map(&planes, ctx.threads, |(_, plane)| {
-        dense::align_masked(&masked, plane)
+    // Kept with the query's observations: a shard aligns them so again in the call after the
+    // one that looked (docs/RAY.md).
+    let aligned = parallel::map(&planes, ctx.threads, |(id, plane)| {
+        query
+            .seen
+            .masked(*id, &parts, || dense::align_masked(&masked, plane))
     });
     let scores: Vec<(u64, f32)> = planes
         .iter()
