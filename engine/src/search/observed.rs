@@ -18,8 +18,9 @@
 //! the candidate's stored features and the verification settings, and so does its alignment
 //! with the query with given parts left out (looking beneath pasted pictures, made in one call
 //! and needed again in the next), so the handle keeps both (recent.rs) under a key of the
-//! features and the settings, and each later call starts from what the earlier ones examined. Votes are not kept across calls: they depend on the rows,
-//! the filter (attributes can change under the same rows) and the voting index's state.
+//! features and the settings, and each later call starts from what the earlier ones examined.
+//! Votes are not kept across calls: they depend on the rows, the filter (attributes can change
+//! under the same rows) and the voting index's state.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};

@@ -358,9 +358,9 @@ impl RerankIndexes {
 /// Looking beneath pasted pictures (search::residual): when matched candidates cover only
 /// part of the query, every other candidate with a dense plane is aligned again with those
 /// parts left out (recorded as its `masked`), and the one [`residual::beneath`] picks gets
-/// that alignment as its `beneath` (`planes`: the candidates' dense planes). A shard of a sharded search looks beneath the
-/// collection's verified candidates, when given them, and takes the collection's pick
-/// (`Candidates::verified`, `Candidates::beneath`; docs/RAY.md).
+/// that alignment as its `beneath` (`planes`: the candidates' dense planes). A shard of a
+/// sharded search looks beneath the collection's verified candidates, when given them, and
+/// takes the collection's pick (`Candidates::verified`, `Candidates::beneath`; docs/RAY.md).
 fn look_beneath(
     ctx: &SearchContext,
     query: Probe,
