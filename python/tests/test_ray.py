@@ -385,6 +385,14 @@ def test_a_missing_or_damaged_shard_is_named_and_never_silently_left_out(subset,
         other.ingest([next(folder.iterdir())], progress=False)
     with pytest.raises(imgvec.Error, match="shard-001.*not made like"):
         iray.ShardedDatabase(out)
+    with iray.ShardedDatabase(out, allow_partial=True) as partial:
+        assert list(partial.missing) == [str(dirs[1])]
+        # The collection's rows are those of the shards that answer.
+        answering = 0
+        for d in (dirs[0], dirs[2]):
+            with imgvec.Database(d, read_only=True) as db:
+                answering += len(db)
+        assert len(partial) == answering
     # Damaged: its metadata store unreadable.
     shutil.rmtree(dirs[2] / "meta")
     (dirs[2] / "meta").write_bytes(b"not a database")

@@ -567,19 +567,23 @@ class ShardedDatabase:
         if not described:
             raise Error(f"no shard could be opened: {self.missing}")
         first = described[0][3]
+        #: Live rows of the shards that answer (a shard made otherwise is left out of them too:
+        #: each shard's share of dense-window measuring is taken of this).
+        self.rows = 0
         for i, d, actor, desc in described:
             same = all(desc[f] == first[f] for f in ("model", "name", "whitening"))
             if not same:
+                ray.kill(actor)
                 self._lost(d, Error(f"{d}: not made like {described[0][1]} (model or whitening differ)"))
                 continue
             self._actors.append((i, d, actor))
+            self.rows += int(desc["rows"] or 0)
         # Each query is featurized once, here, and its features sent to every shard (the model
         # is the first shard's copy; every shard's is the same).
         self._featurizer = Database(described[0][1], read_only=True, threads=featurize_threads or os.cpu_count())
         self._local = bool(first["local"])
         self._verify_defaults = first["verify"]
         self._augment_default = first["augment"]
-        self.rows = sum(int(desc["rows"] or 0) for _, _, _, desc in described)
 
     def _lost(self, shard: str, why: BaseException) -> None:
         if not self.allow_partial:
